@@ -1,0 +1,1 @@
+"""Cohorts, preprocessing, slicing and splitting: everything before the GAN."""

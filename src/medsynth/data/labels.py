@@ -1,0 +1,62 @@
+"""The label table: dataset label values -> consecutive class ids.
+
+The number of classes is derived here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+class LabelError(ValueError):
+    """Label values that the label table does not describe."""
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    names: tuple[str, ...]
+    values: tuple[tuple[int, ...], ...]  # source values per class id
+
+    @classmethod
+    def from_config(cls, entries: Sequence[Mapping[str, object]]) -> "LabelTable":
+        """Build from config: a list of {name, values}; class id = position in the list."""
+        names = tuple(str(e["name"]) for e in entries)
+        values = tuple(tuple(int(v) for v in e["values"]) for e in entries)
+        seen: dict[int, str] = {}
+        for name, vals in zip(names, values):
+            for v in vals:
+                if v in seen:
+                    raise LabelError(f"label value {v} is listed for both '{seen[v]}' and '{name}' in the label table")
+                seen[v] = name
+        if len(set(names)) != len(names):
+            raise LabelError(f"label table names must be unique, got {list(names)}")
+        if 0 not in values[0]:
+            raise LabelError("the first label-table entry must be the background and include value 0")
+        return cls(names, values)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def lookup(self) -> np.ndarray:
+        """Array mapping source value -> class id, -1 for values not in the table."""
+        top = max(max(v) for v in self.values)
+        table = np.full(top + 1, -1, dtype=np.int16)
+        for cls_id, vals in enumerate(self.values):
+            table[list(vals)] = cls_id
+        return table
+
+    def apply(self, label: np.ndarray, source: str) -> np.ndarray:
+        """Map a label map to class ids; unknown values stop with their list and the file."""
+        lut = self.lookup()
+        uniq = np.unique(label)
+        unknown = [int(v) for v in uniq if v < 0 or v >= len(lut) or lut[int(v)] < 0]
+        if unknown:
+            raise LabelError(
+                f"{source}: label values {unknown} are not in the label table; add them to the dataset's "
+                "'labels' list in the config (or map them to an existing class)"
+            )
+        return lut[label.astype(np.int64)].astype(np.uint8)

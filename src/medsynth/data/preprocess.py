@@ -1,0 +1,171 @@
+"""Per-case preprocessing: canonical orientation, in-plane spacing, body mask, intensity window.
+
+Writes image (float32 in [-1, 1]), label (uint8 class ids) and mask (uint8)
+NIfTIs on the preprocessed grid, plus ``meta.json`` holding everything needed
+to map a generated volume back onto the source grid and intensity scale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.labels import LabelTable
+from medsynth.io.nifti import Volume, check_same_grid, load_volume, save_volume, voxel_spacing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    modality: str  # "CT" or "MR"
+    spacing_xy: float | None  # target in-plane spacing in mm; None keeps the source spacing
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU mapped to [-1, 1]
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)  # of body voxels, mapped to [-1, 1]
+    body_threshold_hu: float = -500.0  # CT: tissue is denser than this
+    mr_body_fraction: float = 0.1  # MR: tissue is brighter than this fraction of the 99th percentile
+    opening_mm: float = 6.0  # radius that detaches the table, pads and cables from the body
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("CT", "MR"):
+            raise ValueError(f"modality must be 'CT' or 'MR', got {self.modality!r}")
+
+
+def disk(radius_vox: float) -> np.ndarray:
+    r = max(1, int(np.floor(radius_vox)))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (xx**2 + yy**2) <= radius_vox**2 + 1e-6
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def body_mask(tissue: np.ndarray, spacing_xy: float, opening_mm: float) -> np.ndarray:
+    """Body = opened tissue, largest 3D component, holes (lungs, gas) filled per slice.
+
+    The opening cuts thin bridges (table pad, cables) before choosing the
+    largest component, so the table ends up outside the mask.
+    """
+    struct = disk(opening_mm / spacing_xy)[:, :, None]
+    opened = ndimage.binary_opening(tissue, structure=struct)
+    if not opened.any():
+        return opened
+    body = largest_component(opened)
+    for z in range(body.shape[2]):
+        body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
+    return body
+
+
+def intensity_range(image: np.ndarray, mask: np.ndarray, settings: PreprocessSettings) -> tuple[float, float]:
+    if settings.modality == "CT":
+        return float(settings.ct_window[0]), float(settings.ct_window[1])
+    inside = image[mask] if mask.any() else image.ravel()
+    lo, hi = np.percentile(inside, settings.mr_percentiles)
+    if hi <= lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def to_unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = (np.clip(image, lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
+    return out.astype(np.float32)
+
+
+def from_unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return ((np.asarray(image, dtype=np.float32) + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
+
+
+def preprocess_case(
+    case_id: str,
+    image_path: Path,
+    label_path: Path,
+    out_dir: Path,
+    table: LabelTable,
+    settings: PreprocessSettings,
+) -> dict:
+    image = load_volume(image_path, np.float32)
+    label_vol = load_volume(label_path, np.int32)
+    check_same_grid(image, label_vol)
+    if float(image.array.max()) == float(image.array.min()):
+        raise ValueError(f"{image_path}: image is constant ({image.array.min()}); nothing to learn from")
+    classes = table.apply(label_vol.array, str(label_path))
+
+    img_c, aff_c = to_canonical(image.array, image.affine)
+    lab_c, _ = to_canonical(classes, image.affine)
+    shape, affine = inplane_grid(img_c.shape, aff_c, settings.spacing_xy)
+    background = float(img_c.min())
+    img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background)
+    lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
+    spacing = voxel_spacing(affine)
+
+    if settings.modality == "CT":
+        tissue = img_r > settings.body_threshold_hu
+    else:
+        smooth = ndimage.gaussian_filter(img_r, 1.0)
+        tissue = smooth > settings.mr_body_fraction * np.percentile(smooth, 99)
+    mask = body_mask(tissue, float(spacing[0]), settings.opening_mm)
+    # Every labelled voxel must be inside the mask; widen by the labels rather than drop anatomy.
+    outside = int(np.count_nonzero((lab_r > 0) & ~mask))
+    if outside:
+        log.warning("%s: %d labelled voxels were outside the body mask; mask widened to include them", case_id, outside)
+        mask |= lab_r > 0
+
+    lo, hi = intensity_range(img_r, mask, settings)
+    unit = to_unit_range(img_r, lo, hi)
+    unit[~mask] = -1.0
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_volume(out_dir / "image.nii.gz", unit, affine)
+    save_volume(out_dir / "label.nii.gz", lab_r.astype(np.uint8), affine)
+    save_volume(out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)
+    meta = {
+        "case_id": case_id,
+        "source_image": str(image_path),
+        "source_label": str(label_path),
+        "source_shape": list(image.array.shape),
+        "source_affine": image.affine.tolist(),
+        "shape": list(shape),
+        "affine": affine.tolist(),
+        "spacing": spacing.tolist(),
+        "modality": settings.modality,
+        "intensity": {"lo": lo, "hi": hi, "background": background},
+        "labelled_voxels_outside_mask": outside,
+        "class_voxels": np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist(),
+        "settings": asdict(settings),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def back_to_source(volume: np.ndarray, meta: dict, *, order: int, cval: float) -> np.ndarray:
+    """Map a volume on the preprocessed grid back onto the source grid (shape and affine)."""
+    return resample_to_grid(
+        volume,
+        np.asarray(meta["affine"]),
+        np.asarray(meta["source_affine"]),
+        tuple(meta["source_shape"]),
+        order=order,
+        cval=cval,
+    )
+
+
+def load_preprocessed(case_dir: Path) -> tuple[Volume, Volume, Volume, dict]:
+    meta = json.loads((case_dir / "meta.json").read_text())
+    return (
+        load_volume(case_dir / "image.nii.gz", np.float32),
+        load_volume(case_dir / "label.nii.gz", np.uint8),
+        load_volume(case_dir / "mask.nii.gz", np.uint8),
+        meta,
+    )

@@ -1,0 +1,113 @@
+"""3D -> 2D axial slices at the training size, cropped around the body.
+
+Per case the slices are stored in one ``slices.npz`` (what training reads)
+with, per slice, the z index and crop offset that put a generated slice back
+into the preprocessed volume; PNGs are written for people.
+
+Slice rule: an axial slice is kept when the body mask covers at least
+``min_body_fraction`` of the cropped slice and at least one voxel carries a
+class other than background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.io.images import display_view, save_png, unit_to_uint8
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    size: int  # training images are size x size
+    min_body_fraction: float = 0.05
+
+
+@dataclass
+class CaseSlices:
+    images: np.ndarray  # (n, size, size) float32 in [-1, 1]
+    labels: np.ndarray  # (n, size, size) uint8 class ids
+    masks: np.ndarray  # (n, size, size) uint8 body mask
+    z: np.ndarray  # (n,) axial index in the preprocessed volume
+    offsets: np.ndarray  # (n, 2) x0, y0: slice[i, j] = volume[x0 + i, y0 + j, z]
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part.npz")
+        # float16 halves the store; [-1, 1] images lose nothing visible at 8-bit display depth.
+        np.savez(
+            tmp,
+            images=self.images.astype(np.float16),
+            labels=self.labels,
+            masks=self.masks,
+            z=self.z,
+            offsets=self.offsets,
+        )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "CaseSlices":
+        with np.load(path) as f:
+            return cls(f["images"].astype(np.float32), f["labels"], f["masks"], f["z"], f["offsets"])
+
+
+def crop_offset(mask: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the size x size window centred on the body's bounding box (whole volume)."""
+    if not mask.any():
+        return (mask.shape[0] - size) // 2, (mask.shape[1] - size) // 2
+    xs = np.flatnonzero(mask.any(axis=(1, 2)))
+    ys = np.flatnonzero(mask.any(axis=(0, 2)))
+    cx = (xs[0] + xs[-1] + 1) / 2.0
+    cy = (ys[0] + ys[-1] + 1) / 2.0
+    return int(round(cx - size / 2.0)), int(round(cy - size / 2.0))
+
+
+def window(volume: np.ndarray, x0: int, y0: int, size: int, fill: float) -> np.ndarray:
+    """volume[x0:x0+size, y0:y0+size, :] with ``fill`` wherever the window leaves the volume."""
+    out = np.full((size, size, volume.shape[2]), fill, dtype=volume.dtype)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + size, volume.shape[0]), min(y0 + size, volume.shape[1])
+    if sx1 > sx0 and sy1 > sy0:
+        out[sx0 - x0 : sx1 - x0, sy0 - y0 : sy1 - y0] = volume[sx0:sx1, sy0:sy1]
+    return out
+
+
+def paste(volume: np.ndarray, patch: np.ndarray, x0: int, y0: int, z: int) -> None:
+    """Inverse of ``window`` for one slice: write the part of ``patch`` that lies inside the volume."""
+    size = patch.shape[0]
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + size, volume.shape[0]), min(y0 + size, volume.shape[1])
+    if sx1 > sx0 and sy1 > sy0:
+        volume[sx0:sx1, sy0:sy1, z] = patch[sx0 - x0 : sx1 - x0, sy0 - y0 : sy1 - y0]
+
+
+def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings: SliceSettings) -> CaseSlices:
+    size = settings.size
+    x0, y0 = crop_offset(mask > 0, size)
+    img_w = window(image.astype(np.float32), x0, y0, size, -1.0)
+    lab_w = window(label.astype(np.uint8), x0, y0, size, 0)
+    msk_w = window(mask.astype(np.uint8), x0, y0, size, 0)
+    body_fraction = msk_w.mean(axis=(0, 1))
+    has_labels = (lab_w > 0).any(axis=(0, 1))
+    keep = np.flatnonzero((body_fraction >= settings.min_body_fraction) & has_labels)
+    return CaseSlices(
+        images=np.moveaxis(img_w[:, :, keep], 2, 0),
+        labels=np.moveaxis(lab_w[:, :, keep], 2, 0),
+        masks=np.moveaxis(msk_w[:, :, keep], 2, 0),
+        z=keep.astype(np.int32),
+        offsets=np.tile(np.array([[x0, y0]], dtype=np.int32), (len(keep), 1)),
+    )
+
+
+def write_pngs(case_id: str, slices: CaseSlices, out_dir: Path) -> list[str]:
+    """images/<case>_z###.png (8-bit image) and labels/<case>_z###.png (class ids)."""
+    names = []
+    for img, lab, z in zip(slices.images, slices.labels, slices.z):
+        name = f"{case_id}_z{int(z):03d}.png"
+        save_png(out_dir / "images" / name, unit_to_uint8(display_view(img)))
+        save_png(out_dir / "labels" / name, display_view(lab))
+        names.append(name)
+    return names

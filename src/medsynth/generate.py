@@ -1,0 +1,120 @@
+"""Test-set generation: K samples per label map, as 2D PNGs and as 3D volumes on the source grid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medsynth.data.preprocess import back_to_source, from_unit_range
+from medsynth.data.slicing import CaseSlices, paste
+from medsynth.io.images import display_view, save_png, unit_to_uint8
+from medsynth.io.nifti import load_volume, save_volume
+from medsynth.models import build_generator
+from medsynth.models.registry import ModelSpec
+from medsynth.train.checkpoint import load_checkpoint
+from medsynth.train.data import one_hot
+
+MANIFEST_COLUMNS = ["case_id", "sample", "seed", "volume", "label", "pngs"]
+
+
+def sample_seed(base_seed: int, case_id: str, sample: int) -> int:
+    """Seed of one (case, sample): regenerating it needs only these three values."""
+    digest = hashlib.sha256(f"{base_seed}:{case_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
+    state = load_checkpoint(path, map_location=device)
+    if "ema" not in state or "model" not in state:
+        raise ValueError(f"{path}: holds no EMA generator; pass the generator exported by the select stage")
+    spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["model"].items()})
+    G = build_generator(spec, state["num_classes"]).to(device)
+    G.load_state_dict(state["ema"])
+    return G.eval(), state["num_classes"]
+
+
+@torch.no_grad()
+def generate_slices(G: torch.nn.Module, labels: np.ndarray, num_classes: int, seed: int, batch: int,
+                    device: torch.device) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    lab = torch.from_numpy(labels.astype(np.int64))
+    out = []
+    for i in range(0, lab.shape[0], batch):
+        chunk = lab[i : i + batch].to(device)
+        z = G.noise(chunk.shape[0], chunk.shape[1], chunk.shape[2], generator=gen).to(device)
+        out.append(G(one_hot(chunk, num_classes), z)[:, 0].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, *labels.shape[1:]), np.float32)
+
+
+def assemble_volume(slices: CaseSlices, generated: np.ndarray, meta: dict) -> np.ndarray:
+    """Generated slices -> preprocessed grid ([-1, 1]) -> intensities -> source grid."""
+    vol = np.full(tuple(meta["shape"]), -1.0, dtype=np.float32)
+    for img, z, (x0, y0) in zip(generated, slices.z, slices.offsets):
+        paste(vol, img, int(x0), int(y0), int(z))
+    lo, hi = meta["intensity"]["lo"], meta["intensity"]["hi"]
+    physical = from_unit_range(vol, lo, hi)
+    return back_to_source(physical, meta, order=1, cval=lo)
+
+
+def generate_case(
+    G: torch.nn.Module,
+    num_classes: int,
+    case_id: str,
+    slices_path: Path,
+    preprocess_dir: Path,
+    out_dir: Path,
+    samples: int,
+    base_seed: int,
+    batch: int,
+    device: torch.device,
+) -> list[dict]:
+    slices = CaseSlices.load(slices_path)
+    meta = json.loads((preprocess_dir / "meta.json").read_text())
+    case_dir = out_dir / case_id
+    label_pre = load_volume(preprocess_dir / "label.nii.gz", np.uint8).array
+    # The label volume goes back along the same path as the images, so the two line up voxel for voxel.
+    label_src = back_to_source(label_pre, meta, order=0, cval=0).astype(np.uint8)
+    source_affine = np.asarray(meta["source_affine"])
+    label_file = save_volume(case_dir / "label.nii.gz", label_src, source_affine)
+    for lab, z in zip(slices.labels, slices.z):
+        save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
+
+    rows, stacks = [], []
+    for k in range(samples):
+        seed = sample_seed(base_seed, case_id, k)
+        fake = generate_slices(G, slices.labels, num_classes, seed, batch, device)
+        stacks.append(fake)
+        for img, z in zip(fake, slices.z):
+            save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
+        volume = assemble_volume(slices, fake, meta)
+        if meta["modality"] == "CT":
+            volume = np.clip(np.rint(volume), -32768, 32767).astype(np.int16)
+        vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", volume, source_affine)
+        rows.append({"case_id": case_id, "sample": k, "seed": seed, "volume": str(vol_file),
+                     "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
+    np.savez_compressed(case_dir / "samples.npz", samples=np.stack(stacks).astype(np.float16), z=slices.z)
+    return rows
+
+
+def generate_cases(
+    generator_path: Path,
+    cases: Sequence[tuple[str, Path, Path]],
+    out_dir: Path,
+    samples: int,
+    seed: int,
+    batch: int,
+    device: torch.device,
+) -> list[dict]:
+    """``cases``: (case id, slices.npz, preprocess folder) for every test case."""
+    G, num_classes = load_generator(generator_path, device)
+    rows = []
+    for case_id, slices_path, pre_dir in tqdm(sorted(cases), desc="generate", unit="case"):
+        rows += generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
+                              samples, seed, batch, device)
+    return rows

@@ -1,0 +1,1 @@
+"""Reading and writing volumes, tables and images with their geometry."""

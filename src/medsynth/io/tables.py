@@ -1,0 +1,46 @@
+"""Small tab-separated tables: the contracts between pipeline stages."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+
+def read_tsv(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: table not found")
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def write_tsv(path: str | Path, rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> Path:
+    """Write rows atomically: a crash never leaves half a table for the next stage."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: format_value(row.get(c, "")) for c in columns})
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    return path
+
+
+def format_value(value: object) -> str:
+    """Numbers in a form that round-trips; a missing metric is 'NA', never a made-up number."""
+    if value is None:
+        return "NA"
+    if isinstance(value, float):
+        return "NA" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def parse_float(text: str) -> float:
+    return math.nan if text in ("", "NA", "nan") else float(text)

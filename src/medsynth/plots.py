@@ -1,0 +1,165 @@
+"""Figures people look at: sample grids, metric and loss curves. Headless (Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medsynth.io.images import display_view  # noqa: E402
+from medsynth.io.tables import parse_float, read_tsv  # noqa: E402
+
+
+def label_colors(num_classes: int) -> np.ndarray:
+    """(C, 3) colours; background black, classes from a qualitative map."""
+    cmap = plt.get_cmap("tab20")
+    colors = np.array([cmap(i % 20)[:3] for i in range(num_classes)])
+    colors[0] = 0.0
+    return colors
+
+
+def label_to_rgb(label: np.ndarray, num_classes: int) -> np.ndarray:
+    return label_colors(num_classes)[np.asarray(label, dtype=np.int64)]
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part" + path.suffix)
+    fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def sample_grid(
+    path: Path,
+    labels,
+    samples: Sequence,
+    reals=None,
+    num_classes: int = 2,
+    title: str = "",
+    row_names: Sequence[str] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """One row per label map: label | sample 1..K | real (if given). Images in [-1, 1]."""
+    labels = np.asarray(labels)
+    samples = [np.asarray(s).reshape(labels.shape) for s in samples]
+    reals = None if reals is None else np.asarray(reals).reshape(labels.shape)
+    cols = 1 + len(samples) + (reals is not None)
+    rows = labels.shape[0]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), dpi=dpi, squeeze=False)
+    heads = ["label"] + [f"sample {k + 1}" for k in range(len(samples))] + (["real"] if reals is not None else [])
+    for r in range(rows):
+        panels = [label_to_rgb(display_view(labels[r]), num_classes)]
+        panels += [display_view(s[r]) for s in samples]
+        if reals is not None:
+            panels.append(display_view(reals[r]))
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            if panel.ndim == 3:
+                ax.imshow(panel, interpolation="nearest")
+            else:
+                ax.imshow(panel, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(heads[c], fontsize=8)
+        if row_names is not None:
+            axes[r, 0].set_ylabel(row_names[r], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _columns(path: Path) -> dict[str, np.ndarray]:
+    rows = read_tsv(path)
+    if not rows:
+        return {}
+    return {k: np.array([parse_float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def metric_curves(metrics_tsv: Path, path: Path, selected_step: int | None = None, dpi: int = 100) -> Path:
+    """One panel per validation metric over training steps, the selected step marked."""
+    cols = _columns(metrics_tsv)
+    names = [k for k in cols if k != "step"]
+    n = max(1, len(names))
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.0), dpi=dpi, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = cols[name]
+        if np.isfinite(values).any():
+            ax.plot(cols["step"], values, marker="o", ms=3)
+        else:
+            ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
+        if selected_step is not None:
+            ax.axvline(selected_step, color="tab:red", ls="--", lw=1, label=f"selected (step {selected_step})")
+            ax.legend(fontsize=7)
+        ax.set_title(f"validation {name}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average that does not shrink the series."""
+    if window <= 1 or values.size == 0:
+        return values
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    out = np.empty_like(values, dtype=np.float64)
+    for i in range(values.size):
+        lo = max(0, i + 1 - window)
+        out[i] = (c[i + 1] - c[lo]) / (i + 1 - lo)
+    return out
+
+
+def loss_curves(losses_tsv: Path, path: Path, window: int = 25, dpi: int = 100) -> Path:
+    """Raw losses faint, smoothed losses bold, one panel for G and one for D."""
+    cols = _columns(losses_tsv)
+    groups = {"generator": [k for k in cols if k.startswith("loss_g")],
+              "discriminator": [k for k in cols if k.startswith("loss_d")]}
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.0), dpi=dpi)
+    for ax, (title, keys) in zip(axes, groups.items()):
+        for i, k in enumerate(keys):
+            color = f"C{i}"
+            ax.plot(cols["step"], cols[k], color=color, alpha=0.25, lw=0.8)
+            ax.plot(cols["step"], smooth(cols[k], window), color=color, lw=1.6, label=k)
+        ax.set_title(f"{title} losses (moving average {window})", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        if keys:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+
+def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: int = 100) -> Path:
+    """Grid over test cases: ``cases`` = (case id, real slices.npz, generated samples.npz).
+
+    Rows are spread over cases and, within a case, over its slices, so the grid
+    shows the anatomy's range rather than neighbouring slices.
+    """
+    from medsynth.data.slicing import CaseSlices
+
+    picks = []
+    cases = sorted(cases)
+    per_case = max(1, -(-rows // max(1, len(cases))))
+    for case_id, real_path, gen_path in cases:
+        real = CaseSlices.load(Path(real_path))
+        with np.load(gen_path) as f:
+            fakes = f["samples"].astype(np.float32)
+        n = len(real.z)
+        for i in np.unique(np.linspace(n * 0.2, n * 0.8, per_case).round().astype(int).clip(0, n - 1)):
+            picks.append((f"{case_id} z{int(real.z[i])}", real.labels[i], fakes[:, i], real.images[i]))
+    picks = picks[:rows]
+    labels = np.stack([p[1] for p in picks])
+    samples = [np.stack([p[2][k] for p in picks]) for k in range(picks[0][2].shape[0])]
+    reals = np.stack([p[3] for p in picks])
+    return sample_grid(path, labels, samples, reals, num_classes, title="test split: label | samples | real",
+                       row_names=[p[0] for p in picks], dpi=dpi)

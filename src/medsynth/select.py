@@ -1,0 +1,52 @@
+"""Checkpoint selection by a validation metric (never by the test split)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import medsynth
+from medsynth.io.tables import parse_float, read_tsv
+from medsynth.metrics import DIRECTIONS
+from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator: Path) -> dict:
+    """Pick the best validation step by ``metric``; export that EMA generator weights-only."""
+    run_dir = Path(run_dir)
+    if metric not in DIRECTIONS:
+        raise KeyError(f"select.metric {metric!r} is not a validation metric; choose one of {sorted(DIRECTIONS)}")
+    direction = DIRECTIONS[metric]
+    rows = read_tsv(run_dir / "metrics.tsv")
+    ckpts = {int(r["step"]): r["checkpoint"] for r in read_tsv(run_dir / "checkpoints.tsv")}
+    scored = [(int(r["step"]), parse_float(r.get(metric, "NA"))) for r in rows]
+    scored = [(s, v) for s, v in scored if math.isfinite(v) and s in ckpts]
+    if not scored:
+        raise ValueError(f"{run_dir / 'metrics.tsv'}: no finite '{metric}' values with a checkpoint to select from")
+    # Best first; ties go to the later step (more training, same validation score).
+    ranked = sorted(scored, key=lambda sv: (-sv[1] if direction == "max" else sv[1], -sv[0]))
+    step, value = ranked[0]
+    ckpt_path = run_dir / ckpts[step]
+    state = load_checkpoint(ckpt_path)
+    save_checkpoint(out_generator, {
+        "kind": "generator", "step": step, "ema": state["ema"], "model": state["model"],
+        "num_classes": state["num_classes"], "selected_by": {metric: value}, "version": medsynth.__version__,
+    })
+    runner_up = {"step": ranked[1][0], "value": ranked[1][1]} if len(ranked) > 1 else None
+    summary = {
+        "metric": metric,
+        "direction": direction,
+        "step": step,
+        "value": value,
+        "checkpoint": str(ckpt_path),
+        "generator": str(out_generator),
+        "runner_up": runner_up,
+        "candidates": len(ranked),
+        "reason": f"{'highest' if direction == 'max' else 'lowest'} validation {metric} "
+        f"({value:.4g}) among {len(ranked)} evaluated checkpoints",
+    }
+    out_json = Path(out_json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(summary, indent=2))
+    return summary

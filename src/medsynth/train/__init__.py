@@ -1,0 +1,1 @@
+"""Training: data in memory, the OASIS step, checkpoints and the loop."""

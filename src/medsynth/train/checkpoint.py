@@ -1,0 +1,42 @@
+"""Self-describing, atomic checkpoints.
+
+A checkpoint holds everything needed to continue or to use a run without the
+config that made it: step, networks, EMA, optimisers, RNG states, best metric,
+metric history, resolved settings and package version. Loading uses
+``weights_only=True`` so a checkpoint file can never execute code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Write to a temporary name, fsync, rename: a crash leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as fh:
+        torch.save({"format": FORMAT, **payload}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/foreign files
+        raise ValueError(f"{path}: not a readable medsynth checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a medsynth checkpoint of format {FORMAT}")
+    return payload

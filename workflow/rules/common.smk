@@ -1,0 +1,89 @@
+# Helpers shared by the stage files: config validation, case lists, parameters.
+# Each rule gets only the slice of the config it uses, so changing one setting
+# reruns only the stages that depend on it (Snakemake's params rerun trigger).
+
+import csv
+import os
+
+from snakemake.utils import validate
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+ENV = "../../envs/medsynth.yaml"
+DATASETS = sorted(config["datasets"])
+EXPERIMENTS = sorted(config["experiments"])
+
+for _name, _exp in config["experiments"].items():
+    if _exp["dataset"] not in config["datasets"]:
+        raise ValueError(
+            f"config: experiments.{_name}.dataset is {_exp['dataset']!r}, "
+            f"which is not one of the datasets {DATASETS}"
+        )
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    experiment="|".join(EXPERIMENTS),
+    case=r"[A-Za-z0-9_.\-]+",
+
+
+def read_table(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def cases_of(dataset):
+    """Case rows of a dataset, known once its download checkpoint has run."""
+    path = checkpoints.download.get(dataset=dataset).output.cases
+    rows = {}
+    for row in read_table(path):
+        for col in ("image", "label"):
+            # Paths in a cases table are relative to the table's folder.
+            row[col] = os.path.normpath(os.path.join(os.path.dirname(path), row[col]))
+        rows[row["case_id"]] = row
+    return rows
+
+
+def split_of(dataset, parts):
+    """Sorted case ids in the given split parts (after the split checkpoint)."""
+    path = checkpoints.split.get(dataset=dataset).output.split
+    return sorted(row["case_id"] for row in read_table(path) if row["part"] in parts)
+
+
+def experiment_dataset(wildcards):
+    return config["experiments"][wildcards.experiment]["dataset"]
+
+
+def case_slices(dataset, parts):
+    return expand(
+        "results/slices/{dataset}/cases/{case}/slices.npz",
+        dataset=dataset,
+        case=split_of(dataset, parts),
+    )
+
+
+def preprocess_inputs(wildcards):
+    row = cases_of(wildcards.dataset)[wildcards.case]
+    return {"image": row["image"], "label": row["label"]}
+
+
+def test_case_inputs(wildcards):
+    dataset = experiment_dataset(wildcards)
+    cases = split_of(dataset, ("test",))
+    return {
+        "slices": expand("results/slices/{dataset}/cases/{case}/slices.npz", dataset=dataset, case=cases),
+        "meta": expand("results/preprocess/{dataset}/{case}/meta.json", dataset=dataset, case=cases),
+        "label": expand("results/preprocess/{dataset}/{case}/label.nii.gz", dataset=dataset, case=cases),
+    }
+
+
+def all_targets():
+    targets = expand("results/slices/{dataset}/oasis", dataset=DATASETS)
+    for exp in EXPERIMENTS:
+        targets += expand(
+            "reports/{experiment}/{name}",
+            experiment=exp,
+            name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png"],
+        )
+    return targets

@@ -1,0 +1,19 @@
+# Stage 8: metrics of the generated test set against the real test images.
+
+
+rule evaluate:
+    input:
+        manifest=rules.generate.output.manifest,
+        cases=rules.generate.output.cases,
+        real=lambda w: case_slices(experiment_dataset(w), ("test",)),
+    output:
+        metrics="results/evaluate/{experiment}/test_metrics.tsv",
+        per_case="results/evaluate/{experiment}/per_case.tsv",
+    log:
+        "logs/evaluate/{experiment}.log",
+    benchmark:
+        "benchmarks/evaluate/{experiment}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"

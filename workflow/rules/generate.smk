@@ -1,0 +1,22 @@
+# Stage 7: K samples per test label map, PNG and 3D NIfTI on the source grid.
+
+
+rule generate:
+    input:
+        unpack(test_case_inputs),
+        generator=rules.select.output.generator,
+    output:
+        manifest="results/generate/{experiment}/manifest.tsv",
+        cases=directory("results/generate/{experiment}/cases"),
+    params:
+        settings=config["generate"],
+    log:
+        "logs/generate/{experiment}.log",
+    benchmark:
+        "benchmarks/generate/{experiment}.tsv"
+    resources:
+        gpu=lambda w: min(1, int(config["experiments"][w.experiment].get("gpus", 0))),
+    conda:
+        ENV
+    script:
+        "../scripts/generate.py"

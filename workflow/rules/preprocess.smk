@@ -1,0 +1,23 @@
+# Stage 2, per case: canonical orientation, in-plane spacing, body mask, intensity window.
+
+
+rule preprocess:
+    input:
+        unpack(preprocess_inputs),
+    output:
+        image="results/preprocess/{dataset}/{case}/image.nii.gz",
+        label="results/preprocess/{dataset}/{case}/label.nii.gz",
+        mask="results/preprocess/{dataset}/{case}/mask.nii.gz",
+        meta="results/preprocess/{dataset}/{case}/meta.json",
+    params:
+        modality=lambda w: config["datasets"][w.dataset]["modality"],
+        settings=lambda w: config["datasets"][w.dataset]["preprocess"],
+        labels=lambda w: config["datasets"][w.dataset]["labels"],
+    log:
+        "logs/preprocess/{dataset}/{case}.log",
+    benchmark:
+        "benchmarks/preprocess/{dataset}/{case}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/preprocess.py"

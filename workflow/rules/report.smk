@@ -1,0 +1,70 @@
+# Stage 9: figures and a summary under reports/<experiment>/ (local rules: cheap, login node).
+
+
+rule report_curves:
+    input:
+        metrics=rules.train.output.metrics,
+        losses=rules.train.output.losses,
+        selected=rules.select.output.selected,
+    output:
+        metrics=report(
+            "reports/{experiment}/metric_curves.png",
+            caption="../report/metric_curves.rst",
+            category="{experiment}",
+        ),
+        losses=report(
+            "reports/{experiment}/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="{experiment}",
+        ),
+    params:
+        settings=config["report"],
+    log:
+        "logs/report/{experiment}_curves.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_curves.py"
+
+
+rule report_samples:
+    input:
+        manifest=rules.generate.output.manifest,
+        cases=rules.generate.output.cases,
+        real=lambda w: case_slices(experiment_dataset(w), ("test",)),
+    output:
+        report(
+            "reports/{experiment}/samples.png",
+            caption="../report/samples.rst",
+            category="{experiment}",
+        ),
+    params:
+        settings=config["report"],
+        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+    log:
+        "logs/report/{experiment}_samples.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_samples.py"
+
+
+rule report_summary:
+    input:
+        selected=rules.select.output.selected,
+        test_metrics=rules.evaluate.output.metrics,
+        metric_curves=rules.report_curves.output.metrics,
+        loss_curves=rules.report_curves.output.losses,
+        samples=rules.report_samples.output[0],
+    output:
+        md="reports/{experiment}/summary.md",
+        html="reports/{experiment}/summary.html",
+    log:
+        "logs/report/{experiment}_summary.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_summary.py"

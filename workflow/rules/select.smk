@@ -1,0 +1,19 @@
+# Stage 6: pick the checkpoint by a validation metric; export its EMA generator.
+
+
+rule select:
+    input:
+        metrics=rules.train.output.metrics,
+        checkpoints=rules.train.output.checkpoints,
+    output:
+        selected="results/select/{experiment}/selected.json",
+        generator="results/select/{experiment}/generator.pt",
+    params:
+        run_dir=lambda w: f"results/train/{w.experiment}",
+        metric=config["select"]["metric"],
+    log:
+        "logs/select/{experiment}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/select.py"

@@ -1,0 +1,19 @@
+# Stage 3, per case: axial slices at the training size around the body.
+
+
+rule slice:
+    input:
+        image=rules.preprocess.output.image,
+        label=rules.preprocess.output.label,
+        mask=rules.preprocess.output.mask,
+    output:
+        slices="results/slices/{dataset}/cases/{case}/slices.npz",
+        png=directory("results/slices/{dataset}/cases/{case}/png"),
+    params:
+        settings=config["slice"],
+    log:
+        "logs/slice/{dataset}/{case}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/slice.py"

@@ -1,0 +1,35 @@
+# Stage 4: patient-level train/val/test split, and the OASIS-style folder view of it.
+
+
+checkpoint split:
+    input:
+        cases=rules.download.output.cases,
+    output:
+        split="results/split/{dataset}/split.tsv",
+    params:
+        settings=config["split"],
+    log:
+        "logs/split/{dataset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/split.py"
+
+
+rule oasis_view:
+    input:
+        split=rules.split.output.split,
+        png=lambda w: expand(
+            "results/slices/{dataset}/cases/{case}/png",
+            dataset=w.dataset,
+            case=split_of(w.dataset, ("train", "val", "test")),
+        ),
+    output:
+        directory("results/slices/{dataset}/oasis"),
+    log:
+        "logs/split/{dataset}_oasis_view.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/oasis_view.py"

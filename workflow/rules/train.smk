@@ -1,0 +1,30 @@
+# Stage 5: train one OASIS GAN per experiment (GPU when present).
+# Only the final tables are declared outputs: Snakemake deletes the outputs of
+# a failed job, and the checkpoints under results/train/<experiment>/ must
+# survive a crash or time-out so that rerunning the same command resumes.
+
+
+rule train:
+    input:
+        split=lambda w: f"results/split/{experiment_dataset(w)}/split.tsv",
+        train=lambda w: case_slices(experiment_dataset(w), ("train",)),
+        val=lambda w: case_slices(experiment_dataset(w), ("val",)),
+    output:
+        metrics="results/train/{experiment}/metrics.tsv",
+        losses="results/train/{experiment}/losses.tsv",
+        checkpoints="results/train/{experiment}/checkpoints.tsv",
+    params:
+        run_dir=lambda w: f"results/train/{w.experiment}",
+        settings=lambda w: config["experiments"][w.experiment]["train"],
+        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+    log:
+        "logs/train/{experiment}.log",
+    benchmark:
+        "benchmarks/train/{experiment}.tsv"
+    threads: 2
+    resources:
+        gpu=lambda w: int(config["experiments"][w.experiment].get("gpus", 0)),
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"

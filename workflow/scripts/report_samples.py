@@ -1,0 +1,13 @@
+"""Snakemake script: sample grid label | K samples | real on test slices."""
+
+from pathlib import Path
+
+from medsynth.logs import log_to
+from medsynth.plots import test_sample_grid
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    s = sm.params.settings
+    gen_dir = Path(sm.input.cases)
+    cases = [(Path(p).parent.name, Path(p), gen_dir / Path(p).parent.name / "samples.npz") for p in sm.input.real]
+    test_sample_grid(cases, len(sm.params.labels), Path(sm.output[0]), rows=s["grid_rows"], dpi=s["dpi"])

@@ -1,0 +1,21 @@
+"""Snakemake script: markdown + HTML summary of one experiment."""
+
+from pathlib import Path
+
+from medsynth.logs import log_to
+from medsynth.report import write_summary
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    write_summary(
+        sm.wildcards.experiment,
+        Path(sm.input.selected),
+        Path(sm.input.test_metrics),
+        {
+            "Validation metrics during training": Path(sm.input.metric_curves),
+            "Training losses": Path(sm.input.loss_curves),
+            "Test samples (label | samples | real)": Path(sm.input.samples),
+        },
+        Path(sm.output.md),
+        Path(sm.output.html),
+    )
