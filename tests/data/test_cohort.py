@@ -1,0 +1,201 @@
+"""Case tables (medsynth.data.cohort) and the OASIS folder view (medsynth.data.views)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsynth.data.cohort import CASE_COLUMNS, read_cases, register_local
+from medsynth.data.views import oasis_view
+from medsynth.io.images import load_png, save_png
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00")
+    return path
+
+
+def _write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return path
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.fixture
+def cohort_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "cohort"
+    for cid in ("b", "a", "c"):
+        _touch(root / "scans" / f"{cid}_img.nii.gz")
+        _touch(root / "scans" / f"{cid}_lab.nii.gz")
+    return root
+
+
+# ------------------------------------------------------------------ read_cases
+
+
+def test_read_cases_resolves_relative_paths_and_sorts(cohort_dir: Path, tmp_path: Path) -> None:
+    absolute = _touch(tmp_path / "elsewhere" / "c_img.nii.gz")
+    table = _write_table(
+        cohort_dir / "cases.tsv",
+        ["case_id", "image", "label"],
+        [
+            ["c", str(absolute), "scans/c_lab.nii.gz"],
+            ["a", "scans/a_img.nii.gz", "./scans/a_lab.nii.gz"],
+            ["b", "scans/b_img.nii.gz", "scans/../scans/b_lab.nii.gz"],
+        ],
+    )
+    # Run from another directory: paths must be relative to the table, not the working directory.
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        rows = read_cases(table)
+    finally:
+        os.chdir(old)
+    assert [r["case_id"] for r in rows] == ["a", "b", "c"]
+    scans = (cohort_dir / "scans").resolve()
+    assert rows[0]["image"] == str(scans / "a_img.nii.gz")
+    assert rows[0]["label"] == str(scans / "a_lab.nii.gz")
+    assert rows[1]["label"] == str(scans / "b_lab.nii.gz")  # normalised
+    assert rows[2]["image"] == str(absolute.resolve())
+    assert all(Path(r[c]).is_absolute() and Path(r[c]).is_file() for r in rows for c in ("image", "label"))
+
+
+def test_duplicate_case_id_raises_naming_table_and_line(cohort_dir: Path) -> None:
+    table = _write_table(
+        cohort_dir / "cases.tsv",
+        ["case_id", "image", "label"],
+        [
+            ["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"],
+            ["b", "scans/b_img.nii.gz", "scans/b_lab.nii.gz"],
+            ["a", "scans/c_img.nii.gz", "scans/c_lab.nii.gz"],
+        ],
+    )
+    with pytest.raises(ValueError, match="duplicate case id 'a'") as exc:
+        read_cases(table)
+    assert str(table) in str(exc.value)
+    assert "line 4" in str(exc.value)  # header is line 1
+
+
+@pytest.mark.parametrize("column", ["image", "label"])
+def test_missing_file_raises_naming_file_and_case(cohort_dir: Path, column: str) -> None:
+    row = {"case_id": "b", "image": "scans/b_img.nii.gz", "label": "scans/b_lab.nii.gz"}
+    row[column] = "scans/missing.nii.gz"
+    table = _write_table(
+        cohort_dir / "cases.tsv",
+        ["case_id", "image", "label"],
+        [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"], [row["case_id"], row["image"], row["label"]]],
+    )
+    with pytest.raises(FileNotFoundError) as exc:
+        read_cases(table)
+    msg = str(exc.value)
+    assert "missing.nii.gz" in msg and "'b'" in msg and column in msg and "line 3" in msg
+
+
+def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None:
+    no_label = _write_table(cohort_dir / "t1.tsv", ["case_id", "image"], [["a", "scans/a_img.nii.gz"]])
+    with pytest.raises(ValueError, match="label"):
+        read_cases(no_label)
+    empty = _write_table(cohort_dir / "t2.tsv", ["case_id", "image", "label"], [])
+    with pytest.raises(ValueError, match="no rows"):
+        read_cases(empty)
+    slash = _write_table(
+        cohort_dir / "t3.tsv", ["case_id", "image", "label"], [["x/y", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]]
+    )
+    with pytest.raises(ValueError, match="slashes"):
+        read_cases(slash)
+
+
+def test_missing_table_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="absent.tsv"):
+        read_cases(tmp_path / "absent.tsv")
+
+
+# ------------------------------------------------------------------ register_local
+
+
+def test_register_local_writes_cases_table_with_modality(cohort_dir: Path, tmp_path: Path) -> None:
+    table = _write_table(
+        cohort_dir / "my_cases.tsv",
+        ["case_id", "image", "label", "notes"],
+        [["b", "scans/b_img.nii.gz", "scans/b_lab.nii.gz", "x"], ["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz", "y"]],
+    )
+    out = register_local(table, tmp_path / "results" / "cases.tsv", "MR")
+    assert out == tmp_path / "results" / "cases.tsv"
+    assert out.read_text().splitlines()[0].split("\t") == CASE_COLUMNS
+    rows = _read_tsv(out)
+    assert [r["case_id"] for r in rows] == ["a", "b"]
+    assert [r["modality"] for r in rows] == ["MR", "MR"]
+    assert rows[0]["image"] == str((cohort_dir / "scans" / "a_img.nii.gz").resolve())
+    # The written table is itself a valid cases table.
+    assert [r["case_id"] for r in read_cases(out)] == ["a", "b"]
+
+
+def test_register_local_keeps_given_modality_and_fills_empty(cohort_dir: Path, tmp_path: Path) -> None:
+    table = _write_table(
+        cohort_dir / "my_cases.tsv",
+        ["case_id", "image", "label", "modality"],
+        [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz", "MR"], ["b", "scans/b_img.nii.gz", "scans/b_lab.nii.gz", ""]],
+    )
+    rows = _read_tsv(register_local(table, tmp_path / "cases.tsv", "CT"))
+    assert {r["case_id"]: r["modality"] for r in rows} == {"a": "MR", "b": "CT"}
+
+
+# ------------------------------------------------------------------ oasis_view
+
+
+def _png_dir(root: Path, case_id: str, zs: list[int]) -> Path:
+    for z in zs:
+        name = f"{case_id}_z{z:03d}.png"
+        save_png(root / "images" / name, np.full((4, 4), z * 10 + len(case_id), dtype=np.uint8))
+        save_png(root / "labels" / name, np.full((4, 4), z % 3, dtype=np.uint8))
+    return root
+
+
+def test_oasis_view_links_pngs_under_their_part(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    png_dirs = {
+        "p1": _png_dir(results / "slices" / "p1" / "png", "p1", [0, 1, 2]),
+        "p22": _png_dir(results / "slices" / "p22" / "png", "p22", [5]),
+        "p333": _png_dir(results / "slices" / "p333" / "png", "p333", [3, 4]),
+    }
+    parts = {"p1": "train", "p22": "val", "p333": "test", "unused": "train"}
+    out = results / "views" / "demo"
+    n = oasis_view(parts, png_dirs, out)
+    assert n == 2 * (3 + 1 + 2)
+    expected = {"train": ["p1_z000.png", "p1_z001.png", "p1_z002.png"], "val": ["p22_z005.png"], "test": ["p333_z003.png", "p333_z004.png"]}
+    for part, names in expected.items():
+        for kind in ("images", "labels"):
+            folder = out / part / kind
+            assert sorted(p.name for p in folder.iterdir()) == names
+            for name in names:
+                link = folder / name
+                assert link.is_symlink()
+                assert not os.path.isabs(os.readlink(link))  # relative: survives moving the tree
+                case = name.split("_z")[0]
+                target = png_dirs[case] / kind / name
+                assert link.resolve() == target.resolve()
+                np.testing.assert_array_equal(load_png(link), load_png(target))
+
+    # Relative links keep working when the whole results tree moves.
+    moved = tmp_path / "moved"
+    shutil.move(str(results), str(moved))
+    link = moved / "views" / "demo" / "val" / "labels" / "p22_z005.png"
+    assert link.resolve() == (moved / "slices" / "p22" / "png" / "labels" / "p22_z005.png").resolve()
+    assert load_png(link)[0, 0] == 5 % 3
+
+
+def test_oasis_view_case_without_split_row_raises(tmp_path: Path) -> None:
+    png = _png_dir(tmp_path / "png", "lost", [0])
+    with pytest.raises(KeyError, match="lost"):
+        oasis_view({"other": "train"}, {"lost": png}, tmp_path / "view")

@@ -1,0 +1,86 @@
+"""The label table (medsynth.data.labels): source values -> consecutive class ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsynth.data.labels import LabelError, LabelTable
+
+ENTRIES = [
+    {"name": "background", "values": [0]},
+    {"name": "liver", "values": [5]},
+    {"name": "kidney", "values": [2, 3]},  # left and right kidney -> one class
+    {"name": "bone", "values": [10, 11, 12]},
+]
+
+
+def test_from_config_names_values_and_num_classes() -> None:
+    table = LabelTable.from_config(ENTRIES)
+    assert table.names == ("background", "liver", "kidney", "bone")
+    assert table.values == ((0,), (5,), (2, 3), (10, 11, 12))
+    assert table.num_classes == 4
+
+
+def test_several_source_values_map_to_one_class() -> None:
+    table = LabelTable.from_config(ENTRIES)
+    label = np.array([[[0, 5, 2], [3, 10, 11]], [[12, 0, 3], [2, 5, 10]]], dtype=np.int32)
+    classes = table.apply(label, "label.nii.gz")
+    assert classes.dtype == np.uint8
+    expected = np.array([[[0, 1, 2], [2, 3, 3]], [[3, 0, 2], [2, 1, 3]]], dtype=np.uint8)
+    np.testing.assert_array_equal(classes, expected)
+
+
+def test_lookup_marks_unlisted_values() -> None:
+    lut = LabelTable.from_config(ENTRIES).lookup()
+    assert lut.tolist() == [0, -1, 2, 2, -1, 1, -1, -1, -1, -1, 3, 3, 3]
+
+
+def test_values_given_as_strings_are_integers() -> None:
+    table = LabelTable.from_config([{"name": "bg", "values": ["0"]}, {"name": "x", "values": ["7"]}])
+    np.testing.assert_array_equal(table.apply(np.array([7, 0, 7]), "f"), [1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "bad_values",
+    [[4], [4, 99], [200], [-1]],
+    ids=["gap", "gap_and_above", "above_max", "negative"],
+)
+def test_unknown_values_raise_naming_values_and_source(bad_values: list[int]) -> None:
+    table = LabelTable.from_config(ENTRIES)
+    label = np.array([0, 5, 2, *bad_values], dtype=np.int32)
+    with pytest.raises(LabelError) as exc:
+        table.apply(label, "/data/case_7/label.nii.gz")
+    msg = str(exc.value)
+    assert "/data/case_7/label.nii.gz" in msg
+    assert str(sorted(bad_values)) in msg
+
+
+def test_duplicate_value_in_two_classes_raises() -> None:
+    entries = [*ENTRIES, {"name": "spleen", "values": [6, 3]}]
+    with pytest.raises(LabelError, match="3") as exc:
+        LabelTable.from_config(entries)
+    assert "kidney" in str(exc.value) and "spleen" in str(exc.value)
+
+
+def test_duplicate_names_raise() -> None:
+    with pytest.raises(LabelError, match="unique"):
+        LabelTable.from_config([*ENTRIES, {"name": "liver", "values": [50]}])
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"name": "liver", "values": [5]}, {"name": "background", "values": [0]}],
+        [{"name": "background", "values": [1]}, {"name": "liver", "values": [5]}],
+    ],
+    ids=["zero_not_first", "no_zero"],
+)
+def test_first_entry_must_contain_zero(entries) -> None:
+    with pytest.raises(LabelError, match="background"):
+        LabelTable.from_config(entries)
+
+
+def test_background_may_group_several_values() -> None:
+    table = LabelTable.from_config([{"name": "background", "values": [0, 255]}, {"name": "organ", "values": [1]}])
+    np.testing.assert_array_equal(table.apply(np.array([255, 1, 0]), "f"), [0, 1, 0])

@@ -1,0 +1,219 @@
+"""3D -> 2D axial slices (medsynth.data.slicing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsynth.data.slicing import CaseSlices, SliceSettings, crop_offset, paste, slice_case, window, write_pngs
+from medsynth.io.images import display_view, load_png, unit_to_uint8
+
+# ------------------------------------------------------------------ window / paste
+
+
+@pytest.mark.parametrize(
+    "x0, y0, size",
+    [(2, 1, 4), (0, 0, 10), (-3, -2, 6), (7, 5, 6), (-2, -3, 16), (8, -4, 5), (-5, 1, 3)],
+    ids=["inside", "exact", "neg-offsets", "past-far-edge", "larger-than-volume", "mixed", "fully-outside-x"],
+)
+def test_window_and_paste_are_inverses(x0: int, y0: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(10, 9, 3)).astype(np.float32)
+    win = window(vol, x0, y0, size, fill=-7.0)
+    assert win.shape == (size, size, 3) and win.dtype == vol.dtype
+
+    # Inside the volume the window shows the volume; outside it shows the fill.
+    inside = np.zeros((size, size), dtype=bool)
+    for i in range(size):
+        for j in range(size):
+            x, y = x0 + i, y0 + j
+            if 0 <= x < vol.shape[0] and 0 <= y < vol.shape[1]:
+                inside[i, j] = True
+                np.testing.assert_array_equal(win[i, j], vol[x, y])
+    np.testing.assert_array_equal(win[~inside], -7.0)
+
+    # paste() writes back exactly the covered region and nothing else.
+    restored = np.full_like(vol, 99.0)
+    for z in range(vol.shape[2]):
+        paste(restored, win[:, :, z], x0, y0, z)
+    covered = np.zeros(vol.shape[:2], dtype=bool)
+    covered[max(x0, 0) : max(min(x0 + size, 10), 0), max(y0, 0) : max(min(y0 + size, 9), 0)] = True
+    assert covered.sum() == inside.sum()
+    np.testing.assert_array_equal(restored[covered], vol[covered])
+    np.testing.assert_array_equal(restored[~covered], 99.0)
+
+
+def test_paste_touches_only_its_slice() -> None:
+    vol = np.zeros((6, 6, 3), dtype=np.float32)
+    paste(vol, np.ones((4, 4), dtype=np.float32), -1, 3, 1)
+    assert vol[:, :, 0].sum() == 0 and vol[:, :, 2].sum() == 0
+    expected = np.zeros((6, 6))
+    expected[0:3, 3:6] = 1
+    np.testing.assert_array_equal(vol[:, :, 1], expected)
+
+
+# ------------------------------------------------------------------ crop offset
+
+
+def test_crop_window_is_centred_on_body_bounding_box() -> None:
+    mask = np.zeros((50, 40, 4), dtype=bool)
+    mask[10:21, 5:14, 1] = True  # x 10..20, y 5..13
+    mask[12:30, 8:12, 3] = True  # x 12..29, y 8..11 -> bbox over all slices: x 10..29, y 5..13
+    x0, y0 = crop_offset(mask, 16)
+    assert x0 == 12 and y0 in (1, 2)
+    # Window centre (x0 + size/2) vs bbox centre ((lo + hi + 1) / 2): at most half a voxel apart.
+    assert abs((x0 + 8) - (10 + 29 + 1) / 2) <= 0.5
+    assert abs((y0 + 8) - (5 + 13 + 1) / 2) <= 0.5
+
+
+def test_crop_window_larger_than_volume_has_negative_offsets() -> None:
+    mask = np.zeros((10, 12, 2), dtype=bool)
+    mask[2:8, 3:9, 0] = True
+    x0, y0 = crop_offset(mask, 32)
+    assert (x0, y0) == (5 - 16, 6 - 16)
+
+
+def test_crop_window_without_body_is_volume_centre() -> None:
+    assert crop_offset(np.zeros((40, 30, 2), dtype=bool), 16) == (12, 7)
+
+
+# ------------------------------------------------------------------ slice rule
+
+
+SIZE = 16
+
+
+def _synthetic_case():
+    """24x24x7 volume; body/labels per slice chosen to exercise every branch of the slice rule.
+
+    The crop window is x, y in [4, 20) (body bounding box 4..19 in x and y over all slices).
+    """
+    shape = (24, 24, 7)
+    mask = np.zeros(shape, dtype=np.uint8)
+    label = np.zeros(shape, dtype=np.uint8)
+    mask[4:20, 4:20, 0] = 1  # z0: full body, labels -> keep
+    label[8:12, 8:12, 0] = 3
+    mask[6:18, 6:18, 1] = 1  # z1: large body, no labels -> drop
+    mask[10:12, 10:12, 2] = 1  # z2: 4 px body (1.6%) with labels -> drop
+    label[10, 10, 2] = 1
+    mask[8:21, 10, 3] = 1  # z3: 13 px, 12 of them inside the window: 12/256 = 4.7% -> drop
+    label[9, 10, 3] = 2
+    mask[8:21, 10:12, 4] = 1  # z4: 26 px, 24 inside the window: 9.4% -> keep
+    label[9, 10, 4] = 2
+    # z5: nothing -> drop
+    mask[5:15, 5:15, 6] = 1  # z6: 100 px with labels -> keep
+    label[6:8, 6:8, 6] = 5
+    image = np.where(mask > 0, 0.25, -1.0).astype(np.float32)
+    image += np.linspace(0, 0.5, shape[0], dtype=np.float32)[:, None, None] * mask  # position-dependent values
+    return image, label, mask
+
+
+def test_slice_case_keeps_exactly_the_slices_of_the_documented_rule() -> None:
+    image, label, mask = _synthetic_case()
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE, min_body_fraction=0.05))
+    np.testing.assert_array_equal(slices.z, [0, 4, 6])
+    # Check against the rule itself, computed here on the cropped window.
+    x0, y0 = slices.offsets[0]
+    assert (x0, y0) == (4, 4)
+    for z in range(image.shape[2]):
+        m = mask[x0 : x0 + SIZE, y0 : y0 + SIZE, z]
+        l = label[x0 : x0 + SIZE, y0 : y0 + SIZE, z]
+        assert (z in slices.z) == (m.mean() >= 0.05 and (l > 0).any())
+
+
+def test_slice_case_threshold_is_inclusive() -> None:
+    image, label, mask = _synthetic_case()
+    # z3 has exactly 12/256 body pixels inside the window.
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE, min_body_fraction=12 / 256))
+    assert 3 in slices.z.tolist()
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE, min_body_fraction=0.0))
+    np.testing.assert_array_equal(slices.z, [0, 2, 3, 4, 6])  # labels are still required
+
+
+def test_slice_arrays_match_the_volume_at_recorded_offsets() -> None:
+    image, label, mask = _synthetic_case()
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE))
+    n = len(slices.z)
+    assert slices.images.shape == slices.labels.shape == slices.masks.shape == (n, SIZE, SIZE)
+    assert slices.images.dtype == np.float32 and slices.labels.dtype == np.uint8 and slices.masks.dtype == np.uint8
+    assert slices.offsets.shape == (n, 2)
+    for k in range(n):
+        x0, y0 = slices.offsets[k]
+        z = slices.z[k]
+        for i, j in [(0, 0), (5, 7), (SIZE - 1, SIZE - 1), (3, 12), (10, 4)]:
+            assert slices.images[k, i, j] == image[x0 + i, y0 + j, z]
+            assert slices.labels[k, i, j] == label[x0 + i, y0 + j, z]
+            assert slices.masks[k, i, j] == mask[x0 + i, y0 + j, z]
+        np.testing.assert_array_equal(slices.images[k], image[x0 : x0 + SIZE, y0 : y0 + SIZE, z])
+
+
+def test_padding_when_volume_is_smaller_than_size() -> None:
+    shape = (10, 12, 2)
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[1:9, 2:10, :] = 1
+    label = mask * 4
+    image = np.where(mask > 0, 0.5, -0.9).astype(np.float32)
+    slices = slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.05))
+    np.testing.assert_array_equal(slices.z, [0, 1])
+    x0, y0 = slices.offsets[0]
+    assert x0 < 0 and y0 < 0
+    for k in range(2):
+        img = slices.images[k]
+        np.testing.assert_array_equal(img[-x0 : -x0 + 10, -y0 : -y0 + 12], image[:, :, k])
+        outside = np.ones((32, 32), dtype=bool)
+        outside[-x0 : -x0 + 10, -y0 : -y0 + 12] = False
+        np.testing.assert_array_equal(img[outside], -1.0)  # padding is image background
+        assert slices.labels[k][outside].max() == 0 and slices.masks[k][outside].max() == 0
+        # Reinserting a slice reproduces the volume.
+        back = np.zeros_like(image)
+        paste(back, img, int(x0), int(y0), int(slices.z[k]))
+        np.testing.assert_array_equal(back[:, :, k], image[:, :, k])
+
+
+def test_no_kept_slices_gives_empty_arrays() -> None:
+    image, label, mask = _synthetic_case()
+    slices = slice_case(image, np.zeros_like(label), mask, SliceSettings(size=SIZE))
+    assert slices.z.shape == (0,) and slices.images.shape == (0, SIZE, SIZE) and slices.offsets.shape == (0, 2)
+
+
+# ------------------------------------------------------------------ storage
+
+
+def test_case_slices_save_load_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    image, label, mask = _synthetic_case()
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE))
+    slices.images = rng.uniform(-1, 1, size=slices.images.shape).astype(np.float32)
+    path = slices.save(tmp_path / "deep" / "slices.npz")
+    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["slices.npz"]
+    loaded = CaseSlices.load(path)
+    assert loaded.images.dtype == np.float32
+    # float16 storage: relative precision 2**-11 in [-1, 1].
+    np.testing.assert_allclose(loaded.images, slices.images, atol=2**-11, rtol=0)
+    assert np.abs(loaded.images - slices.images).max() > 0  # it really is float16 on disk
+    for name in ("labels", "masks", "z", "offsets"):
+        got, want = getattr(loaded, name), getattr(slices, name)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_write_pngs_writes_display_oriented_images_and_labels(tmp_path: Path) -> None:
+    image, label, mask = _synthetic_case()
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE))
+    names = write_pngs("case_a", slices, tmp_path)
+    assert names == ["case_a_z000.png", "case_a_z004.png", "case_a_z006.png"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == names
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == names
+    for k, name in enumerate(names):
+        lab_png = load_png(tmp_path / "labels" / name)
+        assert lab_png.dtype == np.uint8 and lab_png.shape == (SIZE, SIZE)
+        np.testing.assert_array_equal(lab_png, display_view(slices.labels[k]))
+        img_png = load_png(tmp_path / "images" / name)
+        np.testing.assert_array_equal(img_png, unit_to_uint8(display_view(slices.images[k])))
+    # Orientation, concretely: in z6 the class-5 block sits at low x (patient right) and low y
+    # (posterior): on screen that is the left of the bottom rows.
+    png = load_png(tmp_path / "labels" / "case_a_z006.png")
+    rows, cols = np.nonzero(png == 5)
+    assert rows.min() > SIZE // 2 and cols.max() < SIZE // 2

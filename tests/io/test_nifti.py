@@ -1,0 +1,226 @@
+"""NIfTI input/output (medsynth.io.nifti): geometry kept exactly, unusable files refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medsynth.io.nifti import Volume, VolumeError, check_same_grid, load_volume, save_volume, voxel_spacing
+
+SHAPE = (7, 6, 5)
+
+
+@pytest.fixture
+def flipped_affine() -> np.ndarray:
+    """Stored L-P-S, anisotropic, off-origin; exact in float32 so round trips compare bit for bit."""
+    return np.array(
+        [
+            [-2.5, 0.0, 0.0, 31.0],
+            [0.0, -1.75, 0.0, -12.5],
+            [0.0, 0.0, 3.0, -40.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
+
+
+def _data(dtype: type) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -3000), min(info.max, 3000), size=SHAPE, endpoint=True).astype(dtype)
+    return (rng.normal(size=SHAPE) * 500.0).astype(dtype)
+
+
+# ------------------------------------------------------------------ round trip
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.float64])
+def test_round_trip_keeps_array_dtype_and_affine(tmp_path: Path, flipped_affine: np.ndarray, dtype: type) -> None:
+    data = _data(dtype)
+    path = save_volume(tmp_path / "sub" / "vol.nii.gz", data, flipped_affine)
+    assert path == tmp_path / "sub" / "vol.nii.gz" and path.is_file()
+
+    vol = load_volume(path)
+    assert vol.array.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(vol.array, data)
+    np.testing.assert_array_equal(vol.affine, flipped_affine)
+    assert vol.affine.dtype == np.float64
+    assert vol.path == path
+    np.testing.assert_allclose(vol.spacing, [2.5, 1.75, 3.0])
+
+
+def test_both_sform_and_qform_are_set_with_code_1(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    path = save_volume(tmp_path / "vol.nii.gz", _data(np.int16), flipped_affine)
+    img = nib.load(str(path))
+    sform, scode = img.header.get_sform(coded=True)
+    qform, qcode = img.header.get_qform(coded=True)
+    assert int(scode) == 1 and int(qcode) == 1
+    np.testing.assert_allclose(sform, flipped_affine, atol=1e-5)
+    # The qform alone (what some tools read) must describe the same grid.
+    np.testing.assert_allclose(qform, flipped_affine, atol=1e-4)
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+
+
+def test_save_leaves_no_temporary_file(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    save_volume(tmp_path / "vol.nii.gz", _data(np.uint8), flipped_affine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.nii.gz"]
+
+
+def test_load_converts_to_requested_dtype(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    data = _data(np.int16)
+    path = save_volume(tmp_path / "ct.nii.gz", data, flipped_affine)
+    vol = load_volume(path, np.float32)
+    assert vol.array.dtype == np.float32
+    np.testing.assert_array_equal(vol.array, data.astype(np.float32))
+
+
+def test_float_stored_integer_labels_load_as_integers(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    labels = _data(np.uint8) % 10
+    path = save_volume(tmp_path / "label.nii.gz", labels.astype(np.float32), flipped_affine)
+    vol = load_volume(path, np.int32)
+    assert vol.array.dtype == np.int32
+    np.testing.assert_array_equal(vol.array, labels)
+
+
+def test_singleton_fourth_dimension_is_squeezed(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    data = _data(np.int16)
+    path = tmp_path / "one_volume.nii.gz"
+    nib.save(nib.Nifti1Image(data[..., None], flipped_affine), str(path))
+    vol = load_volume(path)
+    assert vol.array.shape == SHAPE
+    np.testing.assert_array_equal(vol.array, data)
+
+
+def test_voxel_spacing_is_column_norm() -> None:
+    affine = np.array([[0.0, 0.0, 2.0, 1.0], [-3.0, 0.0, 0.0, 2.0], [0.0, 0.5, 0.0, 3.0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(voxel_spacing(affine), [3.0, 0.5, 2.0])
+
+
+def test_save_refuses_invalid_affine(tmp_path: Path) -> None:
+    bad = np.eye(4)
+    bad[0, 3] = np.nan
+    path = tmp_path / "vol.nii.gz"
+    with pytest.raises(ValueError, match="invalid affine") as exc:
+        save_volume(path, _data(np.uint8), bad)
+    assert str(path) in str(exc.value)
+    with pytest.raises(ValueError, match="invalid affine"):
+        save_volume(path, _data(np.uint8), np.eye(3))
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ refused files
+
+
+def test_multi_volume_4d_is_refused_naming_file(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    path = tmp_path / "series.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((*SHAPE, 2), dtype=np.int16), flipped_affine), str(path))
+    with pytest.raises(VolumeError, match="3D") as exc:
+        load_volume(path)
+    assert str(path) in str(exc.value)
+    assert "(7, 6, 5, 2)" in str(exc.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_are_refused_naming_file(tmp_path: Path, flipped_affine: np.ndarray, bad: float) -> None:
+    data = _data(np.float32)
+    data[3, 2, 1] = bad
+    path = save_volume(tmp_path / "nan.nii.gz", data, flipped_affine)
+    with pytest.raises(VolumeError, match="NaN or infinite") as exc:
+        load_volume(path)
+    assert str(path) in str(exc.value)
+    with pytest.raises(VolumeError, match="NaN or infinite"):
+        load_volume(path, np.float32)
+
+
+def test_truncated_gzip_gives_volume_error_naming_file(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    good = save_volume(tmp_path / "good.nii.gz", _data(np.float32), flipped_affine)
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(VolumeError, match="not a readable NIfTI") as exc:
+        load_volume(cut)
+    assert str(cut) in str(exc.value)
+
+
+def test_truncated_uncompressed_nifti_gives_volume_error(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    good = save_volume(tmp_path / "good.nii", _data(np.float32), flipped_affine)
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(VolumeError) as exc:
+        load_volume(cut)
+    assert str(cut) in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["notes.nii.gz", "notes.nii", "notes.txt"])
+def test_text_file_gives_volume_error(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("case_id\timage\tlabel\n" * 40)
+    with pytest.raises(VolumeError, match="not a readable NIfTI") as exc:
+        load_volume(path)
+    assert str(path) in str(exc.value)
+
+
+def test_missing_file_gives_volume_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.nii.gz"
+    with pytest.raises(VolumeError, match="not found") as exc:
+        load_volume(path)
+    assert str(path) in str(exc.value)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+def test_non_integer_float_labels_refused_for_integer_dtype(
+    tmp_path: Path, flipped_affine: np.ndarray, dtype: type
+) -> None:
+    labels = (_data(np.uint8) % 5).astype(np.float32)
+    labels[2, 2, 2] = 2.5  # what linear interpolation of a label map produces
+    path = save_volume(tmp_path / "label.nii.gz", labels, flipped_affine)
+    with pytest.raises(VolumeError, match="non-integer") as exc:
+        load_volume(path, dtype)
+    assert str(path) in str(exc.value)
+    # As an image (float) the same file is fine.
+    assert load_volume(path, np.float32).array[2, 2, 2] == 2.5
+
+
+# ------------------------------------------------------------------ grids
+
+
+def _vol(path: str, shape: tuple[int, int, int], affine: np.ndarray) -> Volume:
+    return Volume(np.zeros(shape, dtype=np.float32), affine, Path(path))
+
+
+def test_check_same_grid_passes_for_equal_grids(flipped_affine: np.ndarray) -> None:
+    a = _vol("/data/ct.nii.gz", SHAPE, flipped_affine)
+    b = _vol("/data/label.nii.gz", SHAPE, flipped_affine.copy())
+    check_same_grid(a, b)
+    nudged = flipped_affine.copy()
+    nudged[0, 3] += 5e-4  # below the default tolerance: header round-off, not another grid
+    check_same_grid(a, _vol("/data/label.nii.gz", SHAPE, nudged))
+
+
+def test_check_same_grid_shape_mismatch_names_both_files(flipped_affine: np.ndarray) -> None:
+    a = _vol("/data/ct.nii.gz", SHAPE, flipped_affine)
+    b = _vol("/data/label.nii.gz", (7, 6, 4), flipped_affine)
+    with pytest.raises(VolumeError, match="shapes differ") as exc:
+        check_same_grid(a, b)
+    assert "/data/ct.nii.gz" in str(exc.value) and "/data/label.nii.gz" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "entry, delta",
+    [((0, 3), 1.0), ((1, 1), 0.25), ((0, 0), -5.0)],  # translation, spacing, flip of x
+)
+def test_check_same_grid_affine_mismatch_names_both_files(
+    flipped_affine: np.ndarray, entry: tuple[int, int], delta: float
+) -> None:
+    other = flipped_affine.copy()
+    other[entry] += delta
+    a = _vol("/data/ct.nii.gz", SHAPE, flipped_affine)
+    b = _vol("/data/label.nii.gz", SHAPE, other)
+    with pytest.raises(VolumeError, match="affines differ") as exc:
+        check_same_grid(a, b)
+    assert "/data/ct.nii.gz" in str(exc.value) and "/data/label.nii.gz" in str(exc.value)

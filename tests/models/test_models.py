@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from medsynth.models import PRESETS, build_discriminator, build_generator, get_preset
+from medsynth.models.ema import EMA
+from medsynth.models.losses import class_balance_weights, labelmix_mask, seg_ce_fake, seg_ce_real
+from medsynth.models.registry import ModelSpec, check_size
+from medsynth.train.data import one_hot
+
+TINY = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
+
+
+def test_unknown_preset_raises_with_known_names():
+    with pytest.raises(KeyError, match="tiny"):
+        get_preset("oasis-9000")
+
+
+def test_presets_build_and_paper_size_is_oasis_scale():
+    g = build_generator(PRESETS["oasis-256"], num_classes=10)
+    n = sum(p.numel() for p in g.parameters())
+    assert 60e6 < n < 80e6  # OASIS generator at 64 base channels is ~71 M parameters
+    assert g.conv_img.out_channels == 1  # one image channel for CT/MR, not RGB
+
+
+def test_size_check_names_the_setting():
+    with pytest.raises(ValueError, match="slice.size"):
+        check_size(PRESETS["tiny"], 60)
+    check_size(PRESETS["tiny"], 64)
+
+
+def test_generator_and_discriminator_shapes_and_gradients():
+    torch.manual_seed(0)
+    G, D = build_generator(TINY, 5), build_discriminator(TINY, 5)
+    labels = torch.randint(0, 5, (2, 16, 16))
+    fake = G(one_hot(labels, 5))
+    assert fake.shape == (2, 1, 16, 16)
+    assert fake.abs().max() <= 1.0  # tanh output
+    logits = D(fake)
+    assert logits.shape == (2, 6, 16, 16)  # N + 1 classes
+    seg_ce_real(logits, one_hot(labels, 5)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in G.parameters() if p.requires_grad)
+    assert any(p.grad.abs().sum() > 0 for p in G.parameters())
+
+
+def test_noise_changes_the_image_and_fixed_noise_reproduces_it():
+    torch.manual_seed(0)
+    G = build_generator(TINY, 3).eval()
+    oh = one_hot(torch.randint(0, 3, (1, 16, 16)), 3)
+    z1, z2 = G.noise(1, 16, 16), G.noise(1, 16, 16)
+    assert not torch.allclose(G(oh, z1), G(oh, z2))
+    assert torch.equal(G(oh, z1), G(oh, z1))
+
+
+def test_spatial_noise_option():
+    spec = ModelSpec(**{**TINY.to_dict(), "spatial_noise": True})
+    G = build_generator(spec, 3)
+    z = G.noise(2, 16, 16)
+    assert z.shape == (2, 4, 16, 16)
+    assert G(one_hot(torch.zeros(2, 16, 16, dtype=torch.long), 3), z).shape == (2, 1, 16, 16)
+
+
+def test_class_balance_gives_each_present_class_equal_total_weight():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :2, :2] = 1  # 4 pixels of class 1, 60 of class 0
+    w = class_balance_weights(one_hot(labels, 3))
+    assert torch.isclose(w[labels == 0].sum(), w[labels == 1].sum())
+    assert torch.isclose(w.mean(), torch.tensor(1.0))
+
+
+def test_seg_losses_reward_the_right_answers():
+    labels = torch.randint(0, 3, (2, 8, 8))
+    oh = one_hot(labels, 3)
+    good = torch.cat([torch.full((2, 1, 8, 8), -10.0), 10 * oh], dim=1)  # confident, correct classes
+    fake_like = torch.cat([torch.full((2, 1, 8, 8), 10.0), torch.zeros(2, 3, 8, 8)], dim=1)
+    assert seg_ce_real(good, oh) < 1e-3 < seg_ce_real(fake_like, oh)
+    assert seg_ce_fake(fake_like) < 1e-3 < seg_ce_fake(good)
+
+
+def test_labelmix_mask_is_constant_within_each_class():
+    labels = torch.randint(0, 4, (3, 16, 16))
+    mask = labelmix_mask(labels, torch.Generator().manual_seed(1))
+    assert mask.shape == (3, 1, 16, 16)
+    for b in range(3):
+        for c in labels[b].unique():
+            assert mask[b, 0][labels[b] == c].unique().numel() == 1
+
+
+def test_ema_is_the_exponential_average():
+    torch.manual_seed(0)
+    G = build_generator(TINY, 3)
+    ema = EMA(G, decay=0.9)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+    ema.update(G)
+    current = dict(G.state_dict())
+    for k, v in ema.model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.9 * before[k] + 0.1 * current[k], atol=1e-6), k
+    assert not any(p.requires_grad for p in ema.model.parameters())

@@ -1,0 +1,94 @@
+import math
+import signal
+import threading
+
+import pytest
+import torch
+
+from medsynth.io.tables import read_tsv
+from medsynth.models.registry import ModelSpec
+from medsynth.train import loop
+from medsynth.train.checkpoint import load_checkpoint
+from medsynth.train.loop import INTERRUPTED_EXIT, NonFiniteLoss, TrainSettings, train
+
+SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
+
+
+def settings(**kw):
+    base = dict(steps=6, batch_size=2, eval_every=3, sample_every=3, checkpoint_every=3, val_max_slices=4,
+                device="cpu", ema_decay=0.9)
+    return TrainSettings(**{**base, **kw})
+
+
+def run(tmp, data, **kw):
+    return train(settings(**kw), 3, data, data, tmp, spec=SPEC)
+
+
+def test_outputs_and_tables(tmp_path, toy_set):
+    summary = run(tmp_path, toy_set)
+    assert summary["steps"] == 6
+    losses = read_tsv(tmp_path / "losses.tsv")
+    assert [int(r["step"]) for r in losses] == list(range(1, 7))
+    metrics = read_tsv(tmp_path / "metrics.tsv")
+    assert [int(r["step"]) for r in metrics] == [3, 6]
+    assert all(math.isfinite(float(r[m])) for r in metrics for m in ("ssim", "psnr", "rmse"))
+    assert [r["checkpoint"] for r in read_tsv(tmp_path / "checkpoints.tsv")] == [
+        "checkpoints/ema_step_000003.pt", "checkpoints/ema_step_000006.pt"]
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    for key in ("step", "G", "D", "ema", "opt_g", "opt_d", "rng", "best", "history", "settings", "model", "version"):
+        assert key in ckpt
+    assert ckpt["step"] == 6 and len(ckpt["history"]) == 2
+    assert (tmp_path / "samples" / "step_000006.png").stat().st_size > 0
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, toy_set):
+    run(tmp_path / "straight", toy_set, steps=6)
+    run(tmp_path / "resumed", toy_set, steps=3)
+    run(tmp_path / "resumed", toy_set, steps=6)  # same settings but more steps: continues from step 3
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
+    for net in ("G", "D", "ema"):
+        for k in a[net]:
+            assert torch.allclose(a[net][k], b[net][k], atol=1e-6), (net, k)
+    assert [int(r["step"]) for r in read_tsv(tmp_path / "resumed" / "losses.tsv")] == list(range(1, 7))
+
+
+def test_changed_settings_start_afresh_and_keep_the_old_run(tmp_path, toy_set):
+    run(tmp_path, toy_set, steps=3)
+    run(tmp_path, toy_set, steps=3, lr_g=5e-4)
+    stale = list(tmp_path.glob("stale-*/checkpoints/latest.pt"))
+    assert len(stale) == 1
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["settings"]["lr_g"] == 5e-4
+
+
+def test_non_finite_loss_stops_naming_step_and_keeps_last_checkpoint(tmp_path, toy_set, monkeypatch):
+    run(tmp_path, toy_set, steps=3)
+    real = loop.seg_ce_fake
+    monkeypatch.setattr(loop, "seg_ce_fake", lambda logits: real(logits) * float("nan"))
+    with pytest.raises(NonFiniteLoss, match=r"step 4: loss_d_fake=nan"):
+        run(tmp_path, toy_set, steps=6)
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 3
+
+
+def test_sigusr1_writes_a_checkpoint_and_exits_for_requeue(tmp_path, toy_set, monkeypatch):
+    real = loop.seg_ce_fake
+    calls = {"n": 0}
+
+    def signalling(logits):
+        calls["n"] += 1
+        if calls["n"] == 2:  # during step 2, as SLURM would before a time limit
+            signal.raise_signal(signal.SIGUSR1)
+        return real(logits)
+
+    monkeypatch.setattr(loop, "seg_ce_fake", signalling)
+    assert threading.current_thread() is threading.main_thread()
+    with pytest.raises(SystemExit) as exc:
+        run(tmp_path, toy_set, steps=100, checkpoint_every=50)
+    assert exc.value.code == INTERRUPTED_EXIT
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler restored
+
+
+def test_unknown_setting_is_named():
+    with pytest.raises(KeyError, match="stpes"):
+        TrainSettings.from_dict({"stpes": 3})

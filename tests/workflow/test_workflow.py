@@ -1,0 +1,157 @@
+"""The whole workflow on a tiny phantom cohort, run as a user runs it (snakemake CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from medsynth.io.tables import read_tsv
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "datasets": {
+        "phantom": {
+            "source": "phantom",
+            "modality": "CT",
+            "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
+            "labels": [{"name": n, "values": [i]} for i, n in enumerate(
+                ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])],
+            "preprocess": {"spacing_xy": 12.0},
+        }
+    },
+    "slice": {"size": 32},
+    "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    "experiments": {"tiny": {"dataset": "phantom", "train": {
+        "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu"}}},
+    "generate": {"samples": 2},
+    "report": {"dpi": 50, "grid_rows": 3},
+}
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(cfg), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
+    """Rule names in the dry run's job table."""
+    table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("workflow")
+    result = snakemake(work, TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work
+
+
+@pytest.mark.slow
+def test_outputs_of_every_stage(finished):
+    w = finished
+    cases = read_tsv(w / "resources/raw/phantom/cases.tsv")
+    assert len(cases) == 4
+    split = {r["case_id"]: r["part"] for r in read_tsv(w / "results/split/phantom/split.tsv")}
+    assert sorted(split) == sorted(c["case_id"] for c in cases)
+    test_cases = [c for c, p in split.items() if p == "test"]
+    assert test_cases
+
+    for part in ("train", "val", "test"):
+        pngs = sorted((w / "results/slices/phantom/oasis" / part / "images").glob("*.png"))
+        assert pngs, part
+        assert {p.name for p in pngs} == {p.name for p in (w / "results/slices/phantom/oasis" / part / "labels").glob("*.png")}
+        assert all(split[p.name.rsplit("_z", 1)[0]] == part for p in pngs)  # patient-level: no leaks
+        assert np.asarray(Image.open(pngs[0])).shape == (32, 32)
+
+    train_dir = w / "results/train/tiny"
+    metrics = read_tsv(train_dir / "metrics.tsv")
+    assert [int(r["step"]) for r in metrics] == [6, 12]
+    assert all(math.isfinite(float(r[k])) for r in metrics for k in ("ssim", "psnr", "rmse"))
+    assert (train_dir / "checkpoints/latest.pt").is_file()
+    assert list((train_dir / "samples").glob("*.png"))
+
+    selected = json.loads((w / "results/select/tiny/selected.json").read_text())
+    assert selected["step"] in (6, 12) and selected["metric"] == "ssim"
+
+    manifest = read_tsv(w / "results/generate/tiny/manifest.tsv")
+    assert {r["case_id"] for r in manifest} == set(test_cases)
+    assert sorted(int(r["sample"]) for r in manifest) == list(range(2)) * len(test_cases)
+    for row in manifest:
+        source = nib.load(w / "resources/raw/phantom" / row["case_id"] / "ct.nii.gz")
+        generated = nib.load(w / row["volume"])
+        np.testing.assert_allclose(generated.affine, source.affine, atol=1e-6)
+        assert generated.shape == source.shape
+        assert nib.load(w / row["label"]).shape == source.shape
+        pngs = sorted(Path(w / row["pngs"]).glob("*.png"))
+        assert pngs and np.asarray(Image.open(pngs[0])).shape == (32, 32)
+
+    test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
+    assert set(test_metrics) == {"ssim", "psnr", "rmse"}
+    assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
+
+    for name in ("metric_curves.png", "loss_curves.png", "samples.png"):
+        with Image.open(w / "reports/tiny" / name) as img:
+            img.load()
+            assert img.size[0] > 100 and img.size[1] > 100
+    summary = (w / "reports/tiny/summary.md").read_text()
+    assert f"step **{selected['step']}**" in summary and "ssim" in summary
+    assert (w / "reports/tiny/summary.html").read_text().startswith("<!doctype html>")
+    for log in ("logs/train/tiny.log", "logs/generate/tiny.log"):
+        assert (w / log).stat().st_size > 0
+    assert (w / "benchmarks/train/tiny.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_second_run_is_a_no_op(finished):
+    result = snakemake(finished, TINY, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_plot_setting_reruns_only_report_rules(finished):
+    changed = json.loads(json.dumps(TINY))
+    changed["report"]["dpi"] = 60
+    result = snakemake(finished, changed, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert planned_rules(result) == {"report_curves", "report_samples", "report_summary", "all"}
+    changed = json.loads(json.dumps(TINY))
+    changed["generate"]["samples"] = 3
+    assert planned_rules(snakemake(finished, changed, "-n")) == {
+        "generate", "evaluate", "report_samples", "report_summary", "all"}
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = json.loads(json.dumps(TINY))
+    bad["slice"]["sise"] = 64
+    result = snakemake(tmp_path, bad, "-n")
+    assert result.returncode != 0
+    assert "'sise' was unexpected" in result.stdout + result.stderr
+    bad = json.loads(json.dumps(TINY))
+    bad["experiments"]["tiny"]["dataset"] = "nope"
+    result = snakemake(tmp_path, bad, "-n")
+    assert result.returncode != 0 and "experiments.tiny.dataset" in result.stdout + result.stderr
+
+
+def test_default_config_is_valid_and_plans_every_stage():
+    result = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {"download", "train", "select", "generate", "evaluate"} <= planned_rules(result) or \
+        "Nothing to be done" in result.stdout + result.stderr
