@@ -40,16 +40,20 @@ def load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, i
 
 
 @torch.no_grad()
-def generate_slices(G: torch.nn.Module, labels: np.ndarray, num_classes: int, seed: int, batch: int,
-                    device: torch.device) -> np.ndarray:
-    gen = torch.Generator().manual_seed(seed)
-    lab = torch.from_numpy(labels.astype(np.int64))
+def synthesize(G: torch.nn.Module, labels: torch.Tensor, num_classes: int, seed: int, batch: int,
+               device: torch.device) -> torch.Tensor:
+    """(N, H, W) class ids -> (N, 1, H, W) images on the CPU.
+
+    All noise is drawn up front from ``seed``, so the images do not depend on
+    the batch size: (seed, label map) alone reproduces a sample.
+    """
+    n, h, w = labels.shape
+    z = G.noise(n, h, w, generator=torch.Generator().manual_seed(seed))
     out = []
-    for i in range(0, lab.shape[0], batch):
-        chunk = lab[i : i + batch].to(device)
-        z = G.noise(chunk.shape[0], chunk.shape[1], chunk.shape[2], generator=gen).to(device)
-        out.append(G(one_hot(chunk, num_classes), z)[:, 0].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, *labels.shape[1:]), np.float32)
+    for i in range(0, n, batch):
+        chunk = labels[i : i + batch].to(device)
+        out.append(G(one_hot(chunk, num_classes), z[i : i + batch].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 1, h, w)
 
 
 def assemble_volume(slices: CaseSlices, generated: np.ndarray, meta: dict) -> np.ndarray:
@@ -88,7 +92,7 @@ def generate_case(
     rows, stacks = [], []
     for k in range(samples):
         seed = sample_seed(base_seed, case_id, k)
-        fake = generate_slices(G, slices.labels, num_classes, seed, batch, device)
+        fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, seed, batch, device)[:, 0].numpy()
         stacks.append(fake)
         for img, z in zip(fake, slices.z):
             save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))

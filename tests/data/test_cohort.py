@@ -116,6 +116,14 @@ def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None
         read_cases(slash)
 
 
+def test_row_with_missing_cell_raises_naming_table_and_line(cohort_dir: Path) -> None:
+    table = cohort_dir / "cases.tsv"
+    table.write_text("case_id\timage\tlabel\na\tscans/a_img.nii.gz\tscans/a_lab.nii.gz\nb\tscans/b_img.nii.gz\n")
+    with pytest.raises(ValueError) as exc:
+        read_cases(table)
+    assert str(table) in str(exc.value) and "line 3" in str(exc.value)
+
+
 def test_missing_table_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="absent.tsv"):
         read_cases(tmp_path / "absent.tsv")

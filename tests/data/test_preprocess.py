@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,19 +181,10 @@ def test_ct_window_maps_hounsfield_units_linearly(preprocessed, index) -> None:
 # ------------------------------------------------------------------ table and equipment
 
 
-_XFAIL_OPENING = pytest.mark.xfail(
-    reason=(
-        "BUG: preprocess.disk(radius_vox) returns a single pixel when opening_mm < spacing_xy "
-        "(6 mm / 8 mm = 0.75 voxel), so body_mask's opening is a no-op and the table stays attached"
-    ),
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "index, spacing_xy",
     [
-        pytest.param(0, 8.0, id="ras-8mm", marks=_XFAIL_OPENING),
+        pytest.param(0, 8.0, id="ras-8mm"),
         pytest.param(1, 8.0, id="lps-8mm"),
         pytest.param(0, None, id="ras-native"),
         pytest.param(1, None, id="lps-native"),
@@ -246,7 +236,7 @@ def test_back_to_source_gives_source_grid(preprocessed, index, spacing_xy) -> No
         assert set(np.unique(back).tolist()) <= set(np.unique(src).tolist())
 
 
-def test_same_patient_stored_lps_gives_identical_outputs(tmp_path: Path, phantom_case, preprocessed) -> None:
+def test_same_patient_stored_lps_gives_identical_outputs(tmp_path: Path, preprocessed) -> None:
     ras = preprocessed(0, 8.0)
     case = ras.case
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -357,26 +347,16 @@ def _bridged_table_case(folder: Path) -> tuple[Path, Path, np.ndarray]:
 @pytest.mark.parametrize(
     "opening_mm",
     [
-        pytest.param(
-            6.0,
-            marks=pytest.mark.xfail(
-                reason=(
-                    "BUG: disk(6 mm / 8 mm = 0.75 voxel) is a single pixel, so binary_opening does nothing; "
-                    "a larger opening_mm (8 mm) does cut the bridge: smaller-than-a-voxel radii disable the opening"
-                ),
-                strict=True,
-            ),
-        ),
+        6.0,
         8.0,
         12.0,
     ],
 )
-def test_opening_detaches_table_joined_by_thin_bridge(tmp_path: Path, opening_mm: float, caplog) -> None:
+def test_opening_detaches_table_joined_by_thin_bridge(tmp_path: Path, opening_mm: float) -> None:
     img, lab, table = _bridged_table_case(tmp_path / "src")
     two = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "body", "values": [1]}])
     settings = PreprocessSettings("CT", None, opening_mm=opening_mm)
-    with caplog.at_level(logging.WARNING):
-        preprocess_case("bridge", img, lab, tmp_path / "out", two, settings)
+    preprocess_case("bridge", img, lab, tmp_path / "out", two, settings)
     mask = load_volume(tmp_path / "out" / "mask.nii.gz", np.uint8).array.astype(bool)
     label = load_volume(tmp_path / "out" / "label.nii.gz", np.uint8).array
     assert not np.any(table & mask), f"{np.count_nonzero(table & mask)} table voxels in the body mask"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medsynth.data.slicing import CaseSlices, SliceSettings, crop_offset, paste, slice_case, window, write_pngs
-from medsynth.io.images import display_view, load_png, unit_to_uint8
+from medsynth.io.images import display_view, load_png, save_png, unit_to_uint8
 
 # ------------------------------------------------------------------ window / paste
 
@@ -217,3 +217,20 @@ def test_write_pngs_writes_display_oriented_images_and_labels(tmp_path: Path) ->
     png = load_png(tmp_path / "labels" / "case_a_z006.png")
     rows, cols = np.nonzero(png == 5)
     assert rows.min() > SIZE // 2 and cols.max() < SIZE // 2
+
+
+def test_unit_to_uint8_and_display_view() -> None:
+    np.testing.assert_array_equal(unit_to_uint8(np.array([-1.0, -1.5, 0.0, 1.0, 2.0])), [0, 0, 128, 255, 255])
+    sl = np.zeros((3, 4))  # x (right -> left of patient), y (posterior -> anterior)
+    sl[0, 3] = 1  # patient right, anterior
+    sl[2, 0] = 2  # patient left, posterior
+    view = display_view(sl)
+    assert view.shape == (4, 3)
+    assert view[0, 0] == 1  # top-left of the screen: anterior, patient right (radiological)
+    assert view[3, 2] == 2
+
+
+def test_save_png_round_trip(tmp_path: Path) -> None:
+    arr = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    path = save_png(tmp_path / "a" / "b.png", arr)
+    np.testing.assert_array_equal(load_png(path), arr)

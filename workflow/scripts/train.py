@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from medsynth.data.labels import LabelTable
 from medsynth.logs import log_to
 from medsynth.train.data import SliceSet
@@ -9,6 +11,7 @@ from medsynth.train.loop import TrainSettings, train
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
+    torch.set_num_threads(sm.threads)  # the CPU share Snakemake gave this job
     settings = TrainSettings.from_dict(dict(sm.params.settings))
 
     def load(files):

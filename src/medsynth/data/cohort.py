@@ -20,6 +20,9 @@ def read_cases(path: Path) -> list[dict[str, str]]:
         raise ValueError(f"{path}: missing column(s) {missing_cols}; expected tab-separated case_id, image, label")
     seen: set[str] = set()
     for i, row in enumerate(rows, start=2):
+        empty = [c for c in ("case_id", "image", "label") if not (row.get(c) or "").strip()]
+        if empty:
+            raise ValueError(f"{path}, line {i}: empty or missing {empty}; every row needs case_id, image and label")
         cid = row["case_id"]
         if not cid or any(ch in cid for ch in "/\\ \t"):
             raise ValueError(f"{path}, line {i}: case id {cid!r} must be non-empty without slashes or spaces")

@@ -37,10 +37,17 @@ class PreprocessSettings:
             raise ValueError(f"modality must be 'CT' or 'MR', got {self.modality!r}")
 
 
-def disk(radius_vox: float) -> np.ndarray:
-    r = max(1, int(np.floor(radius_vox)))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (xx**2 + yy**2) <= radius_vox**2 + 1e-6
+def ellipse(radius_mm: float, spacing_xy: tuple[float, float]) -> np.ndarray:
+    """In-plane structuring element of ``radius_mm``, at least one voxel in each direction.
+
+    A radius below one voxel would shrink to a single pixel and silently turn
+    the opening into a no-op, so it is rounded up to the smallest real opening.
+    """
+    rx = max(1.0, radius_mm / spacing_xy[0])
+    ry = max(1.0, radius_mm / spacing_xy[1])
+    ix, iy = int(np.floor(rx)), int(np.floor(ry))
+    xx, yy = np.mgrid[-ix : ix + 1, -iy : iy + 1]
+    return (xx / rx) ** 2 + (yy / ry) ** 2 <= 1.0 + 1e-6
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -52,13 +59,13 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == sizes.argmax()
 
 
-def body_mask(tissue: np.ndarray, spacing_xy: float, opening_mm: float) -> np.ndarray:
+def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: float) -> np.ndarray:
     """Body = opened tissue, largest 3D component, holes (lungs, gas) filled per slice.
 
     The opening cuts thin bridges (table pad, cables) before choosing the
     largest component, so the table ends up outside the mask.
     """
-    struct = disk(opening_mm / spacing_xy)[:, :, None]
+    struct = ellipse(opening_mm, spacing_xy)[:, :, None]
     opened = ndimage.binary_opening(tissue, structure=struct)
     if not opened.any():
         return opened
@@ -66,6 +73,16 @@ def body_mask(tissue: np.ndarray, spacing_xy: float, opening_mm: float) -> np.nd
     for z in range(body.shape[2]):
         body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
     return body
+
+
+def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """Body mask of a canonical volume: tissue threshold, then ``body_mask``."""
+    if settings.modality == "CT":
+        tissue = image > settings.body_threshold_hu
+    else:
+        smooth = ndimage.gaussian_filter(image, 1.0)
+        tissue = smooth > settings.mr_body_fraction * np.percentile(smooth, 99)
+    return body_mask(tissue, (float(spacing[0]), float(spacing[1])), settings.opening_mm)
 
 
 def intensity_range(image: np.ndarray, mask: np.ndarray, settings: PreprocessSettings) -> tuple[float, float]:
@@ -104,18 +121,17 @@ def preprocess_case(
 
     img_c, aff_c = to_canonical(image.array, image.affine)
     lab_c, _ = to_canonical(classes, image.affine)
+    # The body mask is found on the source resolution (an opening in mm means
+    # what it says there, and skin is not yet blurred with air), then carried
+    # to the training grid with nearest neighbour, like the labels.
+    mask_c = find_body(img_c, voxel_spacing(aff_c), settings)
     shape, affine = inplane_grid(img_c.shape, aff_c, settings.spacing_xy)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background)
     lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
+    mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
     spacing = voxel_spacing(affine)
 
-    if settings.modality == "CT":
-        tissue = img_r > settings.body_threshold_hu
-    else:
-        smooth = ndimage.gaussian_filter(img_r, 1.0)
-        tissue = smooth > settings.mr_body_fraction * np.percentile(smooth, 99)
-    mask = body_mask(tissue, float(spacing[0]), settings.opening_mm)
     # Every labelled voxel must be inside the mask; widen by the labels rather than drop anatomy.
     outside = int(np.count_nonzero((lab_r > 0) & ~mask))
     if outside:

@@ -60,6 +60,12 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
             if not np.allclose(rounded, data):
                 raise VolumeError(f"{path}: label map holds non-integer values; was it resampled with interpolation?")
             data = rounded
+        if np.issubdtype(np.dtype(dtype), np.integer) and data.size:
+            info = np.iinfo(dtype)
+            lo, hi = data.min(), data.max()
+            if lo < info.min or hi > info.max:
+                raise VolumeError(f"{path}: values {lo}..{hi} do not fit {np.dtype(dtype).name}; "
+                                  "label values must lie in the label table's range")
         data = data.astype(dtype, copy=False)
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise VolumeError(f"{path}: contains NaN or infinite voxels")

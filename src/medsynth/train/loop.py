@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 import medsynth
+from medsynth.generate import synthesize
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.metrics import DIRECTIONS, is_better
 from medsynth.metrics.image import paired_metrics
@@ -121,22 +122,9 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-@torch.no_grad()
-def generate(generator: torch.nn.Module, labels: torch.Tensor, num_classes: int, seed: int, batch: int,
-             device: torch.device) -> torch.Tensor:
-    """Images for ``labels`` with noise drawn from ``seed``: the same call gives the same images."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, labels.shape[0], batch):
-        lab = labels[i : i + batch].to(device)
-        z = generator.noise(lab.shape[0], lab.shape[1], lab.shape[2], generator=gen).to(device)
-        out.append(generator(one_hot(lab, num_classes), z).float().cpu())
-    return torch.cat(out)
-
-
 def evaluate(generator: torch.nn.Module, val: SliceSet, num_classes: int, seed: int, batch: int,
              device: torch.device) -> dict[str, float]:
-    fake = generate(generator, val.labels, num_classes, seed, batch, device)
+    fake = synthesize(generator, val.labels, num_classes, seed, batch, device)
     return {k: float(v.mean()) for k, v in paired_metrics(fake, val.images).items()}
 
 
@@ -148,6 +136,45 @@ def _subset(data: SliceSet, limit: int) -> SliceSet:
         data.images[idx], data.labels[idx], data.masks[idx],
         [data.case_ids[i] for i in idx], [data.z[i] for i in idx],
     )
+
+
+def train_step(
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    ema: EMA,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    lambda_labelmix: float,
+    mix_rng: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """One OASIS iteration (paired): G step, EMA update, D step with LabelMix. Returns detached losses."""
+    onehot = one_hot(labels, num_classes)
+    # Generator: D must segment the fake into the input labels. One forward of G
+    # per iteration: its output is reused (detached) for the D step.
+    D.requires_grad_(False)
+    fake = G(onehot)
+    loss_g = seg_ce_real(D(fake), onehot)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    ema.update(G)
+
+    fake = fake.detach()
+    logits_fake = D(fake)
+    logits_real = D(real)
+    loss_fake = seg_ce_fake(logits_fake)
+    loss_real = seg_ce_real(logits_real, onehot)
+    mask = labelmix_mask(labels.cpu(), mix_rng).to(real.device)
+    loss_lm = lambda_labelmix * labelmix_loss(D, real, fake, mask, logits_real, logits_fake)
+    opt_d.zero_grad(set_to_none=True)
+    (loss_fake + loss_real + loss_lm).backward()
+    opt_d.step()
+    return {"loss_g": loss_g.detach(), "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
+            "loss_d_labelmix": loss_lm.detach()}
 
 
 def train(
@@ -184,7 +211,8 @@ def train(
     latest = ckpt_dir / "latest.pt"
     step, history, best = 0, [], {}
     if latest.exists():
-        state = load_checkpoint(latest, map_location=device)
+        # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights to the device.
+        state = load_checkpoint(latest, map_location="cpu")
         if state.get("fingerprint") == ident:
             G.load_state_dict(state["G"])
             D.load_state_dict(state["D"])
@@ -230,35 +258,12 @@ def train(
             while step < settings.steps:
                 t0 = time.perf_counter()
                 idx = torch.randint(len(train_data), (settings.batch_size,), generator=data_rng)
-                real = train_data.images[idx].to(device, non_blocking=True)
-                labels = train_data.labels[idx].to(device, non_blocking=True)
-                onehot = one_hot(labels, num_classes)
-
-                # Generator: D must segment the fake into the input labels. One forward
-                # of G per iteration: its output is reused (detached) for the D step.
-                D.requires_grad_(False)
-                fake = G(onehot)
-                loss_g = seg_ce_real(D(fake), onehot)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                D.requires_grad_(True)
-                ema.update(G)
-
-                fake = fake.detach()
-                logits_fake = D(fake)
-                logits_real = D(real)
-                loss_fake = seg_ce_fake(logits_fake)
-                loss_real = seg_ce_real(logits_real, onehot)
-                mask = labelmix_mask(labels.cpu(), mix_rng).to(device)
-                loss_lm = settings.lambda_labelmix * labelmix_loss(D, real, fake, mask, logits_real, logits_fake)
-                opt_d.zero_grad(set_to_none=True)
-                (loss_fake + loss_real + loss_lm).backward()
-                opt_d.step()
+                losses = train_step(G, D, ema, opt_g, opt_d, train_data.images[idx].to(device, non_blocking=True),
+                                    train_data.labels[idx].to(device, non_blocking=True), num_classes,
+                                    settings.lambda_labelmix, mix_rng)
                 step += 1
 
-                row = {"step": step, "loss_g": loss_g.item(), "loss_d_real": loss_real.item(),
-                       "loss_d_fake": loss_fake.item(), "loss_d_labelmix": loss_lm.item(),
+                row = {"step": step, **{k: v.item() for k, v in losses.items()},
                        "seconds": round(time.perf_counter() - t0, 4)}
                 bad = [k for k, v in row.items() if k.startswith("loss") and not math.isfinite(v)]
                 if bad:
@@ -272,7 +277,7 @@ def train(
 
                 last = step == settings.steps
                 if step % settings.sample_every == 0 or last:
-                    fake_s = generate(ema.model, fixed.labels, num_classes, settings.seed, settings.batch_size, device)
+                    fake_s = synthesize(ema.model, fixed.labels, num_classes, settings.seed, settings.batch_size, device)
                     sample_grid(run_dir / "samples" / f"step_{step:06d}.png", fixed.labels, [fake_s], fixed.images,
                                 num_classes, title=f"step {step} (EMA generator)")
                 if step % settings.eval_every == 0 or last:
