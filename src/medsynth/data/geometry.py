@@ -60,6 +60,9 @@ def resample_to_grid(
     vox = np.linalg.inv(src_affine) @ dst_affine
     if np.allclose(vox, np.eye(4), atol=1e-6) and tuple(array.shape) == tuple(dst_shape):
         return array.copy()
+    matrix = vox[:3, :3]
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
+        matrix = np.diag(matrix)  # scipy's separable path: ~1.5x faster for pure scaling
     return ndimage.affine_transform(
-        array, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape), order=order, mode="constant", cval=cval
+        array, matrix, offset=vox[:3, 3], output_shape=tuple(dst_shape), order=order, mode="constant", cval=cval
     )

@@ -59,4 +59,5 @@ class LabelTable:
                 f"{source}: label values {unknown} are not in the label table; add them to the dataset's "
                 "'labels' list in the config (or map them to an existing class)"
             )
-        return lut[label.astype(np.int64)].astype(np.uint8)
+        # Index with the label's own integer type: an int64 copy of a large volume costs more than the lookup.
+        return lut.astype(np.uint8)[label]

@@ -7,6 +7,7 @@ affine explicitly so no caller can fall back to an identity matrix.
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
 def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
     """Write ``array`` with ``affine`` (both sform and qform set, millimetres)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise ValueError(f"{path}: refusing to write an invalid affine {affine!r}")
@@ -87,6 +88,18 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     nib.save(img, str(tmp))
     tmp.replace(path)
     return path
+
+
+def make_dir(folder: Path) -> Path:
+    """Create an output folder, or say which one cannot be created and why."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{folder}: cannot create output folder ({exc.strerror or exc}); "
+                      "check the path, permissions and free space") from exc
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"{folder}: output folder is not writable; check permissions")
+    return folder
 
 
 def check_same_grid(a: Volume, b: Volume, atol: float = 1e-3) -> None:

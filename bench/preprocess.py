@@ -1,0 +1,73 @@
+"""Seconds per volume for preprocess + slice (+ PNG views) of one CT.
+
+    python bench/preprocess.py                  # an AutoPET-sized phantom CT (400 x 400 x 300, int16)
+    python bench/preprocess.py --real           # also the real CT in ../shared/data (if present)
+
+The volume is written as .nii.gz first; timing starts at reading it, as the
+pipeline does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.data.labels import LabelTable
+from medsynth.data.phantom import PHANTOM_LABELS, make_case
+from medsynth.data.preprocess import PreprocessSettings, preprocess_case
+from medsynth.data.slicing import SliceSettings, slice_case, write_pngs
+from medsynth.io.nifti import load_volume, save_volume
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg-example"
+
+
+def run_case(name: str, image: Path, label: Path, table: LabelTable, spacing_xy: float | None, size: int,
+             work: Path) -> None:
+    t0 = time.perf_counter()
+    preprocess_case(name, image, label, work / name, table, PreprocessSettings("CT", spacing_xy))
+    t1 = time.perf_counter()
+    pre = work / name
+    slices = slice_case(load_volume(pre / "image.nii.gz", np.float32).array,
+                        load_volume(pre / "label.nii.gz", np.uint8).array,
+                        load_volume(pre / "mask.nii.gz", np.uint8).array, SliceSettings(size=size))
+    slices.save(pre / "slices.npz")
+    t2 = time.perf_counter()
+    write_pngs(name, slices, pre / "png")
+    t3 = time.perf_counter()
+    n = len(slices.z)
+    print(f"{name}: {load_volume(image).array.shape} -> {n} slices of {size}x{size}: "
+          f"preprocess {t1 - t0:.2f} s, slice {t2 - t1:.2f} s, PNG {t3 - t2:.2f} s; "
+          f"total {t3 - t0:.2f} s per volume, {n / (t3 - t0):.0f} slices/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=int, nargs=3, default=[400, 400, 300])
+    ap.add_argument("--spacing", type=float, nargs=3, default=[0.977, 0.977, 2.0])
+    ap.add_argument("--spacing-xy", type=float, default=1.5, help="target in-plane spacing (mm)")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--real", action="store_true", help="also time the real CT from ../shared/data")
+    args = ap.parse_args()
+    table = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        case = make_case(0, seed=0, shape=tuple(args.shape), spacing=tuple(args.spacing))
+        save_volume(work / "ct.nii.gz", case.ct, case.affine)
+        save_volume(work / "label.nii.gz", case.label, case.affine)
+        run_case("phantom", work / "ct.nii.gz", work / "label.nii.gz", table, args.spacing_xy, args.size, work)
+        if args.real:
+            if not (REAL / "ct.nii.gz").is_file():
+                print(f"real CT not found at {REAL}; skipped")
+                return
+            values = np.unique(load_volume(REAL / "label.nii.gz", np.int32).array)
+            real_table = LabelTable.from_config(
+                [{"name": "background", "values": [0]}, {"name": "anatomy", "values": [int(v) for v in values if v]}])
+            run_case("real", REAL / "ct.nii.gz", REAL / "label.nii.gz", real_table, None, 128, work)
+
+
+if __name__ == "__main__":
+    main()
