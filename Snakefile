@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config applies only when no --configfile is given: a user's config
+# replaces it rather than being merged into it (which would add the demo's
+# phantom dataset and experiment to every run).
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

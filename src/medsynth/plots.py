@@ -163,3 +163,26 @@ def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: in
     reals = np.stack([p[3] for p in picks])
     return sample_grid(path, labels, samples, reals, num_classes, title="test split: label | samples | real",
                        row_names=[p[0] for p in picks], dpi=dpi)
+
+
+def preprocess_qc(path: Path, source, window: tuple[float, float], image, mask, label, num_classes: int,
+                  title: str = "", dpi: int = 100) -> Path:
+    """Before | after with the body-mask outline | labels: is the table gone, is the anatomy inside?"""
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.4), dpi=dpi)
+    axes[0].imshow(display_view(source), cmap="gray", vmin=window[0], vmax=window[1])
+    axes[0].set_title("source (window)", fontsize=9)
+    axes[1].imshow(display_view(image), cmap="gray", vmin=-1, vmax=1)
+    axes[1].contour(display_view(mask.astype(float)), levels=[0.5], colors="tab:red", linewidths=0.8)
+    axes[1].set_title("preprocessed, body mask outline", fontsize=9)
+    axes[2].imshow(display_view(image), cmap="gray", vmin=-1, vmax=1)
+    overlay = np.concatenate([label_to_rgb(display_view(label), num_classes),
+                              (display_view(label) > 0)[..., None] * 0.5], axis=-1)
+    axes[2].imshow(overlay, interpolation="nearest")
+    axes[2].set_title("labels", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -12,7 +12,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from medsynth.io.tables import read_tsv
@@ -40,14 +39,6 @@ TINY = {
 }
 
 
-def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(cfg), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-
-
 def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
     """Rule names in the dry run's job table."""
     table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
@@ -55,7 +46,7 @@ def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, snakemake):
     work = tmp_path_factory.mktemp("workflow")
     result = snakemake(work, TINY)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -118,14 +109,14 @@ def test_outputs_of_every_stage(finished):
 
 
 @pytest.mark.slow
-def test_second_run_is_a_no_op(finished):
+def test_second_run_is_a_no_op(finished, snakemake):
     result = snakemake(finished, TINY, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
-def test_a_plot_setting_reruns_only_report_rules(finished):
+def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     changed = json.loads(json.dumps(TINY))
     changed["report"]["dpi"] = 60
     result = snakemake(finished, changed, "-n")
@@ -137,7 +128,7 @@ def test_a_plot_setting_reruns_only_report_rules(finished):
         "generate", "evaluate", "report_samples", "report_summary", "all"}
 
 
-def test_config_errors_name_the_key(tmp_path):
+def test_config_errors_name_the_key(tmp_path, snakemake):
     bad = json.loads(json.dumps(TINY))
     bad["slice"]["sise"] = 64
     result = snakemake(tmp_path, bad, "-n")

@@ -5,10 +5,22 @@
 import csv
 import os
 
+import yaml
 from snakemake.utils import validate
 
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+validate(config, SCHEMA)
+
+# A label table may live in its own file (e.g. config/labels/totalsegmentator_v2_grouped.yaml):
+# read it once here, then validate the table itself like an inline one.
+for _name, _ds in config["datasets"].items():
+    if isinstance(_ds["labels"], str):
+        if not os.path.isfile(_ds["labels"]):
+            raise ValueError(f"config: datasets.{_name}.labels names {_ds['labels']!r}, which does not exist")
+        with open(_ds["labels"]) as _fh:
+            _ds["labels"] = yaml.safe_load(_fh)
+validate(config, SCHEMA)
 
 ENV = "../../envs/medsynth.yaml"
 DATASETS = sorted(config["datasets"])
@@ -38,9 +50,10 @@ def cases_of(dataset):
     path = checkpoints.download.get(dataset=dataset).output.cases
     rows = {}
     for row in read_table(path):
-        for col in ("image", "label"):
-            # Paths in a cases table are relative to the table's folder.
-            row[col] = os.path.normpath(os.path.join(os.path.dirname(path), row[col]))
+        for col in ("image", "label", "mask"):
+            # Paths in a cases table are relative to the table's folder; mask is optional.
+            if row.get(col):
+                row[col] = os.path.normpath(os.path.join(os.path.dirname(path), row[col]))
         rows[row["case_id"]] = row
     return rows
 
@@ -65,7 +78,7 @@ def case_slices(dataset, parts):
 
 def preprocess_inputs(wildcards):
     row = cases_of(wildcards.dataset)[wildcards.case]
-    return {"image": row["image"], "label": row["label"]}
+    return {k: row[k] for k in ("image", "label", "mask") if row.get(k)}
 
 
 def test_case_inputs(wildcards):

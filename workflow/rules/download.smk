@@ -1,5 +1,7 @@
 # Stage 1: make a dataset available under resources/raw/<dataset>/ with a cases.tsv.
-# A checkpoint: the case list is known only once this has run.
+# A checkpoint: the case list is known only once this has run. A local rule:
+# cluster compute nodes often have no internet. Archives are kept under
+# resources/archives/<dataset>/ so an interrupted download resumes.
 
 
 checkpoint download:
@@ -9,7 +11,7 @@ checkpoint download:
         source=lambda w: {
             k: v
             for k, v in config["datasets"][w.dataset].items()
-            if k in ("source", "modality", "phantom", "local")
+            if k in ("source", "modality", "phantom", "local", "url", "layout")
         },
     log:
         "logs/download/{dataset}.log",

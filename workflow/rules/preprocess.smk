@@ -9,6 +9,7 @@ rule preprocess:
         label="results/preprocess/{dataset}/{case}/label.nii.gz",
         mask="results/preprocess/{dataset}/{case}/mask.nii.gz",
         meta="results/preprocess/{dataset}/{case}/meta.json",
+        qc="results/preprocess/{dataset}/{case}/qc.png",
     params:
         modality=lambda w: config["datasets"][w.dataset]["modality"],
         settings=lambda w: config["datasets"][w.dataset]["preprocess"],

@@ -1,19 +1,35 @@
-"""Snakemake script: make a dataset available with a cases.tsv (phantom or local folder)."""
+"""Snakemake script: make a dataset available with a cases.tsv (phantom, local folder or archive URL)."""
 
 from pathlib import Path
+from urllib.parse import urlparse
 
-from medsynth.data.cohort import register_local
+from medsynth.data.cohort import register_layout, register_local
+from medsynth.data.download import extract, fetch
 from medsynth.data.phantom import write_cohort
 from medsynth.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     src = snakemake.params.source  # noqa: F821
     out = Path(snakemake.output.cases)  # noqa: F821
+    dataset = out.parent.name
+    layout = src.get("layout", {})
+    label_root = Path(layout["label_root"]) if layout.get("label_root") else None
     if src["source"] == "phantom":
         p = src["phantom"]
         written = write_cohort(out.parent, p["n_cases"], p["seed"], tuple(p["shape"]), tuple(p["spacing"]))
         assert written == out, f"phantom cohort wrote {written}, expected {out}"
-    elif src["source"] == "local":
+    elif src["source"] == "local" and "cases_table" in src["local"]:
         register_local(Path(src["local"]["cases_table"]), out, src["modality"])
+    elif src["source"] == "local":
+        if not layout:
+            raise ValueError(f"config: datasets.{dataset}.layout is required with local.root")
+        register_layout(Path(src["local"]["root"]), layout, out, src["modality"], label_root)
     else:
-        raise ValueError(f"dataset source {src['source']!r} is not supported yet; use 'phantom' or 'local'")
+        url = src["url"]
+        if not layout:
+            raise ValueError(f"config: datasets.{dataset}.layout is required with source url")
+        name = url.get("filename") or Path(urlparse(url["href"]).path).name
+        archive = fetch(url["href"], Path("resources/archives") / dataset / name,
+                        sha256=url.get("sha256"), md5=url.get("md5"), size=url.get("size"))
+        root = extract(archive, out.parent / "files")
+        register_layout(root, layout, out, src["modality"], label_root)

@@ -25,4 +25,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         Path(sm.output.meta).parent,
         LabelTable.from_config(sm.params.labels),
         settings,
+        mask_path=Path(sm.input.mask) if "mask" in sm.input.keys() else None,
+        qc_path=Path(sm.output.qc),
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Mapping
 
 from medsynth.io.tables import read_tsv, write_tsv
 
-CASE_COLUMNS = ["case_id", "image", "label", "modality"]
+# mask is optional (empty when the dataset provides none)
+CASE_COLUMNS = ["case_id", "image", "label", "mask", "modality"]
 
 
 def read_cases(path: Path) -> list[dict[str, str]]:
@@ -29,7 +32,9 @@ def read_cases(path: Path) -> list[dict[str, str]]:
         if cid in seen:
             raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}")
         seen.add(cid)
-        for col in ("image", "label"):
+        for col in ("image", "label", "mask"):
+            if col == "mask" and not row.get("mask"):
+                continue
             f = Path(row[col]) if Path(row[col]).is_absolute() else path.parent / row[col]
             if not f.is_file():
                 raise FileNotFoundError(f"{path}, line {i}: {col} file {f} of case {cid!r} does not exist")
@@ -43,4 +48,66 @@ def register_local(table: Path, out_tsv: Path, modality: str) -> Path:
     for row in rows:
         row.setdefault("modality", modality)
         row["modality"] = row["modality"] or modality
+    return write_tsv(out_tsv, rows, CASE_COLUMNS)
+
+
+def _pattern_regex(pattern: str) -> tuple[re.Pattern, list[str]]:
+    names = re.findall(r"\{(\w+)\}", pattern)
+    if not names:
+        raise ValueError(f"layout pattern {pattern!r} has no {{placeholder}}; use e.g. '{{case}}/ct.nii.gz'")
+    regex, used = "", set()
+    for literal, name in re.findall(r"([^{]*)(?:\{(\w+)\})?", pattern):
+        regex += re.escape(literal)
+        if name:
+            regex += f"(?P={name})" if name in used else f"(?P<{name}>[^/]+)"
+            used.add(name)
+    return re.compile(regex + r"\Z"), list(dict.fromkeys(names))
+
+
+def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | None = None) -> list[dict[str, str]]:
+    """Find cases by filename pattern, e.g. ``image: "{patient}/{study}/CTres.nii.gz"``.
+
+    The placeholders of the image pattern identify a case (their values joined
+    by ``_`` form the case id); the label and mask patterns may use the same
+    placeholders and ``{case}``. Image and mask patterns are relative to
+    ``root``, the label pattern to ``label_root`` (default ``root``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found; check local.root in the config")
+    label_root = Path(label_root) if label_root is not None else root
+    regex, names = _pattern_regex(layout["image"])
+    glob = re.sub(r"\{\w+\}", "*", layout["image"])
+    rows, seen = [], {}
+    for image in sorted(root.glob(glob)):
+        match = regex.match(image.relative_to(root).as_posix())
+        if not match:
+            continue
+        values = {n: match.group(n) for n in names}
+        case_id = "_".join(values[n] for n in names)
+        if case_id in seen:
+            raise ValueError(f"{root}: {image} and {seen[case_id]} both give case id {case_id!r}; "
+                             "add a placeholder to layout.image that tells them apart")
+        seen[case_id] = image
+        fields = {**values, "case": case_id}
+        row = {"case_id": case_id, "image": str(image.resolve())}
+        for key, base in (("label", label_root), ("mask", root)):
+            if not layout.get(key):
+                continue
+            path = base / layout[key].format(**fields)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: {key} file of case {case_id!r} not found "
+                                        f"(layout.{key} = {layout[key]!r})")
+            row[key] = str(path.resolve())
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{root}: no files match layout.image = {layout['image']!r}")
+    return rows
+
+
+def register_layout(root: Path, layout: Mapping[str, str], out_tsv: Path, modality: str,
+                    label_root: Path | None = None) -> Path:
+    rows = discover_cases(root, layout, label_root)
+    for row in rows:
+        row["modality"] = modality
     return write_tsv(out_tsv, rows, CASE_COLUMNS)

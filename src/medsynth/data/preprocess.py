@@ -125,10 +125,17 @@ def preprocess_case(
     out_dir: Path,
     table: LabelTable,
     settings: PreprocessSettings,
+    mask_path: Path | None = None,
+    qc_path: Path | None = None,
 ) -> dict:
+    """Preprocess one case; ``mask_path`` replaces the computed body mask (e.g. SynthRAD's mask.nii.gz)."""
     image = load_volume(image_path, np.float32)
     label_vol = load_volume(label_path, np.int32)
     check_same_grid(image, label_vol)
+    given_mask = None
+    if mask_path is not None:
+        given_mask = load_volume(mask_path, np.int32)
+        check_same_grid(image, given_mask)
     if float(image.array.max()) == float(image.array.min()):
         raise ValueError(f"{image_path}: image is constant ({image.array.min()}); nothing to learn from")
     classes = table.apply(label_vol.array, str(label_path))
@@ -138,7 +145,10 @@ def preprocess_case(
     # The body mask is found on the source resolution (an opening in mm means
     # what it says there, and skin is not yet blurred with air), then carried
     # to the training grid with nearest neighbour, like the labels.
-    mask_c = find_body(img_c, voxel_spacing(aff_c), settings)
+    if given_mask is not None:
+        mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
+    else:
+        mask_c = find_body(img_c, voxel_spacing(aff_c), settings)
     shape, affine = inplane_grid(img_c.shape, aff_c, settings.spacing_xy)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background)
@@ -170,12 +180,19 @@ def preprocess_case(
         "affine": affine.tolist(),
         "spacing": spacing.tolist(),
         "modality": settings.modality,
+        "mask_source": str(mask_path) if mask_path is not None else "computed",
         "intensity": {"lo": lo, "hi": hi, "background": background},
         "labelled_voxels_outside_mask": outside,
         "class_voxels": np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist(),
         "settings": asdict(settings),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    if qc_path is not None:
+        from medsynth.plots import preprocess_qc  # matplotlib only when a QC picture is asked for
+
+        z = int(np.argmax((lab_r > 0).sum(axis=(0, 1))))
+        preprocess_qc(qc_path, img_c[:, :, z], (lo, hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
+                      table.num_classes, title=f"{case_id}, axial slice {z}")
     return meta
 
 

@@ -1,0 +1,65 @@
+"""Finding cases in a folder by filename pattern (bring-your-own-data path)."""
+
+from pathlib import Path
+
+import pytest
+
+from medsynth.data.cohort import discover_cases, register_layout
+from medsynth.io.tables import read_tsv
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+@pytest.fixture
+def autopet_like(tmp_path):
+    root, labels = tmp_path / "FDG", tmp_path / "seg"
+    for patient, study in [("PETCT_b", "2002-01"), ("PETCT_a", "2001-05"), ("PETCT_a", "2003-07")]:
+        touch(root / patient / study / "CTres.nii.gz")
+        touch(root / patient / study / "SUV.nii.gz")
+        touch(labels / f"{patient}_{study}.nii.gz")
+    return root, labels
+
+
+def test_two_placeholders_form_sorted_case_ids_and_find_labels(autopet_like):
+    root, labels = autopet_like
+    rows = discover_cases(root, {"image": "{patient}/{study}/CTres.nii.gz", "label": "{patient}_{study}.nii.gz"},
+                          label_root=labels)
+    assert [r["case_id"] for r in rows] == ["PETCT_a_2001-05", "PETCT_a_2003-07", "PETCT_b_2002-01"]
+    assert rows[0]["image"].endswith("PETCT_a/2001-05/CTres.nii.gz")
+    assert rows[0]["label"] == str((labels / "PETCT_a_2001-05.nii.gz").resolve())
+    assert "mask" not in rows[0]
+
+
+def test_case_placeholder_and_mask(tmp_path):
+    for cid in ("1PA001", "1PA004"):
+        for name in ("mr", "ct", "mask"):
+            touch(tmp_path / "Task1" / "pelvis" / cid / f"{name}.nii.gz")
+        touch(tmp_path / "labels" / f"{cid}.nii.gz")
+    touch(tmp_path / "Task1" / "brain" / "1BA001" / "mr.nii.gz")  # another region: not matched
+    out = register_layout(
+        tmp_path, {"image": "Task1/pelvis/{case}/mr.nii.gz", "mask": "Task1/pelvis/{case}/mask.nii.gz",
+                   "label": "{case}.nii.gz"}, tmp_path / "cases.tsv", "MR", label_root=tmp_path / "labels")
+    rows = read_tsv(out)
+    assert [r["case_id"] for r in rows] == ["1PA001", "1PA004"]
+    assert all(r["modality"] == "MR" and r["mask"].endswith("mask.nii.gz") for r in rows)
+
+
+def test_missing_label_names_the_file_and_case(autopet_like):
+    root, labels = autopet_like
+    (labels / "PETCT_b_2002-01.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"PETCT_b_2002-01\.nii\.gz.*'PETCT_b_2002-01'"):
+        discover_cases(root, {"image": "{patient}/{study}/CTres.nii.gz", "label": "{patient}_{study}.nii.gz"},
+                       label_root=labels)
+
+
+def test_no_match_and_missing_root_and_pattern_without_placeholder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="local.root"):
+        discover_cases(tmp_path / "nope", {"image": "{case}.nii.gz", "label": "{case}.nii.gz"})
+    with pytest.raises(ValueError, match="no files match"):
+        discover_cases(tmp_path, {"image": "{case}/ct.nii.gz", "label": "{case}.nii.gz"})
+    with pytest.raises(ValueError, match="placeholder"):
+        discover_cases(tmp_path, {"image": "ct.nii.gz", "label": "x"})

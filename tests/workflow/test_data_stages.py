@@ -1,0 +1,94 @@
+"""Data stages on user data: a local folder found by pattern, an archive URL, bad cases with --keep-going."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsynth.data.phantom import PHANTOM_LABELS, write_cohort
+from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.tables import read_tsv
+
+LABELS = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+
+
+def cohort(folder: Path, n: int) -> Path:
+    """A folder of NIfTI pairs laid out as <case>/ct.nii.gz + <case>/label.nii.gz."""
+    write_cohort(folder, n, seed=5, shape=(48, 48, 6), spacing=(8.0, 8.0, 8.0))
+    return folder
+
+
+def dataset(**source) -> dict:
+    return {"modality": "CT", "labels": LABELS, "preprocess": {"spacing_xy": 12.0}, **source}
+
+
+def data_config(ds: dict) -> dict:
+    return {"datasets": {"mine": ds}, "slice": {"size": 32},
+            "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}}}
+
+
+@pytest.mark.slow
+def test_local_folder_with_a_bad_case_and_keep_going(tmp_path, snakemake):
+    root = cohort(tmp_path / "data", 4)
+    # Case phantom_002: a truncated gzip, as from an interrupted copy.
+    bad = root / "phantom_002" / "ct.nii.gz"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    # Case phantom_003: label values outside the table.
+    lab = load_volume(root / "phantom_003" / "label.nii.gz")
+    save_volume(root / "phantom_003" / "label.nii.gz", np.where(lab.array == 9, 42, lab.array).astype(np.uint8),
+                lab.affine)
+    ds = dataset(source="local", local={"root": str(root)},
+                 layout={"image": "{case}/ct.nii.gz", "label": "{case}/label.nii.gz"})
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, data_config(ds), "--keep-going")
+    assert result.returncode != 0  # two cases failed ...
+    for good in ("phantom_000", "phantom_001"):  # ... but the others finished
+        assert (work / "results/slices/mine/cases" / good / "slices.npz").is_file()
+        assert (work / "results/preprocess/mine" / good / "qc.png").is_file()
+    log_002 = (work / "logs/preprocess/mine/phantom_002.log").read_text()
+    assert str(bad.resolve()) in log_002 and "not a readable NIfTI" in log_002
+    log_003 = (work / "logs/preprocess/mine/phantom_003.log").read_text()
+    assert "[42]" in log_003 and "label.nii.gz" in log_003 and "label table" in log_003
+
+
+@pytest.mark.slow
+def test_archive_url_with_checksum_and_provided_masks(tmp_path, snakemake):
+    root = cohort(tmp_path / "data", 4)
+    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+        ct = load_volume(case / "ct.nii.gz")
+        save_volume(case / "mask.nii.gz", (ct.array > -500).astype(np.uint8), ct.affine)
+    archive = tmp_path / "cohort.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(root.rglob("*.nii.gz")):
+            zf.write(f, "Cohort/" + f.relative_to(root).as_posix())
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    ds = dataset(source="url", url={"href": archive.resolve().as_uri(), "sha256": digest},
+                 layout={"image": "Cohort/{case}/ct.nii.gz", "label": "Cohort/{case}/label.nii.gz",
+                         "mask": "Cohort/{case}/mask.nii.gz"})
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, data_config(ds))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = read_tsv(work / "resources/raw/mine/cases.tsv")
+    assert [r["case_id"] for r in rows] == [f"phantom_00{i}" for i in range(4)]
+    assert all(r["mask"].endswith("mask.nii.gz") for r in rows)
+    assert (work / "resources/archives/mine/cohort.zip").is_file()
+    for part in ("train", "val", "test"):
+        assert list((work / "results/slices/mine/oasis" / part / "images").glob("*.png"))
+    meta = (work / "results/preprocess/mine/phantom_000/meta.json").read_text()
+    assert "mask.nii.gz" in meta  # the provided mask was used
+
+    # A wrong checksum stops the download with both hashes named and leaves no archive.
+    ds["url"]["sha256"] = "0" * 64
+    work2 = tmp_path / "work2"
+    work2.mkdir()
+    result = snakemake(work2, data_config(ds))
+    assert result.returncode != 0
+    log = (work2 / "logs/download/mine.log").read_text()
+    assert digest in log and "0" * 64 in log
+    assert not (work2 / "resources/archives/mine/cohort.zip").exists()
