@@ -10,6 +10,7 @@ pipeline does.
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +32,10 @@ def run_case(name: str, image: Path, label: Path, table: LabelTable, spacing_xy:
     preprocess_case(name, image, label, work / name, table, PreprocessSettings("CT", spacing_xy))
     t1 = time.perf_counter()
     pre = work / name
-    slices = slice_case(load_volume(pre / "image.nii.gz", np.float32).array,
-                        load_volume(pre / "label.nii.gz", np.uint8).array,
-                        load_volume(pre / "mask.nii.gz", np.uint8).array, SliceSettings(size=size))
+    with ThreadPoolExecutor(3) as pool:  # as workflow/scripts/slice.py does
+        img_a, lab_a, msk_a = pool.map(lambda a: load_volume(*a).array, [
+            (pre / "image.nii.gz", np.float32), (pre / "label.nii.gz", np.uint8), (pre / "mask.nii.gz", np.uint8)])
+    slices = slice_case(img_a, lab_a, msk_a, SliceSettings(size=size))
     slices.save(pre / "slices.npz")
     t2 = time.perf_counter()
     write_pngs(name, slices, pre / "png")
@@ -42,6 +44,29 @@ def run_case(name: str, image: Path, label: Path, table: LabelTable, spacing_xy:
     print(f"{name}: {load_volume(image).array.shape} -> {n} slices of {size}x{size}: "
           f"preprocess {t1 - t0:.2f} s, slice {t2 - t1:.2f} s, PNG {t3 - t2:.2f} s; "
           f"total {t3 - t0:.2f} s per volume, {n / (t3 - t0):.0f} slices/s")
+
+
+def straightforward(image: Path, label: Path, out: Path) -> None:
+    """The reference point: per-slice float64 loading, min-max scaling, 2D components, RGB PNGs via PIL."""
+    import nibabel as nib
+    from PIL import Image
+    from scipy import ndimage
+
+    t0 = time.perf_counter()
+    img = nib.load(str(image)).get_fdata()
+    lab = nib.load(str(label)).get_fdata()
+    out.mkdir(parents=True, exist_ok=True)
+    for z in range(img.shape[2]):
+        s = img[:, :, z]
+        s = (s - s.min()) / (s.max() - s.min() + 1e-8)
+        comp, n = ndimage.label(s > 0.25)
+        if n:
+            sizes = ndimage.sum(np.ones_like(s), comp, range(1, n + 1))
+            s = s * (comp == 1 + int(np.argmax(sizes)))
+        Image.fromarray(np.stack([(s * 255).astype(np.uint8)] * 3, axis=-1)).save(out / f"img_{z:03d}.png")
+        Image.fromarray(lab[:, :, z].astype(np.uint8)).save(out / f"lab_{z:03d}.png")
+    dt = time.perf_counter() - t0
+    print(f"straightforward loop: {img.shape[2]} slices in {dt:.2f} s per volume, {img.shape[2] / dt:.0f} slices/s")
 
 
 def main() -> None:
@@ -59,6 +84,7 @@ def main() -> None:
         save_volume(work / "ct.nii.gz", case.ct, case.affine)
         save_volume(work / "label.nii.gz", case.label, case.affine)
         run_case("phantom", work / "ct.nii.gz", work / "label.nii.gz", table, args.spacing_xy, args.size, work)
+        straightforward(work / "ct.nii.gz", work / "label.nii.gz", work / "naive")
         if args.real:
             if not (REAL / "ct.nii.gz").is_file():
                 print(f"real CT not found at {REAL}; skipped")

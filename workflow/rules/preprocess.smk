@@ -18,6 +18,7 @@ rule preprocess:
         "logs/preprocess/{dataset}/{case}.log",
     benchmark:
         "benchmarks/preprocess/{dataset}/{case}.tsv"
+    threads: 2
     conda:
         ENV
     script:

@@ -13,6 +13,7 @@ rule slice:
         settings=config["slice"],
     log:
         "logs/slice/{dataset}/{case}.log",
+    threads: 2
     conda:
         ENV
     script:

@@ -27,4 +27,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         settings,
         mask_path=Path(sm.input.mask) if "mask" in sm.input.keys() else None,
         qc_path=Path(sm.output.qc),
+        workers=sm.threads,
     )

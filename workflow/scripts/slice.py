@@ -1,6 +1,7 @@
 """Snakemake script: axial slices of one preprocessed case."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,12 @@ from medsynth.logs import log_to
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     s = sm.params.settings
-    slices = slice_case(
-        load_volume(sm.input.image, np.float32).array,
-        load_volume(sm.input.label, np.uint8).array,
-        load_volume(sm.input.mask, np.uint8).array,
-        SliceSettings(size=s["size"], min_body_fraction=s["min_body_fraction"]),
-    )
+    with ThreadPoolExecutor(3) as pool:  # gzip decompression releases the GIL
+        image, label, mask = pool.map(lambda a: load_volume(*a).array,
+                                      [(sm.input.image, np.float32), (sm.input.label, np.uint8),
+                                       (sm.input.mask, np.uint8)])
+    slices = slice_case(image, label, mask, SliceSettings(size=s["size"], min_body_fraction=s["min_body_fraction"]))
     slices.save(Path(sm.output.slices))
     Path(sm.output.png).mkdir(parents=True, exist_ok=True)
-    write_pngs(sm.wildcards.case, slices, Path(sm.output.png))
+    write_pngs(sm.wildcards.case, slices, Path(sm.output.png), workers=sm.threads)
     logging.getLogger("medsynth").info("%s: kept %d slices (z = %s)", sm.wildcards.case, len(slices.z), slices.z.tolist())

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -37,8 +40,22 @@ class PreprocessSettings:
             raise ValueError(f"modality must be 'CT' or 'MR', got {self.modality!r}")
 
 
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def per_slab(func: Callable[[np.ndarray], np.ndarray], volume: np.ndarray, workers: int) -> np.ndarray:
+    """Apply a slice-wise operation on z-slabs in threads (scipy.ndimage releases the GIL)."""
+    if workers <= 1 or volume.shape[2] < 2 * workers:
+        return func(volume)
+    bounds = np.linspace(0, volume.shape[2], workers + 1).round().astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda z: func(volume[:, :, z[0] : z[1]]), zip(bounds[:-1], bounds[1:])))
+    return np.concatenate(parts, axis=2)
+
+
 def open_inplane(
-    mask: np.ndarray, radius_mm: float, spacing_xy: tuple[float, float]
+    mask: np.ndarray, radius_mm: float, spacing_xy: tuple[float, float], workers: int = 1
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Morphological opening of every axial slice with a square of half-width ``radius_mm``; also returns the size.
 
@@ -49,17 +66,18 @@ def open_inplane(
     """
     size = tuple(2 * max(1, int(radius_mm / s)) + 1 for s in spacing_xy) + (1,)
     m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
-    return ndimage.maximum_filter(ndimage.minimum_filter(m, size=size), size=size).astype(bool), size
+    opened = per_slab(lambda v: ndimage.maximum_filter(ndimage.minimum_filter(v, size=size), size=size), m, workers)
+    return opened.astype(bool), size
 
 
-def fill_holes_inplane(mask: np.ndarray) -> np.ndarray:
+def fill_holes_inplane(mask: np.ndarray, workers: int = 1) -> np.ndarray:
     """Fill holes (lungs, bowel gas) slice by slice, working only inside the mask's bounding box."""
     if not mask.any():
         return mask
     box = ndimage.find_objects(mask.view(np.uint8))[0]
     out = mask.copy()
     planar = ndimage.generate_binary_structure(2, 1)[:, :, None]
-    out[box] = ndimage.binary_fill_holes(mask[box], structure=planar)
+    out[box] = per_slab(lambda v: ndimage.binary_fill_holes(v, structure=planar), mask[box], workers)
     return out
 
 
@@ -72,7 +90,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == sizes.argmax()
 
 
-def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: float) -> np.ndarray:
+def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: float, workers: int = 1) -> np.ndarray:
     """Body = tissue with holes filled, opened, largest 3D component, edges given back.
 
     Holes (lungs, bowel gas) are filled first, so an opening that thins the
@@ -81,22 +99,22 @@ def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: f
     skin detail it shaved off is then restored from the tissue within one
     element of the body, which a table further away does not reach.
     """
-    filled = fill_holes_inplane(tissue)
-    opened, size = open_inplane(filled, opening_mm, spacing_xy)
+    filled = fill_holes_inplane(tissue, workers)
+    opened, size = open_inplane(filled, opening_mm, spacing_xy, workers)
     if not opened.any():
         return opened
     body = largest_component(opened)
     return ndimage.maximum_filter(body.view(np.uint8), size=size).astype(bool) & filled
 
 
-def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings, workers: int = 1) -> np.ndarray:
     """Body mask of a canonical volume: tissue threshold, then ``body_mask``."""
     if settings.modality == "CT":
         tissue = image > settings.body_threshold_hu
     else:
         smooth = ndimage.gaussian_filter(image, 1.0)
         tissue = smooth > settings.mr_body_fraction * np.percentile(smooth, 99)
-    return body_mask(tissue, (float(spacing[0]), float(spacing[1])), settings.opening_mm)
+    return body_mask(tissue, (float(spacing[0]), float(spacing[1])), settings.opening_mm, workers)
 
 
 def intensity_range(image: np.ndarray, mask: np.ndarray, settings: PreprocessSettings) -> tuple[float, float]:
@@ -127,10 +145,23 @@ def preprocess_case(
     settings: PreprocessSettings,
     mask_path: Path | None = None,
     qc_path: Path | None = None,
+    workers: int | None = None,
 ) -> dict:
-    """Preprocess one case; ``mask_path`` replaces the computed body mask (e.g. SynthRAD's mask.nii.gz)."""
-    image = load_volume(image_path, np.float32)
-    label_vol = load_volume(label_path, np.int32)
+    """Preprocess one case; ``mask_path`` replaces the computed body mask (e.g. SynthRAD's mask.nii.gz).
+
+    ``workers`` threads share the slice-wise morphology and the (de)compression
+    of the NIfTI files, which release the GIL.
+    """
+    workers = workers or default_workers()
+    with ThreadPoolExecutor(max(2, workers)) as pool:
+        return _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers,
+                           pool)
+
+
+def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers, pool) -> dict:
+    image_job = pool.submit(load_volume, image_path, np.float32)
+    label_vol = load_volume(label_path, np.integer)
+    image = image_job.result()
     check_same_grid(image, label_vol)
     given_mask = None
     if mask_path is not None:
@@ -148,7 +179,7 @@ def preprocess_case(
     if given_mask is not None:
         mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
     else:
-        mask_c = find_body(img_c, voxel_spacing(aff_c), settings)
+        mask_c = find_body(img_c, voxel_spacing(aff_c), settings, workers)
     shape, affine = inplane_grid(img_c.shape, aff_c, settings.spacing_xy)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background)
@@ -167,9 +198,11 @@ def preprocess_case(
     unit[~mask] = -1.0
 
     make_dir(out_dir)
-    save_volume(out_dir / "image.nii.gz", unit, affine)
-    save_volume(out_dir / "label.nii.gz", lab_r.astype(np.uint8), affine)
-    save_volume(out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)
+    writes = [pool.submit(save_volume, out_dir / "image.nii.gz", unit, affine),
+              pool.submit(save_volume, out_dir / "label.nii.gz", lab_r.astype(np.uint8), affine),
+              pool.submit(save_volume, out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)]
+    for job in writes:
+        job.result()
     meta = {
         "case_id": case_id,
         "source_image": str(image_path),

@@ -11,6 +11,7 @@ class other than background.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +103,19 @@ def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings:
     )
 
 
-def write_pngs(case_id: str, slices: CaseSlices, out_dir: Path) -> list[str]:
-    """images/<case>_z###.png (8-bit image) and labels/<case>_z###.png (class ids)."""
-    names = []
-    for img, lab, z in zip(slices.images, slices.labels, slices.z):
-        name = f"{case_id}_z{int(z):03d}.png"
-        save_png(out_dir / "images" / name, unit_to_uint8(display_view(img)))
-        save_png(out_dir / "labels" / name, display_view(lab))
-        names.append(name)
+def write_pngs(case_id: str, slices: CaseSlices, out_dir: Path, workers: int = 2) -> list[str]:
+    """images/<case>_z###.png (8-bit image) and labels/<case>_z###.png (class ids).
+
+    Written from a few threads: PIL's zlib releases the GIL.
+    """
+    names = [f"{case_id}_z{int(z):03d}.png" for z in slices.z]
+
+    def write(i: int) -> None:
+        save_png(out_dir / "images" / names[i], unit_to_uint8(display_view(slices.images[i])))
+        save_png(out_dir / "labels" / names[i], display_view(slices.labels[i]))
+
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(write, range(len(names))))
     return names

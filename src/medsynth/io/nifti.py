@@ -56,18 +56,24 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
     if data.ndim != 3:
         raise VolumeError(f"{path}: expected a 3D volume, found shape {data.shape}; split 4D series first")
     if dtype is not None:
-        if np.issubdtype(np.dtype(dtype), np.integer) and np.issubdtype(data.dtype, np.floating):
+        # dtype=np.integer: any integer type, the file's own when it has one (no copy of a large label map).
+        want_int = dtype is np.integer or np.issubdtype(np.dtype(dtype), np.integer)
+        if want_int and np.issubdtype(data.dtype, np.floating):
             rounded = np.rint(data)
             if not np.allclose(rounded, data):
                 raise VolumeError(f"{path}: label map holds non-integer values; was it resampled with interpolation?")
             data = rounded
-        if np.issubdtype(np.dtype(dtype), np.integer) and data.size:
-            info = np.iinfo(dtype)
+        if dtype is np.integer:
+            target = data.dtype if np.issubdtype(data.dtype, np.integer) else np.dtype(np.int32)
+        else:
+            target = np.dtype(dtype)
+        if np.issubdtype(target, np.integer) and data.dtype != target and data.size:
+            info = np.iinfo(target)
             lo, hi = data.min(), data.max()
             if lo < info.min or hi > info.max:
-                raise VolumeError(f"{path}: values {lo}..{hi} do not fit {np.dtype(dtype).name}; "
+                raise VolumeError(f"{path}: values {lo}..{hi} do not fit {target.name}; "
                                   "label values must lie in the label table's range")
-        data = data.astype(dtype, copy=False)
+        data = data.astype(target, copy=False)
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise VolumeError(f"{path}: contains NaN or infinite voxels")
     return Volume(np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64), path)
