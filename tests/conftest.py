@@ -31,3 +31,9 @@ def toy_slices(n: int = 8, size: int = 32, seed: int = 0) -> SliceSet:
 @pytest.fixture
 def toy_set() -> SliceSet:
     return toy_slices()
+
+
+@pytest.fixture
+def make_toy_slices():
+    """The toy-data factory, for tests that need more or larger slices."""
+    return toy_slices

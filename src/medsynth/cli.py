@@ -2,6 +2,8 @@
 
     medsynth phantom OUT_DIR [--cases N] [--seed S]   write the built-in phantom cohort
     medsynth info CHECKPOINT                          what a checkpoint holds (step, model, metrics, version)
+    medsynth train --config CFG --experiment NAME     train (or resume) an experiment from the data
+                   [--run-dir DIR] [--results DIR]    stages' results (multi-GPU: torchrun ... -m medsynth.cli train)
 """
 
 from __future__ import annotations
@@ -33,6 +35,36 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    import yaml
+
+    from medsynth.train.run import run_experiment, split_files
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = yaml.safe_load(Path(args.config).read_text())
+    experiments = config.get("experiments") or {}
+    if args.experiment not in experiments:
+        raise KeyError(f"{args.config}: no experiment {args.experiment!r}; experiments: {sorted(experiments)}")
+    exp = experiments[args.experiment]
+    settings = dict(exp.get("train") or {})
+    labels = config["datasets"][exp["dataset"]]["labels"]
+    if isinstance(labels, str):  # a label table in its own file
+        labels = yaml.safe_load(Path(labels).read_text())
+    results = Path(args.results)
+    run_dir = Path(args.run_dir) if args.run_dir else results / "train" / args.experiment
+    images = exp.get("images_from", exp["dataset"])
+    unpaired = settings.get("mode") == "unpaired"
+    run_experiment(
+        settings, labels, run_dir,
+        split_files(results, exp["dataset"], ["train"]), split_files(results, exp["dataset"], ["val"]),
+        split_files(results, images, ["train"]) if unpaired else [],
+        split_files(results, images, ["val"]) if unpaired else [],
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medsynth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape", type=int, nargs=3, default=[256, 256, 32], metavar=("X", "Y", "Z"))
     p.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 3.0], metavar=("SX", "SY", "SZ"))
     p.set_defaults(func=_phantom)
+
+    p = sub.add_parser("train", help="train or resume an experiment of a workflow config outside Snakemake")
+    p.add_argument("--config", required=True, help="workflow config (YAML)")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--run-dir", help="default: <results>/train/<experiment>")
+    p.add_argument("--results", default="results", help="results folder of the data stages (default: results)")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("info", help="print what a medsynth checkpoint holds")
     p.add_argument("checkpoint")

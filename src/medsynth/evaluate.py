@@ -1,7 +1,14 @@
-"""Test-set metrics: generated vs real slices of the test split (paired mode)."""
+"""Test-set metrics of generated images.
+
+Paired mode: against the real test image of the same label map (SSIM, PSNR,
+RMSE). Both modes: the body outline against the label map's body mask (Dice)
+and the intensity distribution inside the body against real images (W1) of
+the image dataset's test split.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -9,16 +16,18 @@ import numpy as np
 import torch
 
 from medsynth.data.slicing import CaseSlices
-from medsynth.metrics.image import paired_metrics
+from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.train.run import load_slices
 
 COLUMNS = ["metric", "mean", "std", "n"]
-CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse"]
+CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "body_dice"]
 
 
-def evaluate_cases(cases: Sequence[tuple[str, Path, Path]]) -> tuple[list[dict], list[dict]]:
+def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
+                   threshold: float = -0.95) -> tuple[list[dict], list[dict]]:
     """``cases``: (case id, real slices.npz, generated samples.npz). Returns (summary, per-case rows)."""
     per_image: dict[str, list[np.ndarray]] = {}
-    per_case = []
+    per_case, all_fake, all_body = [], [], []
     for case_id, real_path, gen_path in sorted(cases):
         real = CaseSlices.load(Path(real_path))
         with np.load(gen_path) as f:
@@ -27,16 +36,28 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]]) -> tuple[list[dict],
             raise ValueError(f"{gen_path}: slices {z.tolist()} do not match the real slices {real.z.tolist()} "
                              f"of {real_path}; regenerate the test set")
         real_t = torch.from_numpy(real.images)[:, None]
+        body = torch.from_numpy(real.masks)[:, None].float()
         for k, fake in enumerate(fakes):
-            m = paired_metrics(torch.from_numpy(fake)[:, None], real_t)
+            fake_t = torch.from_numpy(fake)[:, None]
+            m = paired_metrics(fake_t, real_t) if paired else {}
+            m["body_dice"] = body_dice(fake_t, body, threshold)
             for name, values in m.items():
                 per_image.setdefault(name, []).append(values.numpy())
             per_case.append({"case_id": case_id, "sample": k, "slices": len(z),
                              **{name: float(v.mean()) for name, v in m.items()}})
+            all_fake.append(fake_t)
+            all_body.append(body)
     if not per_image:
         raise ValueError("no test slices to evaluate: is the test split empty?")
     summary = []
-    for name, chunks in per_image.items():
-        values = np.concatenate(chunks)
+    for name in ("ssim", "psnr", "rmse", "body_dice"):
+        if name not in per_image:
+            summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0})
+            continue
+        values = np.concatenate(per_image[name])
         summary.append({"metric": name, "mean": float(values.mean()), "std": float(values.std()), "n": values.size})
+    reference = load_slices(reference_files)
+    fake = torch.cat(all_fake)
+    w1 = intensity_w1(fake, (fake > threshold).float(), reference.images, reference.masks)
+    summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
     return summary, per_case

@@ -46,6 +46,7 @@ def sample_grid(
     title: str = "",
     row_names: Sequence[str] | None = None,
     dpi: int = 100,
+    real_name: str = "real",
 ) -> Path:
     """One row per label map: label | sample 1..K | real (if given). Images in [-1, 1]."""
     labels = np.asarray(labels)
@@ -54,7 +55,7 @@ def sample_grid(
     cols = 1 + len(samples) + (reals is not None)
     rows = labels.shape[0]
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), dpi=dpi, squeeze=False)
-    heads = ["label"] + [f"sample {k + 1}" for k in range(len(samples))] + (["real"] if reals is not None else [])
+    heads = ["label"] + [f"sample {k + 1}" for k in range(len(samples))] + ([real_name] if reals is not None else [])
     for r in range(rows):
         panels = [label_to_rgb(display_view(labels[r]), num_classes)]
         panels += [display_view(s[r]) for s in samples]
@@ -139,7 +140,8 @@ def loss_curves(losses_tsv: Path, path: Path, window: int = 25, dpi: int = 100) 
 
 
 
-def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: int = 100) -> Path:
+def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: int = 100,
+                     real_name: str = "real") -> Path:
     """Grid over test cases: ``cases`` = (case id, real slices.npz, generated samples.npz).
 
     Rows are spread over cases and, within a case, over its slices, so the grid
@@ -161,8 +163,8 @@ def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: in
     labels = np.stack([p[1] for p in picks])
     samples = [np.stack([p[2][k] for p in picks]) for k in range(picks[0][2].shape[0])]
     reals = np.stack([p[3] for p in picks])
-    return sample_grid(path, labels, samples, reals, num_classes, title="test split: label | samples | real",
-                       row_names=[p[0] for p in picks], dpi=dpi)
+    return sample_grid(path, labels, samples, reals, num_classes, title=f"test split: label | samples | {real_name}",
+                       row_names=[p[0] for p in picks], dpi=dpi, real_name=real_name)
 
 
 def preprocess_qc(path: Path, source, window: tuple[float, float], image, mask, label, num_classes: int,

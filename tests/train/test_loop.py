@@ -7,7 +7,7 @@ import torch
 
 from medsynth.io.tables import read_tsv
 from medsynth.models.registry import ModelSpec
-from medsynth.train import loop
+from medsynth.train import step as step_module
 from medsynth.train.checkpoint import load_checkpoint
 from medsynth.train.loop import INTERRUPTED_EXIT, NonFiniteLoss, TrainSettings, train
 
@@ -50,7 +50,15 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, toy_set
     for net in ("G", "D", "ema"):
         for k in a[net]:
             assert torch.allclose(a[net][k], b[net][k], atol=1e-6), (net, k)
-    assert [int(r["step"]) for r in read_tsv(tmp_path / "resumed" / "losses.tsv")] == list(range(1, 7))
+    straight = read_tsv(tmp_path / "straight" / "losses.tsv")
+    resumed = read_tsv(tmp_path / "resumed" / "losses.tsv")
+    assert [int(r["step"]) for r in resumed] == list(range(1, 7))
+    # The batches and losses after the resume are bit-identical to the uninterrupted run's.
+    for a_row, b_row in zip(straight, resumed):
+        assert {k: v for k, v in a_row.items() if k != "seconds"} == {k: v for k, v in b_row.items() if k != "seconds"}
+    for net in ("G", "D", "ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), (net, k)
 
 
 def test_changed_settings_start_afresh_and_keep_the_old_run(tmp_path, toy_set):
@@ -63,15 +71,15 @@ def test_changed_settings_start_afresh_and_keep_the_old_run(tmp_path, toy_set):
 
 def test_non_finite_loss_stops_naming_step_and_keeps_last_checkpoint(tmp_path, toy_set, monkeypatch):
     run(tmp_path, toy_set, steps=3)
-    real = loop.seg_ce_fake
-    monkeypatch.setattr(loop, "seg_ce_fake", lambda logits: real(logits) * float("nan"))
+    real = step_module.seg_ce_fake
+    monkeypatch.setattr(step_module, "seg_ce_fake", lambda logits: real(logits) * float("nan"))
     with pytest.raises(NonFiniteLoss, match=r"step 4: loss_d_fake=nan"):
         run(tmp_path, toy_set, steps=6)
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 3
 
 
 def test_sigusr1_writes_a_checkpoint_and_exits_for_requeue(tmp_path, toy_set, monkeypatch):
-    real = loop.seg_ce_fake
+    real = step_module.seg_ce_fake
     calls = {"n": 0}
 
     def signalling(logits):
@@ -80,7 +88,7 @@ def test_sigusr1_writes_a_checkpoint_and_exits_for_requeue(tmp_path, toy_set, mo
             signal.raise_signal(signal.SIGUSR1)
         return real(logits)
 
-    monkeypatch.setattr(loop, "seg_ce_fake", signalling)
+    monkeypatch.setattr(step_module, "seg_ce_fake", signalling)
     assert threading.current_thread() is threading.main_thread()
     with pytest.raises(SystemExit) as exc:
         run(tmp_path, toy_set, steps=100, checkpoint_every=50)
@@ -92,3 +100,21 @@ def test_sigusr1_writes_a_checkpoint_and_exits_for_requeue(tmp_path, toy_set, mo
 def test_unknown_setting_is_named():
     with pytest.raises(KeyError, match="stpes"):
         TrainSettings.from_dict({"stpes": 3})
+
+
+def test_unpaired_mode_trains_with_its_own_losses_and_metrics(tmp_path, toy_set):
+    images = toy_set.__class__(toy_set.images.flip(-1), toy_set.labels, toy_set.masks, toy_set.case_ids, toy_set.z)
+    s = settings(mode="unpaired", steps=4, eval_every=2, sample_every=4, checkpoint_every=2, r1_every=2)
+    spec = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), w_channels=(8, 16), z_dim=4, spade_hidden=8)
+    summary = train(s, 3, toy_set, toy_set, tmp_path, spec=spec, images_train=images, images_val=images)
+    assert summary["steps"] == 4
+    losses = read_tsv(tmp_path / "losses.tsv")
+    assert {"loss_g_adv", "loss_g_seg", "loss_g_mask", "loss_d_seg", "loss_du", "loss_du_r1"} <= set(losses[0])
+    r1 = [float(r["loss_du_r1"]) for r in losses]
+    assert r1[0] == 0 and r1[1] > 0 and r1[2] == 0 and r1[3] > 0  # lazy R1 on every 2nd step only
+    metrics = read_tsv(tmp_path / "metrics.tsv")
+    assert all(r["ssim"] == "NA" for r in metrics)  # no pixel-aligned reference in unpaired mode
+    assert all(0 <= float(r["body_dice"]) <= 1 and float(r["intensity_w1"]) >= 0 for r in metrics)
+    assert "Du" in load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    with pytest.raises(ValueError, match="images_train"):
+        train(s, 3, toy_set, toy_set, tmp_path / "other", spec=spec)

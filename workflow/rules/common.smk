@@ -27,10 +27,15 @@ DATASETS = sorted(config["datasets"])
 EXPERIMENTS = sorted(config["experiments"])
 
 for _name, _exp in config["experiments"].items():
-    if _exp["dataset"] not in config["datasets"]:
+    for _key in ("dataset", "images_from"):
+        if _key in _exp and _exp[_key] not in config["datasets"]:
+            raise ValueError(
+                f"config: experiments.{_name}.{_key} is {_exp[_key]!r}, "
+                f"which is not one of the datasets {DATASETS}"
+            )
+    if _exp["train"]["mode"] == "unpaired" and "images_from" not in _exp:
         raise ValueError(
-            f"config: experiments.{_name}.dataset is {_exp['dataset']!r}, "
-            f"which is not one of the datasets {DATASETS}"
+            f"config: experiments.{_name} is unpaired: set images_from to the dataset of real images"
         )
 
 
@@ -65,7 +70,25 @@ def split_of(dataset, parts):
 
 
 def experiment_dataset(wildcards):
+    """The dataset of an experiment's label maps."""
     return config["experiments"][wildcards.experiment]["dataset"]
+
+
+def image_dataset(wildcards):
+    """The dataset of an experiment's real images (dataset B in unpaired mode)."""
+    exp = config["experiments"][wildcards.experiment]
+    return exp.get("images_from", exp["dataset"]) if exp["train"]["mode"] == "unpaired" else exp["dataset"]
+
+
+def unpaired_image_inputs(wildcards):
+    """Unpaired mode: dataset B's train/val slices, the real side of the adversarial game."""
+    exp = config["experiments"][wildcards.experiment]
+    if exp["train"]["mode"] != "unpaired":
+        return {}
+    return {
+        "images_train": case_slices(exp["images_from"], ("train",)),
+        "images_val": case_slices(exp["images_from"], ("val",)),
+    }
 
 
 def case_slices(dataset, parts):

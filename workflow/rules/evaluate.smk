@@ -6,9 +6,12 @@ rule evaluate:
         manifest=rules.generate.output.manifest,
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
+        reference=lambda w: case_slices(image_dataset(w), ("test",)),
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
         per_case="results/evaluate/{experiment}/per_case.tsv",
+    params:
+        mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

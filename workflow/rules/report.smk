@@ -42,6 +42,7 @@ rule report_samples:
     params:
         settings=config["report"],
         labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+        mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
     log:
         "logs/report/{experiment}_samples.log",
     localrule: True

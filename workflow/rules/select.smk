@@ -10,7 +10,7 @@ rule select:
         generator="results/select/{experiment}/generator.pt",
     params:
         run_dir=lambda w: f"results/train/{w.experiment}",
-        metric=config["select"]["metric"],
+        metric=lambda w: config["experiments"][w.experiment].get("select_metric", config["select"]["metric"]),
     log:
         "logs/select/{experiment}.log",
     conda:

@@ -6,6 +6,7 @@
 
 rule train:
     input:
+        unpack(unpaired_image_inputs),
         split=lambda w: f"results/split/{experiment_dataset(w)}/split.tsv",
         train=lambda w: case_slices(experiment_dataset(w), ("train",)),
         val=lambda w: case_slices(experiment_dataset(w), ("val",)),

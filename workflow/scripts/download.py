@@ -3,7 +3,7 @@
 from pathlib import Path
 from urllib.parse import urlparse
 
-from medsynth.data.cohort import register_layout, register_local
+from medsynth.data.cohort import register_layout, register_local, use_image_column
 from medsynth.data.download import extract, fetch
 from medsynth.data.phantom import write_cohort
 from medsynth.logs import log_to
@@ -18,6 +18,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         p = src["phantom"]
         written = write_cohort(out.parent, p["n_cases"], p["seed"], tuple(p["shape"]), tuple(p["spacing"]))
         assert written == out, f"phantom cohort wrote {written}, expected {out}"
+        if src["modality"] == "MR":  # the phantom writes a matching MR-like volume per case
+            use_image_column(out, "mr", "MR")
     elif src["source"] == "local" and "cases_table" in src["local"]:
         register_local(Path(src["local"]["cases_table"]), out, src["modality"])
     elif src["source"] == "local":

@@ -10,6 +10,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     gen_dir = Path(sm.input.cases)
     cases = [(Path(p).parent.name, Path(p), gen_dir / Path(p).parent.name / "samples.npz") for p in sm.input.real]
-    summary, per_case = evaluate_cases(cases)
+    summary, per_case = evaluate_cases(cases, sm.params.mode == "paired", sm.input.reference)
     write_tsv(sm.output.metrics, summary, COLUMNS)
     write_tsv(sm.output.per_case, per_case, CASE_COLUMNS)

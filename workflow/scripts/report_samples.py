@@ -10,4 +10,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     s = sm.params.settings
     gen_dir = Path(sm.input.cases)
     cases = [(Path(p).parent.name, Path(p), gen_dir / Path(p).parent.name / "samples.npz") for p in sm.input.real]
-    test_sample_grid(cases, len(sm.params.labels), Path(sm.output[0]), rows=s["grid_rows"], dpi=s["dpi"])
+    # Unpaired: the label map's own image is another modality, shown for orientation only.
+    real_name = "real" if sm.params.mode == "paired" else "label source image"
+    test_sample_grid(cases, len(sm.params.labels), Path(sm.output[0]), rows=s["grid_rows"], dpi=s["dpi"],
+                     real_name=real_name)

@@ -111,3 +111,13 @@ def register_layout(root: Path, layout: Mapping[str, str], out_tsv: Path, modali
     for row in rows:
         row["modality"] = modality
     return write_tsv(out_tsv, rows, CASE_COLUMNS)
+
+
+def use_image_column(table: Path, column: str, modality: str) -> Path:
+    """Make ``column`` (e.g. the phantom's ``mr``) the image of every case of a cases table."""
+    rows = read_tsv(table)
+    if rows and column not in rows[0]:
+        raise KeyError(f"{table}: no column {column!r} to take the images from")
+    for row in rows:
+        row["image"], row["modality"] = row[column], modality
+    return write_tsv(table, rows, list(rows[0]) if rows else CASE_COLUMNS)

@@ -1,10 +1,14 @@
 """Image-quality metrics with explicit data ranges."""
 
 # Which way is better, for selection and for marking the best step in plots.
-DIRECTIONS: dict[str, str] = {"ssim": "max", "psnr": "max", "rmse": "min"}
+# ssim/psnr/rmse need a pixel-aligned reference (paired mode); body_dice and
+# intensity_w1 need none, so unpaired experiments have metrics to select by.
+DIRECTIONS: dict[str, str] = {"ssim": "max", "psnr": "max", "rmse": "min", "body_dice": "max", "intensity_w1": "min"}
 
 
 def is_better(metric: str, value: float, than: float | None) -> bool:
+    if value != value:  # NaN: not computed, never better
+        return False
     if than is None:
         return True
     return value > than if DIRECTIONS[metric] == "max" else value < than

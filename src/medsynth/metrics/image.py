@@ -54,3 +54,30 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
 def paired_metrics(fake: torch.Tensor, real: torch.Tensor, data_range: float = 2.0) -> dict[str, torch.Tensor]:
     """Per-image SSIM, PSNR and RMSE of generated vs real images of the same label map."""
     return {"ssim": ssim(fake, real, data_range), "psnr": psnr(fake, real, data_range), "rmse": rmse(fake, real)}
+
+
+def body_dice(image: torch.Tensor, body: torch.Tensor, threshold: float = -0.95) -> torch.Tensor:
+    """Per image Dice of the hard body outline (intensity > threshold) against the reference body mask."""
+    hard = (image > threshold).float()
+    inter = (hard * body).sum(dim=(1, 2, 3))
+    total = hard.sum(dim=(1, 2, 3)) + body.sum(dim=(1, 2, 3))
+    return ((2 * inter + 1.0) / (total + 1.0)).float()
+
+
+def intensity_w1(fake: torch.Tensor, fake_body: torch.Tensor, real: torch.Tensor, real_body: torch.Tensor,
+                 bins: int = 256) -> float:
+    """Wasserstein-1 distance between the intensity distributions inside the body, in [-1, 1] units.
+
+    Needs no pixel-aligned reference, so it works for unpaired data too: it
+    measures whether the generated tissue contrasts have the real ones' spread.
+    """
+    edges = torch.linspace(-1, 1, bins + 1)
+
+    def cdf(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        values = x[m > 0.5].float().clamp(-1, 1).cpu()
+        if values.numel() == 0:
+            return torch.full((bins,), float("nan"))
+        hist = torch.histc(values, bins=bins, min=-1, max=1)
+        return torch.cumsum(hist, 0) / hist.sum()
+
+    return float((cdf(fake, fake_body) - cdf(real, real_body)).abs().sum() * (edges[1] - edges[0]))

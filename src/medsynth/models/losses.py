@@ -46,14 +46,12 @@ def labelmix_mask(labels: torch.Tensor, generator: torch.Generator | None = None
 
 
 def labelmix_loss(
-    discriminator: torch.nn.Module,
-    real: torch.Tensor,
-    fake: torch.Tensor,
+    logits_mixed: torch.Tensor,
     mask: torch.Tensor,
     logits_real: torch.Tensor,
     logits_fake: torch.Tensor,
 ) -> torch.Tensor:
-    """LabelMix consistency: D's output on a real/fake mix must equal the same mix of its outputs."""
-    mixed = mask * real + (1 - mask) * fake
+    """LabelMix consistency: D's output on the mix ``mask * real + (1 - mask) * fake`` must
+    equal the same mix of its outputs on real and fake."""
     target = mask * logits_real + (1 - mask) * logits_fake
-    return F.mse_loss(discriminator(mixed), target)
+    return F.mse_loss(logits_mixed, target)

@@ -14,6 +14,7 @@ from medsynth.models.generator import OASISGenerator
 class ModelSpec:
     g_channels: tuple[int, ...]
     d_channels: tuple[int, ...]
+    w_channels: tuple[int, ...] = (32, 64, 128)  # wavelet discriminator (unpaired mode)
     z_dim: int = 64
     spade_hidden: int = 128
     norm: str = "instance"
@@ -22,7 +23,7 @@ class ModelSpec:
     @property
     def min_size_multiple(self) -> int:
         """Image sides must be multiples of this (generator start size, D pyramid depth)."""
-        return max(2 ** (len(self.g_channels) - 2), 2 ** len(self.d_channels))
+        return max(2 ** (len(self.g_channels) - 2), 2 ** len(self.d_channels), 2 ** len(self.w_channels))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,13 +34,16 @@ def _oasis(ch: int) -> ModelSpec:
     return ModelSpec(
         g_channels=(16 * ch, 16 * ch, 16 * ch, 8 * ch, 4 * ch, 2 * ch, ch),
         d_channels=(2 * ch, 2 * ch, 4 * ch, 4 * ch, 8 * ch, 8 * ch),
+        w_channels=(ch, 2 * ch, 4 * ch, 8 * ch, 8 * ch, 8 * ch),
     )
 
 
 PRESETS: dict[str, ModelSpec] = {
     # Demo and tests: trains on two CPU cores in minutes at 32-64 px.
-    "tiny": ModelSpec(g_channels=(64, 64, 32, 16), d_channels=(16, 32, 64), z_dim=16, spade_hidden=32),
-    "small": ModelSpec(g_channels=(256, 256, 128, 64, 32), d_channels=(32, 64, 128, 256), z_dim=32, spade_hidden=64),
+    "tiny": ModelSpec(g_channels=(64, 64, 32, 16), d_channels=(16, 32, 64), w_channels=(16, 32, 64), z_dim=16,
+                      spade_hidden=32),
+    "small": ModelSpec(g_channels=(256, 256, 128, 64, 32), d_channels=(32, 64, 128, 256),
+                       w_channels=(32, 64, 128, 256), z_dim=32, spade_hidden=64),
     "oasis-256": _oasis(64),
 }
 
@@ -68,3 +72,9 @@ def build_generator(spec: ModelSpec, num_classes: int, image_channels: int = 1) 
 
 def build_discriminator(spec: ModelSpec, num_classes: int, image_channels: int = 1) -> nn.Module:
     return OASISDiscriminator(num_classes, image_channels, spec.d_channels)
+
+
+def build_wavelet_discriminator(spec: ModelSpec, image_channels: int = 1) -> nn.Module:
+    from medsynth.models.wavelet_discriminator import WaveletDiscriminator
+
+    return WaveletDiscriminator(image_channels, spec.w_channels)

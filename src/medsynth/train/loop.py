@@ -32,19 +32,19 @@ import medsynth
 from medsynth.generate import synthesize
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.metrics import DIRECTIONS, is_better
-from medsynth.metrics.image import paired_metrics
-from medsynth.models import build_discriminator, build_generator, get_preset
-from medsynth.models.ema import EMA
-from medsynth.models.losses import labelmix_loss, labelmix_mask, seg_ce_fake, seg_ce_real
+from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.models import get_preset
 from medsynth.models.registry import ModelSpec, check_size
+from medsynth.train import distributed as ddp
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
-from medsynth.train.data import SliceSet, one_hot
+from medsynth.train.data import SliceSet
+from medsynth.train.step import LOSS_NAMES, LossWeights, Nets, build_nets, paired_step, unpaired_step
 
 log = logging.getLogger(__name__)
 
-LOSS_COLUMNS = ["step", "loss_g", "loss_d_real", "loss_d_fake", "loss_d_labelmix", "seconds"]
 METRIC_COLUMNS = ["step", *DIRECTIONS]
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: the job should be retried, and will resume
+MODES = ("paired", "unpaired")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -53,7 +53,7 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    mode: str = "paired"
+    mode: str = "paired"  # paired | unpaired
     model: str = "tiny"
     steps: int = 400
     batch_size: int = 4
@@ -62,6 +62,12 @@ class TrainSettings:
     beta1: float = 0.0
     beta2: float = 0.999
     lambda_labelmix: float = 10.0
+    lambda_mask: float = 1.0
+    lambda_seg: float = 1.0
+    lambda_adv: float = 1.0
+    r1_gamma: float = 1.0
+    r1_every: int = 16
+    mask_threshold: float = -0.95
     ema_decay: float = 0.999
     eval_every: int = 100
     sample_every: int = 100
@@ -69,6 +75,9 @@ class TrainSettings:
     val_max_slices: int = 64
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 (CUDA only: autocast)
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the generator and discriminators (CUDA)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
@@ -77,9 +86,16 @@ class TrainSettings:
         if unknown:
             raise KeyError(f"unknown training settings {unknown}; known: {sorted(known)}")
         settings = cls(**values)
-        if settings.mode != "paired":
-            raise ValueError(f"train.mode {settings.mode!r} is not supported yet; use 'paired'")
+        if settings.mode not in MODES:
+            raise ValueError(f"train.mode {settings.mode!r} is unknown; use one of {MODES}")
+        if settings.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision {settings.precision!r} is unknown; use 'fp32' or 'bf16'")
         return settings
+
+    def weights(self) -> LossWeights:
+        return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, seg=self.lambda_seg,
+                           adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every,
+                           mask_threshold=self.mask_threshold)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,10 +138,22 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def evaluate(generator: torch.nn.Module, val: SliceSet, num_classes: int, seed: int, batch: int,
-             device: torch.device) -> dict[str, float]:
+def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num_classes: int, mode: str,
+             seed: int, batch: int, device: torch.device, threshold: float) -> dict[str, float]:
+    """Validation metrics of the EMA generator on the val label maps.
+
+    SSIM/PSNR/RMSE need a pixel-aligned real image (paired mode); body Dice and
+    the intensity W1 distance need none (``reference`` = real images to compare
+    intensity distributions with: the same slices in paired mode, dataset B's
+    validation slices in unpaired mode).
+    """
     fake = synthesize(generator, val.labels, num_classes, seed, batch, device)
-    return {k: float(v.mean()) for k, v in paired_metrics(fake, val.images).items()}
+    out = {k: math.nan for k in DIRECTIONS}
+    if mode == "paired":
+        out.update({k: float(v.mean()) for k, v in paired_metrics(fake, val.images).items()})
+    out["body_dice"] = float(body_dice(fake, val.masks, threshold).mean())
+    out["intensity_w1"] = intensity_w1(fake, (fake > threshold).float(), reference.images, reference.masks)
+    return out
 
 
 def _subset(data: SliceSet, limit: int) -> SliceSet:
@@ -138,43 +166,28 @@ def _subset(data: SliceSet, limit: int) -> SliceSet:
     )
 
 
-def train_step(
-    G: torch.nn.Module,
-    D: torch.nn.Module,
-    ema: EMA,
-    opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer,
-    real: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    lambda_labelmix: float,
-    mix_rng: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """One OASIS iteration (paired): G step, EMA update, D step with LabelMix. Returns detached losses."""
-    onehot = one_hot(labels, num_classes)
-    # Generator: D must segment the fake into the input labels. One forward of G
-    # per iteration: its output is reused (detached) for the D step.
-    D.requires_grad_(False)
-    fake = G(onehot)
-    loss_g = seg_ce_real(D(fake), onehot)
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    D.requires_grad_(True)
-    ema.update(G)
+def _prepare(nets: Nets, settings: TrainSettings, device: torch.device, rank_count: int) -> None:
+    """Device placement, channels_last, torch.compile and DDP wrapping of the forward callables."""
+    if device.type == "cuda" and settings.channels_last:
+        for net in (nets.G, nets.D, nets.Du, nets.ema.model):
+            if net is not None:
+                net.to(memory_format=torch.channels_last)
+    for net in (nets.G, nets.D, nets.Du):
+        if net is not None:
+            ddp.broadcast_module(net)
+    if settings.compile:
+        nets.g_call = torch.compile(nets.G)
+        nets.d_call = torch.compile(nets.D)
+        if nets.Du is not None:
+            nets.du_call = torch.compile(nets.Du)
+    if rank_count > 1:
+        # G has one forward and one backward per step: the DDP wrapper fits it (the
+        # discriminators average their gradients by hand, see step.allreduce_grads).
+        from torch.nn.parallel import DistributedDataParallel
 
-    fake = fake.detach()
-    logits_fake = D(fake)
-    logits_real = D(real)
-    loss_fake = seg_ce_fake(logits_fake)
-    loss_real = seg_ce_real(logits_real, onehot)
-    mask = labelmix_mask(labels.cpu(), mix_rng).to(real.device)
-    loss_lm = lambda_labelmix * labelmix_loss(D, real, fake, mask, logits_real, logits_fake)
-    opt_d.zero_grad(set_to_none=True)
-    (loss_fake + loss_real + loss_lm).backward()
-    opt_d.step()
-    return {"loss_g": loss_g.detach(), "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
-            "loss_d_labelmix": loss_lm.detach()}
+        nets.g_call = DistributedDataParallel(nets.g_call if settings.compile else nets.G,
+                                              device_ids=[device.index] if device.type == "cuda" else None,
+                                              broadcast_buffers=False)
 
 
 def train(
@@ -185,27 +198,46 @@ def train(
     run_dir: Path,
     spec: ModelSpec | None = None,
     config: dict | None = None,
+    images_train: SliceSet | None = None,
+    images_val: SliceSet | None = None,
 ) -> dict:
-    """Train (or resume) an OASIS GAN; returns a summary of the finished run."""
+    """Train (or resume) an OASIS GAN; returns a summary of the finished run.
+
+    ``train_data``/``val_data`` give the label maps (and, in paired mode, the
+    images). In unpaired mode ``images_train``/``images_val`` hold dataset B's
+    slices: their images are the "real" side, their labels are never used.
+    """
     from medsynth.plots import sample_grid  # matplotlib only when training runs
 
     run_dir = Path(run_dir)
-    device = resolve_device(settings.device)
+    rank, world_size, device = ddp.setup(resolve_device(settings.device))
+    unpaired = settings.mode == "unpaired"
+    if unpaired and (images_train is None or images_val is None):
+        raise ValueError("unpaired mode needs images_train and images_val (dataset B's slices)")
+    real_train = images_train if unpaired else train_data
     spec = spec or get_preset(settings.model)
     size = train_data.images.shape[-1]
     check_size(spec, size, f"preset {settings.model!r}")
-    torch.manual_seed(settings.seed)
+    if real_train.images.shape[-1] != size:
+        raise ValueError(f"dataset B's slices are {real_train.images.shape[-1]} px, the label maps {size} px; "
+                         "slice both datasets at the same slice.size")
+    bf16 = settings.precision == "bf16" and device.type == "cuda"
+    if settings.precision == "bf16" and not bf16:
+        log.warning("train.precision bf16 applies on CUDA only; training in fp32 on %s", device)
+    torch.manual_seed(settings.seed)  # same initial weights on every rank
 
-    G = build_generator(spec, num_classes).to(device)
-    D = build_discriminator(spec, num_classes).to(device)
-    ema = EMA(G, settings.ema_decay)
-    betas = (settings.beta1, settings.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=settings.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=settings.lr_d, betas=betas)
-    data_rng = torch.Generator().manual_seed(settings.seed)
-    mix_rng = torch.Generator().manual_seed(settings.seed + 1)
+    nets = build_nets(spec, num_classes, settings.mode, settings.lr_g, settings.lr_d,
+                      (settings.beta1, settings.beta2), settings.ema_decay, device)
+    weights = settings.weights()
+    # Each rank draws its own batches; rank 0 reproduces a single-process run.
+    data_rng = torch.Generator().manual_seed(settings.seed + 1000 * rank)
+    mix_rng = torch.Generator().manual_seed(settings.seed + 1 + 1000 * rank)
     val = _subset(val_data, settings.val_max_slices)
-    ident = fingerprint(settings, spec, num_classes, train_data.fingerprint() + val.fingerprint())
+    reference = _subset(images_val, settings.val_max_slices) if unpaired else val
+    data_id = train_data.fingerprint() + val.fingerprint() + (images_train.fingerprint() if unpaired else "")
+    ident = fingerprint(settings, spec, num_classes, data_id)
+    loss_columns = ["step", *LOSS_NAMES[settings.mode], "seconds"]
+    main = rank == 0
 
     ckpt_dir, live_dir = run_dir / "checkpoints", run_dir / "live"
     latest = ckpt_dir / "latest.pt"
@@ -214,53 +246,60 @@ def train(
         # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights to the device.
         state = load_checkpoint(latest, map_location="cpu")
         if state.get("fingerprint") == ident:
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
-            ema.load_state_dict(state["ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
+            nets.load(state)
             torch.set_rng_state(state["rng"]["torch"])
-            data_rng.set_state(state["rng"]["data"])
-            mix_rng.set_state(state["rng"]["mix"])
+            if world_size == state.get("world_size", 1):
+                data_rng.set_state(state["rng"]["data"])
+                mix_rng.set_state(state["rng"]["mix"])
             if device.type == "cuda" and "cuda" in state["rng"]:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
             step, history, best = state["step"], state["history"], state["best"]
             log.info("resuming %s from step %d", run_dir, step)
-        else:
+        elif main:
             stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
             log.warning("%s was trained with other settings or data; moved to %s, starting afresh", latest, stale)
             stale.mkdir(parents=True)
             for sub in ("checkpoints", "live", "samples"):
                 if (run_dir / sub).exists():
                     shutil.move(str(run_dir / sub), str(stale / sub))
-    _truncate_losses(live_dir / "losses.tsv", step)
-    write_tsv(live_dir / "metrics.tsv", history, METRIC_COLUMNS)
+    ddp.barrier()
+    _prepare(nets, settings, device, world_size)
+    if main:
+        _truncate_losses(live_dir / "losses.tsv", step, loss_columns)
+        write_tsv(live_dir / "metrics.tsv", history, METRIC_COLUMNS)
 
     def payload() -> dict:
         rng = {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "mix": mix_rng.get_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
         return {
-            "step": step, "G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng,
+            "step": step, **nets.state(), "rng": rng, "world_size": world_size,
             "history": history, "best": best, "fingerprint": ident, "settings": dataclasses.asdict(settings),
             "model": spec.to_dict(), "num_classes": num_classes, "config": config or {},
             "version": medsynth.__version__,
         }
 
     fixed = _subset(val, 8)
-    losses_fh = _open_losses(live_dir / "losses.tsv")
-    G.train()
-    D.train()
+    losses_fh = _open_losses(live_dir / "losses.tsv", loss_columns) if main else None
+    memory = torch.channels_last if device.type == "cuda" and settings.channels_last else torch.contiguous_format
     try:
         with _StopFlag() as stop, tqdm(total=settings.steps, initial=step, desc="train", unit="it",
-                                       mininterval=5.0) as bar:
+                                       mininterval=5.0, disable=not main) as bar:
             while step < settings.steps:
                 t0 = time.perf_counter()
                 idx = torch.randint(len(train_data), (settings.batch_size,), generator=data_rng)
-                losses = train_step(G, D, ema, opt_g, opt_d, train_data.images[idx].to(device, non_blocking=True),
-                                    train_data.labels[idx].to(device, non_blocking=True), num_classes,
-                                    settings.lambda_labelmix, mix_rng)
+                labels = train_data.labels[idx].to(device, non_blocking=True)
+                body = train_data.masks[idx].to(device, non_blocking=True)
+                if unpaired:
+                    jdx = torch.randint(len(images_train), (settings.batch_size,), generator=data_rng)
+                    real = images_train.images[jdx]
+                else:
+                    real = train_data.images[idx]
+                real = real.to(device, non_blocking=True).contiguous(memory_format=memory)
+                if unpaired:
+                    losses = unpaired_step(nets, real, labels, body, num_classes, weights, step + 1, bf16)
+                else:
+                    losses = paired_step(nets, real, labels, body, num_classes, weights, mix_rng, bf16)
                 step += 1
 
                 row = {"step": step, **{k: v.item() for k, v in losses.items()},
@@ -271,55 +310,73 @@ def train(
                         f"step {step}: {', '.join(f'{k}={row[k]}' for k in bad)}; training stopped. "
                         f"The last good checkpoint is {latest} (lower the learning rates or check the data)."
                     )
-                losses_fh.write("\t".join(str(row[c]) for c in LOSS_COLUMNS) + "\n")
+                if main:
+                    losses_fh.write("\t".join(str(row[c]) for c in loss_columns) + "\n")
                 bar.update(1)
-                bar.set_postfix(g=f"{row['loss_g']:.3f}", d=f"{row['loss_d_real'] + row['loss_d_fake']:.3f}")
+                bar.set_postfix(g=f"{row['loss_g']:.3f}")
 
                 last = step == settings.steps
-                if step % settings.sample_every == 0 or last:
-                    fake_s = synthesize(ema.model, fixed.labels, num_classes, settings.seed, settings.batch_size, device)
-                    sample_grid(run_dir / "samples" / f"step_{step:06d}.png", fixed.labels, [fake_s], fixed.images,
-                                num_classes, title=f"step {step} (EMA generator)")
-                if step % settings.eval_every == 0 or last:
-                    metrics = evaluate(ema.model, val, num_classes, settings.seed, settings.batch_size * 4, device)
+                if main and (step % settings.sample_every == 0 or last):
+                    fake_s = synthesize(nets.ema.model, fixed.labels, num_classes, settings.seed,
+                                        settings.batch_size, device)
+                    sample_grid(run_dir / "samples" / f"step_{step:06d}.png", fixed.labels, [fake_s],
+                                fixed.images if not unpaired else None, num_classes,
+                                title=f"step {step} (EMA generator)")
+                if main and (step % settings.eval_every == 0 or last):
+                    metrics = evaluate(nets.ema.model, val, reference, num_classes, settings.mode, settings.seed,
+                                       settings.batch_size * 4, device, settings.mask_threshold)
                     history.append({"step": step, **metrics})
                     for name, value in metrics.items():
                         if is_better(name, value, best.get(name, {}).get("value")):
                             best[name] = {"value": value, "step": step}
                     write_tsv(live_dir / "metrics.tsv", history, METRIC_COLUMNS)
                     save_checkpoint(ckpt_dir / f"ema_step_{step:06d}.pt", {
-                        "step": step, "ema": ema.state_dict(), "model": spec.to_dict(),
+                        "step": step, "ema": nets.ema.state_dict(), "model": spec.to_dict(),
                         "num_classes": num_classes, "metrics": metrics, "version": medsynth.__version__,
                     })
                     log.info("step %d validation: %s", step, metrics)
-                if step % settings.checkpoint_every == 0 or last or stop.signal is not None:
+                stopping = ddp.any_rank(stop.signal is not None, device)
+                if main and (step % settings.checkpoint_every == 0 or last or stopping):
                     losses_fh.flush()
                     save_checkpoint(latest, payload())
-                if stop.signal is not None:
-                    log.warning("signal %d received: checkpoint written at step %d, exiting to be resumed",
-                                stop.signal, step)
+                if stopping:
+                    ddp.barrier()
+                    log.warning("stop signal received: checkpoint written at step %d, exiting to be resumed", step)
                     raise SystemExit(INTERRUPTED_EXIT)
     finally:
-        losses_fh.close()
+        if losses_fh is not None:
+            losses_fh.close()
 
-    return finalize(run_dir, history)
+    ddp.barrier()
+    summary = finalize(run_dir, history) if main else {"steps": step, "history": history}
+    # Equal on every rank of a multi-GPU run: a cheap check that the replicas never drifted apart.
+    summary["weights_digest"] = {"G": state_digest(nets.G), "ema": state_digest(nets.ema.model)}
+    return summary
 
 
-def _open_losses(path: Path):
+def state_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _open_losses(path: Path, columns: list[str]):
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
     fh = path.open("a", buffering=1)
     if new:
-        fh.write("\t".join(LOSS_COLUMNS) + "\n")
+        fh.write("\t".join(columns) + "\n")
     return fh
 
 
-def _truncate_losses(path: Path, step: int) -> None:
+def _truncate_losses(path: Path, step: int, columns: list[str]) -> None:
     """Drop loss rows logged after the checkpoint we resume from: those steps run again."""
     if not path.exists():
         return
     rows = [r for r in read_tsv(path) if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    write_tsv(path, rows, LOSS_COLUMNS)
+    write_tsv(path, rows, columns)
 
 
 def finalize(run_dir: Path, history: list[dict]) -> dict:

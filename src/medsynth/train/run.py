@@ -1,0 +1,56 @@
+"""One experiment's training from slice files: shared by the Snakemake rule and ``medsynth train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from medsynth.data.labels import LabelTable
+from medsynth.io.tables import read_tsv
+from medsynth.train.data import SliceSet
+from medsynth.train.loop import TrainSettings, train
+
+
+def load_slices(files: Sequence[str | Path]) -> SliceSet:
+    """``results/slices/<dataset>/cases/<case>/slices.npz`` files -> one in-memory set (case id = folder name)."""
+    return SliceSet.from_files([(Path(f).parent.name, Path(f)) for f in files])
+
+
+def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]:
+    """Slice files of a dataset's cases in the given split parts, found from ``split.tsv``."""
+    table = Path(results) / "split" / dataset / "split.tsv"
+    cases = sorted(r["case_id"] for r in read_tsv(table) if r["part"] in parts)
+    files = [Path(results) / "slices" / dataset / "cases" / c / "slices.npz" for c in cases]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"slices missing for {len(missing)} case(s), e.g. {missing[0]}; "
+                                "run the data stages first (snakemake --until oasis_view)")
+    return files
+
+
+def run_experiment(
+    settings: Mapping,
+    labels: Sequence[Mapping],
+    run_dir: Path,
+    train_files: Sequence[str | Path],
+    val_files: Sequence[str | Path],
+    image_train_files: Sequence[str | Path] = (),
+    image_val_files: Sequence[str | Path] = (),
+    threads: int | None = None,
+) -> dict:
+    parsed = TrainSettings.from_dict(dict(settings))
+    if threads:
+        torch.set_num_threads(threads)  # the CPU share the scheduler gave this job
+    unpaired = parsed.mode == "unpaired"
+    return train(
+        parsed,
+        LabelTable.from_config(labels).num_classes,
+        load_slices(train_files),
+        load_slices(val_files),
+        Path(run_dir),
+        config={"train": dict(settings), "labels": [dict(e) for e in labels]},
+        images_train=load_slices(image_train_files) if unpaired else None,
+        images_val=load_slices(image_val_files) if unpaired else None,
+    )
