@@ -19,21 +19,34 @@ from medsynth.io.tables import read_tsv
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
+LABELS = [{"name": n, "values": [i]} for i, n in enumerate(
+    ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])]
 TINY = {
     "datasets": {
         "phantom": {
             "source": "phantom",
             "modality": "CT",
             "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
-            "labels": [{"name": n, "values": [i]} for i, n in enumerate(
-                ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])],
+            "labels": LABELS,
             "preprocess": {"spacing_xy": 12.0},
-        }
+        },
+        "phantom_mr": {
+            "source": "phantom",
+            "modality": "MR",
+            "phantom": {"n_cases": 4, "seed": 2, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
+            "labels": LABELS,
+            "preprocess": {"spacing_xy": 12.0},
+        },
     },
     "slice": {"size": 32},
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    "experiments": {"tiny": {"dataset": "phantom", "train": {
-        "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu"}}},
+    "experiments": {
+        "tiny": {"dataset": "phantom", "train": {
+            "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu"}},
+        "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
+                          "train": {"mode": "unpaired", "steps": 8, "batch_size": 2, "eval_every": 4,
+                                    "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu"}},
+    },
     "generate": {"samples": 2},
     "report": {"dpi": 50, "grid_rows": 3},
 }
@@ -73,7 +86,7 @@ def test_outputs_of_every_stage(finished):
     train_dir = w / "results/train/tiny"
     metrics = read_tsv(train_dir / "metrics.tsv")
     assert [int(r["step"]) for r in metrics] == [6, 12]
-    assert all(math.isfinite(float(r[k])) for r in metrics for k in ("ssim", "psnr", "rmse"))
+    assert all(math.isfinite(float(r[k])) for r in metrics for k in ("ssim", "psnr", "rmse", "body_dice"))
     assert (train_dir / "checkpoints/latest.pt").is_file()
     assert list((train_dir / "samples").glob("*.png"))
 
@@ -93,7 +106,7 @@ def test_outputs_of_every_stage(finished):
         assert pngs and np.asarray(Image.open(pngs[0])).shape == (32, 32)
 
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
-    assert set(test_metrics) == {"ssim", "psnr", "rmse"}
+    assert set(test_metrics) == {"ssim", "psnr", "rmse", "body_dice", "intensity_w1"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
 
     for name in ("metric_curves.png", "loss_curves.png", "samples.png"):
@@ -106,6 +119,22 @@ def test_outputs_of_every_stage(finished):
     for log in ("logs/train/tiny.log", "logs/generate/tiny.log"):
         assert (w / log).stat().st_size > 0
     assert (w / "benchmarks/train/tiny.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_unpaired_experiment_runs_end_to_end(finished):
+    w = finished
+    mr_cases = read_tsv(w / "resources/raw/phantom_mr/cases.tsv")
+    assert all(r["image"].endswith("mr.nii.gz") and r["modality"] == "MR" for r in mr_cases)
+    losses = read_tsv(w / "results/train/tiny-unpaired/losses.tsv")
+    assert len(losses) == 8 and "loss_du" in losses[0]
+    metrics = read_tsv(w / "results/train/tiny-unpaired/metrics.tsv")
+    assert all(r["ssim"] == "NA" and math.isfinite(float(r["intensity_w1"])) for r in metrics)
+    selected = json.loads((w / "results/select/tiny-unpaired/selected.json").read_text())
+    assert selected["metric"] == "intensity_w1"
+    test = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny-unpaired/test_metrics.tsv")}
+    assert test["ssim"]["mean"] == "NA" and math.isfinite(float(test["body_dice"]["mean"]))
+    assert (w / "reports/tiny-unpaired/samples.png").stat().st_size > 0
 
 
 @pytest.mark.slow
