@@ -58,6 +58,6 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
         summary.append({"metric": name, "mean": float(values.mean()), "std": float(values.std()), "n": values.size})
     reference = load_slices(reference_files)
     fake = torch.cat(all_fake)
-    w1 = intensity_w1(fake, (fake > threshold).float(), reference.images, reference.masks)
+    w1 = intensity_w1(fake, (fake > threshold).float(), reference.images.float(), reference.masks.float())
     summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
     return summary, per_case

@@ -99,3 +99,19 @@ def test_ema_is_the_exponential_average():
         if v.is_floating_point():
             assert torch.allclose(v, 0.9 * before[k] + 0.1 * current[k], atol=1e-6), k
     assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_runs_forward_and_backward_at_its_smallest_size(name):
+    from medsynth.models.registry import build_wavelet_discriminator
+
+    spec = PRESETS[name]
+    size = spec.min_size_multiple
+    torch.manual_seed(0)
+    G, D, Du = build_generator(spec, 4), build_discriminator(spec, 4), build_wavelet_discriminator(spec)
+    fake = G(one_hot(torch.randint(0, 4, (1, size, size)), 4))
+    assert fake.shape == (1, 1, size, size)
+    logits, realness = D(fake), Du(fake)
+    assert logits.shape == (1, 5, size, size) and realness.shape == (1,)
+    (logits.mean() + realness.sum()).backward()
+    assert all(p.grad is not None for p in G.parameters())

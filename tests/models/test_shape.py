@@ -38,7 +38,7 @@ def test_mask_loss_alone_trains_the_generator_toward_the_label_outline():
             hard = (G(onehot, z) > -0.95).float()
         return float(2 * (hard * body).sum() / (hard.sum() + body.sum()))
 
-    start = float(loss)
+    start = float(loss.detach())
 
     before = outline_dice()
     opt = torch.optim.Adam(G.parameters(), lr=3e-3)
@@ -47,5 +47,5 @@ def test_mask_loss_alone_trains_the_generator_toward_the_label_outline():
         loss = mask_loss(G(onehot, z), body)
         loss.backward()
         opt.step()
-    assert float(loss) < start
+    assert float(loss.detach()) < start
     assert outline_dice() > max(before, 0.9)

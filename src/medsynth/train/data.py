@@ -15,14 +15,38 @@ from medsynth.data.slicing import CaseSlices
 
 @dataclass
 class SliceSet:
-    images: torch.Tensor  # (N, 1, H, W) float32 in [-1, 1]
-    labels: torch.Tensor  # (N, H, W) int64 class ids
-    masks: torch.Tensor  # (N, 1, H, W) float32 body mask
+    """Slices in compact form: float16 images, uint8 labels and masks (4 bytes a pixel, not 13).
+
+    ``batch`` turns a selection into the float32/int64 tensors the networks take.
+    """
+
+    images: torch.Tensor  # (N, 1, H, W) float16 in [-1, 1]
+    labels: torch.Tensor  # (N, H, W) uint8 class ids
+    masks: torch.Tensor  # (N, 1, H, W) uint8 body mask
     case_ids: list[str]
     z: list[int]
 
+    def __post_init__(self) -> None:
+        self.images = self.images.to(torch.float16)
+        self.labels = self.labels.to(torch.uint8)
+        self.masks = self.masks.to(torch.uint8)
+
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def batch(self, idx: torch.Tensor, device: torch.device, pin: bool = False,
+              memory_format: torch.memory_format = torch.contiguous_format
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images float32, labels int64, masks float32) of the slices ``idx`` on ``device``.
+
+        The compact tensors travel; the conversion happens on the device.
+        Pinned host memory lets the copy to a GPU overlap with compute.
+        """
+        parts = [self.images[idx], self.labels[idx], self.masks[idx]]
+        if pin:
+            parts = [p.pin_memory() for p in parts]
+        images, labels, masks = (p.to(device, non_blocking=pin) for p in parts)
+        return (images.float().contiguous(memory_format=memory_format), labels.long(), masks.float())
 
     @classmethod
     def from_files(cls, files: Sequence[tuple[str, Path]]) -> "SliceSet":
@@ -38,9 +62,9 @@ class SliceSet:
         if not ids:
             raise ValueError(f"no slices in {[str(p) for _, p in files]}: check the slice rule (slice.min_body_fraction)")
         return cls(
-            torch.from_numpy(np.concatenate(imgs))[:, None].float(),
-            torch.from_numpy(np.concatenate(labs)).long(),
-            torch.from_numpy(np.concatenate(msks))[:, None].float(),
+            torch.from_numpy(np.concatenate(imgs))[:, None],
+            torch.from_numpy(np.concatenate(labs)),
+            torch.from_numpy(np.concatenate(msks))[:, None],
             ids,
             zs,
         )

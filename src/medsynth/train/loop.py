@@ -147,12 +147,13 @@ def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num
     intensity distributions with: the same slices in paired mode, dataset B's
     validation slices in unpaired mode).
     """
-    fake = synthesize(generator, val.labels, num_classes, seed, batch, device)
+    fake = synthesize(generator, val.labels.long(), num_classes, seed, batch, device)
     out = {k: math.nan for k in DIRECTIONS}
     if mode == "paired":
-        out.update({k: float(v.mean()) for k, v in paired_metrics(fake, val.images).items()})
-    out["body_dice"] = float(body_dice(fake, val.masks, threshold).mean())
-    out["intensity_w1"] = intensity_w1(fake, (fake > threshold).float(), reference.images, reference.masks)
+        out.update({k: float(v.mean()) for k, v in paired_metrics(fake, val.images.float()).items()})
+    out["body_dice"] = float(body_dice(fake, val.masks.float(), threshold).mean())
+    out["intensity_w1"] = intensity_w1(fake, (fake > threshold).float(), reference.images.float(),
+                                       reference.masks.float())
     return out
 
 
@@ -282,20 +283,17 @@ def train(
     fixed = _subset(val, 8)
     losses_fh = _open_losses(live_dir / "losses.tsv", loss_columns) if main else None
     memory = torch.channels_last if device.type == "cuda" and settings.channels_last else torch.contiguous_format
+    pin = device.type == "cuda"
     try:
         with _StopFlag() as stop, tqdm(total=settings.steps, initial=step, desc="train", unit="it",
                                        mininterval=5.0, disable=not main) as bar:
             while step < settings.steps:
                 t0 = time.perf_counter()
                 idx = torch.randint(len(train_data), (settings.batch_size,), generator=data_rng)
-                labels = train_data.labels[idx].to(device, non_blocking=True)
-                body = train_data.masks[idx].to(device, non_blocking=True)
+                real, labels, body = train_data.batch(idx, device, pin, memory)
                 if unpaired:
                     jdx = torch.randint(len(images_train), (settings.batch_size,), generator=data_rng)
-                    real = images_train.images[jdx]
-                else:
-                    real = train_data.images[idx]
-                real = real.to(device, non_blocking=True).contiguous(memory_format=memory)
+                    real = images_train.batch(jdx, device, pin, memory)[0]
                 if unpaired:
                     losses = unpaired_step(nets, real, labels, body, num_classes, weights, step + 1, bf16)
                 else:
@@ -317,10 +315,10 @@ def train(
 
                 last = step == settings.steps
                 if main and (step % settings.sample_every == 0 or last):
-                    fake_s = synthesize(nets.ema.model, fixed.labels, num_classes, settings.seed,
+                    fake_s = synthesize(nets.ema.model, fixed.labels.long(), num_classes, settings.seed,
                                         settings.batch_size, device)
                     sample_grid(run_dir / "samples" / f"step_{step:06d}.png", fixed.labels, [fake_s],
-                                fixed.images if not unpaired else None, num_classes,
+                                fixed.images.float() if not unpaired else None, num_classes,
                                 title=f"step {step} (EMA generator)")
                 if main and (step % settings.eval_every == 0 or last):
                     metrics = evaluate(nets.ema.model, val, reference, num_classes, settings.mode, settings.seed,
