@@ -118,3 +118,28 @@ def test_unpaired_mode_trains_with_its_own_losses_and_metrics(tmp_path, toy_set)
     assert "Du" in load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
     with pytest.raises(ValueError, match="images_train"):
         train(s, 3, toy_set, toy_set, tmp_path / "other", spec=spec)
+
+
+def test_slices_beyond_the_ram_budget_are_memory_mapped_with_the_same_content(tmp_path, make_toy_slices):
+    import numpy as np
+
+    from medsynth.data.slicing import CaseSlices
+    from medsynth.train.run import load_slices
+
+    data = make_toy_slices(n=6, size=16)
+    files = []
+    for i, case in enumerate(["b", "a"]):
+        sl = slice(3 * i, 3 * i + 3)
+        f = tmp_path / case / "slices.npz"
+        CaseSlices(data.images[sl, 0].numpy(), data.labels[sl].numpy().astype(np.uint8),
+                   data.masks[sl, 0].numpy().astype(np.uint8), np.arange(3, dtype=np.int32),
+                   np.zeros((3, 2), np.int32)).save(f)
+        files.append(f)
+    in_ram = load_slices(files)
+    spilled = load_slices(files, ram_gb=1e-9, spill_dir=tmp_path / "cache")
+    assert (tmp_path / "cache" / "images.npy").is_file()
+    assert in_ram.case_ids == spilled.case_ids == ["a"] * 3 + ["b"] * 3  # sorted by case id
+    for name in ("images", "labels", "masks"):
+        assert torch.equal(getattr(in_ram, name), getattr(spilled, name))
+    real, labels, masks = spilled.batch(torch.tensor([0, 4]), torch.device("cpu"))
+    assert real.dtype == torch.float32 and labels.dtype == torch.int64 and masks.shape == (2, 1, 16, 16)

@@ -49,25 +49,44 @@ class SliceSet:
         return (images.float().contiguous(memory_format=memory_format), labels.long(), masks.float())
 
     @classmethod
-    def from_files(cls, files: Sequence[tuple[str, Path]]) -> "SliceSet":
-        """Load ``(case_id, slices.npz)`` pairs, in the sorted order of case ids."""
-        imgs, labs, msks, ids, zs = [], [], [], [], []
-        for case_id, path in sorted(files):
-            s = CaseSlices.load(Path(path))
-            imgs.append(s.images)
-            labs.append(s.labels)
-            msks.append(s.masks)
-            ids += [case_id] * len(s.z)
-            zs += [int(z) for z in s.z]
-        if not ids:
+    def from_files(cls, files: Sequence[tuple[str, Path]], ram_budget_bytes: float | None = None,
+                   spill_dir: Path | None = None) -> "SliceSet":
+        """Load ``(case_id, slices.npz)`` pairs, in the sorted order of case ids.
+
+        When the slices would need more than ``ram_budget_bytes``, they are
+        written once into memory-mapped files under ``spill_dir`` instead: the
+        operating system then keeps the hot part in its page cache and training
+        reads batches from disk, rather than running out of memory.
+        """
+        files = sorted(files)
+        shapes = [_npz_shape(Path(p), "images") for _, p in files]
+        n = sum(sh[0] for sh in shapes)
+        if n == 0:
             raise ValueError(f"no slices in {[str(p) for _, p in files]}: check the slice rule (slice.min_body_fraction)")
-        return cls(
-            torch.from_numpy(np.concatenate(imgs))[:, None],
-            torch.from_numpy(np.concatenate(labs)),
-            torch.from_numpy(np.concatenate(msks))[:, None],
-            ids,
-            zs,
-        )
+        h, w = shapes[0][1:]
+        if any(sh[1:] != (h, w) for sh in shapes):
+            raise ValueError(f"slices of different sizes in {[str(p) for _, p in files]}; re-run the slice stage")
+        if ram_budget_bytes is not None and n * h * w * 4 > ram_budget_bytes:
+            if spill_dir is None:
+                raise ValueError("slices exceed the RAM budget and no spill folder was given")
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            images = np.lib.format.open_memmap(spill_dir / "images.npy", "w+", np.float16, (n, 1, h, w))
+            labels = np.lib.format.open_memmap(spill_dir / "labels.npy", "w+", np.uint8, (n, h, w))
+            masks = np.lib.format.open_memmap(spill_dir / "masks.npy", "w+", np.uint8, (n, 1, h, w))
+        else:
+            images = np.empty((n, 1, h, w), np.float16)
+            labels = np.empty((n, h, w), np.uint8)
+            masks = np.empty((n, 1, h, w), np.uint8)
+        ids, zs, at = [], [], 0
+        for (case_id, path), sh in zip(files, shapes):
+            with np.load(path) as f:
+                images[at : at + sh[0], 0] = f["images"]
+                labels[at : at + sh[0]] = f["labels"]
+                masks[at : at + sh[0], 0] = f["masks"]
+                zs += [int(z) for z in f["z"]]
+            ids += [case_id] * sh[0]
+            at += sh[0]
+        return cls(torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(masks), ids, zs)
 
     def fingerprint(self) -> str:
         """Which slices are in the set (not their content): decides resume vs fresh start."""
@@ -82,3 +101,14 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if labels.numel() and int(labels.max()) >= num_classes:
         raise ValueError(f"label value {int(labels.max())} >= number of classes {num_classes}")
     return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float()
+
+
+def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
+    """Shape of one array in an uncompressed .npz, read from its header without loading it."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(fh)
+    return tuple(shape)

@@ -78,6 +78,7 @@ class TrainSettings:
     precision: str = "fp32"  # fp32 | bf16 (CUDA only: autocast)
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the generator and discriminators (CUDA)
+    ram_cache_gb: float = 32.0  # slices beyond this are memory-mapped from the run folder
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
@@ -109,7 +110,7 @@ def resolve_device(name: str) -> torch.device:
 def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str) -> str:
     """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it."""
     ident = dataclasses.asdict(settings)
-    for key in ("steps", "device", "eval_every", "sample_every", "checkpoint_every"):
+    for key in ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile"):
         ident.pop(key)
     blob = json.dumps({"settings": ident, "model": spec.to_dict(), "classes": num_classes, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -13,9 +13,13 @@ from medsynth.train.data import SliceSet
 from medsynth.train.loop import TrainSettings, train
 
 
-def load_slices(files: Sequence[str | Path]) -> SliceSet:
-    """``results/slices/<dataset>/cases/<case>/slices.npz`` files -> one in-memory set (case id = folder name)."""
-    return SliceSet.from_files([(Path(f).parent.name, Path(f)) for f in files])
+def load_slices(files: Sequence[str | Path], ram_gb: float | None = None, spill_dir: Path | None = None) -> SliceSet:
+    """``results/slices/<dataset>/cases/<case>/slices.npz`` files -> one set (case id = folder name).
+
+    In memory up to ``ram_gb`` gigabytes, memory-mapped under ``spill_dir`` beyond that.
+    """
+    budget = None if ram_gb is None else ram_gb * 1e9
+    return SliceSet.from_files([(Path(f).parent.name, Path(f)) for f in files], budget, spill_dir)
 
 
 def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]:
@@ -44,13 +48,18 @@ def run_experiment(
     if threads:
         torch.set_num_threads(threads)  # the CPU share the scheduler gave this job
     unpaired = parsed.mode == "unpaired"
+    cache = Path(run_dir) / "cache"
+
+    def load(files, name):
+        return load_slices(files, parsed.ram_cache_gb, cache / name)
+
     return train(
         parsed,
         LabelTable.from_config(labels).num_classes,
-        load_slices(train_files),
-        load_slices(val_files),
+        load(train_files, "train"),
+        load(val_files, "val"),
         Path(run_dir),
         config={"train": dict(settings), "labels": [dict(e) for e in labels]},
-        images_train=load_slices(image_train_files) if unpaired else None,
-        images_val=load_slices(image_val_files) if unpaired else None,
+        images_train=load(image_train_files, "images_train") if unpaired else None,
+        images_val=load(image_val_files, "images_val") if unpaired else None,
     )
