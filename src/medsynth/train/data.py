@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.data.slicing import CaseSlices
 
 
 @dataclass
