@@ -46,27 +46,45 @@ def run_case(name: str, image: Path, label: Path, table: LabelTable, spacing_xy:
           f"total {t3 - t0:.2f} s per volume, {n / (t3 - t0):.0f} slices/s")
 
 
-def straightforward(image: Path, label: Path, out: Path) -> None:
-    """The reference point: per-slice float64 loading, min-max scaling, 2D components, RGB PNGs via PIL."""
+def straightforward(image: Path, label: Path, out: Path, spacing_xy: float, size: int) -> None:
+    """The same job written plainly: float64 volumes, a per-slice loop, PIL PNGs at default settings.
+
+    Per axial slice: resample in-plane (linear image, nearest labels), threshold,
+    open with a disk, keep the largest component, fill holes, window to [-1, 1],
+    crop to ``size`` around the body, write image and label PNGs.
+    """
     import nibabel as nib
     from PIL import Image
     from scipy import ndimage
 
     t0 = time.perf_counter()
-    img = nib.load(str(image)).get_fdata()
-    lab = nib.load(str(label)).get_fdata()
+    img = nib.as_closest_canonical(nib.load(str(image))).get_fdata()
+    lab = nib.as_closest_canonical(nib.load(str(label))).get_fdata()
+    zoom = np.sqrt((nib.load(str(image)).affine[:3, :2] ** 2).sum(axis=0)) / spacing_xy
+    r = max(1, int(6.0 / spacing_xy))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = xx**2 + yy**2 <= r * r
     out.mkdir(parents=True, exist_ok=True)
+    kept = 0
     for z in range(img.shape[2]):
-        s = img[:, :, z]
-        s = (s - s.min()) / (s.max() - s.min() + 1e-8)
-        comp, n = ndimage.label(s > 0.25)
-        if n:
-            sizes = ndimage.sum(np.ones_like(s), comp, range(1, n + 1))
-            s = s * (comp == 1 + int(np.argmax(sizes)))
-        Image.fromarray(np.stack([(s * 255).astype(np.uint8)] * 3, axis=-1)).save(out / f"img_{z:03d}.png")
-        Image.fromarray(lab[:, :, z].astype(np.uint8)).save(out / f"lab_{z:03d}.png")
+        s = ndimage.zoom(img[:, :, z], zoom, order=1)
+        lz = ndimage.zoom(lab[:, :, z], zoom, order=0)
+        body = ndimage.binary_opening(s > -500, structure=disk)
+        comp, n = ndimage.label(body)
+        if n == 0 or not (lz > 0).any():
+            continue
+        sizes = ndimage.sum(body, comp, range(1, n + 1))
+        body = ndimage.binary_fill_holes(comp == 1 + int(np.argmax(sizes)))
+        s = np.where(body, np.clip(s, -1000, 1000) / 1000.0, -1.0)
+        cx, cy = (np.array(np.nonzero(body)).mean(axis=1) - size / 2).astype(int)
+        pad = np.pad(s, size, constant_values=-1.0)[cx + size : cx + 2 * size, cy + size : cy + 2 * size]
+        lpad = np.pad(lz, size)[cx + size : cx + 2 * size, cy + size : cy + 2 * size]
+        Image.fromarray(((pad + 1) * 127.5).astype(np.uint8)).save(out / f"img_{z:03d}.png")
+        Image.fromarray(lpad.astype(np.uint8)).save(out / f"lab_{z:03d}.png")
+        kept += 1
     dt = time.perf_counter() - t0
-    print(f"straightforward loop: {img.shape[2]} slices in {dt:.2f} s per volume, {img.shape[2] / dt:.0f} slices/s")
+    print(f"straightforward per-slice float64 loop (same steps): {kept} slices in {dt:.2f} s per volume, "
+          f"{kept / dt:.0f} slices/s")
 
 
 def main() -> None:
@@ -84,7 +102,7 @@ def main() -> None:
         save_volume(work / "ct.nii.gz", case.ct, case.affine)
         save_volume(work / "label.nii.gz", case.label, case.affine)
         run_case("phantom", work / "ct.nii.gz", work / "label.nii.gz", table, args.spacing_xy, args.size, work)
-        straightforward(work / "ct.nii.gz", work / "label.nii.gz", work / "naive")
+        straightforward(work / "ct.nii.gz", work / "label.nii.gz", work / "naive", args.spacing_xy, args.size)
         if args.real:
             if not (REAL / "ct.nii.gz").is_file():
                 print(f"real CT not found at {REAL}; skipped")

@@ -74,7 +74,8 @@ def fill_holes_inplane(mask: np.ndarray, workers: int = 1) -> np.ndarray:
     """Fill holes (lungs, bowel gas) slice by slice, working only inside the mask's bounding box."""
     if not mask.any():
         return mask
-    box = ndimage.find_objects(mask.view(np.uint8))[0]
+    box = tuple(slice(int(np.flatnonzero(a)[0]), int(np.flatnonzero(a)[-1]) + 1)
+                for a in (mask.any(axis=(1, 2)), mask.any(axis=(0, 2)), mask.any(axis=(0, 1))))
     out = mask.copy()
     planar = ndimage.generate_binary_structure(2, 1)[:, :, None]
     out[box] = per_slab(lambda v: ndimage.binary_fill_holes(v, structure=planar), mask[box], workers)
@@ -173,19 +174,23 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
 
     img_c, aff_c = to_canonical(image.array, image.affine)
     lab_c, _ = to_canonical(classes, image.affine)
-    # The body mask is found on the source resolution (an opening in mm means
-    # what it says there, and skin is not yet blurred with air), then carried
-    # to the training grid with nearest neighbour, like the labels.
-    if given_mask is not None:
-        mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
-    else:
-        mask_c = find_body(img_c, voxel_spacing(aff_c), settings, workers)
     shape, affine = inplane_grid(img_c.shape, aff_c, settings.spacing_xy)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background)
     lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
-    mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
     spacing = voxel_spacing(affine)
+    if given_mask is not None:
+        mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
+        mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
+    elif shape[0] * shape[1] < img_c.shape[0] * img_c.shape[1]:
+        # Downsampling: find the body on the smaller training grid (the opening radius is in mm
+        # on either grid); a fine source grid would cost several times as much for the same outline.
+        mask = find_body(img_r, spacing, settings, workers)
+    else:
+        # Same or finer grid: find the body before interpolation blurs the skin, carry it over
+        # with nearest neighbour like the labels.
+        mask_c = find_body(img_c, voxel_spacing(aff_c), settings, workers)
+        mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
 
     # Every labelled voxel must be inside the mask; widen by the labels rather than drop anatomy.
     outside = int(np.count_nonzero((lab_r > 0) & ~mask))
