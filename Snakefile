@@ -22,6 +22,7 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/metrics.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -34,8 +34,17 @@ def test_picks_by_metric_and_direction(run_dir, metric, step, runner):
 
 
 def test_unknown_metric_and_missing_values(run_dir):
-    with pytest.raises(KeyError, match="fid"):
-        select_checkpoint(run_dir, "fid", run_dir / "s.json", run_dir / "g.pt")
+    with pytest.raises(KeyError, match="fidd"):
+        select_checkpoint(run_dir, "fidd", run_dir / "s.json", run_dir / "g.pt")
     write_tsv(run_dir / "metrics.tsv", [{"step": 10, "ssim": float("nan")}], ["step", "ssim"])
     with pytest.raises(ValueError, match="no finite 'ssim'"):
         select_checkpoint(run_dir, "ssim", run_dir / "s.json", run_dir / "g.pt")
+
+
+def test_falls_back_when_the_metric_was_not_computed_and_says_so(run_dir):
+    # metrics.tsv has no fid column at all (weights were unavailable during training)
+    out = select_checkpoint(run_dir, "fid", run_dir / "s.json", run_dir / "g.pt", fallback="ssim")
+    assert out["step"] == 20 and out["metric"] == "ssim" and out["fallback_used"] is True
+    assert out["requested_metric"] == "fid" and "fid was not computed" in out["reason"]
+    with pytest.raises(ValueError, match="no finite 'fid'"):
+        select_checkpoint(run_dir, "fid", run_dir / "s.json", run_dir / "g.pt")

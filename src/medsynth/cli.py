@@ -61,6 +61,8 @@ def _train(args: argparse.Namespace) -> int:
         split_files(results, exp["dataset"], ["train"]), split_files(results, exp["dataset"], ["val"]),
         split_files(results, images, ["train"]) if unpaired else [],
         split_files(results, images, ["val"]) if unpaired else [],
+        perceptual=config.get("metrics"),
+        real_stats=stats if (stats := results / "metrics" / images / "inception_val.npz").is_file() else None,
     )
     return 0
 

@@ -17,17 +17,27 @@ import torch
 
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.train.run import load_slices
 
-COLUMNS = ["metric", "mean", "std", "n"]
+COLUMNS = ["metric", "mean", "std", "n", "note"]
+NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
+NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
 CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "body_dice"]
 
 
 def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
-                   threshold: float = -0.95) -> tuple[list[dict], list[dict]]:
-    """``cases``: (case id, real slices.npz, generated samples.npz). Returns (summary, per-case rows)."""
+                   threshold: float = -0.95, real_stats: Path | None = None, perceptual: dict | None = None,
+                   device: torch.device | None = None) -> tuple[list[dict], list[dict]]:
+    """``cases``: (case id, real slices.npz, generated samples.npz). Returns (summary, per-case rows).
+
+    ``real_stats`` (Inception statistics of the image dataset's test split) and
+    ``perceptual`` (the metrics settings) add FID, KID and LPIPS when the
+    pretrained weights are there.
+    """
     per_image: dict[str, list[np.ndarray]] = {}
     per_case, all_fake, all_body = [], [], []
+    first, second, reals = [], [], []
     for case_id, real_path, gen_path in sorted(cases):
         real = CaseSlices.load(Path(real_path))
         with np.load(gen_path) as f:
@@ -37,6 +47,10 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
                              f"of {real_path}; regenerate the test set")
         real_t = torch.from_numpy(real.images)[:, None]
         body = torch.from_numpy(real.masks)[:, None].float()
+        reals.append(real_t)
+        first.append(torch.from_numpy(fakes[0])[:, None])
+        if len(fakes) > 1:
+            second.append(torch.from_numpy(fakes[1])[:, None])
         for k, fake in enumerate(fakes):
             fake_t = torch.from_numpy(fake)[:, None]
             m = paired_metrics(fake_t, real_t) if paired else {}
@@ -52,7 +66,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     summary = []
     for name in ("ssim", "psnr", "rmse", "body_dice"):
         if name not in per_image:
-            summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0})
+            summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0, "note": NOT_PAIRED})
             continue
         values = np.concatenate(per_image[name])
         summary.append({"metric": name, "mean": float(values.mean()), "std": float(values.std()), "n": values.size})
@@ -60,4 +74,17 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     fake = torch.cat(all_fake)
     w1 = intensity_w1(fake, (fake > threshold).float(), reference.images.float(), reference.masks.float())
     summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
+    if real_stats is not None and perceptual is not None:
+        scores = perceptual_scores(fake, real_stats, perceptual, device or torch.device("cpu"),
+                                   torch.cat(reals) if paired else None, torch.cat(second) if second else None)
+        for name, std, n in (("fid", math.nan, fake.shape[0]), ("kid", scores["kid_std"], fake.shape[0]),
+                             ("lpips", math.nan, sum(len(r) for r in reals)),
+                             ("lpips_diversity", math.nan, sum(len(x) for x in second))):
+            value = scores[name]
+            note = ""
+            if math.isnan(value):
+                note = NOT_PAIRED if name == "lpips" and not paired else (
+                    "not computed: one sample per label map" if name == "lpips_diversity" and not second
+                    else NO_WEIGHTS)
+            summary.append({"metric": name, "mean": value, "std": std, "n": n if not note else 0, "note": note})
     return summary, per_case

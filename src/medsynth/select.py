@@ -12,18 +12,28 @@ from medsynth.metrics import DIRECTIONS
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
 
 
-def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator: Path) -> dict:
-    """Pick the best validation step by ``metric``; export that EMA generator weights-only."""
+def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator: Path,
+                      fallback: str | None = None) -> dict:
+    """Pick the best validation step by ``metric`` (or ``fallback`` when ``metric`` was never computed,
+    e.g. FID without its weights); export that EMA generator weights-only."""
     run_dir = Path(run_dir)
-    if metric not in DIRECTIONS:
-        raise KeyError(f"select.metric {metric!r} is not a validation metric; choose one of {sorted(DIRECTIONS)}")
-    direction = DIRECTIONS[metric]
+    for name in (metric, fallback):
+        if name is not None and name not in DIRECTIONS:
+            raise KeyError(f"select metric {name!r} is not a validation metric; choose one of {sorted(DIRECTIONS)}")
     rows = read_tsv(run_dir / "metrics.tsv")
     ckpts = {int(r["step"]): r["checkpoint"] for r in read_tsv(run_dir / "checkpoints.tsv")}
-    scored = [(int(r["step"]), parse_float(r.get(metric, "NA"))) for r in rows]
-    scored = [(s, v) for s, v in scored if math.isfinite(v) and s in ckpts]
+
+    def finite(name: str) -> list[tuple[int, float]]:
+        pairs = [(int(r["step"]), parse_float(r.get(name, "NA"))) for r in rows]
+        return [(s, v) for s, v in pairs if math.isfinite(v) and s in ckpts]
+
+    requested, scored, note = metric, finite(metric), ""
+    if not scored and fallback is not None:
+        note = f"{requested} was not computed (see metrics.tsv); fell back to {fallback}. "
+        metric, scored = fallback, finite(fallback)
     if not scored:
         raise ValueError(f"{run_dir / 'metrics.tsv'}: no finite '{metric}' values with a checkpoint to select from")
+    direction = DIRECTIONS[metric]
     # Best first; ties go to the later step (more training, same validation score).
     ranked = sorted(scored, key=lambda sv: (-sv[1] if direction == "max" else sv[1], -sv[0]))
     step, value = ranked[0]
@@ -35,6 +45,8 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
     })
     runner_up = {"step": ranked[1][0], "value": ranked[1][1]} if len(ranked) > 1 else None
     summary = {
+        "requested_metric": requested,
+        "fallback_used": metric != requested,
         "metric": metric,
         "direction": direction,
         "step": step,
@@ -43,7 +55,7 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
         "generator": str(out_generator),
         "runner_up": runner_up,
         "candidates": len(ranked),
-        "reason": f"{'highest' if direction == 'max' else 'lowest'} validation {metric} "
+        "reason": f"{note}{'highest' if direction == 'max' else 'lowest'} validation {metric} "
         f"({value:.4g}) among {len(ranked)} evaluated checkpoints",
     }
     out_json = Path(out_json)

@@ -42,12 +42,16 @@ TINY = {
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
     "experiments": {
         "tiny": {"dataset": "phantom", "train": {
-            "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu"}},
+            "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu",
+            "val_max_slices": 4}},
         "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
                           "train": {"mode": "unpaired", "steps": 8, "batch_size": 2, "eval_every": 4,
-                                    "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu"}},
+                                    "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu",
+                                    "val_max_slices": 4}},
     },
     "generate": {"samples": 2},
+    # Random weights the fixture writes: the FID/KID/LPIPS code runs for real, offline.
+    "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20},
     "report": {"dpi": 50, "grid_rows": 3},
 }
 
@@ -59,8 +63,9 @@ def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, snakemake):
+def finished(tmp_path_factory, snakemake, random_weights_dir):
     work = tmp_path_factory.mktemp("workflow")
+    TINY["metrics"]["weights_dir"] = str(random_weights_dir)
     result = snakemake(work, TINY)
     assert result.returncode == 0, result.stderr[-4000:]
     return work
@@ -91,7 +96,7 @@ def test_outputs_of_every_stage(finished):
     assert list((train_dir / "samples").glob("*.png"))
 
     selected = json.loads((w / "results/select/tiny/selected.json").read_text())
-    assert selected["step"] in (6, 12) and selected["metric"] == "ssim"
+    assert selected["step"] in (6, 12) and selected["metric"] == "fid" and not selected["fallback_used"]
 
     manifest = read_tsv(w / "results/generate/tiny/manifest.tsv")
     assert {r["case_id"] for r in manifest} == set(test_cases)
@@ -106,8 +111,12 @@ def test_outputs_of_every_stage(finished):
         assert pngs and np.asarray(Image.open(pngs[0])).shape == (32, 32)
 
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
-    assert set(test_metrics) == {"ssim", "psnr", "rmse", "body_dice", "intensity_w1"}
+    assert set(test_metrics) == {"ssim", "psnr", "rmse", "body_dice", "intensity_w1", "fid", "kid", "lpips",
+                                 "lpips_diversity"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
+    assert all(math.isfinite(float(r[k])) for r in metrics for k in ("fid", "kid"))  # FID during validation
+    stats = np.load(w / "results/metrics/phantom/inception_test.npz")
+    assert bool(stats["available"]) and stats["features"].shape[1] == 2048
 
     for name in ("metric_curves.png", "loss_curves.png", "samples.png"):
         with Image.open(w / "reports/tiny" / name) as img:

@@ -21,6 +21,8 @@ for _name, _ds in config["datasets"].items():
         with open(_ds["labels"]) as _fh:
             _ds["labels"] = yaml.safe_load(_fh)
 validate(config, SCHEMA)
+if config["metrics"]["perceptual"] is False:  # YAML reads an unquoted off as false
+    config["metrics"]["perceptual"] = "off"
 
 ENV = "../../envs/medsynth.yaml"
 DATASETS = sorted(config["datasets"])

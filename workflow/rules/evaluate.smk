@@ -7,11 +7,13 @@ rule evaluate:
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
         reference=lambda w: case_slices(image_dataset(w), ("test",)),
+        real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
         per_case="results/evaluate/{experiment}/per_case.tsv",
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
+        metrics=config["metrics"],
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

@@ -11,6 +11,7 @@ rule select:
     params:
         run_dir=lambda w: f"results/train/{w.experiment}",
         metric=lambda w: config["experiments"][w.experiment].get("select_metric", config["select"]["metric"]),
+        fallback=lambda w: config["experiments"][w.experiment].get("select_fallback", config["select"]["fallback"]),
     log:
         "logs/select/{experiment}.log",
     conda:

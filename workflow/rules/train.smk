@@ -10,6 +10,7 @@ rule train:
         split=lambda w: f"results/split/{experiment_dataset(w)}/split.tsv",
         train=lambda w: case_slices(experiment_dataset(w), ("train",)),
         val=lambda w: case_slices(experiment_dataset(w), ("val",)),
+        real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_val.npz",
     output:
         metrics="results/train/{experiment}/metrics.tsv",
         losses="results/train/{experiment}/losses.tsv",
@@ -18,6 +19,7 @@ rule train:
         run_dir=lambda w: f"results/train/{w.experiment}",
         settings=lambda w: config["experiments"][w.experiment]["train"],
         labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+        metrics=config["metrics"],
     log:
         "logs/train/{experiment}.log",
     benchmark:

@@ -14,4 +14,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         sm.input.get("images_train", []),
         sm.input.get("images_val", []),
         threads=sm.threads,
+        perceptual=sm.params.metrics,
+        real_stats=sm.input.real_stats,
     )

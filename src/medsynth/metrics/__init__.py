@@ -3,7 +3,9 @@
 # Which way is better, for selection and for marking the best step in plots.
 # ssim/psnr/rmse need a pixel-aligned reference (paired mode); body_dice and
 # intensity_w1 need none, so unpaired experiments have metrics to select by.
-DIRECTIONS: dict[str, str] = {"ssim": "max", "psnr": "max", "rmse": "min", "body_dice": "max", "intensity_w1": "min"}
+# fid/kid need the pretrained Inception weights (NaN without them).
+DIRECTIONS: dict[str, str] = {"fid": "min", "kid": "min", "ssim": "max", "psnr": "max", "rmse": "min",
+                              "body_dice": "max", "intensity_w1": "min"}
 
 
 def is_better(metric: str, value: float, than: float | None) -> bool:

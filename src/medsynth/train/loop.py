@@ -33,6 +33,7 @@ from medsynth.generate import synthesize
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.metrics import DIRECTIONS, is_better
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.models import get_preset
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
@@ -140,7 +141,8 @@ class _StopFlag:
 
 
 def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num_classes: int, mode: str,
-             seed: int, batch: int, device: torch.device, threshold: float) -> dict[str, float]:
+             seed: int, batch: int, device: torch.device, threshold: float,
+             perceptual: dict | None = None, real_stats: Path | None = None) -> dict[str, float]:
     """Validation metrics of the EMA generator on the val label maps.
 
     SSIM/PSNR/RMSE need a pixel-aligned real image (paired mode); body Dice and
@@ -155,6 +157,9 @@ def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num
     out["body_dice"] = float(body_dice(fake, val.masks.float(), threshold).mean())
     out["intensity_w1"] = intensity_w1(fake, (fake > threshold).float(), reference.images.float(),
                                        reference.masks.float())
+    if perceptual is not None and real_stats is not None:
+        scores = perceptual_scores(fake, real_stats, perceptual, device)
+        out["fid"], out["kid"] = scores["fid"], scores["kid"]
     return out
 
 
@@ -202,8 +207,14 @@ def train(
     config: dict | None = None,
     images_train: SliceSet | None = None,
     images_val: SliceSet | None = None,
+    perceptual: dict | None = None,
+    real_stats: Path | None = None,
 ) -> dict:
     """Train (or resume) an OASIS GAN; returns a summary of the finished run.
+
+    ``perceptual`` (the metrics settings) and ``real_stats`` (Inception
+    statistics of the real validation images) add FID and KID to validation
+    when the pretrained weights are available.
 
     ``train_data``/``val_data`` give the label maps (and, in paired mode, the
     images). In unpaired mode ``images_train``/``images_val`` hold dataset B's
@@ -323,7 +334,8 @@ def train(
                                 title=f"step {step} (EMA generator)")
                 if main and (step % settings.eval_every == 0 or last):
                     metrics = evaluate(nets.ema.model, val, reference, num_classes, settings.mode, settings.seed,
-                                       settings.batch_size * 4, device, settings.mask_threshold)
+                                       settings.batch_size * 4, device, settings.mask_threshold,
+                                       perceptual, real_stats)
                     history.append({"step": step, **metrics})
                     for name, value in metrics.items():
                         if is_better(name, value, best.get(name, {}).get("value")):

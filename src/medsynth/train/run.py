@@ -43,6 +43,8 @@ def run_experiment(
     image_train_files: Sequence[str | Path] = (),
     image_val_files: Sequence[str | Path] = (),
     threads: int | None = None,
+    perceptual: Mapping | None = None,
+    real_stats: Path | None = None,
 ) -> dict:
     parsed = TrainSettings.from_dict(dict(settings))
     if threads:
@@ -62,4 +64,6 @@ def run_experiment(
         config={"train": dict(settings), "labels": [dict(e) for e in labels]},
         images_train=load(image_train_files, "images_train") if unpaired else None,
         images_val=load(image_val_files, "images_val") if unpaired else None,
+        perceptual=dict(perceptual) if perceptual else None,
+        real_stats=Path(real_stats) if real_stats else None,
     )

@@ -1,0 +1,243 @@
+"""FID, KID and LPIPS with pretrained weights loaded from one folder, never from the internet.
+
+The weights live in ``<weights_dir>/checkpoints/`` under their upstream file
+names (torch.hub's layout): pytorch-fid's FID Inception and torchvision's
+AlexNet trunk for LPIPS. ``fetch_weights`` downloads them once (a local rule:
+compute nodes are often offline); metrics only ever read them. Missing weights
+either stop the run with the file to place (``required``) or make the metrics
+"not computed" (``auto``) — never a made-up number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+WEIGHT_URLS = {
+    INCEPTION_FILE: "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + INCEPTION_FILE,
+    ALEXNET_FILE: "https://download.pytorch.org/models/" + ALEXNET_FILE,
+}
+PERCEPTUAL = ("fid", "kid", "lpips")
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights needed by a metric are not in the weights folder."""
+
+
+def weight_path(weights_dir: Path, name: str) -> Path:
+    return Path(weights_dir) / "checkpoints" / name
+
+
+def expected_sha256_prefix(name: str) -> str:
+    """Upstream file names end in the first hex digits of the file's SHA-256."""
+    return name.rsplit("-", 1)[1].split(".")[0]
+
+
+def verify(path: Path) -> None:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    want = expected_sha256_prefix(path.name)
+    if not h.hexdigest().startswith(want):
+        raise WeightsUnavailable(f"{path}: SHA-256 {h.hexdigest()[:16]}... does not start with {want}; "
+                                 "the file is damaged or not the upstream one: delete it and fetch it again")
+
+
+def available(weights_dir: Path, names: tuple[str, ...], mode: str, check_hash: bool = False) -> bool:
+    """True when every weight file is present; otherwise raise (mode 'required') or say so (mode 'auto')."""
+    if mode not in ("auto", "required", "off"):
+        raise ValueError(f"metrics.perceptual must be auto, required or off, got {mode!r}")
+    if mode == "off":
+        return False
+    missing = [weight_path(weights_dir, n) for n in names if not weight_path(weights_dir, n).is_file()]
+    if missing:
+        msg = (f"pretrained weights missing: {', '.join(map(str, missing))}; run `snakemake fetch_weights` "
+               f"where there is internet, or download {', '.join(WEIGHT_URLS.get(p.name, p.name) for p in missing)} "
+               f"and place the file(s) there")
+        if mode == "required":
+            raise WeightsUnavailable(msg)
+        log.warning("not computed: weights unavailable (%s)", msg)
+        return False
+    if check_hash:
+        for n in names:
+            verify(weight_path(weights_dir, n))
+    return True
+
+
+@contextlib.contextmanager
+def _hub_dir(weights_dir: Path):
+    """torch.hub reads a file already in <hub dir>/checkpoints/ instead of downloading it."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(weights_dir))
+    try:
+        yield
+    finally:
+        torch.hub.set_dir(old)
+
+
+def load_inception(weights_dir: Path, device: torch.device) -> torch.nn.Module:
+    """pytorch-fid's FID InceptionV3 (pool3, 2048 features) from the weights folder."""
+    from pytorch_fid.inception import InceptionV3
+
+    available(weights_dir, (INCEPTION_FILE,), "required")
+    with _hub_dir(weights_dir):
+        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+    return model.to(device).eval()
+
+
+def load_lpips(weights_dir: Path, device: torch.device) -> torch.nn.Module:
+    """LPIPS with the AlexNet trunk from the weights folder (its small linear heads ship with lpips)."""
+    import lpips
+
+    available(weights_dir, (ALEXNET_FILE,), "required")
+    with _hub_dir(weights_dir):
+        model = lpips.LPIPS(net="alex", verbose=False)
+    return model.to(device).eval()
+
+
+def _rgb(images: torch.Tensor) -> torch.Tensor:
+    """Grey [-1, 1] images as the 3-channel input the ImageNet networks expect."""
+    return images.float().repeat(1, 3, 1, 1) if images.shape[1] == 1 else images.float()
+
+
+@torch.no_grad()
+def inception_features(model: torch.nn.Module, images: torch.Tensor, batch: int = 50,
+                       device: torch.device | None = None) -> np.ndarray:
+    """(N, 2048) pool3 features of [-1, 1] images; resized to 299 x 299 as pytorch-fid does."""
+    device = device or next(model.parameters()).device
+    feats = []
+    for i in range(0, images.shape[0], batch):
+        x = (_rgb(images[i : i + batch]).to(device) + 1) / 2  # pytorch-fid takes [0, 1]
+        feats.append(model(x)[0].squeeze(-1).squeeze(-1).double().cpu().numpy())
+    return np.concatenate(feats) if feats else np.zeros((0, 2048))
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with a small ridge when the product is singular."""
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with the cubic polynomial kernel over random subsets: (mean, std).
+
+    Unlike FID it is unbiased for small sample sizes, so small test sets compare fairly.
+    """
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(a), len(b))
+    if m < 2:
+        return float("nan"), float("nan")
+    d = a.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                      - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+@torch.no_grad()
+def lpips_distances(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, batch: int = 32,
+                    device: torch.device | None = None) -> np.ndarray:
+    """Per-pair LPIPS of [-1, 1] images (lpips' expected range: no normalize=True needed)."""
+    device = device or next(model.parameters()).device
+    out = []
+    for i in range(0, a.shape[0], batch):
+        x, y = _rgb(a[i : i + batch]).to(device), _rgb(b[i : i + batch]).to(device)
+        out.append(model(x, y).flatten().double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+
+def save_real_stats(images: torch.Tensor, path: Path, settings: dict, device: torch.device) -> bool:
+    """Inception mean/covariance/features of real [-1, 1] images to ``path`` (.npz); False if not computed."""
+    folder = Path(settings["weights_dir"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not available(folder, (INCEPTION_FILE,), settings["perceptual"], settings.get("check_hash", False)):
+        np.savez(path, available=False, reason="not computed: weights unavailable")
+        return False
+    feats = inception_features(load_inception(folder, device), images, settings.get("batch_size", 32), device)
+    mu, sigma = gaussian_stats(feats)
+    np.savez(path, available=True, mu=mu, sigma=sigma, features=feats.astype(np.float32), n=len(feats))
+    return True
+
+
+def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, device: torch.device,
+                      paired_real: torch.Tensor | None = None, second_sample: torch.Tensor | None = None
+                      ) -> dict[str, float]:
+    """FID, KID (mean, std), LPIPS to the paired real image and LPIPS diversity between two samples.
+
+    NaN for whatever cannot be computed (weights missing, no paired reference,
+    a single sample), so callers write "NA" rather than a made-up number.
+    """
+    out = {k: float("nan") for k in ("fid", "kid", "kid_std", "lpips", "lpips_diversity")}
+    folder = Path(settings["weights_dir"])
+    with np.load(real_stats) as f:
+        stats = {k: f[k] for k in f.files}
+    if bool(stats["available"]) and available(folder, (INCEPTION_FILE,), settings["perceptual"]):
+        feats = inception_features(load_inception(folder, device), fake, settings.get("batch_size", 32), device)
+        mu, sigma = gaussian_stats(feats)
+        out["fid"] = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])
+        out["kid"], out["kid_std"] = kernel_inception_distance(
+            feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100),
+            settings.get("kid_subset_size", 1000))
+    needs_lpips = paired_real is not None or second_sample is not None
+    if needs_lpips and available(folder, (ALEXNET_FILE,), settings["perceptual"]):
+        model = load_lpips(folder, device)
+        if paired_real is not None:
+            out["lpips"] = float(lpips_distances(model, fake[: len(paired_real)], paired_real, device=device).mean())
+        if second_sample is not None:
+            first = fake[: len(second_sample)]
+            out["lpips_diversity"] = float(lpips_distances(model, first, second_sample, device=device).mean())
+    return out
+
+
+def fetch_weights(weights_dir: Path, mode: str, check_hash: bool = True,
+                  urls: dict[str, str] | None = None) -> dict[str, str]:
+    """Download each missing weight file once; returns a status per file.
+
+    In ``auto`` mode a failed download is recorded (the metrics will say "not
+    computed"); in ``required`` mode it stops with the file to place by hand.
+    """
+    from medsynth.data.download import DownloadError, fetch
+
+    status = {}
+    for name, url in (urls or WEIGHT_URLS).items():
+        path = weight_path(weights_dir, name)
+        try:
+            if mode != "off" and not path.is_file():
+                fetch(url, path, retries=1, backoff=1.0, timeout=30, progress=False)
+            if path.is_file() and check_hash:
+                verify(path)
+            status[name] = "present" if path.is_file() else "not fetched (metrics.perceptual is off)"
+        except (DownloadError, OSError, WeightsUnavailable) as exc:
+            status[name] = f"unavailable: {exc}"
+            log.warning("%s: %s", name, exc)
+    if mode == "required":
+        available(weights_dir, tuple((urls or WEIGHT_URLS)), "required", check_hash=check_hash)
+    return status

@@ -1,0 +1,39 @@
+# Pretrained weights for FID/KID/LPIPS and the real images' Inception statistics.
+# Weights are fetched once by a local rule (compute nodes are often offline);
+# the statistics of real images are computed once per dataset and split.
+
+
+rule fetch_weights:
+    output:
+        status=f"{config['metrics']['weights_dir']}/status.json",
+    params:
+        settings=config["metrics"],
+    log:
+        "logs/metrics/fetch_weights.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/fetch_weights.py"
+
+
+rule real_stats:
+    input:
+        weights=rules.fetch_weights.output.status,
+        slices=lambda w: case_slices(w.dataset, (w.part,)),
+    output:
+        "results/metrics/{dataset}/inception_{part}.npz",
+    params:
+        settings=config["metrics"],
+    wildcard_constraints:
+        part="train|val|test",
+    log:
+        "logs/metrics/{dataset}_inception_{part}.log",
+    benchmark:
+        "benchmarks/metrics/{dataset}_inception_{part}.tsv"
+    resources:
+        gpu=1 if config["metrics"]["perceptual"] != "off" else 0,
+    conda:
+        ENV
+    script:
+        "../scripts/real_stats.py"
