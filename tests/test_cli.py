@@ -24,3 +24,33 @@ def test_info_describes_a_checkpoint_and_errors_name_the_file(tmp_path, capsys):
     assert out["step"] == 42 and out["num_classes"] == 4 and "ema" in out["contents"]
     assert main(["info", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_generate_from_a_folder_of_label_maps(tmp_path, capsys):
+    import numpy as np
+
+    from medsynth.data.phantom import PHANTOM_LABELS, make_case
+    from medsynth.io.nifti import load_volume, save_volume
+    from medsynth.models import build_generator
+    from medsynth.models.registry import ModelSpec
+
+    spec = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    data = {"labels": labels, "modality": "CT", "preprocess": {"spacing_xy": 8.0, "ct_window": [-1000, 1000]},
+            "slice": {"size": 32}}
+    save_checkpoint(tmp_path / "g.pt", {"ema": build_generator(spec, 10).state_dict(), "model": spec.to_dict(),
+                                        "num_classes": 10, "data": data})
+    case = make_case(1, seed=0, shape=(48, 48, 6), spacing=(6.0, 6.0, 8.0))  # stored LPS
+    save_volume(tmp_path / "maps" / "p1.nii.gz", case.label, case.affine)
+    code = main(["generate", "--labels", str(tmp_path / "maps"), "--checkpoint", str(tmp_path / "g.pt"),
+                 "--out", str(tmp_path / "out"), "--samples", "2", "--device", "cpu"])
+    assert code == 0 and "manifest" in capsys.readouterr().out
+    rows = read_tsv(tmp_path / "out" / "manifest.tsv")
+    assert [(r["case_id"], r["sample"]) for r in rows] == [("p1", "0"), ("p1", "1")]
+    for r in rows:
+        vol = load_volume(r["volume"])
+        np.testing.assert_allclose(vol.affine, case.affine, atol=1e-6)  # back on the label map's own grid
+        assert vol.array.shape == case.label.shape and vol.array.dtype == np.int16
+    np.testing.assert_array_equal(load_volume(rows[0]["label"]).array, case.label)
+    assert main(["generate", "--labels", str(tmp_path / "empty"), "--checkpoint", str(tmp_path / "g.pt"),
+                 "--out", str(tmp_path / "o")]) == 2

@@ -4,6 +4,8 @@
     medsynth info CHECKPOINT                          what a checkpoint holds (step, model, metrics, version)
     medsynth train --config CFG --experiment NAME     train (or resume) an experiment from the data
                    [--run-dir DIR] [--results DIR]    stages' results (multi-GPU: torchrun ... -m medsynth.cli train)
+    medsynth generate --labels DIR --checkpoint G     synthetic volumes for any folder of label maps
+                      --out DIR [--samples K]         (G: results/select/<experiment>/generator.pt)
 """
 
 from __future__ import annotations
@@ -67,6 +69,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from medsynth.generate import MANIFEST_COLUMNS, generate_from_label_files
+    from medsynth.io.tables import write_tsv
+    from medsynth.train.loop import resolve_device
+
+    folder = Path(args.labels)
+    files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz"))) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{folder}: no .nii or .nii.gz label maps found")
+    rows = generate_from_label_files(Path(args.checkpoint), files, Path(args.out), args.samples, args.seed,
+                                     args.batch, resolve_device(args.device))
+    table = write_tsv(Path(args.out) / "manifest.tsv", rows, MANIFEST_COLUMNS)
+    print(f"wrote {len(rows)} volumes for {len(files)} label maps; manifest: {table}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medsynth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", help="default: <results>/train/<experiment>")
     p.add_argument("--results", default="results", help="results folder of the data stages (default: results)")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="synthetic volumes for a folder of label maps")
+    p.add_argument("--labels", required=True, help="folder of label maps (.nii.gz), values as in training")
+    p.add_argument("--checkpoint", required=True, help="exported generator (results/select/<experiment>/generator.pt)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_generate)
 
     p = sub.add_parser("info", help="print what a medsynth checkpoint holds")
     p.add_argument("checkpoint")

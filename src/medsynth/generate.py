@@ -122,3 +122,64 @@ def generate_cases(
         rows += generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
                               samples, seed, batch, device)
     return rows
+
+
+def generate_from_label_files(
+    generator_path: Path,
+    label_files: Sequence[Path],
+    out_dir: Path,
+    samples: int,
+    seed: int,
+    batch: int,
+    device: torch.device,
+) -> list[dict]:
+    """Synthetic volumes for any label maps, using the data settings stored in the exported generator.
+
+    Each label map is mapped through the training label table, reoriented and
+    resampled (nearest) like the training data, sliced around its labelled
+    region, generated slice by slice and written back onto its own grid and
+    affine, together with its class-id label map.
+    """
+    from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
+    from medsynth.data.labels import LabelTable
+    from medsynth.data.slicing import SliceSettings, slice_case
+
+    state = load_checkpoint(generator_path)
+    data = state.get("data") or {}
+    if not data.get("labels"):
+        raise ValueError(f"{generator_path}: holds no data settings (label table, spacing); export it with the "
+                         "select stage of this version")
+    table = LabelTable.from_config(data["labels"])
+    G, num_classes = load_generator(generator_path, device)
+    size = int(data["slice"]["size"])
+    spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
+    if data["modality"] == "CT":
+        lo, hi = data["preprocess"].get("ct_window", (-1000.0, 1000.0))
+    else:  # MR has no absolute scale: write [-1, 1] as 0..1000
+        lo, hi = 0.0, 1000.0
+    rows = []
+    for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
+        vol = load_volume(label_file, np.integer)
+        classes = table.apply(vol.array, str(label_file))
+        lab_c, aff_c = to_canonical(classes, vol.affine)
+        shape, affine = inplane_grid(lab_c.shape, aff_c, spacing_xy)
+        lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
+        body = lab_r > 0
+        slices = slice_case(np.full(shape, -1.0, np.float32), lab_r, body.astype(np.uint8),
+                            SliceSettings(size=size, min_body_fraction=0.0))
+        case_id = label_file.name.split(".")[0]
+        meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
+                "source_affine": vol.affine.tolist(), "intensity": {"lo": lo, "hi": hi},
+                "modality": data["modality"]}
+        case_dir = Path(out_dir) / case_id
+        label_out = save_volume(case_dir / "label.nii.gz", classes.astype(np.uint8), vol.affine)
+        for k in range(samples):
+            s = sample_seed(seed, case_id, k)
+            fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, s, batch, device)[:, 0].numpy()
+            volume = assemble_volume(slices, fake, meta)
+            if data["modality"] == "CT":
+                volume = np.clip(np.rint(volume), -32768, 32767).astype(np.int16)
+            out = save_volume(case_dir / f"sample_{k}.nii.gz", volume, vol.affine)
+            rows.append({"case_id": case_id, "sample": k, "seed": s, "volume": str(out), "label": str(label_out),
+                         "pngs": ""})
+    return rows

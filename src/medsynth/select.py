@@ -13,9 +13,13 @@ from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator: Path,
-                      fallback: str | None = None) -> dict:
+                      fallback: str | None = None, data: dict | None = None) -> dict:
     """Pick the best validation step by ``metric`` (or ``fallback`` when ``metric`` was never computed,
-    e.g. FID without its weights); export that EMA generator weights-only."""
+    e.g. FID without its weights); export that EMA generator weights-only.
+
+    ``data`` (label table, modality, preprocessing and slice settings) goes into
+    the exported file, so it can generate from new label maps on its own.
+    """
     run_dir = Path(run_dir)
     for name in (metric, fallback):
         if name is not None and name not in DIRECTIONS:
@@ -42,6 +46,7 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
     save_checkpoint(out_generator, {
         "kind": "generator", "step": step, "ema": state["ema"], "model": state["model"],
         "num_classes": state["num_classes"], "selected_by": {metric: value}, "version": medsynth.__version__,
+        "data": data or {},
     })
     runner_up = {"step": ranked[1][0], "value": ranked[1][1]} if len(ranked) > 1 else None
     summary = {

@@ -81,15 +81,16 @@ def inception_weights(tmp_path_factory):
     The batch-norm running statistics are calibrated on one random batch, so the stored buffers
     differ from a fresh network's and the features stay O(1) through the deep random network.
     """
-    torch.manual_seed(1234)
-    net = _fid_inception_architecture()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: one batch sets the running stats to its own
-    net.train()
-    with torch.no_grad():
-        net(torch.rand(2, 3, 299, 299) * 2 - 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(1234)
+        net = _fid_inception_architecture()
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average: one batch sets the running stats to its own
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(2, 3, 299, 299) * 2 - 1)
     state = {k: v.clone() for k, v in net.eval().state_dict().items()}
     folder = tmp_path_factory.mktemp("weights-inception")
     P.weight_path(folder, P.INCEPTION_FILE).parent.mkdir(parents=True)
@@ -99,8 +100,9 @@ def inception_weights(tmp_path_factory):
 
 @pytest.fixture
 def alexnet_weights(tmp_path):
-    torch.manual_seed(99)
-    state = torchvision.models.alexnet(weights=None).state_dict()
+    with torch.random.fork_rng():
+        torch.manual_seed(99)
+        state = torchvision.models.alexnet(weights=None).state_dict()
     folder = tmp_path / "weights-alexnet"
     P.weight_path(folder, P.ALEXNET_FILE).parent.mkdir(parents=True)
     torch.save(state, P.weight_path(folder, P.ALEXNET_FILE))

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from medsynth.io.tables import read_tsv
+from medsynth.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -96,6 +97,8 @@ def test_outputs_of_every_stage(finished):
     assert list((train_dir / "samples").glob("*.png"))
 
     selected = json.loads((w / "results/select/tiny/selected.json").read_text())
+    exported = load_checkpoint(w / "results/select/tiny/generator.pt")
+    assert exported["data"]["slice"]["size"] == 32 and len(exported["data"]["labels"]) == 10
     assert selected["step"] in (6, 12) and selected["metric"] == "fid" and not selected["fallback_used"]
 
     manifest = read_tsv(w / "results/generate/tiny/manifest.tsv")

@@ -12,6 +12,13 @@ rule select:
         run_dir=lambda w: f"results/train/{w.experiment}",
         metric=lambda w: config["experiments"][w.experiment].get("select_metric", config["select"]["metric"]),
         fallback=lambda w: config["experiments"][w.experiment].get("select_fallback", config["select"]["fallback"]),
+        data=lambda w: {
+            "labels": config["datasets"][experiment_dataset(w)]["labels"],
+            "modality": config["datasets"][image_dataset(w)]["modality"],
+            "preprocess": config["datasets"][image_dataset(w)]["preprocess"],
+            "label_preprocess": config["datasets"][experiment_dataset(w)]["preprocess"],
+            "slice": config["slice"],
+        },
     log:
         "logs/select/{experiment}.log",
     conda:
