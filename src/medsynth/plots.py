@@ -188,3 +188,29 @@ def preprocess_qc(path: Path, source, window: tuple[float, float], image, mask, 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: int, columns: int = 8,
+               dpi: int = 100, real_name: str = "real") -> Path:
+    """One test case across its slices: rows label | sample 1..K | real, columns evenly spaced slices."""
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    idx = np.unique(np.linspace(0, n - 1, min(columns, n)).round().astype(int))
+    rows = [("label", [label_to_rgb(display_view(labels[i]), num_classes) for i in idx])]
+    rows += [(f"sample {k + 1}", [display_view(np.asarray(s)[i]) for i in idx]) for k, s in enumerate(samples)]
+    rows.append((real_name, [display_view(np.asarray(reals)[i]) for i in idx]))
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(1.3 * len(idx), 1.35 * len(rows)), dpi=dpi,
+                             squeeze=False)
+    for r, (name, panels) in enumerate(rows):
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            if panel.ndim == 3:
+                ax.imshow(panel, interpolation="nearest")
+            else:
+                ax.imshow(panel, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.suptitle(f"{case_id}: slices across the volume", fontsize=9)
+    return _save(fig, path)

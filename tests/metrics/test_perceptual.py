@@ -186,9 +186,6 @@ def test_frechet_distance_of_singular_covariances_is_finite():
 
 @pytest.mark.skipif(tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 16),
                     reason="scipy < 1.16 has not deprecated sqrtm's disp argument")
-@pytest.mark.xfail(strict=True, reason="BUG: frechet_distance calls scipy.linalg.sqrtm(..., disp=False), deprecated "
-                                       "since SciPy 1.16 and removed in 1.18 (TypeError), which pyproject's "
-                                       "scipy<2 range allows")
 def test_frechet_distance_uses_no_deprecated_scipy_arguments():
     rng = np.random.default_rng(4)
     mu, s = rng.normal(size=4), spd(rng, 4)
@@ -441,9 +438,6 @@ def test_lpips_distances(alexnet_weights, offline):
     assert P.lpips_distances(model, x[:0], y[:0]).shape == (0,)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _hub_dir 'restores' torch.hub with set_dir(get_dir()), so after a load "
-                                       "the hub dir stays pinned to the old default and a later TORCH_HOME is "
-                                       "ignored (torch.hub's unset state is never restored)")
 def test_loading_leaves_torch_hub_dir_unpinned(alexnet_weights, offline, tmp_path, monkeypatch):
     folder, _ = alexnet_weights
     P.load_lpips(folder, CPU)

@@ -121,7 +121,7 @@ def test_outputs_of_every_stage(finished):
     stats = np.load(w / "results/metrics/phantom/inception_test.npz")
     assert bool(stats["available"]) and stats["features"].shape[1] == 2048
 
-    for name in ("metric_curves.png", "loss_curves.png", "samples.png"):
+    for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png"):
         with Image.open(w / "reports/tiny" / name) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100

@@ -122,6 +122,6 @@ def all_targets():
         targets += expand(
             "reports/{experiment}/{name}",
             experiment=exp,
-            name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png"],
+            name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png"],
         )
     return targets

@@ -34,9 +34,14 @@ rule report_samples:
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
     output:
-        report(
+        grid=report(
             "reports/{experiment}/samples.png",
             caption="../report/samples.rst",
+            category="{experiment}",
+        ),
+        strip=report(
+            "reports/{experiment}/case_strip.png",
+            caption="../report/case_strip.rst",
             category="{experiment}",
         ),
     params:
@@ -58,7 +63,8 @@ rule report_summary:
         test_metrics=rules.evaluate.output.metrics,
         metric_curves=rules.report_curves.output.metrics,
         loss_curves=rules.report_curves.output.losses,
-        samples=rules.report_samples.output[0],
+        samples=rules.report_samples.output.grid,
+        strip=rules.report_samples.output.strip,
     output:
         md="reports/{experiment}/summary.md",
         html="reports/{experiment}/summary.html",

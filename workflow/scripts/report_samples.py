@@ -3,7 +3,10 @@
 from pathlib import Path
 
 from medsynth.logs import log_to
-from medsynth.plots import test_sample_grid
+import numpy as np
+
+from medsynth.data.slicing import CaseSlices
+from medsynth.plots import case_strip, test_sample_grid
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -12,5 +15,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     cases = [(Path(p).parent.name, Path(p), gen_dir / Path(p).parent.name / "samples.npz") for p in sm.input.real]
     # Unpaired: the label map's own image is another modality, shown for orientation only.
     real_name = "real" if sm.params.mode == "paired" else "label source image"
-    test_sample_grid(cases, len(sm.params.labels), Path(sm.output[0]), rows=s["grid_rows"], dpi=s["dpi"],
+    test_sample_grid(cases, len(sm.params.labels), Path(sm.output.grid), rows=s["grid_rows"], dpi=s["dpi"],
                      real_name=real_name)
+    case_id, real_path, gen_path = sorted(cases)[0]
+    real = CaseSlices.load(real_path)
+    with np.load(gen_path) as f:
+        fakes = f["samples"].astype(np.float32)
+    case_strip(Path(sm.output.strip), case_id, real.labels, list(fakes), real.images, len(sm.params.labels),
+               dpi=s["dpi"], real_name=real_name)

@@ -15,6 +15,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             "Validation metrics during training": Path(sm.input.metric_curves),
             "Training losses": Path(sm.input.loss_curves),
             "Test samples (label | samples | real)": Path(sm.input.samples),
+            "One test case across its slices": Path(sm.input.strip),
         },
         Path(sm.output.md),
         Path(sm.output.html),

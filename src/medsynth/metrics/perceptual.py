@@ -40,6 +40,8 @@ def weight_path(weights_dir: Path, name: str) -> Path:
 
 def expected_sha256_prefix(name: str) -> str:
     """Upstream file names end in the first hex digits of the file's SHA-256."""
+    if "-" not in name:
+        raise ValueError(f"{name}: expected an upstream weight file name ending in -<sha256 prefix>.pth")
     return name.rsplit("-", 1)[1].split(".")[0]
 
 
@@ -70,20 +72,27 @@ def available(weights_dir: Path, names: tuple[str, ...], mode: str, check_hash: 
         log.warning("not computed: weights unavailable (%s)", msg)
         return False
     if check_hash:
-        for n in names:
-            verify(weight_path(weights_dir, n))
+        try:
+            for n in names:
+                verify(weight_path(weights_dir, n))
+        except WeightsUnavailable as exc:
+            if mode == "required":
+                raise
+            log.warning("not computed: weights unavailable (%s)", exc)
+            return False
     return True
 
 
 @contextlib.contextmanager
 def _hub_dir(weights_dir: Path):
     """torch.hub reads a file already in <hub dir>/checkpoints/ instead of downloading it."""
-    old = torch.hub.get_dir()
+    # torch.hub keeps "not set" (follow TORCH_HOME) apart from a set folder: restore exactly that state.
+    old = torch.hub._hub_dir
     torch.hub.set_dir(str(weights_dir))
     try:
         yield
     finally:
-        torch.hub.set_dir(old)
+        torch.hub._hub_dir = old
 
 
 def load_inception(weights_dir: Path, device: torch.device) -> torch.nn.Module:
@@ -130,11 +139,16 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with a small ridge when the product is singular."""
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = covmean.real
+    if np.iscomplexobj(covmean):
+        # Tiny imaginary parts are round-off; large ones mean the statistics are broken.
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Fréchet distance: matrix square root has an imaginary part "
+                             f"{np.max(np.abs(covmean.imag)):.3g}; are there enough images for the statistics?")
+        covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 

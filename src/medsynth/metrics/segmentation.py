@@ -1,0 +1,312 @@
+"""Segmentation consistency: can a segmenter trained on real images read the generated ones?
+
+A small U-Net is trained on REAL training slices. Its Dice/IoU on GENERATED
+test images, scored against the label maps they were generated from, is then
+set beside the same scores on the REAL test images (the upper bound). A
+generator whose images are realistic and faithful to their labels comes close
+to that bound; one that puts tissue in the wrong place, or gives organs the
+wrong contrast, falls short. Nothing pretrained is needed, so this works
+offline.
+
+Confusion matrices are ``(C, C)`` counts with rows = target class and
+columns = predicted class.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+
+KIND = "segmenter"
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """conv-BN-ReLU twice; no conv bias because BN's shift replaces it."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNetSegmenter(nn.Module):
+    """A plain U-Net: one conv block per level, max-pool down, bilinear up with skip concatenation.
+
+    ``channels`` gives the width of each level, from full resolution down to
+    the bottleneck; ``len(channels) - 1`` poolings follow, so the input size
+    must be divisible by ``2 ** (len(channels) - 1)``.
+    """
+
+    def __init__(self, num_classes: int, image_channels: int = 1, channels: Sequence[int] = (16, 32, 64)) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background and at least one class), got {num_classes}")
+        if image_channels < 1:
+            raise ValueError(f"image_channels must be >= 1, got {image_channels}")
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must be a non-empty list of positive widths, got {channels}")
+        self.num_classes = int(num_classes)
+        self.image_channels = int(image_channels)
+        self.channels = channels
+
+        self.down = nn.ModuleList()
+        prev = image_channels
+        for width in channels:
+            self.down.append(_conv_block(prev, width))
+            prev = width
+        # Decoder level i takes the upsampled level i+1 next to the skip of level i.
+        self.up = nn.ModuleList(
+            _conv_block(channels[i + 1] + channels[i], channels[i]) for i in reversed(range(len(channels) - 1))
+        )
+        self.head = nn.Conv2d(channels[0], num_classes, 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.image_channels:
+            raise ValueError(f"input must be (B, {self.image_channels}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = self.size_multiple
+        if h % m or w % m:
+            raise ValueError(f"image size {h}x{w} is not divisible by {m} (2 ** (len(channels) - 1)); "
+                             f"pad or crop the slices to a multiple of {m}")
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        x = skips.pop()  # the bottleneck has no skip partner
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _default_device(device: torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_pairs(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be (N, H, W) class ids, got shape {tuple(labels.shape)}")
+    if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match "
+                         "in number or size of slices")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: the segmenter needs at least one training slice")
+    if labels.is_floating_point():
+        raise ValueError(f"labels must hold integer class ids, got dtype {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels hold class ids {lo}..{hi}, outside 0..{num_classes - 1} (num_classes={num_classes})")
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice over the whole batch.
+
+    Cross-entropy is dominated by the many background pixels; this term gives
+    every class the same weight, so small organs are not ignored. ``eps``
+    keeps classes absent from a batch from dividing by zero.
+    """
+    probs = logits.softmax(dim=1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    total = probs.sum(dims) + onehot.sum(dims)
+    return 1 - ((2 * inter + eps) / (total + eps)).mean()
+
+
+def _random_flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample left-right and/or up-down, image and label alike (the label must stay aligned)."""
+    flips = torch.rand(2, x.shape[0], generator=g) < 0.5
+    fh, fv = flips[0].to(x.device), flips[1].to(x.device)
+    x = torch.where(fh[:, None, None, None], x.flip(-1), x)
+    y = torch.where(fh[:, None, None], y.flip(-1), y)
+    x = torch.where(fv[:, None, None, None], x.flip(-2), x)
+    y = torch.where(fv[:, None, None], y.flip(-2), y)
+    return x, y
+
+
+def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int, batch_size: int = 8,
+                    lr: float = 1e-3, seed: int = 0, device: torch.device | None = None,
+                    channels: Sequence[int] = (16, 32, 64)) -> UNetSegmenter:
+    """Train a U-Net on (real) ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N, H, W); return it in eval mode.
+
+    Adam on cross-entropy + soft Dice, ``steps`` batches drawn at random (with
+    replacement) from a generator seeded with ``seed``. The initial weights
+    come from the same seed, without touching torch's global RNG, so the same
+    call gives the same weights (on the same device and thread count).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_pairs(images, labels, num_classes)
+    device = _default_device(device)
+
+    # A private RNG scope: seeds the initial weights without changing the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = UNetSegmenter(num_classes, image_channels=images.shape[1], channels=channels)
+    model.to(device).train()
+    # Pooling needs the size multiple; fail here with the argument's name rather than inside forward.
+    h, w = images.shape[-2:]
+    if h % model.size_multiple or w % model.size_multiple:
+        raise ValueError(f"images are {h}x{w}, not divisible by {model.size_multiple} for channels={list(channels)}; "
+                         "pad or crop them, or use fewer levels")
+
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+        # Only the batch is converted: the stored set may be float16/uint8 to save memory.
+        x = images[idx].to(device).float()
+        y = labels[idx].to(device).long()
+        x, y = _random_flips(x, y, g)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y) + soft_dice_loss(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch: int = 32,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Argmax class per pixel, (N, H, W) int64 on the CPU, in batches of ``batch`` images.
+
+    The model runs in eval mode (BatchNorm's running statistics, so a slice's
+    prediction does not depend on the others in its batch); its previous mode
+    is restored afterwards.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(images[i : i + batch].to(device).float()).argmax(dim=1).cpu()
+               for i in range(0, images.shape[0], batch)]
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.empty((0, *images.shape[-2:]), dtype=torch.long)
+    return torch.cat(out).long()
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) int64 counts, rows = target class, columns = predicted class."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+    if pred.is_floating_point() or target.is_floating_point():
+        raise ValueError(f"pred and target must hold integer class ids, got {pred.dtype} and {target.dtype}")
+    p = pred.reshape(-1).long().cpu()
+    t = target.reshape(-1).long().cpu()
+    for name, v in (("pred", p), ("target", t)):
+        if v.numel() and (int(v.min()) < 0 or int(v.max()) >= num_classes):
+            raise ValueError(f"{name} holds class ids {int(v.min())}..{int(v.max())}, "
+                             f"outside 0..{num_classes - 1} (num_classes={num_classes})")
+    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_scores(conf: torch.Tensor) -> dict[str, list[float]]:
+    """Dice and IoU per class from a confusion matrix.
+
+    A class absent from both prediction and target has no score (NaN), not a
+    perfect one: averaging it in would flatter the mean. A class predicted but
+    absent from the target scores 0.
+    """
+    if conf.dim() != 2 or conf.shape[0] != conf.shape[1]:
+        raise ValueError(f"conf must be a square (C, C) matrix, got shape {tuple(conf.shape)}")
+    c = conf.double()
+    tp = c.diagonal()
+    fp = c.sum(dim=0) - tp
+    fn = c.sum(dim=1) - tp
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    dice_den = 2 * tp + fp + fn
+    iou_den = tp + fp + fn
+    dice = torch.where(dice_den > 0, 2 * tp / dice_den.clamp(min=1), nan)
+    iou = torch.where(iou_den > 0, tp / iou_den.clamp(min=1), nan)
+    return {"dice": dice.tolist(), "iou": iou.tolist()}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    present = [v for v in values if not math.isnan(v)]
+    return sum(present) / len(present) if present else float("nan")
+
+
+def summarize(conf: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
+    """One row per class, then ``mean (foreground)``: the mean over present classes 1.. (background left out).
+
+    Background is left out of the mean because it covers most of a slice and
+    would push every score towards 1.
+    """
+    if len(class_names) != conf.shape[0]:
+        raise ValueError(f"class_names has {len(class_names)} names for a {conf.shape[0]}-class confusion matrix; "
+                         "give one name per class, background first")
+    scores = per_class_scores(conf)
+    voxels = conf.sum(dim=1).tolist()
+    rows = [{"class": str(name), "dice": d, "iou": i, "voxels": int(v)}
+            for name, d, i, v in zip(class_names, scores["dice"], scores["iou"], voxels)]
+    rows.append({"class": "mean (foreground)", "dice": _nanmean(scores["dice"][1:]),
+                 "iou": _nanmean(scores["iou"][1:]), "voxels": int(sum(voxels[1:]))})
+    return rows
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_segmenter(model: UNetSegmenter, path: Path, num_classes: int, channels: Sequence[int]) -> Path:
+    """Write the weights with what is needed to rebuild the network (atomically, like training checkpoints)."""
+    channels = [int(c) for c in channels]
+    if getattr(model, "num_classes", num_classes) != num_classes or getattr(model, "channels", channels) != channels:
+        raise ValueError(f"num_classes={num_classes}, channels={channels} do not describe the model "
+                         f"(num_classes={model.num_classes}, channels={model.channels}); pass the model's own")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_checkpoint(path, {"kind": KIND, "state": state, "num_classes": int(num_classes),
+                                  "channels": channels,
+                                  "image_channels": int(getattr(model, "image_channels", 1))})
+
+
+def load_segmenter(path: Path, device: torch.device | None = None) -> UNetSegmenter:
+    """Rebuild a segmenter written by ``save_segmenter``, in eval mode on ``device`` (default: CPU)."""
+    payload = load_checkpoint(path, map_location="cpu")
+    if payload.get("kind") != KIND:
+        raise ValueError(f"{path}: not a segmenter checkpoint (kind={payload.get('kind')!r}); "
+                         "pass a file written by save_segmenter")
+    model = UNetSegmenter(int(payload["num_classes"]), image_channels=int(payload.get("image_channels", 1)),
+                          channels=payload["channels"])
+    model.load_state_dict(payload["state"])
+    return model.to(device if device is not None else "cpu").eval()

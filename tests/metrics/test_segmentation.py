@@ -1,0 +1,208 @@
+"""Segmentation consistency: scores by hand, the U-Net's shapes, training on toy slices, files."""
+
+import math
+
+import pytest
+import torch
+
+from medsynth.metrics.segmentation import (
+    UNetSegmenter,
+    confusion,
+    load_segmenter,
+    per_class_scores,
+    predict,
+    save_segmenter,
+    summarize,
+    train_segmenter,
+)
+from medsynth.train.checkpoint import save_checkpoint
+
+CPU = torch.device("cpu")
+NAMES = ["background", "outer", "inner"]
+TOY_LEVELS = torch.tensor([-1.0, 0.0, 0.6])  # the intensities toy_slices gives classes 0, 1, 2
+STEPS = 60
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These networks are tiny: a second thread buys little, and on a shared
+    # 2-core machine OpenMP threads spin-waiting on each other cost 10x.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def toy_data(make_toy_slices):
+    """Training slices and held-out ones (another seed: other disc positions and noise)."""
+    return make_toy_slices(n=24, size=32, seed=0), make_toy_slices(n=16, size=32, seed=5)
+
+
+_TRAINED: dict[str, UNetSegmenter] = {}
+
+
+@pytest.fixture
+def trained(toy_data) -> UNetSegmenter:
+    # Trained once and shared: make_toy_slices is function-scoped, so a module-scoped fixture cannot use it.
+    if "model" not in _TRAINED:
+        train, _ = toy_data
+        _TRAINED["model"] = train_segmenter(train.images, train.labels, num_classes=3, steps=STEPS, seed=0,
+                                            device=CPU)
+    return _TRAINED["model"]
+
+
+def foreground_dice(model, images, labels) -> float:
+    rows = summarize(confusion(predict(model, images), labels, 3), NAMES)
+    assert rows[-1]["class"] == "mean (foreground)"
+    return rows[-1]["dice"]
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def hand_example() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four classes; class 3 appears in neither prediction nor target."""
+    target = torch.zeros(2, 4, 4, dtype=torch.long)
+    pred = torch.zeros(2, 4, 4, dtype=torch.long)
+    target[0, 0:2, 2:4] = 1  # 4 pixels of class 1
+    target[0, 3, 0:2] = 2  # 2 pixels of class 2 ...
+    target[1, 1:3, 1:3] = 2  # ... and 4 more
+    pred[0, 0, 1:4] = 1  # (0,0,1) is a false positive, (0,0,2) and (0,0,3) are hits
+    pred[0, 1, 2] = 1  # hit; (0,1,3) is missed (predicted background)
+    pred[0, 3, 0] = 2  # hit; (0,3,1) is missed
+    pred[1, 1:3, 1:3] = 2  # 4 hits
+    pred[1, 0, 0] = 2  # false positive
+    return pred, target
+
+
+def test_confusion_and_scores_match_hand_counts():
+    pred, target = hand_example()
+    conf = confusion(pred, target, num_classes=4)
+    # rows = target, columns = prediction
+    expected = torch.tensor([[20, 1, 1, 0], [1, 3, 0, 0], [1, 0, 5, 0], [0, 0, 0, 0]])
+    assert conf.dtype == torch.int64
+    assert torch.equal(conf, expected)
+
+    scores = per_class_scores(conf)
+    # class 0: tp 20, fp 2, fn 2; class 1: tp 3, fp 1, fn 1; class 2: tp 5, fp 1, fn 1
+    want_dice = [40 / 44, 6 / 8, 10 / 12]
+    want_iou = [20 / 24, 3 / 5, 5 / 7]
+    assert scores["dice"][:3] == pytest.approx(want_dice, rel=1e-12)
+    assert scores["iou"][:3] == pytest.approx(want_iou, rel=1e-12)
+    assert math.isnan(scores["dice"][3]) and math.isnan(scores["iou"][3])
+
+    rows = summarize(conf, NAMES + ["absent"])
+    assert [r["class"] for r in rows] == NAMES + ["absent", "mean (foreground)"]
+    assert [r["voxels"] for r in rows] == [22, 4, 6, 0, 10]
+    # the absent class is left out of the mean, and so is background
+    assert rows[-1]["dice"] == pytest.approx((6 / 8 + 10 / 12) / 2, rel=1e-12)
+    assert rows[-1]["iou"] == pytest.approx((3 / 5 + 5 / 7) / 2, rel=1e-12)
+
+
+def test_perfect_and_false_positive_only_classes():
+    _, target = hand_example()
+    scores = per_class_scores(confusion(target, target, num_classes=4))
+    assert scores["dice"][:3] == [1.0, 1.0, 1.0] and scores["iou"][:3] == [1.0, 1.0, 1.0]
+    assert math.isnan(scores["dice"][3])
+
+    # a class that is only predicted, never present, is an error (0), not "no score" (NaN)
+    pred = target.clone()
+    pred[0, 0, 0] = 3
+    assert per_class_scores(confusion(pred, target, num_classes=4))["dice"][3] == 0.0
+
+
+def test_scores_reject_bad_arguments():
+    pred, target = hand_example()
+    with pytest.raises(ValueError, match="target holds class ids 0..2"):
+        confusion(pred.clamp(max=1), target, num_classes=2)
+    with pytest.raises(ValueError, match="same shape"):
+        confusion(pred[:1], target, num_classes=4)
+    with pytest.raises(ValueError, match="class_names has 3 names"):
+        summarize(confusion(pred, target, num_classes=4), NAMES)
+
+
+# --------------------------------------------------------------------------- network
+
+
+def test_unet_output_shape_and_size_check():
+    model = UNetSegmenter(num_classes=5).eval()
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 5, 32, 32)
+    assert UNetSegmenter(3, channels=(4, 8)).eval()(torch.zeros(1, 1, 30, 30)).shape == (1, 3, 30, 30)
+    with pytest.raises(ValueError, match="30"):
+        model(torch.zeros(2, 1, 30, 32))
+    with pytest.raises(ValueError, match="30"):
+        model(torch.zeros(2, 1, 32, 30))
+
+
+def test_train_rejects_mismatched_inputs(make_toy_slices):
+    s = make_toy_slices(n=4, size=32)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        train_segmenter(s.images, s.labels, num_classes=2, steps=1, device=CPU)
+    with pytest.raises(ValueError, match="do not match"):
+        train_segmenter(s.images[:3], s.labels, num_classes=3, steps=1, device=CPU)
+    with pytest.raises(ValueError, match="30x30"):
+        train_segmenter(s.images[..., :30, :30], s.labels[..., :30, :30], num_classes=3, steps=1, device=CPU)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_learns_the_toy_classes(trained, toy_data):
+    _, test = toy_data
+    untrained = train_segmenter(test.images, test.labels, num_classes=3, steps=0, seed=0, device=CPU)
+    good = foreground_dice(trained, test.images, test.labels)
+    bad = foreground_dice(untrained, test.images, test.labels)
+    assert good > 0.8
+    assert bad < good - 0.4
+
+
+def test_training_is_deterministic_given_the_seed(toy_data):
+    train, _ = toy_data
+
+    def weights(seed: int) -> list[torch.Tensor]:
+        model = train_segmenter(train.images, train.labels, num_classes=3, steps=15, seed=seed, device=CPU)
+        return list(model.state_dict().values())
+
+    a, b, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, other))
+
+    # the seed is private: the caller's random stream goes on as if training had not happened
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_segmenter(train.images, train.labels, num_classes=3, steps=1, seed=7, device=CPU)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_swapped_contrast_scores_below_real_images(trained, toy_data):
+    """The consistency idea: 'generated' images with the organ contrasts swapped are segmented worse."""
+    _, test = toy_data
+    labels = test.labels.long()
+    noise = test.images.float() - TOY_LEVELS[labels][:, None]
+    swapped = TOY_LEVELS[[0, 2, 1]][labels][:, None] + noise  # class 1 bright, class 2 dark
+    real = foreground_dice(trained, test.images, test.labels)
+    fake = foreground_dice(trained, swapped, test.labels)
+    assert fake < real - 0.2
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_save_load_round_trip(trained, toy_data, tmp_path):
+    _, test = toy_data
+    path = save_segmenter(trained, tmp_path / "seg.pt", num_classes=3, channels=(16, 32, 64))
+    loaded = load_segmenter(path, CPU)
+    assert not loaded.training
+    assert torch.equal(predict(loaded, test.images), predict(trained, test.images))
+    with torch.no_grad():
+        assert torch.equal(loaded(test.images[:4].float()), trained(test.images[:4].float()))
+
+
+def test_load_rejects_other_checkpoints(tmp_path):
+    path = save_checkpoint(tmp_path / "generator.pt", {"kind": "generator", "state": {}})
+    with pytest.raises(ValueError, match="generator.pt"):
+        load_segmenter(path, CPU)
+    with pytest.raises(ValueError, match="num_classes=4"):
+        save_segmenter(UNetSegmenter(3), tmp_path / "x.pt", num_classes=4, channels=(16, 32, 64))
