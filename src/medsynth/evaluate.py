@@ -18,6 +18,7 @@ import torch
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.perceptual import perceptual_scores
+from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
 from medsynth.train.run import load_slices
 
 COLUMNS = ["metric", "mean", "std", "n", "note"]
@@ -88,3 +89,34 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
                     else NO_WEIGHTS)
             summary.append({"metric": name, "mean": value, "std": std, "n": n if not note else 0, "note": note})
     return summary, per_case
+
+
+SEG_COLUMNS = ["class", "dice_generated", "iou_generated", "dice_real", "iou_real", "voxels"]
+
+
+def segmentation_consistency(segmenter_path: Path, cases: Sequence[tuple[str, Path, Path]],
+                             reference_files: Sequence[Path], class_names: Sequence[str],
+                             device: torch.device | None = None) -> list[dict]:
+    """Per-class Dice/IoU of a segmenter trained on real images, on generated vs real test images.
+
+    Generated images are scored against the label maps they were generated
+    from; real test images of the image dataset against their own labels (the
+    upper bound: what the segmenter achieves on real data).
+    """
+    model = load_segmenter(Path(segmenter_path), device)
+    n = len(class_names)
+    if model.num_classes != n:
+        raise ValueError(f"{segmenter_path}: segmenter has {model.num_classes} classes, the label table {n}; "
+                         "the image dataset must use the experiment's label table")
+    conf_gen = torch.zeros(n, n, dtype=torch.int64)
+    for _, real_path, gen_path in sorted(cases):
+        labels = torch.from_numpy(CaseSlices.load(Path(real_path)).labels).long()
+        with np.load(gen_path) as f:
+            fakes = torch.from_numpy(f["samples"].astype(np.float32))
+        for fake in fakes:
+            conf_gen += confusion(predict(model, fake[:, None], device=device), labels, n)
+    reference = load_slices(reference_files)
+    conf_real = confusion(predict(model, reference.images.float(), device=device), reference.labels.long(), n)
+    gen, real = summarize(conf_gen, class_names), summarize(conf_real, class_names)
+    return [{"class": g["class"], "dice_generated": g["dice"], "iou_generated": g["iou"], "dice_real": r["dice"],
+             "iou_real": r["iou"], "voxels": g["voxels"]} for g, r in zip(gen, real)]

@@ -35,9 +35,11 @@ def write_summary(
     figures: Mapping[str, Path],
     md_path: Path,
     html_path: Path,
+    tables: Mapping[str, Path] | None = None,
 ) -> None:
     selected = json.loads(Path(selected_json).read_text())
     metrics = read_tsv(test_metrics_tsv)
+    extra = {title: read_tsv(p) for title, p in (tables or {}).items()}
     md_dir = Path(md_path).parent
     rel = {title: Path(p).resolve().relative_to(md_dir.resolve()) for title, p in figures.items()}
     md = [
@@ -46,14 +48,18 @@ def write_summary(
         "## Test-set metrics (generated vs real, test split only)\n",
         _table_md(metrics),
     ]
+    for title, rows in extra.items():
+        md += [f"## {title}\n", _table_md(rows)]
     for title, path in rel.items():
         md += [f"## {title}\n", f"![{title}]({path})\n"]
     Path(md_path).write_text("\n".join(md))
 
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in r) + "</tr>" for r in metrics
-    )
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in (metrics[0] if metrics else []))
+    def table_html(rows: list[dict]) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in (rows[0] if rows else []))
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
+
+    tables_html = "".join(f"<h2>{html.escape(t)}</h2>{table_html(r)}" for t, r in extra.items())
     figs = "".join(
         f"<h2>{html.escape(t)}</h2><img src='{html.escape(str(p))}' style='max-width:100%'>" for t, p in rel.items()
     )
@@ -62,6 +68,6 @@ def write_summary(
         f"<title>medsynth {html.escape(experiment)}</title></head><body>"
         f"<h1>medsynth experiment <code>{html.escape(experiment)}</code></h1>"
         f"<p>Selected checkpoint: step <b>{selected['step']}</b>, {html.escape(selected['reason'])}.</p>"
-        f"<h2>Test-set metrics</h2><table border='1' cellpadding='4'><tr>{head}</tr>{rows}</table>"
+        f"<h2>Test-set metrics</h2>{table_html(metrics)}{tables_html}"
         f"{figs}</body></html>"
     )

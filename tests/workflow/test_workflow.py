@@ -52,7 +52,8 @@ TINY = {
     },
     "generate": {"samples": 2},
     # Random weights the fixture writes: the FID/KID/LPIPS code runs for real, offline.
-    "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20},
+    "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20,
+                "segmenter_steps": 20},
     "report": {"dpi": 50, "grid_rows": 3},
 }
 
@@ -115,9 +116,13 @@ def test_outputs_of_every_stage(finished):
 
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
     assert set(test_metrics) == {"ssim", "psnr", "rmse", "body_dice", "intensity_w1", "fid", "kid", "lpips",
-                                 "lpips_diversity"}
+                                 "lpips_diversity", "seg_dice_generated", "seg_dice_real"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     assert all(math.isfinite(float(r[k])) for r in metrics for k in ("fid", "kid"))  # FID during validation
+    seg = read_tsv(w / "results/evaluate/tiny/segmentation.tsv")
+    assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (foreground)"
+    assert 0 <= float(test_metrics["seg_dice_real"]["mean"]) <= 1
+    assert "Segmentation consistency" in (w / "reports/tiny/summary.md").read_text()
     stats = np.load(w / "results/metrics/phantom/inception_test.npz")
     assert bool(stats["available"]) and stats["features"].shape[1] == 2048
 

@@ -8,12 +8,15 @@ rule evaluate:
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
         reference=lambda w: case_slices(image_dataset(w), ("test",)),
         real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
+        segmenter=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
         per_case="results/evaluate/{experiment}/per_case.tsv",
+        segmentation="results/evaluate/{experiment}/segmentation.tsv",
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
         metrics=config["metrics"],
+        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

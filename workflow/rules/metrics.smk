@@ -37,3 +37,22 @@ rule real_stats:
         ENV
     script:
         "../scripts/real_stats.py"
+
+
+rule segmenter:
+    input:
+        slices=lambda w: case_slices(w.dataset, ("train",)),
+    output:
+        "results/segmenter/{dataset}/segmenter.pt",
+    params:
+        settings=config["metrics"],
+        labels=lambda w: config["datasets"][w.dataset]["labels"],
+    log:
+        "logs/metrics/{dataset}_segmenter.log",
+    benchmark:
+        "benchmarks/metrics/{dataset}_segmenter.tsv"
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/segmenter.py"

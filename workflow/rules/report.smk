@@ -61,6 +61,7 @@ rule report_summary:
     input:
         selected=rules.select.output.selected,
         test_metrics=rules.evaluate.output.metrics,
+        segmentation=rules.evaluate.output.segmentation,
         metric_curves=rules.report_curves.output.metrics,
         loss_curves=rules.report_curves.output.losses,
         samples=rules.report_samples.output.grid,

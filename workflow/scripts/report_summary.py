@@ -19,4 +19,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         },
         Path(sm.output.md),
         Path(sm.output.html),
+        tables={"Segmentation consistency (U-Net trained on real images; Dice/IoU per class)":
+                Path(sm.input.segmentation)},
     )

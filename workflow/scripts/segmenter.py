@@ -1,0 +1,22 @@
+"""Snakemake script: the U-Net segmenter behind segmentation consistency, trained on real training slices."""
+
+from pathlib import Path
+
+import torch
+
+from medsynth.data.labels import LabelTable
+from medsynth.logs import log_to
+from medsynth.metrics.segmentation import save_segmenter, train_segmenter
+from medsynth.train.loop import resolve_device
+from medsynth.train.run import load_slices
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    torch.set_num_threads(sm.threads)
+    s = sm.params.settings
+    data = load_slices(sm.input.slices)
+    num_classes = LabelTable.from_config(sm.params.labels).num_classes
+    channels = (16, 32, 64)
+    model = train_segmenter(data.images, data.labels, num_classes, steps=s["segmenter_steps"],
+                            batch_size=s["segmenter_batch"], device=resolve_device("auto"), channels=channels)
+    save_segmenter(model, Path(sm.output[0]), num_classes, channels)
