@@ -49,9 +49,11 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
         real_t = torch.from_numpy(real.images)[:, None]
         body = torch.from_numpy(real.masks)[:, None].float()
         reals.append(real_t)
-        first.append(torch.from_numpy(fakes[0])[:, None])
-        if len(fakes) > 1:
-            second.append(torch.from_numpy(fakes[1])[:, None])
+        # Diversity: every pair of samples of the same label maps.
+        for i in range(len(fakes)):
+            for j in range(i + 1, len(fakes)):
+                first.append(torch.from_numpy(fakes[i])[:, None])
+                second.append(torch.from_numpy(fakes[j])[:, None])
         for k, fake in enumerate(fakes):
             fake_t = torch.from_numpy(fake)[:, None]
             m = paired_metrics(fake_t, real_t) if paired else {}
@@ -77,7 +79,8 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
     if real_stats is not None and perceptual is not None:
         scores = perceptual_scores(fake, real_stats, perceptual, device or torch.device("cpu"),
-                                   torch.cat(reals) if paired else None, torch.cat(second) if second else None)
+                                   torch.cat(reals) if paired else None,
+                                   (torch.cat(first), torch.cat(second)) if second else None)
         for name, std, n in (("fid", math.nan, fake.shape[0]), ("kid", scores["kid_std"], fake.shape[0]),
                              ("lpips", math.nan, sum(len(r) for r in reals)),
                              ("lpips_diversity", math.nan, sum(len(x) for x in second))):

@@ -90,13 +90,20 @@ def metric_curves(metrics_tsv: Path, path: Path, selected_step: int | None = Non
     cols = _columns(metrics_tsv)
     names = [k for k in cols if k != "step"]
     n = max(1, len(names))
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.0), dpi=dpi, squeeze=False)
-    for ax, name in zip(axes[0], names):
+    ncols = min(4, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), dpi=dpi, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         values = cols[name]
         if np.isfinite(values).any():
             ax.plot(cols["step"], values, marker="o", ms=3)
         else:
             ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
+        if len(cols.get("step", [])):
+            ax.set_xlim(0, max(cols["step"]) * 1.05)
         if selected_step is not None:
             ax.axvline(selected_step, color="tab:red", ls="--", lw=1, label=f"selected (step {selected_step})")
             ax.legend(fontsize=7)

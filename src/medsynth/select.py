@@ -33,7 +33,7 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
 
     requested, scored, note = metric, finite(metric), ""
     if not scored and fallback is not None:
-        note = f"{requested} was not computed (see metrics.tsv); fell back to {fallback}. "
+        note = f"{requested} was not computed (see metrics.tsv), so the fallback {fallback} decided: "
         metric, scored = fallback, finite(fallback)
     if not scored:
         raise ValueError(f"{run_dir / 'metrics.tsv'}: no finite '{metric}' values with a checkpoint to select from")

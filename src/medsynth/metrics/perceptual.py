@@ -202,9 +202,10 @@ def save_real_stats(images: torch.Tensor, path: Path, settings: dict, device: to
 
 
 def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, device: torch.device,
-                      paired_real: torch.Tensor | None = None, second_sample: torch.Tensor | None = None
-                      ) -> dict[str, float]:
-    """FID, KID (mean, std), LPIPS to the paired real image and LPIPS diversity between two samples.
+                      paired_real: torch.Tensor | None = None,
+                      sample_pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """FID, KID (mean, std), LPIPS to the paired real image, and diversity: the mean LPIPS over
+    ``sample_pairs`` (two samples of the same label map, every pair).
 
     NaN for whatever cannot be computed (weights missing, no paired reference,
     a single sample), so callers write "NA" rather than a made-up number.
@@ -220,14 +221,13 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
         out["kid"], out["kid_std"] = kernel_inception_distance(
             feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100),
             settings.get("kid_subset_size", 1000))
-    needs_lpips = paired_real is not None or second_sample is not None
+    needs_lpips = paired_real is not None or sample_pairs is not None
     if needs_lpips and available(folder, (ALEXNET_FILE,), settings["perceptual"]):
         model = load_lpips(folder, device)
         if paired_real is not None:
             out["lpips"] = float(lpips_distances(model, fake[: len(paired_real)], paired_real, device=device).mean())
-        if second_sample is not None:
-            first = fake[: len(second_sample)]
-            out["lpips_diversity"] = float(lpips_distances(model, first, second_sample, device=device).mean())
+        if sample_pairs is not None:
+            out["lpips_diversity"] = float(lpips_distances(model, *sample_pairs, device=device).mean())
     return out
 
 
