@@ -24,7 +24,8 @@ from medsynth.train.run import load_slices
 COLUMNS = ["metric", "mean", "std", "n", "note"]
 NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
 NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
-CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "body_dice"]
+CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body",
+                "body_dice"]
 
 
 def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
@@ -56,7 +57,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
                 second.append(torch.from_numpy(fakes[j])[:, None])
         for k, fake in enumerate(fakes):
             fake_t = torch.from_numpy(fake)[:, None]
-            m = paired_metrics(fake_t, real_t) if paired else {}
+            m = paired_metrics(fake_t, real_t, body=body) if paired else {}
             m["body_dice"] = body_dice(fake_t, body, threshold)
             for name, values in m.items():
                 per_image.setdefault(name, []).append(values.numpy())
@@ -67,7 +68,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     if not per_image:
         raise ValueError("no test slices to evaluate: is the test split empty?")
     summary = []
-    for name in ("ssim", "psnr", "rmse", "body_dice"):
+    for name in ("ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice"):
         if name not in per_image:
             summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0, "note": NOT_PAIRED})
             continue

@@ -51,3 +51,29 @@ def test_identical_images_are_perfect(pair):
 def test_data_range_matters(pair):
     fake, real = pair
     assert not torch.allclose(ssim(t(fake), t(real), 2.0), ssim(t(fake), t(real), 255.0))
+
+
+def test_body_variants_score_only_inside_the_mask(pair):
+    from medsynth.metrics.image import paired_metrics
+
+    fake, real = pair
+    body = torch.zeros(3, 1, 40, 48)
+    body[:, :, 10:30, 12:36] = 1
+    f, r = t(fake), t(real)
+    m = paired_metrics(f, r, body=body)
+    inside = (body > 0).expand_as(f)
+    expected_rmse = torch.sqrt(((f - r) ** 2 * inside).sum(dim=(1, 2, 3)) / inside.sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(m["rmse_body"], expected_rmse.float())
+    # Changing pixels outside the body leaves the body scores unchanged and moves the whole-image ones.
+    f2 = f.clone()
+    f2[~inside] = 1.0
+    m2 = paired_metrics(f2, r, body=body)
+    torch.testing.assert_close(m2["rmse_body"], m["rmse_body"])
+    torch.testing.assert_close(m2["psnr_body"], m["psnr_body"])
+    assert not torch.allclose(m2["rmse"], m["rmse"])
+    # SSIM inside: the window may reach 5 px beyond the mask, so compare against a mask shrunk by 5 px.
+    f3 = f.clone()
+    far = torch.ones_like(body, dtype=torch.bool)
+    far[:, :, 5:35, 7:41] = False
+    f3[far.expand_as(f3)] = 1.0
+    torch.testing.assert_close(paired_metrics(f3, r, body=body)["ssim_body"], m["ssim_body"])

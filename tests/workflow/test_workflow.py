@@ -115,8 +115,9 @@ def test_outputs_of_every_stage(finished):
         assert pngs and np.asarray(Image.open(pngs[0])).shape == (32, 32)
 
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
-    assert set(test_metrics) == {"ssim", "psnr", "rmse", "body_dice", "intensity_w1", "fid", "kid", "lpips",
-                                 "lpips_diversity", "seg_dice_generated", "seg_dice_real"}
+    assert set(test_metrics) == {"ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice",
+                                 "intensity_w1", "fid", "kid", "lpips", "lpips_diversity", "seg_dice_generated",
+                                 "seg_dice_real"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     assert all(math.isfinite(float(r[k])) for r in metrics for k in ("fid", "kid"))  # FID during validation
     seg = read_tsv(w / "results/evaluate/tiny/segmentation.tsv")
