@@ -84,10 +84,11 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if n == 1 and script.cut_first_at is not None:
             body = body[: script.cut_first_at]
-        self.wfile.write(body)
-        self.wfile.flush()
+        # Recorded before writing: the client may finish reading before this thread runs on.
         with script.lock:
             script.sent.append(len(body))
+        self.wfile.write(body)
+        self.wfile.flush()
         if n == 1 and script.cut_first_at is not None:
             self.connection.shutdown(socket.SHUT_RDWR)  # the client sees EOF before Content-Length
 
@@ -96,9 +97,9 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", "0")
-        self.end_headers()
         with script.lock:
             script.sent.append(0)
+        self.end_headers()
 
 
 @dataclass

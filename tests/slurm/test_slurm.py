@@ -1,0 +1,75 @@
+"""The workflow through profiles/slurm on a real single-node SLURM (started by start-local-slurm.sh)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medsynth.io.tables import read_tsv
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+LABELS = [{"name": n, "values": [i]} for i, n in enumerate(
+    ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])]
+CONFIG = {
+    "datasets": {"phantom": {
+        "source": "phantom", "modality": "CT", "labels": LABELS, "preprocess": {"spacing_xy": 12.0},
+        "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]}}},
+    "slice": {"size": 32},
+    "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    "experiments": {"tiny": {"dataset": "phantom", "train": {
+        "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6,
+        "device": "cpu", "val_max_slices": 4}}},
+    "metrics": {"perceptual": "off", "segmenter_steps": 10},
+    "report": {"dpi": 50, "grid_rows": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root (apt-get and the daemons)")
+    state = tmp_path_factory.mktemp("slurm-state")
+    env = {**os.environ, "MEDSYNTH_SLURM_STATE": str(state)}
+    try:
+        started = subprocess.run(["bash", str(HERE / "start-local-slurm.sh")], env=env, capture_output=True,
+                                 text=True, timeout=600)
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield env
+    finally:
+        subprocess.run(["bash", str(HERE / "stop-local-slurm.sh")], env=env, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    # The test overlay is given as the workflow profile: its keys replace the main profile's
+    # (status command, check interval, the test cluster's partitions and small resources).
+    cmd = ["timeout", "-s", "INT", "900", sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(HERE / "profile"),
+           "--configfile", "config.yaml"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=cluster, capture_output=True, text=True, timeout=1000)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for path in ("results/evaluate/tiny/test_metrics.tsv", "reports/tiny/summary.md", "reports/tiny/samples.png",
+                 "results/select/tiny/selected.json"):
+        assert (tmp_path / path).is_file(), path
+    assert len(read_tsv(tmp_path / "results/train/tiny/losses.tsv")) == 12
+
+    # Every job went through SLURM; the training job to the GPU partition with a GPU and the time-limit signal.
+    jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%P|%k"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    train = [j.split("|") for j in jobs if "rule_train_" in j]
+    assert len(train) == 1 and train[0][1] == "gpu"
+    detail = subprocess.run(["scontrol", "show", "job", train[0][0]], capture_output=True, text=True).stdout
+    assert "gres:gpu:1" in detail or "gres/gpu=1" in detail, detail
+    assert any("rule_preprocess_" in j and "|cpu|" in j for j in jobs)
+    log = result.stdout + result.stderr
+    assert "--signal=B:USR1@60" in log
+    assert shutil.which("sbatch")
