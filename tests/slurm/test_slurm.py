@@ -71,5 +71,6 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     assert "gres:gpu:1" in detail or "gres/gpu=1" in detail, detail
     assert any("rule_preprocess_" in j and "|cpu|" in j for j in jobs)
     log = result.stdout + result.stderr
-    assert "--signal=B:USR1@60" in log
+    assert "--signal=USR1@60" in log
     assert shutil.which("sbatch")
+
