@@ -27,6 +27,16 @@ def label_to_rgb(label: np.ndarray, num_classes: int) -> np.ndarray:
     return label_colors(num_classes)[np.asarray(label, dtype=np.int64)]
 
 
+def _show_panel(ax, panel: np.ndarray) -> None:
+    """An RGB label picture as it is, a grey image on the fixed [-1, 1] scale; no ticks."""
+    if panel.ndim == 3:
+        ax.imshow(panel, interpolation="nearest")
+    else:
+        ax.imshow(panel, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,12 +73,7 @@ def sample_grid(
             panels.append(display_view(reals[r]))
         for c, panel in enumerate(panels):
             ax = axes[r, c]
-            if panel.ndim == 3:
-                ax.imshow(panel, interpolation="nearest")
-            else:
-                ax.imshow(panel, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show_panel(ax, panel)
             if r == 0:
                 ax.set_title(heads[c], fontsize=8)
         if row_names is not None:
@@ -211,12 +216,7 @@ def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: in
     for r, (name, panels) in enumerate(rows):
         for c, panel in enumerate(panels):
             ax = axes[r, c]
-            if panel.ndim == 3:
-                ax.imshow(panel, interpolation="nearest")
-            else:
-                ax.imshow(panel, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show_panel(ax, panel)
             if c == 0:
                 ax.set_ylabel(name, fontsize=7)
     fig.suptitle(f"{case_id}: slices across the volume", fontsize=9)
