@@ -38,7 +38,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     pretrained weights are there.
     """
     per_image: dict[str, list[np.ndarray]] = {}
-    per_case, all_fake, all_body = [], [], []
+    per_case, all_fake = [], []
     first, second, reals = [], [], []
     for case_id, real_path, gen_path in sorted(cases):
         real = CaseSlices.load(Path(real_path))
@@ -64,7 +64,6 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             per_case.append({"case_id": case_id, "sample": k, "slices": len(z),
                              **{name: float(v.mean()) for name, v in m.items()}})
             all_fake.append(fake_t)
-            all_body.append(body)
     if not per_image:
         raise ValueError("no test slices to evaluate: is the test split empty?")
     summary = []

@@ -102,8 +102,18 @@ def generate_case(
         vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", volume, source_affine)
         rows.append({"case_id": case_id, "sample": k, "seed": seed, "volume": str(vol_file),
                      "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
-    np.savez_compressed(case_dir / "samples.npz", samples=np.stack(stacks).astype(np.float16), z=slices.z)
+    np.savez_compressed(samples_file(out_dir, case_id), samples=np.stack(stacks).astype(np.float16), z=slices.z)
     return rows
+
+
+def samples_file(out_dir: Path, case_id: str) -> Path:
+    """Where ``generate_case`` stores a case's generated slices (all samples, float16)."""
+    return Path(out_dir) / case_id / "samples.npz"
+
+
+def generated_cases(real_files: Sequence[str | Path], out_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(case id, real slices.npz, generated samples.npz) for the test cases' slice files."""
+    return [(Path(p).parent.name, Path(p), samples_file(out_dir, Path(p).parent.name)) for p in real_files]
 
 
 def generate_cases(

@@ -4,13 +4,13 @@ from pathlib import Path
 
 from medsynth.evaluate import CASE_COLUMNS, COLUMNS, SEG_COLUMNS, evaluate_cases, segmentation_consistency
 from medsynth.io.tables import write_tsv
+from medsynth.generate import generated_cases
 from medsynth.logs import log_to
 from medsynth.train.loop import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    gen_dir = Path(sm.input.cases)
-    cases = [(Path(p).parent.name, Path(p), gen_dir / Path(p).parent.name / "samples.npz") for p in sm.input.real]
+    cases = generated_cases(sm.input.real, Path(sm.input.cases))
     summary, per_case = evaluate_cases(cases, sm.params.mode == "paired", sm.input.reference,
                                        real_stats=Path(sm.input.real_stats), perceptual=sm.params.metrics,
                                        device=resolve_device("auto"))

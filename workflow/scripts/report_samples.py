@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from medsynth.generate import generated_cases
 from medsynth.logs import log_to
 import numpy as np
 
@@ -11,8 +12,7 @@ from medsynth.plots import case_strip, test_sample_grid
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     s = sm.params.settings
-    gen_dir = Path(sm.input.cases)
-    cases = [(Path(p).parent.name, Path(p), gen_dir / Path(p).parent.name / "samples.npz") for p in sm.input.real]
+    cases = generated_cases(sm.input.real, Path(sm.input.cases))
     # Unpaired: the label map's own image is another modality, shown for orientation only.
     real_name = "real" if sm.params.mode == "paired" else "label source image"
     test_sample_grid(cases, len(sm.params.labels), Path(sm.output.grid), rows=s["grid_rows"], dpi=s["dpi"],
