@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.geometry import canonical_grid, inplane_grid, resample_to_grid, to_canonical
 from medsynth.io.nifti import voxel_spacing
 
 
@@ -59,6 +59,10 @@ def test_to_canonical_permuted_axes_every_voxel_keeps_its_world_point() -> None:
         src_idx = np.rint(src[:3]).astype(int)
         np.testing.assert_allclose(src[:3], src_idx, atol=1e-9)  # lands exactly on a source voxel
         assert out[idx] == arr[tuple(src_idx)]
+    # The grid alone, without moving voxels, is the same.
+    shape_c, aff_c = canonical_grid(arr.shape, affine)
+    assert shape_c == out.shape
+    np.testing.assert_array_equal(aff_c, aff)
 
 
 def test_to_canonical_on_ras_is_unchanged() -> None:
@@ -186,3 +190,35 @@ def test_cval_fills_outside_source(flipped_affine: np.ndarray) -> None:
     out = resample_to_grid(img, flipped_affine, shifted, (5, 5, 2), order=1, cval=-1.0)
     np.testing.assert_array_equal(out[:2], 1.0)
     np.testing.assert_array_equal(out[3:], -1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_linear_resampling_of_integer_images_gives_float32_without_wraparound(
+    flipped_affine: np.ndarray, dtype: type
+) -> None:
+    # Neighbours 0 and the type's maximum: an integer b - a would wrap (unsigned) or overflow (int16).
+    top = min(np.iinfo(dtype).max, 30000)
+    img = np.zeros((40, 40, 3), dtype=dtype)
+    img[::2] = top
+    new_shape, new_aff = inplane_grid(img.shape, flipped_affine, 1.5 * 2.5)  # 1.5 source voxels per output voxel
+    out = resample_to_grid(img, flipped_affine, new_aff, new_shape, order=1, cval=0.0)
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= top
+    assert np.any((out > 0.1 * top) & (out < 0.9 * top))  # truly interpolated, not rounded to a neighbour
+    reference = resample_to_grid(img.astype(np.float32), flipped_affine, new_aff, new_shape, order=1, cval=0.0)
+    np.testing.assert_allclose(out, reference, rtol=1e-6)
+
+
+def test_nearest_resampling_keeps_the_label_dtype(flipped_affine: np.ndarray) -> None:
+    lab = np.arange(6 * 7 * 3, dtype=np.uint8).reshape(6, 7, 3)
+    new_shape, new_aff = inplane_grid(lab.shape, flipped_affine, 5.0)
+    assert resample_to_grid(lab, flipped_affine, new_aff, new_shape, order=0).dtype == np.uint8
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_threaded_slabs_give_the_same_volume(flipped_affine: np.ndarray, order: int) -> None:
+    img = _smooth_field(flipped_affine, (30, 34, 11))
+    new_shape, new_aff = inplane_grid(img.shape, flipped_affine, 3.3)
+    one = resample_to_grid(img, flipped_affine, new_aff, new_shape, order=order, cval=-2.0)
+    three = resample_to_grid(img, flipped_affine, new_aff, new_shape, order=order, cval=-2.0, workers=3)
+    np.testing.assert_array_equal(three, one)

@@ -41,14 +41,23 @@ def test_values_given_as_strings_are_integers() -> None:
     np.testing.assert_array_equal(table.apply(np.array([7, 0, 7]), "f"), [1, 0, 1])
 
 
+BAD_VALUES = {"gap": [4], "gap_and_above": [4, 99], "above_max": [200], "negative": [-1],
+              "beyond_uint16": [70000], "uint8_max": [255]}
+
+
+def _fits(values: list[int], dtype: type) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= min(values) and max(values) <= info.max
+
+
 @pytest.mark.parametrize(
-    "bad_values",
-    [[4], [4, 99], [200], [-1]],
-    ids=["gap", "gap_and_above", "above_max", "negative"],
+    "bad_values, dtype",
+    [pytest.param(v, t, id=f"{k}-{np.dtype(t).name}") for k, v in BAD_VALUES.items()
+     for t in (np.int32, np.uint8, np.uint16, np.int16) if _fits(v, t)],
 )
-def test_unknown_values_raise_naming_values_and_source(bad_values: list[int]) -> None:
+def test_unknown_values_raise_naming_values_and_source(bad_values: list[int], dtype: type) -> None:
     table = LabelTable.from_config(ENTRIES)
-    label = np.array([0, 5, 2, *bad_values], dtype=np.int32)
+    label = np.array([0, 5, 2, *bad_values], dtype=dtype)
     with pytest.raises(LabelError) as exc:
         table.apply(label, "/data/case_7/label.nii.gz")
     msg = str(exc.value)
@@ -84,3 +93,15 @@ def test_first_entry_must_contain_zero(entries) -> None:
 def test_background_may_group_several_values() -> None:
     table = LabelTable.from_config([{"name": "background", "values": [0, 255]}, {"name": "organ", "values": [1]}])
     np.testing.assert_array_equal(table.apply(np.array([255, 1, 0]), "f"), [0, 1, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.int64])
+def test_apply_matches_a_plain_lookup_for_every_label_dtype(dtype: type) -> None:
+    entries = [{"name": "bg", "values": [0]}, {"name": "a", "values": [3, 255]}, {"name": "b", "values": [17]}]
+    table = LabelTable.from_config(entries)
+    rng = np.random.default_rng(0)
+    label = rng.choice(np.array([0, 3, 17, 255], dtype=dtype), size=(9, 8, 7))
+    expected = np.vectorize({0: 0, 3: 1, 255: 1, 17: 2}.get)(label)
+    out = table.apply(label, "label.nii.gz")
+    assert out.dtype == np.uint8 and out.shape == label.shape
+    np.testing.assert_array_equal(out, expected)

@@ -7,8 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.slicing import CaseSlices, SliceSettings, crop_offset, paste, slice_case, window, write_pngs
-from medsynth.io.images import display_view, load_png, save_png, unit_to_uint8
+from medsynth.data.slicing import (
+    CaseSlices,
+    SliceSettings,
+    axial_stack,
+    crop_offset,
+    paste,
+    slice_case,
+    window,
+    write_pngs,
+)
+from medsynth.io.images import display_view, encode_png, load_png, save_png, unit_to_uint8
 
 # ------------------------------------------------------------------ window / paste
 
@@ -43,6 +52,17 @@ def test_window_and_paste_are_inverses(x0: int, y0: int, size: int) -> None:
     assert covered.sum() == inside.sum()
     np.testing.assert_array_equal(restored[covered], vol[covered])
     np.testing.assert_array_equal(restored[~covered], 99.0)
+
+
+@pytest.mark.parametrize("x0, y0, size", [(2, 1, 4), (-3, -2, 6), (7, 5, 6), (-2, -3, 16), (-5, 1, 3)])
+@pytest.mark.parametrize("tile", [1, 3, 32])
+def test_axial_stack_is_the_window_with_the_slice_axis_first(x0: int, y0: int, size: int, tile: int) -> None:
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(10, 9, 7)).astype(np.float32)
+    z = np.array([0, 2, 3, 6])
+    stack = axial_stack(vol, x0, y0, size, -7.0, z, tile=tile)
+    assert stack.shape == (4, size, size) and stack.flags.c_contiguous
+    np.testing.assert_array_equal(stack, np.moveaxis(window(vol, x0, y0, size, -7.0)[:, :, z], 2, 0))
 
 
 def test_paste_touches_only_its_slice() -> None:
@@ -234,3 +254,31 @@ def test_save_png_round_trip(tmp_path: Path) -> None:
     arr = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     path = save_png(tmp_path / "a" / "b.png", arr)
     np.testing.assert_array_equal(load_png(path), arr)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (3, 7), (7, 3), (1, 1), (1, 300)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.bool_])
+def test_png_files_decode_with_pillow_to_the_same_pixels(tmp_path: Path, shape: tuple[int, int], dtype: type) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    top = 2 if dtype is np.bool_ else 256
+    arr = rng.integers(0, top, size=shape).astype(dtype)
+    path = save_png(tmp_path / "x.png", arr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # no temporary left behind
+    with Image.open(path) as img:
+        img.load()  # decodes every chunk: CRC, zlib stream and the filter bytes must all be valid
+        assert img.format == "PNG" and img.mode == "L" and img.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.asarray(img), arr.astype(np.uint8))
+
+
+def test_png_of_a_smooth_slice_is_compressed() -> None:
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+    assert len(encode_png(ramp)) < ramp.size // 4
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 2, 2), np.uint8), np.zeros((0, 4), np.uint8),
+                                 np.full((2, 2), 256), np.full((2, 2), -1), np.zeros((2, 2), np.float32)])
+def test_png_refuses_what_it_cannot_store_exactly(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="PNG slice"):
+        encode_png(bad)

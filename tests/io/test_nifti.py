@@ -95,6 +95,31 @@ def test_singleton_fourth_dimension_is_squeezed(tmp_path: Path, flipped_affine: 
     np.testing.assert_array_equal(vol.array, data)
 
 
+def test_written_files_are_plain_gzip_nifti_that_nibabel_reads(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    # We write with ISA-L's gzip; other tools read with zlib, so the bytes must be ordinary gzip.
+    data = _data(np.float32)
+    path = save_volume(tmp_path / "vol.nii.gz", data, flipped_affine)
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    img = nib.load(str(path))
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), data)
+    np.testing.assert_array_equal(img.affine, flipped_affine)
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti2Image, nib.Nifti1Image])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_nifti2_and_big_endian_files_from_other_tools_load(
+    tmp_path: Path, flipped_affine: np.ndarray, klass: type, order: str
+) -> None:
+    data = _data(np.int16)
+    header = klass.header_class(endianness=order)
+    img = klass(data.astype(np.dtype(np.int16).newbyteorder(order)), flipped_affine, header)
+    path = tmp_path / "other.nii.gz"
+    nib.save(img, str(path))
+    vol = load_volume(path)
+    np.testing.assert_array_equal(vol.array, data)
+    np.testing.assert_array_equal(vol.affine, flipped_affine)
+
+
 def test_voxel_spacing_is_column_norm() -> None:
     affine = np.array([[0.0, 0.0, 2.0, 1.0], [-3.0, 0.0, 0.0, 2.0], [0.0, 0.5, 0.0, 3.0], [0, 0, 0, 1]])
     np.testing.assert_allclose(voxel_spacing(affine), [3.0, 0.5, 2.0])
@@ -144,6 +169,17 @@ def test_truncated_gzip_gives_volume_error_naming_file(tmp_path: Path, flipped_a
     with pytest.raises(VolumeError, match="not a readable NIfTI") as exc:
         load_volume(cut)
     assert str(cut) in str(exc.value)
+
+
+def test_corrupt_gzip_gives_volume_error_naming_file(tmp_path: Path, flipped_affine: np.ndarray) -> None:
+    good = save_volume(tmp_path / "good.nii.gz", _data(np.float32), flipped_affine)
+    raw = bytearray(good.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)  # a damaged block: deflate or CRC check fails
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(VolumeError, match="not a readable NIfTI") as exc:
+        load_volume(bad)
+    assert str(bad) in str(exc.value)
 
 
 def test_truncated_uncompressed_nifti_gives_volume_error(tmp_path: Path, flipped_affine: np.ndarray) -> None:

@@ -7,6 +7,9 @@ inverse (generated volume -> source grid) cannot drift apart.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
 import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage
@@ -16,13 +19,21 @@ from medsynth.io.nifti import voxel_spacing
 CANONICAL = ("R", "A", "S")
 
 
+def _to_ras(affine: np.ndarray) -> np.ndarray:
+    return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(CANONICAL))
+
+
 def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Permute/flip axes to RAS+ (an exact operation: no interpolation)."""
-    current = nio.io_orientation(affine)
-    transform = nio.ornt_transform(current, nio.axcodes2ornt(CANONICAL))
-    out = nio.apply_orientation(array, transform)
-    new_affine = affine @ nio.inv_ornt_aff(transform, array.shape)
-    return np.ascontiguousarray(out), new_affine
+    out = nio.apply_orientation(array, _to_ras(affine))
+    return np.ascontiguousarray(out), canonical_grid(array.shape, affine)[1]
+
+
+def canonical_grid(shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine that ``to_canonical`` gives a volume of ``shape``, without touching any voxels."""
+    transform = _to_ras(affine)
+    permuted = nio.apply_orientation(np.broadcast_to(np.zeros((), dtype=bool), shape), transform).shape
+    return tuple(permuted), affine @ nio.inv_ornt_aff(transform, shape)
 
 
 def inplane_grid(
@@ -52,24 +63,39 @@ def resample_to_grid(
     *,
     order: int,
     cval: float = 0.0,
+    workers: int = 1,
 ) -> np.ndarray:
     """Resample ``array`` (on ``src_affine``) onto the grid (``dst_affine``, ``dst_shape``).
 
-    ``order=0`` is nearest neighbour, the only order allowed for label maps.
+    ``order=0`` is nearest neighbour, the only order allowed for label maps; it
+    keeps the dtype. Interpolating an integer volume (an int16 CT) gives float32.
+    ``workers`` threads share the in-plane path slab by slab.
     """
+    out_dtype = array.dtype if order == 0 or np.issubdtype(array.dtype, np.floating) else np.dtype(np.float32)
     vox = np.linalg.inv(src_affine) @ dst_affine
     if np.allclose(vox, np.eye(4), atol=1e-6) and tuple(array.shape) == tuple(dst_shape):
-        return array.copy()
+        return array.astype(out_dtype)
     scale, shift = np.diag(vox)[:3], vox[:3, 3]
     if (np.allclose(vox[:3, :3], np.diag(scale), atol=1e-9) and np.all(scale > 0)
             and abs(scale[2] - 1) < 1e-9 and abs(shift[2]) < 1e-6 and dst_shape[2] == array.shape[2]):
-        return _resample_xy(array, scale[:2], shift[:2], tuple(dst_shape[:2]), order, cval)
-    return ndimage.affine_transform(
-        array, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape), order=order, mode="constant", cval=cval
-    )
+        return per_slab(lambda v: _resample_xy(v, scale[:2], shift[:2], tuple(dst_shape[:2]), order, cval, out_dtype),
+                        array, workers)
+    return ndimage.affine_transform(array, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape),
+                                    output=out_dtype, order=order, mode="constant", cval=cval)
 
 
-def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], order: int, cval: float) -> np.ndarray:
+def per_slab(func: Callable[[np.ndarray], np.ndarray], volume: np.ndarray, workers: int) -> np.ndarray:
+    """Apply a slice-wise operation on z-slabs in threads (numpy and scipy.ndimage release the GIL)."""
+    if workers <= 1 or volume.shape[2] < 2 * workers:
+        return func(volume)
+    bounds = np.linspace(0, volume.shape[2], workers + 1).round().astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda z: func(volume[:, :, z[0] : z[1]]), zip(bounds[:-1], bounds[1:])))
+    return np.concatenate(parts, axis=2)
+
+
+def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], order: int, cval: float,
+                 out_dtype: np.dtype) -> np.ndarray:
     """In-plane scaling, z untouched: two 1-D passes of index arithmetic.
 
     This is the preprocessing path (canonical volume -> training grid), several
@@ -77,6 +103,7 @@ def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], ord
     """
     out = array
     for axis in (0, 1):
+        axis = axis
         n_in = array.shape[axis]
         raw = np.arange(shape_xy[axis]) * scale[axis] + shift[axis]
         # Within half a voxel of the edge a sample takes the edge value; further out it is cval.
@@ -87,17 +114,22 @@ def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], ord
             out = np.take(out, np.floor(pos + 0.5).astype(np.intp), axis=axis)
         elif order == 1:
             lo = np.floor(pos).astype(np.intp)
-            hi = np.minimum(lo + 1, array.shape[axis] - 1)
-            w = (pos - lo).astype(np.float32)
+            hi = np.minimum(lo + 1, n_in - 1)
             bshape = [1, 1, 1]
             bshape[axis] = -1
-            w = w.reshape(bshape)
-            a, b = np.take(out, lo, axis=axis), np.take(out, hi, axis=axis)
-            out = a + (b - a) * w
+            w = (pos - lo).astype(np.float32).reshape(bshape)
+            # In float: b - a of unsigned (or large int16) samples would wrap around.
+            work = np.result_type(out.dtype, np.float32)
+            a = np.take(out, lo, axis=axis).astype(work, copy=False)
+            b = np.take(out, hi, axis=axis).astype(work, copy=False)
+            b -= a  # a + (b - a) * w, in place: no large temporaries
+            b *= w
+            b += a
+            out = b
         else:
             raise ValueError(f"order {order} is not supported; use 0 (labels) or 1 (images)")
         if outside.any():
             index = [slice(None)] * 3
             index[axis] = outside
             out[tuple(index)] = cval
-    return np.ascontiguousarray(out.astype(array.dtype, copy=False))
+    return np.ascontiguousarray(out.astype(out_dtype, copy=False))

@@ -11,6 +11,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
+UNKNOWN = 255  # class ids are stored as uint8; this value marks labels the table does not list
+
+
 class LabelError(ValueError):
     """Label values that the label table does not describe."""
 
@@ -51,16 +54,28 @@ class LabelTable:
 
     def apply(self, label: np.ndarray, source: str) -> np.ndarray:
         """Map a label map to class ids; unknown values stop with their list and the file."""
+        unknown = UNKNOWN
+        if self.num_classes >= unknown:
+            raise LabelError(f"the label table has {self.num_classes} classes; at most {unknown} are supported")
         lut = self.lookup()
-        if label.dtype in (np.uint8, np.uint16) and label.size:
-            uniq = np.flatnonzero(np.bincount(label.ravel()))  # much faster than np.unique on a large volume
-        else:
-            uniq = np.unique(label)
-        unknown = [int(v) for v in uniq if v < 0 or v >= len(lut) or lut[int(v)] < 0]
-        if unknown:
-            raise LabelError(
-                f"{source}: label values {unknown} are not in the label table; add them to the dataset's "
-                "'labels' list in the config (or map them to an existing class)"
-            )
-        # Index with the label's own integer type: an int64 copy of a large volume costs more than the lookup.
-        return lut.astype(np.uint8)[label]
+        lo, hi = (int(label.min()), int(label.max())) if label.size else (0, 0)
+        if lo < 0 or hi >= 1 << 16:  # beyond any table we ship: the general (sorting) path
+            _check_known(np.unique(label), lut, source)
+            return lut.astype(np.uint8)[label]
+        # One gather through a uint8 table marks unknown values on the way, so a large volume is
+        # read once (no np.unique sort, no int64 copy as np.bincount would make).
+        lut8 = np.full(max(hi, len(lut) - 1) + 1, unknown, dtype=np.uint8)
+        lut8[: len(lut)] = np.where(lut < 0, unknown, lut)
+        classes = lut8[label]
+        if (classes == unknown).any():
+            _check_known(np.unique(label[classes == unknown]), lut, source)
+        return classes
+
+
+def _check_known(values: np.ndarray, lut: np.ndarray, source: str) -> None:
+    unknown = [int(v) for v in values if v < 0 or v >= len(lut) or lut[int(v)] < 0]
+    if unknown:
+        raise LabelError(
+            f"{source}: label values {unknown} are not in the label table; add them to the dataset's "
+            "'labels' list in the config (or map them to an existing class)"
+        )

@@ -13,12 +13,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
-from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.geometry import inplane_grid, per_slab, resample_to_grid, to_canonical, canonical_grid
 from medsynth.data.labels import LabelTable
 from medsynth.io.nifti import Volume, check_same_grid, load_volume, make_dir, save_volume, voxel_spacing
 
@@ -42,16 +41,6 @@ class PreprocessSettings:
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def per_slab(func: Callable[[np.ndarray], np.ndarray], volume: np.ndarray, workers: int) -> np.ndarray:
-    """Apply a slice-wise operation on z-slabs in threads (scipy.ndimage releases the GIL)."""
-    if workers <= 1 or volume.shape[2] < 2 * workers:
-        return func(volume)
-    bounds = np.linspace(0, volume.shape[2], workers + 1).round().astype(int)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda z: func(volume[:, :, z[0] : z[1]]), zip(bounds[:-1], bounds[1:])))
-    return np.concatenate(parts, axis=2)
 
 
 def open_inplane(
@@ -105,7 +94,8 @@ def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: f
     if not opened.any():
         return opened
     body = largest_component(opened)
-    return ndimage.maximum_filter(body.view(np.uint8), size=size).astype(bool) & filled
+    grown = per_slab(lambda v: ndimage.maximum_filter(v, size=size), body.view(np.uint8), workers)
+    return grown.astype(bool) & filled
 
 
 def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings, workers: int = 1) -> np.ndarray:
@@ -113,7 +103,7 @@ def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettin
     if settings.modality == "CT":
         tissue = image > settings.body_threshold_hu
     else:
-        smooth = ndimage.gaussian_filter(image, 1.0)
+        smooth = ndimage.gaussian_filter(image.astype(np.float32, copy=False), 1.0)
         tissue = smooth > settings.mr_body_fraction * np.percentile(smooth, 99)
     return body_mask(tissue, (float(spacing[0]), float(spacing[1])), settings.opening_mm, workers)
 
@@ -129,8 +119,11 @@ def intensity_range(image: np.ndarray, mask: np.ndarray, settings: PreprocessSet
 
 
 def to_unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    out = (np.clip(image, lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
-    return out.astype(np.float32)
+    out = np.clip(image, lo, hi).astype(np.float32, copy=False)
+    out -= lo
+    out *= 2.0 / (hi - lo)
+    out -= 1.0
+    return out
 
 
 def from_unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -160,24 +153,30 @@ def preprocess_case(
 
 
 def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers, pool) -> dict:
-    image_job = pool.submit(load_volume, image_path, np.float32)
+    # The file's own type: an int16 CT stays int16 (half the memory traffic) until interpolation makes it float32.
+    image_job = pool.submit(load_volume, image_path)
+    mask_job = pool.submit(load_volume, mask_path, np.int32) if mask_path is not None else None
     label_vol = load_volume(label_path, np.integer)
     image = image_job.result()
     check_same_grid(image, label_vol)
     given_mask = None
-    if mask_path is not None:
-        given_mask = load_volume(mask_path, np.int32)
+    if mask_job is not None:
+        given_mask = mask_job.result()
         check_same_grid(image, given_mask)
     if float(image.array.max()) == float(image.array.min()):
         raise ValueError(f"{image_path}: image is constant ({image.array.min()}); nothing to learn from")
-    classes = table.apply(label_vol.array, str(label_path))
 
-    img_c, aff_c = to_canonical(image.array, image.affine)
-    lab_c, _ = to_canonical(classes, image.affine)
-    shape, affine = inplane_grid(img_c.shape, aff_c, settings.spacing_xy)
+    source = image.array
+    if np.issubdtype(source.dtype, np.floating) and source.dtype != np.float32:
+        source = source.astype(np.float32)  # float64 (scaled integers) holds no precision a scanner has
+    shape_c, aff_c = canonical_grid(source.shape, image.affine)
+    shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
+    # The label map goes its own way (table, grid, file) while this thread resamples the image.
+    label_job = pool.submit(_labels_on_grid, label_vol, table, aff_c, affine, shape, out_dir)
+    img_c, _ = to_canonical(source, image.affine)
     background = float(img_c.min())
-    img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background)
-    lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
+    img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
+    lab_r, class_voxels = label_job.result()
     spacing = voxel_spacing(affine)
     if given_mask is not None:
         mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
@@ -204,7 +203,6 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
 
     make_dir(out_dir)
     writes = [pool.submit(save_volume, out_dir / "image.nii.gz", unit, affine),
-              pool.submit(save_volume, out_dir / "label.nii.gz", lab_r.astype(np.uint8), affine),
               pool.submit(save_volume, out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)]
     for job in writes:
         job.result()
@@ -221,7 +219,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         "mask_source": str(mask_path) if mask_path is not None else "computed",
         "intensity": {"lo": lo, "hi": hi, "background": background},
         "labelled_voxels_outside_mask": outside,
-        "class_voxels": np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist(),
+        "class_voxels": class_voxels,
         "settings": asdict(settings),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -232,6 +230,16 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         preprocess_qc(qc_path, img_c[:, :, z], (lo, hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
                       table.num_classes, title=f"{case_id}, axial slice {z}")
     return meta
+
+
+def _labels_on_grid(label: Volume, table: LabelTable, aff_c: np.ndarray, affine: np.ndarray,
+                    shape: tuple[int, int, int], out_dir: Path) -> tuple[np.ndarray, list[int]]:
+    """Class ids on the training grid (nearest neighbour), written to ``label.nii.gz``; also voxels per class."""
+    classes = table.apply(label.array, str(label.path))
+    lab_c, _ = to_canonical(classes, label.affine)
+    lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
+    save_volume(make_dir(out_dir) / "label.nii.gz", lab_r, affine)
+    return lab_r, np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist()
 
 
 def back_to_source(volume: np.ndarray, meta: dict, *, order: int, cval: float) -> np.ndarray:

@@ -85,19 +85,36 @@ def paste(volume: np.ndarray, patch: np.ndarray, x0: int, y0: int, z: int) -> No
         volume[sx0:sx1, sy0:sy1, z] = patch[sx0 - x0 : sx1 - x0, sy0 - y0 : sy1 - y0]
 
 
+def axial_stack(volume: np.ndarray, x0: int, y0: int, size: int, fill: float, z: np.ndarray,
+                tile: int = 32) -> np.ndarray:
+    """``window(volume, x0, y0, size, fill)[:, :, z]`` with the slice axis first: shape (len(z), size, size).
+
+    Axial slices of a C-ordered (x, y, z) volume are strided by the z length;
+    gathering them in (x, y) tiles keeps each read in cache, several times
+    faster than one transposing copy of the whole window.
+    """
+    out = np.full((len(z), size, size), fill, dtype=volume.dtype)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + size, volume.shape[0]), min(y0 + size, volume.shape[1])
+    for x in range(sx0, sx1, tile):
+        xe = min(x + tile, sx1)
+        for y in range(sy0, sy1, tile):
+            ye = min(y + tile, sy1)
+            out[:, x - x0 : xe - x0, y - y0 : ye - y0] = np.moveaxis(volume[x:xe, y:ye][:, :, z], 2, 0)
+    return out
+
+
 def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings: SliceSettings) -> CaseSlices:
     size = settings.size
     x0, y0 = crop_offset(mask > 0, size)
-    img_w = window(image.astype(np.float32), x0, y0, size, -1.0)
-    lab_w = window(label.astype(np.uint8), x0, y0, size, 0)
-    msk_w = window(mask.astype(np.uint8), x0, y0, size, 0)
-    body_fraction = msk_w.mean(axis=(0, 1))
-    has_labels = (lab_w > 0).any(axis=(0, 1))
+    label, mask = label.astype(np.uint8, copy=False), mask.astype(np.uint8, copy=False)
+    body_fraction = window(mask, x0, y0, size, 0).mean(axis=(0, 1))
+    has_labels = (window(label, x0, y0, size, 0) > 0).any(axis=(0, 1))
     keep = np.flatnonzero((body_fraction >= settings.min_body_fraction) & has_labels)
     return CaseSlices(
-        images=np.moveaxis(img_w[:, :, keep], 2, 0),
-        labels=np.moveaxis(lab_w[:, :, keep], 2, 0),
-        masks=np.moveaxis(msk_w[:, :, keep], 2, 0),
+        images=axial_stack(image.astype(np.float32, copy=False), x0, y0, size, -1.0, keep),
+        labels=axial_stack(label, x0, y0, size, 0, keep),
+        masks=axial_stack(mask, x0, y0, size, 0, keep),
         z=keep.astype(np.int32),
         offsets=np.tile(np.array([[x0, y0]], dtype=np.int32), (len(keep), 1)),
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
+from isal import isal_zlib
 from PIL import Image
 
 
@@ -21,11 +24,40 @@ def unit_to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
-    """Grey uint8 PNG; compress_level=1 because PNG zlib at level 6+ dominates slicing time."""
+    """Write a grey 8-bit PNG (written to a temporary name, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8), mode="L").save(path, compress_level=1)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(encode_png(array))
+    tmp.replace(path)
     return path
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A grey 8-bit PNG of a 2D uint8 array, rows top to bottom.
+
+    Written here rather than through Pillow because slicing writes two PNGs per
+    slice: Pillow spends ~1.2 ms on a 256 x 256 slice, this ~0.1 ms (no row
+    filters, ISA-L deflate at level 1) for files about as small. Any PNG reader
+    opens them; the tests read them back with Pillow.
+    """
+    a = np.asarray(array)
+    if a.ndim != 2 or a.size == 0 or not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"a PNG slice must be a non-empty 2D integer array, got {a.dtype} with shape {a.shape}")
+    if a.dtype != np.uint8:
+        if a.min() < 0 or a.max() > 255:
+            raise ValueError(f"PNG slice values {a.min()}..{a.max()} do not fit 8 bits")
+        a = a.astype(np.uint8)
+    rows = np.empty((a.shape[0], a.shape[1] + 1), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type "none" for every row
+    rows[:, 1:] = a
+    header = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], 8, 0, 0, 0, 0)  # width, height, 8-bit grey
+    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
+                     _chunk(b"IDAT", isal_zlib.compress(rows.tobytes(), 1)), _chunk(b"IEND", b"")))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def load_png(path: str | Path) -> np.ndarray:

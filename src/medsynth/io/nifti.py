@@ -9,11 +9,18 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip, isal_zlib
+
+# Intel ISA-L's gzip: the same .nii.gz bytes any reader understands, but inflating
+# is ~2x and deflating at level 1 ~7x faster than zlib, which nibabel uses. On a
+# 400 x 400 x 300 CT that is most of the preprocessing I/O time.
+GZIP_LEVEL = 1
 
 
 class VolumeError(ValueError):
@@ -47,9 +54,9 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
     if not path.is_file():
         raise VolumeError(f"{path}: file not found")
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
+        img, data = _read(path)
+    except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile,
+            nib.filebasedimages.ImageFileError) as exc:
         raise VolumeError(f"{path}: not a readable NIfTI volume ({exc}); re-export or re-download it") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -76,7 +83,28 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
         data = data.astype(target, copy=False)
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise VolumeError(f"{path}: contains NaN or infinite voxels")
-    return Volume(np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64), path)
+    return Volume(c_order(data), np.asarray(img.affine, dtype=np.float64), path)
+
+
+def c_order(data: np.ndarray, workers: int | None = None, tile: int = 32) -> np.ndarray:
+    """A C-ordered copy of a NIfTI array (which arrives in Fortran order, x fastest).
+
+    numpy's own transposing copy strides through memory and costs as much as
+    inflating the file; copying (x, y) tiles through all of z stays in cache,
+    and threads share the tiles (the copy releases the GIL).
+    """
+    if data.flags.c_contiguous or data.ndim != 3:
+        return np.ascontiguousarray(data)
+    out = np.empty(data.shape, dtype=data.dtype)
+
+    def rows(x: int) -> None:
+        for y in range(0, data.shape[1], tile):
+            out[x : x + tile, y : y + tile] = data[x : x + tile, y : y + tile]
+
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(rows, range(0, data.shape[0], tile)))
+    return out
 
 
 def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
@@ -91,9 +119,32 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
     tmp = path.with_name(path.name + ".part" + "".join(path.suffixes))
-    nib.save(img, str(tmp))
+    if path.name.endswith(".nii.gz"):
+        with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
+            img.to_file_map(_single_file_map(stream))
+    else:
+        nib.save(img, str(tmp))
     tmp.replace(path)
     return path
+
+
+def _single_file_map(stream) -> dict:
+    """A single-file NIfTI (header and voxels in one stream), for nibabel's file-map interface."""
+    return {"header": nib.FileHolder(fileobj=stream), "image": nib.FileHolder(fileobj=stream)}
+
+
+def _read(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    if path.name.endswith(".nii.gz"):
+        with igzip.open(path, "rb") as stream:
+            # sizeof_hdr, in either byte order, tells NIfTI-1 (348) from NIfTI-2 (540).
+            head = stream.read(4)
+            stream.seek(0)
+            sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")}
+            klass = nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
+            img = klass.from_file_map(_single_file_map(stream))
+            return img, np.asanyarray(img.dataobj)
+    img = nib.load(str(path))  # .nii (memory-mapped) and other formats nibabel knows
+    return img, np.asanyarray(img.dataobj)
 
 
 def make_dir(folder: Path) -> Path:
