@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node SLURM for tests (Debian 12, root, no systemd): munged,
-# slurmctld and slurmd on loopback only, a "cpu" and a "gpu" partition and one
-# fake GPU. Installs slurm-wlm and munge with apt when they are missing.
+# slurmctld and slurmd on loopback only, a "cpu" and a "gpu" partition and two
+# fake GPUs. Installs slurm-wlm and munge with apt when they are missing.
 # Writes the daemons' pid files to $MEDSYNTH_SLURM_STATE (default /var/lib/medsynth-slurm);
 # stop-local-slurm.sh stops exactly those processes.
 set -euo pipefail
@@ -35,8 +35,9 @@ munge -n </dev/null | unmunge >/dev/null || { say "munge does not work"; exit 1;
 # The node as slurmd sees it; RealMemory a little under what it finds, or the node drains.
 read -r CPUS MEM < <(slurmd -C | head -1 | tr ' ' '\n' | awk -F= '$1=="CPUs"{c=$2} $1=="RealMemory"{m=$2} END{print c, m}')
 MEM=$(( MEM > 2048 ? MEM - 1024 : MEM ))
-# A GPU GRES needs a File=, or the node drains; /dev/null stands in for the device.
-echo "NodeName=localhost Name=gpu File=/dev/null" > /etc/slurm/gres.conf
+# A GPU GRES needs a File= per GPU, or the node drains; empty files stand in for the devices.
+touch "$STATE/fake-gpu0" "$STATE/fake-gpu1"
+echo "NodeName=localhost Name=gpu File=$STATE/fake-gpu[0-1]" > /etc/slurm/gres.conf
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=medsynth-test
 SlurmctldHost=localhost
@@ -64,7 +65,7 @@ SlurmctldPidFile=$STATE/run/slurmctld.pid
 SlurmdPidFile=$STATE/run/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM Gres=gpu:1 State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM Gres=gpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=localhost Default=NO MaxTime=INFINITE State=UP
 CONF

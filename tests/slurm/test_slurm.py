@@ -23,7 +23,7 @@ CONFIG = {
         "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]}}},
     "slice": {"size": 32},
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    "experiments": {"tiny": {"dataset": "phantom", "train": {
+    "experiments": {"tiny": {"dataset": "phantom", "gpus": 2, "train": {
         "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6,
         "device": "cpu", "val_max_slices": 4}}},
     "metrics": {"perceptual": "off", "segmenter_steps": 10},
@@ -49,28 +49,46 @@ def cluster(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
+    """The whole workflow as SLURM jobs; the training asks for 2 GPUs, runs as 2 torchrun workers,
+    is stopped at its one-minute time limit and resumed by Snakemake's retry."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    marker = tmp_path / "stop-signal-received"
+    env = {**cluster, "PYTHONPATH": os.pathsep.join([str(HERE / "slow_training"), cluster.get("PYTHONPATH", "")]),
+           "MEDSYNTH_TEST_STEP_SECONDS": "15", "MEDSYNTH_TEST_STOP_MARKER": str(marker)}
     # The test overlay is given as the workflow profile: its keys replace the main profile's
     # (status command, check interval, the test cluster's partitions and small resources).
     cmd = ["timeout", "-s", "INT", "900", sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
            "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(HERE / "profile"),
            "--configfile", "config.yaml"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=cluster, capture_output=True, text=True, timeout=1000)
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1000)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for path in ("results/evaluate/tiny/test_metrics.tsv", "reports/tiny/summary.md", "reports/tiny/samples.png",
                  "results/select/tiny/selected.json"):
         assert (tmp_path / path).is_file(), path
-    assert len(read_tsv(tmp_path / "results/train/tiny/losses.tsv")) == 12
 
-    # Every job went through SLURM; the training job to the GPU partition with a GPU and the time-limit signal.
-    jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%P|%k"], capture_output=True, text=True,
+    # Every job went through SLURM; the training to the GPU partition with 2 GPUs and the time-limit signal.
+    jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%P|%k|%T"], capture_output=True, text=True,
                           check=True).stdout.split()
-    train = [j.split("|") for j in jobs if "rule_train_" in j]
-    assert len(train) == 1 and train[0][1] == "gpu"
+    train = sorted((j.split("|") for j in jobs if "rule_train_" in j), key=lambda j: int(j[0]))
+    assert len(train) >= 2 and all(j[1] == "gpu" for j in train), jobs  # stopped at the limit, then resumed
     detail = subprocess.run(["scontrol", "show", "job", train[0][0]], capture_output=True, text=True).stdout
-    assert "gres:gpu:1" in detail or "gres/gpu=1" in detail, detail
+    assert "gres:gpu:2" in detail or "gres/gpu=2" in detail, detail
+    assert "TimeLimit=00:01:00" in detail, detail
     assert any("rule_preprocess_" in j and "|cpu|" in j for j in jobs)
-    log = result.stdout + result.stderr
-    assert "--signal=USR1@60" in log
-    assert shutil.which("sbatch")
+    states = [j[3] for j in train]
+    assert "TIMEOUT" in states and states[-1] == "COMPLETED", states
 
+    # A training job was stopped at its time limit, wrote a checkpoint and exited; a retry resumed from it.
+    assert marker.exists()
+    assert "training in 2 processes" in (tmp_path / "logs/train/tiny.log").read_text()
+    jobs = read_tsv(tmp_path / "results/train/tiny/jobs.tsv")
+    events = [(r["event"], int(r["step"])) for r in jobs]
+    stops = [i for i, r in enumerate(jobs) if r["event"] == "stopped"]
+    assert stops and int(jobs[stops[0]]["step"]) >= 1 and jobs[stops[0]]["detail"].startswith("SIGTERM"), jobs
+    assert ("resumed", int(jobs[stops[0]]["step"])) in events[stops[0]:], events
+    assert events[-1] == ("finished", 12), events
+    assert all(r["processes"] == "2" for r in jobs), jobs
+    assert len({r["slurm_job_id"] for r in jobs}) >= 2 and all(r["slurm_job_id"] for r in jobs), jobs
+    steps = [int(r["step"]) for r in read_tsv(tmp_path / "results/train/tiny/losses.tsv")]
+    assert steps == list(range(1, 13)), steps  # every step once across the jobs
+    assert shutil.which("sbatch")

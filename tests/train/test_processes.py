@@ -82,6 +82,8 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(project):
     assert [h["step"] for h in state["history"]] == list(range(5, 41, 5))  # history from before the kill kept
     steps = [int(r["step"]) for r in read_tsv(project / "results/train/exp/losses.tsv")]
     assert steps == list(range(1, 41))  # every step once, none lost or duplicated
+    events = [(r["event"], int(r["step"])) for r in read_tsv(project / "results/train/exp/jobs.tsv")]
+    assert events == [("started", 0), ("resumed", killed_at), ("finished", 40)]  # kill -9 leaves no record
 
 
 @pytest.mark.slow
@@ -95,6 +97,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_for_requeue(project):
     after = load_checkpoint(latest)["step"]
     assert after >= before and after < 40
     assert "checkpoint written at step" in out
+    jobs = read_tsv(project / "results/train/exp/jobs.tsv")
+    assert [(r["event"], int(r["step"])) for r in jobs] == [("started", 0), ("stopped", after)]
+    assert jobs[-1]["detail"].startswith("SIGTERM")
 
 
 @pytest.mark.slow
@@ -121,3 +126,64 @@ def test_two_processes_hold_identical_weights(project, tmp_path):
     assert digests[0] == digests[1]  # G and EMA identical on both ranks
     assert load_checkpoint(project / "results/train/exp/checkpoints/latest.pt")["world_size"] == 2
     assert len(read_tsv(project / "results/train/exp/losses.tsv")) == 6  # rank 0 alone logged
+
+
+def _launch_spec(project: Path, steps: int) -> Path:
+    from medsynth.train.launch import write_spec
+    from medsynth.train.run import split_files
+
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    settings = {**cfg["experiments"]["exp"]["train"], "steps": steps}
+    return write_spec(project / "launch.json", {
+        "settings": settings, "labels": cfg["datasets"]["toy"]["labels"], "run_dir": "results/train/exp",
+        "train_files": split_files(project / "results", "toy", ["train"]),
+        "val_files": split_files(project / "results", "toy", ["val"]), "threads": 1,
+        "log": str(project / "train.log")})
+
+
+def _launcher(project: Path, spec: Path) -> subprocess.Popen:
+    """``launch`` in a process of its own group, as SLURM starts a job step's task."""
+    code = ("import logging, sys; from pathlib import Path; from medsynth.train.launch import launch; "
+            "logging.basicConfig(level=logging.INFO); sys.exit(launch(Path(sys.argv[1]), 2, Path(sys.argv[2])))")
+    return subprocess.Popen([sys.executable, "-c", code, str(spec), str(project / "train.log")], cwd=project,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_launch_in_two_processes_stops_on_a_job_signal_and_resumes(project):
+    """SLURM's time-limit warning (SIGUSR1 to the task's process group) stops all torchrun workers
+    with a checkpoint; the same launch again resumes and finishes."""
+    latest = project / "results/train/exp/checkpoints/latest.pt"
+    proc = _launcher(project, _launch_spec(project, steps=1000))
+    wait_for_checkpoint(latest, proc, min_step=5, timeout=240)
+    os.killpg(proc.pid, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    log = (project / "train.log").read_text()
+    assert proc.returncode == INTERRUPTED_EXIT, out + log
+    stopped = load_checkpoint(latest)
+    assert 5 <= stopped["step"] < 1000 and stopped["world_size"] == 2
+    assert "training in 2 processes" in out and "SIGUSR1 received" in out
+    assert "checkpoint written at step" in log
+
+    # The retried job: the same launch (here asked to stop a few steps later) resumes where it stopped.
+    end = stopped["step"] + 4
+    rerun = _launcher(project, _launch_spec(project, steps=end))
+    out, _ = rerun.communicate(timeout=300)
+    log = (project / "train.log").read_text()
+    assert rerun.returncode == 0, out + log
+    assert f"from step {stopped['step']}" in log
+    assert load_checkpoint(latest)["step"] == end
+    steps = [int(r["step"]) for r in read_tsv(project / "results/train/exp/losses.tsv")]
+    assert steps == list(range(1, end + 1))  # rank 0 alone logged every step once
+    jobs = read_tsv(project / "results/train/exp/jobs.tsv")
+    assert [(r["event"], int(r["step"]), r["processes"]) for r in jobs] == [
+        ("started", 0, "2"), ("stopped", stopped["step"], "2"), ("resumed", stopped["step"], "2"), ("finished", end, "2")]
+    assert jobs[1]["detail"].startswith("SIGTERM")  # the launcher passed the job's SIGUSR1 on as SIGTERM
+
+
+def test_launch_refuses_zero_processes(tmp_path):
+    from medsynth.train.launch import launch
+
+    with pytest.raises(ValueError, match="at least 1"):
+        launch(tmp_path / "spec.json", 0)

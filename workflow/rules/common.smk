@@ -76,6 +76,23 @@ def experiment_dataset(wildcards):
     return config["experiments"][wildcards.experiment]["dataset"]
 
 
+def grows(base, cap=4):
+    """A resource (MB, minutes) that grows with each retry, up to ``cap`` times: a job killed
+    for memory or time on a cluster gets more when Snakemake resubmits it."""
+    return lambda wildcards, attempt: base * min(attempt, cap)
+
+
+def train_mem_mb(wildcards):
+    """The slices held in memory (train.ram_cache_gb) plus model, optimiser and batches per process."""
+    settings = config["experiments"][wildcards.experiment].get("train") or {}
+    return int(1000 * settings.get("ram_cache_gb", 32) + 8000 * max(1, experiment_gpus(wildcards)))
+
+
+def experiment_gpus(wildcards):
+    """GPUs of an experiment's training job (experiments.<name>.gpus); 0 on a CPU-only run."""
+    return int(config["experiments"][wildcards.experiment].get("gpus", 0))
+
+
 def image_dataset(wildcards):
     """The dataset of an experiment's real images (dataset B in unpaired mode)."""
     exp = config["experiments"][wildcards.experiment]

@@ -21,6 +21,10 @@ rule evaluate:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "benchmarks/evaluate/{experiment}.tsv"
+    resources:
+        gpu=lambda w: min(1, experiment_gpus(w)),  # Inception and AlexNet features
+        mem_mb=grows(16000),
+        runtime=grows(120),
     conda:
         ENV
     script:

@@ -15,7 +15,9 @@ rule generate:
     benchmark:
         "benchmarks/generate/{experiment}.tsv"
     resources:
-        gpu=lambda w: min(1, int(config["experiments"][w.experiment].get("gpus", 0))),
+        gpu=lambda w: min(1, experiment_gpus(w)),
+        mem_mb=grows(16000),
+        runtime=grows(120),
     conda:
         ENV
     script:

@@ -33,6 +33,8 @@ rule real_stats:
         "benchmarks/metrics/{dataset}_inception_{part}.tsv"
     resources:
         gpu=1 if config["metrics"]["perceptual"] != "off" else 0,
+        mem_mb=grows(16000),
+        runtime=grows(60),
     conda:
         ENV
     script:
@@ -52,6 +54,9 @@ rule segmenter:
     benchmark:
         "benchmarks/metrics/{dataset}_segmenter.tsv"
     threads: 2
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(120),
     conda:
         ENV
     script:

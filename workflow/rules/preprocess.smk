@@ -19,6 +19,9 @@ rule preprocess:
     benchmark:
         "benchmarks/preprocess/{dataset}/{case}.tsv"
     threads: 2
+    resources:
+        mem_mb=grows(8000),  # a 512 x 512 x 1000 CT needs a few GB; more on a retry
+        runtime=grows(30),
     conda:
         ENV
     script:

@@ -14,6 +14,9 @@ rule slice:
     log:
         "logs/slice/{dataset}/{case}.log",
     threads: 2
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(30),
     conda:
         ENV
     script:

@@ -20,13 +20,19 @@ rule train:
         settings=lambda w: config["experiments"][w.experiment]["train"],
         labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
         metrics=config["metrics"],
+        # One training process per GPU (torchrun inside the job) when the experiment asks for several.
+        processes=lambda w: max(1, experiment_gpus(w)),
     log:
         "logs/train/{experiment}.log",
     benchmark:
         "benchmarks/train/{experiment}.tsv"
     threads: 2
     resources:
-        gpu=lambda w: int(config["experiments"][w.experiment].get("gpus", 0)),
+        gpu=experiment_gpus,
+        mem_mb=train_mem_mb,
+        # One job's share of a long training: at the limit it checkpoints, and the retry resumes
+        # (constant, not growing: every job of the chain does the same kind of work).
+        runtime=1440,
     conda:
         ENV
     script:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -190,11 +191,17 @@ def _prepare(nets: Nets, settings: TrainSettings, device: torch.device, rank_cou
     if rank_count > 1:
         # G has one forward and one backward per step: the DDP wrapper fits it (the
         # discriminators average their gradients by hand, see step.allreduce_grads).
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
 
+        # No buffer sync in forward (instance norm has no running statistics); the keyword
+        # was renamed in torch 2.14, and older versions know only the old one.
+        sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else "broadcast_buffers")
         nets.g_call = DistributedDataParallel(nets.g_call if settings.compile else nets.G,
                                               device_ids=[device.index] if device.type == "cuda" else None,
-                                              broadcast_buffers=False)
+                                              **{sync: False})
 
 
 def train(
@@ -280,6 +287,7 @@ def train(
     if main:
         _truncate_losses(live_dir / "losses.tsv", step, loss_columns)
         write_tsv(live_dir / "metrics.tsv", history, METRIC_COLUMNS)
+        record_job_event(run_dir, "resumed" if step else "started", step, world_size)
 
     def payload() -> dict:
         rng = {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "mix": mix_rng.get_state()}
@@ -352,6 +360,9 @@ def train(
                     save_checkpoint(latest, payload())
                 if stopping:
                     ddp.barrier()
+                    if main:
+                        received = signal.Signals(stop.signal).name if stop.signal else "another process"
+                        record_job_event(run_dir, "stopped", step, world_size, f"{received}; checkpoint written")
                     log.warning("stop signal received: checkpoint written at step %d, exiting to be resumed", step)
                     raise SystemExit(INTERRUPTED_EXIT)
     finally:
@@ -359,10 +370,28 @@ def train(
             losses_fh.close()
 
     ddp.barrier()
+    if main:
+        record_job_event(run_dir, "finished", step, world_size)
     summary = finalize(run_dir, history) if main else {"steps": step, "history": history}
     # Equal on every rank of a multi-GPU run: a cheap check that the replicas never drifted apart.
     summary["weights_digest"] = {"G": state_digest(nets.G), "ema": state_digest(nets.ema.model)}
     return summary
+
+
+JOB_COLUMNS = ["time", "event", "step", "slurm_job_id", "processes", "detail"]
+
+
+def record_job_event(run_dir: Path, event: str, step: int, processes: int, detail: str = "") -> None:
+    """One line in ``jobs.tsv``: when each job of a training started, stopped (and why) or finished.
+
+    Snakemake replaces a failed job's log when it retries it; this table keeps
+    the whole chain of jobs of a long training.
+    """
+    path = run_dir / "jobs.tsv"
+    rows = read_tsv(path) if path.is_file() else []
+    rows.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, "step": step,
+                 "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""), "processes": processes, "detail": detail})
+    write_tsv(path, rows, JOB_COLUMNS)
 
 
 def state_digest(module: torch.nn.Module) -> str:

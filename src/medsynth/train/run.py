@@ -67,3 +67,31 @@ def run_experiment(
         perceptual=dict(perceptual) if perceptual else None,
         real_stats=Path(real_stats) if real_stats else None,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One torchrun worker: ``python -m medsynth.train.run SPEC.json`` (see ``train.launch``).
+
+    The spec holds ``run_experiment``'s keyword arguments and, under ``log``,
+    the file every worker appends its log to.
+    """
+    import json
+    import sys
+
+    from medsynth.logs import log_to
+    from medsynth.train import distributed as ddp
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        raise SystemExit("usage: python -m medsynth.train.run SPEC.json")
+    spec = json.loads(Path(args[0]).read_text())
+    with log_to(spec.pop("log", None)):
+        try:
+            run_experiment(**spec)
+        finally:
+            ddp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
