@@ -39,19 +39,11 @@ def make_toy_slices():
     return toy_slices
 
 
-def write_random_weights(folder: Path) -> Path:
-    """Random weights with the exact architectures and file names of the pretrained ones.
-
-    The real loading code then runs offline; the numbers it produces test the
-    plumbing, not image quality.
-    """
+def fid_inception_architecture() -> torch.nn.Module:
+    """pytorch_fid.inception.fid_inception_v3's network, built as it does before loading its weights."""
     import torchvision
     from pytorch_fid import inception as fid
 
-    from medsynth.metrics.perceptual import ALEXNET_FILE, INCEPTION_FILE, weight_path
-
-    torch.manual_seed(0)
-    # The architecture pytorch-fid builds before loading its weights (see fid_inception_v3).
     net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
     net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
     net.Mixed_5c = fid.FIDInceptionA(256, pool_features=64)
@@ -62,10 +54,31 @@ def write_random_weights(folder: Path) -> Path:
     net.Mixed_6e = fid.FIDInceptionC(768, channels_7x7=192)
     net.Mixed_7b = fid.FIDInceptionE_1(1280)
     net.Mixed_7c = fid.FIDInceptionE_2(2048)
+    return net
+
+
+def write_random_weights(folder: Path) -> Path:
+    """Random weights with the exact architectures and file names of the pretrained ones.
+
+    The real loading code then runs offline; the numbers it produces test the
+    plumbing, not image quality.
+    """
+    import torchvision
+
+    from medsynth.metrics.perceptual import ALEXNET_FILE, INCEPTION_FILE, weight_path
+
+    torch.manual_seed(0)
+    net = fid_inception_architecture()
     weight_path(folder, INCEPTION_FILE).parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), weight_path(folder, INCEPTION_FILE))
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weight_path(folder, ALEXNET_FILE))
     return folder
+
+
+@pytest.fixture(scope="session")
+def fid_inception_builder():
+    """The FID-Inception architecture builder, for tests that make their own weights from it."""
+    return fid_inception_architecture
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,11 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
                 note = NOT_PAIRED if name == "lpips" and not paired else (
                     "not computed: one sample per label map" if name == "lpips_diversity" and not second
                     else NO_WEIGHTS)
-            summary.append({"metric": name, "mean": value, "std": std, "n": n if not note else 0, "note": note})
+            if name == "kid" and not note and scores.get("kid_whole_set"):
+                note = ("std understates the uncertainty: the test set is no larger than "
+                        "metrics.kid_subset_size, so every subset holds all of it")
+            summary.append({"metric": name, "mean": value, "std": std, "n": n if not note.startswith("not") else 0,
+                            "note": note})
     return summary, per_case
 
 

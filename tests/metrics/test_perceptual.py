@@ -57,25 +57,8 @@ def offline(tmp_path, monkeypatch):
     return attempts, home
 
 
-def _fid_inception_architecture() -> torch.nn.Module:
-    """pytorch_fid.inception.fid_inception_v3's network, built as it does, minus the download."""
-    from pytorch_fid import inception as pfi
-
-    net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
-    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
-    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
-    return net
-
-
 @pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
+def inception_weights(tmp_path_factory, fid_inception_builder):
     """A weights folder holding random FID-Inception weights under the upstream name (~95 MB, once).
 
     The batch-norm running statistics are calibrated on one random batch, so the stored buffers
@@ -83,7 +66,7 @@ def inception_weights(tmp_path_factory):
     """
     with torch.random.fork_rng():
         torch.manual_seed(1234)
-        net = _fid_inception_architecture()
+        net = fid_inception_builder()
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.reset_running_stats()

@@ -119,6 +119,8 @@ def test_outputs_of_every_stage(finished):
                                  "intensity_w1", "fid", "kid", "lpips", "lpips_diversity", "seg_dice_generated",
                                  "seg_dice_real"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
+    # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
+    assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
     assert all(math.isfinite(float(r[k])) for r in metrics for k in ("fid", "kid"))  # FID during validation
     seg = read_tsv(w / "results/evaluate/tiny/segmentation.tsv")
     assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (foreground)"

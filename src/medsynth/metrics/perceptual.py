@@ -218,9 +218,11 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
         feats = inception_features(load_inception(folder, device), fake, settings.get("batch_size", 32), device)
         mu, sigma = gaussian_stats(feats)
         out["fid"] = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])
+        subset = settings.get("kid_subset_size", 1000)
         out["kid"], out["kid_std"] = kernel_inception_distance(
-            feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100),
-            settings.get("kid_subset_size", 1000))
+            feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100), subset)
+        # Subsets as large as the smaller set draw it whole every time: their spread says little.
+        out["kid_whole_set"] = float(subset >= min(len(feats), len(stats["features"])))
     needs_lpips = paired_real is not None or sample_pairs is not None
     if needs_lpips and available(folder, (ALEXNET_FILE,), settings["perceptual"]):
         model = load_lpips(folder, device)
