@@ -105,3 +105,11 @@ def test_apply_matches_a_plain_lookup_for_every_label_dtype(dtype: type) -> None
     out = table.apply(label, "label.nii.gz")
     assert out.dtype == np.uint8 and out.shape == label.shape
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("values, expected", [([2, 3], True), ([10, 12, 11], True), ([5], True), ([0, 0], True),
+                                              ([2, 5], False), ([0, 2], False), ([10, 13], False), ([-1, 0], False),
+                                              ([], True)])
+def test_lists_every_value_of_is_true_only_when_the_maps_range_is_all_known(values, expected) -> None:
+    table = LabelTable.from_config(ENTRIES)  # values 0, 2, 3, 5, 10..12
+    assert table.lists_every_value_of(np.array(values, dtype=np.int32)) is expected

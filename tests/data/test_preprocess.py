@@ -362,3 +362,47 @@ def test_opening_detaches_table_joined_by_thin_bridge(tmp_path: Path, opening_mm
     assert not np.any(table & mask), f"{np.count_nonzero(table & mask)} table voxels in the body mask"
     assert np.all(mask[label > 0])
     assert mask.sum() >= np.count_nonzero(label)
+
+
+@pytest.mark.parametrize("spacing_xy", [2.5, 0.7])  # coarser and finer than the source
+def test_label_lookup_before_or_after_resampling_gives_the_same_classes(spacing_xy: float) -> None:
+    from medsynth.data.geometry import canonical_grid, inplane_grid
+    from medsynth.data.preprocess import _labels_on_grid
+    from medsynth.io.nifti import Volume
+
+    rng = np.random.default_rng(4)
+    affine = np.array([[-1.2, 0, 0, 30.0], [0, -1.1, 0, 12.0], [0, 0, 3.0, -5.0], [0, 0, 0, 1]])
+    raw = rng.choice(np.array([0, 2, 3, 5], dtype=np.uint8), size=(23, 19, 4))
+    table = LabelTable.from_config([{"name": "bg", "values": [0]}, {"name": "a", "values": [1, 2, 3, 4]},
+                                    {"name": "b", "values": [5]}])
+    shape_c, aff_c = canonical_grid(raw.shape, affine)
+    shape, grid = inplane_grid(shape_c, aff_c, spacing_xy)
+    assert table.lists_every_value_of(raw)  # uint8 and every value known: looked up after resampling
+    after = _labels_on_grid(Volume(raw, affine, Path("lab.nii.gz")), affine, table, aff_c, grid, shape)
+    before = _labels_on_grid(Volume(raw.astype(np.int32), affine, Path("lab.nii.gz")), affine, table, aff_c, grid,
+                             shape)
+    assert after.dtype == before.dtype == np.uint8 and after.shape == tuple(shape)
+    np.testing.assert_array_equal(after, before)
+    assert set(np.unique(after)) == {0, 1, 2}
+
+
+def test_label_map_is_reoriented_with_the_images_geometry(tmp_path: Path) -> None:
+    """Near 45 degrees, affines a tolerated 4e-4 apart reorient to different axis orders; the label map,
+    accepted as sharing the image's grid, must follow the image's reorientation, not its own."""
+    c = np.sqrt(0.5)
+    base = np.array([[c, -c, 0, 10.0], [c, c, 0, -5.0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
+    img_aff, lab_aff = base.copy(), base.copy()
+    img_aff[0, 0] += 2e-4
+    lab_aff[0, 0] -= 2e-4
+    assert nib.aff2axcodes(img_aff) != nib.aff2axcodes(lab_aff)
+    ct = np.full((40, 30, 5), -1000, dtype=np.int16)
+    ct[5:35, 4:26] = 40
+    raw = np.zeros(ct.shape, dtype=np.uint8)
+    raw[8:20, 6:12] = 1  # asymmetric: a transposed or flipped copy would not match
+    save_volume(tmp_path / "ct.nii.gz", ct, img_aff)
+    save_volume(tmp_path / "label.nii.gz", raw, lab_aff)
+    table = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "organ", "values": [1]}])
+    preprocess_case("c", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", tmp_path / "out", table,
+                    PreprocessSettings("CT", None, opening_mm=2.0))
+    out = load_volume(tmp_path / "out/label.nii.gz").array
+    np.testing.assert_array_equal(out, to_canonical(raw, img_aff)[0])

@@ -182,6 +182,25 @@ def test_corrupt_gzip_gives_volume_error_naming_file(tmp_path: Path, flipped_aff
     assert str(bad) in str(exc.value)
 
 
+@pytest.mark.parametrize("damage", ["not-nifti", "bad-magic", "bad-header-size"])
+def test_gzipped_non_nifti_gives_volume_error_naming_file(tmp_path: Path, flipped_affine: np.ndarray,
+                                                          damage: str) -> None:
+    import gzip
+
+    raw = bytearray(gzip.decompress(save_volume(tmp_path / "good.nii.gz", _data(np.int16), flipped_affine).read_bytes()))
+    if damage == "not-nifti":
+        raw = bytearray(b"hello world" * 10)
+    elif damage == "bad-magic":
+        raw[344:348] = b"xyz\0"  # the "n+1" magic of a single-file NIfTI-1
+    else:
+        raw[0:4] = (1234).to_bytes(4, "little")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(VolumeError, match="not a readable NIfTI") as exc:
+        load_volume(bad)
+    assert str(bad) in str(exc.value)
+
+
 def test_truncated_uncompressed_nifti_gives_volume_error(tmp_path: Path, flipped_affine: np.ndarray) -> None:
     good = save_volume(tmp_path / "good.nii", _data(np.float32), flipped_affine)
     raw = good.read_bytes()

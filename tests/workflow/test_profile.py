@@ -34,7 +34,7 @@ def test_training_job_asks_for_the_experiments_gpus_memory_and_time_limit_warnin
     res = _job_resources(tmp_path, config, "train")
     assert res["gpu"] == str(gpus)  # the rule's own value: the profile does not override it
     ram_gb = config["experiments"]["autopet-paired"]["train"].get("ram_cache_gb", 32)
-    assert int(res["mem_mb"]) == 1000 * ram_gb + 8000 * gpus
+    assert int(res["mem_mb"]) == (1000 * ram_gb + 8000) * gpus  # each process holds its own slices
     assert res["slurm_partition"] == "CHANGE_ME_gpu" and res["slurm_account"] == "CHANGE_ME_account"
     assert res["runtime"] == "1440" and res["slurm_extra"] == "--signal=USR1@300"
 

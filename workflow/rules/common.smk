@@ -83,9 +83,10 @@ def grows(base, cap=4):
 
 
 def train_mem_mb(wildcards):
-    """The slices held in memory (train.ram_cache_gb) plus model, optimiser and batches per process."""
+    """Per training process (one per GPU): its own copy of the slices held in memory
+    (train.ram_cache_gb) plus model, optimiser and batches."""
     settings = config["experiments"][wildcards.experiment].get("train") or {}
-    return int(1000 * settings.get("ram_cache_gb", 32) + 8000 * max(1, experiment_gpus(wildcards)))
+    return int((1000 * settings.get("ram_cache_gb", 32) + 8000) * max(1, experiment_gpus(wildcards)))
 
 
 def experiment_gpus(wildcards):

@@ -52,10 +52,18 @@ class LabelTable:
             table[list(vals)] = cls_id
         return table
 
+    def lists_every_value_of(self, label: np.ndarray) -> bool:
+        """True when every value from the map's minimum to its maximum is in the table (two reductions)."""
+        if not label.size:
+            return True
+        lut = self.lookup()
+        lo, hi = int(label.min()), int(label.max())
+        return 0 <= lo and hi < len(lut) and bool((lut[lo : hi + 1] >= 0).all())
+
     def apply(self, label: np.ndarray, source: str) -> np.ndarray:
         """Map a label map to class ids; unknown values stop with their list and the file."""
         unknown = UNKNOWN
-        if self.num_classes >= unknown:
+        if self.num_classes > unknown:  # ids 0..254 are classes, 255 marks unknown values
             raise LabelError(f"the label table has {self.num_classes} classes; at most {unknown} are supported")
         lut = self.lookup()
         lo, hi = (int(label.min()), int(label.max())) if label.size else (0, 0)

@@ -171,12 +171,16 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         source = source.astype(np.float32)  # float64 (scaled integers) holds no precision a scanner has
     shape_c, aff_c = canonical_grid(source.shape, image.affine)
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
-    # The label map goes its own way (table, grid, file) while this thread resamples the image.
-    label_job = pool.submit(_labels_on_grid, label_vol, table, aff_c, affine, shape, out_dir)
+    # The label map goes its own way (table, grid) while this thread resamples the image; its file
+    # is written while the body mask is found.
+    label_job = pool.submit(_labels_on_grid, label_vol, image.affine, table, aff_c, affine, shape)
     img_c, _ = to_canonical(source, image.affine)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
-    lab_r, class_voxels = label_job.result()
+    lab_r = label_job.result()
+    make_dir(out_dir)
+    label_write = pool.submit(save_volume, out_dir / "label.nii.gz", lab_r, affine)
+    class_voxels = pool.submit(lambda: np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist())
     spacing = voxel_spacing(affine)
     if given_mask is not None:
         mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
@@ -201,8 +205,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     unit = to_unit_range(img_r, lo, hi)
     unit[~mask] = -1.0
 
-    make_dir(out_dir)
-    writes = [pool.submit(save_volume, out_dir / "image.nii.gz", unit, affine),
+    writes = [label_write, pool.submit(save_volume, out_dir / "image.nii.gz", unit, affine),
               pool.submit(save_volume, out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)]
     for job in writes:
         job.result()
@@ -219,7 +222,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         "mask_source": str(mask_path) if mask_path is not None else "computed",
         "intensity": {"lo": lo, "hi": hi, "background": background},
         "labelled_voxels_outside_mask": outside,
-        "class_voxels": class_voxels,
+        "class_voxels": class_voxels.result(),
         "settings": asdict(settings),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -232,14 +235,21 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     return meta
 
 
-def _labels_on_grid(label: Volume, table: LabelTable, aff_c: np.ndarray, affine: np.ndarray,
-                    shape: tuple[int, int, int], out_dir: Path) -> tuple[np.ndarray, list[int]]:
-    """Class ids on the training grid (nearest neighbour), written to ``label.nii.gz``; also voxels per class."""
-    classes = table.apply(label.array, str(label.path))
-    lab_c, _ = to_canonical(classes, label.affine)
-    lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
-    save_volume(make_dir(out_dir) / "label.nii.gz", lab_r, affine)
-    return lab_r, np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist()
+def _labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable, aff_c: np.ndarray,
+                    affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Class ids (uint8) on the training grid: table lookup and nearest-neighbour resampling.
+
+    ``source_affine`` is the image's: the label map, checked to share its grid, is reoriented
+    exactly as the image is (near-oblique affines a tolerance apart could pick other axes).
+    """
+    raw = label.array
+    if raw.dtype.itemsize == 1 and table.lists_every_value_of(raw):
+        # Nearest neighbour commutes with the lookup, and every value is known: look up the
+        # resampled map, which has fewer voxels than the source when the grid gets coarser.
+        lab_c, _ = to_canonical(raw, source_affine)
+        return table.apply(resample_to_grid(lab_c, aff_c, affine, shape, order=0), str(label.path))
+    lab_c, _ = to_canonical(table.apply(raw, str(label.path)), source_affine)
+    return resample_to_grid(lab_c, aff_c, affine, shape, order=0)
 
 
 def back_to_source(volume: np.ndarray, meta: dict, *, order: int, cval: float) -> np.ndarray:

@@ -55,8 +55,8 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
         raise VolumeError(f"{path}: file not found")
     try:
         img, data = _read(path)
-    except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile,
-            nib.filebasedimages.ImageFileError) as exc:
+    except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
+            nib.wrapstruct.WrapStructError, nib.spatialimages.HeaderDataError) as exc:
         raise VolumeError(f"{path}: not a readable NIfTI volume ({exc}); re-export or re-download it") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -140,6 +140,8 @@ def _read(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
             head = stream.read(4)
             stream.seek(0)
             sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")}
+            if not sizes & {348, 540}:
+                raise nib.filebasedimages.ImageFileError("no NIfTI-1 or NIfTI-2 header at the start of the data")
             klass = nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
             img = klass.from_file_map(_single_file_map(stream))
             return img, np.asanyarray(img.dataobj)

@@ -4,17 +4,20 @@ The Snakemake rule (and anyone else) describes the training once, as the
 keyword arguments of ``run.run_experiment`` in a JSON file; ``launch`` starts
 ``torchrun --standalone --nproc_per_node=N -m medsynth.train.run <spec>``.
 
-Signals: SLURM's warning before the time limit (SIGUSR1) and a cancellation
-(SIGTERM) go to the job step's processes. torchrun dies of a SIGUSR1 it does
-not handle, and it starts its workers in sessions of their own, where the
-job's signal does not reach them. So torchrun runs in its own session too,
-and this process turns either signal into the SIGTERM that torchrun passes on
-to every worker: each writes its checkpoint and exits, and the launch ends
-with ``INTERRUPTED_EXIT`` so the retried job resumes.
+Signals: SLURM's warning before the time limit (SIGUSR1) and the stop at the
+limit (SIGTERM) reach every process of the job step: slurmstepd signals its
+whole process tree (cgroup or linuxproc tracking), a terminal its process
+group. torchrun is told to handle SIGUSR1 too (by default it would die of it
+and orphan its workers): it passes the signal on to every worker and waits up
+to ``SHUTDOWN_TIMEOUT_S`` while each writes its checkpoint. This process only
+notes the signal and waits for torchrun, so the job ends after the workers
+and exits with ``INTERRUPTED_EXIT``: Snakemake retries it and it resumes. A
+second signal sent to torchrun here would break its orderly shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -28,6 +31,9 @@ from medsynth.train.loop import INTERRUPTED_EXIT
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+# Time the workers get to finish the step, validation and checkpoint after a stop signal; below
+# the 300 s of warning that profiles/slurm asks SLURM for.
+SHUTDOWN_TIMEOUT_S = 240
 
 
 def write_spec(path: Path, spec: Mapping) -> Path:
@@ -37,10 +43,24 @@ def write_spec(path: Path, spec: Mapping) -> Path:
     return path
 
 
+def _torchrun_options() -> set[str]:
+    from torch.distributed.run import get_args_parser
+
+    return {opt for action in get_args_parser()._actions for opt in action.option_strings}
+
+
 def torchrun_command(spec_path: Path, processes: int) -> list[str]:
     # --standalone: a rendezvous on this node at a free port, so two trainings on one node cannot collide.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "medsynth.train.run", str(spec_path)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    options = _torchrun_options()
+    if "--signals-to-handle" in options:
+        cmd.append("--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
+    else:
+        log.warning("this torch's torchrun has no --signals-to-handle and dies of SIGUSR1: SLURM's warning "
+                    "before the time limit will stop the training without a checkpoint (update torch)")
+    if "--shutdown-timeout" in options:
+        cmd.append(f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}")
+    return [*cmd, "-m", "medsynth.train.run", str(spec_path)]
 
 
 def launch(spec_path: Path, processes: int, output: Path | None = None) -> int:
@@ -52,30 +72,21 @@ def launch(spec_path: Path, processes: int, output: Path | None = None) -> int:
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     stops: list[int] = []
-    sink = open(output, "a", buffering=1) if output is not None else None  # noqa: SIM115 (closed below)
+    cmd = torchrun_command(spec_path, processes)
+    # Noted, not acted on: torchrun received the same signal and is shutting its workers down.
+    previous = {sig: signal.signal(sig, lambda signum, frame: stops.append(signum)) for sig in STOP_SIGNALS}
     try:
-        proc = subprocess.Popen(torchrun_command(spec_path, processes), start_new_session=True,
-                                stdout=sink, stderr=subprocess.STDOUT if sink else None)
-
-        def forward(signum: int, frame) -> None:
-            stops.append(signum)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-        previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
-        try:
-            log.info("training in %d processes: %s", processes, " ".join(proc.args))
-            status = proc.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with open(output, "a", buffering=1) if output is not None else contextlib.nullcontext() as sink:
+            log.info("training in %d processes: %s", processes, " ".join(cmd))
+            status = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT if sink else None).wait()
     finally:
-        if sink is not None:
-            sink.close()
-    if stops:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stops and status != 0:
         log.warning("%s received: the workers wrote their checkpoint; exiting %d to be resumed",
                     signal.Signals(stops[0]).name, INTERRUPTED_EXIT)
         return INTERRUPTED_EXIT
     if status != 0:
         log.error("torchrun exited with status %d; the workers' errors are in the log above", status)
     return status
+

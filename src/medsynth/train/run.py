@@ -9,6 +9,7 @@ import torch
 
 from medsynth.data.labels import LabelTable
 from medsynth.io.tables import read_tsv
+from medsynth.train import distributed as ddp
 from medsynth.train.data import SliceSet
 from medsynth.train.loop import TrainSettings, train
 
@@ -51,6 +52,9 @@ def run_experiment(
         torch.set_num_threads(threads)  # the CPU share the scheduler gave this job
     unpaired = parsed.mode == "unpaired"
     cache = Path(run_dir) / "cache"
+    rank, world_size, _ = ddp.world()
+    if world_size > 1:
+        cache = cache / f"rank{rank}"  # each process writes and maps its own spill files
 
     def load(files, name):
         return load_slices(files, parsed.ram_cache_gb, cache / name)
@@ -79,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     from medsynth.logs import log_to
-    from medsynth.train import distributed as ddp
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
