@@ -70,6 +70,21 @@ def test_save_leaves_no_temporary_file(tmp_path: Path, flipped_affine: np.ndarra
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.nii.gz"]
 
 
+@pytest.mark.parametrize("name", ["vol.nii.gz", "vol.nii"])
+def test_failed_save_leaves_nothing_behind(tmp_path: Path, flipped_affine: np.ndarray, name: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(self, file_map=None, *args, **kwargs):
+        fh = (file_map or self.file_map)["image"].get_prepare_fileobj(mode="wb")
+        fh.write(b"half a header")
+        fh.close()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_volume(tmp_path / name, _data(np.int16), flipped_affine)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_converts_to_requested_dtype(tmp_path: Path, flipped_affine: np.ndarray) -> None:
     data = _data(np.int16)
     path = save_volume(tmp_path / "ct.nii.gz", data, flipped_affine)

@@ -119,12 +119,16 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
     tmp = path.with_name(path.name + ".part" + "".join(path.suffixes))
-    if path.name.endswith(".nii.gz"):
-        with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
-            img.to_file_map(_single_file_map(stream))
-    else:
-        nib.save(img, str(tmp))
-    tmp.replace(path)
+    try:
+        if path.name.endswith(".nii.gz"):
+            with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
+                img.to_file_map(_single_file_map(stream))
+        else:
+            nib.save(img, str(tmp))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left beside the outputs
+        raise
     return path
 
 
