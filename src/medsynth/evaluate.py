@@ -93,7 +93,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             if name == "kid" and not note and scores.get("kid_whole_set"):
                 note = ("std understates the uncertainty: the test set is no larger than "
                         "metrics.kid_subset_size, so every subset holds all of it")
-            summary.append({"metric": name, "mean": value, "std": std, "n": n if not note.startswith("not") else 0,
+            summary.append({"metric": name, "mean": value, "std": std, "n": 0 if math.isnan(value) else n,
                             "note": note})
     return summary, per_case
 

@@ -103,7 +103,6 @@ def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], ord
     """
     out = array
     for axis in (0, 1):
-        axis = axis
         n_in = array.shape[axis]
         raw = np.arange(shape_xy[axis]) * scale[axis] + shift[axis]
         # Within half a voxel of the edge a sample takes the edge value; further out it is cval.

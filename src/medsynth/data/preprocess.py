@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,15 @@ from scipy import ndimage
 
 from medsynth.data.geometry import inplane_grid, per_slab, resample_to_grid, to_canonical, canonical_grid
 from medsynth.data.labels import LabelTable
-from medsynth.io.nifti import Volume, check_same_grid, load_volume, make_dir, save_volume, voxel_spacing
+from medsynth.io.nifti import (
+    Volume,
+    check_same_grid,
+    default_workers,
+    load_volume,
+    make_dir,
+    save_volume,
+    voxel_spacing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +44,6 @@ class PreprocessSettings:
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "MR"):
             raise ValueError(f"modality must be 'CT' or 'MR', got {self.modality!r}")
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def open_inplane(

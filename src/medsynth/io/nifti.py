@@ -86,6 +86,11 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
     return Volume(c_order(data), np.asarray(img.affine, dtype=np.float64), path)
 
 
+def default_workers() -> int:
+    """Threads for volume work that releases the GIL ((de)compression, copies, scipy.ndimage)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def c_order(data: np.ndarray, workers: int | None = None, tile: int = 32) -> np.ndarray:
     """A C-ordered copy of a NIfTI array (which arrives in Fortran order, x fastest).
 
@@ -101,7 +106,7 @@ def c_order(data: np.ndarray, workers: int | None = None, tile: int = 32) -> np.
         for y in range(0, data.shape[1], tile):
             out[x : x + tile, y : y + tile] = data[x : x + tile, y : y + tile]
 
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or default_workers()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(rows, range(0, data.shape[0], tile)))
     return out

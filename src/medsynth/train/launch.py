@@ -89,4 +89,3 @@ def launch(spec_path: Path, processes: int, output: Path | None = None) -> int:
     if status != 0:
         log.error("torchrun exited with status %d; the workers' errors are in the log above", status)
     return status
-
