@@ -203,13 +203,15 @@ def test_equipment_is_outside_and_apart_from_the_body(cases: list[PhantomCase]) 
 
 
 def test_liver_is_on_patient_right_in_world_coordinates(cases: list[PhantomCase]) -> None:
-    # RAS world: +x is patient left, so the liver (right) has the smaller x.
+    # RAS+ world: +x is the patient's right, so the liver has x > 0 and the spleen x < 0
+    # (as TotalSegmentator's labels of the real CT in ../shared/data: liver at x = +64 mm).
     # Checked for RAS- and LPS-stored cases alike, through each affine.
     assert {c.orientation for c in cases} == {"RAS", "LPS"}
     for case in cases:
         liver_x = _world(case, case.label == LIVER)[:, 0].mean()
         spleen_x = _world(case, case.label == SPLEEN)[:, 0].mean()
-        assert liver_x < 0 < spleen_x, case.case_id
+        aorta_x = _world(case, case.label == 8)[:, 0].mean()
+        assert spleen_x < aorta_x < 0 < liver_x, case.case_id  # aorta left of the midline, IVC right
 
 
 def test_lungs_only_in_cranial_slices(cases: list[PhantomCase]) -> None:

@@ -232,22 +232,22 @@ def test_write_pngs_writes_display_oriented_images_and_labels(tmp_path: Path) ->
         np.testing.assert_array_equal(lab_png, display_view(slices.labels[k]))
         img_png = load_png(tmp_path / "images" / name)
         np.testing.assert_array_equal(img_png, unit_to_uint8(display_view(slices.images[k])))
-    # Orientation, concretely: in z6 the class-5 block sits at low x (patient right) and low y
-    # (posterior): on screen that is the left of the bottom rows.
+    # Orientation, concretely: in z6 the class-5 block sits at low x (RAS: the patient's left)
+    # and low y (posterior): radiologically that is the right of the bottom rows.
     png = load_png(tmp_path / "labels" / "case_a_z006.png")
     rows, cols = np.nonzero(png == 5)
-    assert rows.min() > SIZE // 2 and cols.max() < SIZE // 2
+    assert rows.min() > SIZE // 2 and cols.min() >= SIZE // 2
 
 
 def test_unit_to_uint8_and_display_view() -> None:
     np.testing.assert_array_equal(unit_to_uint8(np.array([-1.0, -1.5, 0.0, 1.0, 2.0])), [0, 0, 128, 255, 255])
-    sl = np.zeros((3, 4))  # x (right -> left of patient), y (posterior -> anterior)
-    sl[0, 3] = 1  # patient right, anterior
-    sl[2, 0] = 2  # patient left, posterior
+    sl = np.zeros((3, 4))  # RAS: x (patient left -> right), y (posterior -> anterior)
+    sl[2, 3] = 1  # patient right, anterior
+    sl[0, 0] = 2  # patient left, posterior
     view = display_view(sl)
     assert view.shape == (4, 3)
     assert view[0, 0] == 1  # top-left of the screen: anterior, patient right (radiological)
-    assert view[3, 2] == 2
+    assert view[3, 2] == 2  # bottom-right: posterior, patient left
 
 
 def test_save_png_round_trip(tmp_path: Path) -> None:

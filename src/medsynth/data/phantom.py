@@ -100,9 +100,11 @@ class _Grid:
 
     Anatomy millimetres are world millimetres divided by the fit-to-FOV scale
     and shifted so body + table sit centred; organs are drawn in them once.
+    The anatomy's x axis points to the patient's left, so it is world x
+    mirrored: RAS world +x is the patient's right (the liver's side).
     """
 
-    x: np.ndarray  # (nx, 1, 1), +x = patient left (RAS)
+    x: np.ndarray  # (nx, 1, 1), +x = patient left: the mirror of RAS world x (+x = patient right)
     y: np.ndarray  # (1, ny, 1), +y = anterior; body centre at y = 0
     z: np.ndarray  # (1, 1, nz), +z = cranial
     voxel: float  # largest in-plane voxel size in anatomy mm
@@ -254,7 +256,7 @@ def _make_grid(shape: tuple[int, int, int], spacing: tuple[float, float, float],
         world = (np.arange(n, dtype=np.float64) - 0.5 * (n - 1)) * s
         axes.append((world / scale).astype(np.float32))
     return _Grid(
-        x=axes[0].reshape(-1, 1, 1),
+        x=-axes[0].reshape(-1, 1, 1),  # anatomy +x (patient left) = world -x
         y=(axes[1] + np.float32(y_mid)).reshape(1, -1, 1),
         z=axes[2].reshape(1, 1, -1),
         voxel=max(spacing[0], spacing[1]) / scale,

@@ -14,9 +14,11 @@ from PIL import Image
 def display_view(slice_xy: np.ndarray) -> np.ndarray:
     """RAS [x, y] slice -> screen rows/cols in radiological convention.
 
-    Anterior at the top, the patient's right on the screen's left.
+    Anterior at the top, the patient's right on the screen's left. In RAS+ the
+    x index grows towards the patient's right (+x = right), so the screen's
+    columns run from the largest x down; rows from the largest y (anterior).
     """
-    return np.ascontiguousarray(np.asarray(slice_xy).T[::-1, :])
+    return np.ascontiguousarray(np.asarray(slice_xy).T[::-1, ::-1])
 
 
 def unit_to_uint8(image: np.ndarray) -> np.ndarray:
