@@ -264,6 +264,26 @@ def test_mr_has_t1_like_contrasts(cases: list[PhantomCase]) -> None:
         assert med[0] < 0.1 * med[BODY]  # background near zero
 
 
+def test_mr_air_is_noisy_and_tissue_shaded_like_a_real_scan(cases: list[PhantomCase]) -> None:
+    """What a real abdominal MR has and a body mask must cope with: Rician noise in the air at a
+    few per cent of tissue intensity, and a smooth bias field across the body."""
+    for case in cases:
+        fat = np.median(case.mr[case.label == BODY])
+        air = case.mr[(case.label == 0) & (ndimage.distance_transform_edt(case.label == 0) > 3)]
+        # Rayleigh (magnitude of complex noise): mean/sd = sqrt(pi / (4 - pi)) = 1.91
+        assert 0.015 * fat < air.std() < 0.05 * fat, case.case_id
+        assert 1.6 < air.mean() / air.std() < 2.3, case.case_id
+        # Fat (CT below -80 HU inside the body class): a smooth quadratic fitted to its MR
+        # intensity over the body spans more than 8 % of its mean (the coil shading).
+        fat_voxels = (case.label == BODY) & (case.ct < -80)
+        idx = np.argwhere(fat_voxels).astype(np.float64)
+        x, y, z = ((idx - idx.mean(axis=0)) / idx.std(axis=0)).T
+        design = np.c_[np.ones_like(x), x, y, z, x * x, y * y, z * z, x * y, x * z, y * z]
+        values = case.mr[fat_voxels].astype(np.float64)
+        smooth = design @ np.linalg.lstsq(design, values, rcond=None)[0]
+        assert np.ptp(np.percentile(smooth, [2, 98])) > 0.08 * values.mean(), case.case_id
+
+
 def test_invalid_arguments_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="index"):
         make_case(-1, SEED, SHAPE, SPACING)

@@ -606,7 +606,9 @@ def _render_mr(rng: np.random.Generator, tissue: np.ndarray, field: np.ndarray, 
     values *= np.float32(_u(rng, 0.8, 1.2))  # arbitrary MR units: per-scan gain
     texture = _TISSUE_TABLE[:, 4].copy()
     texture[list(_NO_SIGNAL_MR)] = 0.0
-    noise_sd = _u(rng, 8.0, 20.0)
+    # Noise at 2-4 % of the brightest tissue (fat), as in a real abdominal MR; the air then
+    # carries Rician noise of that size, which a body mask must not take for tissue.
+    noise_sd = _u(rng, 18.0, 36.0)
     bias = _bias_field(rng, g)
     mr = values[tissue] + texture[tissue] * field
     mr = ndimage.gaussian_filter(mr, sigma=(0.55, 0.55, 0.4), truncate=3.0)
@@ -620,7 +622,7 @@ def _render_mr(rng: np.random.Generator, tissue: np.ndarray, field: np.ndarray, 
 
 
 def _bias_field(rng: np.random.Generator, g: _Grid) -> np.ndarray:
-    """Smooth multiplicative coil shading, a random quadratic within +-20%."""
+    """Smooth multiplicative coil shading, a random quadratic within +-15-30 % (surface coils)."""
     xs = g.x / max(float(np.abs(g.x).max()), 1.0)
     ys = g.y / max(float(np.abs(g.y).max()), 1.0)
     zs = g.z / max(float(np.abs(g.z).max()), 1.0)
@@ -630,4 +632,4 @@ def _bias_field(rng: np.random.Generator, g: _Grid) -> np.ndarray:
     for c, term in zip(coefs, terms):
         poly += float(c) * term
     peak = max(float(np.abs(poly).max()), 1e-6)
-    return 1.0 + poly * np.float32(_u(rng, 0.1, 0.2) / peak)
+    return 1.0 + poly * np.float32(_u(rng, 0.15, 0.3) / peak)
