@@ -46,6 +46,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         n_classes=table.num_classes,
         image=image.array,
         label=label.array,
+        # TotalSegmentator's structures, without the body class that preprocessing derives
+        organs=(label.array > 0) & (label.array != table.body_class),
         mask=mask.array.astype(bool),
         ct=ct.array,
         spacing_y=float(abs(ct.affine[1, 1])),
@@ -56,7 +58,17 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def test_labels_map_to_all_classes(real) -> None:
     present = np.flatnonzero(np.bincount(real.label.ravel(), minlength=real.n_classes))
     assert real.n_classes > 30
-    assert len(present) == real.n_classes  # each source value became a class and survived
+    assert len(present) == real.n_classes  # each source value became a class and survived, and the body class
+
+
+def test_unlabelled_tissue_inside_the_body_gets_the_body_class(real) -> None:
+    assert real.meta["body_derived"] and real.meta["body_class"] == real.n_classes - 1
+    body = real.label == real.meta["body_class"]
+    np.testing.assert_array_equal(real.label > 0, real.mask)  # the body is labelled: organs or body class
+    assert real.meta["body_class_voxels_from_mask"] == np.count_nonzero(body) > 0.1 * real.mask.sum()
+    # Subcutaneous fat (-150..-50 HU) is body, not background.
+    fat = (real.ct > -150) & (real.ct < -50) & real.mask & ~real.organs
+    assert np.mean(body[fat]) > 0.99
 
 
 def test_body_mask_is_non_empty_and_holds_every_label(real) -> None:
@@ -70,7 +82,7 @@ def test_body_mask_is_non_empty_and_holds_every_label(real) -> None:
 def test_ct_table_is_not_in_the_mask(real) -> None:
     y = np.arange(real.mask.shape[1])
     mask_rows = y[real.mask.any(axis=(0, 2))]
-    label_rows = y[(real.label > 0).any(axis=(0, 2))]
+    label_rows = y[real.organs.any(axis=(0, 2))]
     lowest_label = label_rows.min()
     margin = MARGIN_MM / real.spacing_y
     # The mask stops just under the labelled anatomy (skin and fat), it does not run down into the table.

@@ -1,8 +1,23 @@
+"""Shape consistency (medsynth.models.shape): nothing bright outside the body, real images cost nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
 
+from medsynth.data.labels import LabelTable
+from medsynth.data.phantom import PHANTOM_LABELS, make_case
+from medsynth.data.preprocess import PreprocessSettings, preprocess_case
+from medsynth.data.slicing import SliceSettings, slice_case
+from medsynth.io.nifti import load_volume, save_volume
 from medsynth.models.registry import ModelSpec, build_generator
-from medsynth.models.shape import mask_loss, soft_body_mask
+from medsynth.models.shape import mask_loss
 from medsynth.train.data import one_hot
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg-example"
 
 
 def disc(size: int, radius: float) -> torch.Tensor:
@@ -10,42 +25,68 @@ def disc(size: int, radius: float) -> torch.Tensor:
     return (((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < radius**2).float()[None, None]
 
 
-def test_soft_mask_follows_intensity_and_loss_orders_outlines():
+def _slices(tmp_path: Path, image: Path, label: Path, table: LabelTable, modality: str, spacing, size: int):
+    preprocess_case("c", image, label, tmp_path, table, PreprocessSettings(modality, spacing))
+    s = slice_case(load_volume(tmp_path / "image.nii.gz", np.float32).array,
+                   load_volume(tmp_path / "label.nii.gz", np.uint8).array,
+                   load_volume(tmp_path / "mask.nii.gz", np.uint8).array, SliceSettings(size, 0.05))
+    return torch.from_numpy(s.images)[:, None], torch.from_numpy(s.masks)[:, None].float()
+
+
+def test_real_ct_slices_cost_nothing(tmp_path: Path) -> None:
+    """A perfect generator (fake = real) on the real CT, whose lungs and bowel gas are as dark as air."""
+    if not (DATA / "ct.nii.gz").is_file():
+        pytest.skip(f"real CT example not available at {DATA}")
+    values = sorted(int(v) for v in np.unique(load_volume(DATA / "label.nii.gz", np.int32).array))
+    table = LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])
+    images, body = _slices(tmp_path, DATA / "ct.nii.gz", DATA / "label.nii.gz", table, "CT", None, 128)
+    assert (images[body > 0] < -0.95).float().mean() > 0.01  # there is dark tissue inside the body
+    assert float(mask_loss(images, body)) < 1e-6
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_phantom_slices_cost_nothing(tmp_path: Path, modality: str) -> None:
+    case = make_case(0, seed=0, shape=(96, 96, 12), spacing=(4.0, 4.0, 6.0))
+    save_volume(tmp_path / "image.nii.gz", case.ct if modality == "CT" else case.mr, case.affine)
+    save_volume(tmp_path / "label.nii.gz", case.label, case.affine)
+    table = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
+    images, body = _slices(tmp_path / "pre", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz", table,
+                           modality, None, 96)
+    assert float(mask_loss(images, body)) < 1e-6
+
+
+def test_bright_outside_costs_dark_inside_does_not():
     body = disc(32, 10)
-    image = body * 1.0 + (1 - body) * -1.0
-    soft = soft_body_mask(image)
-    assert soft[body > 0].mean() > 0.99 and soft[body == 0].mean() < 0.1
-    matching = mask_loss(image, body)
-    shrunk = mask_loss(disc(32, 6) * 2 - 1, body)
-    assert matching < 0.05 < shrunk
+    real = body * 0.3 - (1 - body)
+    assert float(mask_loss(real, body)) == 0.0
+    lungs = real.clone()
+    lungs[disc(32, 5) > 0] = -1.0  # air inside the body: legitimately dark
+    assert float(mask_loss(lungs, body)) == 0.0
+    spill = real.clone()
+    spill[..., :2, :] = 1.0  # bright rows where no body is
+    spill.requires_grad_(True)
+    loss = mask_loss(spill, body)
+    loss.backward()
+    outside = (1 - body).sum()
+    assert float(loss.detach()) == pytest.approx(float(64 / outside))  # 64 pixels, each fully bright
+    assert (spill.grad[..., :2, :] > 0).all() and (spill.grad[body > 0] == 0).all()
 
 
-def test_mask_loss_alone_trains_the_generator_toward_the_label_outline():
+def test_mask_loss_alone_darkens_the_generators_outside():
     torch.manual_seed(0)
     spec = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
     G = build_generator(spec, 2)
     body = disc(16, 5).repeat(2, 1, 1, 1)
     onehot = one_hot(body[:, 0].long(), 2)
     z = G.noise(2, 16, 16)
-
-    loss = mask_loss(G(onehot, z), body)
-    loss.backward()
-    grads = [p.grad.abs().sum() for p in G.parameters() if p.grad is not None]
-    assert grads and sum(grads) > 0  # the loss passes a gradient (the original code's did not)
-
-    def outline_dice() -> float:
-        with torch.no_grad():
-            hard = (G(onehot, z) > -0.95).float()
-        return float(2 * (hard * body).sum() / (hard.sum() + body.sum()))
-
-    start = float(loss.detach())
-
-    before = outline_dice()
+    start = float(mask_loss(G(onehot, z), body))
     opt = torch.optim.Adam(G.parameters(), lr=3e-3)
     for _ in range(40):
         opt.zero_grad()
         loss = mask_loss(G(onehot, z), body)
         loss.backward()
         opt.step()
-    assert float(loss.detach()) < start
-    assert outline_dice() > max(before, 0.9)
+    with torch.no_grad():
+        outside = G(onehot, z)[body == 0]
+    assert float(loss.detach()) < 0.2 * start
+    assert float(outside.mean()) < -0.9

@@ -1,6 +1,15 @@
 """The label table: dataset label values -> consecutive class ids.
 
 The number of classes is derived here and nowhere else.
+
+Every table has a **body** class. Real label sets (TotalSegmentator) label
+organs, not the body: their background covers the air around the patient *and*
+unlabelled tissue (fat, skin, bowel content). A generator conditioned on such a
+map cannot see the body outline it must draw. So a table without a class named
+``body`` gets one, appended as the last class and listed under no label value:
+preprocessing gives it to the voxels inside the body mask that carry no label
+(as MAISI does with its body label). A table that has a ``body`` class (the
+phantom's) keeps it, and those voxels join it.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import numpy as np
 
 
 UNKNOWN = 255  # class ids are stored as uint8; this value marks labels the table does not list
+BODY = "body"  # the class of labelled-as-nothing voxels inside the body mask
 
 
 class LabelError(ValueError):
@@ -38,15 +48,32 @@ class LabelTable:
             raise LabelError(f"label table names must be unique, got {list(names)}")
         if 0 not in values[0]:
             raise LabelError("the first label-table entry must be the background and include value 0")
+        if BODY not in names:
+            names, values = names + (BODY,), values + ((),)
         return cls(names, values)
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
 
+    @property
+    def body_class(self) -> int:
+        """Class id of the body: the table's own ``body`` entry or the derived last class."""
+        return self.names.index(BODY)
+
+    @property
+    def body_derived(self) -> bool:
+        """True when the body class was added here (no label value of the dataset maps to it)."""
+        return not self.values[self.body_class]
+
+    @property
+    def labelled_names(self) -> tuple[str, ...]:
+        """Class names of the dataset's own table, without a derived body class."""
+        return self.names[:-1] if self.body_derived else self.names
+
     def lookup(self) -> np.ndarray:
         """Array mapping source value -> class id, -1 for values not in the table."""
-        top = max(max(v) for v in self.values)
+        top = max(max(v) for v in self.values if v)
         table = np.full(top + 1, -1, dtype=np.int16)
         for cls_id, vals in enumerate(self.values):
             table[list(vals)] = cls_id

@@ -209,8 +209,6 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
     lab_r = label_job.result()
     make_dir(out_dir)
-    label_write = pool.submit(save_volume, out_dir / "label.nii.gz", lab_r, affine)
-    class_voxels = pool.submit(lambda: np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist())
     spacing = voxel_spacing(affine)
     if given_mask is not None:
         mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
@@ -231,6 +229,9 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         log.warning("%s: %d labelled voxels were outside the body mask; mask widened to include them", case_id, outside)
         mask |= lab_r > 0
 
+    body_voxels = add_body_class(lab_r, mask, table)
+    label_write = pool.submit(save_volume, out_dir / "label.nii.gz", lab_r, affine)
+    class_voxels = pool.submit(lambda: np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist())
     lo, hi = intensity_range(img_r, mask, settings)
     unit = to_unit_range(img_r, lo, hi)
     unit[~mask] = -1.0
@@ -252,6 +253,9 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         "mask_source": str(mask_path) if mask_path is not None else "computed",
         "intensity": {"lo": lo, "hi": hi, "background": background},
         "labelled_voxels_outside_mask": outside,
+        "body_class": table.body_class,
+        "body_derived": table.body_derived,
+        "body_class_voxels_from_mask": body_voxels,
         "class_voxels": class_voxels.result(),
         "settings": asdict(settings),
     }
@@ -263,6 +267,17 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         preprocess_qc(qc_path, img_c[:, :, z], (lo, hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
                       table.num_classes, title=f"{case_id}, axial slice {z}")
     return meta
+
+
+def add_body_class(label: np.ndarray, mask: np.ndarray, table: LabelTable) -> int:
+    """Give the body class to the unlabelled voxels inside the body mask (in place); returns their count.
+
+    So the generator sees the body outline (the shape it must draw) and
+    unlabelled tissue apart from the air around the patient.
+    """
+    unlabelled = mask & (label == 0)
+    label[unlabelled] = table.body_class
+    return int(np.count_nonzero(unlabelled))
 
 
 def _labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable, aff_c: np.ndarray,

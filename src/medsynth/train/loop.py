@@ -97,8 +97,7 @@ class TrainSettings:
 
     def weights(self) -> LossWeights:
         return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, seg=self.lambda_seg,
-                           adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every,
-                           mask_threshold=self.mask_threshold)
+                           adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
 
 
 def resolve_device(name: str) -> torch.device:

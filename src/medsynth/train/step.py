@@ -8,8 +8,8 @@ Unpaired (USIS-style): labels from dataset A, images from dataset B, never
 matched. D is trained on generated images only, to segment them into their
 input labels (segmentation consistency), and an unconditional wavelet
 discriminator Du judges realism against B's images (non-saturating loss, lazy
-R1). In both modes a shape-consistency loss keeps the generated body inside
-the label map's body outline.
+R1). In both modes a shape-consistency loss keeps everything outside the
+label map's body dark (background).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class LossWeights:
     adv: float = 1.0  # unpaired: wavelet discriminator in G's loss
     r1_gamma: float = 1.0  # unpaired: R1 weight (applied as gamma / 2)
     r1_every: int = 16  # unpaired: lazy R1 every k steps, scaled by k
-    mask_threshold: float = -0.95  # intensity above which a generated pixel counts as body
 
 
 @dataclass
@@ -128,7 +127,7 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
         nets.D.requires_grad_(False)
         fake = nets.g_call(onehot)
         loss_adv = seg_ce_real(nets.D(fake).float(), onehot)
-        loss_mask = mask_loss(fake, body, w.mask_threshold)
+        loss_mask = mask_loss(fake, body)
         loss_g = loss_adv + w.mask * loss_mask
     nets.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -164,7 +163,7 @@ def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: 
         fake = nets.g_call(onehot)
         loss_seg = seg_ce_real(nets.D(fake).float(), onehot)
         loss_adv = nonsat_g_loss(nets.Du(fake).float())
-        loss_mask = mask_loss(fake, body, w.mask_threshold)
+        loss_mask = mask_loss(fake, body)
         loss_g = w.adv * loss_adv + w.seg * loss_seg + w.mask * loss_mask
     nets.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
