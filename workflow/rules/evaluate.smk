@@ -15,6 +15,7 @@ rule evaluate:
         segmentation="results/evaluate/{experiment}/segmentation.tsv",
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
+        threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],
         metrics=config["metrics"],
         labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
     log:

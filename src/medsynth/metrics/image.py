@@ -9,8 +9,10 @@ population covariance), the same as scikit-image with
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -24,28 +26,39 @@ def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5, device=None, dty
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, body: torch.Tensor | None = None) -> torch.Tensor:
     """Mean SSIM per image for (B, 1, H, W) tensors; borders the window cannot cover are excluded.
 
-    With ``body`` (B, 1, H, W) the SSIM map is averaged over body pixels only.
+    With ``body`` (B, 1, H, W) it is SSIM inside the body, independent of every
+    pixel outside it: the Gaussian window is restricted to body pixels and
+    renormalised (normalised convolution), so the local means, variances and
+    covariance at a body pixel are weighted averages over body pixels only,
+    and the map is averaged over the body. Whatever a generator paints outside
+    the body (or the real image holds there) cannot change it.
     """
     x = x.double()
     y = y.double()
     g = _gaussian_window(device=x.device, dtype=x.dtype)
     k = g.numel()
     gx, gy = g.view(1, 1, 1, k), g.view(1, 1, k, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, gx), gy)
-
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
+    if body is None:
+        def blur(t: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.conv2d(t, gx), gy)
+    else:
+        m = (body > 0.5).double()
+        r = (k - 1) // 2
+        weight = F.conv2d(F.conv2d(m, gx, padding=(0, r)), gy, padding=(r, 0))
+
+        def blur(t: torch.Tensor) -> torch.Tensor:
+            s_ = F.conv2d(F.conv2d(t * m, gx, padding=(0, r)), gy, padding=(r, 0))
+            return s_ / weight.clamp(min=1e-12)
+
     mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
+    vx = (blur(x * x) - mx * mx).clamp(min=0)
+    vy = (blur(y * y) - my * my).clamp(min=0)
     cxy = blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     if body is None:
         return s.mean(dim=(1, 2, 3)).float()
-    r = (k - 1) // 2
-    m = body[..., r : body.shape[-2] - r, r : body.shape[-1] - r].double()
     return ((s * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp(min=1)).float()
 
 
@@ -80,9 +93,29 @@ def paired_metrics(fake: torch.Tensor, real: torch.Tensor, data_range: float = 2
     return out
 
 
+def body_outline(image: torch.Tensor, threshold: float = -0.95) -> torch.Tensor:
+    """The body an image shows: its tissue (intensity > ``threshold``) with in-plane holes filled.
+
+    Lung air and bowel gas are as dark as the air around the patient; they are
+    holes in the tissue, so filling them gives the outline, as the
+    preprocessing's body mask holds them. (B, 1, H, W) -> float {0, 1}.
+    """
+    tissue = (image > threshold).cpu().numpy()
+    filled = np.stack([ndimage.binary_fill_holes(t[0], structure=_CROSS) for t in tissue])[:, None]
+    return torch.from_numpy(filled).float()
+
+
+_CROSS = ndimage.generate_binary_structure(2, 1)  # as the preprocessing fills holes
+
+
 def body_dice(image: torch.Tensor, body: torch.Tensor, threshold: float = -0.95) -> torch.Tensor:
-    """Per image Dice of the hard body outline (intensity > threshold) against the reference body mask."""
-    hard = (image > threshold).float()
+    """Per image Dice of the body the image shows (``body_outline``) against the label map's body mask.
+
+    A perfect generator (fake = real) scores 1: a real image's tissue with its
+    holes filled is its body mask.
+    """
+    hard = body_outline(image, threshold)
+    body = (body.cpu() > 0.5).float()
     inter = (hard * body).sum(dim=(1, 2, 3))
     total = hard.sum(dim=(1, 2, 3)) + body.sum(dim=(1, 2, 3))
     return ((2 * inter + 1.0) / (total + 1.0)).float()
@@ -92,8 +125,12 @@ def intensity_w1(fake: torch.Tensor, fake_body: torch.Tensor, real: torch.Tensor
                  bins: int = 256) -> float:
     """Wasserstein-1 distance between the intensity distributions inside the body, in [-1, 1] units.
 
-    Needs no pixel-aligned reference, so it works for unpaired data too: it
-    measures whether the generated tissue contrasts have the real ones' spread.
+    ``fake_body`` is the body of the label maps the images were generated from
+    (what the generator was asked to fill), ``real_body`` the real images' body
+    masks: the same kind of region on both sides, dark tissue (lung, gas, dark
+    MR tissue) included, so a perfect generator scores 0 and one that paints
+    dark tissue grey scores worse. Needs no pixel-aligned reference, so it
+    works for unpaired data too.
     """
     edges = torch.linspace(-1, 1, bins + 1)
 

@@ -204,8 +204,9 @@ def save_real_stats(images: torch.Tensor, path: Path, settings: dict, device: to
 def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, device: torch.device,
                       paired_real: torch.Tensor | None = None,
                       sample_pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
-    """FID, KID (mean, std), LPIPS to the paired real image, and diversity: the mean LPIPS over
-    ``sample_pairs`` (two samples of the same label map, every pair).
+    """FID, KID (mean, std), LPIPS to the paired real image (``paired_real[i]`` is the real image of
+    ``fake[i]``'s label map), and diversity: the mean LPIPS over ``sample_pairs`` (two samples of the
+    same label map, every pair).
 
     NaN for whatever cannot be computed (weights missing, no paired reference,
     a single sample), so callers write "NA" rather than a made-up number.
@@ -227,7 +228,10 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
     if needs_lpips and available(folder, (ALEXNET_FILE,), settings["perceptual"]):
         model = load_lpips(folder, device)
         if paired_real is not None:
-            out["lpips"] = float(lpips_distances(model, fake[: len(paired_real)], paired_real, device=device).mean())
+            if len(paired_real) != len(fake):
+                raise ValueError(f"LPIPS needs one real image per generated image, got {len(paired_real)} "
+                                 f"real for {len(fake)} generated")
+            out["lpips"] = float(lpips_distances(model, fake, paired_real, device=device).mean())
         if sample_pairs is not None:
             out["lpips_diversity"] = float(lpips_distances(model, *sample_pairs, device=device).mean())
     return out

@@ -155,8 +155,7 @@ def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num
     if mode == "paired":
         out.update({k: float(v.mean()) for k, v in paired_metrics(fake, val.images.float()).items()})
     out["body_dice"] = float(body_dice(fake, val.masks.float(), threshold).mean())
-    out["intensity_w1"] = intensity_w1(fake, (fake > threshold).float(), reference.images.float(),
-                                       reference.masks.float())
+    out["intensity_w1"] = intensity_w1(fake, val.masks.float(), reference.images.float(), reference.masks.float())
     if perceptual is not None and real_stats is not None:
         scores = perceptual_scores(fake, real_stats, perceptual, device)
         out["fid"], out["kid"] = scores["fid"], scores["kid"]

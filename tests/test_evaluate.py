@@ -1,0 +1,175 @@
+"""Test-set metrics (medsynth.evaluate): a perfect generator scores perfectly, every metric.
+
+Perfect generator: its samples are the real test slices. Checked on the CT and
+MR phantoms and on the real CT in ../shared/data, through preprocessing and
+slicing as the workflow does it (lung air, bowel gas and dark MR tissue inside
+the body are what made body Dice and intensity W1 biased before).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsynth.data.labels import LabelTable
+from medsynth.data.phantom import PHANTOM_LABELS, make_case
+from medsynth.data.preprocess import PreprocessSettings, preprocess_case
+from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
+from medsynth.evaluate import evaluate_cases, segmentation_summary
+from medsynth.io.nifti import load_volume, save_volume
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg-example"
+PHANTOM_TABLE = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
+GRID = dict(shape=(96, 96, 12), spacing=(4.0, 4.0, 6.0))
+
+
+def _prepare(folder: Path, image: Path, label: Path, table: LabelTable, modality: str, size: int) -> Path:
+    preprocess_case(folder.name, image, label, folder / "pre", table, PreprocessSettings(modality, None))
+    slices = slice_case(load_volume(folder / "pre" / "image.nii.gz", np.float32).array,
+                        load_volume(folder / "pre" / "label.nii.gz", np.uint8).array,
+                        load_volume(folder / "pre" / "mask.nii.gz", np.uint8).array, SliceSettings(size, 0.05))
+    return slices.save(folder / folder.name / "slices.npz")
+
+
+def _phantom_slices(root: Path, modality: str, indices=(0, 1)) -> list[Path]:
+    files = []
+    for i in indices:
+        case = make_case(i, seed=0, **GRID)
+        folder = root / f"{modality}{i}"
+        save_volume(folder / "image.nii.gz", case.ct if modality == "CT" else case.mr, case.affine)
+        save_volume(folder / "label.nii.gz", case.label, case.affine)
+        files.append(_prepare(folder, folder / "image.nii.gz", folder / "label.nii.gz", PHANTOM_TABLE, modality,
+                              96))
+    return files
+
+
+def _write_samples(real_files: list[Path], make_fake, samples: int = 2) -> list[tuple[str, Path, Path]]:
+    """samples.npz beside each case's slices: ``make_fake(real images, case index, k)`` per sample."""
+    cases = []
+    for c, real_file in enumerate(real_files):
+        real = CaseSlices.load(real_file)
+        fakes = np.stack([make_fake(real, c, k) for k in range(samples)]).astype(np.float16)
+        gen = real_file.with_name("samples.npz")
+        np.savez(gen, samples=fakes, z=real.z)
+        cases.append((real_file.parent.name, real_file, gen))
+    return cases
+
+
+def _perfect(real: CaseSlices, case: int, k: int) -> np.ndarray:
+    return real.images
+
+
+def _assert_perfect(summary: list[dict], dice_tolerance: float = 1e-6) -> None:
+    m = {r["metric"]: r["mean"] for r in summary}
+    for name in ("ssim", "ssim_body"):
+        assert m[name] == pytest.approx(1.0, abs=1e-6), name
+    assert m["body_dice"] == pytest.approx(1.0, abs=dice_tolerance)
+    for name in ("rmse", "rmse_body", "intensity_w1"):
+        assert m[name] == pytest.approx(0.0, abs=1e-6), name
+    assert m["psnr"] > 100 and m["psnr_body"] > 100
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, modality: str) -> None:
+    real = _phantom_slices(tmp_path, modality)
+    summary, per_case = evaluate_cases(_write_samples(real, _perfect), True, real)
+    # MR: a labelled skin voxel may be as dark as air (seen: 1 pixel of 19,000, Dice 0.999994).
+    _assert_perfect(summary, 1e-6 if modality == "CT" else 1e-4)
+    assert len(per_case) == 4 and all(r["body_dice"] == pytest.approx(1.0, abs=1e-4) for r in per_case)
+
+
+def test_a_perfect_generator_scores_perfectly_on_the_real_ct(tmp_path: Path) -> None:
+    if not (DATA / "ct.nii.gz").is_file():
+        pytest.skip(f"real CT example not available at {DATA}")
+    values = sorted(int(v) for v in np.unique(load_volume(DATA / "label.nii.gz", np.int32).array))
+    table = LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])
+    real = [_prepare(tmp_path / "real", DATA / "ct.nii.gz", DATA / "label.nii.gz", table, "CT", 128)]
+    summary, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
+    _assert_perfect(summary)
+
+
+def test_dark_tissue_painted_grey_scores_worse(tmp_path: Path) -> None:
+    """The bias the old definitions had: a generator that paints lung air grey must not score better."""
+    real = _phantom_slices(tmp_path, "MR")
+
+    def grey(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        out = r.images.copy()
+        out[(r.masks > 0) & (out < -0.8)] = -0.3
+        return out
+
+    perfect, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
+    painted, _ = evaluate_cases(_write_samples(real, grey), True, real)
+    w1 = {name: {r["metric"]: r["mean"] for r in s}["intensity_w1"] for name, s in (("perfect", perfect),
+                                                                                    ("grey", painted))}
+    assert w1["perfect"] == 0.0 < 0.01 < w1["grey"]
+
+
+def test_ssim_inside_the_body_ignores_what_lies_outside(tmp_path: Path) -> None:
+    real = _phantom_slices(tmp_path, "CT", indices=(0,))
+
+    def noisy(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        rng = np.random.default_rng(k)
+        return np.clip(r.images + rng.normal(0, 0.1, r.images.shape), -1, 1)
+
+    def noisy_and_bright_outside(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        out = noisy(r, case, k)
+        out[r.masks == 0] = 1.0
+        return out
+
+    a, _ = evaluate_cases(_write_samples(real, noisy), True, real)
+    b, _ = evaluate_cases(_write_samples(real, noisy_and_bright_outside), True, real)
+    a, b = ({r["metric"]: r["mean"] for r in s} for s in (a, b))
+    assert a["ssim_body"] == pytest.approx(b["ssim_body"], abs=2e-3)  # float16 storage of the samples
+    assert a["ssim"] > b["ssim"] + 0.1
+
+
+def _toy_cases(root: Path, sizes=(3, 2)) -> list[Path]:
+    """Small slice files of two cases with distinct content (LPIPS runs AlexNet on each slice)."""
+    rng = np.random.default_rng(0)
+    files = []
+    for c, n in enumerate(sizes):
+        labels = np.zeros((n, 32, 32), np.uint8)
+        labels[:, 8:24, 6 + 4 * c : 20 + 4 * c] = 1
+        images = np.where(labels > 0, 0.2 + 0.3 * rng.random((n, 32, 32)), -1.0).astype(np.float32)
+        slices = CaseSlices(images, labels, (labels > 0).astype(np.uint8), np.arange(n, dtype=np.int32),
+                            np.zeros((n, 2), np.int32))
+        files.append(slices.save(root / f"case{c}" / "slices.npz"))
+    return files
+
+
+def test_lpips_pairs_every_sample_with_its_own_cases_real_slices(tmp_path: Path, random_weights_dir: Path) -> None:
+    """Two test cases, two samples each (every shipped config): a perfect generator has LPIPS 0."""
+    real = _toy_cases(tmp_path)
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "check_hash": False,
+                "kid_subsets": 5, "kid_subset_size": 10, "batch_size": 8}
+    # No Inception statistics: only LPIPS runs (FID and KID are "not computed").
+    stats = tmp_path / "inception_test.npz"
+    np.savez(stats, available=False, reason="not computed: weights unavailable")
+    summary, _ = evaluate_cases(_write_samples(real, _perfect), True, real, real_stats=stats, perceptual=settings)
+    m = {r["metric"]: r for r in summary}
+    assert float(m["lpips"]["mean"]) == pytest.approx(0.0, abs=1e-6)
+    assert m["lpips"]["n"] == 2 * 5  # every sample of every case, each with its own case's slice
+    assert float(m["lpips_diversity"]["mean"]) == pytest.approx(0.0, abs=1e-6)  # both samples are the same
+    assert math.isnan(m["fid"]["mean"]) and m["fid"]["note"]
+
+    # Real slices of the other case for every label map: LPIPS sees the mismatch.
+    def other_case(r: CaseSlices, c: int, k: int) -> np.ndarray:
+        other = CaseSlices.load(real[1 - c]).images
+        return other[np.arange(len(r.z)) % len(other)]
+
+    worse, _ = evaluate_cases(_write_samples(real, other_case), True, real, real_stats=stats, perceptual=settings)
+    assert float({r["metric"]: r for r in worse}["lpips"]["mean"]) > 1e-3
+
+
+def test_segmentation_summary_counts_foreground_classes_only() -> None:
+    rows = [{"class": "background", "dice_generated": 0.9, "dice_real": 0.95},
+            {"class": "liver", "dice_generated": 0.5, "dice_real": 0.8},
+            {"class": "spleen", "dice_generated": math.nan, "dice_real": math.nan},  # absent from the test set
+            {"class": "body", "dice_generated": 0.7, "dice_real": 0.9},
+            {"class": "mean (foreground)", "dice_generated": 0.6, "dice_real": 0.85}]
+    out = {r["metric"]: r for r in segmentation_summary(rows)}
+    assert out["seg_dice_generated"]["mean"] == 0.6 and out["seg_dice_real"]["mean"] == 0.85
+    assert out["seg_dice_generated"]["n"] == 2 == out["seg_dice_real"]["n"]  # liver and body, not background
