@@ -102,6 +102,18 @@ def test_missing_file_raises_naming_file_and_case(cohort_dir: Path, column: str)
     assert "missing.nii.gz" in msg and "'b'" in msg and column in msg and "line 3" in msg
 
 
+def test_patient_id_column_is_optional_and_defaults_to_the_case_id(cohort_dir: Path, tmp_path: Path) -> None:
+    table = _write_table(cohort_dir / "cases.tsv", ["case_id", "patient_id", "image", "label"],
+                         [["a", "P1", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"],
+                          ["b", "P1", "scans/b_img.nii.gz", "scans/b_lab.nii.gz"],
+                          ["c", "", "scans/c_img.nii.gz", "scans/c_lab.nii.gz"]])
+    rows = _read_tsv(register_local(table, tmp_path / "cases.tsv", "CT"))
+    assert {r["case_id"]: r["patient_id"] for r in rows} == {"a": "P1", "b": "P1", "c": "c"}
+    plain = _write_table(cohort_dir / "plain.tsv", ["case_id", "image", "label"],
+                         [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    assert read_cases(plain)[0]["patient_id"] == "a"
+
+
 def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None:
     no_label = _write_table(cohort_dir / "t1.tsv", ["case_id", "image"], [["a", "scans/a_img.nii.gz"]])
     with pytest.raises(ValueError, match="label"):

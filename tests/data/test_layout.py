@@ -56,6 +56,20 @@ def test_missing_label_names_the_file_and_case(autopet_like):
                        label_root=labels)
 
 
+def test_patient_placeholder_gives_the_patient_id(autopet_like, tmp_path):
+    root, labels = autopet_like
+    rows = discover_cases(root, {"image": "{patient}/{study}/CTres.nii.gz", "label": "{patient}_{study}.nii.gz"},
+                          label_root=labels)
+    assert [r["patient_id"] for r in rows] == ["PETCT_a", "PETCT_a", "PETCT_b"]
+    # Without {patient} in layout.image every case is its own patient, and {patient} means the case id.
+    touch(tmp_path / "flat" / "x1_ct.nii.gz")
+    touch(tmp_path / "flat" / "x1" / "seg.nii.gz")
+    (row,) = discover_cases(tmp_path / "flat", {"image": "{case}_ct.nii.gz", "label": "{patient}/seg.nii.gz"})
+    assert row["patient_id"] == row["case_id"] == "x1" and row["label"].endswith("x1/seg.nii.gz")
+    with pytest.raises(ValueError, match=r"layout.label.*\{visit\}"):
+        discover_cases(tmp_path / "flat", {"image": "{case}_ct.nii.gz", "label": "{visit}/seg.nii.gz"})
+
+
 def test_no_match_and_missing_root_and_pattern_without_placeholder(tmp_path):
     with pytest.raises(FileNotFoundError, match="local.root"):
         discover_cases(tmp_path / "nope", {"image": "{case}.nii.gz", "label": "{case}.nii.gz"})

@@ -92,3 +92,29 @@ def test_archive_url_with_checksum_and_provided_masks(tmp_path, snakemake):
     log = (work2 / "logs/download/mine.log").read_text()
     assert digest in log and "0" * 64 in log
     assert not (work2 / "resources/archives/mine/cohort.zip").exists()
+
+
+@pytest.mark.slow
+def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
+    root = tmp_path / "data"
+    for p in range(8):
+        for s in range(1 + p % 3):
+            for name in ("ct", "seg"):
+                f = root / f"PETCT_{p:02d}" / f"200{s}-01-01" / f"{name}.nii.gz"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(b"only the names matter up to the split")
+    ds = dataset(source="local", local={"root": str(root)},
+                 layout={"image": "{patient}/{study}/ct.nii.gz", "label": "{patient}/{study}/seg.nii.gz"})
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, data_config(ds), "results/split/mine/split.tsv")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = work / "results/split/mine/split.tsv"
+    assert table.read_text().splitlines()[0].split("\t") == ["case_id", "patient_id", "part"]
+    rows = read_tsv(table)
+    assert len(rows) == 15 and all(r["case_id"].startswith(r["patient_id"] + "_") for r in rows)
+    parts: dict[str, set[str]] = {}
+    for r in rows:
+        parts.setdefault(r["patient_id"], set()).add(r["part"])
+    assert len(parts) == 8 and all(len(p) == 1 for p in parts.values())
+    assert {r["part"] for r in rows} == {"train", "val", "test"}

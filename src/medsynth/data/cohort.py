@@ -8,13 +8,18 @@ from typing import Mapping
 
 from medsynth.io.tables import read_tsv, write_tsv
 
-# mask is optional (empty when the dataset provides none)
-CASE_COLUMNS = ["case_id", "image", "label", "mask", "modality"]
+# mask is optional (empty when the dataset provides none); patient_id defaults to the case id
+CASE_COLUMNS = ["case_id", "patient_id", "image", "label", "mask", "modality"]
+FILE_COLUMNS = ("image", "label", "mask")
 
 
 def read_cases(path: Path) -> list[dict[str, str]]:
-    """Rows of a ``cases.tsv``, validated: unique ids, required columns, files that exist."""
-    path = Path(path)
+    """Rows of a ``cases.tsv`` sorted by case id, validated: unique ids, required columns, files that exist."""
+    return [row for _, row in sorted(_numbered_rows(Path(path)), key=lambda lr: lr[1]["case_id"])]
+
+
+def _numbered_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a validated cases table, in file order; the header is line 1."""
     rows = read_tsv(path)
     if not rows:
         raise ValueError(f"{path}: the cases table has no rows")
@@ -22,6 +27,7 @@ def read_cases(path: Path) -> list[dict[str, str]]:
     if missing_cols:
         raise ValueError(f"{path}: missing column(s) {missing_cols}; expected tab-separated case_id, image, label")
     seen: set[str] = set()
+    numbered = []
     for i, row in enumerate(rows, start=2):
         empty = [c for c in ("case_id", "image", "label") if not (row.get(c) or "").strip()]
         if empty:
@@ -30,16 +36,17 @@ def read_cases(path: Path) -> list[dict[str, str]]:
         if not cid or any(ch in cid for ch in "/\\ \t"):
             raise ValueError(f"{path}, line {i}: case id {cid!r} must be non-empty without slashes or spaces")
         if cid in seen:
-            raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}")
+            raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}; every case id must be unique")
         seen.add(cid)
-        for col in ("image", "label", "mask"):
-            if col == "mask" and not row.get("mask"):
-                continue
-            f = Path(row[col]) if Path(row[col]).is_absolute() else path.parent / row[col]
-            if not f.is_file():
-                raise FileNotFoundError(f"{path}, line {i}: {col} file {f} of case {cid!r} does not exist")
-            row[col] = str(f.resolve())
-    return sorted(rows, key=lambda r: r["case_id"])
+        row["patient_id"] = (row.get("patient_id") or "").strip() or cid
+        for col in FILE_COLUMNS:
+            if row.get(col):
+                f = Path(row[col]) if Path(row[col]).is_absolute() else path.parent / row[col]
+                if not f.is_file():
+                    raise FileNotFoundError(f"{path}, line {i}: {col} file {f} of case {cid!r} does not exist")
+                row[col] = str(f.resolve())
+        numbered.append((i, row))
+    return numbered
 
 
 def register_local(table: Path, out_tsv: Path, modality: str) -> Path:
@@ -68,9 +75,11 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
     """Find cases by filename pattern, e.g. ``image: "{patient}/{study}/CTres.nii.gz"``.
 
     The placeholders of the image pattern identify a case (their values joined
-    by ``_`` form the case id); the label and mask patterns may use the same
-    placeholders and ``{case}``. Image and mask patterns are relative to
-    ``root``, the label pattern to ``label_root`` (default ``root``).
+    by ``_`` form the case id); ``{patient}``, when it is one of them, gives the
+    patient id (default: the case id), so all studies of a patient share a split
+    part. The label and mask patterns may use the same placeholders, ``{case}``
+    and ``{patient}``. Image and mask patterns are relative to ``root``, the
+    label pattern to ``label_root`` (default ``root``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -89,12 +98,12 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
             raise ValueError(f"{root}: {image} and {seen[case_id]} both give case id {case_id!r}; "
                              "add a placeholder to layout.image that tells them apart")
         seen[case_id] = image
-        fields = {**values, "case": case_id}
-        row = {"case_id": case_id, "image": str(image.resolve())}
+        fields = {"patient": case_id, **values, "case": case_id}
+        row = {"case_id": case_id, "patient_id": fields["patient"], "image": str(image.resolve())}
         for key, base in (("label", label_root), ("mask", root)):
             if not layout.get(key):
                 continue
-            path = base / layout[key].format(**fields)
+            path = base / _format(layout, key, fields)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: {key} file of case {case_id!r} not found "
                                         f"(layout.{key} = {layout[key]!r})")
@@ -103,6 +112,14 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
     if not rows:
         raise ValueError(f"{root}: no files match layout.image = {layout['image']!r}")
     return rows
+
+
+def _format(layout: Mapping[str, str], key: str, fields: Mapping[str, str]) -> str:
+    try:
+        return layout[key].format(**fields)
+    except KeyError as exc:
+        raise ValueError(f"layout.{key} = {layout[key]!r} uses {{{exc.args[0]}}}, which layout.image "
+                         f"= {layout['image']!r} does not give; use its placeholders, {{case}} or {{patient}}") from exc
 
 
 def register_layout(root: Path, layout: Mapping[str, str], out_tsv: Path, modality: str,
