@@ -94,6 +94,51 @@ def test_archive_url_with_checksum_and_provided_masks(tmp_path, snakemake):
     assert not (work2 / "resources/archives/mine/cohort.zip").exists()
 
 
+def _finished(work: Path, cases: list[str]) -> bool:
+    return all((work / "results/slices/mine/cases" / c / "slices.npz").is_file() for c in cases)
+
+
+@pytest.mark.slow
+def test_a_missing_file_in_the_cases_table_fails_only_its_case(tmp_path, snakemake):
+    root = cohort(tmp_path / "data", 4)
+    lines = ["case_id\timage\tlabel"] + [f"phantom_00{i}\tphantom_00{i}/ct.nii.gz\tphantom_00{i}/label.nii.gz"
+                                         for i in range(4)]
+    lines[3] = lines[3].replace("phantom_002/label.nii.gz", "phantom_002/seg.nii.gz")  # not there
+    table = root / "my_cases.tsv"
+    table.write_text("\n".join(lines) + "\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, data_config(dataset(source="local", local={"cases_table": str(table)})), "--keep-going")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert _finished(work, ["phantom_000", "phantom_001", "phantom_003"])
+    assert [r["case_id"] for r in read_tsv(work / "results/split/mine/split.tsv")] == [f"phantom_00{i}" for i in range(4)]
+    message = (work / "logs/case_check/mine/phantom_002.log").read_text()
+    missing = str((root / "phantom_002" / "seg.nii.gz").resolve())
+    assert f"{missing}: label file of case 'phantom_002' does not exist" in message and "line 4" in message
+    assert missing in output
+    assert f"{table}, line 4" in (work / "logs/download/mine.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_file_where_a_case_folder_belongs_fails_only_that_case(tmp_path, snakemake):
+    root = cohort(tmp_path / "data", 3)
+    work = tmp_path / "work"
+    blocker = work / "results/preprocess/mine/phantom_001"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    ds = dataset(source="local", local={"root": str(root)},
+                 layout={"image": "{case}/ct.nii.gz", "label": "{case}/label.nii.gz"})
+    result = snakemake(work, data_config(ds), "--keep-going")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert _finished(work, ["phantom_000", "phantom_002"])
+    message = (work / "logs/case_check/mine/phantom_001.log").read_text()
+    assert "results/preprocess/mine/phantom_001: a file where case 'phantom_001' needs an output folder" in message
+    assert "move or delete it" in output
+    assert blocker.read_text() == "not a folder"  # the file is the user's to move, not ours
+
+
 @pytest.mark.slow
 def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
     root = tmp_path / "data"
