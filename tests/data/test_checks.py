@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsynth.data.labels import LabelTable
+from medsynth.data.labels import LabelError, LabelTable
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.io.nifti import VolumeError, load_volume, save_volume
 
@@ -77,3 +77,19 @@ def test_real_label_stored_lps_gives_the_same_classes(tmp_path):
     other = _preprocess(tmp_path / "other", ct, lps, table, spacing_xy=None)
     np.testing.assert_array_equal(other["label"], same["label"])
     np.testing.assert_array_equal(other["mask"], same["mask"])
+
+
+# ------------------------------------------------------------------ all background (5a)
+
+
+@pytest.mark.parametrize("background", [[0], [0, 7]])
+def test_all_background_label_map_is_refused_naming_the_file(tmp_path, phantom_case, background):
+    case = phantom_case(0)
+    ct = save_volume(tmp_path / "ct.nii.gz", case.ct, case.affine)
+    empty = np.where(case.label > 0, background[-1], 0).astype(np.uint8)
+    lab = save_volume(tmp_path / "label.nii.gz", empty, case.affine)
+    table = LabelTable.from_config([{"name": "outside", "values": background}, {"name": "organ", "values": [1]}])
+    with pytest.raises(LabelError, match="only background") as exc:
+        _preprocess(tmp_path / "out", ct, lab, table)
+    assert str(lab) in str(exc.value) and "'outside'" in str(exc.value)
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medsynth.data.geometry import canonical_grid
+from medsynth.data.labels import LabelError, LabelTable
 from medsynth.io.nifti import Volume, VolumeError, check_same_grid
 
 
@@ -25,3 +26,13 @@ def reorientation_affine(image: Volume, other: Volume, atol: float = 1e-3) -> np
         if shape_i != shape_o or np.abs(affine_i - affine_o).max() > atol:
             raise
     return other.affine
+
+
+def check_has_labels(classes: np.ndarray, path: object, table: LabelTable) -> None:
+    """Refuse a label map whose class ids (on the training grid) are all background."""
+    if not classes.any():
+        raise LabelError(
+            f"{path}: the label map holds only background (class {table.names[0]!r}, values "
+            f"{list(table.values[0])}); nothing to train on. Check that it is this case's label map "
+            "(an empty segmentation?), or remove the case from the cases table"
+        )

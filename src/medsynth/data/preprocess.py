@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medsynth.data.checks import reorientation_affine
+from medsynth.data.checks import check_has_labels, reorientation_affine
 from medsynth.data.geometry import inplane_grid, per_slab, resample_to_grid, to_canonical, canonical_grid
 from medsynth.data.labels import LabelTable
 from medsynth.io.nifti import (
@@ -181,6 +181,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
     lab_r = label_job.result()
+    check_has_labels(lab_r, label_path, table)
     make_dir(out_dir)
     label_write = pool.submit(save_volume, out_dir / "label.nii.gz", lab_r, affine)
     class_voxels = pool.submit(lambda: np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist())
