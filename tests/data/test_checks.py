@@ -93,3 +93,37 @@ def test_all_background_label_map_is_refused_naming_the_file(tmp_path, phantom_c
         _preprocess(tmp_path / "out", ct, lab, table)
     assert str(lab) in str(exc.value) and "'outside'" in str(exc.value)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ image given as the label (5e)
+
+
+def test_image_given_as_label_gives_a_short_message_that_says_swapped(tmp_path, phantom_case):
+    case = phantom_case(0)
+    ct = save_volume(tmp_path / "ct.nii.gz", case.ct, case.affine)
+    n_values = len(np.setdiff1d(np.unique(case.ct), np.arange(10)))
+    assert n_values > 1000
+    with pytest.raises(LabelError) as exc:
+        _preprocess(tmp_path / "out", ct, ct)  # image and label columns swapped: the CT is the "label"
+    message = str(exc.value)
+    assert len(message) < 700, message
+    assert str(ct) in message and f"{n_values} values" in message and "swapped" in message
+    assert str(int(case.ct.min())) in message  # the first (lowest) values are shown
+
+
+def test_non_integer_image_given_as_label_says_swapped(tmp_path, phantom_case):
+    case = phantom_case(0)
+    ct = save_volume(tmp_path / "ct.nii.gz", case.ct, case.affine)
+    float_ct = save_volume(tmp_path / "ct_float.nii.gz", case.ct.astype(np.float32) + 0.25, case.affine)
+    with pytest.raises(VolumeError, match="swapped") as exc:
+        _preprocess(tmp_path / "out", ct, float_ct)
+    assert str(float_ct) in str(exc.value) and len(str(exc.value)) < 400
+
+
+def test_real_ct_given_as_label_says_swapped(tmp_path):
+    ct = DATA / "ct.nii.gz"
+    if not ct.is_file():
+        pytest.skip(f"real CT example not available at {DATA}")
+    with pytest.raises(LabelError, match="swapped") as exc:
+        _preprocess(tmp_path / "out", DATA / "label.nii.gz", ct, TABLE, spacing_xy=None)
+    assert len(str(exc.value)) < 700
