@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from medsynth.data.phantom import PHANTOM_LABELS, write_cohort
 from medsynth.io.nifti import load_volume, save_volume
@@ -163,3 +164,18 @@ def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
         parts.setdefault(r["patient_id"], set()).add(r["part"])
     assert len(parts) == 8 and all(len(p) == 1 for p in parts.values())
     assert {r["part"] for r in rows} == {"train", "val", "test"}
+
+
+def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_path, snakemake):
+    table = tmp_path / "labels.yaml"
+    table.write_text(yaml.safe_dump([*LABELS, {"name": "again", "values": [3]}]))
+    config = data_config(dataset(source="phantom", labels=[*LABELS[:3], {"name": "twice", "values": [1]}]))
+    config["datasets"]["other"] = dataset(source="phantom", labels=str(table))
+    config["slice"]["size"] = 36
+    config["experiments"] = {"e": {"dataset": "mine", "train": {"model": "tiny"}}}
+    result = snakemake(tmp_path, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in output
+    assert "config: datasets.mine.labels: label value 1 is listed for both" in output
+    assert f"config: datasets.other.labels (from {table}): label value 3 is listed for both" in output
+    assert "slice.size with experiments.e.train.model = 'tiny'" in output and "32 or 40" in output

@@ -3,6 +3,7 @@
 # reruns only the stages that depend on it (Snakemake's params rerun trigger).
 
 import csv
+import importlib.util
 import os
 
 import yaml
@@ -14,12 +15,13 @@ validate(config, SCHEMA)
 
 # A label table may live in its own file (e.g. config/labels/totalsegmentator_v2_grouped.yaml):
 # read it once here, then validate the table itself like an inline one.
+_LABEL_FILES = {}
 for _name, _ds in config["datasets"].items():
     if isinstance(_ds["labels"], str):
         if not os.path.isfile(_ds["labels"]):
             raise ValueError(f"config: datasets.{_name}.labels names {_ds['labels']!r}, which does not exist")
         with open(_ds["labels"]) as _fh:
-            _ds["labels"] = yaml.safe_load(_fh)
+            _LABEL_FILES[_name], _ds["labels"] = _ds["labels"], yaml.safe_load(_fh)
 validate(config, SCHEMA)
 if config["metrics"]["perceptual"] is False:  # YAML reads an unquoted off as false
     config["metrics"]["perceptual"] = "off"
@@ -39,6 +41,16 @@ for _name, _exp in config["experiments"].items():
         raise ValueError(
             f"config: experiments.{_name} is unpaired: set images_from to the dataset of real images"
         )
+
+# What only medsynth can tell (a label value listed twice, a slice size a preset cannot take)
+# would otherwise fail every case's preprocessing, or training after all of it. Where Snakemake
+# runs without medsynth installed (e.g. with --use-conda), the jobs make the same checks.
+if importlib.util.find_spec("medsynth") is not None:
+    from medsynth.config_checks import config_errors
+
+    _errors = config_errors(config, _LABEL_FILES)
+    if _errors:
+        raise ValueError("\n".join(_errors))
 
 
 wildcard_constraints:
