@@ -113,7 +113,8 @@ def test_a_missing_file_in_the_cases_table_fails_only_its_case(tmp_path, snakema
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
     assert _finished(work, ["phantom_000", "phantom_001", "phantom_003"])
-    assert [r["case_id"] for r in read_tsv(work / "results/split/mine/split.tsv")] == [f"phantom_00{i}" for i in range(4)]
+    split = read_tsv(work / "results/split/mine/split.tsv")
+    assert [r["case_id"] for r in split] == [f"phantom_00{i}" for i in range(4)]
     message = (work / "logs/case_check/mine/phantom_002.log").read_text()
     missing = str((root / "phantom_002" / "seg.nii.gz").resolve())
     assert f"{missing}: label file of case 'phantom_002' does not exist" in message and "line 4" in message

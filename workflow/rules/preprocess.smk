@@ -29,7 +29,8 @@ rule preprocess:
 
 
 # Runs only for a case whose files are missing or whose output folder is taken by a file
-# (see preprocess_inputs): it fails with the reason, and --keep-going goes on with the others.
+# (case_paths in common.smk puts it in place of the case's files): it fails with the reason,
+# and --keep-going goes on with the other cases.
 rule case_check:
     input:
         cases=rules.download.output.cases,

@@ -168,8 +168,9 @@ def _format(layout: Mapping[str, str], key: str, fields: Mapping[str, str]) -> s
     try:
         return layout[key].format(**fields)
     except KeyError as exc:
-        raise ValueError(f"layout.{key} = {layout[key]!r} uses {{{exc.args[0]}}}, which layout.image "
-                         f"= {layout['image']!r} does not give; use its placeholders, {{case}} or {{patient}}") from exc
+        raise ValueError(f"layout.{key} = {layout[key]!r} uses {{{exc.args[0]}}}, which layout.image = "
+                         f"{layout['image']!r} does not give; use its placeholders, {{case}} or {{patient}}"
+                         ) from exc
 
 
 def register_layout(root: Path, layout: Mapping[str, str], out_tsv: Path, modality: str,
