@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.cohort import CASE_COLUMNS, read_cases, register_local
+from medsynth.data.cohort import CASE_COLUMNS, case_problems, read_cases, register_local
 from medsynth.data.views import oasis_view
 from medsynth.io.images import load_png, save_png
 
@@ -88,7 +88,7 @@ def test_duplicate_case_id_raises_naming_table_and_line(cohort_dir: Path) -> Non
 
 
 @pytest.mark.parametrize("column", ["image", "label"])
-def test_missing_file_raises_naming_file_and_case(cohort_dir: Path, column: str) -> None:
+def test_missing_file_fails_its_case_not_the_table(cohort_dir: Path, tmp_path: Path, column: str, caplog) -> None:
     row = {"case_id": "b", "image": "scans/b_img.nii.gz", "label": "scans/b_lab.nii.gz"}
     row[column] = "scans/missing.nii.gz"
     table = _write_table(
@@ -96,10 +96,48 @@ def test_missing_file_raises_naming_file_and_case(cohort_dir: Path, column: str)
         ["case_id", "image", "label"],
         [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"], [row["case_id"], row["image"], row["label"]]],
     )
-    with pytest.raises(FileNotFoundError) as exc:
-        read_cases(table)
-    msg = str(exc.value)
-    assert "missing.nii.gz" in msg and "'b'" in msg and column in msg and "line 3" in msg
+    with caplog.at_level("WARNING"):
+        out = register_local(table, tmp_path / "raw" / "cases.tsv", "CT")
+    assert [r["case_id"] for r in read_cases(out)] == ["a", "b"]  # the table stands, with both cases
+    warned = caplog.text
+    assert "missing.nii.gz" in warned and "'b'" in warned and f"{table}, line 3" in warned
+    assert case_problems(out, "a") == []
+    (problem,) = case_problems(out, "b")
+    missing = str((cohort_dir / "scans" / "missing.nii.gz").resolve())
+    assert problem.startswith(missing) and f"{column} file of case 'b'" in problem
+    assert f"{out}, line 3" in problem and "remove the case" in problem
+
+
+def test_table_where_no_case_has_its_files_stops(cohort_dir: Path, tmp_path: Path) -> None:
+    table = _write_table(cohort_dir / "sub" / "cases.tsv", ["case_id", "image", "label"],
+                         [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"],
+                          ["b", "scans/b_img.nii.gz", "scans/b_lab.nii.gz"]])  # relative to the wrong folder
+    with pytest.raises(FileNotFoundError, match="no case has all its files") as exc:
+        register_local(table, tmp_path / "cases.tsv", "CT")
+    assert str(table) in str(exc.value) and "relative to the table" in str(exc.value)
+
+
+def test_case_problems_name_a_file_where_an_output_folder_belongs(cohort_dir: Path, tmp_path: Path) -> None:
+    table = _write_table(cohort_dir / "cases.tsv", ["case_id", "image", "label"],
+                         [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    blocker = _touch(tmp_path / "results" / "preprocess" / "mine" / "a")
+    outputs = [tmp_path / "results/preprocess/mine/a/image.nii.gz", tmp_path / "results/preprocess/mine/a/meta.json",
+               tmp_path / "results/slices/mine/cases/a/slices.npz"]
+    (problem,) = case_problems(table, "a", outputs)
+    assert problem.startswith(str(blocker)) and "move or delete it" in problem
+    assert case_problems(table, "a", outputs[2:]) == []
+
+
+def test_patient_id_column_is_optional_and_defaults_to_the_case_id(cohort_dir: Path, tmp_path: Path) -> None:
+    table = _write_table(cohort_dir / "cases.tsv", ["case_id", "patient_id", "image", "label"],
+                         [["a", "P1", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"],
+                          ["b", "P1", "scans/b_img.nii.gz", "scans/b_lab.nii.gz"],
+                          ["c", "", "scans/c_img.nii.gz", "scans/c_lab.nii.gz"]])
+    rows = _read_tsv(register_local(table, tmp_path / "cases.tsv", "CT"))
+    assert {r["case_id"]: r["patient_id"] for r in rows} == {"a": "P1", "b": "P1", "c": "c"}
+    plain = _write_table(cohort_dir / "plain.tsv", ["case_id", "image", "label"],
+                         [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    assert read_cases(plain)[0]["patient_id"] == "a"
 
 
 def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None:

@@ -77,6 +77,24 @@ def test_unknown_values_raise_naming_values_and_source(bad_values: list[int], dt
     assert str(sorted(bad_values)) in msg
 
 
+@pytest.mark.parametrize("n_unknown, swapped", [(30, False), (150, True)])
+def test_many_unknown_values_are_capped_and_an_image_is_called_one(n_unknown: int, swapped: bool) -> None:
+    table = LabelTable.from_config(ENTRIES)
+    label = np.arange(100, 100 + n_unknown, dtype=np.int16)
+    with pytest.raises(LabelError) as exc:
+        table.apply(label, "label.nii.gz")
+    msg = str(exc.value)
+    assert msg.startswith("label.nii.gz: label values [100, 101, ") and f"119, ...] ({n_unknown} values)" in msg
+    assert "120" not in msg and len(msg) < 400
+    assert ("swapped" in msg) is swapped and ("add them" in msg) is not swapped
+
+
+def test_hounsfield_like_values_are_called_an_image() -> None:
+    table = LabelTable.from_config(ENTRIES)
+    with pytest.raises(LabelError, match="looks like an image.*swapped"):
+        table.apply(np.array([0, 5, -1000, -1024], dtype=np.int16), "label.nii.gz")
+
+
 def test_duplicate_value_in_two_classes_raises() -> None:
     entries = [*ENTRIES, {"name": "spleen", "values": [6, 3]}]
     with pytest.raises(LabelError, match="3") as exc:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from medsynth.data.cohort import discover_cases, register_layout
+from medsynth.data.cohort import case_problems, discover_cases, register_layout
 from medsynth.io.tables import read_tsv
 
 
@@ -48,12 +48,35 @@ def test_case_placeholder_and_mask(tmp_path):
     assert all(r["modality"] == "MR" and r["mask"].endswith("mask.nii.gz") for r in rows)
 
 
-def test_missing_label_names_the_file_and_case(autopet_like):
+def test_missing_label_fails_its_case_not_the_dataset(autopet_like, tmp_path, caplog):
     root, labels = autopet_like
     (labels / "PETCT_b_2002-01.nii.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"PETCT_b_2002-01\.nii\.gz.*'PETCT_b_2002-01'"):
-        discover_cases(root, {"image": "{patient}/{study}/CTres.nii.gz", "label": "{patient}_{study}.nii.gz"},
-                       label_root=labels)
+    layout = {"image": "{patient}/{study}/CTres.nii.gz", "label": "{patient}_{study}.nii.gz"}
+    with caplog.at_level("WARNING"):
+        out = register_layout(root, layout, tmp_path / "cases.tsv", "CT", label_root=labels)
+    assert [r["case_id"] for r in read_tsv(out)] == ["PETCT_a_2001-05", "PETCT_a_2003-07", "PETCT_b_2002-01"]
+    assert "PETCT_b_2002-01.nii.gz" in caplog.text and "layout.label" in caplog.text
+    (problem,) = case_problems(out, "PETCT_b_2002-01")
+    assert "PETCT_b_2002-01.nii.gz: label file of case 'PETCT_b_2002-01'" in problem and "line 4" in problem
+    assert case_problems(out, "PETCT_a_2001-05") == []
+    for f in labels.iterdir():  # no label at all: the pattern is wrong, which stops the dataset
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="no case has all its files.*layout.label"):
+        register_layout(root, layout, tmp_path / "cases.tsv", "CT", label_root=labels)
+
+
+def test_patient_placeholder_gives_the_patient_id(autopet_like, tmp_path):
+    root, labels = autopet_like
+    rows = discover_cases(root, {"image": "{patient}/{study}/CTres.nii.gz", "label": "{patient}_{study}.nii.gz"},
+                          label_root=labels)
+    assert [r["patient_id"] for r in rows] == ["PETCT_a", "PETCT_a", "PETCT_b"]
+    # Without {patient} in layout.image every case is its own patient, and {patient} means the case id.
+    touch(tmp_path / "flat" / "x1_ct.nii.gz")
+    touch(tmp_path / "flat" / "x1" / "seg.nii.gz")
+    (row,) = discover_cases(tmp_path / "flat", {"image": "{case}_ct.nii.gz", "label": "{patient}/seg.nii.gz"})
+    assert row["patient_id"] == row["case_id"] == "x1" and row["label"].endswith("x1/seg.nii.gz")
+    with pytest.raises(ValueError, match=r"layout.label.*\{visit\}"):
+        discover_cases(tmp_path / "flat", {"image": "{case}_ct.nii.gz", "label": "{visit}/seg.nii.gz"})
 
 
 def test_no_match_and_missing_root_and_pattern_without_placeholder(tmp_path):

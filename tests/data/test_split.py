@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 
-from medsynth.data.split import PARTS, split_cases
+from medsynth.data.split import PARTS, SPLIT_COLUMNS, split_cases, split_table
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -93,3 +94,66 @@ def test_duplicate_case_ids_raise() -> None:
 def test_ratios_not_summing_to_one_raise(ratios) -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         split_cases(_ids(10), ratios, seed=0)
+
+
+# ------------------------------------------------------------------ patients with several studies
+
+
+def _studies(n_patients: int, seed: int, prefix: str = "PETCT") -> dict[str, str]:
+    """case id -> patient id, AutoPET-like: most patients one study, some two or three."""
+    rng = random.Random(seed)
+    cases = {}
+    for p in range(n_patients):
+        patient = f"{prefix}_{p:04x}"
+        for s in range(rng.choice([1] * 8 + [2, 3])):
+            cases[f"{patient}_{2000 + s}-0{s + 1}-01"] = patient
+    return cases
+
+
+def test_studies_of_one_patient_never_land_in_two_parts() -> None:
+    cases = _studies(900, seed=1)
+    assert len(set(cases.values())) == 900 and len(cases) > 1000
+    parts = split_cases(sorted(cases), {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0, patients=cases)
+    by_patient: dict[str, set[str]] = {}
+    for case, part in parts.items():
+        by_patient.setdefault(cases[case], set()).add(part)
+    assert all(len(p) == 1 for p in by_patient.values())
+    assert sorted(parts) == sorted(cases)
+    counts = Counter(parts.values())
+    assert counts["test"] > 50 and counts["val"] > 50
+
+
+def test_adding_studies_and_patients_moves_no_case() -> None:
+    cases = _studies(200, seed=2)
+    before = split_cases(sorted(cases), RATIOS, seed=0, patients=cases)
+    more = dict(cases)
+    more.update(_studies(40, seed=3, prefix="LATE"))
+    patient = next(iter(cases.values()))
+    more[f"{patient}_2010-01-01"] = patient  # a new study of a known patient
+    after = split_cases(sorted(more), RATIOS, seed=0, patients=more)
+    assert {c: after[c] for c in cases} == before
+    assert after[f"{patient}_2010-01-01"] == before[next(c for c in cases if cases[c] == patient)]
+
+
+def test_one_study_per_patient_splits_as_by_case_id() -> None:
+    ids = _ids(60)
+    assert split_cases(ids, RATIOS, seed=4, patients={c: c for c in ids}) == split_cases(ids, RATIOS, seed=4)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_small_cohort_fills_every_part_with_whole_patients(seed: int) -> None:
+    cases = {f"p{p}_s{s}": f"p{p}" for p in range(4) for s in range(3 if p == 0 else 1)}
+    parts = split_cases(sorted(cases), RATIOS, seed=seed, patients=cases)
+    assert {parts[c] for c in cases if cases[c] == "p0"} == {parts["p0_s0"]}
+    assert set(parts.values()) == set(PARTS)
+    with pytest.raises(ValueError, match="2 patients cannot fill"):
+        split_cases(["a_1", "a_2", "b_1"], RATIOS, seed=seed, patients={"a_1": "a", "a_2": "a", "b_1": "b"})
+
+
+def test_split_table_has_a_patient_column(tmp_path) -> None:
+    rows = [{"case_id": "b_1", "patient_id": "b"}, {"case_id": "a_2", "patient_id": "a"},
+            {"case_id": "a_1", "patient_id": "a"}, {"case_id": "c", "patient_id": ""}]
+    table = split_table(rows, {"train": 0.4, "val": 0.3, "test": 0.3}, seed=0)
+    assert SPLIT_COLUMNS == ["case_id", "patient_id", "part"] and all(list(r) == SPLIT_COLUMNS for r in table)
+    assert [(r["case_id"], r["patient_id"]) for r in table] == [("a_1", "a"), ("a_2", "a"), ("b_1", "b"), ("c", "c")]
+    assert table[0]["part"] == table[1]["part"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from medsynth.data.phantom import PHANTOM_LABELS, write_cohort
 from medsynth.io.nifti import load_volume, save_volume
@@ -92,3 +93,90 @@ def test_archive_url_with_checksum_and_provided_masks(tmp_path, snakemake):
     log = (work2 / "logs/download/mine.log").read_text()
     assert digest in log and "0" * 64 in log
     assert not (work2 / "resources/archives/mine/cohort.zip").exists()
+
+
+def _finished(work: Path, cases: list[str]) -> bool:
+    return all((work / "results/slices/mine/cases" / c / "slices.npz").is_file() for c in cases)
+
+
+@pytest.mark.slow
+def test_a_missing_file_in_the_cases_table_fails_only_its_case(tmp_path, snakemake):
+    root = cohort(tmp_path / "data", 4)
+    lines = ["case_id\timage\tlabel"] + [f"phantom_00{i}\tphantom_00{i}/ct.nii.gz\tphantom_00{i}/label.nii.gz"
+                                         for i in range(4)]
+    lines[3] = lines[3].replace("phantom_002/label.nii.gz", "phantom_002/seg.nii.gz")  # not there
+    table = root / "my_cases.tsv"
+    table.write_text("\n".join(lines) + "\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, data_config(dataset(source="local", local={"cases_table": str(table)})), "--keep-going")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert _finished(work, ["phantom_000", "phantom_001", "phantom_003"])
+    split = read_tsv(work / "results/split/mine/split.tsv")
+    assert [r["case_id"] for r in split] == [f"phantom_00{i}" for i in range(4)]
+    message = (work / "logs/case_check/mine/phantom_002.log").read_text()
+    missing = str((root / "phantom_002" / "seg.nii.gz").resolve())
+    assert f"{missing}: label file of case 'phantom_002' does not exist" in message and "line 4" in message
+    assert missing in output
+    assert f"{table}, line 4" in (work / "logs/download/mine.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_file_where_a_case_folder_belongs_fails_only_that_case(tmp_path, snakemake):
+    root = cohort(tmp_path / "data", 3)
+    work = tmp_path / "work"
+    blocker = work / "results/preprocess/mine/phantom_001"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    ds = dataset(source="local", local={"root": str(root)},
+                 layout={"image": "{case}/ct.nii.gz", "label": "{case}/label.nii.gz"})
+    result = snakemake(work, data_config(ds), "--keep-going")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert _finished(work, ["phantom_000", "phantom_002"])
+    message = (work / "logs/case_check/mine/phantom_001.log").read_text()
+    assert "results/preprocess/mine/phantom_001: a file where case 'phantom_001' needs an output folder" in message
+    assert "move or delete it" in output
+    assert blocker.read_text() == "not a folder"  # the file is the user's to move, not ours
+
+
+@pytest.mark.slow
+def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
+    root = tmp_path / "data"
+    for p in range(8):
+        for s in range(1 + p % 3):
+            for name in ("ct", "seg"):
+                f = root / f"PETCT_{p:02d}" / f"200{s}-01-01" / f"{name}.nii.gz"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(b"only the names matter up to the split")
+    ds = dataset(source="local", local={"root": str(root)},
+                 layout={"image": "{patient}/{study}/ct.nii.gz", "label": "{patient}/{study}/seg.nii.gz"})
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, data_config(ds), "results/split/mine/split.tsv")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = work / "results/split/mine/split.tsv"
+    assert table.read_text().splitlines()[0].split("\t") == ["case_id", "patient_id", "part"]
+    rows = read_tsv(table)
+    assert len(rows) == 15 and all(r["case_id"].startswith(r["patient_id"] + "_") for r in rows)
+    parts: dict[str, set[str]] = {}
+    for r in rows:
+        parts.setdefault(r["patient_id"], set()).add(r["part"])
+    assert len(parts) == 8 and all(len(p) == 1 for p in parts.values())
+    assert {r["part"] for r in rows} == {"train", "val", "test"}
+
+
+def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_path, snakemake):
+    table = tmp_path / "labels.yaml"
+    table.write_text(yaml.safe_dump([*LABELS, {"name": "again", "values": [3]}]))
+    config = data_config(dataset(source="phantom", labels=[*LABELS[:3], {"name": "twice", "values": [1]}]))
+    config["datasets"]["other"] = dataset(source="phantom", labels=str(table))
+    config["slice"]["size"] = 36
+    config["experiments"] = {"e": {"dataset": "mine", "train": {"model": "tiny"}}}
+    result = snakemake(tmp_path, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in output
+    assert "config: datasets.mine.labels: label value 1 is listed for both" in output
+    assert f"config: datasets.other.labels (from {table}): label value 3 is listed for both" in output
+    assert "slice.size with experiments.e.train.model = 'tiny'" in output and "32 or 40" in output

@@ -3,6 +3,7 @@
 # reruns only the stages that depend on it (Snakemake's params rerun trigger).
 
 import csv
+import importlib.util
 import os
 
 import yaml
@@ -14,12 +15,13 @@ validate(config, SCHEMA)
 
 # A label table may live in its own file (e.g. config/labels/totalsegmentator_v2_grouped.yaml):
 # read it once here, then validate the table itself like an inline one.
+_LABEL_FILES = {}
 for _name, _ds in config["datasets"].items():
     if isinstance(_ds["labels"], str):
         if not os.path.isfile(_ds["labels"]):
             raise ValueError(f"config: datasets.{_name}.labels names {_ds['labels']!r}, which does not exist")
         with open(_ds["labels"]) as _fh:
-            _ds["labels"] = yaml.safe_load(_fh)
+            _LABEL_FILES[_name], _ds["labels"] = _ds["labels"], yaml.safe_load(_fh)
 validate(config, SCHEMA)
 if config["metrics"]["perceptual"] is False:  # YAML reads an unquoted off as false
     config["metrics"]["perceptual"] = "off"
@@ -40,6 +42,16 @@ for _name, _exp in config["experiments"].items():
             f"config: experiments.{_name} is unpaired: set images_from to the dataset of real images"
         )
 
+# What only medsynth can tell (a label value listed twice, a slice size a preset cannot take)
+# would otherwise fail every case's preprocessing, or training after all of it. Where Snakemake
+# runs without medsynth installed (e.g. with --use-conda), the jobs make the same checks.
+if importlib.util.find_spec("medsynth") is not None:
+    from medsynth.config_checks import config_errors
+
+    _errors = config_errors(config, _LABEL_FILES)
+    if _errors:
+        raise ValueError("\n".join(_errors))
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
@@ -52,17 +64,23 @@ def read_table(path):
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
+_CASES = {}
+
+
 def cases_of(dataset):
     """Case rows of a dataset, known once its download checkpoint has run."""
     path = checkpoints.download.get(dataset=dataset).output.cases
-    rows = {}
-    for row in read_table(path):
-        for col in ("image", "label", "mask"):
-            # Paths in a cases table are relative to the table's folder; mask is optional.
-            if row.get(col):
-                row[col] = os.path.normpath(os.path.join(os.path.dirname(path), row[col]))
-        rows[row["case_id"]] = row
-    return rows
+    key = (path, os.stat(path).st_mtime_ns)  # read once per version: every case's inputs ask
+    if key not in _CASES:
+        rows = {}
+        for row in read_table(path):
+            for col in ("image", "label", "mask"):
+                # Paths in a cases table are relative to the table's folder; mask is optional.
+                if row.get(col):
+                    row[col] = os.path.normpath(os.path.join(os.path.dirname(path), row[col]))
+            rows[row["case_id"]] = row
+        _CASES[key] = rows
+    return _CASES[key]
 
 
 def split_of(dataset, parts):
@@ -112,25 +130,72 @@ def unpaired_image_inputs(wildcards):
 
 
 def case_slices(dataset, parts):
-    return expand(
-        "results/slices/{dataset}/cases/{case}/slices.npz",
-        dataset=dataset,
-        case=split_of(dataset, parts),
-    )
+    return case_paths(dataset, split_of(dataset, parts), "results/slices/{dataset}/cases/{case}/slices.npz")
+
+
+def case_paths(dataset, cases, template):
+    """``template`` (with {dataset} and {case}) for each case; for a case that cannot be
+    preprocessed (``case_problem``), the check that fails naming why stands in.
+
+    Snakemake refuses the whole DAG over one missing input file, and fails outside any job
+    (stopping --keep-going, and again when it tidies up at the end) over a file where an
+    output folder belongs. With the check in their place, no job of such a case enters the
+    DAG: the check fails that case alone, and what needs the case waits for it.
+    """
+    return [
+        case_check(dataset, case) if case_problem(dataset, case) else template.format(dataset=dataset, case=case)
+        for case in cases
+    ]
+
+
+def case_check(dataset, case):
+    return f"logs/case_check/{dataset}/{case}.failed"
+
+
+def case_problem(dataset, case):
+    """True when a file of the case is missing or a file stands where one of its folders belongs."""
+    row = cases_of(dataset)[case]
+    if not all(os.path.isfile(row[k]) for k in ("image", "label", "mask") if row.get(k)):
+        return True
+    return any(map(blocked, case_outputs(dataset, case)))
+
+
+def case_outputs(dataset, case):
+    """Every file the per-case rules write for a case."""
+    paths = [*rules.preprocess.output, *rules.preprocess.log, *rules.slice.output, *rules.slice.log]
+    return sorted(set(expand(paths, dataset=dataset, case=case)))
+
+
+def blocked(path):
+    """True when a file (not a folder) stands where one of the folders of ``path`` belongs."""
+    parent = os.path.dirname(os.path.normpath(path))
+    while parent:
+        if os.path.lexists(parent):
+            return not os.path.isdir(parent)
+        parent = os.path.dirname(parent)
+    return False
 
 
 def preprocess_inputs(wildcards):
-    row = cases_of(wildcards.dataset)[wildcards.case]
+    d, case = wildcards.dataset, wildcards.case
+    if case_problem(d, case):
+        return {"check": case_check(d, case)}
+    row = cases_of(d)[case]
     return {k: row[k] for k in ("image", "label", "mask") if row.get(k)}
+
+
+def slice_inputs(wildcards):
+    out = rules.preprocess.output
+    return {n: case_paths(wildcards.dataset, [wildcards.case], out[n])[0] for n in ("image", "label", "mask")}
 
 
 def test_case_inputs(wildcards):
     dataset = experiment_dataset(wildcards)
     cases = split_of(dataset, ("test",))
     return {
-        "slices": expand("results/slices/{dataset}/cases/{case}/slices.npz", dataset=dataset, case=cases),
-        "meta": expand("results/preprocess/{dataset}/{case}/meta.json", dataset=dataset, case=cases),
-        "label": expand("results/preprocess/{dataset}/{case}/label.nii.gz", dataset=dataset, case=cases),
+        "slices": case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz"),
+        "meta": case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json"),
+        "label": case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/label.nii.gz"),
     }
 
 

@@ -26,3 +26,22 @@ rule preprocess:
         ENV
     script:
         "../scripts/preprocess.py"
+
+
+# Runs only for a case whose files are missing or whose output folder is taken by a file
+# (case_paths in common.smk puts it in place of the case's files): it fails with the reason,
+# and --keep-going goes on with the other cases.
+rule case_check:
+    input:
+        cases=rules.download.output.cases,
+    output:
+        "logs/case_check/{dataset}/{case}.failed",
+    params:
+        outputs=lambda w: case_outputs(w.dataset, w.case),
+    log:
+        "logs/case_check/{dataset}/{case}.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/case_check.py"

@@ -3,9 +3,7 @@
 
 rule slice:
     input:
-        image=rules.preprocess.output.image,
-        label=rules.preprocess.output.label,
-        mask=rules.preprocess.output.mask,
+        unpack(slice_inputs),
     output:
         slices="results/slices/{dataset}/cases/{case}/slices.npz",
         png=directory("results/slices/{dataset}/cases/{case}/png"),

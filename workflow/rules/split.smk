@@ -19,10 +19,8 @@ checkpoint split:
 rule oasis_view:
     input:
         split=rules.split.output.split,
-        png=lambda w: expand(
-            "results/slices/{dataset}/cases/{case}/png",
-            dataset=w.dataset,
-            case=split_of(w.dataset, ("train", "val", "test")),
+        png=lambda w: case_paths(
+            w.dataset, split_of(w.dataset, ("train", "val", "test")), "results/slices/{dataset}/cases/{case}/png"
         ),
     output:
         directory("results/slices/{dataset}/oasis"),

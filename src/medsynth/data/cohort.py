@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from medsynth.io.tables import read_tsv, write_tsv
 
-# mask is optional (empty when the dataset provides none)
-CASE_COLUMNS = ["case_id", "image", "label", "mask", "modality"]
+log = logging.getLogger(__name__)
+
+# mask is optional (empty when the dataset provides none); patient_id defaults to the case id
+CASE_COLUMNS = ["case_id", "patient_id", "image", "label", "mask", "modality"]
+FILE_COLUMNS = ("image", "label", "mask")
 
 
 def read_cases(path: Path) -> list[dict[str, str]]:
-    """Rows of a ``cases.tsv``, validated: unique ids, required columns, files that exist."""
-    path = Path(path)
+    """Rows of a ``cases.tsv`` sorted by case id, validated: required columns and cells, unique ids.
+
+    Paths come back absolute. A file that does not exist is not an error of the table but
+    of its case (``missing_files``): the other cases can still be preprocessed.
+    """
+    return [row for _, row in sorted(_numbered_rows(Path(path)), key=lambda lr: lr[1]["case_id"])]
+
+
+def _numbered_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a validated cases table, in file order; the header is line 1."""
     rows = read_tsv(path)
     if not rows:
         raise ValueError(f"{path}: the cases table has no rows")
@@ -22,6 +34,7 @@ def read_cases(path: Path) -> list[dict[str, str]]:
     if missing_cols:
         raise ValueError(f"{path}: missing column(s) {missing_cols}; expected tab-separated case_id, image, label")
     seen: set[str] = set()
+    numbered = []
     for i, row in enumerate(rows, start=2):
         empty = [c for c in ("case_id", "image", "label") if not (row.get(c) or "").strip()]
         if empty:
@@ -30,21 +43,69 @@ def read_cases(path: Path) -> list[dict[str, str]]:
         if not cid or any(ch in cid for ch in "/\\ \t"):
             raise ValueError(f"{path}, line {i}: case id {cid!r} must be non-empty without slashes or spaces")
         if cid in seen:
-            raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}")
+            raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}; every case id must be unique")
         seen.add(cid)
-        for col in ("image", "label", "mask"):
-            if col == "mask" and not row.get("mask"):
-                continue
-            f = Path(row[col]) if Path(row[col]).is_absolute() else path.parent / row[col]
-            if not f.is_file():
-                raise FileNotFoundError(f"{path}, line {i}: {col} file {f} of case {cid!r} does not exist")
-            row[col] = str(f.resolve())
-    return sorted(rows, key=lambda r: r["case_id"])
+        row["patient_id"] = (row.get("patient_id") or "").strip() or cid
+        for col in FILE_COLUMNS:
+            if row.get(col):
+                f = Path(row[col]) if Path(row[col]).is_absolute() else path.parent / row[col]
+                row[col] = str(f.resolve())
+        numbered.append((i, row))
+    return numbered
+
+
+def missing_files(row: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(column, path) of a case's files that do not exist; mask only when one is given."""
+    return [(col, row[col]) for col in FILE_COLUMNS if row.get(col) and not Path(row[col]).is_file()]
+
+
+def case_problems(table: Path, case_id: str, output_paths: Sequence[str | Path] = ()) -> list[str]:
+    """Why a case of ``table`` cannot be preprocessed: missing input files, or a plain file where
+    one of its output folders belongs (Snakemake would fail on it before the job starts)."""
+    table = Path(table)
+    found = [(i, row) for i, row in _numbered_rows(table) if row["case_id"] == case_id]
+    if not found:
+        return [f"{table}: no case {case_id!r}; run the download step again (snakemake -R download)"]
+    line, row = found[0]
+    problems = [f"{path}: {col} file of case {case_id!r} does not exist ({table}, line {line}); put the file "
+                "there, correct the path in your cases table or layout, or remove the case"
+                for col, path in missing_files(row)]
+    for blocker in sorted({b for b in map(blocking_file, output_paths) if b is not None}):
+        problems.append(f"{blocker}: a file where case {case_id!r} needs an output folder; "
+                        "move or delete it and run again")
+    return problems
+
+
+def blocking_file(path: str | Path) -> Path | None:
+    """The first folder on the way to ``path`` that exists but is not a folder, if any."""
+    for parent in reversed(Path(path).parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def _warn_missing(rows: Sequence[tuple[str, Mapping[str, str]]], source: str) -> None:
+    """Missing files fail their case at preprocessing, so they are only warned about here (each
+    ``rows`` item: where the row came from, the row); when no case is complete, the table or
+    the pattern itself is wrong, and that stops the dataset."""
+    incomplete = [(where, row, missing_files(row)) for where, row in rows]
+    incomplete = [item for item in incomplete if item[2]]
+    for where, row, files in incomplete:
+        for col, path in files:
+            log.warning("%s: %s file of case %r does not exist (%s); that case will fail at preprocessing",
+                        path, col, row["case_id"], where)
+    if rows and len(incomplete) == len(rows):
+        where, row, ((col, path), *_) = incomplete[0]
+        raise FileNotFoundError(f"{source}: no case has all its files (e.g. {col} file {path} of case "
+                                f"{row['case_id']!r}, {where}); check that the paths are relative to the "
+                                "table's folder, or the layout patterns")
 
 
 def register_local(table: Path, out_tsv: Path, modality: str) -> Path:
     """A local folder cohort: validate the user's table and write the pipeline's ``cases.tsv``."""
-    rows = read_cases(table)
+    numbered = _numbered_rows(Path(table))
+    _warn_missing([(f"{table}, line {i}", row) for i, row in numbered], str(table))
+    rows = sorted((row for _, row in numbered), key=lambda r: r["case_id"])
     for row in rows:
         row.setdefault("modality", modality)
         row["modality"] = row["modality"] or modality
@@ -68,9 +129,12 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
     """Find cases by filename pattern, e.g. ``image: "{patient}/{study}/CTres.nii.gz"``.
 
     The placeholders of the image pattern identify a case (their values joined
-    by ``_`` form the case id); the label and mask patterns may use the same
-    placeholders and ``{case}``. Image and mask patterns are relative to
-    ``root``, the label pattern to ``label_root`` (default ``root``).
+    by ``_`` form the case id); ``{patient}``, when it is one of them, gives the
+    patient id (default: the case id), so all studies of a patient share a split
+    part. The label and mask patterns may use the same placeholders, ``{case}``
+    and ``{patient}``. Image and mask patterns are relative to ``root``, the
+    label pattern to ``label_root`` (default ``root``). A label or mask file that
+    does not exist is kept in its row: it fails that case, not the dataset.
     """
     root = Path(root)
     if not root.is_dir():
@@ -89,25 +153,31 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
             raise ValueError(f"{root}: {image} and {seen[case_id]} both give case id {case_id!r}; "
                              "add a placeholder to layout.image that tells them apart")
         seen[case_id] = image
-        fields = {**values, "case": case_id}
-        row = {"case_id": case_id, "image": str(image.resolve())}
+        fields = {"patient": case_id, **values, "case": case_id}
+        row = {"case_id": case_id, "patient_id": fields["patient"], "image": str(image.resolve())}
         for key, base in (("label", label_root), ("mask", root)):
-            if not layout.get(key):
-                continue
-            path = base / layout[key].format(**fields)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: {key} file of case {case_id!r} not found "
-                                        f"(layout.{key} = {layout[key]!r})")
-            row[key] = str(path.resolve())
+            if layout.get(key):
+                row[key] = str((base / _format(layout, key, fields)).resolve())
         rows.append(row)
     if not rows:
         raise ValueError(f"{root}: no files match layout.image = {layout['image']!r}")
     return rows
 
 
+def _format(layout: Mapping[str, str], key: str, fields: Mapping[str, str]) -> str:
+    try:
+        return layout[key].format(**fields)
+    except KeyError as exc:
+        raise ValueError(f"layout.{key} = {layout[key]!r} uses {{{exc.args[0]}}}, which layout.image = "
+                         f"{layout['image']!r} does not give; use its placeholders, {{case}} or {{patient}}"
+                         ) from exc
+
+
 def register_layout(root: Path, layout: Mapping[str, str], out_tsv: Path, modality: str,
                     label_root: Path | None = None) -> Path:
     rows = discover_cases(root, layout, label_root)
+    patterns = ", ".join(f"layout.{k} = {layout[k]!r}" for k in ("label", "mask") if layout.get(k))
+    _warn_missing([(patterns, row) for row in rows], str(root))
     for row in rows:
         row["modality"] = modality
     return write_tsv(out_tsv, rows, CASE_COLUMNS)

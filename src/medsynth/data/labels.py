@@ -107,10 +107,19 @@ class LabelTable:
         return classes
 
 
+SHOWN_VALUES = 20  # unknown values listed in a message; the rest are counted
+IMAGE_LIKE_VALUES = 100  # this many unknown values (or HU-like negatives) suggest an image, not labels
+
+
 def _check_known(values: np.ndarray, lut: np.ndarray, source: str) -> None:
     unknown = [int(v) for v in values if v < 0 or v >= len(lut) or lut[int(v)] < 0]
-    if unknown:
-        raise LabelError(
-            f"{source}: label values {unknown} are not in the label table; add them to the dataset's "
-            "'labels' list in the config (or map them to an existing class)"
-        )
+    if not unknown:
+        return
+    listing = "[" + ", ".join(map(str, unknown[:SHOWN_VALUES]))
+    listing += f", ...] ({len(unknown)} values)" if len(unknown) > SHOWN_VALUES else "]"
+    if len(unknown) >= IMAGE_LIKE_VALUES or min(unknown) <= -100:
+        advice = ("this looks like an image, not a label map: are the image and label columns of the cases "
+                  "table (or layout.image and layout.label) swapped?")
+    else:
+        advice = "add them to the dataset's 'labels' list in the config (or map them to an existing class)"
+    raise LabelError(f"{source}: label values {listing} are not in the label table; {advice}")

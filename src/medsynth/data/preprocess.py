@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from medsynth.data.checks import check_has_labels, reorientation_affine
 from medsynth.data.geometry import inplane_grid, per_slab, resample_to_grid, to_canonical, canonical_grid
 from medsynth.data.labels import LabelTable
 from medsynth.io.nifti import (
     Volume,
-    check_same_grid,
     default_workers,
     load_volume,
     make_dir,
@@ -188,11 +188,11 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     mask_job = pool.submit(load_volume, mask_path, np.int32) if mask_path is not None else None
     label_vol = load_volume(label_path, np.integer)
     image = image_job.result()
-    check_same_grid(image, label_vol)
+    label_affine = reorientation_affine(image, label_vol)
     given_mask = None
     if mask_job is not None:
         given_mask = mask_job.result()
-        check_same_grid(image, given_mask)
+        mask_affine = reorientation_affine(image, given_mask)
     if float(image.array.max()) == float(image.array.min()):
         raise ValueError(f"{image_path}: image is constant ({image.array.min()}); nothing to learn from")
 
@@ -203,15 +203,16 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
     # The label map goes its own way (table, grid) while this thread resamples the image; its file
     # is written while the body mask is found.
-    label_job = pool.submit(_labels_on_grid, label_vol, image.affine, table, aff_c, affine, shape)
+    label_job = pool.submit(_labels_on_grid, label_vol, label_affine, table, aff_c, affine, shape)
     img_c, _ = to_canonical(source, image.affine)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
     lab_r = label_job.result()
+    check_has_labels(lab_r, label_path, table)
     make_dir(out_dir)
     spacing = voxel_spacing(affine)
     if given_mask is not None:
-        mask_c, _ = to_canonical(given_mask.array > 0, image.affine)
+        mask_c, _ = to_canonical(given_mask.array > 0, mask_affine)
         mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
     elif shape[0] * shape[1] < img_c.shape[0] * img_c.shape[1]:
         # Downsampling: find the body on the smaller training grid (the opening radius is in mm
@@ -284,8 +285,8 @@ def _labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable,
                     affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Class ids (uint8) on the training grid: table lookup and nearest-neighbour resampling.
 
-    ``source_affine`` is the image's: the label map, checked to share its grid, is reoriented
-    exactly as the image is (near-oblique affines a tolerance apart could pick other axes).
+    ``source_affine`` is the one to reorient with (``checks.reorientation_affine``): the image's
+    when the label map shares its grid as stored, the label's own when only its orientation differs.
     """
     raw = label.array
     if raw.dtype.itemsize == 1 and table.lists_every_value_of(raw):

@@ -1,31 +1,66 @@
 """Deterministic patient-level train/val/test split.
 
-Each case gets a fixed pseudo-random number from (seed, case id) alone, and
-the parts are intervals of [0, 1) sized by the ratios. A case's part therefore
-does not depend on which other cases exist: adding a case never moves an
-existing one. Only when a part would be empty (tiny cohorts) is the case whose
-number lies nearest to that part's interval moved into it, so val and test are
-never silently empty.
+Each patient gets a fixed pseudo-random number from (seed, patient id) alone,
+and the parts are intervals of [0, 1) sized by the ratios; every study (case)
+of a patient goes where the patient goes, so no patient is both trained on and
+tested. A patient's part therefore does not depend on which other patients
+exist: adding cases never moves an existing one. Only when a part would be
+empty (tiny cohorts) is the patient whose number lies nearest to that part's
+interval moved into it, so val and test are never silently empty.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping, Sequence
+from collections import Counter
+from typing import Iterable, Mapping, Sequence
 
 PARTS = ("train", "val", "test")
+SPLIT_COLUMNS = ["case_id", "patient_id", "part"]
 
 
 def case_number(case_id: str, seed: int) -> float:
+    """The number in [0, 1) that places an id (a patient's; the case id when cases are patients)."""
     digest = hashlib.sha256(f"{seed}:{case_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_cases(case_ids: Sequence[str], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
-    """Map case id -> part. ``ratios`` has train/val/test fractions summing to 1."""
-    if len(set(case_ids)) != len(case_ids):
-        dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
+def split_cases(case_ids: Sequence[str], ratios: Mapping[str, float], seed: int,
+                patients: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Map case id -> part. ``ratios`` has train/val/test fractions summing to 1.
+
+    ``patients`` maps case id -> patient id (default: each case is its own patient);
+    all cases of one patient land in one part.
+    """
+    counts = Counter(case_ids)
+    dup = sorted(c for c, n in counts.items() if n > 1)
+    if dup:
         raise ValueError(f"duplicate case ids {dup}: every case id must be unique")
+    patient_of = {c: (patients or {}).get(c) or c for c in case_ids}
+    by_patient = split_patients(sorted(set(patient_of.values())), ratios, seed)
+    return {c: by_patient[patient_of[c]] for c in sorted(case_ids)}
+
+
+def split_patients(patient_ids: Sequence[str], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
+    """Map patient id -> part; the rule of the module docstring."""
+    bounds = _bounds(ratios)
+    numbers = {p: case_number(p, seed) for p in sorted(patient_ids)}
+    parts = {p: next((q for q in PARTS if bounds[q][0] <= u < bounds[q][1]), PARTS[-1]) for p, u in numbers.items()}
+    needed = [q for q in PARTS if ratios[q] > 0]
+    if len(numbers) < len(needed):
+        raise ValueError(f"{len(numbers)} patients cannot fill the parts {needed}: add cases or set a ratio to 0")
+    for q in needed:
+        if q in parts.values():
+            continue
+        centre = sum(bounds[q]) / 2
+        sizes = Counter(parts.values())
+        donors = [p for p in numbers if sizes[parts[p]] > 1]
+        chosen = min(donors, key=lambda p: (abs(numbers[p] - centre), p))
+        parts[chosen] = q
+    return parts
+
+
+def _bounds(ratios: Mapping[str, float]) -> dict[str, tuple[float, float]]:
     total = sum(ratios[p] for p in PARTS)
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"split ratios must sum to 1, got {dict(ratios)} (sum {total})")
@@ -33,20 +68,12 @@ def split_cases(case_ids: Sequence[str], ratios: Mapping[str, float], seed: int)
     for p in PARTS:
         bounds[p] = (lo, lo + ratios[p])
         lo += ratios[p]
-    numbers = {c: case_number(c, seed) for c in sorted(case_ids)}
-    parts = {}
-    for c, u in numbers.items():
-        parts[c] = next((p for p in PARTS if bounds[p][0] <= u < bounds[p][1]), PARTS[-1])
+    return bounds
 
-    needed = [p for p in PARTS if ratios[p] > 0]
-    if len(case_ids) < len(needed):
-        raise ValueError(f"{len(case_ids)} cases cannot fill the parts {needed}: add cases or set a ratio to 0")
-    for p in needed:
-        if p in parts.values():
-            continue
-        centre = sum(bounds[p]) / 2
-        counts = {q: list(parts.values()).count(q) for q in PARTS}
-        donors = [c for c in numbers if counts[parts[c]] > 1]
-        chosen = min(donors, key=lambda c: (abs(numbers[c] - centre), c))
-        parts[chosen] = p
-    return parts
+
+def split_table(rows: Iterable[Mapping[str, str]], ratios: Mapping[str, float], seed: int) -> list[dict[str, str]]:
+    """Rows of ``split.tsv`` (``SPLIT_COLUMNS``, sorted by case id) from the rows of a ``cases.tsv``."""
+    rows = list(rows)
+    patients = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
+    parts = split_cases([r["case_id"] for r in rows], ratios, seed, patients)
+    return [{"case_id": c, "patient_id": patients[c], "part": parts[c]} for c in sorted(parts)]

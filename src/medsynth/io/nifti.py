@@ -68,7 +68,9 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
         if want_int and np.issubdtype(data.dtype, np.floating):
             rounded = np.rint(data)
             if not np.allclose(rounded, data):
-                raise VolumeError(f"{path}: label map holds non-integer values; was it resampled with interpolation?")
+                example = data.flat[int(np.argmax(~np.isclose(rounded, data).ravel()))]
+                raise VolumeError(f"{path}: label map holds non-integer values (e.g. {example:g}); is it an image "
+                                  "(image and label swapped?), or a label map resampled with interpolation?")
             data = rounded
         if dtype is np.integer:
             target = data.dtype if np.issubdtype(data.dtype, np.integer) else np.dtype(np.int32)

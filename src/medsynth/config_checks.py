@@ -1,0 +1,48 @@
+"""Checks of a workflow config that need medsynth's own rules, made when the workflow loads it.
+
+The schema checks keys and types; what only the label table or a model preset can say
+(a value listed twice, a slice size a network cannot take) would otherwise surface in
+every case's preprocessing job, or only when training starts after all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from medsynth.data.labels import LabelError, LabelTable
+
+
+def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None) -> list[str]:
+    """Messages naming the config key (and the label-table file it came from, if any); empty when fine."""
+    return [*label_table_errors(config["datasets"], label_files or {}), *slice_size_errors(config)]
+
+
+def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
+    errors = []
+    for name in sorted(datasets):
+        try:
+            LabelTable.from_config(datasets[name]["labels"])
+        except LabelError as exc:
+            where = f"datasets.{name}.labels" + (f" (from {label_files[name]})" if name in label_files else "")
+            errors.append(f"config: {where}: {exc}; fix the label table")
+    return errors
+
+
+def slice_size_errors(config: Mapping) -> list[str]:
+    experiments = config.get("experiments") or {}
+    if not experiments:
+        return []
+    from medsynth.models.registry import check_size, get_preset  # imports torch: only when there is training
+
+    size = config["slice"]["size"]
+    errors = []
+    for name in sorted(experiments):
+        preset = experiments[name]["train"]["model"]
+        spec = get_preset(preset)
+        try:
+            check_size(spec, size, f"slice.size with experiments.{name}.train.model = {preset!r}")
+        except ValueError as exc:
+            m = spec.min_size_multiple
+            nearest = sorted({max(m, size - size % m), size - size % m + m})
+            errors.append(f"config: {exc} (e.g. slice.size: {' or '.join(map(str, nearest))})")
+    return errors

@@ -1,0 +1,42 @@
+"""Config checks made when the workflow loads its config (medsynth.config_checks)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsynth.config_checks import config_errors
+from medsynth.models.registry import PRESETS
+
+GOOD_LABELS = [{"name": "background", "values": [0]}, {"name": "liver", "values": [5]}]
+
+
+def _config(size: int = 32, labels=GOOD_LABELS, model: str = "tiny") -> dict:
+    return {"datasets": {"ct": {"labels": labels}}, "slice": {"size": size},
+            "experiments": {"exp": {"dataset": "ct", "train": {"model": model}}}}
+
+
+def test_a_good_config_has_no_errors() -> None:
+    assert config_errors(_config()) == []
+
+
+def test_a_value_listed_twice_names_the_key_and_the_file() -> None:
+    labels = [*GOOD_LABELS, {"name": "spleen", "values": [6, 5]}]
+    (inline,) = config_errors(_config(labels=labels))
+    assert inline.startswith("config: datasets.ct.labels: ") and "value 5" in inline and "'spleen'" in inline
+    (from_file,) = config_errors(_config(labels=labels), {"ct": "config/labels/mine.yaml"})
+    assert from_file.startswith("config: datasets.ct.labels (from config/labels/mine.yaml): ")
+
+
+@pytest.mark.parametrize("model", sorted(PRESETS))
+def test_a_slice_size_the_preset_cannot_take_names_size_preset_and_experiment(model: str) -> None:
+    m = PRESETS[model].min_size_multiple
+    assert config_errors(_config(size=4 * m, model=model)) == []
+    (error,) = config_errors(_config(size=4 * m + 2, model=model))
+    assert "slice.size" in error and f"experiments.exp.train.model = {model!r}" in error
+    assert f"multiple of {m}" in error and f"{4 * m} or {5 * m}" in error
+
+
+def test_without_experiments_the_size_is_not_checked() -> None:
+    config = _config(size=50)
+    config["experiments"] = {}
+    assert config_errors(config) == []
