@@ -56,7 +56,7 @@ def test_generate_case_writes_volumes_on_the_source_grid(prepared):
                                                   "num_classes": TABLE.num_classes})
     G2, n = load_generator(ckpt, torch.device("cpu"))
     rows = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "out", samples=2, base_seed=5, batch=4,
-                         device=torch.device("cpu"))
+                         device=torch.device("cpu"), table=TABLE)
     assert [r["sample"] for r in rows] == [0, 1]
     assert rows[0]["seed"] == sample_seed(5, "c", 0) != rows[1]["seed"]
     label = load_volume(tmp / "out" / "c" / "label.nii.gz")
@@ -71,10 +71,10 @@ def test_generate_case_writes_volumes_on_the_source_grid(prepared):
     # Regenerating with the recorded seed reproduces sample 0 exactly; another batch size
     # changes only float rounding in the convolutions (the noise is drawn up front).
     again = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "again", samples=1, base_seed=5, batch=4,
-                          device=torch.device("cpu"))
+                          device=torch.device("cpu"), table=TABLE)
     np.testing.assert_array_equal(load_volume(again[0]["volume"]).array, vols[0].array)
     rebatched = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "rebatched", samples=1, base_seed=5,
-                              batch=3, device=torch.device("cpu"))
+                              batch=3, device=torch.device("cpu"), table=TABLE)
     assert np.abs(load_volume(rebatched[0]["volume"]).array.astype(int) - vols[0].array).max() <= 1
     pngs = sorted((tmp / "out" / "c" / "sample_0").glob("*.png"))
     assert len(pngs) == len(slices.z)
@@ -94,3 +94,36 @@ def test_resampled_grid_goes_back_to_the_source_grid(tmp_path):
     liver = (case.label == 3) & np.isin(np.arange(case.ct.shape[2]), slices.z)[None, None, :]
     # Linear resampling blurs edges, but organ interiors keep their HU.
     assert abs(np.median(volume[liver]) - np.median(case.ct[liver])) < 40
+
+
+def test_both_generation_paths_write_the_source_label_map_exactly(tmp_path):
+    """The workflow (preprocessed case, resampled in-plane) and ``medsynth generate`` (any label file)
+    write the same label map: the source map through the label table, on the source grid, unresampled."""
+    from medsynth.generate import generate_from_label_files
+
+    case = make_case(1, seed=4, shape=(64, 64, 8), spacing=(6.0, 6.0, 8.0))  # stored LPS
+    src = tmp_path / "src"
+    save_volume(src / "ct.nii.gz", case.ct, case.affine)
+    save_volume(src / "c.nii.gz", case.label, case.affine)
+    settings = PreprocessSettings(modality="CT", spacing_xy=9.0)
+    preprocess_case("c", src / "ct.nii.gz", src / "c.nii.gz", tmp_path / "pre", TABLE, settings)
+    pre = [load_volume(tmp_path / "pre" / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
+    slice_case(pre[0].astype(np.float32), *pre[1:], SliceSettings(size=64)).save(tmp_path / "slices.npz")
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    ckpt = save_checkpoint(tmp_path / "generator.pt", {
+        "ema": G.state_dict(), "model": SPEC.to_dict(), "num_classes": TABLE.num_classes,
+        "data": {"labels": labels, "modality": "CT", "preprocess": {"spacing_xy": 9.0, "ct_window": [-1000, 1000]},
+                 "slice": {"size": 64}}})
+    G2, n = load_generator(ckpt, torch.device("cpu"))
+    workflow = generate_case(G2, n, "c", tmp_path / "slices.npz", tmp_path / "pre", tmp_path / "wf", samples=1,
+                             base_seed=0, batch=4, device=torch.device("cpu"), table=TABLE)
+    cli = generate_from_label_files(ckpt, [src / "c.nii.gz"], tmp_path / "cli", 1, 0, 4, torch.device("cpu"))
+    a, b = load_volume(workflow[0]["label"]), load_volume(cli[0]["label"])
+    np.testing.assert_array_equal(a.array, case.label)  # the phantom's values are its class ids
+    np.testing.assert_array_equal(b.array, case.label)
+    np.testing.assert_array_equal(a.affine, case.affine)
+    np.testing.assert_array_equal(b.affine, case.affine)
+    sample = load_volume(workflow[0]["volume"])
+    assert sample.array.shape == case.label.shape and np.allclose(sample.affine, case.affine)

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medsynth.data.preprocess import back_to_source, from_unit_range
-from medsynth.data.slicing import CaseSlices, paste
+from medsynth.data.geometry import canonical_grid, inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.labels import LabelTable
+from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane, from_unit_range
+from medsynth.data.slicing import CaseSlices, SliceSettings, paste, slice_case
 from medsynth.io.images import display_view, save_png, unit_to_uint8
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.models import build_generator
@@ -77,15 +79,15 @@ def generate_case(
     base_seed: int,
     batch: int,
     device: torch.device,
+    table: LabelTable,
 ) -> list[dict]:
+    """K synthetic volumes of one preprocessed case, on its source grid, with its label map."""
     slices = CaseSlices.load(slices_path)
     meta = json.loads((preprocess_dir / "meta.json").read_text())
     case_dir = out_dir / case_id
-    label_pre = load_volume(preprocess_dir / "label.nii.gz", np.uint8).array
-    # The label volume goes back along the same path as the images, so the two line up voxel for voxel.
-    label_src = back_to_source(label_pre, meta, order=0, cval=0).astype(np.uint8)
     source_affine = np.asarray(meta["source_affine"])
-    label_file = save_volume(case_dir / "label.nii.gz", label_src, source_affine)
+    label = label_on_source_grid(Path(meta["source_label"]), table, tuple(meta["source_shape"]), source_affine)
+    label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
     for lab, z in zip(slices.labels, slices.z):
         save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
 
@@ -96,14 +98,42 @@ def generate_case(
         stacks.append(fake)
         for img, z in zip(fake, slices.z):
             save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
-        volume = assemble_volume(slices, fake, meta)
-        if meta["modality"] == "CT":
-            volume = np.clip(np.rint(volume), -32768, 32767).astype(np.int16)
-        vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", volume, source_affine)
+        vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
+                               source_affine)
         rows.append({"case_id": case_id, "sample": k, "seed": seed, "volume": str(vol_file),
                      "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
     np.savez_compressed(samples_file(out_dir, case_id), samples=np.stack(stacks).astype(np.float16), z=slices.z)
     return rows
+
+
+def label_on_source_grid(label_path: Path, table: LabelTable, shape: tuple[int, ...],
+                         affine: np.ndarray) -> np.ndarray:
+    """The label map written beside synthetic volumes: the source label map through the label table.
+
+    One rule for the workflow and ``medsynth generate``: class ids of the
+    dataset's own table, read from the source file and never resampled (a map
+    stored in another orientation of the image's grid is reoriented exactly),
+    so a segmentation model trains on the labels the user gave. A derived body
+    class is not in it: no label value maps to it, so unlabelled tissue stays
+    background, as in the source map. (The training-grid map the generator saw
+    holds the body class and was resampled in-plane; sent back to the source
+    grid it differs from the source map along every organ's edge.)
+    """
+    vol = load_volume(label_path, np.integer)
+    classes = table.apply(vol.array, str(label_path))
+    if vol.array.shape == tuple(shape) and np.allclose(vol.affine, affine, atol=1e-3):
+        return classes
+    canonical, affine_c = to_canonical(classes, vol.affine)
+    if canonical.shape != canonical_grid(shape, affine)[0]:
+        raise ValueError(f"{label_path}: label map of shape {vol.array.shape} is not on the image's grid {shape}")
+    return resample_to_grid(canonical, affine_c, affine, tuple(shape), order=0)
+
+
+def _physical(volume: np.ndarray, meta: dict) -> np.ndarray:
+    """CT in HU as int16 (what the source CT holds); MR as float32."""
+    if meta["modality"] == "CT":
+        return np.clip(np.rint(volume), -32768, 32767).astype(np.int16)
+    return volume
 
 
 def samples_file(out_dir: Path, case_id: str) -> Path:
@@ -126,12 +156,21 @@ def generate_cases(
     device: torch.device,
 ) -> list[dict]:
     """``cases``: (case id, slices.npz, preprocess folder) for every test case."""
+    table = exported_table(generator_path)
     G, num_classes = load_generator(generator_path, device)
     rows = []
     for case_id, slices_path, pre_dir in tqdm(sorted(cases), desc="generate", unit="case"):
         rows += generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
-                              samples, seed, batch, device)
+                              samples, seed, batch, device, table)
     return rows
+
+
+def exported_table(generator_path: Path) -> LabelTable:
+    data = load_checkpoint(generator_path).get("data") or {}
+    if not data.get("labels"):
+        raise ValueError(f"{generator_path}: holds no data settings (label table, spacing); export it with the "
+                         "select stage of this version")
+    return LabelTable.from_config(data["labels"])
 
 
 def generate_from_label_files(
@@ -148,18 +187,12 @@ def generate_from_label_files(
     Each label map is mapped through the training label table, reoriented and
     resampled (nearest) like the training data, sliced around its labelled
     region, generated slice by slice and written back onto its own grid and
-    affine, together with its class-id label map.
+    affine, together with its class-id label map (``label_on_source_grid``).
+    A label map has no body outline of its own unless its table has a body
+    class: then the body is the labelled region with its in-plane holes filled.
     """
-    from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
-    from medsynth.data.labels import LabelTable
-    from medsynth.data.slicing import SliceSettings, slice_case
-
-    state = load_checkpoint(generator_path)
-    data = state.get("data") or {}
-    if not data.get("labels"):
-        raise ValueError(f"{generator_path}: holds no data settings (label table, spacing); export it with the "
-                         "select stage of this version")
-    table = LabelTable.from_config(data["labels"])
+    table = exported_table(generator_path)  # also: refuses a file without data settings
+    data = load_checkpoint(generator_path)["data"]
     G, num_classes = load_generator(generator_path, device)
     size = int(data["slice"]["size"])
     spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
@@ -170,11 +203,12 @@ def generate_from_label_files(
     rows = []
     for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
         vol = load_volume(label_file, np.integer)
-        classes = table.apply(vol.array, str(label_file))
+        classes = label_on_source_grid(label_file, table, vol.array.shape, vol.affine)
         lab_c, aff_c = to_canonical(classes, vol.affine)
         shape, affine = inplane_grid(lab_c.shape, aff_c, spacing_xy)
         lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
-        body = lab_r > 0
+        body = fill_holes_inplane(lab_r > 0)
+        add_body_class(lab_r, body, table)
         slices = slice_case(np.full(shape, -1.0, np.float32), lab_r, body.astype(np.uint8),
                             SliceSettings(size=size, min_body_fraction=0.0))
         case_id = label_file.name.split(".")[0]
@@ -182,14 +216,12 @@ def generate_from_label_files(
                 "source_affine": vol.affine.tolist(), "intensity": {"lo": lo, "hi": hi},
                 "modality": data["modality"]}
         case_dir = Path(out_dir) / case_id
-        label_out = save_volume(case_dir / "label.nii.gz", classes.astype(np.uint8), vol.affine)
+        label_out = save_volume(case_dir / "label.nii.gz", classes, vol.affine)
         for k in range(samples):
             s = sample_seed(seed, case_id, k)
             fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, s, batch, device)[:, 0].numpy()
-            volume = assemble_volume(slices, fake, meta)
-            if data["modality"] == "CT":
-                volume = np.clip(np.rint(volume), -32768, 32767).astype(np.int16)
-            out = save_volume(case_dir / f"sample_{k}.nii.gz", volume, vol.affine)
+            out = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
+                              vol.affine)
             rows.append({"case_id": case_id, "sample": k, "seed": s, "volume": str(out), "label": str(label_out),
                          "pngs": ""})
     return rows

@@ -195,7 +195,10 @@ def test_case_inputs(wildcards):
     return {
         "slices": case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz"),
         "meta": case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json"),
-        "label": case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/label.nii.gz"),
+        # The label maps written beside the synthetic volumes come from the source files themselves.
+        "source_label": [
+            case_check(dataset, c) if case_problem(dataset, c) else cases_of(dataset)[c]["label"] for c in cases
+        ],
     }
 
 
