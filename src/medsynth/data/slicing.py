@@ -6,7 +6,8 @@ into the preprocessed volume; PNGs are written for people.
 
 Slice rule: an axial slice is kept when the body mask covers at least
 ``min_body_fraction`` of the cropped slice and at least one voxel carries a
-class other than background.
+class other than background. Preprocessed label maps give the body class to
+every unlabelled voxel of the body, so there the body fraction decides.
 """
 
 from __future__ import annotations
