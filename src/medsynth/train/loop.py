@@ -334,13 +334,17 @@ def train(
                 bar.set_postfix(g=f"{row['loss_g']:.3f}")
 
                 last = step == settings.steps
-                if main and (step % settings.sample_every == 0 or last):
+                sampling = step % settings.sample_every == 0 or last
+                validating = step % settings.eval_every == 0 or last
+                if sampling or validating:
+                    nets.ema.refresh()  # on every rank, so the replicas' EMA stays identical
+                if main and sampling:
                     fake_s = synthesize(nets.ema.model, fixed.labels.long(), num_classes, settings.seed,
                                         settings.batch_size, device)
                     sample_grid(run_dir / "samples" / f"step_{step:06d}.png", fixed.labels, [fake_s],
                                 fixed.images.float() if not unpaired else None, num_classes,
                                 title=f"step {step} (EMA generator)")
-                if main and (step % settings.eval_every == 0 or last):
+                if main and validating:
                     metrics = evaluate(nets.ema.model, val, reference, num_classes, settings.mode, settings.seed,
                                        settings.batch_size * 4, device, settings.mask_threshold,
                                        perceptual, real_stats)
