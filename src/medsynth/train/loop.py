@@ -3,6 +3,7 @@
 Layout of a run folder (``run_dir``)::
 
     checkpoints/latest.pt           full state, rewritten every checkpoint_every steps
+    checkpoints/latest.prev.pt      the one before it, resumed from when latest.pt cannot be read
     checkpoints/ema_step_XXXXXX.pt  EMA generator at each validation step (what selection picks from)
     live/losses.tsv, live/metrics.tsv  appended while training
     samples/step_XXXXXX.png         label | generated (EMA) | real on fixed validation slices
@@ -38,8 +39,9 @@ from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.models import get_preset
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
-from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.train.checkpoint import save_checkpoint
 from medsynth.train.data import SliceSet
+from medsynth.train.resume import LatestCheckpoint
 from medsynth.train.step import LOSS_NAMES, LossWeights, Nets, build_nets, paired_step, unpaired_step
 
 log = logging.getLogger(__name__)
@@ -260,11 +262,11 @@ def train(
     main = rank == 0
 
     ckpt_dir, live_dir = run_dir / "checkpoints", run_dir / "live"
-    latest = ckpt_dir / "latest.pt"
+    latest = LatestCheckpoint(ckpt_dir)
     step, history, best = 0, [], {}
-    if latest.exists():
-        # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights to the device.
-        state = load_checkpoint(latest, map_location="cpu")
+    state = latest.load()
+    ddp.barrier()  # every rank has read the files before rank 0 may move or rewrite them
+    if state is not None:
         if state.get("fingerprint") == ident:
             nets.load(state)
             torch.set_rng_state(state["rng"]["torch"])
@@ -277,7 +279,8 @@ def train(
             log.info("resuming %s from step %d", run_dir, step)
         elif main:
             stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
-            log.warning("%s was trained with other settings or data; moved to %s, starting afresh", latest, stale)
+            log.warning("%s was trained with other settings or data; moved to %s, starting afresh", latest.path,
+                        stale)
             stale.mkdir(parents=True)
             for sub in ("checkpoints", "live", "samples"):
                 if (run_dir / sub).exists():
@@ -326,7 +329,7 @@ def train(
                 if bad:
                     raise NonFiniteLoss(
                         f"step {step}: {', '.join(f'{k}={row[k]}' for k in bad)}; training stopped. "
-                        f"The last good checkpoint is {latest} (lower the learning rates or check the data)."
+                        f"The last good checkpoint is {latest.path} (lower the learning rates or check the data)."
                     )
                 if main:
                     losses_fh.write("\t".join(str(row[c]) for c in loss_columns) + "\n")
@@ -361,7 +364,7 @@ def train(
                 stopping = ddp.any_rank(stop.signal is not None, device)
                 if main and (step % settings.checkpoint_every == 0 or last or stopping):
                     losses_fh.flush()
-                    save_checkpoint(latest, payload())
+                    latest.save(payload())
                 if stopping:
                     ddp.barrier()
                     if main:
