@@ -33,16 +33,16 @@ from tqdm import tqdm
 import medsynth
 from medsynth.generate import synthesize
 from medsynth.io.tables import read_tsv, write_tsv
-from medsynth.metrics import DIRECTIONS, is_better
+from medsynth.metrics import DIRECTIONS
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.models import get_preset
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
-from medsynth.train.checkpoint import save_checkpoint
 from medsynth.train.data import SliceSet
 from medsynth.train.resume import LatestCheckpoint
 from medsynth.train.step import LOSS_NAMES, LossWeights, Nets, build_nets, paired_step, unpaired_step
+from medsynth.train.validation import best_of, revalidate, save_snapshot, validation_identity
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,12 @@ def train(
 
     ckpt_dir, live_dir = run_dir / "checkpoints", run_dir / "live"
     latest = LatestCheckpoint(ckpt_dir)
+    vid = validation_identity(real_stats, perceptual)
+
+    def validate(generator: torch.nn.Module) -> dict[str, float]:
+        return evaluate(generator, val, reference, num_classes, settings.mode, settings.seed,
+                        settings.batch_size * 4, device, settings.mask_threshold, perceptual, real_stats)
+
     step, history, best = 0, [], {}
     state = latest.load()
     ddp.barrier()  # every rank has read the files before rank 0 may move or rewrite them
@@ -277,6 +283,10 @@ def train(
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
             step, history, best = state["step"], state["history"], state["best"]
             log.info("resuming %s from step %d", run_dir, step)
+            fresh = revalidate(state, vid, ckpt_dir, nets.ema.model, validate) if main else None
+            if fresh is not None:
+                history, best = fresh["history"], fresh["best"]
+                latest.save(fresh)  # a finished run writes no checkpoint of its own
         elif main:
             stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
             log.warning("%s was trained with other settings or data; moved to %s, starting afresh", latest.path,
@@ -298,7 +308,8 @@ def train(
             rng["cuda"] = torch.cuda.get_rng_state(device)
         return {
             "step": step, **nets.state(), "rng": rng, "world_size": world_size,
-            "history": history, "best": best, "fingerprint": ident, "settings": dataclasses.asdict(settings),
+            "history": history, "best": best, "validation": vid, "fingerprint": ident,
+            "settings": dataclasses.asdict(settings),
             "model": spec.to_dict(), "num_classes": num_classes, "config": config or {},
             "version": medsynth.__version__,
         }
@@ -348,18 +359,11 @@ def train(
                                 fixed.images.float() if not unpaired else None, num_classes,
                                 title=f"step {step} (EMA generator)")
                 if main and validating:
-                    metrics = evaluate(nets.ema.model, val, reference, num_classes, settings.mode, settings.seed,
-                                       settings.batch_size * 4, device, settings.mask_threshold,
-                                       perceptual, real_stats)
+                    metrics = validate(nets.ema.model)
                     history.append({"step": step, **metrics})
-                    for name, value in metrics.items():
-                        if is_better(name, value, best.get(name, {}).get("value")):
-                            best[name] = {"value": value, "step": step}
+                    best = best_of(history)
                     write_tsv(live_dir / "metrics.tsv", history, METRIC_COLUMNS)
-                    save_checkpoint(ckpt_dir / f"ema_step_{step:06d}.pt", {
-                        "step": step, "ema": nets.ema.state_dict(), "model": spec.to_dict(),
-                        "num_classes": num_classes, "metrics": metrics, "version": medsynth.__version__,
-                    })
+                    save_snapshot(ckpt_dir, step, nets.ema.state_dict(), spec.to_dict(), num_classes, metrics, vid)
                     log.info("step %d validation: %s", step, metrics)
                 stopping = ddp.any_rank(stop.signal is not None, device)
                 if main and (step % settings.checkpoint_every == 0 or last or stopping):
