@@ -40,7 +40,7 @@ from medsynth.models import get_preset
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
 from medsynth.train.data import SliceSet
-from medsynth.train.resume import LatestCheckpoint
+from medsynth.train.resume import LatestCheckpoint, move_stale
 from medsynth.train.step import LOSS_NAMES, LossWeights, Nets, build_nets, paired_step, unpaired_step
 from medsynth.train.validation import best_of, revalidate, save_snapshot, validation_identity
 
@@ -288,13 +288,7 @@ def train(
                 history, best = fresh["history"], fresh["best"]
                 latest.save(fresh)  # a finished run writes no checkpoint of its own
         elif main:
-            stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
-            log.warning("%s was trained with other settings or data; moved to %s, starting afresh", latest.path,
-                        stale)
-            stale.mkdir(parents=True)
-            for sub in ("checkpoints", "live", "samples"):
-                if (run_dir / sub).exists():
-                    shutil.move(str(run_dir / sub), str(stale / sub))
+            move_stale(run_dir, latest.path)
     ddp.barrier()
     _prepare(nets, settings, device, world_size)
     if main:

@@ -10,6 +10,8 @@ previous one, with a warning: the steps between the two run again.
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
 
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
@@ -62,3 +64,14 @@ class LatestCheckpoint:
         path = save_checkpoint(self.path, payload, keep_previous=keep)
         self._keep_on_save = True
         return path
+
+
+def move_stale(run_dir: Path, checkpoint: Path) -> Path:
+    """Move a run trained with other settings or data out of the way (kept, never deleted)."""
+    stale = Path(run_dir) / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    log.warning("%s was trained with other settings or data; moved to %s, starting afresh", checkpoint, stale)
+    stale.mkdir(parents=True)
+    for sub in ("checkpoints", "live", "samples"):
+        if (Path(run_dir) / sub).exists():
+            shutil.move(str(Path(run_dir) / sub), str(stale / sub))
+    return stale
