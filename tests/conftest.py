@@ -39,6 +39,29 @@ def make_toy_slices():
     return toy_slices
 
 
+def spectral_sigma_errors(state: dict) -> dict[str, float]:
+    """Per spectrally normalised layer of a state dict: |sigma as used - largest singular value| / the latter.
+
+    sigma as used is u . (W v) with the stored u, v (what torch's hook divides by in eval mode);
+    W is the weight as a (out, in * k * k) matrix.
+    """
+    out = {}
+    for key, weight in state.items():
+        if key.endswith("weight_orig"):
+            prefix = key[: -len("orig")]
+            w = weight.flatten(1).double()
+            used = state[prefix + "u"].double() @ w @ state[prefix + "v"].double()
+            true = torch.linalg.matrix_norm(w, 2)
+            out[prefix[:-1]] = float(abs(used - true) / true)
+    return out
+
+
+@pytest.fixture
+def sigma_errors():
+    """``spectral_sigma_errors``: how far each spectral norm of a state dict is from exact."""
+    return spectral_sigma_errors
+
+
 def fid_inception_architecture() -> torch.nn.Module:
     """pytorch_fid.inception.fid_inception_v3's network, built as it does before loading its weights."""
     import torchvision

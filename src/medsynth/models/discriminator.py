@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from medsynth.models.weight_init import init_unnormalised_
+
 
 class ResBlockD(nn.Module):
     def __init__(self, fin: int, fout: int, resample: str, first: bool = False) -> None:
@@ -56,6 +58,7 @@ class OASISDiscriminator(nn.Module):
             ups.append(ResBlockD(2 * ch[i], ch[max(i - 1, 1)], "up"))
         self.up = nn.ModuleList(ups)
         self.out = nn.Conv2d(ch[1], num_classes + 1, 1)
+        init_unnormalised_(self)  # the 1 x 1 head, as OASIS does
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

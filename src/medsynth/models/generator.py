@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from medsynth.models.norms import SPADE
+from medsynth.models.weight_init import init_unnormalised_
 
 
 class SPADEResBlock(nn.Module):
@@ -62,6 +63,7 @@ class OASISGenerator(nn.Module):
             SPADEResBlock(channels[i], channels[i + 1], cond, spade_hidden, norm) for i in range(len(channels) - 1)
         )
         self.conv_img = nn.Conv2d(channels[-1], image_channels, 3, padding=1)
+        init_unnormalised_(self)  # fc, the SPADE convs and conv_img, as OASIS does
 
     def noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
               device: torch.device | None = None) -> torch.Tensor:

@@ -28,6 +28,11 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelSpec":
+        """Inverse of ``to_dict`` after a checkpoint round trip, which turns tuples into lists."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
 
 def _oasis(ch: int) -> ModelSpec:
     # The OASIS paper's 256 x 256 layout: 6 SPADE blocks from 8 x 8, D with 6 levels.

@@ -16,8 +16,12 @@ import torch
 FORMAT = 1
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> Path:
-    """Write to a temporary name, fsync, rename: a crash leaves the previous file intact."""
+def save_checkpoint(path: str | Path, payload: dict, keep_previous: str | Path | None = None) -> Path:
+    """Write to a temporary name, fsync, rename: a crash leaves the previous file intact.
+
+    With ``keep_previous``, the file being replaced is first renamed to that name, so one
+    older checkpoint survives should the new one ever become unreadable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -25,6 +29,10 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
         torch.save({"format": FORMAT, **payload}, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    if keep_previous is not None and path.exists():
+        # Only after the new file is safely on disk; a crash between the renames leaves the
+        # previous one under its new name, which resuming looks for.
+        path.replace(keep_previous)
     tmp.replace(path)
     return path
 

@@ -3,6 +3,7 @@
 Layout of a run folder (``run_dir``)::
 
     checkpoints/latest.pt           full state, rewritten every checkpoint_every steps
+    checkpoints/latest.prev.pt      the one before it, resumed from when latest.pt cannot be read
     checkpoints/ema_step_XXXXXX.pt  EMA generator at each validation step (what selection picks from)
     live/losses.tsv, live/metrics.tsv  appended while training
     samples/step_XXXXXX.png         label | generated (EMA) | real on fixed validation slices
@@ -32,15 +33,16 @@ from tqdm import tqdm
 import medsynth
 from medsynth.generate import synthesize
 from medsynth.io.tables import read_tsv, write_tsv
-from medsynth.metrics import DIRECTIONS, is_better
+from medsynth.metrics import DIRECTIONS
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.models import get_preset
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
-from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.train.data import SliceSet
+from medsynth.train.resume import LatestCheckpoint, move_stale
 from medsynth.train.step import LOSS_NAMES, LossWeights, Nets, build_nets, paired_step, unpaired_step
+from medsynth.train.validation import best_of, revalidate, save_snapshot, validation_identity
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ def resolve_device(name: str) -> torch.device:
 def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str) -> str:
     """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it."""
     ident = dataclasses.asdict(settings)
-    for key in ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile"):
+    # mask_threshold only decides what body Dice counts as tissue: part of the validation identity.
+    for key in ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile",
+                "mask_threshold"):
         ident.pop(key)
     blob = json.dumps({"settings": ident, "model": spec.to_dict(), "classes": num_classes, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -258,11 +262,17 @@ def train(
     main = rank == 0
 
     ckpt_dir, live_dir = run_dir / "checkpoints", run_dir / "live"
-    latest = ckpt_dir / "latest.pt"
+    latest = LatestCheckpoint(ckpt_dir)
+    vid = validation_identity(real_stats, perceptual, settings.mask_threshold)
+
+    def validate(generator: torch.nn.Module) -> dict[str, float]:
+        return evaluate(generator, val, reference, num_classes, settings.mode, settings.seed,
+                        settings.batch_size * 4, device, settings.mask_threshold, perceptual, real_stats)
+
     step, history, best = 0, [], {}
-    if latest.exists():
-        # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights to the device.
-        state = load_checkpoint(latest, map_location="cpu")
+    state = latest.load()
+    ddp.barrier()  # every rank has read the files before rank 0 may move or rewrite them
+    if state is not None:
         if state.get("fingerprint") == ident:
             nets.load(state)
             torch.set_rng_state(state["rng"]["torch"])
@@ -273,13 +283,12 @@ def train(
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
             step, history, best = state["step"], state["history"], state["best"]
             log.info("resuming %s from step %d", run_dir, step)
+            fresh = revalidate(state, vid, ckpt_dir, nets.ema.model, validate) if main else None
+            if fresh is not None:
+                history, best = fresh["history"], fresh["best"]
+                latest.save(fresh)  # a finished run writes no checkpoint of its own
         elif main:
-            stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
-            log.warning("%s was trained with other settings or data; moved to %s, starting afresh", latest, stale)
-            stale.mkdir(parents=True)
-            for sub in ("checkpoints", "live", "samples"):
-                if (run_dir / sub).exists():
-                    shutil.move(str(run_dir / sub), str(stale / sub))
+            move_stale(run_dir, latest.path)
     ddp.barrier()
     _prepare(nets, settings, device, world_size)
     if main:
@@ -293,7 +302,8 @@ def train(
             rng["cuda"] = torch.cuda.get_rng_state(device)
         return {
             "step": step, **nets.state(), "rng": rng, "world_size": world_size,
-            "history": history, "best": best, "fingerprint": ident, "settings": dataclasses.asdict(settings),
+            "history": history, "best": best, "validation": vid, "fingerprint": ident,
+            "settings": dataclasses.asdict(settings),
             "model": spec.to_dict(), "num_classes": num_classes, "config": config or {},
             "version": medsynth.__version__,
         }
@@ -324,7 +334,7 @@ def train(
                 if bad:
                     raise NonFiniteLoss(
                         f"step {step}: {', '.join(f'{k}={row[k]}' for k in bad)}; training stopped. "
-                        f"The last good checkpoint is {latest} (lower the learning rates or check the data)."
+                        f"The last good checkpoint is {latest.path} (lower the learning rates or check the data)."
                     )
                 if main:
                     losses_fh.write("\t".join(str(row[c]) for c in loss_columns) + "\n")
@@ -332,30 +342,27 @@ def train(
                 bar.set_postfix(g=f"{row['loss_g']:.3f}")
 
                 last = step == settings.steps
-                if main and (step % settings.sample_every == 0 or last):
+                sampling = step % settings.sample_every == 0 or last
+                validating = step % settings.eval_every == 0 or last
+                if sampling or validating:
+                    nets.ema.refresh()  # on every rank, so the replicas' EMA stays identical
+                if main and sampling:
                     fake_s = synthesize(nets.ema.model, fixed.labels.long(), num_classes, settings.seed,
                                         settings.batch_size, device)
                     sample_grid(run_dir / "samples" / f"step_{step:06d}.png", fixed.labels, [fake_s],
                                 fixed.images.float() if not unpaired else None, num_classes,
                                 title=f"step {step} (EMA generator)")
-                if main and (step % settings.eval_every == 0 or last):
-                    metrics = evaluate(nets.ema.model, val, reference, num_classes, settings.mode, settings.seed,
-                                       settings.batch_size * 4, device, settings.mask_threshold,
-                                       perceptual, real_stats)
+                if main and validating:
+                    metrics = validate(nets.ema.model)
                     history.append({"step": step, **metrics})
-                    for name, value in metrics.items():
-                        if is_better(name, value, best.get(name, {}).get("value")):
-                            best[name] = {"value": value, "step": step}
+                    best = best_of(history)
                     write_tsv(live_dir / "metrics.tsv", history, METRIC_COLUMNS)
-                    save_checkpoint(ckpt_dir / f"ema_step_{step:06d}.pt", {
-                        "step": step, "ema": nets.ema.state_dict(), "model": spec.to_dict(),
-                        "num_classes": num_classes, "metrics": metrics, "version": medsynth.__version__,
-                    })
+                    save_snapshot(ckpt_dir, step, nets.ema.state_dict(), spec.to_dict(), num_classes, metrics, vid)
                     log.info("step %d validation: %s", step, metrics)
                 stopping = ddp.any_rank(stop.signal is not None, device)
                 if main and (step % settings.checkpoint_every == 0 or last or stopping):
                     losses_fh.flush()
-                    save_checkpoint(latest, payload())
+                    latest.save(payload())
                 if stopping:
                     ddp.barrier()
                     if main:

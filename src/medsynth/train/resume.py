@@ -1,0 +1,77 @@
+"""``latest.pt`` and the checkpoint before it, so an unreadable one does not end a run.
+
+Writes are atomic, yet a file can still be damaged afterwards (a full or
+failing disk, a copy cut short, a quota on a shared file system). Each write
+of ``latest.pt`` therefore first keeps the file it replaces as
+``latest.prev.pt``; resuming reads ``latest.pt`` and, when it cannot, the
+previous one, with a warning: the steps between the two run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.pt"
+PREVIOUS = "latest.prev.pt"
+
+
+class CheckpointsUnreadable(RuntimeError):
+    """Neither ``latest.pt`` nor ``latest.prev.pt`` can be read."""
+
+
+class LatestCheckpoint:
+    """The run's resume point in ``ckpt_dir``: load the newest readable state, save with one kept back."""
+
+    def __init__(self, ckpt_dir: Path) -> None:
+        self.path = Path(ckpt_dir) / LATEST
+        self.previous = Path(ckpt_dir) / PREVIOUS
+        # A latest.pt found unreadable must not be kept as the previous one, over a good file.
+        self._keep_on_save = True
+
+    def exists(self) -> bool:
+        return self.path.exists() or self.previous.exists()
+
+    def load(self) -> dict | None:
+        """The state to resume from (on the CPU: RNG states must stay CPU tensors); None for a new run."""
+        if not self.exists():
+            return None
+        try:
+            return load_checkpoint(self.path, map_location="cpu")
+        except (FileNotFoundError, ValueError) as exc:
+            problem = exc
+        try:
+            state = load_checkpoint(self.previous, map_location="cpu")
+        except (FileNotFoundError, ValueError) as exc:
+            raise CheckpointsUnreadable(
+                f"cannot resume: {problem}; and {exc}. Restore one of them from a backup, or move them away "
+                f"(e.g. mv {self.path.parent} {self.path.parent}.unreadable) to start training afresh"
+            ) from exc
+        log.warning("%s; resuming from the previous checkpoint %s (step %d) instead: the steps after it run "
+                    "again, and %s is replaced at the next checkpoint", problem, self.previous, state["step"],
+                    self.path.name)
+        self._keep_on_save = False
+        return state
+
+    def save(self, payload: dict) -> Path:
+        keep = self.previous if self._keep_on_save else None
+        path = save_checkpoint(self.path, payload, keep_previous=keep)
+        self._keep_on_save = True
+        return path
+
+
+def move_stale(run_dir: Path, checkpoint: Path) -> Path:
+    """Move a run trained with other settings or data out of the way (kept, never deleted)."""
+    stale = Path(run_dir) / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    log.warning("%s was trained with other settings or data; moved to %s, starting afresh", checkpoint, stale)
+    stale.mkdir(parents=True)
+    for sub in ("checkpoints", "live", "samples"):
+        if (Path(run_dir) / sub).exists():
+            shutil.move(str(Path(run_dir) / sub), str(stale / sub))
+    return stale

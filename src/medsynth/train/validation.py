@@ -1,0 +1,136 @@
+"""A run's validation history, its identity, and recomputing it from the EMA snapshots.
+
+The history (one row of metrics per validation step) depends on more than the
+training: on the real images' Inception statistics (FID, KID), on the
+perceptual settings and on the metrics' definitions. Those can change after a
+run has finished — the weights placed later, the statistics recomputed — and
+Snakemake then reruns training. Restoring the old history would keep FID at NA
+(or stale), and selection would silently fall back to another metric. So the
+history is stored with a *validation identity*; when the identity differs, every
+step is validated again from its EMA snapshot, and the training state is left as
+it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+import medsynth
+from medsynth.metrics import DIRECTIONS, METRICS_VERSION, is_better
+from medsynth.metrics.perceptual import INCEPTION_FILE, weight_path
+from medsynth.models.spectral import refresh_spectral_norm
+from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Perceptual settings that change the values (batch size and hash checking only change the speed).
+VALUE_SETTINGS = ("perceptual", "kid_subsets", "kid_subset_size")
+
+Validate = Callable[[nn.Module], dict[str, float]]
+
+
+def stats_digest(path: Path) -> str:
+    """Digest of an Inception statistics file's arrays (not its bytes: np.savez stamps the time)."""
+    h = hashlib.sha256()
+    with np.load(path) as f:
+        for key in sorted(f.files):
+            arr = np.ascontiguousarray(f[key])
+            h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def validation_identity(real_stats: Path | None, perceptual: Mapping | None, mask_threshold: float = -0.95) -> dict:
+    """What the validation metrics' values depend on besides the generator and the validation slices."""
+    ident: dict = {"metrics_version": METRICS_VERSION, "mask_threshold": mask_threshold, "real_stats": None,
+                   "perceptual": None, "inception_weights": None}
+    if perceptual is not None and real_stats is not None:  # as in loop.evaluate: FID/KID only with both
+        ident["real_stats"] = stats_digest(Path(real_stats))
+        ident["perceptual"] = {k: perceptual.get(k) for k in VALUE_SETTINGS}
+        ident["inception_weights"] = weight_path(Path(perceptual["weights_dir"]), INCEPTION_FILE).is_file()
+    return ident
+
+
+def describe_change(old: Mapping | None, new: Mapping) -> str:
+    if not old:
+        return "the history was written by a version that did not record what it depends on"
+    names = {"metrics_version": "the metrics' version", "mask_threshold": "train.mask_threshold",
+             "real_stats": "the real images' Inception statistics",
+             "perceptual": "the perceptual settings", "inception_weights": "the presence of the Inception weights"}
+    changed = [f"{names.get(k, k)} ({old.get(k)} -> {new.get(k)})" for k in new if old.get(k) != new.get(k)]
+    return "changed: " + "; ".join(changed)
+
+
+def snapshot_path(ckpt_dir: Path, step: int) -> Path:
+    return Path(ckpt_dir) / f"ema_step_{step:06d}.pt"
+
+
+def save_snapshot(ckpt_dir: Path, step: int, ema_state: dict, model: dict, num_classes: int,
+                  metrics: dict[str, float], identity: dict) -> Path:
+    """The EMA generator as validated at ``step``: what selection chooses from."""
+    return save_checkpoint(snapshot_path(ckpt_dir, step), {
+        "step": step, "ema": ema_state, "model": model, "num_classes": num_classes, "metrics": metrics,
+        "validation": identity, "version": medsynth.__version__,
+    })
+
+
+def best_of(history: list[dict]) -> dict:
+    """Best value and its step per metric; ties keep the earlier step, as during training."""
+    best: dict = {}
+    for row in history:
+        for name in DIRECTIONS:
+            value = row.get(name, math.nan)
+            if is_better(name, value, best.get(name, {}).get("value")):
+                best[name] = {"value": value, "step": row["step"]}
+    return best
+
+
+def recompute_history(history: list[dict], ckpt_dir: Path, template: nn.Module, validate: Validate,
+                      identity: dict) -> list[dict]:
+    """Validate every history step again from its EMA snapshot; the snapshots get the new metrics.
+
+    ``template`` is a generator of the run's architecture (copied, never changed). A step whose
+    snapshot cannot be read gets NA metrics: no value is better than a stale one.
+    """
+    model = copy.deepcopy(template).eval().requires_grad_(False)
+    out = []
+    for row in history:
+        step = int(row["step"])
+        path = snapshot_path(ckpt_dir, step)
+        try:
+            snap = load_checkpoint(path)
+        except (FileNotFoundError, ValueError) as exc:
+            log.warning("validation of step %d not recomputed, its metrics are now NA: %s", step, exc)
+            out.append({"step": step, **{k: math.nan for k in DIRECTIONS}})
+            continue
+        model.load_state_dict(snap["ema"])
+        refresh_spectral_norm(model)  # snapshots of older versions were saved without it
+        with torch.no_grad():
+            metrics = validate(model)
+        out.append({"step": step, **metrics})
+        save_checkpoint(path, {**snap, "metrics": metrics, "validation": identity})
+        log.info("step %d validation recomputed: %s", step, metrics)
+    return out
+
+
+def revalidate(state: dict, identity: dict, ckpt_dir: Path, template: nn.Module,
+               validate: Validate) -> dict | None:
+    """``state`` with its history and best recomputed when it was validated under another identity;
+    None when nothing needs recomputing. Weights, optimisers and RNG states are passed on untouched."""
+    old = state.get("validation")
+    if old == identity or not state["history"]:
+        return None
+    steps = [int(r["step"]) for r in state["history"]]
+    log.warning("recomputing the validation metrics of %d step(s) (%s) from their EMA snapshots, without "
+                "retraining: %s", len(steps), ", ".join(map(str, steps)), describe_change(old, identity))
+    history = recompute_history(state["history"], ckpt_dir, template, validate, identity)
+    return {**state, "history": history, "best": best_of(history), "validation": identity}
