@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from medsynth.data.labels import LabelError, LabelTable
+from medsynth.models.presets import check_size, get_preset
 
 
 def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None) -> list[str]:
@@ -32,7 +33,6 @@ def slice_size_errors(config: Mapping) -> list[str]:
     experiments = config.get("experiments") or {}
     if not experiments:
         return []
-    from medsynth.models.registry import check_size, get_preset  # imports torch: only when there is training
 
     size = config["slice"]["size"]
     errors = []
