@@ -107,3 +107,38 @@ def fid_inception_builder():
 @pytest.fixture(scope="session")
 def random_weights_dir(tmp_path_factory) -> Path:
     return write_random_weights(tmp_path_factory.mktemp("weights"))
+
+
+def preprocess_and_slice(out: Path, image: Path, label: Path, table, modality: str, size: int,
+                         spacing_xy: float | None = None):
+    """A case through preprocessing and slicing as the workflow runs them; its CaseSlices."""
+    import numpy as np
+
+    from medsynth.data.preprocess import PreprocessSettings, preprocess_case
+    from medsynth.data.slicing import SliceSettings, slice_case
+    from medsynth.io.nifti import load_volume
+
+    preprocess_case(Path(out).name, image, label, out, table, PreprocessSettings(modality, spacing_xy))
+    volumes = [load_volume(Path(out) / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
+    return slice_case(volumes[0].astype(np.float32), volumes[1], volumes[2], SliceSettings(size, 0.05))
+
+
+@pytest.fixture(scope="session")
+def slice_volumes():
+    """``preprocess_and_slice``, for tests that need a phantom or real case as training sees it."""
+    return preprocess_and_slice
+
+
+@pytest.fixture(scope="session")
+def real_ct():
+    """The real CT in ../shared/data: (ct path, label path, a table with one class per value present)."""
+    import numpy as np
+
+    from medsynth.data.labels import LabelTable
+    from medsynth.io.nifti import load_volume
+
+    ct, label = SHARED_DATA / "ct.nii.gz", SHARED_DATA / "label.nii.gz"
+    if not (ct.is_file() and label.is_file()):
+        pytest.skip(f"real CT example not available at {SHARED_DATA}")
+    values = sorted(int(v) for v in np.unique(load_volume(label, np.int32).array))
+    return ct, label, LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])

@@ -16,33 +16,24 @@ import pytest
 
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
-from medsynth.data.preprocess import PreprocessSettings, preprocess_case
-from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
+from medsynth.data.slicing import CaseSlices
 from medsynth.evaluate import evaluate_cases, segmentation_summary
-from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.nifti import save_volume
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg-example"
 PHANTOM_TABLE = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
 GRID = dict(shape=(96, 96, 12), spacing=(4.0, 4.0, 6.0))
 
 
-def _prepare(folder: Path, image: Path, label: Path, table: LabelTable, modality: str, size: int) -> Path:
-    preprocess_case(folder.name, image, label, folder / "pre", table, PreprocessSettings(modality, None))
-    slices = slice_case(load_volume(folder / "pre" / "image.nii.gz", np.float32).array,
-                        load_volume(folder / "pre" / "label.nii.gz", np.uint8).array,
-                        load_volume(folder / "pre" / "mask.nii.gz", np.uint8).array, SliceSettings(size, 0.05))
-    return slices.save(folder / folder.name / "slices.npz")
-
-
-def _phantom_slices(root: Path, modality: str, indices=(0, 1)) -> list[Path]:
+def _phantom_slices(root: Path, modality: str, prepare, indices=(0, 1)) -> list[Path]:
     files = []
     for i in indices:
         case = make_case(i, seed=0, **GRID)
         folder = root / f"{modality}{i}"
         save_volume(folder / "image.nii.gz", case.ct if modality == "CT" else case.mr, case.affine)
         save_volume(folder / "label.nii.gz", case.label, case.affine)
-        files.append(_prepare(folder, folder / "image.nii.gz", folder / "label.nii.gz", PHANTOM_TABLE, modality,
-                              96))
+        slices = prepare(folder / "pre", folder / "image.nii.gz", folder / "label.nii.gz", PHANTOM_TABLE, modality,
+                         96)
+        files.append(slices.save(folder / folder.name / "slices.npz"))
     return files
 
 
@@ -73,27 +64,24 @@ def _assert_perfect(summary: list[dict], dice_tolerance: float = 1e-6) -> None:
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR"])
-def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, modality: str) -> None:
-    real = _phantom_slices(tmp_path, modality)
+def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, modality: str, slice_volumes) -> None:
+    real = _phantom_slices(tmp_path, modality, slice_volumes)
     summary, per_case = evaluate_cases(_write_samples(real, _perfect), True, real)
     # MR: a labelled skin voxel may be as dark as air (seen: 1 pixel of 19,000, Dice 0.999994).
     _assert_perfect(summary, 1e-6 if modality == "CT" else 1e-4)
     assert len(per_case) == 4 and all(r["body_dice"] == pytest.approx(1.0, abs=1e-4) for r in per_case)
 
 
-def test_a_perfect_generator_scores_perfectly_on_the_real_ct(tmp_path: Path) -> None:
-    if not (DATA / "ct.nii.gz").is_file():
-        pytest.skip(f"real CT example not available at {DATA}")
-    values = sorted(int(v) for v in np.unique(load_volume(DATA / "label.nii.gz", np.int32).array))
-    table = LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])
-    real = [_prepare(tmp_path / "real", DATA / "ct.nii.gz", DATA / "label.nii.gz", table, "CT", 128)]
+def test_a_perfect_generator_scores_perfectly_on_the_real_ct(tmp_path: Path, real_ct, slice_volumes) -> None:
+    ct, label, table = real_ct
+    real = [slice_volumes(tmp_path / "pre", ct, label, table, "CT", 128).save(tmp_path / "real" / "slices.npz")]
     summary, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
     _assert_perfect(summary)
 
 
-def test_dark_tissue_painted_grey_scores_worse(tmp_path: Path) -> None:
+def test_dark_tissue_painted_grey_scores_worse(tmp_path: Path, slice_volumes) -> None:
     """The bias the old definitions had: a generator that paints lung air grey must not score better."""
-    real = _phantom_slices(tmp_path, "MR")
+    real = _phantom_slices(tmp_path, "MR", slice_volumes)
 
     def grey(r: CaseSlices, case: int, k: int) -> np.ndarray:
         out = r.images.copy()
@@ -107,8 +95,8 @@ def test_dark_tissue_painted_grey_scores_worse(tmp_path: Path) -> None:
     assert w1["perfect"] == 0.0 < 0.01 < w1["grey"]
 
 
-def test_ssim_inside_the_body_ignores_what_lies_outside(tmp_path: Path) -> None:
-    real = _phantom_slices(tmp_path, "CT", indices=(0,))
+def test_ssim_inside_the_body_ignores_what_lies_outside(tmp_path: Path, slice_volumes) -> None:
+    real = _phantom_slices(tmp_path, "CT", slice_volumes, indices=(0,))
 
     def noisy(r: CaseSlices, case: int, k: int) -> np.ndarray:
         rng = np.random.default_rng(k)

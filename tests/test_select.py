@@ -103,14 +103,10 @@ class _Oracle(torch.nn.Module):
         return out
 
 
-def _mr_slices(tmp_path, seed, cases=2):
-    import numpy as np
-
+def _mr_slices(tmp_path, seed, prepare, cases=2):
     from medsynth.data.labels import LabelTable
     from medsynth.data.phantom import PHANTOM_LABELS, make_case
-    from medsynth.data.preprocess import PreprocessSettings, preprocess_case
-    from medsynth.data.slicing import SliceSettings, slice_case
-    from medsynth.io.nifti import load_volume, save_volume
+    from medsynth.io.nifti import save_volume
     from medsynth.train.run import load_slices
 
     table = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
@@ -120,21 +116,20 @@ def _mr_slices(tmp_path, seed, cases=2):
         d = tmp_path / f"s{seed}_{i}"
         save_volume(d / "mr.nii.gz", case.mr, case.affine)
         save_volume(d / "label.nii.gz", case.label, case.affine)
-        preprocess_case("c", d / "mr.nii.gz", d / "label.nii.gz", d / "pre", table, PreprocessSettings("MR", None))
-        vols = [load_volume(d / "pre" / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
-        files.append(slice_case(vols[0].astype(np.float32), *vols[1:], SliceSettings(96)).save(
-            d / f"case{i}" / "slices.npz"))
+        slices = prepare(d / "pre", d / "mr.nii.gz", d / "label.nii.gz", table, "MR", 96)
+        files.append(slices.save(d / f"case{i}" / "slices.npz"))
     return load_slices(files), table.num_classes
 
 
 @pytest.mark.parametrize("reference_seed", [1, 2], ids=["same patients", "other patients"])
-def test_unpaired_selection_prefers_the_perfect_generator_to_one_that_paints_dark_tissue(tmp_path, reference_seed):
+def test_unpaired_selection_prefers_the_perfect_generator_to_one_that_paints_dark_tissue(tmp_path, reference_seed,
+                                                                                         slice_volumes):
     """demo-unpaired selects by intensity_w1: the generator that renders MR as it is must win over one
     that paints lung air, bone cortex and bowel gas grey (which the old W1 preferred)."""
     from medsynth.train.loop import evaluate
 
-    val, num_classes = _mr_slices(tmp_path, seed=1)
-    reference, _ = _mr_slices(tmp_path, seed=reference_seed)  # seed 2: no pixel-aligned reference
+    val, num_classes = _mr_slices(tmp_path, 1, slice_volumes)
+    reference, _ = _mr_slices(tmp_path, reference_seed, slice_volumes)  # seed 2: no pixel-aligned reference
     perfect = val.images.float()
     grey = perfect.clone()
     grey[(val.masks > 0) & (grey < -0.8)] = -0.3

@@ -14,22 +14,10 @@ import pytest
 
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
-from medsynth.data.preprocess import PreprocessSettings, preprocess_case
-from medsynth.data.slicing import SliceSettings, slice_case
 from medsynth.io.images import display_view
-from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.nifti import save_volume
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg-example"
 TS_LIVER, TS_VERTEBRAE = 5, range(26, 51)
-
-
-def _displayed(out: Path, table: LabelTable, ct: Path, label: Path, size: int):
-    preprocess_case("c", ct, label, out, table, PreprocessSettings("CT", None))
-    image = load_volume(out / "image.nii.gz", np.float32).array
-    lab = load_volume(out / "label.nii.gz", np.uint8).array
-    mask = load_volume(out / "mask.nii.gz", np.uint8).array
-    slices = slice_case(image, lab, mask, SliceSettings(size, 0.05))
-    return np.stack([display_view(s) for s in slices.labels])
 
 
 def _centroid(views: np.ndarray, classes) -> tuple[float, float]:
@@ -38,13 +26,10 @@ def _centroid(views: np.ndarray, classes) -> tuple[float, float]:
     return rows.mean() / views.shape[1], cols.mean() / views.shape[2]
 
 
-def test_real_ct_liver_on_the_screens_left_and_spine_at_the_bottom(tmp_path: Path) -> None:
-    ct, label = DATA / "ct.nii.gz", DATA / "label.nii.gz"
-    if not (ct.is_file() and label.is_file()):
-        pytest.skip(f"real CT example not available at {DATA}")
-    values = sorted(int(v) for v in np.unique(load_volume(label, np.int32).array))
-    table = LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])
-    views = _displayed(tmp_path, table, ct, label, 128)
+def test_real_ct_liver_on_the_screens_left_and_spine_at_the_bottom(tmp_path: Path, real_ct, slice_volumes) -> None:
+    ct, label, table = real_ct
+    slices = slice_volumes(tmp_path / "pre", ct, label, table, "CT", 128)
+    views = np.stack([display_view(s) for s in slices.labels])
     liver = [table.values.index((TS_LIVER,))]
     spine = [table.values.index((v,)) for v in TS_VERTEBRAE if (v,) in table.values]
     liver_row, liver_col = _centroid(views, liver)
@@ -55,14 +40,15 @@ def test_real_ct_liver_on_the_screens_left_and_spine_at_the_bottom(tmp_path: Pat
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["stored RAS", "stored LPS"])
-def test_phantom_liver_is_where_the_real_ct_has_it(tmp_path: Path, index: int) -> None:
+def test_phantom_liver_is_where_the_real_ct_has_it(tmp_path: Path, index: int, slice_volumes) -> None:
     case = make_case(index, seed=0, shape=(96, 96, 16), spacing=(4.0, 4.0, 6.0))
     save_volume(tmp_path / "ct.nii.gz", case.ct, case.affine)
     save_volume(tmp_path / "label.nii.gz", case.label, case.affine)
     liver_world_x = (case.affine @ np.c_[np.argwhere(case.label == 3), np.ones((case.label == 3).sum())].T)[0]
     assert liver_world_x.mean() > 0  # RAS+: the patient's right
     table = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
-    views = _displayed(tmp_path / "pre", table, tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", 96)
+    slices = slice_volumes(tmp_path / "pre", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", table, "CT", 96)
+    views = np.stack([display_view(s) for s in slices.labels])
     liver_row, liver_col = _centroid(views, [3])
     spleen_row, spleen_col = _centroid(views, [4])
     bone_row, _ = _centroid(views, [7])

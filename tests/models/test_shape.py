@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
-from medsynth.data.preprocess import PreprocessSettings, preprocess_case
-from medsynth.data.slicing import SliceSettings, slice_case
-from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.nifti import save_volume
 from medsynth.models.registry import ModelSpec, build_generator
 from medsynth.models.shape import mask_loss
 from medsynth.train.data import one_hot
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg-example"
 
 
 def disc(size: int, radius: float) -> torch.Tensor:
@@ -25,33 +20,26 @@ def disc(size: int, radius: float) -> torch.Tensor:
     return (((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < radius**2).float()[None, None]
 
 
-def _slices(tmp_path: Path, image: Path, label: Path, table: LabelTable, modality: str, spacing, size: int):
-    preprocess_case("c", image, label, tmp_path, table, PreprocessSettings(modality, spacing))
-    s = slice_case(load_volume(tmp_path / "image.nii.gz", np.float32).array,
-                   load_volume(tmp_path / "label.nii.gz", np.uint8).array,
-                   load_volume(tmp_path / "mask.nii.gz", np.uint8).array, SliceSettings(size, 0.05))
-    return torch.from_numpy(s.images)[:, None], torch.from_numpy(s.masks)[:, None].float()
+def _tensors(slices):
+    return torch.from_numpy(slices.images)[:, None], torch.from_numpy(slices.masks)[:, None].float()
 
 
-def test_real_ct_slices_cost_nothing(tmp_path: Path) -> None:
+def test_real_ct_slices_cost_nothing(tmp_path: Path, real_ct, slice_volumes) -> None:
     """A perfect generator (fake = real) on the real CT, whose lungs and bowel gas are as dark as air."""
-    if not (DATA / "ct.nii.gz").is_file():
-        pytest.skip(f"real CT example not available at {DATA}")
-    values = sorted(int(v) for v in np.unique(load_volume(DATA / "label.nii.gz", np.int32).array))
-    table = LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])
-    images, body = _slices(tmp_path, DATA / "ct.nii.gz", DATA / "label.nii.gz", table, "CT", None, 128)
+    ct, label, table = real_ct
+    images, body = _tensors(slice_volumes(tmp_path / "pre", ct, label, table, "CT", 128))
     assert (images[body > 0] < -0.95).float().mean() > 0.01  # there is dark tissue inside the body
     assert float(mask_loss(images, body)) < 1e-6
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR"])
-def test_phantom_slices_cost_nothing(tmp_path: Path, modality: str) -> None:
+def test_phantom_slices_cost_nothing(tmp_path: Path, modality: str, slice_volumes) -> None:
     case = make_case(0, seed=0, shape=(96, 96, 12), spacing=(4.0, 4.0, 6.0))
     save_volume(tmp_path / "image.nii.gz", case.ct if modality == "CT" else case.mr, case.affine)
     save_volume(tmp_path / "label.nii.gz", case.label, case.affine)
     table = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
-    images, body = _slices(tmp_path / "pre", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz", table,
-                           modality, None, 96)
+    images, body = _tensors(slice_volumes(tmp_path / "pre", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz",
+                                          table, modality, 96))
     assert float(mask_loss(images, body)) < 1e-6
 
 
