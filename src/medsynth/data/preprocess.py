@@ -264,7 +264,8 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     if qc_path is not None:
         from medsynth.plots import preprocess_qc  # matplotlib only when a QC picture is asked for
 
-        z = int(np.argmax((lab_r > 0).sum(axis=(0, 1))))
+        # The slice with the most labelled anatomy (every body slice carries the body class).
+        z = int(np.argmax(((lab_r > 0) & (lab_r != table.body_class)).sum(axis=(0, 1))))
         preprocess_qc(qc_path, img_c[:, :, z], (lo, hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
                       table.num_classes, title=f"{case_id}, axial slice {z}")
     return meta
