@@ -44,7 +44,7 @@ TINY = {
     "experiments": {
         "tiny": {"dataset": "phantom", "train": {
             "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu",
-            "val_max_slices": 4}},
+            "val_max_slices": 4, "mask_threshold": 0.0}},  # not the default: evaluation must use it
         "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
                           "train": {"mode": "unpaired", "steps": 8, "batch_size": 2, "eval_every": 4,
                                     "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu",
@@ -122,6 +122,16 @@ def test_outputs_of_every_stage(finished):
     # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
     assert all(math.isfinite(float(r[k])) for r in metrics for k in ("fid", "kid"))  # FID during validation
+    # Body Dice counts as tissue what the experiment's train.mask_threshold says, at test time too.
+    from medsynth.evaluate import evaluate_cases
+    from medsynth.generate import generated_cases
+
+    real = [w / "results/slices/phantom/cases" / c / "slices.npz" for c in sorted(test_cases)]
+    cases = generated_cases(real, w / "results/generate/tiny/cases")
+    dice = {t: {r["metric"]: r["mean"] for r in evaluate_cases(cases, True, real, threshold=t)[0]}["body_dice"]
+            for t in (0.0, -0.95)}
+    assert dice[0.0] != dice[-0.95]  # the 12-step generator paints values around 0
+    assert float(test_metrics["body_dice"]["mean"]) == pytest.approx(dice[0.0], abs=1e-6)
     seg = read_tsv(w / "results/evaluate/tiny/segmentation.tsv")
     assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (foreground)"
     assert 0 <= float(test_metrics["seg_dice_real"]["mean"]) <= 1
