@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medsynth.data.geometry import canonical_grid, inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.checks import same_grid_up_to_orientation
+from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane, from_unit_range
 from medsynth.data.slicing import CaseSlices, SliceSettings, paste, slice_case
 from medsynth.io.images import display_view, save_png, unit_to_uint8
-from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
 from medsynth.train.checkpoint import load_checkpoint
@@ -32,11 +33,14 @@ def sample_seed(base_seed: int, case_id: str, sample: int) -> int:
 
 
 def load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
-    state = load_checkpoint(path, map_location=device)
+    return generator_from_state(load_checkpoint(path, map_location=device), path, device)
+
+
+def generator_from_state(state: dict, source: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
+    """The EMA generator held by a loaded checkpoint (``source`` names it in errors), in eval mode."""
     if "ema" not in state or "model" not in state:
-        raise ValueError(f"{path}: holds no EMA generator; pass the generator exported by the select stage")
-    spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["model"].items()})
-    G = build_generator(spec, state["num_classes"]).to(device)
+        raise ValueError(f"{source}: holds no EMA generator; pass the generator exported by the select stage")
+    G = build_generator(ModelSpec.from_dict(state["model"]), state["num_classes"]).to(device)
     G.load_state_dict(state["ema"])
     return G.eval(), state["num_classes"]
 
@@ -86,7 +90,8 @@ def generate_case(
     meta = json.loads((preprocess_dir / "meta.json").read_text())
     case_dir = out_dir / case_id
     source_affine = np.asarray(meta["source_affine"])
-    label = label_on_source_grid(Path(meta["source_label"]), table, tuple(meta["source_shape"]), source_affine)
+    source_label = load_volume(Path(meta["source_label"]), np.integer)
+    label = label_on_source_grid(source_label, table, tuple(meta["source_shape"]), source_affine)
     label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
     for lab, z in zip(slices.labels, slices.z):
         save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
@@ -106,7 +111,7 @@ def generate_case(
     return rows
 
 
-def label_on_source_grid(label_path: Path, table: LabelTable, shape: tuple[int, ...],
+def label_on_source_grid(label: Volume, table: LabelTable, shape: tuple[int, ...],
                          affine: np.ndarray) -> np.ndarray:
     """The label map written beside synthetic volumes: the source label map through the label table.
 
@@ -119,13 +124,12 @@ def label_on_source_grid(label_path: Path, table: LabelTable, shape: tuple[int, 
     holds the body class and was resampled in-plane; sent back to the source
     grid it differs from the source map along every organ's edge.)
     """
-    vol = load_volume(label_path, np.integer)
-    classes = table.apply(vol.array, str(label_path))
-    if vol.array.shape == tuple(shape) and np.allclose(vol.affine, affine, atol=1e-3):
+    classes = table.apply(label.array, str(label.path))
+    if label.array.shape == tuple(shape) and np.allclose(label.affine, affine, atol=1e-3):
         return classes
-    canonical, affine_c = to_canonical(classes, vol.affine)
-    if canonical.shape != canonical_grid(shape, affine)[0]:
-        raise ValueError(f"{label_path}: label map of shape {vol.array.shape} is not on the image's grid {shape}")
+    if not same_grid_up_to_orientation(label.array.shape, label.affine, shape, affine):
+        raise ValueError(f"{label.path}: label map of shape {label.array.shape} is not on the image's grid {shape}")
+    canonical, affine_c = to_canonical(classes, label.affine)
     return resample_to_grid(canonical, affine_c, affine, tuple(shape), order=0)
 
 
@@ -156,8 +160,9 @@ def generate_cases(
     device: torch.device,
 ) -> list[dict]:
     """``cases``: (case id, slices.npz, preprocess folder) for every test case."""
-    table = exported_table(generator_path)
-    G, num_classes = load_generator(generator_path, device)
+    state = load_checkpoint(generator_path, map_location=device)
+    table = LabelTable.from_config(exported_data(state, generator_path)["labels"])
+    G, num_classes = generator_from_state(state, generator_path, device)
     rows = []
     for case_id, slices_path, pre_dir in tqdm(sorted(cases), desc="generate", unit="case"):
         rows += generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
@@ -165,12 +170,13 @@ def generate_cases(
     return rows
 
 
-def exported_table(generator_path: Path) -> LabelTable:
-    data = load_checkpoint(generator_path).get("data") or {}
+def exported_data(state: dict, source: Path) -> dict:
+    """The data settings (label table, modality, spacing, slice size) an exported generator carries."""
+    data = state.get("data") or {}
     if not data.get("labels"):
-        raise ValueError(f"{generator_path}: holds no data settings (label table, spacing); export it with the "
+        raise ValueError(f"{source}: holds no data settings (label table, spacing); export it with the "
                          "select stage of this version")
-    return LabelTable.from_config(data["labels"])
+    return data
 
 
 def generate_from_label_files(
@@ -191,9 +197,10 @@ def generate_from_label_files(
     A label map has no body outline of its own unless its table has a body
     class: then the body is the labelled region with its in-plane holes filled.
     """
-    table = exported_table(generator_path)  # also: refuses a file without data settings
-    data = load_checkpoint(generator_path)["data"]
-    G, num_classes = load_generator(generator_path, device)
+    state = load_checkpoint(generator_path, map_location=device)
+    data = exported_data(state, generator_path)
+    table = LabelTable.from_config(data["labels"])
+    G, num_classes = generator_from_state(state, generator_path, device)
     size = int(data["slice"]["size"])
     spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
     if data["modality"] == "CT":
@@ -203,7 +210,7 @@ def generate_from_label_files(
     rows = []
     for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
         vol = load_volume(label_file, np.integer)
-        classes = label_on_source_grid(label_file, table, vol.array.shape, vol.affine)
+        classes = label_on_source_grid(vol, table, vol.array.shape, vol.affine)
         lab_c, aff_c = to_canonical(classes, vol.affine)
         shape, affine = inplane_grid(lab_c.shape, aff_c, spacing_xy)
         lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)

@@ -7,23 +7,23 @@ import math
 from pathlib import Path
 
 import medsynth
+import torch
+
+from medsynth.generate import generator_from_state
 from medsynth.io.tables import parse_float, read_tsv
 from medsynth.metrics import DIRECTIONS
-from medsynth.models import build_generator
-from medsynth.models.registry import ModelSpec
 from medsynth.models.spectral import refresh_spectral_norm
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
 
 
-def refreshed_ema(snapshot: dict) -> dict:
+def refreshed_ema(snapshot: dict, source: Path) -> dict:
     """The snapshot's EMA generator weights with exact spectral norms.
 
     Training refreshes them before each snapshot; snapshots written by older versions
     were not, and the sigma their layers use can be far from the weights' (see
     ``models.spectral``). On a refreshed snapshot this changes next to nothing.
     """
-    G = build_generator(ModelSpec.from_dict(snapshot["model"]), snapshot["num_classes"])
-    G.load_state_dict(snapshot["ema"])
+    G, _ = generator_from_state(snapshot, source, torch.device("cpu"))
     refresh_spectral_norm(G)
     return G.state_dict()
 
@@ -60,7 +60,7 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
     ckpt_path = run_dir / ckpts[step]
     state = load_checkpoint(ckpt_path)
     save_checkpoint(out_generator, {
-        "kind": "generator", "step": step, "ema": refreshed_ema(state), "model": state["model"],
+        "kind": "generator", "step": step, "ema": refreshed_ema(state, ckpt_path), "model": state["model"],
         "num_classes": state["num_classes"], "selected_by": {metric: value}, "version": medsynth.__version__,
         "data": data or {},
     })

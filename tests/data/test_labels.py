@@ -22,7 +22,6 @@ def test_from_config_names_values_and_num_classes() -> None:
     assert table.values == ((0,), (5,), (2, 3), (10, 11, 12), ())
     assert table.num_classes == 5
     assert table.body_class == 4 and table.body_derived
-    assert table.labelled_names == ("background", "liver", "kidney", "bone")
 
 
 def test_a_table_with_a_body_class_is_not_given_a_second_one() -> None:
@@ -30,7 +29,6 @@ def test_a_table_with_a_body_class_is_not_given_a_second_one() -> None:
     table = LabelTable.from_config(entries)
     assert table.names.count("body") == 1 and table.num_classes == 5
     assert table.body_class == 1 and not table.body_derived
-    assert table.labelled_names == table.names
     assert table.apply(np.array([0, 1, 5]), "x")[1] == 1
 
 

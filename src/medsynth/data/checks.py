@@ -21,11 +21,16 @@ def reorientation_affine(image: Volume, other: Volume, atol: float = 1e-3) -> np
         check_same_grid(image, other, atol)
         return image.affine
     except VolumeError:
-        shape_i, affine_i = canonical_grid(image.array.shape, image.affine)
-        shape_o, affine_o = canonical_grid(other.array.shape, other.affine)
-        if shape_i != shape_o or np.abs(affine_i - affine_o).max() > atol:
+        if not same_grid_up_to_orientation(image.array.shape, image.affine, other.array.shape, other.affine, atol):
             raise
     return other.affine
+
+
+def same_grid_up_to_orientation(shape_a: tuple[int, ...], affine_a: np.ndarray, shape_b: tuple[int, ...],
+                                affine_b: np.ndarray, atol: float = 1e-3) -> bool:
+    """True when two grids are one physical grid, stored in possibly different axis orders and directions."""
+    canonical_a, canonical_b = canonical_grid(shape_a, affine_a), canonical_grid(shape_b, affine_b)
+    return canonical_a[0] == canonical_b[0] and np.abs(canonical_a[1] - canonical_b[1]).max() <= atol
 
 
 def check_has_labels(classes: np.ndarray, path: object, table: LabelTable) -> None:

@@ -66,11 +66,6 @@ class LabelTable:
         """True when the body class was added here (no label value of the dataset maps to it)."""
         return not self.values[self.body_class]
 
-    @property
-    def labelled_names(self) -> tuple[str, ...]:
-        """Class names of the dataset's own table, without a derived body class."""
-        return self.names[:-1] if self.body_derived else self.names
-
     def lookup(self) -> np.ndarray:
         """Array mapping source value -> class id, -1 for values not in the table."""
         top = max(max(v) for v in self.values if v)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+
+from medsynth.data.preprocess import fill_holes_inplane
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -98,14 +99,12 @@ def body_outline(image: torch.Tensor, threshold: float = -0.95) -> torch.Tensor:
 
     Lung air and bowel gas are as dark as the air around the patient; they are
     holes in the tissue, so filling them gives the outline, as the
-    preprocessing's body mask holds them. (B, 1, H, W) -> float {0, 1}.
+    preprocessing's body mask holds them (the same in-plane hole filling).
+    (B, 1, H, W) -> float {0, 1}.
     """
-    tissue = (image > threshold).cpu().numpy()
-    filled = np.stack([ndimage.binary_fill_holes(t[0], structure=_CROSS) for t in tissue])[:, None]
-    return torch.from_numpy(filled).float()
-
-
-_CROSS = ndimage.generate_binary_structure(2, 1)  # as the preprocessing fills holes
+    tissue = (image[:, 0] > threshold).cpu().numpy()  # (B, H, W): slices along the last axis for filling
+    filled = fill_holes_inplane(np.moveaxis(tissue, 0, -1))
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(filled, -1, 0)))[:, None].float()
 
 
 def body_dice(image: torch.Tensor, body: torch.Tensor, threshold: float = -0.95) -> torch.Tensor:
