@@ -1,0 +1,242 @@
+"""How well generated images follow their label maps, after a fixed training budget.
+
+    python bench/quality.py [--settings phantom-paired phantom-unpaired real-ct] [--steps N]
+                            [--set key=value ...] [--samples 4] [--out DIR] [--threads 2]
+
+Settings (all numbers on held-out slices, never trained on or selected with):
+
+- ``phantom-paired``: the demo experiment ``demo`` of config/config.yaml (CT phantoms, 64 px);
+- ``phantom-unpaired``: ``demo-unpaired`` (CT phantom labels -> MR phantoms of other patients);
+- ``real-ct``: the real CT in ../shared/data (one patient), paired, 128 px, its slices split by
+  z into a training half (every 4th of them also validates) and a test half.
+
+Per setting one line of numbers, then a per-class table: mean intensity (HU for CT) inside
+each class in generated vs real images, its absolute error and the ratio of standard
+deviations. The segmentation-consistency ratio is the mean foreground Dice of the project's
+segmenter (trained on real training slices) on generated images divided by the same on real
+test images; its real-image Dice per class is printed too. Diversity is the mean per-pixel
+standard deviation across ``--samples`` samples of one label map, inside the body, in [-1, 1]
+units. The code paths are the workflow's: preprocessing, slicing, patient split, training,
+checkpoint selection, synthesis and the metrics are the package's own functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from medsynth.data.labels import LabelTable
+from medsynth.data.phantom import write_cohort
+from medsynth.data.preprocess import PreprocessSettings, from_unit_range, preprocess_case
+from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
+from medsynth.data.split import split_table
+from medsynth.generate import synthesize
+from medsynth.io.nifti import load_volume
+from medsynth.io.tables import read_tsv
+from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.metrics.intensity import class_intensity_table
+from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
+from medsynth.select import select_checkpoint
+from medsynth.train.checkpoint import load_checkpoint
+from medsynth.generate import generator_from_state
+from medsynth.train.data import SliceSet
+from medsynth.train.loop import TrainSettings, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "totalseg-example"
+SETTINGS = ("phantom-paired", "phantom-unpaired", "real-ct")
+
+
+def load_config(path: Path) -> dict:
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(path.read_text())
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
+    return config
+
+
+def preprocess_settings(ds: dict) -> PreprocessSettings:
+    p = ds["preprocess"]
+    return PreprocessSettings(modality=ds["modality"], spacing_xy=p.get("spacing_xy"),
+                              ct_window=tuple(p["ct_window"]), mr_percentiles=tuple(p["mr_percentiles"]),
+                              body_threshold_hu=p["body_threshold_hu"], mr_body_fraction=p["mr_body_fraction"],
+                              opening_mm=p["opening_mm"])
+
+
+def sliced_case(case_id: str, image: Path, label: Path, out: Path, table: LabelTable, settings: PreprocessSettings,
+                slice_settings: SliceSettings) -> tuple[CaseSlices, dict]:
+    meta = preprocess_case(case_id, image, label, out, table, settings)
+    vols = [load_volume(out / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
+    return slice_case(vols[0].astype(np.float32), vols[1], vols[2], slice_settings), meta
+
+
+def as_set(slices: list[tuple[str, CaseSlices]]) -> SliceSet:
+    cat = lambda key: torch.from_numpy(np.concatenate([getattr(s, key) for _, s in slices]))  # noqa: E731
+    return SliceSet(cat("images")[:, None], cat("labels"), cat("masks")[:, None],
+                    [c for c, s in slices for _ in s.z], [int(z) for _, s in slices for z in s.z])
+
+
+def phantom_parts(config: dict, name: str, work: Path) -> tuple[dict[str, SliceSet], dict, LabelTable]:
+    """A phantom dataset of the config, preprocessed, sliced and split by patient as the workflow does."""
+    ds = config["datasets"][name]
+    table = LabelTable.from_config(ds["labels"])
+    ph = ds["phantom"]
+    cases_tsv = write_cohort(work / "raw" / name, ph["n_cases"], ph["seed"], tuple(ph["shape"]), tuple(ph["spacing"]))
+    rows = read_tsv(cases_tsv)
+    parts = {r["case_id"]: r["part"] for r in split_table(rows, config["split"]["ratios"], config["split"]["seed"])}
+    image_col = "mr" if ds["modality"] == "MR" else "image"
+    sliced: dict[str, list] = {"train": [], "val": [], "test": []}
+    meta = {}
+    for r in rows:
+        s, meta = sliced_case(r["case_id"], cases_tsv.parent / r[image_col], cases_tsv.parent / r["label"],
+                              work / "pre" / name / r["case_id"], table, preprocess_settings(ds),
+                              SliceSettings(config["slice"]["size"], config["slice"]["min_body_fraction"]))
+        sliced[parts[r["case_id"]]].append((r["case_id"], s))
+    return {p: as_set(v) for p, v in sliced.items()}, meta, table
+
+
+def real_ct_parts(work: Path) -> tuple[dict[str, SliceSet], dict, LabelTable]:
+    entries = yaml.safe_load((ROOT / "config" / "labels" / "totalsegmentator_v2_grouped.yaml").read_text())
+    table = LabelTable.from_config(entries)
+    s, meta = sliced_case("ct", SHARED / "ct.nii.gz", SHARED / "label.nii.gz", work / "pre" / "real-ct", table,
+                          PreprocessSettings("CT", 3.0), SliceSettings(128, 0.05))
+    half = np.median(s.z)
+    pick = lambda m: CaseSlices(s.images[m], s.labels[m], s.masks[m], s.z[m], s.offsets[m])  # noqa: E731
+    train_m = s.z < half
+    val_m = train_m & (np.arange(len(s.z)) % 4 == 0)
+    return ({"train": as_set([("ct", pick(train_m))]), "val": as_set([("ct", pick(val_m))]),
+             "test": as_set([("ct", pick(~train_m))])}, meta, table)
+
+
+def diversity(samples: torch.Tensor, body: torch.Tensor) -> float:
+    """Mean over body pixels of the per-pixel std across K samples (K, N, 1, H, W)."""
+    std = samples.std(dim=0, unbiased=False)
+    return float((std * body).sum() / body.sum().clamp(min=1))
+
+
+def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
+    lo, hi = meta["intensity"]["lo"], meta["intensity"]["hi"]
+    return from_unit_range(images.numpy(), lo, hi) if meta.get("modality", "CT") == "CT" else images.numpy()
+
+
+def segmenter_dice(real_train: SliceSet, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
+                   table: LabelTable, metrics: dict, seed: int) -> tuple[float, float, list[dict]]:
+    model = train_segmenter(real_train.images.float(), real_train.labels.long(), table.num_classes,
+                            steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed)
+    n = table.num_classes
+    conf_gen = confusion(predict(model, fake), fake_labels.long(), n)
+    conf_real = confusion(predict(model, test_real.images.float()), test_real.labels.long(), n)
+    gen, real = summarize(conf_gen, table.names), summarize(conf_real, table.names)
+    return gen[-1]["dice"], real[-1]["dice"], [{"class": g["class"], "dice_gen": g["dice"], "dice_real": r["dice"]}
+                                                for g, r in zip(gen[:-1], real[:-1])]
+
+
+def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -> dict:
+    t_start = time.perf_counter()
+    exp = dict(config["experiments"]["demo-unpaired" if name == "phantom-unpaired" else "demo"])
+    train_cfg = {**exp["train"], **({"steps": args.steps} if args.steps else {})}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        train_cfg[key] = yaml.safe_load(value)
+    unpaired = train_cfg.get("mode") == "unpaired"
+    if name == "real-ct":
+        if not SHARED.is_dir():
+            return {"setting": name, "skipped": f"no real CT at {SHARED}"}
+        parts, meta, table = real_ct_parts(work)
+    else:
+        parts, meta, table = phantom_parts(config, exp["dataset"], work)
+    img_parts, img_meta = (phantom_parts(config, exp["images_from"], work)[:2] if unpaired else (parts, meta))
+    settings = TrainSettings.from_dict(train_cfg)
+    run_dir = work / "runs" / name
+    t_train = time.perf_counter()
+    summary = train(settings, table.num_classes, parts["train"], parts["val"], run_dir,
+                    images_train=img_parts["train"] if unpaired else None,
+                    images_val=img_parts["val"] if unpaired else None)
+    train_s = time.perf_counter() - t_train
+    seconds = [float(r["seconds"]) for r in read_tsv(run_dir / "losses.tsv")]
+    metric = exp.get("select_metric", config["select"]["metric"])
+    select_checkpoint(run_dir, metric, run_dir / "selected.json", run_dir / "generator.pt",
+                      fallback=config["select"]["fallback"])
+    G, _ = generator_from_state(load_checkpoint(run_dir / "generator.pt"), run_dir / "generator.pt",
+                                torch.device("cpu"))
+    test = parts["test"]
+    with torch.no_grad():
+        samples = torch.stack([synthesize(G, test.labels.long(), table.num_classes, args.seed + k, 64,
+                                          torch.device("cpu")) for k in range(args.samples)])
+    fake, body = samples[0], test.masks.float()
+    ref = img_parts["test"]
+    out = {"setting": name, "steps": summary["steps"], "selected_step": json.loads(
+        (run_dir / "selected.json").read_text())["step"], "test_slices": len(test),
+        "s_per_step": float(np.median(seconds)), "train_s": train_s}
+    if not unpaired:
+        pm = paired_metrics(fake, test.images.float(), body=body)
+        out.update(ssim_body=float(pm["ssim_body"].mean()), psnr_body=float(pm["psnr_body"].mean()))
+    out["body_dice"] = float(body_dice(fake, body, settings.mask_threshold).mean())
+    out["intensity_w1"] = intensity_w1(fake, body, ref.images.float(), ref.masks.float())
+    out["diversity"] = diversity(samples, body)
+    gen_dice, real_dice, seg_rows = segmenter_dice(img_parts["train"], ref, fake, test.labels, table,
+                                                   config["metrics"], settings.seed)
+    out.update(seg_dice_gen=gen_dice, seg_dice_real=real_dice,
+               seg_ratio=gen_dice / real_dice if real_dice > 0 else math.nan)
+    rows = class_intensity_table(to_physical(fake[:, 0], meta), test.labels.numpy(),
+                                 to_physical(ref.images.float()[:, 0], img_meta), ref.labels.numpy(), table.names)
+    for r, s in zip(rows, seg_rows):
+        r.update(dice_gen=s["dice_gen"], dice_real=s["dice_real"])
+    out["classes"] = rows
+    out["wall_s"] = time.perf_counter() - t_start
+    return out
+
+
+def print_result(res: dict) -> None:
+    if "skipped" in res:
+        print(f"{res['setting']}: skipped ({res['skipped']})")
+        return
+    keys = ["steps", "selected_step", "test_slices", "seg_ratio", "seg_dice_gen", "seg_dice_real", "ssim_body",
+            "psnr_body", "body_dice", "intensity_w1", "diversity", "s_per_step", "train_s", "wall_s"]
+    print(res["setting"] + ": " + "  ".join(f"{k}={res[k]:.4g}" if isinstance(res[k], float) else f"{k}={res[k]}"
+                                           for k in keys if k in res))
+    print(f"  {'class':<18}{'real':>9}{'gen':>9}{'|err|':>8}{'sd ratio':>9}{'flag':>5}{'dice real':>10}{'dice gen':>9}")
+    for r in res["classes"]:
+        if r["voxels_real"] == 0 and r["voxels_generated"] == 0:
+            continue
+        print(f"  {r['class']:<18}{r['mean_real']:>9.1f}{r['mean_generated']:>9.1f}{r['mean_abs_error']:>8.1f}"
+              f"{r['std_ratio']:>9.2f}{'  !' if r['outside_real_range'] else '':>5}{r['dice_real']:>10.3f}"
+              f"{r['dice_gen']:>9.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
+    ap.add_argument("--steps", type=int, help="training steps (default: the experiment's train.steps)")
+    ap.add_argument("--set", action="append", default=[], help="train.<key>=<value> override, repeatable")
+    ap.add_argument("--samples", type=int, default=4, help="samples per label map (diversity)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, help="keep the work folder here and write results.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    config = load_config(args.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.out or Path(tmp)
+        results = []
+        for name in args.settings:
+            res = run_setting(name, config, args, work / name)
+            print_result(res)
+            results.append(res)
+        if args.out:
+            (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
