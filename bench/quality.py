@@ -36,7 +36,8 @@ import yaml
 
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import write_cohort
-from medsynth.data.preprocess import PreprocessSettings, from_unit_range, preprocess_case
+from medsynth.data.intensity import IntensityMap
+from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
 from medsynth.data.split import split_table
 from medsynth.generate import synthesize
@@ -67,7 +68,9 @@ def load_config(path: Path) -> dict:
 def preprocess_settings(ds: dict) -> PreprocessSettings:
     p = ds["preprocess"]
     return PreprocessSettings(modality=ds["modality"], spacing_xy=p.get("spacing_xy"),
-                              ct_window=tuple(p["ct_window"]), mr_percentiles=tuple(p["mr_percentiles"]),
+                              ct_window=tuple(p["ct_window"]),
+                              ct_soft_window=tuple(p["ct_soft_window"]) if p.get("ct_soft_window") else None,
+                              ct_soft_share=p["ct_soft_share"], mr_percentiles=tuple(p["mr_percentiles"]),
                               body_threshold_hu=p["body_threshold_hu"], mr_body_fraction=p["mr_body_fraction"],
                               opening_mm=p["opening_mm"])
 
@@ -124,8 +127,9 @@ def diversity(samples: torch.Tensor, body: torch.Tensor) -> float:
 
 
 def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
-    lo, hi = meta["intensity"]["lo"], meta["intensity"]["hi"]
-    return from_unit_range(images.numpy(), lo, hi) if meta.get("modality", "CT") == "CT" else images.numpy()
+    # HU for CT; MR stays in [-1, 1] (no absolute scale; each case has its own window).
+    return IntensityMap.from_meta(meta["intensity"]).to_physical(images.numpy()) if meta["modality"] == "CT" \
+        else images.numpy()
 
 
 def segmenter_dice(real_train: SliceSet, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from medsynth.data.checks import same_grid_up_to_orientation
 from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
-from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane, from_unit_range
+from medsynth.data.intensity import IntensityMap
+from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane
 from medsynth.data.slicing import CaseSlices, SliceSettings, paste, slice_case
 from medsynth.io.images import display_view, save_png, unit_to_uint8
 from medsynth.io.nifti import Volume, load_volume, save_volume
@@ -67,9 +68,8 @@ def assemble_volume(slices: CaseSlices, generated: np.ndarray, meta: dict) -> np
     vol = np.full(tuple(meta["shape"]), -1.0, dtype=np.float32)
     for img, z, (x0, y0) in zip(generated, slices.z, slices.offsets):
         paste(vol, img, int(x0), int(y0), int(z))
-    lo, hi = meta["intensity"]["lo"], meta["intensity"]["hi"]
-    physical = from_unit_range(vol, lo, hi)
-    return back_to_source(physical, meta, order=1, cval=lo)
+    curve = IntensityMap.from_meta(meta["intensity"])
+    return back_to_source(curve.to_physical(vol), meta, order=1, cval=curve.lo)
 
 
 def generate_case(
@@ -203,10 +203,12 @@ def generate_from_label_files(
     G, num_classes = generator_from_state(state, generator_path, device)
     size = int(data["slice"]["size"])
     spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
-    if data["modality"] == "CT":
-        lo, hi = data["preprocess"].get("ct_window", (-1000.0, 1000.0))
+    if data["modality"] == "CT":  # the curve the generator was trained in
+        pre = data["preprocess"]
+        curve = IntensityMap.ct(pre.get("ct_window", (-1000.0, 1000.0)), pre.get("ct_soft_window"),
+                                pre.get("ct_soft_share", 0.6))
     else:  # MR has no absolute scale: write [-1, 1] as 0..1000
-        lo, hi = 0.0, 1000.0
+        curve = IntensityMap.window(0.0, 1000.0)
     rows = []
     for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
         vol = load_volume(label_file, np.integer)
@@ -220,7 +222,7 @@ def generate_from_label_files(
                             SliceSettings(size=size, min_body_fraction=0.0))
         case_id = label_file.name.split(".")[0]
         meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
-                "source_affine": vol.affine.tolist(), "intensity": {"lo": lo, "hi": hi},
+                "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(),
                 "modality": data["modality"]}
         case_dir = Path(out_dir) / case_id
         label_out = save_volume(case_dir / "label.nii.gz", classes, vol.affine)

@@ -12,7 +12,8 @@ import pytest
 
 from medsynth.data.geometry import resample_to_grid, to_canonical
 from medsynth.data.labels import LabelError, LabelTable
-from medsynth.data.preprocess import PreprocessSettings, back_to_source, from_unit_range, preprocess_case
+from medsynth.data.intensity import IntensityMap
+from medsynth.data.preprocess import PreprocessSettings, back_to_source, preprocess_case
 from medsynth.io.nifti import VolumeError, check_same_grid, load_volume, save_volume, voxel_spacing
 
 PHANTOM_CLASSES = list(range(10))
@@ -174,7 +175,7 @@ def test_ct_window_maps_hounsfield_units_linearly(preprocessed, index) -> None:
     mask = res.mask.array.astype(bool)
     expected = np.clip(ct, -1000.0, 1000.0) / 1000.0
     np.testing.assert_allclose(res.image.array[mask], expected[mask], atol=1e-6)
-    back = from_unit_range(res.image.array, -1000.0, 1000.0)
+    back = IntensityMap.from_meta(res.meta["intensity"]).to_physical(res.image.array)
     inside = mask & (np.abs(ct) < 1000)
     np.testing.assert_allclose(back[inside], ct[inside], atol=0.01)
 

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from medsynth.data.checks import check_has_labels, reorientation_affine
+from medsynth.data.intensity import IntensityMap
 from medsynth.data.geometry import inplane_grid, per_slab, resample_to_grid, to_canonical, canonical_grid
 from medsynth.data.labels import LabelTable
 from medsynth.io.nifti import (
@@ -37,6 +38,8 @@ class PreprocessSettings:
     modality: str  # "CT" or "MR"
     spacing_xy: float | None  # target in-plane spacing in mm; None keeps the source spacing
     ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU mapped to [-1, 1]
+    ct_soft_window: tuple[float, float] | None = None  # HU band given ct_soft_share of the range (None: linear)
+    ct_soft_share: float = 0.6
     mr_percentiles: tuple[float, float] = (0.5, 99.5)  # of body voxels, mapped to [-1, 1]
     body_threshold_hu: float = -500.0  # CT: tissue is denser than this
     mr_body_fraction: float = 0.1  # MR: tissue is brighter than this fraction of the 99th percentile (and the noise)
@@ -138,26 +141,15 @@ def mr_tissue(image: np.ndarray, fraction: float, workers: int = 1) -> np.ndarra
     return denoised > threshold
 
 
-def intensity_range(image: np.ndarray, mask: np.ndarray, settings: PreprocessSettings) -> tuple[float, float]:
+def intensity_map(image: np.ndarray, mask: np.ndarray, settings: PreprocessSettings) -> IntensityMap:
+    """CT: the configured window (and soft-tissue band); MR: a window between body-voxel percentiles."""
     if settings.modality == "CT":
-        return float(settings.ct_window[0]), float(settings.ct_window[1])
+        return IntensityMap.ct(settings.ct_window, settings.ct_soft_window, settings.ct_soft_share)
     inside = image[mask] if mask.any() else image.ravel()
     lo, hi = np.percentile(inside, settings.mr_percentiles)
     if hi <= lo:
         hi = lo + 1.0
-    return float(lo), float(hi)
-
-
-def to_unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    out = np.clip(image, lo, hi).astype(np.float32, copy=False)
-    out -= lo
-    out *= 2.0 / (hi - lo)
-    out -= 1.0
-    return out
-
-
-def from_unit_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return ((np.asarray(image, dtype=np.float32) + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
+    return IntensityMap.window(float(lo), float(hi))
 
 
 def preprocess_case(
@@ -233,8 +225,8 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     body_voxels = add_body_class(lab_r, mask, table)
     label_write = pool.submit(save_volume, out_dir / "label.nii.gz", lab_r, affine)
     class_voxels = pool.submit(lambda: np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist())
-    lo, hi = intensity_range(img_r, mask, settings)
-    unit = to_unit_range(img_r, lo, hi)
+    curve = intensity_map(img_r, mask, settings)
+    unit = curve.to_unit(img_r)
     unit[~mask] = -1.0
 
     writes = [label_write, pool.submit(save_volume, out_dir / "image.nii.gz", unit, affine),
@@ -252,7 +244,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         "spacing": spacing.tolist(),
         "modality": settings.modality,
         "mask_source": str(mask_path) if mask_path is not None else "computed",
-        "intensity": {"lo": lo, "hi": hi, "background": background},
+        "intensity": {**curve.to_meta(), "background": background},
         "labelled_voxels_outside_mask": outside,
         "body_class": table.body_class,
         "body_derived": table.body_derived,
@@ -266,7 +258,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
 
         # The slice with the most labelled anatomy (every body slice carries the body class).
         z = int(np.argmax(((lab_r > 0) & (lab_r != table.body_class)).sum(axis=(0, 1))))
-        preprocess_qc(qc_path, img_c[:, :, z], (lo, hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
+        preprocess_qc(qc_path, img_c[:, :, z], (curve.lo, curve.hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
                       table.num_classes, title=f"{case_id}, axial slice {z}")
     return meta
 
