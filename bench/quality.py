@@ -1,7 +1,7 @@
 """How well generated images follow their label maps, after a fixed training budget.
 
     python bench/quality.py [--settings phantom-paired phantom-unpaired real-ct] [--steps N]
-                            [--set key=value ...] [--samples 4] [--out DIR] [--threads 2]
+                            [--set key=value ...] [--model-set field=value ...] [--samples 4] [--out DIR] [--threads 2]
 
 Settings (all numbers on held-out slices, never trained on or selected with):
 
@@ -47,6 +47,7 @@ from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.intensity import class_intensity_table
 from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
 from medsynth.select import select_checkpoint
+from medsynth.models.presets import get_preset
 from medsynth.train.checkpoint import load_checkpoint
 from medsynth.generate import generator_from_state
 from medsynth.train.data import SliceSet
@@ -162,7 +163,8 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
     settings = TrainSettings.from_dict(train_cfg)
     run_dir = work / "runs" / name
     t_train = time.perf_counter()
-    summary = train(settings, table.num_classes, parts["train"], parts["val"], run_dir,
+    spec = get_preset(settings.model, **{k: yaml.safe_load(v) for k, v in (i.split("=", 1) for i in args.model_set)})
+    summary = train(settings, table.num_classes, parts["train"], parts["val"], run_dir, spec=spec,
                     images_train=img_parts["train"] if unpaired else None,
                     images_val=img_parts["val"] if unpaired else None)
     train_s = time.perf_counter() - t_train
@@ -223,6 +225,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     ap.add_argument("--steps", type=int, help="training steps (default: the experiment's train.steps)")
     ap.add_argument("--set", action="append", default=[], help="train.<key>=<value> override, repeatable")
+    ap.add_argument("--model-set", action="append", default=[], help="preset field override, e.g. spatial_noise=true")
     ap.add_argument("--samples", type=int, default=4, help="samples per label map (diversity)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

@@ -56,7 +56,7 @@ def straightforward(spec, classes, labels, device):
         with torch.no_grad():
             fake = G(oh)  # the generator again for the D step
         lf, lr_ = D(fake), D(real)
-        mask = labelmix_mask(labels.cpu(), rng).to(device)
+        mask = labelmix_mask(labels, classes, rng)
         lm = labelmix_loss(D(mask * real + (1 - mask) * fake), mask, lr_, lf)
         opt_d.zero_grad()
         (seg_ce_fake(lf) + seg_ce_real(lr_, oh) + 10 * lm).backward()

@@ -78,11 +78,21 @@ def test_seg_losses_reward_the_right_answers():
 
 def test_labelmix_mask_is_constant_within_each_class():
     labels = torch.randint(0, 4, (3, 16, 16))
-    mask = labelmix_mask(labels, torch.Generator().manual_seed(1))
+    mask = labelmix_mask(labels, 4, torch.Generator().manual_seed(1))
     assert mask.shape == (3, 1, 16, 16)
     for b in range(3):
         for c in labels[b].unique():
             assert mask[b, 0][labels[b] == c].unique().numel() == 1
+
+
+def test_labelmix_mask_mixes_classes_independently_per_image():
+    """Over many images every class is sometimes real and sometimes fake, and images differ."""
+    labels = torch.arange(4).repeat_interleave(4)[None].expand(64, 4, 16).reshape(64, 16, 4).transpose(1, 2)
+    mask = labelmix_mask(labels, 4, torch.Generator().manual_seed(0))
+    per_class = torch.stack([mask[:, 0][labels == c].reshape(64, -1)[:, 0] for c in range(4)], dim=1)
+    assert set(per_class.unique().tolist()) == {0.0, 1.0}
+    assert 0.3 < per_class.mean() < 0.7
+    assert len({tuple(r.tolist()) for r in per_class}) > 4
 
 
 def test_ema_is_the_exponential_average():

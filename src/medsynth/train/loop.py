@@ -67,6 +67,7 @@ class TrainSettings:
     beta2: float = 0.999
     lambda_labelmix: float = 10.0
     lambda_mask: float = 1.0
+    lambda_class_mean: float = 0.0
     lambda_seg: float = 1.0
     lambda_adv: float = 1.0
     r1_gamma: float = 1.0
@@ -98,7 +99,7 @@ class TrainSettings:
         return settings
 
     def weights(self) -> LossWeights:
-        return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, seg=self.lambda_seg,
+        return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, class_mean=self.lambda_class_mean, seg=self.lambda_seg,
                            adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
 
 

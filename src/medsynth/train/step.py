@@ -24,7 +24,7 @@ from torch import nn
 from medsynth.models import build_discriminator, build_generator
 from medsynth.models.adversarial import nonsat_d_loss, nonsat_g_loss, r1_penalty
 from medsynth.models.ema import EMA
-from medsynth.models.losses import labelmix_loss, labelmix_mask, seg_ce_fake, seg_ce_real
+from medsynth.models.losses import class_mean_l1, labelmix_loss, labelmix_mask, seg_ce_fake, seg_ce_real
 from medsynth.models.registry import ModelSpec, build_wavelet_discriminator
 from medsynth.models.shape import mask_loss
 from medsynth.train.data import one_hot
@@ -34,6 +34,7 @@ from medsynth.train.data import one_hot
 class LossWeights:
     labelmix: float = 10.0  # OASIS
     mask: float = 1.0  # shape consistency
+    class_mean: float = 0.0  # paired: each class's mean intensity as in the real image (not OASIS)
     seg: float = 1.0  # unpaired: segmentation consistency in G's loss
     adv: float = 1.0  # unpaired: wavelet discriminator in G's loss
     r1_gamma: float = 1.0  # unpaired: R1 weight (applied as gamma / 2)
@@ -128,7 +129,8 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
         fake = nets.g_call(onehot)
         loss_adv = seg_ce_real(nets.D(fake).float(), onehot)
         loss_mask = mask_loss(fake, body)
-        loss_g = loss_adv + w.mask * loss_mask
+        loss_cm = class_mean_l1(fake, real, onehot)
+        loss_g = loss_adv + w.mask * loss_mask + w.class_mean * loss_cm
     nets.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     nets.opt_g.step()
@@ -136,7 +138,7 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
     nets.ema.update(nets.G)
 
     fake = fake.detach()
-    mask = labelmix_mask(labels.cpu(), mix_rng).to(real.device)
+    mask = labelmix_mask(labels, num_classes, mix_rng)
     mixed = mask * real + (1 - mask) * fake
     with _autocast(real.device, bf16):
         # One forward of D over fake, real and LabelMix images together.
@@ -149,7 +151,7 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
     allreduce_grads(nets.D)
     nets.opt_d.step()
     return {"loss_g": loss_g.detach(), "loss_g_adv": loss_adv.detach(), "loss_g_mask": loss_mask.detach(),
-            "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
+            "loss_g_class_mean": loss_cm.detach(), "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
             "loss_d_labelmix": loss_lm.detach()}
 
 
@@ -200,6 +202,6 @@ def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: 
 
 
 LOSS_NAMES = {
-    "paired": ["loss_g", "loss_g_adv", "loss_g_mask", "loss_d_real", "loss_d_fake", "loss_d_labelmix"],
+    "paired": ["loss_g", "loss_g_adv", "loss_g_mask", "loss_g_class_mean", "loss_d_real", "loss_d_fake", "loss_d_labelmix"],
     "unpaired": ["loss_g", "loss_g_adv", "loss_g_seg", "loss_g_mask", "loss_d_seg", "loss_du", "loss_du_r1"],
 }
