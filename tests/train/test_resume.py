@@ -69,3 +69,24 @@ def test_neither_checkpoint_readable_says_how_to_start_afresh(tmp_path):
     message = str(exc.value)
     assert "latest.pt" in message and "latest.prev.pt" in message and f"mv {tmp_path}" in message
     assert LatestCheckpoint(tmp_path / "new").load() is None  # a new run has neither
+
+
+def test_resume_restores_a_matching_checkpoint_and_moves_another_runs_away(toy_run):
+    from medsynth.train.iteration import iterate
+    from medsynth.train.resume import LatestCheckpoint, resume
+    from medsynth.train.state import checkpoint_payload
+
+    ctx, state = toy_run()
+    iterate(ctx, state, ctx.ckpt_dir / "latest.pt")
+    LatestCheckpoint(ctx.ckpt_dir).save(checkpoint_payload(ctx, state))
+
+    again, fresh = toy_run()
+    resume(again, fresh, LatestCheckpoint(again.ckpt_dir))
+    assert fresh.step == 1
+    assert all(torch.equal(a, b) for a, b in zip(state.nets.G.parameters(), fresh.nets.G.parameters()))
+
+    other, new = toy_run(lr_g=5e-4)  # another fingerprint
+    resume(other, new, LatestCheckpoint(other.ckpt_dir))
+    assert new.step == 0 and not (other.ckpt_dir / "latest.pt").exists()
+    (stale,) = other.run_dir.glob("stale-*")
+    assert load_checkpoint(stale / "checkpoints" / "latest.pt")["step"] == 1

@@ -95,6 +95,17 @@ class SliceSet:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def evenly_spaced(data: SliceSet, limit: int) -> SliceSet:
+    """At most ``limit`` slices spread evenly over the set, first and last included (the set itself when smaller)."""
+    if len(data) <= limit:
+        return data
+    idx = torch.linspace(0, len(data) - 1, limit).round().long()
+    return SliceSet(
+        data.images[idx], data.labels[idx], data.masks[idx],
+        [data.case_ids[i] for i in idx], [data.z[i] for i in idx],
+    )
+
+
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, H, W) class ids -> (B, C, H, W) float one-hot."""
     if labels.numel() and int(labels.max()) >= num_classes:

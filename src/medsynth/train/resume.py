@@ -1,10 +1,11 @@
-"""``latest.pt`` and the checkpoint before it, so an unreadable one does not end a run.
+"""Resuming a run: ``latest.pt`` and the checkpoint before it, so an unreadable one does not end a run.
 
 Writes are atomic, yet a file can still be damaged afterwards (a full or
 failing disk, a copy cut short, a quota on a shared file system). Each write
 of ``latest.pt`` therefore first keeps the file it replaces as
 ``latest.prev.pt``; resuming reads ``latest.pt`` and, when it cannot, the
-previous one, with a warning: the steps between the two run again.
+previous one, with a warning: the steps between the two run again. A
+checkpoint of other settings or data is moved aside, never resumed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import shutil
 import time
 from pathlib import Path
 
+from medsynth.train import distributed as ddp
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.train.context import RunContext
+from medsynth.train.state import RunState
+from medsynth.train.validation import revalidate
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +80,23 @@ def move_stale(run_dir: Path, checkpoint: Path) -> Path:
         if (Path(run_dir) / sub).exists():
             shutil.move(str(Path(run_dir) / sub), str(stale / sub))
     return stale
+
+
+def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> None:
+    """Bring ``state`` to the run's last checkpoint when it has the same fingerprint; otherwise leave it new
+    and move the old run away. A history validated under another identity is recomputed (rank 0)."""
+    saved = latest.load()
+    ddp.barrier()  # every rank has read the files before rank 0 may move or rewrite them
+    if saved is not None:
+        if saved.get("fingerprint") == ctx.fingerprint:
+            state.restore(saved, ctx.world_size, ctx.device)
+            log.info("resuming %s from step %d", ctx.run_dir, state.step)
+            fresh = None
+            if ctx.main:
+                fresh = revalidate(saved, ctx.validation, ctx.ckpt_dir, state.nets.ema.model, ctx.validate)
+            if fresh is not None:
+                state.history, state.best = fresh["history"], fresh["best"]
+                latest.save(fresh)  # a finished run writes no checkpoint of its own
+        elif ctx.main:
+            move_stale(ctx.run_dir, latest.path)
+    ddp.barrier()

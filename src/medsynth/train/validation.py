@@ -1,4 +1,4 @@
-"""A run's validation history, its identity, and recomputing it from the EMA snapshots.
+"""Validation: the metrics of the EMA generator, a run's history of them, its identity, recomputing it.
 
 The history (one row of metrics per validation step) depends on more than the
 training: on the real images' Inception statistics (FID, KID), on the
@@ -25,10 +25,13 @@ import torch
 from torch import nn
 
 import medsynth
+from medsynth.generate import synthesize
 from medsynth.metrics import DIRECTIONS, METRICS_VERSION, is_better
-from medsynth.metrics.perceptual import INCEPTION_FILE, weight_path
+from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.metrics.perceptual import INCEPTION_FILE, perceptual_scores, weight_path
 from medsynth.models.spectral import refresh_spectral_norm
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.train.data import SliceSet
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,28 @@ log = logging.getLogger(__name__)
 VALUE_SETTINGS = ("perceptual", "kid_subsets", "kid_subset_size")
 
 Validate = Callable[[nn.Module], dict[str, float]]
+
+
+def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num_classes: int, mode: str,
+             seed: int, batch: int, device: torch.device, threshold: float,
+             perceptual: dict | None = None, real_stats: Path | None = None) -> dict[str, float]:
+    """Validation metrics of the EMA generator on the val label maps.
+
+    SSIM/PSNR/RMSE need a pixel-aligned real image (paired mode); body Dice and
+    the intensity W1 distance need none (``reference`` = real images to compare
+    intensity distributions with: the same slices in paired mode, dataset B's
+    validation slices in unpaired mode).
+    """
+    fake = synthesize(generator, val.labels.long(), num_classes, seed, batch, device)
+    out = {k: math.nan for k in DIRECTIONS}
+    if mode == "paired":
+        out.update({k: float(v.mean()) for k, v in paired_metrics(fake, val.images.float()).items()})
+    out["body_dice"] = float(body_dice(fake, val.masks.float(), threshold).mean())
+    out["intensity_w1"] = intensity_w1(fake, val.masks.float(), reference.images.float(), reference.masks.float())
+    if perceptual is not None and real_stats is not None:
+        scores = perceptual_scores(fake, real_stats, perceptual, device)
+        out["fid"], out["kid"] = scores["fid"], scores["kid"]
+    return out
 
 
 def stats_digest(path: Path) -> str:
@@ -53,7 +78,7 @@ def validation_identity(real_stats: Path | None, perceptual: Mapping | None, mas
     """What the validation metrics' values depend on besides the generator and the validation slices."""
     ident: dict = {"metrics_version": METRICS_VERSION, "mask_threshold": mask_threshold, "real_stats": None,
                    "perceptual": None, "inception_weights": None}
-    if perceptual is not None and real_stats is not None:  # as in loop.evaluate: FID/KID only with both
+    if perceptual is not None and real_stats is not None:  # as in evaluate: FID/KID only with both
         ident["real_stats"] = stats_digest(Path(real_stats))
         ident["perceptual"] = {k: perceptual.get(k) for k in VALUE_SETTINGS}
         ident["inception_weights"] = weight_path(Path(perceptual["weights_dir"]), INCEPTION_FILE).is_file()

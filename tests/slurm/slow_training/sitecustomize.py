@@ -18,6 +18,9 @@ TARGET = "medsynth.train.loop"
 
 
 def _patch(loop) -> None:
+    # The loop's pieces were imported with it: the step is called from iteration, the handler is StopFlag's.
+    from medsynth.train import iteration, signals
+
     delay = float(os.environ["MEDSYNTH_TEST_STEP_SECONDS"])
     marker = Path(os.environ["MEDSYNTH_TEST_STOP_MARKER"])
 
@@ -28,14 +31,14 @@ def _patch(loop) -> None:
             return step(*args, **kwargs)
         return wrapper
 
-    loop.paired_step, loop.unpaired_step = slow(loop.paired_step), slow(loop.unpaired_step)
-    handle = loop._StopFlag._handle
+    iteration.paired_step, iteration.unpaired_step = slow(iteration.paired_step), slow(iteration.unpaired_step)
+    handle = signals.StopFlag._handle
 
     def handle_and_mark(self, signum, frame):
         marker.touch()
         handle(self, signum, frame)
 
-    loop._StopFlag._handle = handle_and_mark
+    signals.StopFlag._handle = handle_and_mark
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):

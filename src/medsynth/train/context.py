@@ -1,0 +1,124 @@
+"""What stays fixed while a run trains: its settings, architecture, data, identities, device and folders."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medsynth.models import get_preset
+from medsynth.models.registry import ModelSpec, check_size
+from medsynth.train import distributed as ddp
+from medsynth.train.data import SliceSet, evenly_spaced
+from medsynth.train.devices import resolve_device, uses_channels_last
+from medsynth.train.settings import TrainSettings, fingerprint
+from medsynth.train.step import LOSS_NAMES, LossWeights
+from medsynth.train.validation import evaluate, validation_identity
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SLICES = 8  # validation slices shown in each sample grid
+
+
+@dataclass(frozen=True)
+class RunContext:
+    settings: TrainSettings
+    spec: ModelSpec
+    num_classes: int
+    run_dir: Path
+    device: torch.device
+    rank: int
+    world_size: int
+    train_data: SliceSet  # the label maps (and, paired, the images) batches are drawn from
+    real_train: SliceSet  # the "real" images: train_data paired, dataset B's slices unpaired
+    val: SliceSet  # the validation label maps (at most val_max_slices)
+    reference: SliceSet  # real images the intensity distribution is compared with
+    fixed: SliceSet  # the slices of every sample grid
+    fingerprint: str  # a checkpoint with another one is not resumed
+    validation: dict  # the validation identity (validation.validation_identity)
+    config: dict
+    perceptual: dict | None = None
+    real_stats: Path | None = None
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone logs, validates and writes files."""
+        return self.rank == 0
+
+    @property
+    def unpaired(self) -> bool:
+        return self.settings.mode == "unpaired"
+
+    @property
+    def bf16(self) -> bool:
+        return self.settings.precision == "bf16" and self.device.type == "cuda"
+
+    @property
+    def weights(self) -> LossWeights:
+        return self.settings.weights()
+
+    @property
+    def loss_columns(self) -> list[str]:
+        return ["step", *LOSS_NAMES[self.settings.mode], "seconds"]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def live_dir(self) -> Path:
+        return self.run_dir / "live"
+
+    @property
+    def pin(self) -> bool:
+        """Pinned host memory lets batches travel to a GPU while it computes."""
+        return self.device.type == "cuda"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return (torch.channels_last if uses_channels_last(self.device, self.settings.channels_last)
+                else torch.contiguous_format)
+
+    def validate(self, generator: torch.nn.Module) -> dict[str, float]:
+        s = self.settings
+        return evaluate(generator, self.val, self.reference, self.num_classes, s.mode, s.seed, s.batch_size * 4,
+                        self.device, s.mask_threshold, self.perceptual, self.real_stats)
+
+
+def check_inputs(settings: TrainSettings, spec: ModelSpec, train_data: SliceSet,
+                 images_train: SliceSet | None, images_val: SliceSet | None) -> None:
+    """Refuse what cannot train, before any network is built."""
+    unpaired = settings.mode == "unpaired"
+    if unpaired and (images_train is None or images_val is None):
+        raise ValueError("unpaired mode needs images_train and images_val (dataset B's slices)")
+    real_train = images_train if unpaired else train_data
+    size = train_data.images.shape[-1]
+    check_size(spec, size, f"preset {settings.model!r}")
+    if real_train.images.shape[-1] != size:
+        raise ValueError(f"dataset B's slices are {real_train.images.shape[-1]} px, the label maps {size} px; "
+                         "slice both datasets at the same slice.size")
+
+
+def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSet, val_data: SliceSet,
+                  run_dir: Path, spec: ModelSpec | None = None, config: dict | None = None,
+                  images_train: SliceSet | None = None, images_val: SliceSet | None = None,
+                  perceptual: dict | None = None, real_stats: Path | None = None) -> RunContext:
+    """Join the process group (several processes), check the inputs and derive the run's identities."""
+    rank, world_size, device = ddp.setup(resolve_device(settings.device))
+    spec = spec or get_preset(settings.model)
+    check_inputs(settings, spec, train_data, images_train, images_val)
+    if settings.precision == "bf16" and device.type != "cuda":
+        log.warning("train.precision bf16 applies on CUDA only; training in fp32 on %s", device)
+    unpaired = settings.mode == "unpaired"
+    val = evenly_spaced(val_data, settings.val_max_slices)
+    data_id = train_data.fingerprint() + val.fingerprint() + (images_train.fingerprint() if unpaired else "")
+    return RunContext(
+        settings=settings, spec=spec, num_classes=num_classes, run_dir=Path(run_dir), device=device, rank=rank,
+        world_size=world_size, train_data=train_data, real_train=images_train if unpaired else train_data,
+        val=val, reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
+        fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprint(settings, spec, num_classes, data_id),
+        validation=validation_identity(real_stats, perceptual, settings.mask_threshold), config=config or {},
+        perceptual=perceptual, real_stats=real_stats,
+    )

@@ -1,0 +1,76 @@
+"""A training's settings (``experiments.<name>.train``) and the run identity derived from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from medsynth.models.registry import ModelSpec
+from medsynth.train.step import LossWeights
+
+MODES = ("paired", "unpaired")
+
+# Settings that change how a run is carried out or observed, not what it learns: changing them resumes.
+# mask_threshold only decides what body Dice counts as tissue: part of the validation identity instead.
+NOT_IDENTITY = ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile",
+                "mask_threshold")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    mode: str = "paired"  # paired | unpaired
+    model: str = "tiny"
+    steps: int = 400
+    batch_size: int = 4
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.999
+    lambda_labelmix: float = 10.0
+    lambda_mask: float = 1.0
+    lambda_class_mean: float = 0.0
+    lambda_seg: float = 1.0
+    lambda_adv: float = 1.0
+    r1_gamma: float = 1.0
+    r1_every: int = 16
+    mask_threshold: float = -0.95
+    ema_decay: float = 0.999
+    eval_every: int = 100
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    val_max_slices: int = 64
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 (CUDA only: autocast)
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the generator and discriminators (CUDA)
+    ram_cache_gb: float = 32.0  # slices beyond this are memory-mapped from the run folder
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KeyError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        settings = cls(**values)
+        if settings.mode not in MODES:
+            raise ValueError(f"train.mode {settings.mode!r} is unknown; use one of {MODES}")
+        if settings.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision {settings.precision!r} is unknown; use 'fp32' or 'bf16'")
+        return settings
+
+    def weights(self) -> LossWeights:
+        return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, class_mean=self.lambda_class_mean,
+                           seg=self.lambda_seg,
+                           adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
+
+
+def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str) -> str:
+    """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it."""
+    ident = dataclasses.asdict(settings)
+    for key in NOT_IDENTITY:
+        ident.pop(key)
+    blob = json.dumps({"settings": ident, "model": spec.to_dict(), "classes": num_classes, "data": data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,30 @@
+"""Training settings and the run fingerprint: what restarts a run and what only extends or observes it."""
+
+import pytest
+
+from medsynth.models.registry import ModelSpec
+from medsynth.train.settings import TrainSettings, fingerprint
+
+SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
+
+
+def fp(data="slices", classes=3, spec=SPEC, **kw):
+    return fingerprint(TrainSettings(**kw), spec, classes, data)
+
+
+def test_steps_cadences_device_and_mask_threshold_keep_the_fingerprint():
+    assert fp(steps=10, eval_every=1, sample_every=2, checkpoint_every=3, device="cuda", ram_cache_gb=1.0,
+              compile=True, mask_threshold=0.0) == fp()
+
+
+@pytest.mark.parametrize("change", [dict(lr_g=5e-4), dict(seed=1), dict(mode="unpaired"), dict(data="other"),
+                                    dict(classes=4), dict(spec=ModelSpec(g_channels=(8, 8, 8), d_channels=(8, 16)))])
+def test_what_a_run_learns_from_changes_the_fingerprint(change):
+    assert fp(**change) != fp()
+
+
+def test_unknown_mode_and_precision_are_refused():
+    with pytest.raises(ValueError, match="train.mode"):
+        TrainSettings.from_dict({"mode": "cyclic"})
+    with pytest.raises(ValueError, match="train.precision"):
+        TrainSettings.from_dict({"precision": "fp8"})
