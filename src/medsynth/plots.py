@@ -260,7 +260,7 @@ def class_intensity_figure(rows: Sequence[dict], dpi: int = 100):
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_xlabel("class (in red: generated mean outside the real 5-95 % range)", fontsize=8)
     ax.legend(handles=[Patch(facecolor=c, edgecolor="black", label=s) for s, _, c in SIDES],
-              fontsize=7, loc="best")
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a box
     ax.set_title("per-class intensity, test split: box 25-75 %, median, whiskers 5-95 %, mean \u25c7", fontsize=9)
     fig.tight_layout()
     return fig
