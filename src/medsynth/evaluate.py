@@ -4,11 +4,13 @@ Paired mode: against the real test image of the same label map (SSIM, PSNR,
 RMSE, LPIPS; every sample of a case against that case's real slices). Both
 modes: the body the image shows against the label map's body mask (Dice) and
 the intensity distribution inside the label map's body against the real
-images' (W1) of the image dataset's test split.
+images' (W1) of the image dataset's test split; per class, the intensity of
+generated vs real images (HU for CT).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from medsynth.data.intensity import IntensityMap
 from medsynth.data.slicing import CaseSlices
+from medsynth.metrics import intensity
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
@@ -166,3 +170,75 @@ def segmentation_summary(rows: list[dict]) -> list[dict]:
         out.append({"metric": f"seg_dice_{kind}", "mean": mean[f"dice_{kind}"], "std": math.nan, "n": n,
                     "note": note})
     return out
+
+
+INTENSITY_COLUMNS = ["class", "unit", *intensity.COLUMNS[1:]]
+UNITS = {True: "HU", False: "[-1, 1]"}  # by whether a CT curve converted the images
+
+
+def read_metas(files: Sequence[str | Path]) -> dict[str, dict]:
+    """Case id (its folder's name) -> ``results/preprocess/<dataset>/<case>/meta.json``."""
+    return {Path(f).parent.name: json.loads(Path(f).read_text()) for f in files}
+
+
+def intensity_curve(meta: dict) -> IntensityMap | None:
+    """A CT case's own curve from [-1, 1] into HU; None for MR, which stays in [-1, 1].
+
+    MR has no absolute scale: its units differ between scanners and cases,
+    and each case was mapped onto [-1, 1] by its own percentile window, so
+    [-1, 1] is the one scale the cases share (and in unpaired mode the window
+    of the case a label map came from says nothing about the image dataset).
+    """
+    return IntensityMap.from_meta(meta["intensity"]) if meta["modality"] == "CT" else None
+
+
+def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
+                    class_names: Sequence[str], metas: dict[str, dict],
+                    reference_metas: dict[str, dict]) -> list[dict]:
+    """Per-class intensity of the generated test set vs real test images: rows of ``INTENSITY_COLUMNS``.
+
+    Generated: every sample of every case (``cases`` as for ``evaluate_cases``),
+    in the label maps it was generated from. Real: the image dataset's test
+    slices (``reference_files``) in their own labels. ``metas`` and
+    ``reference_metas`` map case ids to their ``meta.json`` (``read_metas``).
+    CT is compared in HU: each real case through its own curve; a generated
+    image through its case's curve in paired mode and, in unpaired mode, the
+    image dataset's, whose [-1, 1] the generator learned to imitate (a CT
+    dataset's curve comes from its settings, one for all its cases).
+    """
+    n = len(class_names)
+    real, generated = intensity.ClassIntensityCounts(n), intensity.ClassIntensityCounts(n)
+    reference_curves: dict[IntensityMap | None, Path] = {}
+    for path in reference_files:
+        curve = intensity_curve(_meta_of(reference_metas, Path(path)))
+        slices = CaseSlices.load(Path(path))
+        real.add(slices.images, slices.labels, curve, str(path))
+        reference_curves.setdefault(curve, Path(path))
+    if not paired and len(reference_curves) > 1:  # the generated side needs the one curve of the dataset
+        files = ", ".join(str(p) for p in reference_curves.values())
+        raise ValueError(f"real test cases with different intensity curves ({files}): their meta.json files come "
+                         "from different preprocessing settings; rerun the preprocessing of that dataset")
+    shared = next(iter(reference_curves), None)
+    for case_id, real_path, gen_path in sorted(cases):
+        slices, fakes = _load_case(real_path, gen_path)
+        curve = intensity_curve(_meta_of(metas, Path(real_path))) if paired else shared
+        for fake in fakes:
+            generated.add(fake, slices.labels, curve, str(gen_path))
+    rows = intensity.compare(generated.stats(), real.stats(), class_names)
+    return [{"class": r["class"], "unit": UNITS[shared is not None], **r} for r in rows]
+
+
+def _meta_of(metas: dict[str, dict], slices_path: Path) -> dict:
+    case = slices_path.parent.name
+    if case not in metas:
+        raise KeyError(f"{slices_path}: no meta.json of case {case!r} among the {len(metas)} given; the preprocess "
+                       "meta.json of every test case must be an input of evaluate")
+    return metas[case]
+
+
+def intensity_summary(rows: Sequence[dict]) -> dict:
+    """``class_intensity``'s flags as one test metric: how many classes, and which (note)."""
+    names = intensity.flagged(rows)
+    compared = sum(1 for r in rows if r["voxels_real"] > 0 and r["voxels_generated"] > 0)
+    return {"metric": "classes_outside_real_range", "mean": len(names), "std": math.nan, "n": compared,
+            "note": ", ".join(names)}

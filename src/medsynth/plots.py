@@ -10,9 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from medsynth.io.images import display_view  # noqa: E402
 from medsynth.io.tables import parse_float, read_tsv  # noqa: E402
+from medsynth.metrics.intensity import QUANTILE_KEYS  # noqa: E402
 
 
 def label_colors(num_classes: int) -> np.ndarray:
@@ -151,7 +153,6 @@ def loss_curves(losses_tsv: Path, path: Path, window: int = 25, dpi: int = 100) 
     return _save(fig, path)
 
 
-
 def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: int = 100,
                      real_name: str = "real") -> Path:
     """Grid over test cases: ``cases`` = (case id, real slices.npz, generated samples.npz).
@@ -221,3 +222,52 @@ def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: in
                 ax.set_ylabel(name, fontsize=7)
     fig.suptitle(f"{case_id}: slices across the volume", fontsize=9)
     return _save(fig, path)
+
+
+FLAG_COLOR = "tab:red"
+SIDES = (("real", -0.19, "0.75"), ("generated", 0.19, "tab:blue"))
+
+
+def class_intensity_plot(table_tsv: Path, path: Path, dpi: int = 100) -> Path:
+    """``class_intensity.tsv`` as a figure: per class, the real and generated distributions side by side."""
+    return _save(class_intensity_figure(read_tsv(table_tsv), dpi), path)
+
+
+def class_intensity_figure(rows: Sequence[dict], dpi: int = 100):
+    """Box 25-75 %, median, whiskers 5-95 %, mean as a diamond, from the table's percentiles (no pixels).
+
+    Classes with no pixel on either side are left out. A class whose
+    generated mean lies outside the real 5-95 % range has its name in red.
+    """
+    rows = [r for r in rows if int(r["voxels_real"]) > 0 or int(r["voxels_generated"]) > 0]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2.0), 4.2), dpi=dpi)
+    for side, offset, color in SIDES:
+        present = [(i, r) for i, r in enumerate(rows) if int(r[f"voxels_{side}"]) > 0]
+        if not present:
+            continue
+        ax.bxp([_box(r, side) for _, r in present], positions=[i + offset for i, _ in present], widths=0.34,
+               showmeans=True, patch_artist=True, manage_ticks=False, boxprops={"facecolor": color},
+               medianprops={"color": "black"},
+               meanprops={"marker": "D", "markersize": 4, "markerfacecolor": "white", "markeredgecolor": "black"})
+    ax.set_xticks(range(len(rows)), [r["class"] for r in rows], rotation=40, ha="right")
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    for tick, r in zip(ax.get_xticklabels(), rows):
+        if r["outside_real_range"] == "True":
+            tick.set_color(FLAG_COLOR)
+            tick.set_fontweight("bold")
+    unit = rows[0]["unit"] if rows else ""
+    ax.set_ylabel("HU" if unit == "HU" else f"intensity {unit} (no absolute scale)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_xlabel("class (in red: generated mean outside the real 5-95 % range)", fontsize=8)
+    ax.legend(handles=[Patch(facecolor=c, edgecolor="black", label=s) for s, _, c in SIDES],
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a box
+    ax.set_title("per-class intensity, test split: box 25-75 %, median, whiskers 5-95 %, mean \u25c7", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _box(row: dict, side: str) -> dict:
+    """``Axes.bxp``'s statistics of one side of a class_intensity.tsv row."""
+    q = {k: parse_float(row[f"{k}_{side}"]) for k in QUANTILE_KEYS}
+    return {"whislo": q["p05"], "q1": q["p25"], "med": q["p50"], "q3": q["p75"], "whishi": q["p95"],
+            "mean": parse_float(row[f"mean_{side}"]), "fliers": []}

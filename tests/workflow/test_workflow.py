@@ -117,7 +117,7 @@ def test_outputs_of_every_stage(finished):
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
     assert set(test_metrics) == {"ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice",
                                  "intensity_w1", "fid", "kid", "lpips", "lpips_diversity", "seg_dice_generated",
-                                 "seg_dice_real"}
+                                 "seg_dice_real", "classes_outside_real_range"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
@@ -136,10 +136,20 @@ def test_outputs_of_every_stage(finished):
     assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (foreground)"
     assert 0 <= float(test_metrics["seg_dice_real"]["mean"]) <= 1
     assert "Segmentation consistency" in (w / "reports/tiny/summary.md").read_text()
+    # Per-class intensity in HU (CT), every sample of every test case against the real test slices.
+    intensity = {r["class"]: r for r in read_tsv(w / "results/evaluate/tiny/class_intensity.tsv")}
+    assert list(intensity) == [c["name"] for c in LABELS] and {r["unit"] for r in intensity.values()} == {"HU"}
+    assert all(int(r["voxels_generated"]) == 2 * int(r["voxels_real"]) for r in intensity.values())
+    assert float(intensity["background"]["mean_real"]) == pytest.approx(-1000.0)  # air outside the body
+    assert 0 < float(intensity["liver"]["mean_real"]) < 120  # the phantom's liver: 60 HU, per-patient offsets
+    flags = [c for c, r in intensity.items() if r["outside_real_range"] == "True"]
+    assert int(test_metrics["classes_outside_real_range"]["mean"]) == len(flags)
+    assert test_metrics["classes_outside_real_range"]["note"] == ", ".join(flags)
+    assert "Per-class intensity (generated vs real)" in (w / "reports/tiny/summary.md").read_text()
     stats = np.load(w / "results/metrics/phantom/inception_test.npz")
     assert bool(stats["available"]) and stats["features"].shape[1] == 2048
 
-    for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png"):
+    for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png", "class_intensity.png"):
         with Image.open(w / "reports/tiny" / name) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100
@@ -165,6 +175,11 @@ def test_unpaired_experiment_runs_end_to_end(finished):
     test = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny-unpaired/test_metrics.tsv")}
     assert test["ssim"]["mean"] == "NA" and math.isfinite(float(test["body_dice"]["mean"]))
     assert (w / "reports/tiny-unpaired/samples.png").stat().st_size > 0
+    # Real MR images have no absolute scale: per-class intensity stays in [-1, 1].
+    intensity = read_tsv(w / "results/evaluate/tiny-unpaired/class_intensity.tsv")
+    assert {r["unit"] for r in intensity} == {"[-1, 1]"}
+    assert all(-1 <= float(r["mean_real"]) <= 1 for r in intensity if int(r["voxels_real"]) > 0)
+    assert (w / "reports/tiny-unpaired/class_intensity.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -180,11 +195,11 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     changed["report"]["dpi"] = 60
     result = snakemake(finished, changed, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert planned_rules(result) == {"report_curves", "report_samples", "report_summary", "all"}
+    assert planned_rules(result) == {"report_curves", "report_samples", "report_intensity", "report_summary", "all"}
     changed = json.loads(json.dumps(TINY))
     changed["generate"]["samples"] = 3
     assert planned_rules(snakemake(finished, changed, "-n")) == {
-        "generate", "evaluate", "report_samples", "report_summary", "all"}
+        "generate", "evaluate", "report_samples", "report_intensity", "report_summary", "all"}
 
 
 def test_config_errors_name_the_key(tmp_path, snakemake):

@@ -133,6 +133,11 @@ def case_slices(dataset, parts):
     return case_paths(dataset, split_of(dataset, parts), "results/slices/{dataset}/cases/{case}/slices.npz")
 
 
+def case_meta(dataset, parts):
+    """The preprocessing meta.json (intensity curve, grids) of each case in the split parts."""
+    return case_paths(dataset, split_of(dataset, parts), "results/preprocess/{dataset}/{case}/meta.json")
+
+
 def case_paths(dataset, cases, template):
     """``template`` (with {dataset} and {case}) for each case; for a case that cannot be
     preprocessed (``case_problem``), the check that fails naming why stands in.
@@ -208,6 +213,7 @@ def all_targets():
         targets += expand(
             "reports/{experiment}/{name}",
             experiment=exp,
-            name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png"],
+            name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png",
+                  "class_intensity.png"],
         )
     return targets

@@ -6,13 +6,17 @@ rule evaluate:
         manifest=rules.generate.output.manifest,
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
+        meta=lambda w: case_meta(experiment_dataset(w), ("test",)),
         reference=lambda w: case_slices(image_dataset(w), ("test",)),
+        # Each real case's intensity curve, for per-class intensity in HU (CT).
+        reference_meta=lambda w: case_meta(image_dataset(w), ("test",)),
         real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
         segmenter=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
         per_case="results/evaluate/{experiment}/per_case.tsv",
         segmentation="results/evaluate/{experiment}/segmentation.tsv",
+        class_intensity="results/evaluate/{experiment}/class_intensity.tsv",
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
         threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],

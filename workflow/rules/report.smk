@@ -57,15 +57,37 @@ rule report_samples:
         "../scripts/report_samples.py"
 
 
+rule report_intensity:
+    input:
+        table=rules.evaluate.output.class_intensity,
+    output:
+        figure=report(
+            "reports/{experiment}/class_intensity.png",
+            caption="../report/class_intensity.rst",
+            category="{experiment}",
+        ),
+    params:
+        settings=config["report"],
+    log:
+        "logs/report/{experiment}_intensity.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_intensity.py"
+
+
 rule report_summary:
     input:
         selected=rules.select.output.selected,
         test_metrics=rules.evaluate.output.metrics,
         segmentation=rules.evaluate.output.segmentation,
+        class_intensity=rules.evaluate.output.class_intensity,
         metric_curves=rules.report_curves.output.metrics,
         loss_curves=rules.report_curves.output.losses,
         samples=rules.report_samples.output.grid,
         strip=rules.report_samples.output.strip,
+        intensity_plot=rules.report_intensity.output.figure,
     output:
         md="reports/{experiment}/summary.md",
         html="reports/{experiment}/summary.html",

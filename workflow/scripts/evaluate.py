@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from medsynth.data.labels import LabelTable
-from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, SEG_COLUMNS, evaluate_cases, segmentation_consistency,
+from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
+                               evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
                                segmentation_summary)
 from medsynth.io.tables import write_tsv
 from medsynth.generate import generated_cases
@@ -12,13 +13,19 @@ from medsynth.train.loop import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
+    paired = sm.params.mode == "paired"
+    names = LabelTable.from_config(sm.params.labels).names
     cases = generated_cases(sm.input.real, Path(sm.input.cases))
-    summary, per_case = evaluate_cases(cases, sm.params.mode == "paired", sm.input.reference,
+    summary, per_case = evaluate_cases(cases, paired, sm.input.reference,
                                        threshold=sm.params.threshold, real_stats=Path(sm.input.real_stats),
                                        perceptual=sm.params.metrics, device=resolve_device("auto"))
-    seg = segmentation_consistency(Path(sm.input.segmenter), cases, sm.input.reference,
-                                   LabelTable.from_config(sm.params.labels).names, resolve_device("auto"))
+    seg = segmentation_consistency(Path(sm.input.segmenter), cases, sm.input.reference, names,
+                                   resolve_device("auto"))
     summary += segmentation_summary(seg)
+    intensity = class_intensity(cases, paired, sm.input.reference, names, read_metas(sm.input.meta),
+                                read_metas(sm.input.reference_meta))
+    summary.append(intensity_summary(intensity))
     write_tsv(sm.output.segmentation, seg, SEG_COLUMNS)
+    write_tsv(sm.output.class_intensity, intensity, INTENSITY_COLUMNS)
     write_tsv(sm.output.metrics, summary, COLUMNS)
     write_tsv(sm.output.per_case, per_case, CASE_COLUMNS)

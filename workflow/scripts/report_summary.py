@@ -16,9 +16,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             "Training losses": Path(sm.input.loss_curves),
             "Test samples (label | samples | real)": Path(sm.input.samples),
             "One test case across its slices": Path(sm.input.strip),
+            "Per-class intensity, real vs generated (test split)": Path(sm.input.intensity_plot),
         },
         Path(sm.output.md),
         Path(sm.output.html),
         tables={"Segmentation consistency (U-Net trained on real images; Dice/IoU per class)":
                 Path(sm.input.segmentation)},
+        class_intensity=Path(sm.input.class_intensity),
     )
