@@ -193,7 +193,8 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
                                                    config["metrics"], settings.seed)
     out.update(seg_dice_gen=gen_dice, seg_dice_real=real_dice,
                seg_ratio=gen_dice / real_dice if real_dice > 0 else math.nan)
-    rows = class_intensity_table(to_physical(fake[:, 0], meta), test.labels.numpy(),
+    # Generated images are on the image dataset's scale (unpaired: MR units, not the label CT's HU).
+    rows = class_intensity_table(to_physical(fake[:, 0], img_meta), test.labels.numpy(),
                                  to_physical(ref.images.float()[:, 0], img_meta), ref.labels.numpy(), table.names)
     for r, s in zip(rows, seg_rows):
         r.update(dice_gen=s["dice_gen"], dice_real=s["dice_real"])

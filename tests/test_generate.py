@@ -127,3 +127,29 @@ def test_both_generation_paths_write_the_source_label_map_exactly(tmp_path):
     np.testing.assert_array_equal(b.affine, case.affine)
     sample = load_volume(workflow[0]["volume"])
     assert sample.array.shape == case.label.shape and np.allclose(sample.affine, case.affine)
+
+
+def test_unpaired_generation_writes_the_image_datasets_scale(prepared):
+    """CT label maps -> MR-like images: written as MR (float, 0..1000), not in the label CT's HU."""
+    from medsynth.generate import generate_cases
+
+    case, pre, _, _, tmp = prepared
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    for mode, modality in (("unpaired", "MR"), ("paired", "CT")):
+        ckpt = save_checkpoint(tmp / f"{mode}.pt", {
+            "ema": G.state_dict(), "model": SPEC.to_dict(), "num_classes": TABLE.num_classes,
+            "data": {"labels": labels, "modality": modality, "mode": mode,
+                     "preprocess": {"spacing_xy": None}, "slice": {"size": 64}}})
+        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre)], tmp / mode, 1, 0, 4, torch.device("cpu"))
+        vol = load_volume(rows[0]["volume"]).array
+        if mode == "unpaired":
+            assert vol.dtype == np.float32 and 0.0 <= vol.min() and vol.max() <= 1000.0
+        else:
+            assert vol.dtype == np.int16 and vol.min() >= -1000 and vol.max() <= 1000
+    # The same images on the two scales: the MR volume is the CT one's [-1, 1] mapped onto 0..1000.
+    ct = load_volume(tmp / "paired" / "c" / "sample_0.nii.gz").array.astype(np.float32)
+    mr = load_volume(tmp / "unpaired" / "c" / "sample_0.nii.gz").array
+    body = case.label > 0
+    np.testing.assert_allclose(mr[body], (ct[body] + 1000.0) / 2.0, atol=1.0)

@@ -84,10 +84,17 @@ def generate_case(
     batch: int,
     device: torch.device,
     table: LabelTable,
+    scale: tuple[IntensityMap, str] | None = None,
 ) -> list[dict]:
-    """K synthetic volumes of one preprocessed case, on its source grid, with its label map."""
+    """K synthetic volumes of one preprocessed case, on its source grid, with its label map.
+
+    ``scale`` (curve, modality) writes the images on another dataset's scale than
+    the label case's own: unpaired mode, where CT label maps become MR-like images.
+    """
     slices = CaseSlices.load(slices_path)
     meta = json.loads((preprocess_dir / "meta.json").read_text())
+    if scale is not None:
+        meta = {**meta, "intensity": scale[0].to_meta(), "modality": scale[1]}
     case_dir = out_dir / case_id
     source_affine = np.asarray(meta["source_affine"])
     source_label = load_volume(Path(meta["source_label"]), np.integer)
@@ -161,13 +168,26 @@ def generate_cases(
 ) -> list[dict]:
     """``cases``: (case id, slices.npz, preprocess folder) for every test case."""
     state = load_checkpoint(generator_path, map_location=device)
-    table = LabelTable.from_config(exported_data(state, generator_path)["labels"])
+    data = exported_data(state, generator_path)
+    table = LabelTable.from_config(data["labels"])
     G, num_classes = generator_from_state(state, generator_path, device)
+    # Paired: each case's own curve (an MR case's own percentile window). Unpaired: the image
+    # dataset's scale, since that is what the generator learned to imitate.
+    scale = image_scale(data) if data.get("mode") == "unpaired" else None
     rows = []
     for case_id, slices_path, pre_dir in tqdm(sorted(cases), desc="generate", unit="case"):
         rows += generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
-                              samples, seed, batch, device, table)
+                              samples, seed, batch, device, table, scale)
     return rows
+
+
+def image_scale(data: dict) -> tuple[IntensityMap, str]:
+    """(curve, modality) of the images a generator was trained on, from its exported data settings."""
+    if data["modality"] == "CT":
+        pre = data["preprocess"]
+        return IntensityMap.ct(pre.get("ct_window", (-1000.0, 1000.0)), pre.get("ct_soft_window"),
+                               pre.get("ct_soft_share", 0.6)), "CT"
+    return IntensityMap.window(0.0, 1000.0), data["modality"]  # MR has no absolute scale: [-1, 1] as 0..1000
 
 
 def exported_data(state: dict, source: Path) -> dict:
@@ -203,12 +223,7 @@ def generate_from_label_files(
     G, num_classes = generator_from_state(state, generator_path, device)
     size = int(data["slice"]["size"])
     spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
-    if data["modality"] == "CT":  # the curve the generator was trained in
-        pre = data["preprocess"]
-        curve = IntensityMap.ct(pre.get("ct_window", (-1000.0, 1000.0)), pre.get("ct_soft_window"),
-                                pre.get("ct_soft_share", 0.6))
-    else:  # MR has no absolute scale: write [-1, 1] as 0..1000
-        curve = IntensityMap.window(0.0, 1000.0)
+    curve, _ = image_scale(data)
     rows = []
     for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
         vol = load_volume(label_file, np.integer)

@@ -15,6 +15,7 @@ rule select:
         data=lambda w: {
             "labels": config["datasets"][experiment_dataset(w)]["labels"],
             "modality": config["datasets"][image_dataset(w)]["modality"],
+            "mode": config["experiments"][w.experiment]["train"]["mode"],
             "preprocess": config["datasets"][image_dataset(w)]["preprocess"],
             "label_preprocess": config["datasets"][experiment_dataset(w)]["preprocess"],
             "slice": config["slice"],
