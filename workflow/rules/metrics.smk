@@ -53,7 +53,7 @@ rule segmenter:
         "logs/metrics/{dataset}_segmenter.log",
     benchmark:
         "benchmarks/metrics/{dataset}_segmenter.tsv"
-    threads: 2
+    threads: config["metrics"]["segmenter_threads"]
     resources:
         mem_mb=grows(8000),
         runtime=grows(120),

@@ -26,7 +26,7 @@ rule train:
         "logs/train/{experiment}.log",
     benchmark:
         "benchmarks/train/{experiment}.tsv"
-    threads: 2
+    threads: lambda w: config["experiments"][w.experiment]["threads"]
     resources:
         gpu=experiment_gpus,
         mem_mb=train_mem_mb,

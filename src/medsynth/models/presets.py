@@ -44,8 +44,10 @@ def _oasis(ch: int) -> ModelSpec:
 
 PRESETS: dict[str, ModelSpec] = {
     # Demo and tests: trains on two CPU cores in minutes at 32-64 px.
+    # Per-pixel noise: with instance norm a per-image noise vector barely changes the image
+    # (two samples differed by a pixel std of 0.025 in [-1, 1] units after the demo, 0.045 with it).
     "tiny": ModelSpec(g_channels=(64, 64, 32, 16), d_channels=(16, 32, 64), w_channels=(16, 32, 64), z_dim=16,
-                      spade_hidden=32),
+                      spade_hidden=32, spatial_noise=True),
     "small": ModelSpec(g_channels=(256, 256, 128, 64, 32), d_channels=(32, 64, 128, 256),
                        w_channels=(32, 64, 128, 256), z_dim=32, spade_hidden=64),
     "oasis-256": _oasis(64),
