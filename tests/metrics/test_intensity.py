@@ -105,3 +105,19 @@ def test_counts_over_many_batches_equal_the_statistics_of_all_of_them() -> None:
 def test_a_class_id_outside_the_table_names_the_file() -> None:
     with pytest.raises(ValueError, match=r"case7/samples.npz: class ids 0..5 outside the label table's 0..3"):
         ClassIntensityCounts(4).add(np.zeros((2, 3)), np.array([[0, 1, 5], [2, 3, 0]]), source="case7/samples.npz")
+
+
+def test_a_class_without_real_spread_is_not_flagged_for_noise() -> None:
+    """CT air is -1000 everywhere: a generated -996 is noise, not a wrong organ HU."""
+    from medsynth.metrics.intensity import class_intensity_table
+
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[:, 2:6, 2:6] = 1
+    rng = np.random.default_rng(0)
+    real = np.where(labels == 0, -1000.0, 60.0 + rng.normal(0, 10, labels.shape))
+    fake = np.where(labels == 0, -996.0, 60.0 + rng.normal(0, 10, labels.shape))
+    rows = class_intensity_table(fake, labels, real, labels, ["background", "liver"])
+    assert not rows[0]["outside_real_range"] and rows[0]["mean_abs_error"] == pytest.approx(4.0)
+    fake[labels == 1] += 300
+    rows = class_intensity_table(fake, labels, real, labels, ["background", "liver"])
+    assert rows[1]["outside_real_range"] and not rows[0]["outside_real_range"]
