@@ -136,7 +136,8 @@ def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
 def segmenter_dice(real_train: SliceSet, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
                    table: LabelTable, metrics: dict, seed: int) -> tuple[float, float, list[dict]]:
     model = train_segmenter(real_train.images.float(), real_train.labels.long(), table.num_classes,
-                            steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed)
+                            steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed,
+                            channels=metrics["segmenter_channels"])
     n = table.num_classes
     conf_gen = confusion(predict(model, fake), fake_labels.long(), n)
     conf_real = confusion(predict(model, test_real.images.float()), test_real.labels.long(), n)

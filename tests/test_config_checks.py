@@ -40,3 +40,12 @@ def test_without_experiments_the_size_is_not_checked() -> None:
     config = _config(size=50)
     config["experiments"] = {}
     assert config_errors(config) == []
+
+
+def test_a_slice_size_the_segmenter_cannot_take_names_its_key() -> None:
+    config = _config(size=32)
+    config["metrics"] = {"segmenter_channels": [8, 8, 8, 8, 8, 8]}  # 5 poolings need a multiple of 32
+    assert config_errors(config) == []
+    config["metrics"]["segmenter_channels"].append(8)  # 6 poolings: 64
+    (error,) = config_errors(config)
+    assert "slice.size 32" in error and "multiple of 64" in error and "metrics.segmenter_channels" in error

@@ -15,7 +15,9 @@ from medsynth.models.presets import check_size, get_preset
 
 def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None) -> list[str]:
     """Messages naming the config key (and the label-table file it came from, if any); empty when fine."""
-    return [*label_table_errors(config["datasets"], label_files or {}), *slice_size_errors(config)]
+    # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
+    size_errors = slice_size_errors(config) or segmenter_size_errors(config)
+    return [*label_table_errors(config["datasets"], label_files or {}), *size_errors]
 
 
 def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
@@ -46,3 +48,19 @@ def slice_size_errors(config: Mapping) -> list[str]:
             nearest = sorted({max(m, size - size % m), size - size % m + m})
             errors.append(f"config: {exc} (e.g. slice.size: {' or '.join(map(str, nearest))})")
     return errors
+
+
+def segmenter_size_errors(config: Mapping) -> list[str]:
+    """The segmenter pools len(channels) - 1 times; a size it cannot take would fail only when its rule runs.
+
+    Without the key (a config not yet given the schema's defaults) there is nothing to check;
+    the default's 3 poolings fit every preset's size multiple anyway.
+    """
+    channels = (config.get("metrics") or {}).get("segmenter_channels")
+    if not config.get("experiments") or not channels:
+        return []
+    size, m = config["slice"]["size"], 2 ** (len(channels) - 1)
+    if size % m:
+        return [f"config: slice.size {size} must be a multiple of {m} for metrics.segmenter_channels = "
+                f"{list(channels)} ({len(channels) - 1} poolings); change slice.size or use fewer levels"]
+    return []

@@ -1,4 +1,4 @@
-"""Segmentation consistency: scores by hand, the U-Net's shapes, training on toy slices, files."""
+"""Segmentation consistency: scores by hand, the U-Net's shapes, the loss, training on toy slices, files."""
 
 import math
 
@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from medsynth.metrics.segmentation import (
+    DEFAULT_CHANNELS,
     UNetSegmenter,
+    class_weights,
     confusion,
     load_segmenter,
     per_class_scores,
     predict,
     save_segmenter,
+    soft_dice_loss,
     summarize,
     train_segmenter,
 )
@@ -122,6 +125,47 @@ def test_scores_reject_bad_arguments():
         summarize(confusion(pred, target, num_classes=4), NAMES)
 
 
+# --------------------------------------------------------------------------- loss
+
+
+def confident_logits(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits (N, C, H, W) that put nearly all probability on ``classes`` (N, H, W)."""
+    return 20.0 * torch.nn.functional.one_hot(classes, num_classes).permute(0, 3, 1, 2).float()
+
+
+def test_soft_dice_counts_only_foreground_classes_present_in_the_batch():
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:4, 2:4] = 1  # class 2 is absent from the batch
+    # a perfect prediction is perfect, however many classes are absent
+    assert float(soft_dice_loss(confident_logits(target, 3), target)) == pytest.approx(0.0, abs=1e-3)
+    # missing the only organ costs the whole loss; right background does not soften it
+    assert float(soft_dice_loss(confident_logits(torch.zeros_like(target), 3), target)) > 0.85
+    # class 1 right, class 2 (absent) predicted on half the background: only class 1 counts
+    pred = target.clone()
+    pred[:, 5:, :] = 2
+    assert float(soft_dice_loss(confident_logits(pred, 3), target)) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_soft_dice_of_a_background_only_batch_is_zero_and_differentiable():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = soft_dice_loss(logits, torch.zeros(2, 4, 4, dtype=torch.long))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and logits.grad is not None
+
+
+def test_class_weights_follow_frequency_to_the_power():
+    labels = torch.tensor([[[0, 0, 0, 0], [0, 0, 1, 1]]], dtype=torch.uint8)  # frequencies 3/4, 1/4, class 2 absent
+    w = class_weights(labels, 3, power=0.5)
+    assert float(w[1] / w[0]) == pytest.approx(3**0.5, rel=1e-6)  # (1/4) ** -0.5 / (3/4) ** -0.5
+    assert float(0.75 * w[0] + 0.25 * w[1]) == pytest.approx(1.0, rel=1e-6)  # mean 1 over the pixels
+    assert float(w[2]) > 0  # absent: never a target, but a valid weight
+    assert torch.equal(class_weights(labels, 3, power=0.0), torch.ones(3))
+    # counted in chunks: the same weights however the slices are grouped
+    many = labels.repeat(5, 1, 1)
+    many[3, 0, 0] = 2
+    assert torch.allclose(class_weights(many, 3, 0.5, chunk=2), class_weights(many, 3, 0.5, chunk=64))
+
+
 # --------------------------------------------------------------------------- network
 
 
@@ -187,12 +231,77 @@ def test_swapped_contrast_scores_below_real_images(trained, toy_data):
     assert fake < real - 0.2
 
 
+def rare_dot_slices(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A large disc (class 1) and, in every other slice, a 3 x 3 dot (class 2, 0.4 brighter) inside it.
+
+    The dot is ~0.4% of the pixels: unweighted cross-entropy gains more by calling it disc.
+    """
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    labels = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        cx, cy = torch.randint(size // 3, 2 * size // 3, (2,), generator=g).tolist()
+        labels[i][(xx - cx) ** 2 + (yy - cy) ** 2 < (size // 3) ** 2] = 1
+        if i % 2 == 0:
+            dx, dy = torch.randint(-3, 4, (2,), generator=g).tolist()
+            labels[i][((xx - cx - dx).abs() <= 1) & ((yy - cy - dy).abs() <= 1)] = 2
+    images = torch.tensor([-1.0, 0.0, 0.4])[labels][:, None] + 0.1 * torch.randn(n, 1, size, size, generator=g)
+    return images.clamp(-1, 1), labels
+
+
+def sided_slices(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two alike discs (same size and intensity): the left one is class 1, the right one class 2.
+
+    Only the side tells them apart, as it tells liver from spleen.
+    """
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    labels = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        cy = int(torch.randint(10, 22, (1,), generator=g))
+        left, right = int(torch.randint(6, 11, (1,), generator=g)), int(torch.randint(21, 26, (1,), generator=g))
+        labels[i][(xx - left) ** 2 + (yy - cy) ** 2 < 16] = 1
+        labels[i][(xx - right) ** 2 + (yy - cy) ** 2 < 16] = 2
+    images = torch.tensor([-1.0, 0.3, 0.3])[labels][:, None] + 0.05 * torch.randn(n, 1, size, size, generator=g)
+    return images.clamp(-1, 1), labels
+
+
+def class_dice(model, images, labels) -> list[float]:
+    return [r["dice"] for r in summarize(confusion(predict(model, images), labels, 3), NAMES)[1:3]]
+
+
+def test_a_rare_small_class_is_learnt_thanks_to_the_class_weights():
+    (x, y), (x_test, y_test) = rare_dot_slices(24, seed=0), rare_dot_slices(16, seed=5)
+    weighted = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU)
+    plain = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU, class_weight_power=0.0)
+    disc, dot = class_dice(weighted, x_test, y_test)
+    assert disc > 0.9 and dot > 0.6
+    # unweighted cross-entropy (as the segmenter had before) misses the dot in as many steps
+    assert class_dice(plain, x_test, y_test)[1] < dot - 0.4
+
+
+def test_flips_would_confuse_classes_told_apart_by_their_side():
+    (x, y), (x_test, y_test) = sided_slices(24, seed=0), sided_slices(16, seed=5)
+    kept = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU)
+    flipped = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU, flips=True)
+    assert min(class_dice(kept, x_test, y_test)) > 0.9
+    assert max(class_dice(flipped, x_test, y_test)) < 0.7
+
+
+def test_train_rejects_bad_settings(make_toy_slices):
+    s = make_toy_slices(n=4, size=32)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_segmenter(s.images, s.labels, num_classes=3, steps=1, device=CPU, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="class_weight_power"):
+        train_segmenter(s.images, s.labels, num_classes=3, steps=1, device=CPU, class_weight_power=-1.0)
+
+
 # --------------------------------------------------------------------------- files
 
 
 def test_save_load_round_trip(trained, toy_data, tmp_path):
     _, test = toy_data
-    path = save_segmenter(trained, tmp_path / "seg.pt", num_classes=3, channels=(16, 32, 64))
+    path = save_segmenter(trained, tmp_path / "seg.pt", num_classes=3, channels=DEFAULT_CHANNELS)
     loaded = load_segmenter(path, CPU)
     assert not loaded.training
     assert torch.equal(predict(loaded, test.images), predict(trained, test.images))
@@ -205,4 +314,4 @@ def test_load_rejects_other_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="generator.pt"):
         load_segmenter(path, CPU)
     with pytest.raises(ValueError, match="num_classes=4"):
-        save_segmenter(UNetSegmenter(3), tmp_path / "x.pt", num_classes=4, channels=(16, 32, 64))
+        save_segmenter(UNetSegmenter(3), tmp_path / "x.pt", num_classes=4, channels=DEFAULT_CHANNELS)

@@ -16,7 +16,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     s = sm.params.settings
     data = load_slices(sm.input.slices)
     num_classes = LabelTable.from_config(sm.params.labels).num_classes
-    channels = (16, 32, 64)
+    channels = tuple(s["segmenter_channels"])
     model = train_segmenter(data.images, data.labels, num_classes, steps=s["segmenter_steps"],
                             batch_size=s["segmenter_batch"], device=resolve_device("auto"), channels=channels)
     save_segmenter(model, Path(sm.output[0]), num_classes, channels)

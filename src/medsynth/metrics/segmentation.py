@@ -25,6 +25,11 @@ import torch.nn.functional as F
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
 
 KIND = "segmenter"
+# Four levels: at 64 px the bottleneck is 8 x 8 and the receptive field
+# (~90 px) spans the slice, which small organs told apart by their
+# surroundings need (aorta in front of the spine, bowel gas vs lung). On the
+# demo phantom three levels (~45 px) scored Dice <= 0.17 on those two.
+DEFAULT_CHANNELS = (16, 32, 64, 64)
 
 
 # --------------------------------------------------------------------------- model
@@ -50,7 +55,8 @@ class UNetSegmenter(nn.Module):
     must be divisible by ``2 ** (len(channels) - 1)``.
     """
 
-    def __init__(self, num_classes: int, image_channels: int = 1, channels: Sequence[int] = (16, 32, 64)) -> None:
+    def __init__(self, num_classes: int, image_channels: int = 1,
+                 channels: Sequence[int] = DEFAULT_CHANNELS) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
         if num_classes < 2:
@@ -127,18 +133,43 @@ def _check_pairs(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean over classes of the soft Dice over the whole batch.
+    """1 - mean soft Dice over the foreground classes present in the batch, each over the whole batch.
 
     Cross-entropy is dominated by the many background pixels; this term gives
-    every class the same weight, so small organs are not ignored. ``eps``
-    keeps classes absent from a batch from dividing by zero.
+    every organ the same weight, so small ones are not ignored. Background is
+    left out (it is easy and would dilute the mean), and so are classes absent
+    from the batch: their "Dice" is eps / (their predicted mass + eps), which
+    only rewards predicting nothing and would outweigh the few pixels of a
+    rare organ that is there. ``eps`` is the usual smoothing term.
+    A batch with no foreground gives 0.
     """
     probs = logits.softmax(dim=1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dims)
-    total = probs.sum(dims) + onehot.sum(dims)
-    return 1 - ((2 * inter + eps) / (total + eps)).mean()
+    inter = (probs * onehot).sum(dims)[1:]
+    total = (probs.sum(dims) + onehot.sum(dims))[1:]
+    present = onehot.sum(dims)[1:] > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0  # zero that keeps the graph, so backward() still works
+    return 1 - ((2 * inter + eps) / (total + eps))[present].mean()
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, power: float, chunk: int = 256) -> torch.Tensor:
+    """Cross-entropy weights ``frequency ** -power`` from the training labels (N, H, W), mean 1 over pixels.
+
+    Unweighted cross-entropy (power 0) can settle on calling an organ of a few
+    pixels its surroundings; full inverse frequency (1) scored no better than
+    0.5 on the demo phantom. A class absent from the labels gets weight 1 (it
+    is never a target, so its weight is never used). Counted in chunks, so a
+    large uint8 set is never copied whole to int64.
+    """
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for i in range(0, labels.shape[0], chunk):
+        counts += torch.bincount(labels[i : i + chunk].reshape(-1).long().cpu(), minlength=num_classes).double()
+    freq = counts / counts.sum().clamp(min=1)
+    w = torch.where(counts > 0, freq.clamp(min=1e-12) ** -float(power), torch.ones_like(freq))
+    w = w / (w * freq).sum().clamp(min=1e-12)  # pixel-weighted mean 1: the loss keeps its scale
+    return w.float()
 
 
 def _random_flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,20 +183,43 @@ def _random_flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple
     return x, y
 
 
-def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int, batch_size: int = 8,
-                    lr: float = 1e-3, seed: int = 0, device: torch.device | None = None,
-                    channels: Sequence[int] = (16, 32, 64)) -> UNetSegmenter:
-    """Train a U-Net on (real) ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N, H, W); return it in eval mode.
+LR_SCHEDULES = ("poly", "constant")
 
-    Adam on cross-entropy + soft Dice, ``steps`` batches drawn at random (with
-    replacement) from a generator seeded with ``seed``. The initial weights
-    come from the same seed, without touching torch's global RNG, so the same
-    call gives the same weights (on the same device and thread count).
-    """
+
+def _lr_factor(schedule: str, step: int, steps: int) -> float:
+    """nnU-Net's poly decay (1 - t) ** 0.9: a large step early, small ones to settle at the end."""
+    return (1 - step / steps) ** 0.9 if schedule == "poly" else 1.0
+
+
+def _check_train_args(steps: int, batch_size: int, lr_schedule: str, class_weight_power: float) -> None:
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if class_weight_power < 0:
+        raise ValueError(f"class_weight_power must be >= 0, got {class_weight_power}")
+
+
+def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int, batch_size: int = 8,
+                    lr: float = 5e-3, seed: int = 0, device: torch.device | None = None,
+                    channels: Sequence[int] = DEFAULT_CHANNELS, *, lr_schedule: str = "poly",
+                    flips: bool = False, class_weight_power: float = 0.5) -> UNetSegmenter:
+    """Train a U-Net on (real) ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N, H, W); return it in eval mode.
+
+    Adam on class-weighted cross-entropy (``class_weights`` with
+    ``class_weight_power``) + foreground soft Dice, ``steps`` batches drawn at
+    random (with replacement) from a generator seeded with ``seed``, the
+    learning rate decayed from ``lr`` by ``lr_schedule``. ``flips`` flips
+    samples left-right and up-down; it is off by default because preprocessed
+    slices share one orientation (RAS): the side tells organs of alike
+    intensity apart (liver and spleen), and flipped anatomy never occurs at
+    test time. The initial weights come from the same seed, without touching
+    torch's global RNG, so the same call gives the same weights (on the same
+    device and thread count).
+    """
+    _check_train_args(steps, batch_size, lr_schedule, class_weight_power)
     _check_pairs(images, labels, num_classes)
     device = _default_device(device)
 
@@ -180,16 +234,20 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise ValueError(f"images are {h}x{w}, not divisible by {model.size_multiple} for channels={list(channels)}; "
                          "pad or crop them, or use fewer levels")
 
+    weight = class_weights(labels, num_classes, class_weight_power).to(device) if class_weight_power else None
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * _lr_factor(lr_schedule, step, steps)
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
         # Only the batch is converted: the stored set may be float16/uint8 to save memory.
         x = images[idx].to(device).float()
         y = labels[idx].to(device).long()
-        x, y = _random_flips(x, y, g)
+        if flips:
+            x, y = _random_flips(x, y, g)
         logits = model(x)
-        loss = F.cross_entropy(logits, y) + soft_dice_loss(logits, y)
+        loss = F.cross_entropy(logits, y, weight=weight) + soft_dice_loss(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
