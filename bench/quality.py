@@ -40,7 +40,7 @@ from medsynth.data.intensity import IntensityMap
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
 from medsynth.data.split import split_table
-from medsynth.generate import synthesize
+from medsynth.generate import generator_from_state, synthesize
 from medsynth.io.nifti import load_volume
 from medsynth.io.tables import read_tsv
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
@@ -49,7 +49,6 @@ from medsynth.metrics.segmentation import confusion, predict, summarize, train_s
 from medsynth.select import select_checkpoint
 from medsynth.models.presets import get_preset
 from medsynth.train.checkpoint import load_checkpoint
-from medsynth.generate import generator_from_state
 from medsynth.train.data import SliceSet
 from medsynth.train.loop import TrainSettings, train
 
@@ -64,16 +63,6 @@ def load_config(path: Path) -> dict:
     config = yaml.safe_load(path.read_text())
     validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
     return config
-
-
-def preprocess_settings(ds: dict) -> PreprocessSettings:
-    p = ds["preprocess"]
-    return PreprocessSettings(modality=ds["modality"], spacing_xy=p.get("spacing_xy"),
-                              ct_window=tuple(p["ct_window"]),
-                              ct_soft_window=tuple(p["ct_soft_window"]) if p.get("ct_soft_window") else None,
-                              ct_soft_share=p["ct_soft_share"], mr_percentiles=tuple(p["mr_percentiles"]),
-                              body_threshold_hu=p["body_threshold_hu"], mr_body_fraction=p["mr_body_fraction"],
-                              opening_mm=p["opening_mm"])
 
 
 def sliced_case(case_id: str, image: Path, label: Path, out: Path, table: LabelTable, settings: PreprocessSettings,
@@ -100,9 +89,10 @@ def phantom_parts(config: dict, name: str, work: Path) -> tuple[dict[str, SliceS
     image_col = "mr" if ds["modality"] == "MR" else "image"
     sliced: dict[str, list] = {"train": [], "val": [], "test": []}
     meta = {}
+    settings = PreprocessSettings.from_config(ds["modality"], ds["preprocess"])
     for r in rows:
         s, meta = sliced_case(r["case_id"], cases_tsv.parent / r[image_col], cases_tsv.parent / r["label"],
-                              work / "pre" / name / r["case_id"], table, preprocess_settings(ds),
+                              work / "pre" / name / r["case_id"], table, settings,
                               SliceSettings(config["slice"]["size"], config["slice"]["min_body_fraction"]))
         sliced[parts[r["case_id"]]].append((r["case_id"], s))
     return {p: as_set(v) for p, v in sliced.items()}, meta, table

@@ -8,18 +8,7 @@ from medsynth.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    s = dict(sm.params.settings)
-    settings = PreprocessSettings(
-        modality=sm.params.modality,
-        spacing_xy=s.get("spacing_xy"),
-        ct_window=tuple(s["ct_window"]),
-        ct_soft_window=tuple(s["ct_soft_window"]) if s.get("ct_soft_window") else None,
-        ct_soft_share=s["ct_soft_share"],
-        mr_percentiles=tuple(s["mr_percentiles"]),
-        body_threshold_hu=s["body_threshold_hu"],
-        mr_body_fraction=s["mr_body_fraction"],
-        opening_mm=s["opening_mm"],
-    )
+    settings = PreprocessSettings.from_config(sm.params.modality, dict(sm.params.settings))
     preprocess_case(
         sm.wildcards.case,
         Path(sm.input.image),

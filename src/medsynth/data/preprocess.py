@@ -45,6 +45,15 @@ class PreprocessSettings:
     mr_body_fraction: float = 0.1  # MR: tissue is brighter than this fraction of the 99th percentile (and the noise)
     opening_mm: float = 6.0  # radius that detaches the table, pads and cables from the body
 
+    @classmethod
+    def from_config(cls, modality: str, p: dict) -> "PreprocessSettings":
+        """From a dataset's validated ``preprocess`` section (schema defaults filled in)."""
+        return cls(modality=modality, spacing_xy=p.get("spacing_xy"), ct_window=tuple(p["ct_window"]),
+                   ct_soft_window=tuple(p["ct_soft_window"]) if p.get("ct_soft_window") else None,
+                   ct_soft_share=p["ct_soft_share"], mr_percentiles=tuple(p["mr_percentiles"]),
+                   body_threshold_hu=p["body_threshold_hu"], mr_body_fraction=p["mr_body_fraction"],
+                   opening_mm=p["opening_mm"])
+
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "MR"):
             raise ValueError(f"modality must be 'CT' or 'MR', got {self.modality!r}")
