@@ -10,9 +10,11 @@ Settings (all numbers on held-out slices, never trained on or selected with):
 - ``real-ct``: the real CT in ../shared/data (one patient), paired, 128 px, its slices split by
   z into a training half (every 4th of them also validates) and a test half.
 
-Per setting one line of numbers, then a per-class table: mean intensity (HU for CT) inside
-each class in generated vs real images, its absolute error and the ratio of standard
-deviations. The segmentation-consistency ratio is the mean foreground Dice of the project's
+Per setting one line of numbers, then a per-class table: mean intensity (HU for CT, the
+0..1000 scale of generated volumes for MR) inside each class in generated vs real images, its
+absolute error and the ratio of standard deviations. Unpaired, the table adds the class's mean
+in the image dataset's training patients (what ``lambda_class_stats`` aims at) and its distance
+from the test patient: the error even a perfect unpaired generator would show. The segmentation-consistency ratio is the mean foreground Dice of the project's
 segmenter (trained on real training slices) on generated images divided by the same on real
 test images; its real-image Dice per class is printed too. Diversity is the mean per-pixel
 standard deviation across ``--samples`` samples of one label map, inside the body, in [-1, 1]
@@ -46,6 +48,7 @@ from medsynth.io.tables import read_tsv
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.intensity import class_intensity_table
 from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
+from medsynth.models.losses import class_targets
 from medsynth.select import select_checkpoint
 from medsynth.models.presets import get_preset
 from medsynth.train.checkpoint import load_checkpoint
@@ -118,9 +121,9 @@ def diversity(samples: torch.Tensor, body: torch.Tensor) -> float:
 
 
 def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
-    # HU for CT; MR stays in [-1, 1] (no absolute scale; each case has its own window).
-    return IntensityMap.from_meta(meta["intensity"]).to_physical(images.numpy()) if meta["modality"] == "CT" \
-        else images.numpy()
+    # HU for CT; MR on the 0..1000 scale generated MR volumes are written in (it has no absolute scale).
+    curve = IntensityMap.from_meta(meta["intensity"]) if meta["modality"] == "CT" else IntensityMap.window(0.0, 1000.0)
+    return curve.to_physical(images.numpy())
 
 
 def segmenter_dice(real_train: SliceSet, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
@@ -189,6 +192,12 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
                                  to_physical(ref.images.float()[:, 0], img_meta), ref.labels.numpy(), table.names)
     for r, s in zip(rows, seg_rows):
         r.update(dice_gen=s["dice_gen"], dice_real=s["dice_real"])
+    if unpaired:
+        # What the class-statistics loss aims at: the image dataset's training patients, not the test one.
+        # Their distance from the test patient is the error a perfect unpaired generator would show.
+        train_means = class_targets(img_parts["train"].images, img_parts["train"].labels, table.num_classes)[0]
+        for r, m in zip(rows, to_physical(train_means, img_meta)):
+            r["mean_train"] = float(m)
     out["classes"] = rows
     out["wall_s"] = time.perf_counter() - t_start
     return out
@@ -202,13 +211,17 @@ def print_result(res: dict) -> None:
             "psnr_body", "body_dice", "intensity_w1", "diversity", "s_per_step", "train_s", "wall_s"]
     print(res["setting"] + ": " + "  ".join(f"{k}={res[k]:.4g}" if isinstance(res[k], float) else f"{k}={res[k]}"
                                            for k in keys if k in res))
-    print(f"  {'class':<18}{'real':>9}{'gen':>9}{'|err|':>8}{'sd ratio':>9}{'flag':>5}{'dice real':>10}{'dice gen':>9}")
+    train = "mean_train" in res["classes"][0]
+    print(f"  {'class':<18}{'real':>9}{'gen':>9}{'|err|':>8}{'sd ratio':>9}{'flag':>5}{'dice real':>10}{'dice gen':>9}"
+          + (f"{'train':>9}{'|gen-train|':>12}{'|train-real|':>13}" if train else ""))
     for r in res["classes"]:
         if r["voxels_real"] == 0 and r["voxels_generated"] == 0:
             continue
+        extra = (f"{r['mean_train']:>9.1f}{abs(r['mean_generated'] - r['mean_train']):>12.1f}"
+                 f"{abs(r['mean_real'] - r['mean_train']):>13.1f}" if train else "")
         print(f"  {r['class']:<18}{r['mean_real']:>9.1f}{r['mean_generated']:>9.1f}{r['mean_abs_error']:>8.1f}"
               f"{r['std_ratio']:>9.2f}{'  !' if r['outside_real_range'] else '':>5}{r['dice_real']:>10.3f}"
-              f"{r['dice_gen']:>9.3f}")
+              f"{r['dice_gen']:>9.3f}" + extra)
 
 
 def main() -> None:

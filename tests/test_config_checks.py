@@ -49,3 +49,18 @@ def test_a_slice_size_the_segmenter_cannot_take_names_its_key() -> None:
     config["metrics"]["segmenter_channels"].append(8)  # 6 poolings: 64
     (error,) = config_errors(config)
     assert "slice.size 32" in error and "multiple of 64" in error and "metrics.segmenter_channels" in error
+
+
+def test_unpaired_class_stats_needs_the_image_dataset_labelled_with_the_same_table() -> None:
+    config = _config()
+    config["datasets"]["mr"] = {"labels": [GOOD_LABELS[0], {"name": "kidney", "values": [5]}]}
+    config["experiments"]["exp"].update(images_from="mr")
+    config["experiments"]["exp"]["train"].update(mode="unpaired", lambda_class_stats=1.0)
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp.train.lambda_class_stats needs datasets.mr.labels")
+    assert "'kidney'" in error and "lambda_class_stats: 0" in error
+    config["experiments"]["exp"]["train"]["lambda_class_stats"] = 0.0
+    assert config_errors(config) == []
+    config["experiments"]["exp"]["train"]["lambda_class_stats"] = 1.0
+    config["datasets"]["mr"]["labels"] = GOOD_LABELS
+    assert config_errors(config) == []

@@ -17,7 +17,7 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     """Messages naming the config key (and the label-table file it came from, if any); empty when fine."""
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
-    return [*label_table_errors(config["datasets"], label_files or {}), *size_errors]
+    return [*label_table_errors(config["datasets"], label_files or {}), *size_errors, *class_stats_errors(config)]
 
 
 def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
@@ -64,3 +64,30 @@ def segmenter_size_errors(config: Mapping) -> list[str]:
         return [f"config: slice.size {size} must be a multiple of {m} for metrics.segmenter_channels = "
                 f"{list(channels)} ({len(channels) - 1} poolings); change slice.size or use fewer levels"]
     return []
+
+
+def class_stats_errors(config: Mapping) -> list[str]:
+    """Unpaired ``lambda_class_stats`` pulls each class to the image dataset's own mean and std for that class id.
+
+    That needs the image dataset labelled with the same classes in the same order; an
+    unlabelled MR set (only a body mask) cannot give them.
+    """
+    errors = []
+    datasets = config["datasets"]
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        train = exp["train"]
+        if train.get("mode") != "unpaired" or not train.get("lambda_class_stats") or "images_from" not in exp:
+            continue
+        try:
+            names_a = LabelTable.from_config(datasets[exp["dataset"]]["labels"]).names
+            names_b = LabelTable.from_config(datasets[exp["images_from"]]["labels"]).names
+        except (LabelError, KeyError, TypeError):
+            continue  # reported by label_table_errors or the workflow's own checks
+        if names_a != names_b:
+            errors.append(
+                f"config: experiments.{name}.train.lambda_class_stats needs datasets.{exp['images_from']}.labels "
+                f"to list the classes of datasets.{exp['dataset']}.labels in the same order "
+                f"({list(names_a)}; it has {list(names_b)}); label the image dataset or set lambda_class_stats: 0"
+            )
+    return errors

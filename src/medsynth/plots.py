@@ -66,7 +66,8 @@ def sample_grid(
     reals = None if reals is None else np.asarray(reals).reshape(labels.shape)
     cols = 1 + len(samples) + (reals is not None)
     rows = labels.shape[0]
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), dpi=dpi, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), dpi=dpi, squeeze=False,
+                             layout="constrained")  # keeps the title next to the first row
     heads = ["label"] + [f"sample {k + 1}" for k in range(len(samples))] + ([real_name] if reals is not None else [])
     for r in range(rows):
         panels = [label_to_rgb(display_view(labels[r]), num_classes)]

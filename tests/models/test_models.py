@@ -3,7 +3,8 @@ import torch
 
 from medsynth.models import PRESETS, build_discriminator, build_generator, get_preset
 from medsynth.models.ema import EMA
-from medsynth.models.losses import class_balance_weights, labelmix_mask, seg_ce_fake, seg_ce_real
+from medsynth.models.losses import (class_balance_weights, class_stats_l1, class_stats_to_targets_l1, class_targets,
+                                    labelmix_mask, seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train.data import one_hot
 
@@ -125,3 +126,65 @@ def test_every_preset_runs_forward_and_backward_at_its_smallest_size(name):
     assert logits.shape == (1, 5, size, size) and realness.shape == (1,)
     (logits.mean() + realness.sum()).backward()
     assert all(p.grad is not None for p in G.parameters())
+
+
+def test_class_targets_of_a_set_and_nan_for_classes_it_never_shows():
+    labels = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    labels[:, 4:] = 1
+    labels[2, 0, 0] = 2  # class 2: one pixel, too few for a texture
+    images = torch.zeros(3, 1, 8, 8)
+    images[0, 0, :4] = 0.5
+    images[1, 0, :4] = torch.tensor([0.0, 1.0]).repeat(16).view(4, 8)  # class 0: mean 0.5, std 0.5
+    images[:, 0, 4:] = -0.5
+    targets = class_targets(images.half(), labels, 4, chunk=2)  # chunks of two slices: sums carry across them
+    n0 = 3 * 32 - 1
+    mean0 = (32 * 0.5 + 16 * 1.0) / n0
+    assert torch.allclose(targets[0, :3], torch.tensor([mean0, -0.5, 0.0]), atol=1e-3)
+    # Std per slice where the class covers >= 16 pixels, averaged: class 0 has stds 0, 0.5, 0.
+    assert torch.allclose(targets[1, :2], torch.tensor([0.5 / 3, 0.0]), atol=1e-3)
+    assert torch.isnan(targets[1, 2]) and torch.isnan(targets[:, 3]).all()
+
+
+def _toy_batch():
+    labels = torch.randint(0, 3, (4, 8, 8))
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    return images, labels, torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+
+
+def test_class_stats_l1_is_zero_for_the_real_image_and_sees_mean_and_texture():
+    images, labels, onehot = _toy_batch()
+    assert class_stats_l1(images, images, onehot).item() < 1e-6  # the perfect generator
+    assert abs(class_stats_l1(images + 0.25, images, onehot).item() - 0.25) < 1e-5  # a shift: the mean term
+    # Each class painted flat in its real mean: the mean term is 0, the std term its real std.
+    counts = onehot.sum(dim=(2, 3), keepdim=True)
+    means = (onehot * images).sum(dim=(2, 3), keepdim=True) / counts.clamp(min=1)
+    flat = (onehot * means).sum(dim=1, keepdim=True)
+    std = ((onehot * (images - means) ** 2).sum(dim=(2, 3)) / counts[..., 0, 0].clamp(min=1)).sqrt()
+    textured = counts[..., 0, 0] >= 16
+    assert abs(class_stats_l1(flat, images, onehot).item() - std[textured].mean().item()) < 1e-3
+
+
+def test_class_stats_to_targets_is_zero_for_the_image_dataset_itself_and_grows_with_a_shift():
+    images, labels, onehot = _toy_batch()
+    targets = class_targets(images, labels, 4)
+    # One slice of 64 pixels over 3 classes: ~21 pixels each, above the texture threshold.
+    own = class_stats_to_targets_l1(images[:1], onehot[:1], class_targets(images[:1], labels[:1], 4))
+    assert own.item() < 1e-5  # the "perfect generator" (class 3 absent: NaN, skipped)
+    shifted = class_stats_to_targets_l1(images[:1] + 0.25, onehot[:1], class_targets(images[:1], labels[:1], 4))
+    assert abs(shifted.item() - 0.25) < 1e-4  # the std is unchanged by a shift
+    assert torch.isfinite(class_stats_to_targets_l1(images, onehot, targets))
+
+
+def test_diversity_reward_is_zero_for_copies_and_clipped_at_the_margin():
+    from medsynth.train.step import diversity_reward
+
+    body = torch.zeros(4, 1, 8, 8)
+    body[..., 2:6, 2:6] = 1
+    same = torch.rand(2, 1, 8, 8).repeat(2, 1, 1, 1)
+    assert diversity_reward(same, body, 0.1).item() == 0.0  # a generator that ignores its noise
+    apart = same.clone()
+    apart[2:] += 0.04
+    assert abs(diversity_reward(apart, body, 0.1).item() + 0.04) < 1e-6
+    apart[2:, :, :2] += 5.0  # outside the body: not counted
+    assert abs(diversity_reward(apart, body, 0.1).item() + 0.04) < 1e-6
+    assert diversity_reward(same + torch.rand_like(same), body, 0.1).item() == pytest.approx(-0.1)  # clipped

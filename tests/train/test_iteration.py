@@ -61,3 +61,23 @@ def test_unpaired_batches_take_their_images_from_dataset_b(toy_run):
     assert not torch.equal(ctx.real_train.images, ctx.train_data.images)  # B really is another set of images
     row = iterate(ctx, state, ctx.ckpt_dir / "latest.pt")
     assert list(row) == ctx.loss_columns and "loss_du" in row
+
+
+def test_unpaired_class_targets_are_dataset_b_s_class_stats_and_enter_g_s_loss(toy_run):
+    ctx, state = toy_run(mode="unpaired", lambda_class_stats=2.0)
+    b = ctx.real_train
+    for c in range(3):
+        inside = b.labels == c
+        assert abs(ctx.class_targets[0, c].item() - b.images[:, 0][inside].float().mean().item()) < 1e-3
+    assert torch.isfinite(ctx.class_targets[1]).all()
+    row = iterate(ctx, state, ctx.ckpt_dir / "latest.pt")
+    assert row["loss_g_class_stats"] > 0
+    assert toy_run(mode="unpaired")[0].class_targets is None  # weight 0: nothing computed, loss column 0
+
+
+def test_mode_seeking_batches_hold_each_label_map_twice(toy_run):
+    ctx, state = toy_run(batch_size=4, lambda_diversity=1.0)
+    _, labels, body = draw_batch(ctx, state)
+    assert torch.equal(labels[:2], labels[2:]) and torch.equal(body[:2], body[2:])
+    row = iterate(ctx, state, ctx.ckpt_dir / "latest.pt")
+    assert row["loss_g_diversity"] < 0  # two noises of one label map already give different images

@@ -17,14 +17,17 @@ def test_steps_cadences_device_and_mask_threshold_keep_the_fingerprint():
               compile=True, mask_threshold=0.0) == fp()
 
 
-@pytest.mark.parametrize("change", [dict(lr_g=5e-4), dict(seed=1), dict(mode="unpaired"), dict(data="other"),
+@pytest.mark.parametrize("change", [dict(lr_g=5e-4), dict(seed=1), dict(lambda_diversity=1.0), dict(lambda_class_stats=1.0), dict(mode="unpaired"), dict(data="other"),
                                     dict(classes=4), dict(spec=ModelSpec(g_channels=(8, 8, 8), d_channels=(8, 16)))])
 def test_what_a_run_learns_from_changes_the_fingerprint(change):
     assert fp(**change) != fp()
 
 
-def test_unknown_mode_and_precision_are_refused():
+def test_unknown_mode_and_precision_and_an_odd_mode_seeking_batch_are_refused():
     with pytest.raises(ValueError, match="train.mode"):
         TrainSettings.from_dict({"mode": "cyclic"})
     with pytest.raises(ValueError, match="train.precision"):
         TrainSettings.from_dict({"precision": "fp8"})
+    with pytest.raises(ValueError, match="lambda_diversity needs an even train.batch_size"):
+        TrainSettings.from_dict({"lambda_diversity": 1.0, "batch_size": 3})
+    assert TrainSettings.from_dict({"lambda_diversity": 1.0, "batch_size": 4}).weights().diversity == 1.0

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from medsynth.models import get_preset
+from medsynth.models.losses import class_targets
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
 from medsynth.train.data import SliceSet, evenly_spaced
@@ -41,6 +42,7 @@ class RunContext:
     config: dict
     perceptual: dict | None = None
     real_stats: Path | None = None
+    class_targets: torch.Tensor | None = None  # unpaired: dataset B's (mean, std) per class, (2, C) on the device
 
     @property
     def main(self) -> bool:
@@ -87,7 +89,7 @@ class RunContext:
                         self.device, s.mask_threshold, self.perceptual, self.real_stats)
 
 
-def check_inputs(settings: TrainSettings, spec: ModelSpec, train_data: SliceSet,
+def check_inputs(settings: TrainSettings, spec: ModelSpec, num_classes: int, train_data: SliceSet,
                  images_train: SliceSet | None, images_val: SliceSet | None) -> None:
     """Refuse what cannot train, before any network is built."""
     unpaired = settings.mode == "unpaired"
@@ -96,6 +98,9 @@ def check_inputs(settings: TrainSettings, spec: ModelSpec, train_data: SliceSet,
     real_train = images_train if unpaired else train_data
     size = train_data.images.shape[-1]
     check_size(spec, size, f"preset {settings.model!r}")
+    if unpaired and settings.lambda_class_stats > 0 and int(real_train.labels.max()) >= num_classes:
+        raise ValueError(f"train.lambda_class_stats needs dataset B labelled with the label maps' table: its slices hold "
+                         f"class {int(real_train.labels.max())}, the table has {num_classes} classes")
     if real_train.images.shape[-1] != size:
         raise ValueError(f"dataset B's slices are {real_train.images.shape[-1]} px, the label maps {size} px; "
                          "slice both datasets at the same slice.size")
@@ -108,7 +113,7 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
     """Join the process group (several processes), check the inputs and derive the run's identities."""
     rank, world_size, device = ddp.setup(resolve_device(settings.device))
     spec = spec or get_preset(settings.model)
-    check_inputs(settings, spec, train_data, images_train, images_val)
+    check_inputs(settings, spec, num_classes, train_data, images_train, images_val)
     if settings.precision == "bf16" and device.type != "cuda":
         log.warning("train.precision bf16 applies on CUDA only; training in fp32 on %s", device)
     unpaired = settings.mode == "unpaired"
@@ -121,4 +126,16 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
         fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprint(settings, spec, num_classes, data_id),
         validation=validation_identity(real_stats, perceptual, settings.mask_threshold), config=config or {},
         perceptual=perceptual, real_stats=real_stats,
+        class_targets=_dataset_b_targets(settings, images_train, num_classes, device),
     )
+
+
+def _dataset_b_targets(settings: TrainSettings, images_train: SliceSet | None, num_classes: int,
+                   device: torch.device) -> torch.Tensor | None:
+    """Unpaired with ``lambda_class_stats``: dataset B's mean and within-slice std per class, computed once."""
+    if settings.mode != "unpaired" or settings.lambda_class_stats <= 0:
+        return None
+    targets = class_targets(images_train.images, images_train.labels, num_classes)
+    log.info("class-statistics targets from dataset B: means %s, stds %s",
+             *([round(v, 3) for v in row] for row in targets.tolist()))
+    return targets.to(device)

@@ -20,7 +20,10 @@ class NonFiniteLoss(RuntimeError):
 def draw_batch(ctx: RunContext, state: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(real images, labels, body masks) on the device; unpaired, the real images come from dataset B."""
     bs = ctx.settings.batch_size
-    idx = torch.randint(len(ctx.train_data), (bs,), generator=state.data_rng)
+    if ctx.settings.lambda_diversity > 0:  # mode seeking: each label map twice, the halves in the same order
+        idx = torch.randint(len(ctx.train_data), (bs // 2,), generator=state.data_rng).repeat(2)
+    else:
+        idx = torch.randint(len(ctx.train_data), (bs,), generator=state.data_rng)
     real, labels, body = ctx.train_data.batch(idx, ctx.device, ctx.pin, ctx.memory_format)
     if ctx.unpaired:
         jdx = torch.randint(len(ctx.real_train), (bs,), generator=state.data_rng)
@@ -56,7 +59,8 @@ def iterate(ctx: RunContext, state: RunState, last_good: Path) -> dict:
     t0 = time.perf_counter()
     real, labels, body = draw_batch(ctx, state)
     if ctx.unpaired:
-        losses = unpaired_step(state.nets, real, labels, body, ctx.num_classes, ctx.weights, state.step + 1, ctx.bf16)
+        losses = unpaired_step(state.nets, real, labels, body, ctx.num_classes, ctx.weights, state.step + 1, ctx.bf16,
+                               ctx.class_targets)
     else:
         losses = paired_step(state.nets, real, labels, body, ctx.num_classes, ctx.weights, state.mix_rng, ctx.bf16)
     state.step += 1

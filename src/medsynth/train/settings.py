@@ -30,7 +30,9 @@ class TrainSettings:
     beta2: float = 0.999
     lambda_labelmix: float = 10.0
     lambda_mask: float = 1.0
-    lambda_class_mean: float = 0.0
+    lambda_class_stats: float = 0.0
+    lambda_diversity: float = 0.0
+    diversity_margin: float = 0.1
     lambda_seg: float = 1.0
     lambda_adv: float = 1.0
     r1_gamma: float = 1.0
@@ -57,12 +59,16 @@ class TrainSettings:
         settings = cls(**values)
         if settings.mode not in MODES:
             raise ValueError(f"train.mode {settings.mode!r} is unknown; use one of {MODES}")
+        if settings.lambda_diversity > 0 and settings.batch_size % 2:
+            raise ValueError(f"train.lambda_diversity needs an even train.batch_size (each label map is drawn twice), "
+                             f"got {settings.batch_size}")
         if settings.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision {settings.precision!r} is unknown; use 'fp32' or 'bf16'")
         return settings
 
     def weights(self) -> LossWeights:
-        return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, class_mean=self.lambda_class_mean,
+        return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, class_stats=self.lambda_class_stats,
+                           diversity=self.lambda_diversity, diversity_margin=self.diversity_margin,
                            seg=self.lambda_seg,
                            adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
 

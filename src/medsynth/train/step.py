@@ -24,7 +24,8 @@ from torch import nn
 from medsynth.models import build_discriminator, build_generator
 from medsynth.models.adversarial import nonsat_d_loss, nonsat_g_loss, r1_penalty
 from medsynth.models.ema import EMA
-from medsynth.models.losses import class_mean_l1, labelmix_loss, labelmix_mask, seg_ce_fake, seg_ce_real
+from medsynth.models.losses import (class_stats_l1, class_stats_to_targets_l1, labelmix_loss, labelmix_mask,
+                                    seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, build_wavelet_discriminator
 from medsynth.models.shape import mask_loss
 from medsynth.train.data import one_hot
@@ -34,7 +35,9 @@ from medsynth.train.data import one_hot
 class LossWeights:
     labelmix: float = 10.0  # OASIS
     mask: float = 1.0  # shape consistency
-    class_mean: float = 0.0  # paired: each class's mean intensity as in the real image (not OASIS)
+    class_stats: float = 0.0  # each class's mean and std as in the real image (paired) or image dataset (unpaired)
+    diversity: float = 0.0  # mode seeking: the batch's two halves share label maps (not OASIS)
+    diversity_margin: float = 0.1  # ... rewarded up to this mean absolute difference inside the body
     seg: float = 1.0  # unpaired: segmentation consistency in G's loss
     adv: float = 1.0  # unpaired: wavelet discriminator in G's loss
     r1_gamma: float = 1.0  # unpaired: R1 weight (applied as gamma / 2)
@@ -114,6 +117,19 @@ def allreduce_grads(module: nn.Module) -> None:
         offset += g.numel()
 
 
+def diversity_reward(fake: torch.Tensor, body: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mode seeking on a batch whose second half repeats the first half's label maps with other noise.
+
+    Minus the mean absolute difference of the two halves inside the body, clipped at
+    ``margin`` (DSGAN-style): a generator that ignores its noise gets 0, one that makes
+    the samples differ by ``margin`` or more gets -margin, and no more for adding noise.
+    """
+    half = fake.shape[0] // 2
+    inside = body[:half]
+    diff = ((fake[:half] - fake[half : 2 * half]).abs().float() * inside).sum() / inside.sum().clamp(min=1)
+    return -diff.clamp(max=margin)
+
+
 def _autocast(device: torch.device, bf16: bool):
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -129,8 +145,9 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
         fake = nets.g_call(onehot)
         loss_adv = seg_ce_real(nets.D(fake).float(), onehot)
         loss_mask = mask_loss(fake, body)
-        loss_cm = class_mean_l1(fake, real, onehot)
-        loss_g = loss_adv + w.mask * loss_mask + w.class_mean * loss_cm
+        loss_cs = class_stats_l1(fake, real, onehot)
+        loss_div = diversity_reward(fake, body, w.diversity_margin) if w.diversity > 0 else fake.new_zeros(())
+        loss_g = loss_adv + w.mask * loss_mask + w.class_stats * loss_cs + w.diversity * loss_div
     nets.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     nets.opt_g.step()
@@ -151,13 +168,18 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
     allreduce_grads(nets.D)
     nets.opt_d.step()
     return {"loss_g": loss_g.detach(), "loss_g_adv": loss_adv.detach(), "loss_g_mask": loss_mask.detach(),
-            "loss_g_class_mean": loss_cm.detach(), "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
+            "loss_g_class_stats": loss_cs.detach(), "loss_g_diversity": loss_div.detach(), "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
             "loss_d_labelmix": loss_lm.detach()}
 
 
 def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: torch.Tensor, num_classes: int,
-                  w: LossWeights, step: int, bf16: bool = False) -> dict[str, torch.Tensor]:
-    """One unpaired iteration: labels/body from A, ``real_b`` from B (not matched to the labels)."""
+                  w: LossWeights, step: int, bf16: bool = False,
+                  class_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One unpaired iteration: labels/body from A, ``real_b`` from B (not matched to the labels).
+
+    ``class_targets`` (2, C): B's mean and within-slice std per class, where B is labelled
+    with A's label table; with ``w.class_stats`` > 0 each generated class is pulled to them.
+    """
     onehot = one_hot(labels, num_classes)
     with _autocast(real_b.device, bf16):
         nets.D.requires_grad_(False)
@@ -166,7 +188,11 @@ def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: 
         loss_seg = seg_ce_real(nets.D(fake).float(), onehot)
         loss_adv = nonsat_g_loss(nets.Du(fake).float())
         loss_mask = mask_loss(fake, body)
-        loss_g = w.adv * loss_adv + w.seg * loss_seg + w.mask * loss_mask
+        loss_cs = (class_stats_to_targets_l1(fake, onehot, class_targets) if class_targets is not None
+                   else torch.zeros((), device=fake.device))
+        loss_div = diversity_reward(fake, body, w.diversity_margin) if w.diversity > 0 else fake.new_zeros(())
+        loss_g = (w.adv * loss_adv + w.seg * loss_seg + w.mask * loss_mask + w.class_stats * loss_cs
+                  + w.diversity * loss_div)
     nets.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     nets.opt_g.step()
@@ -197,11 +223,14 @@ def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: 
     allreduce_grads(nets.Du)
     nets.opt_du.step()
     return {"loss_g": loss_g.detach(), "loss_g_adv": loss_adv.detach(), "loss_g_seg": loss_seg.detach(),
-            "loss_g_mask": loss_mask.detach(), "loss_d_seg": loss_d_seg.detach(), "loss_du": loss_du.detach(),
+            "loss_g_mask": loss_mask.detach(), "loss_g_class_stats": loss_cs.detach(), "loss_g_diversity": loss_div.detach(),
+            "loss_d_seg": loss_d_seg.detach(), "loss_du": loss_du.detach(),
             "loss_du_r1": loss_r1.detach()}
 
 
 LOSS_NAMES = {
-    "paired": ["loss_g", "loss_g_adv", "loss_g_mask", "loss_g_class_mean", "loss_d_real", "loss_d_fake", "loss_d_labelmix"],
-    "unpaired": ["loss_g", "loss_g_adv", "loss_g_seg", "loss_g_mask", "loss_d_seg", "loss_du", "loss_du_r1"],
+    "paired": ["loss_g", "loss_g_adv", "loss_g_mask", "loss_g_class_stats", "loss_g_diversity", "loss_d_real",
+               "loss_d_fake", "loss_d_labelmix"],
+    "unpaired": ["loss_g", "loss_g_adv", "loss_g_seg", "loss_g_mask", "loss_g_class_stats", "loss_g_diversity",
+                 "loss_d_seg", "loss_du", "loss_du_r1"],
 }
