@@ -45,7 +45,7 @@ from medsynth.data.split import split_table
 from medsynth.generate import generator_from_state, synthesize
 from medsynth.io.nifti import load_volume
 from medsynth.io.tables import read_tsv
-from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics, sample_diversity
 from medsynth.metrics.intensity import class_intensity_table
 from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
 from medsynth.models.losses import class_targets
@@ -114,12 +114,6 @@ def real_ct_parts(work: Path) -> tuple[dict[str, SliceSet], dict, LabelTable]:
              "test": as_set([("ct", pick(~train_m))])}, meta, table)
 
 
-def diversity(samples: torch.Tensor, body: torch.Tensor) -> float:
-    """Mean over body pixels of the per-pixel std across K samples (K, N, 1, H, W)."""
-    std = samples.std(dim=0, unbiased=False)
-    return float((std * body).sum() / body.sum().clamp(min=1))
-
-
 def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
     # HU for CT; MR on the 0..1000 scale generated MR volumes are written in (it has no absolute scale).
     curve = IntensityMap.from_meta(meta["intensity"]) if meta["modality"] == "CT" else IntensityMap.window(0.0, 1000.0)
@@ -182,7 +176,8 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
         out.update(ssim_body=float(pm["ssim_body"].mean()), psnr_body=float(pm["psnr_body"].mean()))
     out["body_dice"] = float(body_dice(fake, body, settings.mask_threshold).mean())
     out["intensity_w1"] = intensity_w1(fake, body, ref.images.float(), ref.masks.float())
-    out["diversity"] = diversity(samples, body)
+    total, pixels = sample_diversity(samples, body)  # the pipeline's pixel_diversity
+    out["diversity"] = total / max(pixels, 1.0)
     gen_dice, real_dice, seg_rows = segmenter_dice(img_parts["train"], ref, fake, test.labels, table,
                                                    config["metrics"], settings.seed)
     out.update(seg_dice_gen=gen_dice, seg_dice_real=real_dice,

@@ -164,6 +164,28 @@ def test_segmentation_summary_counts_foreground_classes_only() -> None:
     out = {r["metric"]: r for r in segmentation_summary(rows)}
     assert out["seg_dice_generated"]["mean"] == 0.6 and out["seg_dice_real"]["mean"] == 0.85
     assert out["seg_dice_generated"]["n"] == 2 == out["seg_dice_real"]["n"]  # liver and body, not background
+    assert out["seg_ratio"]["mean"] == pytest.approx(0.6 / 0.85)
+    rows[-1]["dice_generated"] = 0.85
+    assert {r["metric"]: r for r in segmentation_summary(rows)}["seg_ratio"]["mean"] == 1.0  # as good as real
+
+
+def test_pixel_diversity_is_zero_for_copies_and_the_std_across_samples_inside_the_body(tmp_path: Path,
+                                                                                     slice_volumes) -> None:
+    real = _phantom_slices(tmp_path, "CT", slice_volumes)
+    copies, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
+    assert {r["metric"]: r["mean"] for r in copies}["pixel_diversity"] == 0.0  # noise that changes nothing
+
+    def shifted(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        out = r.images.copy()
+        out[r.masks > 0] += 0.1 * k  # sample 1 is 0.1 brighter inside the body: std 0.05 per pixel
+        out[r.masks == 0] += 0.5 * k  # outside the body: not counted
+        return out
+
+    apart, _ = evaluate_cases(_write_samples(real, shifted), True, real)
+    assert {r["metric"]: r["mean"] for r in apart}["pixel_diversity"] == pytest.approx(0.05, abs=1e-3)
+    one, _ = evaluate_cases(_write_samples(real, _perfect, samples=1), True, real)
+    row = {r["metric"]: r for r in one}["pixel_diversity"]
+    assert math.isnan(row["mean"]) and "one sample" in row["note"]
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR"])

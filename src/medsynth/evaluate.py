@@ -21,7 +21,7 @@ import torch
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
-from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
+from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
 from medsynth.train.run import load_slices
@@ -45,10 +45,14 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     """
     per_image: dict[str, list[np.ndarray]] = {}
     per_case, fakes_all, bodies, paired_real, first, second = [], [], [], [], [], []
+    spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel stds across samples, body pixels
     for case_id, real_path, gen_path in sorted(cases):
         real, fakes = _load_case(real_path, gen_path)
         real_t = torch.from_numpy(real.images)[:, None]
         body = torch.from_numpy(real.masks)[:, None].float()
+        if len(fakes) > 1:
+            total, pixels = sample_diversity(torch.from_numpy(fakes)[:, :, None], body)
+            spread = [spread[0] + total, spread[1] + pixels]
         for i in range(len(fakes)):  # diversity: every pair of samples of the same label maps
             for j in range(i + 1, len(fakes)):
                 first.append(torch.from_numpy(fakes[i])[:, None])
@@ -73,6 +77,10 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     fake = torch.cat(fakes_all)
     w1 = intensity_w1(fake, torch.cat(bodies), reference.images.float(), reference.masks.float())
     summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
+    summary.append({"metric": "pixel_diversity", "mean": spread[0] / spread[1] if spread[1] else math.nan,
+                    "std": math.nan, "n": int(spread[1]),
+                    "note": "per-pixel std across the samples of one label map, inside the body, [-1, 1] units"
+                    if spread[1] else "not computed: one sample per label map"})
     if real_stats is not None and perceptual is not None:
         pairs = (torch.cat(first), torch.cat(second)) if second else None
         summary += _perceptual_summary(fake, real_stats, perceptual, device or torch.device("cpu"),
@@ -169,6 +177,9 @@ def segmentation_summary(rows: list[dict]) -> list[dict]:
         n = sum(1 for r in classes if not math.isnan(r[f"dice_{kind}"]))
         out.append({"metric": f"seg_dice_{kind}", "mean": mean[f"dice_{kind}"], "std": math.nan, "n": n,
                     "note": note})
+    gen, real = mean["dice_generated"], mean["dice_real"]
+    out.append({"metric": "seg_ratio", "mean": gen / real if real > 0 else math.nan, "std": math.nan,
+                "n": out[0]["n"], "note": "seg_dice_generated / seg_dice_real (1 = as segmentable as real images)"})
     return out
 
 

@@ -116,8 +116,8 @@ def test_outputs_of_every_stage(finished):
 
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
     assert set(test_metrics) == {"ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice",
-                                 "intensity_w1", "fid", "kid", "lpips", "lpips_diversity", "seg_dice_generated",
-                                 "seg_dice_real", "classes_outside_real_range"}
+                                 "intensity_w1", "pixel_diversity", "fid", "kid", "lpips", "lpips_diversity",
+                                 "seg_dice_generated", "seg_dice_real", "seg_ratio", "classes_outside_real_range"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
@@ -135,6 +135,9 @@ def test_outputs_of_every_stage(finished):
     seg = read_tsv(w / "results/evaluate/tiny/segmentation.tsv")
     assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (foreground)"
     assert 0 <= float(test_metrics["seg_dice_real"]["mean"]) <= 1
+    ratio = float(test_metrics["seg_dice_generated"]["mean"]) / float(test_metrics["seg_dice_real"]["mean"])
+    assert float(test_metrics["seg_ratio"]["mean"]) == pytest.approx(ratio)
+    assert float(test_metrics["pixel_diversity"]["mean"]) > 0  # two samples of one label map differ
     assert "Segmentation consistency" in (w / "reports/tiny/summary.md").read_text()
     # Per-class intensity in HU (CT), every sample of every test case against the real test slices.
     intensity = {r["class"]: r for r in read_tsv(w / "results/evaluate/tiny/class_intensity.tsv")}

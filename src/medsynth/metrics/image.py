@@ -141,3 +141,16 @@ def intensity_w1(fake: torch.Tensor, fake_body: torch.Tensor, real: torch.Tensor
         return torch.cumsum(hist, 0) / hist.sum()
 
     return float((cdf(fake, fake_body) - cdf(real, real_body)).abs().sum() * (edges[1] - edges[0]))
+
+
+def sample_diversity(samples: torch.Tensor, body: torch.Tensor) -> tuple[float, float]:
+    """(sum, pixel count) of the per-pixel std across K samples of the same label maps, inside the body.
+
+    ``samples`` (K, N, 1, H, W), ``body`` (N, 1, H, W). Sum and count, so several cases
+    pool into one mean (``sum / count``); 0 when every sample is the same image, so a
+    generator that ignores its noise scores 0. Units: those of the images ([-1, 1]).
+    """
+    if samples.shape[0] < 2:
+        raise ValueError(f"diversity needs at least two samples per label map, got {samples.shape[0]}")
+    std = samples.float().std(dim=0, unbiased=False)
+    return float((std * body).sum()), float(body.sum())
