@@ -4,7 +4,7 @@ import torch
 from medsynth.models import PRESETS, build_discriminator, build_generator, get_preset
 from medsynth.models.ema import EMA
 from medsynth.models.losses import (class_balance_weights, class_stats_l1, class_stats_to_targets_l1, class_targets,
-                                    labelmix_mask, seg_ce_fake, seg_ce_real)
+                                    diversity_reward, labelmix_mask, seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train.data import one_hot
 
@@ -176,8 +176,6 @@ def test_class_stats_to_targets_is_zero_for_the_image_dataset_itself_and_grows_w
 
 
 def test_diversity_reward_is_zero_for_copies_and_clipped_at_the_margin():
-    from medsynth.train.step import diversity_reward
-
     body = torch.zeros(4, 1, 8, 8)
     body[..., 2:6, 2:6] = 1
     same = torch.rand(2, 1, 8, 8).repeat(2, 1, 1, 1)

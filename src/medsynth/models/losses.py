@@ -99,10 +99,10 @@ def class_stats_to_targets_l1(fake: torch.Tensor, onehot: torch.Tensor, targets:
     images' own, so only an organ's dataset-level intensity is known, not each
     slice's. 0 when the batch's statistics equal the targets.
     """
-    counts = onehot.sum(dim=(0, 2, 3))
-    pooled = (onehot * fake.float()).sum(dim=(0, 2, 3)) / counts.clamp(min=1)
+    mean_f, std_f, per_image = class_stats(fake, onehot)
+    counts = per_image.sum(dim=0)
+    pooled = (mean_f * per_image).sum(dim=0) / counts.clamp(min=1)  # the batch's class sums over its pixel counts
     mean_t, std_t = targets[0], targets[1]
-    _, std_f, per_image = class_stats(fake, onehot)
     return (_masked_mean((pooled - torch.nan_to_num(mean_t)).abs(), (counts > 0) & torch.isfinite(mean_t))
             + _masked_mean((std_f - torch.nan_to_num(std_t)[None]).abs(),
                            (per_image >= MIN_TEXTURE_PIXELS) & torch.isfinite(std_t)[None]))
@@ -138,3 +138,16 @@ def class_targets(images: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     nan = torch.full((c,), float("nan"), dtype=torch.float64)
     return torch.stack([torch.where(n_px > 0, s_px / n_px.clamp(min=1), nan),
                         torch.where(n_std > 0, s_std / n_std.clamp(min=1), nan)]).float()
+
+
+def diversity_reward(fake: torch.Tensor, body: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mode seeking on a batch whose second half repeats the first half's label maps with other noise.
+
+    Minus the mean absolute difference of the two halves inside the body, clipped at
+    ``margin`` (DSGAN-style): a generator that ignores its noise gets 0, one that makes
+    the samples differ by ``margin`` or more gets -margin, and no more for adding noise.
+    """
+    half = fake.shape[0] // 2
+    inside = body[:half]
+    diff = ((fake[:half] - fake[half : 2 * half]).abs().float() * inside).sum() / inside.sum().clamp(min=1)
+    return -diff.clamp(max=margin)

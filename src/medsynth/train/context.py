@@ -99,8 +99,8 @@ def check_inputs(settings: TrainSettings, spec: ModelSpec, num_classes: int, tra
     size = train_data.images.shape[-1]
     check_size(spec, size, f"preset {settings.model!r}")
     if unpaired and settings.lambda_class_stats > 0 and int(real_train.labels.max()) >= num_classes:
-        raise ValueError(f"train.lambda_class_stats needs dataset B labelled with the label maps' table: its slices hold "
-                         f"class {int(real_train.labels.max())}, the table has {num_classes} classes")
+        raise ValueError(f"train.lambda_class_stats needs dataset B labelled with the label maps' table: its slices "
+                         f"hold class {int(real_train.labels.max())}, the table has {num_classes} classes")
     if real_train.images.shape[-1] != size:
         raise ValueError(f"dataset B's slices are {real_train.images.shape[-1]} px, the label maps {size} px; "
                          "slice both datasets at the same slice.size")
@@ -131,7 +131,7 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
 
 
 def _dataset_b_targets(settings: TrainSettings, images_train: SliceSet | None, num_classes: int,
-                   device: torch.device) -> torch.Tensor | None:
+                       device: torch.device) -> torch.Tensor | None:
     """Unpaired with ``lambda_class_stats``: dataset B's mean and within-slice std per class, computed once."""
     if settings.mode != "unpaired" or settings.lambda_class_stats <= 0:
         return None

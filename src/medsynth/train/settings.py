@@ -69,8 +69,7 @@ class TrainSettings:
     def weights(self) -> LossWeights:
         return LossWeights(labelmix=self.lambda_labelmix, mask=self.lambda_mask, class_stats=self.lambda_class_stats,
                            diversity=self.lambda_diversity, diversity_margin=self.diversity_margin,
-                           seg=self.lambda_seg,
-                           adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
+                           seg=self.lambda_seg, adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
 
 
 def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str) -> str:

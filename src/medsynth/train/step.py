@@ -24,8 +24,8 @@ from torch import nn
 from medsynth.models import build_discriminator, build_generator
 from medsynth.models.adversarial import nonsat_d_loss, nonsat_g_loss, r1_penalty
 from medsynth.models.ema import EMA
-from medsynth.models.losses import (class_stats_l1, class_stats_to_targets_l1, labelmix_loss, labelmix_mask,
-                                    seg_ce_fake, seg_ce_real)
+from medsynth.models.losses import (class_stats_l1, class_stats_to_targets_l1, diversity_reward, labelmix_loss,
+                                    labelmix_mask, seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, build_wavelet_discriminator
 from medsynth.models.shape import mask_loss
 from medsynth.train.data import one_hot
@@ -117,19 +117,6 @@ def allreduce_grads(module: nn.Module) -> None:
         offset += g.numel()
 
 
-def diversity_reward(fake: torch.Tensor, body: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mode seeking on a batch whose second half repeats the first half's label maps with other noise.
-
-    Minus the mean absolute difference of the two halves inside the body, clipped at
-    ``margin`` (DSGAN-style): a generator that ignores its noise gets 0, one that makes
-    the samples differ by ``margin`` or more gets -margin, and no more for adding noise.
-    """
-    half = fake.shape[0] // 2
-    inside = body[:half]
-    diff = ((fake[:half] - fake[half : 2 * half]).abs().float() * inside).sum() / inside.sum().clamp(min=1)
-    return -diff.clamp(max=margin)
-
-
 def _autocast(device: torch.device, bf16: bool):
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -168,8 +155,8 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
     allreduce_grads(nets.D)
     nets.opt_d.step()
     return {"loss_g": loss_g.detach(), "loss_g_adv": loss_adv.detach(), "loss_g_mask": loss_mask.detach(),
-            "loss_g_class_stats": loss_cs.detach(), "loss_g_diversity": loss_div.detach(), "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
-            "loss_d_labelmix": loss_lm.detach()}
+            "loss_g_class_stats": loss_cs.detach(), "loss_g_diversity": loss_div.detach(),
+            "loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), "loss_d_labelmix": loss_lm.detach()}
 
 
 def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: torch.Tensor, num_classes: int,
@@ -189,7 +176,7 @@ def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: 
         loss_adv = nonsat_g_loss(nets.Du(fake).float())
         loss_mask = mask_loss(fake, body)
         loss_cs = (class_stats_to_targets_l1(fake, onehot, class_targets) if class_targets is not None
-                   else torch.zeros((), device=fake.device))
+                   else fake.new_zeros(()))
         loss_div = diversity_reward(fake, body, w.diversity_margin) if w.diversity > 0 else fake.new_zeros(())
         loss_g = (w.adv * loss_adv + w.seg * loss_seg + w.mask * loss_mask + w.class_stats * loss_cs
                   + w.diversity * loss_div)
@@ -223,8 +210,8 @@ def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: 
     allreduce_grads(nets.Du)
     nets.opt_du.step()
     return {"loss_g": loss_g.detach(), "loss_g_adv": loss_adv.detach(), "loss_g_seg": loss_seg.detach(),
-            "loss_g_mask": loss_mask.detach(), "loss_g_class_stats": loss_cs.detach(), "loss_g_diversity": loss_div.detach(),
-            "loss_d_seg": loss_d_seg.detach(), "loss_du": loss_du.detach(),
+            "loss_g_mask": loss_mask.detach(), "loss_g_class_stats": loss_cs.detach(),
+            "loss_g_diversity": loss_div.detach(), "loss_d_seg": loss_d_seg.detach(), "loss_du": loss_du.detach(),
             "loss_du_r1": loss_r1.detach()}
 
 
