@@ -16,9 +16,9 @@ absolute error and the ratio of standard deviations. Unpaired, the table adds th
 in the image dataset's training patients (what ``lambda_class_stats`` aims at) and its distance
 from the test patient: the error even a perfect unpaired generator would show. The segmentation-consistency ratio is the mean foreground Dice of the project's
 segmenter (trained on real training slices) on generated images divided by the same on real
-test images; its real-image Dice per class is printed too. Diversity is the mean per-pixel
-standard deviation across ``--samples`` samples of one label map, inside the body, in [-1, 1]
-units. The code paths are the workflow's: preprocessing, slicing, patient split, training,
+test images; its real-image Dice per class is printed too. Diversity is the pixel standard
+deviation across ``--samples`` samples of one label map (unbiased variance, pooled over the
+body's pixels, so any K >= 2 estimates the same spread), in [-1, 1] units. The code paths are the workflow's: preprocessing, slicing, patient split, training,
 checkpoint selection, synthesis and the metrics are the package's own functions.
 """
 
@@ -45,7 +45,7 @@ from medsynth.data.split import split_table
 from medsynth.generate import generator_from_state, synthesize
 from medsynth.io.nifti import load_volume
 from medsynth.io.tables import read_tsv
-from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics, sample_diversity
+from medsynth.metrics.image import body_dice, intensity_w1, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.intensity import class_intensity_table
 from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
 from medsynth.models.losses import class_targets
@@ -176,8 +176,7 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
         out.update(ssim_body=float(pm["ssim_body"].mean()), psnr_body=float(pm["psnr_body"].mean()))
     out["body_dice"] = float(body_dice(fake, body, settings.mask_threshold).mean())
     out["intensity_w1"] = intensity_w1(fake, body, ref.images.float(), ref.masks.float())
-    total, pixels = sample_diversity(samples, body)  # the pipeline's pixel_diversity
-    out["diversity"] = total / max(pixels, 1.0)
+    out["diversity"] = diversity(*sample_diversity(samples, body))  # the pipeline's pixel_diversity
     gen_dice, real_dice, seg_rows = segmenter_dice(img_parts["train"], ref, fake, test.labels, table,
                                                    config["metrics"], settings.seed)
     out.update(seg_dice_gen=gen_dice, seg_dice_real=real_dice,

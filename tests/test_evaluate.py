@@ -177,12 +177,12 @@ def test_pixel_diversity_is_zero_for_copies_and_the_std_across_samples_inside_th
 
     def shifted(r: CaseSlices, case: int, k: int) -> np.ndarray:
         out = r.images.copy()
-        out[r.masks > 0] += 0.1 * k  # sample 1 is 0.1 brighter inside the body: std 0.05 per pixel
+        out[r.masks > 0] += 0.1 * k  # sample 1 is 0.1 brighter inside the body: std 0.1 / sqrt(2) per pixel
         out[r.masks == 0] += 0.5 * k  # outside the body: not counted
         return out
 
     apart, _ = evaluate_cases(_write_samples(real, shifted), True, real)
-    assert {r["metric"]: r["mean"] for r in apart}["pixel_diversity"] == pytest.approx(0.05, abs=1e-3)
+    assert {r["metric"]: r["mean"] for r in apart}["pixel_diversity"] == pytest.approx(0.1 / math.sqrt(2), abs=1e-3)
     one, _ = evaluate_cases(_write_samples(real, _perfect, samples=1), True, real)
     row = {r["metric"]: r for r in one}["pixel_diversity"]
     assert math.isnan(row["mean"]) and "one sample" in row["note"]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import medsynth
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
@@ -140,10 +141,14 @@ def test_unpaired_generation_writes_the_image_datasets_scale(prepared):
     for mode, modality in (("unpaired", "MR"), ("paired", "CT")):
         ckpt = save_checkpoint(tmp / f"{mode}.pt", {
             "ema": G.state_dict(), "model": SPEC.to_dict(), "num_classes": TABLE.num_classes,
+            "step": 300, "selected_by": {"ssim": 0.51234567},
             "data": {"labels": labels, "modality": modality, "mode": mode,
                      "preprocess": {"spacing_xy": None}, "slice": {"size": 64}}})
-        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre)], tmp / mode, 1, 0, 4, torch.device("cpu"))
+        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre, "test")], tmp / mode, 1, 0, 4, torch.device("cpu"))
         vol = load_volume(rows[0]["volume"]).array
+        # Provenance: the split part, and the generator's step and selection metric behind the volume.
+        assert (rows[0]["part"], rows[0]["generator_step"], rows[0]["selected_by"]) == ("test", 300, "ssim=0.512346")
+        assert rows[0]["medsynth_version"] == medsynth.__version__ and rows[0]["seed"] == sample_seed(0, "c", 0)
         if mode == "unpaired":
             assert vol.dtype == np.float32 and 0.0 <= vol.min() and vol.max() <= 1000.0
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from medsynth.data.labels import LabelError, LabelTable
+from medsynth.export import export_folders
 from medsynth.models.presets import check_size, get_preset
 
 
@@ -17,7 +18,8 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     """Messages naming the config key (and the label-table file it came from, if any); empty when fine."""
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
-    return [*label_table_errors(config["datasets"], label_files or {}), *size_errors, *class_stats_errors(config)]
+    return [*label_table_errors(config["datasets"], label_files or {}), *size_errors, *class_stats_errors(config),
+            *export_errors(config)]
 
 
 def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
@@ -90,4 +92,49 @@ def class_stats_errors(config: Mapping) -> list[str]:
                 f"to list the classes of datasets.{exp['dataset']}.labels in the same order "
                 f"({list(names_a)}; it has {list(names_b)}); label the image dataset or set lambda_class_stats: 0"
             )
+    return errors
+
+
+def export_errors(config: Mapping) -> list[str]:
+    """Export takes generated cases of parts generate made, one dataset id per experiment, ids in 1..999."""
+    gen = list((config.get("generate") or {}).get("splits", ["test"]))
+    exp_cfg = config.get("export") or {}
+    errors = []
+    if "test" not in gen:
+        errors.append(f"config: generate.splits is {gen}: add test, the part evaluate scores")
+    missing = [p for p in exp_cfg.get("splits", []) if p not in gen]
+    if missing:
+        errors.append(f"config: export.splits holds {missing}, which generate.splits ({gen}) does not generate; "
+                      "add them to generate.splits")
+    errors += _real_export_errors(config) if exp_cfg.get("include_real") else []
+    try:
+        folders = export_folders(config)
+    except ValueError as err:
+        return [*errors, f"config: {err} (experiments.<name>.export_id / export_name, export.first_id)"]
+    ids: dict[str, list[str]] = {}
+    for name, folder in folders.items():
+        ids.setdefault(folder[len("Dataset"):len("Dataset") + 3], []).append(name)
+    errors += [f"config: experiments {names} export to the same nnU-Net dataset id {i}; "
+               "give them different experiments.<name>.export_id" for i, names in sorted(ids.items()) if len(names) > 1]
+    return errors
+
+
+def _real_export_errors(config: Mapping) -> list[str]:
+    """Real + synthetic in one dataset: an unpaired experiment's real cases are the image dataset's,
+    whose label maps must name the same classes in the same order as the synthetic cases'."""
+    errors = []
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        if exp.get("train", {}).get("mode") != "unpaired" or "images_from" not in exp:
+            continue
+        try:
+            names_a = LabelTable.from_config(config["datasets"][exp["dataset"]]["labels"]).names
+            names_b = LabelTable.from_config(config["datasets"][exp["images_from"]]["labels"]).names
+        except (LabelError, KeyError, TypeError):
+            continue
+        if names_a != names_b:
+            errors.append(f"config: export.include_real puts datasets.{exp['images_from']}'s real cases beside "
+                          f"experiments.{name}'s synthetic ones, so its labels must list the classes of "
+                          f"datasets.{exp['dataset']}.labels in the same order ({list(names_a)}; it has "
+                          f"{list(names_b)}); relabel it or set export.include_real: false")
     return errors

@@ -21,7 +21,7 @@ import torch
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
-from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics, sample_diversity
+from medsynth.metrics.image import body_dice, intensity_w1, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
 from medsynth.train.run import load_slices
@@ -45,7 +45,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     """
     per_image: dict[str, list[np.ndarray]] = {}
     per_case, fakes_all, bodies, paired_real, first, second = [], [], [], [], [], []
-    spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel stds across samples, body pixels
+    spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel variances across samples, body pixels
     for case_id, real_path, gen_path in sorted(cases):
         real, fakes = _load_case(real_path, gen_path)
         real_t = torch.from_numpy(real.images)[:, None]
@@ -77,9 +77,9 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     fake = torch.cat(fakes_all)
     w1 = intensity_w1(fake, torch.cat(bodies), reference.images.float(), reference.masks.float())
     summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
-    summary.append({"metric": "pixel_diversity", "mean": spread[0] / spread[1] if spread[1] else math.nan,
+    summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
-                    "note": "per-pixel std across the samples of one label map, inside the body, [-1, 1] units"
+                    "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, [-1, 1] units"
                     if spread[1] else "not computed: one sample per label map"})
     if real_stats is not None and perceptual is not None:
         pairs = (torch.cat(first), torch.cat(second)) if second else None

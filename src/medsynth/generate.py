@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import medsynth
+
 from medsynth.data.checks import same_grid_up_to_orientation
 from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
@@ -24,7 +26,11 @@ from medsynth.models.registry import ModelSpec
 from medsynth.train.checkpoint import load_checkpoint
 from medsynth.train.data import one_hot
 
-MANIFEST_COLUMNS = ["case_id", "sample", "seed", "volume", "label", "pngs"]
+# Each synthetic volume with its provenance: the label case and split part it came from, the sample
+# index and seed that regenerate it, the generator (its training step and selection metric) and the
+# medsynth version that wrote it.
+MANIFEST_COLUMNS = ["case_id", "part", "sample", "seed", "volume", "label", "pngs", "generator_step", "selected_by",
+                    "medsynth_version"]
 
 
 def sample_seed(base_seed: int, case_id: str, sample: int) -> int:
@@ -159,14 +165,14 @@ def generated_cases(real_files: Sequence[str | Path], out_dir: Path) -> list[tup
 
 def generate_cases(
     generator_path: Path,
-    cases: Sequence[tuple[str, Path, Path]],
+    cases: Sequence[tuple[str, Path, Path, str]],
     out_dir: Path,
     samples: int,
     seed: int,
     batch: int,
     device: torch.device,
 ) -> list[dict]:
-    """``cases``: (case id, slices.npz, preprocess folder) for every test case."""
+    """``cases``: (case id, slices.npz, preprocess folder, split part) of every case to generate for."""
     state = load_checkpoint(generator_path, map_location=device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
@@ -175,10 +181,17 @@ def generate_cases(
     # dataset's scale, since that is what the generator learned to imitate.
     scale = image_scale(data) if data.get("mode") == "unpaired" else None
     rows = []
-    for case_id, slices_path, pre_dir in tqdm(sorted(cases), desc="generate", unit="case"):
-        rows += generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
-                              samples, seed, batch, device, table, scale)
+    for case_id, slices_path, pre_dir, part in tqdm(sorted(cases), desc="generate", unit="case"):
+        for row in generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
+                                 samples, seed, batch, device, table, scale):
+            rows.append({**row, "part": part, **provenance(state)})
     return rows
+
+
+def provenance(state: dict) -> dict:
+    """The generator behind a synthetic volume, for its manifest row."""
+    selected = ";".join(f"{k}={v:.6g}" for k, v in (state.get("selected_by") or {}).items())
+    return {"generator_step": state.get("step", ""), "selected_by": selected, "medsynth_version": medsynth.__version__}
 
 
 def image_scale(data: dict) -> tuple[IntensityMap, str]:
@@ -246,6 +259,6 @@ def generate_from_label_files(
             fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, s, batch, device)[:, 0].numpy()
             out = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                               vol.affine)
-            rows.append({"case_id": case_id, "sample": k, "seed": s, "volume": str(out), "label": str(label_out),
-                         "pngs": ""})
+            rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s, "volume": str(out),
+                         "label": str(label_out), "pngs": "", **provenance(state)})
     return rows

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from medsynth.metrics.image import paired_metrics, psnr, rmse, ssim
+from medsynth.metrics.image import diversity, paired_metrics, psnr, rmse, sample_diversity, ssim
 
 
 @pytest.fixture
@@ -79,3 +79,17 @@ def test_body_variants_score_only_inside_the_mask(pair):
     # A perfect generator scores 1 inside the body; noise there lowers it.
     assert torch.allclose(paired_metrics(r, r, body=body)["ssim_body"], torch.ones(3))
     assert (m["ssim_body"] < 0.9).all()
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_diversity_reads_the_noise_spread_whatever_the_number_of_samples(k: int) -> None:
+    """Samples = one image + noise of std 0.2 inside the body: every K must read 0.2 (the
+    divisor-K std of 2 samples reads 0.14, so the demo's 2 and the bench's 4 would disagree)."""
+    g = torch.Generator().manual_seed(k)
+    base = torch.rand(3, 1, 32, 32, generator=g) * 2 - 1
+    body = torch.zeros(3, 1, 32, 32)
+    body[..., 4:28, 4:28] = 1
+    noise = torch.randn(k, 3, 1, 32, 32, generator=g) * 0.2
+    samples = base + noise * body + 5 * noise * (1 - body)  # outside the body: not counted
+    assert diversity(*sample_diversity(samples, body)) == pytest.approx(0.2, rel=0.03)
+    assert diversity(*sample_diversity(base.expand(k, -1, -1, -1, -1), body)) == 0.0  # noise that does nothing

@@ -50,7 +50,8 @@ TINY = {
                                     "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu",
                                     "val_max_slices": 4}},
     },
-    "generate": {"samples": 2},
+    "generate": {"samples": 2, "splits": ["train", "test"]},
+    "export": {"include_real": True},
     # Random weights the fixture writes: the FID/KID/LPIPS code runs for real, offline.
     "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20,
                 "segmenter_steps": 20},
@@ -103,8 +104,11 @@ def test_outputs_of_every_stage(finished):
     assert selected["step"] in (6, 12) and selected["metric"] == "fid" and not selected["fallback_used"]
 
     manifest = read_tsv(w / "results/generate/tiny/manifest.tsv")
-    assert {r["case_id"] for r in manifest} == set(test_cases)
-    assert sorted(int(r["sample"]) for r in manifest) == list(range(2)) * len(test_cases)
+    made = [c for c, p in split.items() if p in ("train", "test")]  # generate.splits
+    assert {r["case_id"] for r in manifest} == set(made)
+    assert all(r["part"] == split[r["case_id"]] for r in manifest)
+    assert sorted(int(r["sample"]) for r in manifest) == sorted(list(range(2)) * len(made))
+    assert {(r["generator_step"], r["selected_by"].split("=")[0]) for r in manifest} == {(str(selected["step"]), "fid")}
     for row in manifest:
         source = nib.load(w / "resources/raw/phantom" / row["case_id"] / "ct.nii.gz")
         generated = nib.load(w / row["volume"])
@@ -186,6 +190,39 @@ def test_unpaired_experiment_runs_end_to_end(finished):
 
 
 @pytest.mark.slow
+def test_export_is_a_dataset_nnunet_accepts(finished):
+    """Real + synthetic training cases, checked by nnU-Net's own verify_dataset_integrity."""
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity").verify_dataset_integrity
+    w = finished
+    split = read_tsv(w / "results/split/phantom/split.tsv")
+    train = sorted(r["case_id"] for r in split if r["part"] == "train")
+    for exp, folder, channel in (("tiny", "Dataset500_Tiny", "CT"), ("tiny-unpaired", "Dataset501_TinyUnpaired", "MR")):
+        root = w / "results/export" / exp / "nnUNet_raw"
+        assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == [folder]  # + Snakemake's stamp
+        verify(str(root / folder), num_processes=1)
+        meta = json.loads((root / folder / "dataset.json").read_text())
+        assert meta["channel_names"] == {"0": channel} and meta["labels"] == {c["name"]: i for i, c in enumerate(LABELS)}
+        synthetic = sorted(i for i, c in meta["medsynth"]["cases"].items() if c["synthetic"])
+        assert synthetic == sorted(f"{c}_syn{k:02d}" for c in train for k in range(2))  # no test case leaks in
+        assert all(c["part"] == "train" and c["generator_step"] for c in meta["medsynth"]["cases"].values()
+                   if c["synthetic"])
+        real_train = sorted(r["case_id"] for r in read_tsv(w / "results/split" / ("phantom" if exp == "tiny"
+                            else "phantom_mr") / "split.tsv") if r["part"] == "train")
+        assert sorted(i for i, c in meta["medsynth"]["cases"].items() if not c["synthetic"]) == \
+            [f"{c}_real" for c in real_train]
+        folds = json.loads((root / folder / "splits_final.json").read_text())
+        patient = {i: c["patient"] for i, c in meta["medsynth"]["cases"].items()}
+        for f in folds:  # a patient's synthetic variants and real scan never straddle a fold
+            assert {patient[i] for i in f["val"]}.isdisjoint({patient[i] for i in f["train"]})
+        if exp == "tiny":  # synthetic CT on the source grid and affine of the source case, in HU
+            case = train[0]
+            img = nib.load(root / folder / "imagesTr" / f"{case}_syn00_0000.nii.gz")
+            src = nib.load(w / "resources/raw/phantom" / case / "ct.nii.gz")
+            np.testing.assert_allclose(img.affine, src.affine, atol=1e-6)
+            assert img.get_data_dtype() == np.int16 and img.shape == src.shape
+
+
+@pytest.mark.slow
 def test_second_run_is_a_no_op(finished, snakemake):
     result = snakemake(finished, TINY, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -202,7 +239,7 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     changed = json.loads(json.dumps(TINY))
     changed["generate"]["samples"] = 3
     assert planned_rules(snakemake(finished, changed, "-n")) == {
-        "generate", "evaluate", "report_samples", "report_intensity", "report_summary", "all"}
+        "generate", "evaluate", "export", "report_samples", "report_intensity", "report_summary", "all"}
 
 
 def test_config_errors_name_the_key(tmp_path, snakemake):
@@ -221,5 +258,5 @@ def test_default_config_is_valid_and_plans_every_stage():
     result = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert {"download", "train", "select", "generate", "evaluate"} <= planned_rules(result) or \
+    assert {"download", "train", "select", "generate", "evaluate", "export"} <= planned_rules(result) or \
         "Nothing to be done" in result.stdout + result.stderr

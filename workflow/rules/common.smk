@@ -194,9 +194,10 @@ def slice_inputs(wildcards):
     return {n: case_paths(wildcards.dataset, [wildcards.case], out[n])[0] for n in ("image", "label", "mask")}
 
 
-def test_case_inputs(wildcards):
+def generate_case_inputs(wildcards):
+    """The label cases of the generate.splits parts: slices, preprocessing meta, source label maps, split."""
     dataset = experiment_dataset(wildcards)
-    cases = split_of(dataset, ("test",))
+    cases = split_of(dataset, config["generate"]["splits"])
     return {
         "slices": case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz"),
         "meta": case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json"),
@@ -204,6 +205,39 @@ def test_case_inputs(wildcards):
         "source_label": [
             case_check(dataset, c) if case_problem(dataset, c) else cases_of(dataset)[c]["label"] for c in cases
         ],
+        "split": checkpoints.split.get(dataset=dataset).output.split,
+    }
+
+
+def export_inputs(wildcards):
+    """generate's manifest, the label dataset's split; with export.include_real the image dataset's
+    real cases of the exported parts (their image and label files) and its split."""
+    inputs = {
+        "manifest": f"results/generate/{wildcards.experiment}/manifest.tsv",
+        "split": checkpoints.split.get(dataset=experiment_dataset(wildcards)).output.split,
+    }
+    if config["export"]["include_real"]:
+        dataset = image_dataset(wildcards)
+        rows = cases_of(dataset)
+        cases = split_of(dataset, export_parts())
+        inputs["real_cases"] = checkpoints.download.get(dataset=dataset).output.cases
+        inputs["real_split"] = checkpoints.split.get(dataset=dataset).output.split
+        inputs["real_files"] = [rows[c][k] for c in cases for k in ("image", "label")]
+    return inputs
+
+
+def export_parts():
+    """The split parts export ships: export.splits, else generate's parts other than test."""
+    return config["export"].get("splits") or [p for p in config["generate"]["splits"] if p != "test"]
+
+
+def export_naming():
+    """What names every experiment's nnU-Net dataset (medsynth.config_checks.export_folders derives
+    the names from it): ids and names are assigned across experiments, so each rule sees them all."""
+    keys = ("export_id", "export_name")
+    return {
+        "export": {"first_id": config["export"]["first_id"]},
+        "experiments": {e: {k: x[k] for k in keys if k in x} for e, x in sorted(config["experiments"].items())},
     }
 
 
@@ -216,4 +250,6 @@ def all_targets():
             name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png",
                   "class_intensity.png"],
         )
+        if export_parts():  # generate made training cases: they become an nnU-Net dataset
+            targets.append(f"results/export/{exp}/nnUNet_raw")
     return targets

@@ -1,9 +1,9 @@
-# Stage 7: K samples per test label map, PNG and 3D NIfTI on the source grid.
+# Stage 7: K samples per label map of the generate.splits parts, PNG and 3D NIfTI on the source grid.
 
 
 rule generate:
     input:
-        unpack(test_case_inputs),
+        unpack(generate_case_inputs),
         generator=rules.select.output.generator,
     output:
         manifest="results/generate/{experiment}/manifest.tsv",

@@ -9,6 +9,8 @@ population covariance), the same as scikit-image with
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -144,13 +146,21 @@ def intensity_w1(fake: torch.Tensor, fake_body: torch.Tensor, real: torch.Tensor
 
 
 def sample_diversity(samples: torch.Tensor, body: torch.Tensor) -> tuple[float, float]:
-    """(sum, pixel count) of the per-pixel std across K samples of the same label maps, inside the body.
+    """(sum, pixel count) of the per-pixel variance across K samples of the same label maps, inside the body.
 
     ``samples`` (K, N, 1, H, W), ``body`` (N, 1, H, W). Sum and count, so several cases
-    pool into one mean (``sum / count``); 0 when every sample is the same image, so a
-    generator that ignores its noise scores 0. Units: those of the images ([-1, 1]).
+    pool into one value; :func:`diversity` turns them into the pixel standard deviation.
+    The variance is the unbiased one (divisor K - 1) and is pooled before the square
+    root, so 2 and 4 samples estimate the same spread; with divisor K (or a mean of
+    per-pixel stds) 2 samples read about 0.7x and 4 samples 0.87x of it. 0 when every
+    sample is the same image, so a generator that ignores its noise scores 0.
     """
     if samples.shape[0] < 2:
         raise ValueError(f"diversity needs at least two samples per label map, got {samples.shape[0]}")
-    std = samples.float().std(dim=0, unbiased=False)
-    return float((std * body).sum()), float(body.sum())
+    var = samples.float().var(dim=0, unbiased=True)
+    return float((var * body).sum()), float(body.sum())
+
+
+def diversity(total: float, pixels: float) -> float:
+    """Pixel-std diversity, [-1, 1] units, from :func:`sample_diversity`'s pooled sums; NaN without pixels."""
+    return math.sqrt(total / pixels) if pixels > 0 else math.nan

@@ -1,0 +1,215 @@
+"""Synthetic (and real) labelled cases as an nnU-Net v2 raw dataset.
+
+``Dataset<NNN>_<Name>/`` holds ``imagesTr/<case>_0000.nii.gz`` and
+``labelsTr/<case>.nii.gz`` on each case's source grid with its source affine,
+``dataset.json`` (channel names, labels, number of cases, file ending, and
+medsynth's provenance in free fields nnU-Net ignores) and ``splits_final.json``,
+whose folds keep every case of one source patient together: the K synthetic
+variants of a patient and that patient's real scan are all in one fold, so a
+fold's validation never sees a patient its training saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+import medsynth
+from medsynth.data.cohort import read_cases
+from medsynth.data.labels import LabelTable
+from medsynth.io.nifti import Volume, load_volume, save_volume
+from medsynth.io.tables import read_tsv
+
+log = logging.getLogger(__name__)
+
+FILE_ENDING = ".nii.gz"
+NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class ExportCase:
+    """One training case of the dataset: an image and its class-id label map on one grid."""
+
+    identifier: str  # nnU-Net's case identifier
+    image: Path
+    label: Path
+    patient: str  # the source patient: folds group by it
+    raw_label: LabelTable | None = None  # a real case: its dataset's label values, mapped through this table
+    provenance: Mapping[str, object] = field(default_factory=dict)
+
+
+def dataset_folder(root: Path, dataset_id: int, name: str) -> Path:
+    """``root/Dataset<NNN>_<Name>``; nnU-Net finds datasets by this three-digit id."""
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"export dataset_id {dataset_id} is not in 1..999 (nnU-Net's Dataset<NNN>)")
+    if not NAME.match(name):
+        raise ValueError(f"export name {name!r} may hold only letters, digits and underscores")
+    return Path(root) / f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def default_name(experiment: str) -> str:
+    """An experiment name as an nnU-Net dataset name: ``demo-unpaired`` -> ``DemoUnpaired``."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", experiment) if part)
+
+
+def export_folders(config: Mapping) -> dict[str, str]:
+    """experiment -> its dataset folder name (``Dataset<NNN>_<Name>``), computed here only.
+
+    ``config`` needs ``experiments`` (each with optional ``export_id`` / ``export_name``)
+    and ``export.first_id``: an experiment without an id gets first_id + its position
+    among the experiments sorted by name.
+    """
+    first = int((config.get("export") or {}).get("first_id", 500))
+    out = {}
+    for i, name in enumerate(sorted(config.get("experiments") or {})):
+        exp = config["experiments"][name]
+        out[name] = dataset_folder(Path(), int(exp.get("export_id", first + i)),
+                                   exp.get("export_name") or default_name(name)).name
+    return out
+
+
+def nnunet_labels(table: LabelTable) -> dict[str, int]:
+    """name -> id of the classes an exported label map can hold, consecutive from background 0.
+
+    The written label maps are the source maps through the label table, so a body
+    class the table derived (listed under no label value) never appears in them and
+    is left out; it is the table's last class, so the other ids stay consecutive.
+    """
+    keep = [i for i in range(table.num_classes) if not (i == table.body_class and table.body_derived)]
+    assert keep == list(range(len(keep))), "a derived body class is always the last"
+    return {table.names[i]: i for i in keep}
+
+
+def channel_names(modality: str) -> dict[str, str]:
+    """nnU-Net normalises a channel named ``CT`` with the dataset's HU statistics, others per image."""
+    return {"0": "CT" if modality == "CT" else modality}
+
+
+def patient_folds(cases: Sequence[ExportCase], n_folds: int) -> list[dict[str, list[str]]]:
+    """Folds over source patients (sorted, dealt round-robin): all cases of a patient in one fold."""
+    patients = sorted({c.patient for c in cases})
+    if len(patients) < 2:
+        raise ValueError(f"export: {len(patients)} source patient(s); cross-validation folds need at least 2")
+    k = min(n_folds, len(patients))
+    fold_of = {p: i % k for i, p in enumerate(patients)}
+    folds = []
+    for f in range(k):
+        val = sorted(c.identifier for c in cases if fold_of[c.patient] == f)
+        train = sorted(c.identifier for c in cases if fold_of[c.patient] != f)
+        folds.append({"train": train, "val": val})
+    return folds
+
+
+def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[str, int]) -> None:
+    image = load_volume(case.image)
+    label = load_volume(case.label, np.integer)
+    if case.raw_label is not None:  # a real case: its label values through its table, onto its image's grid
+        from medsynth.generate import label_on_source_grid  # here: config checks import this module, torch-free
+        classes = label_on_source_grid(label, case.raw_label, image.array.shape, image.affine)
+        label = Volume(classes, image.affine, label.path)
+    if image.array.shape != label.array.shape or not np.allclose(image.affine, label.affine, atol=1e-3):
+        raise ValueError(f"{case.label}: label map is not on the grid of its image {case.image} "
+                         f"(shapes {label.array.shape} vs {image.array.shape}); nnU-Net needs both on one grid")
+    top = max(labels.values())
+    if label.array.min() < 0 or label.array.max() > top:
+        raise ValueError(f"{case.label}: holds class ids outside 0..{top} of the label table")
+    data = image.array
+    if modality == "CT":  # HU, as the source CT stores them
+        data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
+    else:
+        data = data.astype(np.float32)
+    save_volume(folder / "imagesTr" / f"{case.identifier}_0000{FILE_ENDING}", data, image.affine)
+    save_volume(folder / "labelsTr" / f"{case.identifier}{FILE_ENDING}", label.array.astype(np.uint8), image.affine)
+
+
+def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, modality: str,
+                  provenance: Mapping[str, object], n_folds: int = 5) -> Path:
+    """Write the dataset into ``folder`` (replacing it); built beside it, then renamed into place."""
+    if not cases:
+        raise ValueError(f"{folder}: no cases to export; check export.splits and generate.splits")
+    ids = [c.identifier for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{folder}: case identifiers repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    labels = nnunet_labels(table)
+    for case in tqdm(sorted(cases, key=lambda c: c.identifier), desc="export", unit="case"):
+        _write_case(case, tmp, modality, labels)
+    meta = {
+        "channel_names": channel_names(modality),
+        "labels": labels,
+        "numTraining": len(cases),
+        "file_ending": FILE_ENDING,
+        "name": folder.name.split("_", 1)[1],
+        "description": "synthetic images from label maps (medsynth); research use, not for diagnosis",
+        "medsynth": {**provenance, "cases": {c.identifier: {"patient": c.patient, **c.provenance}
+                                             for c in sorted(cases, key=lambda c: c.identifier)}},
+    }
+    (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    (tmp / "splits_final.json").write_text(json.dumps(patient_folds(cases, n_folds), indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+def synthetic_cases(manifest: Sequence[Mapping[str, str]], patients: Mapping[str, str],
+                    parts: Sequence[str]) -> list[ExportCase]:
+    """The generated volumes of the given split parts (from ``generate``'s manifest)."""
+    out = []
+    for row in manifest:
+        if row["part"] not in parts:
+            continue
+        out.append(ExportCase(
+            identifier=f"{row['case_id']}_syn{int(row['sample']):02d}", image=Path(row["volume"]),
+            label=Path(row["label"]), patient=patients[row["case_id"]],
+            provenance={"synthetic": True, **{k: row[k] for k in PROVENANCE_COLUMNS if k in row}}))
+    return out
+
+
+def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], wanted: Sequence[str],
+               table: LabelTable) -> list[ExportCase]:
+    """The real cases of the given split parts, from a dataset's ``cases.tsv`` rows (absolute paths);
+    ``table`` is that dataset's label table (class ids by the same names as the synthetic cases')."""
+    return [ExportCase(identifier=f"{r['case_id']}_real", image=Path(r["image"]), label=Path(r["label"]),
+                       patient=r.get("patient_id") or r["case_id"], raw_label=table,
+                       provenance={"synthetic": False, "case_id": r["case_id"]})
+            for r in rows if parts.get(r["case_id"]) in wanted]
+
+
+def export_experiment(experiment: str, manifest: Path, split: Path, real: tuple[Path, Path, LabelTable] | None,
+                      out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
+                      modality: str) -> Path:
+    """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest and the split.
+
+    ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
+    cases of the exported parts join the synthetic ones (``export.include_real``).
+    """
+    folder = Path(out_root) / export_folders(naming)[experiment]
+    patients = {r["case_id"]: r["patient_id"] for r in read_tsv(split)}
+    parts = list(settings["splits"])
+    cases = synthetic_cases(read_tsv(manifest), patients, parts)
+    if real is not None:
+        real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
+        cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
+    provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
+                  "medsynth_version": medsynth.__version__}
+    if Path(out_root).exists():
+        shutil.rmtree(out_root)  # the folder is the rule's output: nothing of an older export stays
+    written = write_dataset(folder, cases, LabelTable.from_config(labels), modality, provenance,
+                            int(settings.get("folds", 5)))
+    log.info("%s: %d cases (%d synthetic) of %d patients", written, len(cases),
+             sum(bool(c.provenance.get("synthetic")) for c in cases), len({c.patient for c in cases}))
+    return written
+
+
+# Provenance columns of generate's manifest carried into dataset.json per case.
+PROVENANCE_COLUMNS = ("case_id", "part", "sample", "seed", "generator_step", "selected_by", "medsynth_version")

@@ -1,0 +1,21 @@
+# Stage 10: the synthetic training cases as an nnU-Net v2 raw dataset (local: only copies files).
+
+
+rule export:
+    input:
+        unpack(export_inputs),
+    output:
+        directory("results/export/{experiment}/nnUNet_raw"),
+    params:
+        settings={**config["export"], "splits": export_parts()},
+        naming=export_naming(),
+        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+        real_labels=lambda w: config["datasets"][image_dataset(w)]["labels"],
+        modality=lambda w: config["datasets"][image_dataset(w)]["modality"],
+    log:
+        "logs/export/{experiment}.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/export.py"

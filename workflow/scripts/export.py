@@ -1,0 +1,15 @@
+"""Snakemake script: an nnU-Net v2 raw dataset of the synthetic (and real) training cases."""
+
+from pathlib import Path
+
+from medsynth.data.labels import LabelTable
+from medsynth.export import export_experiment
+from medsynth.logs import log_to
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    s = sm.params.settings
+    real = ((Path(sm.input.real_cases), Path(sm.input.real_split), LabelTable.from_config(sm.params.real_labels))
+            if s["include_real"] else None)
+    export_experiment(sm.wildcards.experiment, Path(sm.input.manifest), Path(sm.input.split), real,
+                      Path(sm.output[0]), s, sm.params.naming, sm.params.labels, sm.params.modality)
