@@ -24,6 +24,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/utility.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 

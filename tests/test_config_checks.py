@@ -64,3 +64,23 @@ def test_unpaired_class_stats_needs_the_image_dataset_labelled_with_the_same_tab
     config["experiments"]["exp"]["train"]["lambda_class_stats"] = 1.0
     config["datasets"]["mr"]["labels"] = GOOD_LABELS
     assert config_errors(config) == []
+
+
+def test_generate_from_needs_the_generators_classes_and_spacing_and_label_only_sets_do_not_train() -> None:
+    config = _config()
+    config["datasets"]["ct"]["preprocess"] = {"spacing_xy": 6.0}
+    config["datasets"]["lo"] = {"labels": GOOD_LABELS, "preprocess": {"spacing_xy": 6.0},
+                                "layout": {"label": "{case}.nii.gz"}}
+    config["experiments"]["exp"]["generate_from"] = ["lo"]
+    assert config_errors(config) == []
+    config["datasets"]["lo"]["preprocess"]["spacing_xy"] = 3.0
+    config["datasets"]["lo"]["labels"] = [GOOD_LABELS[0], {"name": "spleen", "values": [5]}]
+    names, spacing = config_errors(config)
+    assert "experiments.exp.generate_from names 'lo'" in names and "spleen" in names and "'liver'" in names
+    assert "spacing_xy is 3.0" in spacing and "6.0" in spacing
+    config["experiments"]["exp"]["generate_from"] = ["nope"]
+    (missing,) = config_errors(config)
+    assert "'nope', which is not one of the datasets" in missing
+    config["experiments"]["exp"] = {"dataset": "lo", "train": {"model": "tiny"}}
+    (label_only,) = config_errors(config)
+    assert "experiments.exp.dataset is 'lo', a label-only dataset" in label_only and "generate_from" in label_only

@@ -19,7 +19,7 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
     return [*label_table_errors(config["datasets"], label_files or {}), *size_errors, *class_stats_errors(config),
-            *export_errors(config)]
+            *export_errors(config), *generate_from_errors(config)]
 
 
 def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
@@ -137,4 +137,45 @@ def _real_export_errors(config: Mapping) -> list[str]:
                           f"experiments.{name}'s synthetic ones, so its labels must list the classes of "
                           f"datasets.{exp['dataset']}.labels in the same order ({list(names_a)}; it has "
                           f"{list(names_b)}); relabel it or set export.include_real: false")
+    return errors
+
+
+def _label_only(dataset: Mapping) -> bool:
+    """A local layout without an image pattern: a dataset of label maps only."""
+    layout = dataset.get("layout") or {}
+    return bool(layout) and not layout.get("image")
+
+
+def generate_from_errors(config: Mapping) -> list[str]:
+    """``generate_from`` datasets get images from a generator trained on another dataset's label maps:
+    the same classes in the same order and the same in-plane spacing, or it paints the wrong organs
+    at the wrong scale. A label-only dataset has no images to train on or imitate."""
+    datasets = config["datasets"]
+    errors = []
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        for key in ("dataset", "images_from"):
+            if exp.get(key) in datasets and _label_only(datasets[exp[key]]):
+                errors.append(f"config: experiments.{name}.{key} is {exp[key]!r}, a label-only dataset (layout "
+                              "has no image); name it in experiments.<name>.generate_from instead")
+        own = datasets.get(exp.get("dataset"))
+        for other in exp.get("generate_from", []):
+            where = f"config: experiments.{name}.generate_from names {other!r}"
+            if other not in datasets:
+                errors.append(f"{where}, which is not one of the datasets {sorted(datasets)}")
+                continue
+            if own is None:
+                continue
+            try:
+                names_a = LabelTable.from_config(own["labels"]).names
+                names_b = LabelTable.from_config(datasets[other]["labels"]).names
+            except (LabelError, KeyError, TypeError):
+                continue
+            if names_a != names_b:
+                errors.append(f"{where}, whose labels list {list(names_b)}; the generator knows "
+                              f"{list(names_a)} (datasets.{exp['dataset']}.labels): same classes, same order")
+            spacing = [datasets[d].get("preprocess", {}).get("spacing_xy") for d in (exp["dataset"], other)]
+            if spacing[0] != spacing[1]:
+                errors.append(f"{where}, whose preprocess.spacing_xy is {spacing[1]}; the generator was trained at "
+                              f"{spacing[0]} (datasets.{exp['dataset']}.preprocess.spacing_xy): set the same")
     return errors

@@ -21,7 +21,8 @@ import torch
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
-from medsynth.metrics.image import body_dice, intensity_w1, diversity, paired_metrics, sample_diversity
+from medsynth.metrics.image import body_dice, diversity, intensity_w1, paired_metrics, sample_diversity
+from medsynth.metrics.memorisation import audit
 from medsynth.metrics.perceptual import perceptual_scores
 from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
 from medsynth.train.run import load_slices
@@ -253,3 +254,64 @@ def intensity_summary(rows: Sequence[dict]) -> dict:
     compared = sum(1 for r in rows if r["voxels_real"] > 0 and r["voxels_generated"] > 0)
     return {"metric": "classes_outside_real_range", "mean": len(names), "std": math.nan, "n": compared,
             "note": ", ".join(names)}
+
+
+MEMORISATION_COLUMNS = ["case_id", "sample", "z", "distance", "ratio", "flagged", "nearest_case", "nearest_z"]
+
+
+def memorisation_cases(cases: Sequence[tuple[str, Path, Path]], train_files: Sequence[Path],
+                       reference_files: Sequence[Path], threshold: float) -> tuple[list[dict], dict]:
+    """Per generated test slice its nearest training slice of the image dataset (rows of
+    ``MEMORISATION_COLUMNS``, closest first) and the summary, scored against the real test slices'
+    own distances to the training set (``metrics.memorisation``)."""
+    train = load_slices(train_files)
+    reference = load_slices(reference_files)
+    gen, masks, keys = [], [], []
+    for case_id, real_path, gen_path in sorted(cases):
+        real, fakes = _load_case(real_path, gen_path)
+        for k, fake in enumerate(fakes):
+            gen.append(torch.from_numpy(fake))
+            masks.append(torch.from_numpy(real.masks).float())
+            keys += [(case_id, k, int(z)) for z in real.z]
+    summary, near, _ = audit(torch.cat(gen), torch.cat(masks), reference.images[:, 0].float(),
+                             reference.masks[:, 0].float(), train.images[:, 0].float(), threshold)
+    scale = summary["real_median_distance"]
+    rows = [{"case_id": c, "sample": k, "z": z, "distance": float(d), "ratio": float(d / scale),
+             "flagged": bool(d / scale < threshold), "nearest_case": train.case_ids[i], "nearest_z": train.z[i]}
+            for (c, k, z), d, i in zip(keys, near.distance, near.index)]
+    return sorted(rows, key=lambda r: r["ratio"]), summary
+
+
+def memorisation_summary(summary: dict) -> list[dict]:
+    """The audit's rows for test_metrics.tsv."""
+    note = (f"nearest-training-slice distance / the real test slices' median ({summary['real_median_distance']:.3g}); "
+            f"flagged below {summary['threshold']:g}")
+    return [{"metric": "memorisation_ratio", "mean": summary["ratio_median"], "std": math.nan,
+             "n": summary["slices"], "note": f"median; 5th percentile {summary['ratio_p05']:.3g}; {note}"},
+            {"metric": "memorisation_flagged", "mean": summary["flagged"], "std": math.nan, "n": summary["slices"],
+             "note": "generated test slices flagged as possible copies of a training slice"}]
+
+
+def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence[Path], train_files: Sequence[Path],
+                              count: int = 8) -> list[tuple[np.ndarray, np.ndarray, str, bool]]:
+    """(generated slice, nearest training slice, title, flagged) of the ``count`` closest rows of
+    ``memorisation.tsv`` (it is sorted closest first)."""
+    from medsynth.generate import generated_cases
+    from medsynth.io.tables import read_tsv
+
+    rows = read_tsv(table)[:count]
+    train = load_slices(train_files)
+    where = {(c, z): i for i, (c, z) in enumerate(zip(train.case_ids, train.z))}
+    samples = {}
+    for case_id, real_path, gen_path in generated_cases(real_files, cases_dir):
+        if any(r["case_id"] == case_id for r in rows):
+            real, fakes = _load_case(real_path, gen_path)
+            samples[case_id] = (fakes, {int(z): i for i, z in enumerate(real.z)})
+    panels = []
+    for r in rows:
+        fakes, index = samples[r["case_id"]]
+        generated = fakes[int(r["sample"])][index[int(r["z"])]]
+        nearest = train.images[where[(r["nearest_case"], int(r["nearest_z"]))], 0].float().numpy()
+        title = f"{r['case_id']} z{int(r['z'])} s{r['sample']}\nratio {float(r['ratio']):.2f}"
+        panels.append((generated, nearest, title, r["flagged"] == "True"))
+    return panels

@@ -161,16 +161,19 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
     return folder
 
 
-def synthetic_cases(manifest: Sequence[Mapping[str, str]], patients: Mapping[str, str],
-                    parts: Sequence[str]) -> list[ExportCase]:
-    """The generated volumes of the given split parts (from ``generate``'s manifest)."""
+def synthetic_cases(manifest: Sequence[Mapping[str, str]], parts: Sequence[str]) -> list[ExportCase]:
+    """The generated volumes of the given split parts and of the generate_from datasets (``generate``'s
+    manifest rows); the identifier is the case's folder name, dots made underscores (nnU-Net splits
+    file names at the channel suffix, so only the suffix's form matters, but plain names travel best)."""
     out = []
     for row in manifest:
-        if row["part"] not in parts:
+        if row["part"] not in parts and row["part"] != "generate_from":
             continue
+        ident = re.sub(r"[^A-Za-z0-9_\-]", "_", row["case_id"])
         out.append(ExportCase(
-            identifier=f"{row['case_id']}_syn{int(row['sample']):02d}", image=Path(row["volume"]),
-            label=Path(row["label"]), patient=patients[row["case_id"]],
+            identifier=f"{ident}_syn{int(row['sample']):02d}", image=Path(row["volume"]), label=Path(row["label"]),
+            # One patient id is one patient across datasets: grouping too much costs nothing, too little leaks.
+            patient=row["patient_id"],
             provenance={"synthetic": True, **{k: row[k] for k in PROVENANCE_COLUMNS if k in row}}))
     return out
 
@@ -185,18 +188,17 @@ def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], want
             for r in rows if parts.get(r["case_id"]) in wanted]
 
 
-def export_experiment(experiment: str, manifest: Path, split: Path, real: tuple[Path, Path, LabelTable] | None,
+def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
                       out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
                       modality: str) -> Path:
-    """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest and the split.
+    """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
 
     ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
     cases of the exported parts join the synthetic ones (``export.include_real``).
     """
     folder = Path(out_root) / export_folders(naming)[experiment]
-    patients = {r["case_id"]: r["patient_id"] for r in read_tsv(split)}
     parts = list(settings["splits"])
-    cases = synthetic_cases(read_tsv(manifest), patients, parts)
+    cases = synthetic_cases(read_tsv(manifest), parts)
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
@@ -212,4 +214,5 @@ def export_experiment(experiment: str, manifest: Path, split: Path, real: tuple[
 
 
 # Provenance columns of generate's manifest carried into dataset.json per case.
-PROVENANCE_COLUMNS = ("case_id", "part", "sample", "seed", "generator_step", "selected_by", "medsynth_version")
+PROVENANCE_COLUMNS = ("dataset", "source_case", "part", "sample", "seed", "generator_step", "selected_by",
+                      "medsynth_version")

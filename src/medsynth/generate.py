@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -29,8 +29,20 @@ from medsynth.train.data import one_hot
 # Each synthetic volume with its provenance: the label case and split part it came from, the sample
 # index and seed that regenerate it, the generator (its training step and selection metric) and the
 # medsynth version that wrote it.
-MANIFEST_COLUMNS = ["case_id", "part", "sample", "seed", "volume", "label", "pngs", "generator_step", "selected_by",
-                    "medsynth_version"]
+MANIFEST_COLUMNS = ["case_id", "dataset", "source_case", "patient_id", "part", "sample", "seed", "volume", "label",
+                    "pngs", "generator_step", "selected_by", "medsynth_version"]
+
+
+class LabelCase(NamedTuple):
+    """A preprocessed, sliced label case to generate for."""
+
+    case_id: str  # unique among the experiment's generated cases: its folder under cases/
+    slices: Path
+    preprocess_dir: Path
+    part: str  # its split part, or "generate_from" for a case of experiments.<e>.generate_from
+    dataset: str = ""
+    source_case: str = ""  # the case id in its dataset (default case_id)
+    patient_id: str = ""
 
 
 def sample_seed(base_seed: int, case_id: str, sample: int) -> int:
@@ -172,19 +184,22 @@ def generate_cases(
     batch: int,
     device: torch.device,
 ) -> list[dict]:
-    """``cases``: (case id, slices.npz, preprocess folder, split part) of every case to generate for."""
+    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields)."""
     state = load_checkpoint(generator_path, map_location=device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
     G, num_classes = generator_from_state(state, generator_path, device)
-    # Paired: each case's own curve (an MR case's own percentile window). Unpaired: the image
-    # dataset's scale, since that is what the generator learned to imitate.
-    scale = image_scale(data) if data.get("mode") == "unpaired" else None
     rows = []
-    for case_id, slices_path, pre_dir, part in tqdm(sorted(cases), desc="generate", unit="case"):
-        for row in generate_case(G, num_classes, case_id, Path(slices_path), Path(pre_dir), Path(out_dir),
-                                 samples, seed, batch, device, table, scale):
-            rows.append({**row, "part": part, **provenance(state)})
+    for case in tqdm(sorted(LabelCase(*c) for c in cases), desc="generate", unit="case"):
+        meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
+        # Paired: each case's own curve (an MR case's own percentile window). Unpaired, or a
+        # label-only case (no curve of its own): the scale of the images the generator learned.
+        scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
+        for row in generate_case(G, num_classes, case.case_id, Path(case.slices), Path(case.preprocess_dir),
+                                 Path(out_dir), samples, seed, batch, device, table, scale):
+            rows.append({**row, "part": case.part, "dataset": case.dataset,
+                         "source_case": case.source_case or case.case_id,
+                         "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)})
     return rows
 
 

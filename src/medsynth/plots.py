@@ -225,6 +225,50 @@ def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: in
     return _save(fig, path)
 
 
+def memorisation_pairs(path: Path, pairs: Sequence[tuple[np.ndarray, np.ndarray, str, bool]], dpi: int = 100) -> Path:
+    """The closest generated/training pairs of the memorisation audit: one column per pair, the
+    generated test slice above its nearest training slice, titled with the distance ratio (red: flagged)."""
+    n = max(1, len(pairs))
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), dpi=dpi, squeeze=False)
+    for c in range(n):
+        for r in range(2):
+            axes[r, c].axis("off")
+    for c, (generated, nearest, title, flagged) in enumerate(pairs):
+        for r, img in enumerate((generated, nearest)):
+            ax = axes[r, c]
+            ax.axis("on")
+            _show_panel(ax, display_view(img))
+        axes[0, c].set_title(title, fontsize=6, color=FLAG_COLOR if flagged else "black")
+    axes[0, 0].set_ylabel("generated (test)", fontsize=7)
+    axes[1, 0].set_ylabel("nearest training", fontsize=7)
+    fig.suptitle("memorisation audit: the closest pairs (ratio: distance / real test slices' median)", fontsize=8)
+    return _save(fig, path)
+
+
+def utility_plot(rows: Sequence[dict], path: Path, dpi: int = 100) -> Path:
+    """Dice per class on the real test split for the segmenters trained on real, synthetic and both,
+    with their 95 % bootstrap intervals as error bars (rows of ``utility.tsv``)."""
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    classes = [c for c in dict.fromkeys(r["class"] for r in rows) if c != "background"]
+    value = {(r["setting"], r["class"]): tuple(parse_float(str(r[k])) for k in ("dice", "ci_low", "ci_high"))
+             for r in rows}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(classes)), 3.4), dpi=dpi)
+    width = 0.8 / max(1, len(settings))
+    x = np.arange(len(classes))
+    for k, setting in enumerate(settings):
+        d, lo, hi = (np.array([value.get((setting, c), (np.nan,) * 3)[i] for c in classes]) for i in range(3))
+        ax.bar(x + (k - (len(settings) - 1) / 2) * width, np.nan_to_num(d), width, label=setting,
+               yerr=np.nan_to_num(np.vstack([d - lo, hi - d]).clip(min=0)), capsize=2, error_kw={"lw": 0.8})
+    ax.set_xticks(x)
+    ax.set_xticklabels(classes, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("Dice on the real test split", fontsize=8)
+    ax.legend(fontsize=7, ncols=len(settings), loc="lower right")
+    ax.set_title("segmenter trained on real, synthetic and real + synthetic images (95 % intervals)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 FLAG_COLOR = "tab:red"
 SIDES = (("real", -0.19, "0.75"), ("generated", 0.19, "tab:blue"))
 

@@ -162,6 +162,15 @@ def test_row_with_missing_cell_raises_naming_table_and_line(cohort_dir: Path) ->
     assert str(table) in str(exc.value) and "line 3" in str(exc.value)
 
 
+def test_an_empty_image_cell_makes_a_label_only_case(cohort_dir: Path) -> None:
+    table = _write_table(cohort_dir / "lo.tsv", ["case_id", "image", "label"], [["a", "", "scans/a_lab.nii.gz"]])
+    (row,) = read_cases(table)
+    assert row["image"] == "" and row["label"] == str((cohort_dir / "scans/a_lab.nii.gz").resolve())
+    no_label = _write_table(cohort_dir / "nl.tsv", ["case_id", "image", "label"], [["a", "scans/a_img.nii.gz", ""]])
+    with pytest.raises(ValueError, match="line 2.*label"):
+        read_cases(no_label)
+
+
 def test_missing_table_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="absent.tsv"):
         read_cases(tmp_path / "absent.tsv")

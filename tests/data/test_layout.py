@@ -86,3 +86,13 @@ def test_no_match_and_missing_root_and_pattern_without_placeholder(tmp_path):
         discover_cases(tmp_path, {"image": "{case}/ct.nii.gz", "label": "{case}.nii.gz"})
     with pytest.raises(ValueError, match="placeholder"):
         discover_cases(tmp_path, {"image": "ct.nii.gz", "label": "x"})
+
+
+def test_a_layout_without_image_finds_label_only_cases_by_the_label_pattern(autopet_like):
+    _, labels = autopet_like
+    rows = discover_cases(labels, {"label": "{patient}_{study}.nii.gz"})
+    assert [r["case_id"] for r in rows] == ["PETCT_a_2001-05", "PETCT_a_2003-07", "PETCT_b_2002-01"]
+    assert [r["patient_id"] for r in rows] == ["PETCT_a", "PETCT_a", "PETCT_b"]  # studies of a patient together
+    assert all(r["image"] == "" for r in rows) and rows[0]["label"].endswith("PETCT_a_2001-05.nii.gz")
+    with pytest.raises(ValueError, match="layout.label"):
+        discover_cases(labels, {"label": "{case}/nothing.nii.gz"})

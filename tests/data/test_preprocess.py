@@ -369,7 +369,7 @@ def test_opening_detaches_table_joined_by_thin_bridge(tmp_path: Path, opening_mm
 @pytest.mark.parametrize("spacing_xy", [2.5, 0.7])  # coarser and finer than the source
 def test_label_lookup_before_or_after_resampling_gives_the_same_classes(spacing_xy: float) -> None:
     from medsynth.data.geometry import canonical_grid, inplane_grid
-    from medsynth.data.preprocess import _labels_on_grid
+    from medsynth.data.preprocess import labels_on_grid
     from medsynth.io.nifti import Volume
 
     rng = np.random.default_rng(4)
@@ -380,8 +380,8 @@ def test_label_lookup_before_or_after_resampling_gives_the_same_classes(spacing_
     shape_c, aff_c = canonical_grid(raw.shape, affine)
     shape, grid = inplane_grid(shape_c, aff_c, spacing_xy)
     assert table.lists_every_value_of(raw)  # uint8 and every value known: looked up after resampling
-    after = _labels_on_grid(Volume(raw, affine, Path("lab.nii.gz")), affine, table, aff_c, grid, shape)
-    before = _labels_on_grid(Volume(raw.astype(np.int32), affine, Path("lab.nii.gz")), affine, table, aff_c, grid,
+    after = labels_on_grid(Volume(raw, affine, Path("lab.nii.gz")), affine, table, aff_c, grid, shape)
+    before = labels_on_grid(Volume(raw.astype(np.int32), affine, Path("lab.nii.gz")), affine, table, aff_c, grid,
                              shape)
     assert after.dtype == before.dtype == np.uint8 and after.shape == tuple(shape)
     np.testing.assert_array_equal(after, before)

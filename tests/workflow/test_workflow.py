@@ -38,11 +38,21 @@ TINY = {
             "labels": LABELS,
             "preprocess": {"spacing_xy": 12.0},
         },
+        # Label maps without images (as TotalSegmentator's output on other patients' CTs): the fixture
+        # writes them and sets local.root; "tiny" generates images for them.
+        "labels_only": {
+            "source": "local",
+            "modality": "CT",
+            "local": {"root": "set-by-the-fixture"},
+            "layout": {"label": "{case}/label.nii.gz"},
+            "labels": LABELS,
+            "preprocess": {"spacing_xy": 12.0},
+        },
     },
     "slice": {"size": 32},
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
     "experiments": {
-        "tiny": {"dataset": "phantom", "train": {
+        "tiny": {"dataset": "phantom", "generate_from": ["labels_only"], "train": {
             "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu",
             "val_max_slices": 4, "mask_threshold": 0.0}},  # not the default: evaluation must use it
         "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
@@ -65,10 +75,21 @@ def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
 
 
+def label_only_cohort(root: Path) -> Path:
+    """Two phantom label maps (other patients: another seed), their images deleted."""
+    from medsynth.data.phantom import write_cohort
+
+    write_cohort(root, 2, 9, (64, 64, 10), (6.0, 6.0, 8.0))
+    for image in [*root.glob("*/ct.nii.gz"), *root.glob("*/mr.nii.gz"), root / "cases.tsv"]:
+        image.unlink()
+    return root
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, snakemake, random_weights_dir):
     work = tmp_path_factory.mktemp("workflow")
     TINY["metrics"]["weights_dir"] = str(random_weights_dir)
+    TINY["datasets"]["labels_only"]["local"]["root"] = str(label_only_cohort(work / "label_maps"))
     result = snakemake(work, TINY)
     assert result.returncode == 0, result.stderr[-4000:]
     return work
@@ -103,7 +124,7 @@ def test_outputs_of_every_stage(finished):
     assert exported["data"]["slice"]["size"] == 32 and len(exported["data"]["labels"]) == 10
     assert selected["step"] in (6, 12) and selected["metric"] == "fid" and not selected["fallback_used"]
 
-    manifest = read_tsv(w / "results/generate/tiny/manifest.tsv")
+    manifest = [r for r in read_tsv(w / "results/generate/tiny/manifest.tsv") if r["dataset"] == "phantom"]
     made = [c for c, p in split.items() if p in ("train", "test")]  # generate.splits
     assert {r["case_id"] for r in manifest} == set(made)
     assert all(r["part"] == split[r["case_id"]] for r in manifest)
@@ -121,7 +142,8 @@ def test_outputs_of_every_stage(finished):
     test_metrics = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny/test_metrics.tsv")}
     assert set(test_metrics) == {"ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice",
                                  "intensity_w1", "pixel_diversity", "fid", "kid", "lpips", "lpips_diversity",
-                                 "seg_dice_generated", "seg_dice_real", "seg_ratio", "classes_outside_real_range"}
+                                 "seg_dice_generated", "seg_dice_real", "seg_ratio", "classes_outside_real_range",
+                                 "memorisation_ratio", "memorisation_flagged"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
@@ -156,7 +178,28 @@ def test_outputs_of_every_stage(finished):
     stats = np.load(w / "results/metrics/phantom/inception_test.npz")
     assert bool(stats["available"]) and stats["features"].shape[1] == 2048
 
-    for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png", "class_intensity.png"):
+    # Memorisation audit: every generated test slice against the training slices, closest first.
+    audit = read_tsv(w / "results/evaluate/tiny/memorisation.tsv")
+    test_slices = sum(len(np.load(w / "results/slices/phantom/cases" / c / "slices.npz")["z"]) for c in test_cases)
+    assert len(audit) == 2 * test_slices
+    ratios = [float(r["ratio"]) for r in audit]
+    assert ratios == sorted(ratios) and all(split[r["nearest_case"]] == "train" for r in audit)
+    assert int(test_metrics["memorisation_flagged"]["mean"]) == sum(r["flagged"] == "True" for r in audit)
+    # Utility: the same segmenter trained on real, synthetic (every sample of the training label maps) and both.
+    utility = read_tsv(w / "results/utility/tiny/utility.tsv")
+    assert [r["setting"] for r in utility] == [s for s in ("real", "synthetic", "real+synthetic")
+                                               for _ in range(len(LABELS) + 1)]
+    train_slices = sum(len(np.load(w / "results/slices/phantom/cases" / c / "slices.npz")["z"])
+                       for c, p in split.items() if p == "train")
+    sizes = {r["setting"]: int(r["train_slices"]) for r in utility}
+    assert sizes == {"real": train_slices, "synthetic": 2 * train_slices, "real+synthetic": 3 * train_slices}
+    for r in utility:
+        if r["dice"] != "NA":
+            assert float(r["ci_low"]) - 1e-9 <= float(r["dice"]) <= float(r["ci_high"]) + 1e-9 <= 1 + 1e-9
+    assert (w / "results/utility/tiny-unpaired/utility.tsv").is_file()  # MR segmenters on the MR test cases
+    assert "Utility benchmark" in (w / "reports/tiny/summary.md").read_text()
+    for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png", "class_intensity.png",
+                 "memorisation.png", "utility.png"):
         with Image.open(w / "reports/tiny" / name) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100
@@ -166,6 +209,28 @@ def test_outputs_of_every_stage(finished):
     for log in ("logs/train/tiny.log", "logs/generate/tiny.log"):
         assert (w / log).stat().st_size > 0
     assert (w / "benchmarks/train/tiny.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_label_only_cases_get_synthetic_volumes_on_their_own_grid(finished):
+    w = finished
+    manifest = [r for r in read_tsv(w / "results/generate/tiny/manifest.tsv") if r["dataset"] == "labels_only"]
+    assert sorted({r["case_id"] for r in manifest}) == ["labels_only.phantom_000", "labels_only.phantom_001"]
+    assert {r["part"] for r in manifest} == {"generate_from"} and len(manifest) == 4  # 2 cases x 2 samples
+    meta = json.loads((w / "results/preprocess/labels_only/phantom_000/meta.json").read_text())
+    assert meta["label_only"] and meta["mask_source"] == "labels"
+    for row in manifest:
+        source = nib.load(w / "label_maps" / row["source_case"] / "label.nii.gz")
+        volume = nib.load(w / row["volume"])
+        np.testing.assert_allclose(volume.affine, source.affine, atol=1e-6)  # its own grid, not a training case's
+        hu = np.asarray(volume.dataobj)
+        body = np.asarray(source.dataobj) > 0
+        # HU through the generator's CT window (the 12-step generator paints values around 0 HU)
+        assert volume.get_data_dtype() == np.int16 and -1000 <= hu.min() and hu.max() <= 1000
+        assert hu[body].std() > 1  # a painted image, not the placeholder's constant
+        np.testing.assert_array_equal(np.asarray(nib.load(w / row["label"]).dataobj), np.asarray(source.dataobj))
+    exported = json.loads((w / "results/export/tiny/nnUNet_raw/Dataset500_Tiny/dataset.json").read_text())
+    assert {"labels_only_phantom_000_syn00", "labels_only_phantom_001_syn01"} <= set(exported["medsynth"]["cases"])
 
 
 @pytest.mark.slow
@@ -202,10 +267,11 @@ def test_export_is_a_dataset_nnunet_accepts(finished):
         verify(str(root / folder), num_processes=1)
         meta = json.loads((root / folder / "dataset.json").read_text())
         assert meta["channel_names"] == {"0": channel} and meta["labels"] == {c["name"]: i for i, c in enumerate(LABELS)}
-        synthetic = sorted(i for i, c in meta["medsynth"]["cases"].items() if c["synthetic"])
+        synthetic = sorted(i for i, c in meta["medsynth"]["cases"].items() if c["synthetic"] and c["part"] == "train")
         assert synthetic == sorted(f"{c}_syn{k:02d}" for c in train for k in range(2))  # no test case leaks in
-        assert all(c["part"] == "train" and c["generator_step"] for c in meta["medsynth"]["cases"].values()
-                   if c["synthetic"])
+        assert {c["part"] for c in meta["medsynth"]["cases"].values() if c["synthetic"]} == (
+            {"train", "generate_from"} if exp == "tiny" else {"train"})
+        assert all(c["generator_step"] for c in meta["medsynth"]["cases"].values() if c["synthetic"])
         real_train = sorted(r["case_id"] for r in read_tsv(w / "results/split" / ("phantom" if exp == "tiny"
                             else "phantom_mr") / "split.tsv") if r["part"] == "train")
         assert sorted(i for i, c in meta["medsynth"]["cases"].items() if not c["synthetic"]) == \
@@ -235,11 +301,13 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     changed["report"]["dpi"] = 60
     result = snakemake(finished, changed, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert planned_rules(result) == {"report_curves", "report_samples", "report_intensity", "report_summary", "all"}
+    assert planned_rules(result) == {"report_curves", "report_samples", "report_intensity", "report_memorisation",
+                                     "report_utility", "report_summary", "all"}
     changed = json.loads(json.dumps(TINY))
     changed["generate"]["samples"] = 3
     assert planned_rules(snakemake(finished, changed, "-n")) == {
-        "generate", "evaluate", "export", "report_samples", "report_intensity", "report_summary", "all"}
+        "generate", "evaluate", "export", "utility", "report_samples", "report_intensity", "report_memorisation",
+        "report_utility", "report_summary", "all"}
 
 
 def test_config_errors_name_the_key(tmp_path, snakemake):

@@ -195,27 +195,30 @@ def slice_inputs(wildcards):
 
 
 def generate_case_inputs(wildcards):
-    """The label cases of the generate.splits parts: slices, preprocessing meta, source label maps, split."""
-    dataset = experiment_dataset(wildcards)
-    cases = split_of(dataset, config["generate"]["splits"])
-    return {
-        "slices": case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz"),
-        "meta": case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json"),
+    """The label cases to generate for: the generate.splits parts of the experiment's dataset and
+    every case of its generate_from datasets (slices, preprocessing meta, source label maps), the
+    dataset's split table and the generate_from datasets' cases tables (patients)."""
+    exp = config["experiments"][wildcards.experiment]
+    own = experiment_dataset(wildcards)
+    wanted = [(own, split_of(own, config["generate"]["splits"]))]
+    wanted += [(d, sorted(cases_of(d))) for d in exp.get("generate_from", [])]
+    inputs = {"slices": [], "meta": [], "source_label": [], "split": checkpoints.split.get(dataset=own).output.split,
+              # Patients of the generate_from cases: their cases tables (such a dataset is never split).
+              "case_tables": [checkpoints.download.get(dataset=d).output.cases for d in exp.get("generate_from", [])]}
+    for dataset, cases in wanted:
+        inputs["slices"] += case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz")
+        inputs["meta"] += case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json")
         # The label maps written beside the synthetic volumes come from the source files themselves.
-        "source_label": [
+        inputs["source_label"] += [
             case_check(dataset, c) if case_problem(dataset, c) else cases_of(dataset)[c]["label"] for c in cases
-        ],
-        "split": checkpoints.split.get(dataset=dataset).output.split,
-    }
+        ]
+    return inputs
 
 
 def export_inputs(wildcards):
-    """generate's manifest, the label dataset's split; with export.include_real the image dataset's
-    real cases of the exported parts (their image and label files) and its split."""
-    inputs = {
-        "manifest": f"results/generate/{wildcards.experiment}/manifest.tsv",
-        "split": checkpoints.split.get(dataset=experiment_dataset(wildcards)).output.split,
-    }
+    """generate's manifest; with export.include_real the image dataset's real cases of the exported
+    parts (their image and label files), its cases table and split."""
+    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv"}
     if config["export"]["include_real"]:
         dataset = image_dataset(wildcards)
         rows = cases_of(dataset)
@@ -241,15 +244,37 @@ def export_naming():
     }
 
 
+def generate_only_datasets():
+    """Datasets named only in generate_from: all their cases are label maps to generate for, so
+    they are never split (a handful of label maps cannot fill train, val and test)."""
+    named = {e.get(k) for e in config["experiments"].values() for k in ("dataset", "images_from")}
+    extra = {d for e in config["experiments"].values() for d in e.get("generate_from", [])}
+    return extra - named
+
+
+def utility_planned(experiment):
+    """The utility benchmark needs training label maps with synthetic images, and (unpaired) an image
+    dataset labelled with the same classes, whose real cases train and test the segmenters."""
+    exp = config["experiments"][experiment]
+    if "train" not in config["generate"]["splits"]:
+        return False
+    if exp["train"]["mode"] != "unpaired":
+        return True
+    names = lambda d: [e["name"] for e in config["datasets"][d]["labels"]]  # noqa: E731
+    return names(exp["dataset"]) == names(exp["images_from"])
+
+
 def all_targets():
-    targets = expand("results/slices/{dataset}/oasis", dataset=DATASETS)
+    targets = expand("results/slices/{dataset}/oasis", dataset=sorted(set(DATASETS) - generate_only_datasets()))
     for exp in EXPERIMENTS:
         targets += expand(
             "reports/{experiment}/{name}",
             experiment=exp,
             name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png",
-                  "class_intensity.png"],
+                  "class_intensity.png", "memorisation.png"],
         )
-        if export_parts():  # generate made training cases: they become an nnU-Net dataset
+        if utility_planned(exp):
+            targets.append(f"reports/{exp}/utility.png")
+        if export_parts() or config["experiments"][exp].get("generate_from"):  # training cases were made
             targets.append(f"results/export/{exp}/nnUNet_raw")
     return targets

@@ -10,6 +10,8 @@ rule evaluate:
         reference=lambda w: case_slices(image_dataset(w), ("test",)),
         # Each real case's intensity curve, for per-class intensity in HU (CT).
         reference_meta=lambda w: case_meta(image_dataset(w), ("test",)),
+        # The memorisation audit's training set: the images the generator was trained to imitate.
+        train_reference=lambda w: case_slices(image_dataset(w), ("train",)),
         real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
         segmenter=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
     output:
@@ -17,6 +19,7 @@ rule evaluate:
         per_case="results/evaluate/{experiment}/per_case.tsv",
         segmentation="results/evaluate/{experiment}/segmentation.tsv",
         class_intensity="results/evaluate/{experiment}/class_intensity.tsv",
+        memorisation="results/evaluate/{experiment}/memorisation.tsv",
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
         threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],

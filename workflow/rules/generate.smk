@@ -10,6 +10,7 @@ rule generate:
         cases=directory("results/generate/{experiment}/cases"),
     params:
         settings=config["generate"],
+        dataset=experiment_dataset,
     log:
         "logs/generate/{experiment}.log",
     benchmark:

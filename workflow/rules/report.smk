@@ -77,6 +77,49 @@ rule report_intensity:
         "../scripts/report_intensity.py"
 
 
+rule report_memorisation:
+    input:
+        table=rules.evaluate.output.memorisation,
+        cases=rules.generate.output.cases,
+        real=lambda w: case_slices(experiment_dataset(w), ("test",)),
+        train_reference=lambda w: case_slices(image_dataset(w), ("train",)),
+    output:
+        figure=report(
+            "reports/{experiment}/memorisation.png",
+            caption="../report/memorisation.rst",
+            category="{experiment}",
+        ),
+    params:
+        settings=config["report"],
+    log:
+        "logs/report/{experiment}_memorisation.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_memorisation.py"
+
+
+rule report_utility:
+    input:
+        table=rules.utility.output[0],
+    output:
+        figure=report(
+            "reports/{experiment}/utility.png",
+            caption="../report/utility.rst",
+            category="{experiment}",
+        ),
+    params:
+        settings=config["report"],
+    log:
+        "logs/report/{experiment}_utility.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/report_utility.py"
+
+
 rule report_summary:
     input:
         selected=rules.select.output.selected,
@@ -88,6 +131,8 @@ rule report_summary:
         samples=rules.report_samples.output.grid,
         strip=rules.report_samples.output.strip,
         intensity_plot=rules.report_intensity.output.figure,
+        memorisation_plot=rules.report_memorisation.output.figure,
+        utility=lambda w: [rules.utility.output[0], rules.report_utility.output.figure] if utility_planned(w.experiment) else [],
     output:
         md="reports/{experiment}/summary.md",
         html="reports/{experiment}/summary.html",

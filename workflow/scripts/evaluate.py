@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from medsynth.data.labels import LabelTable
-from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
-                               evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
-                               segmentation_summary)
+from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, MEMORISATION_COLUMNS, SEG_COLUMNS,
+                               class_intensity, evaluate_cases, intensity_summary, memorisation_cases,
+                               memorisation_summary, read_metas, segmentation_consistency, segmentation_summary)
 from medsynth.io.tables import write_tsv
 from medsynth.generate import generated_cases
 from medsynth.logs import log_to
@@ -25,6 +25,10 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     intensity = class_intensity(cases, paired, sm.input.reference, names, read_metas(sm.input.meta),
                                 read_metas(sm.input.reference_meta))
     summary.append(intensity_summary(intensity))
+    copies, audit = memorisation_cases(cases, sm.input.train_reference, sm.input.reference,
+                                       sm.params.metrics["memorisation_threshold"])
+    summary += memorisation_summary(audit)
+    write_tsv(sm.output.memorisation, copies, MEMORISATION_COLUMNS)
     write_tsv(sm.output.segmentation, seg, SEG_COLUMNS)
     write_tsv(sm.output.class_intensity, intensity, INTENSITY_COLUMNS)
     write_tsv(sm.output.metrics, summary, COLUMNS)

@@ -1,8 +1,8 @@
-"""Snakemake script: synthetic cases for the generate.splits parts (PNG + NIfTI on the source grid)."""
+"""Snakemake script: synthetic cases for the generate.splits parts and the generate_from datasets."""
 
 from pathlib import Path
 
-from medsynth.generate import MANIFEST_COLUMNS, generate_cases
+from medsynth.generate import MANIFEST_COLUMNS, LabelCase, generate_cases
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.logs import log_to
 from medsynth.train.loop import resolve_device
@@ -10,9 +10,20 @@ from medsynth.train.loop import resolve_device
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     s = sm.params.settings
-    parts = {r["case_id"]: r["part"] for r in read_tsv(sm.input.split)}
-    cases = [(Path(p).parent.name, Path(p), Path(m).parent, parts[Path(p).parent.name])
-             for p, m in zip(sm.input.slices, sm.input.meta)]
+    own = sm.params.dataset
+    split = {r["case_id"]: r for r in read_tsv(sm.input.split)}
+    extra = {(Path(t).parent.name, r["case_id"]): r for t in sm.input.case_tables for r in read_tsv(t)}
+    cases = []
+    for slices, meta in zip(sm.input.slices, sm.input.meta):
+        case, dataset = Path(slices).parent.name, Path(slices).parents[2].name  # results/slices/<d>/cases/<c>/
+        if dataset == own:
+            row = split[case]
+            cases.append(LabelCase(case, Path(slices), Path(meta).parent, row["part"], dataset, case,
+                                   row["patient_id"]))
+        else:  # a generate_from dataset's case ids may repeat the experiment's own: its folder is <dataset>.<case>
+            patient = extra[(dataset, case)].get("patient_id") or case
+            cases.append(LabelCase(f"{dataset}.{case}", Path(slices), Path(meta).parent, "generate_from", dataset,
+                                   case, patient))
     rows = generate_cases(
         Path(sm.input.generator), cases, Path(sm.output.cases), s["samples"], s["seed"], s["batch_size"],
         resolve_device(s["device"]),

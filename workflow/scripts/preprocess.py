@@ -1,7 +1,8 @@
-"""Snakemake script: preprocess one case."""
+"""Snakemake script: preprocess one case (a label-only case when it has no image)."""
 
 from pathlib import Path
 
+from medsynth.data.label_only import preprocess_label_only
 from medsynth.data.labels import LabelTable
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.logs import log_to
@@ -9,14 +10,12 @@ from medsynth.logs import log_to
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     settings = PreprocessSettings.from_config(sm.params.modality, dict(sm.params.settings))
-    preprocess_case(
-        sm.wildcards.case,
-        Path(sm.input.image),
-        Path(sm.input.label),
-        Path(sm.output.meta).parent,
-        LabelTable.from_config(sm.params.labels),
-        settings,
-        mask_path=Path(sm.input.mask) if "mask" in sm.input.keys() else None,
-        qc_path=Path(sm.output.qc),
-        workers=sm.threads,
-    )
+    table = LabelTable.from_config(sm.params.labels)
+    out = Path(sm.output.meta).parent
+    mask = Path(sm.input.mask) if "mask" in sm.input.keys() else None
+    if "image" in sm.input.keys():
+        preprocess_case(sm.wildcards.case, Path(sm.input.image), Path(sm.input.label), out, table, settings,
+                        mask_path=mask, qc_path=Path(sm.output.qc), workers=sm.threads)
+    else:
+        preprocess_label_only(sm.wildcards.case, Path(sm.input.label), out, table, settings, mask_path=mask,
+                              qc_path=Path(sm.output.qc))

@@ -7,6 +7,11 @@ from medsynth.report import write_summary
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
+    figures, tables = {}, {}
+    if sm.input.utility:  # [utility.tsv, utility.png] when the utility benchmark runs
+        figures["Utility: segmenters trained on real / synthetic / both, Dice on the real test split"] = \
+            Path(sm.input.utility[1])
+        tables["Utility benchmark (Dice per class, 95 % bootstrap interval)"] = Path(sm.input.utility[0])
     write_summary(
         sm.wildcards.experiment,
         Path(sm.input.selected),
@@ -17,10 +22,12 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             "Test samples (label | samples | real)": Path(sm.input.samples),
             "One test case across its slices": Path(sm.input.strip),
             "Per-class intensity, real vs generated (test split)": Path(sm.input.intensity_plot),
+            "Memorisation audit: the generated test slices closest to a training slice": Path(sm.input.memorisation_plot),
+            **figures,
         },
         Path(sm.output.md),
         Path(sm.output.html),
         tables={"Segmentation consistency (U-Net trained on real images; Dice/IoU per class)":
-                Path(sm.input.segmentation)},
+                Path(sm.input.segmentation), **tables},
         class_intensity=Path(sm.input.class_intensity),
     )

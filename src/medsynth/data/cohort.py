@@ -36,9 +36,11 @@ def _numbered_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     seen: set[str] = set()
     numbered = []
     for i, row in enumerate(rows, start=2):
-        empty = [c for c in ("case_id", "image", "label") if not (row.get(c) or "").strip()]
+        # An empty image makes a label-only case: a label map to generate an image for.
+        empty = [c for c in ("case_id", "label") if not (row.get(c) or "").strip()]
         if empty:
-            raise ValueError(f"{path}, line {i}: empty or missing {empty}; every row needs case_id, image and label")
+            raise ValueError(f"{path}, line {i}: empty or missing {empty}; every row needs case_id and label "
+                             "(and an image, unless the case is label-only)")
         cid = row["case_id"]
         if not cid or any(ch in cid for ch in "/\\ \t"):
             raise ValueError(f"{path}, line {i}: case id {cid!r} must be non-empty without slashes or spaces")
@@ -135,41 +137,45 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
     and ``{patient}``. Image and mask patterns are relative to ``root``, the
     label pattern to ``label_root`` (default ``root``). A label or mask file that
     does not exist is kept in its row: it fails that case, not the dataset.
+    Without an image pattern the cases are label-only, found by the label
+    pattern's placeholders (in ``label_root``), with an empty image.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder not found; check local.root in the config")
     label_root = Path(label_root) if label_root is not None else root
-    regex, names = _pattern_regex(layout["image"])
-    glob = re.sub(r"\{\w+\}", "*", layout["image"])
+    key = "image" if layout.get("image") else "label"  # the files that identify a case
+    base = root if key == "image" else label_root
+    regex, names = _pattern_regex(layout[key])
+    glob = re.sub(r"\{\w+\}", "*", layout[key])
     rows, seen = [], {}
-    for image in sorted(root.glob(glob)):
-        match = regex.match(image.relative_to(root).as_posix())
+    for found in sorted(base.glob(glob)):
+        match = regex.match(found.relative_to(base).as_posix())
         if not match:
             continue
         values = {n: match.group(n) for n in names}
         case_id = "_".join(values[n] for n in names)
         if case_id in seen:
-            raise ValueError(f"{root}: {image} and {seen[case_id]} both give case id {case_id!r}; "
-                             "add a placeholder to layout.image that tells them apart")
-        seen[case_id] = image
+            raise ValueError(f"{base}: {found} and {seen[case_id]} both give case id {case_id!r}; "
+                             f"add a placeholder to layout.{key} that tells them apart")
+        seen[case_id] = found
         fields = {"patient": case_id, **values, "case": case_id}
-        row = {"case_id": case_id, "patient_id": fields["patient"], "image": str(image.resolve())}
-        for key, base in (("label", label_root), ("mask", root)):
-            if layout.get(key):
-                row[key] = str((base / _format(layout, key, fields)).resolve())
+        row = {"case_id": case_id, "patient_id": fields["patient"], "image": "", key: str(found.resolve())}
+        for other, folder in (("label", label_root), ("mask", root)):
+            if other != key and layout.get(other):
+                row[other] = str((folder / _format(layout, other, fields, key)).resolve())
         rows.append(row)
     if not rows:
-        raise ValueError(f"{root}: no files match layout.image = {layout['image']!r}")
+        raise ValueError(f"{base}: no files match layout.{key} = {layout[key]!r}")
     return rows
 
 
-def _format(layout: Mapping[str, str], key: str, fields: Mapping[str, str]) -> str:
+def _format(layout: Mapping[str, str], key: str, fields: Mapping[str, str], by: str = "image") -> str:
     try:
         return layout[key].format(**fields)
     except KeyError as exc:
-        raise ValueError(f"layout.{key} = {layout[key]!r} uses {{{exc.args[0]}}}, which layout.image = "
-                         f"{layout['image']!r} does not give; use its placeholders, {{case}} or {{patient}}"
+        raise ValueError(f"layout.{key} = {layout[key]!r} uses {{{exc.args[0]}}}, which layout.{by} = "
+                         f"{layout[by]!r} does not give; use its placeholders, {{case}} or {{patient}}"
                          ) from exc
 
 

@@ -204,7 +204,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
     # The label map goes its own way (table, grid) while this thread resamples the image; its file
     # is written while the body mask is found.
-    label_job = pool.submit(_labels_on_grid, label_vol, label_affine, table, aff_c, affine, shape)
+    label_job = pool.submit(labels_on_grid, label_vol, label_affine, table, aff_c, affine, shape)
     img_c, _ = to_canonical(source, image.affine)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
@@ -283,7 +283,7 @@ def add_body_class(label: np.ndarray, mask: np.ndarray, table: LabelTable) -> in
     return int(np.count_nonzero(unlabelled))
 
 
-def _labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable, aff_c: np.ndarray,
+def labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable, aff_c: np.ndarray,
                     affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Class ids (uint8) on the training grid: table lookup and nearest-neighbour resampling.
 

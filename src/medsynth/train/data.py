@@ -79,6 +79,10 @@ class SliceSet:
         ids, zs, at = [], [], 0
         for (case_id, path), sh in zip(files, shapes):
             with np.load(path) as f:
+                if f["masks"].any() and (f["images"][f["masks"] > 0] == -1).all():
+                    raise ValueError(f"{path}: case {case_id!r} has no image (a label-only case); train on a dataset "
+                                     "with images, and generate for label-only datasets with "
+                                     "experiments.<name>.generate_from")
                 images[at : at + sh[0], 0] = f["images"]
                 labels[at : at + sh[0]] = f["labels"]
                 masks[at : at + sh[0], 0] = f["masks"]

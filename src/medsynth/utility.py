@@ -1,0 +1,104 @@
+"""Does synthetic data help? The project's segmenter trained on real, synthetic and real + synthetic
+training images, each scored on the real test split with bootstrap confidence intervals.
+
+The three trainings share everything but their training images: the same U-Net,
+steps, batch, learning rate and seed as the ``segmenter`` rule's (which is training
+(a) itself, so it is reused, not retrained). Synthetic images are the generated
+samples of the training label maps (every sample, each with its label map); the test
+split is the image dataset's real test cases, never seen by any of the three.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from medsynth.metrics.segmentation import confusion, per_class_scores, predict, train_segmenter
+from medsynth.train.data import SliceSet
+
+SETTINGS = ("real", "synthetic", "real+synthetic")
+COLUMNS = ["setting", "class", "dice", "ci_low", "ci_high", "train_slices", "test_cases", "note"]
+MIN_CASES = 5  # fewer test cases: resample slices instead (and say so)
+
+
+def synthetic_set(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> SliceSet:
+    """(labels (n, H, W), samples (K, n, H, W)) per training case -> every sample with its label map."""
+    images, labels = [], []
+    for lab, samples in pairs:
+        for sample in samples:
+            images.append(torch.from_numpy(np.asarray(sample, np.float32))[:, None])
+            labels.append(torch.from_numpy(np.asarray(lab)))
+    if not images:
+        raise ValueError("utility: no synthetic training slices; add train to generate.splits")
+    imgs, labs = torch.cat(images), torch.cat(labels)
+    return SliceSet(imgs, labs, (labs > 0)[:, None], ["synthetic"] * len(labs), [0] * len(labs))
+
+
+def _units(pred: torch.Tensor, test: SliceSet, num_classes: int) -> tuple[torch.Tensor, str]:
+    """Per resampling unit (a test case, or a slice when there are few cases) its (C, C) confusion."""
+    cases = sorted(set(test.case_ids))
+    if len(cases) >= MIN_CASES:
+        groups = [[i for i, c in enumerate(test.case_ids) if c == case] for case in cases]
+        note = f"95 % bootstrap interval over {len(cases)} test cases"
+    else:
+        groups = [[i] for i in range(len(test))]
+        note = (f"95 % bootstrap interval over {len(test)} test slices: only {len(cases)} test case(s), and "
+                "slices of one patient are correlated, so the interval is too narrow")
+    confs = torch.stack([confusion(pred[g], test.labels[g].long(), num_classes) for g in groups])
+    return confs, note
+
+
+def bootstrap_dice(confs: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dice per class and its 2.5 / 97.5 % bootstrap percentiles; the last column is the foreground mean."""
+    def dice_of(conf: torch.Tensor) -> np.ndarray:
+        d = np.asarray(per_class_scores(conf)["dice"], dtype=np.float64)
+        fg = d[1:][~np.isnan(d[1:])]
+        return np.append(d, fg.mean() if fg.size else math.nan)
+
+    point = dice_of(confs.sum(0))
+    g = np.random.default_rng(seed)
+    draws = np.stack([dice_of(confs[torch.from_numpy(g.integers(0, len(confs), len(confs)))].sum(0))
+                      for _ in range(n_boot)])
+    with np.errstate(all="ignore"):
+        return point, np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
+
+
+def utility_rows(real_model: torch.nn.Module, real_train: SliceSet, synthetic: SliceSet, test: SliceSet,
+                 names: Sequence[str], seg: Mapping, n_boot: int = 1000, seed: int = 0,
+                 device: torch.device | None = None) -> list[dict]:
+    """Rows of ``COLUMNS``: per setting, each class and the foreground mean with its interval."""
+    both = SliceSet(torch.cat([real_train.images, synthetic.images]), torch.cat([real_train.labels, synthetic.labels]),
+                    torch.cat([real_train.masks, synthetic.masks]), [], [])
+    models = {"real": (real_model, len(real_train))}
+    for name, data in (("synthetic", synthetic), ("real+synthetic", both)):
+        models[name] = (train_segmenter(data.images, data.labels, len(names), steps=seg["segmenter_steps"],
+                                        batch_size=seg["segmenter_batch"], device=device,
+                                        channels=tuple(seg["segmenter_channels"])), len(data))
+    rows = []
+    for setting in SETTINGS:
+        model, n_train = models[setting]
+        confs, note = _units(predict(model, test.images.float()), test, len(names))
+        point, lo, hi = bootstrap_dice(confs, n_boot, seed)
+        for cls, d, a, b in zip([*names, "mean (foreground)"], point, lo, hi):
+            rows.append({"setting": setting, "class": cls, "dice": float(d), "ci_low": float(a), "ci_high": float(b),
+                         "train_slices": n_train, "test_cases": len(set(test.case_ids)), "note": note})
+    return rows
+
+
+def load_synthetic(train_real_files: Sequence[Path], cases_dir: Path) -> SliceSet:
+    """The generated samples of the training label maps (generate's samples.npz) with their label maps."""
+    from medsynth.data.slicing import CaseSlices
+    from medsynth.generate import generated_cases
+
+    pairs = []
+    for _, real_path, gen_path in generated_cases(train_real_files, cases_dir):
+        real = CaseSlices.load(Path(real_path))
+        with np.load(gen_path) as f:
+            if not np.array_equal(f["z"], real.z):
+                raise ValueError(f"{gen_path}: slices do not match {real_path}; regenerate")
+            pairs.append((real.labels, f["samples"].astype(np.float32)))
+    return synthetic_set(pairs)

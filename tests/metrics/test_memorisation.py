@@ -1,0 +1,41 @@
+"""Memorisation audit: copies of training slices are flagged, new images are not."""
+
+import numpy as np
+import pytest
+import torch
+
+from medsynth.metrics.memorisation import audit, nearest_training
+
+
+def _slices(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(n, 1, 40, 40, generator=g) * 2 - 1, 5, 1, 2)
+    return smooth[:, 0, 4:36, 4:36] * 3  # (n, 32, 32), smooth patient-like structure
+
+
+def test_nearest_training_matches_a_brute_force_search() -> None:
+    train, queries = _slices(20, 0), _slices(7, 1)
+    masks = torch.zeros(7, 32, 32)
+    masks[:, 6:26, 4:28] = 1
+    near = nearest_training(queries, masks, train, chunk=3)
+    d = (((queries[:, None] - train[None]) ** 2 * masks[:, None]).sum((2, 3)) / masks.sum((1, 2))[:, None]).sqrt()
+    np.testing.assert_allclose(near.distance, d.min(1).values.numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(near.index, d.argmin(1).numpy())
+
+
+def test_a_generator_that_returns_training_slices_is_flagged() -> None:
+    train, real = _slices(30, 0), _slices(10, 1)
+    body = torch.ones(10, 32, 32)
+    copies = train[[3, 7, 11, 19, 2, 5, 8, 13, 21, 29]] + 0.01 * _slices(10, 5)  # copies, a little noise
+    summary, gen, _ = audit(copies, body, real, body, train)
+    assert summary["flagged"] == 10 and summary["ratio_median"] < 0.1
+    np.testing.assert_array_equal(gen.index, [3, 7, 11, 19, 2, 5, 8, 13, 21, 29])  # it finds the originals
+    # A "generator" that makes new patients (fake = real held-out images) scores like real data: nothing flagged.
+    summary, _, _ = audit(real, body, real, body, train)
+    assert summary["flagged"] == 0 and summary["ratio_median"] == pytest.approx(1.0)
+
+
+def test_test_slices_inside_the_training_set_are_refused() -> None:
+    train = _slices(5, 0)
+    with pytest.raises(ValueError, match="test slices among the training slices"):
+        audit(_slices(3, 2), torch.ones(3, 32, 32), train, torch.ones(5, 32, 32), train)

@@ -1,0 +1,78 @@
+"""The utility benchmark: the same segmenter trained on real, synthetic and both, scored on real test slices."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medsynth.metrics.segmentation import train_segmenter
+from medsynth.train.data import SliceSet
+from medsynth.utility import SETTINGS, bootstrap_dice, synthetic_set, utility_rows
+
+NAMES = ("background", "body", "organ")
+SEG = {"segmenter_steps": 6, "segmenter_batch": 4, "segmenter_channels": [4, 8]}
+
+
+def _set(n: int, seed: int, cases: int) -> SliceSet:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(n, 16, 16, dtype=torch.uint8)
+    labels[:, 3:13, 3:13] = 1
+    for i in range(n):
+        x = int(torch.randint(4, 9, (1,), generator=g))
+        labels[i, x:x + 3, 5:9] = 2
+    images = (labels.float() - 1) * 0.8 + 0.05 * torch.randn(n, 16, 16, generator=g)
+    return SliceSet(images[:, None], labels, (labels > 0)[:, None], [f"c{i % cases}" for i in range(n)], list(range(n)))
+
+
+def test_bootstrap_of_perfect_predictions_is_a_point_at_one() -> None:
+    conf = torch.zeros(6, 3, 3, dtype=torch.long)
+    conf[:, 0, 0], conf[:, 1, 1], conf[:, 2, 2] = 100, 40, 10
+    point, lo, hi = bootstrap_dice(conf, 200, 0)
+    np.testing.assert_array_equal(point, [1, 1, 1, 1])
+    np.testing.assert_array_equal(lo, point)
+    np.testing.assert_array_equal(hi, point)
+
+
+def test_bootstrap_interval_holds_the_point_and_widens_with_spread() -> None:
+    g = torch.Generator().manual_seed(0)
+    conf = torch.zeros(8, 2, 2, dtype=torch.long)
+    conf[:, 0, 0] = 100
+    conf[:, 1, 1] = torch.randint(5, 30, (8,), generator=g)
+    conf[:, 1, 0] = torch.randint(0, 20, (8,), generator=g)
+    point, lo, hi = bootstrap_dice(conf, 500, 0)
+    assert lo[1] < point[1] < hi[1] and hi[1] - lo[1] > 0.02
+
+
+def test_a_perfect_generator_helps_exactly_as_much_as_real_data(tmp_path) -> None:
+    """Synthetic = the real training images: training (b) is training (a), so their scores are equal."""
+    real, test = _set(24, 0, 4), _set(12, 1, 6)
+    model = train_segmenter(real.images, real.labels, 3, steps=SEG["segmenter_steps"],
+                            batch_size=SEG["segmenter_batch"], channels=tuple(SEG["segmenter_channels"]))
+    rows = utility_rows(model, real, real, test, NAMES, SEG, n_boot=100)
+    by = {(r["setting"], r["class"]): r for r in rows}
+    assert {r["setting"] for r in rows} == set(SETTINGS) and len(rows) == 3 * (len(NAMES) + 1)
+    for cls in (*NAMES, "mean (foreground)"):
+        assert by[("synthetic", cls)]["dice"] == by[("real", cls)]["dice"]
+        assert by[("synthetic", cls)]["ci_low"] == by[("real", cls)]["ci_low"]
+    assert by[("real+synthetic", "organ")]["train_slices"] == 48
+    assert "over 6 test cases" in by[("real", "organ")]["note"]
+    fg = by[("real", "mean (foreground)")]
+    assert fg["ci_low"] <= fg["dice"] <= fg["ci_high"] and not math.isnan(fg["dice"])
+
+
+def test_few_test_cases_resample_slices_and_say_so() -> None:
+    real, test = _set(16, 0, 4), _set(8, 1, 2)
+    model = train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8))
+    rows = utility_rows(model, real, real, test, NAMES, {**SEG, "segmenter_steps": 2}, n_boot=100)
+    assert "over 8 test slices: only 2 test case(s)" in rows[0]["note"] and "too narrow" in rows[0]["note"]
+
+
+def test_synthetic_set_pairs_every_sample_with_its_label_map() -> None:
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[1] = 2
+    samples = np.stack([np.full((3, 8, 8), k, np.float32) for k in range(2)])
+    data = synthetic_set([(labels, samples)])
+    assert len(data) == 6 and data.labels[4].max() == 2 and float(data.images[3].max()) == 1.0
+    with pytest.raises(ValueError, match="generate.splits"):
+        synthetic_set([])

@@ -1,0 +1,31 @@
+# Stage 9b: does synthetic data help? The segmenter trained on real, synthetic and real + synthetic
+# training images, scored on the real test split.
+
+
+rule utility:
+    input:
+        # Training (a) is the segmenter rule's: the same U-Net, budget and seed as (b) and (c).
+        real_model=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
+        real_train=lambda w: case_slices(image_dataset(w), ("train",)),
+        # Synthetic: the generated samples of the label dataset's training label maps.
+        label_train=lambda w: case_slices(experiment_dataset(w), ("train",)),
+        cases=rules.generate.output.cases,
+        test=lambda w: case_slices(image_dataset(w), ("test",)),
+    output:
+        "results/utility/{experiment}/utility.tsv",
+    params:
+        segmenter={k: config["metrics"][k] for k in ("segmenter_steps", "segmenter_batch", "segmenter_channels")},
+        utility=config["utility"],
+        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+    log:
+        "logs/utility/{experiment}.log",
+    benchmark:
+        "benchmarks/utility/{experiment}.tsv"
+    threads: config["metrics"]["segmenter_threads"]
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(120),
+    conda:
+        ENV
+    script:
+        "../scripts/utility.py"
