@@ -19,9 +19,6 @@ rule preprocess:
     benchmark:
         "benchmarks/preprocess/{dataset}/{case}.tsv"
     threads: 2
-    # Short jobs that unlock everything downstream: run them before a long training takes a core
-    # (a 2-thread job cannot start beside a 1-thread training on 2 cores, and would wait it out).
-    priority: 10
     resources:
         mem_mb=grows(8000),  # a 512 x 512 x 1000 CT needs a few GB; more on a retry
         runtime=grows(30),
