@@ -68,6 +68,15 @@ def segmenter_size_errors(config: Mapping) -> list[str]:
     return []
 
 
+def _class_names(datasets: Mapping[str, Mapping], a: str, b: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The class names of two datasets' label tables; None when either table cannot be read (a wrong
+    table is reported by label_table_errors, an unknown dataset by the workflow's own checks)."""
+    try:
+        return tuple(LabelTable.from_config(datasets[d]["labels"]).names for d in (a, b))
+    except (LabelError, KeyError, TypeError):
+        return None
+
+
 def class_stats_errors(config: Mapping) -> list[str]:
     """Unpaired ``lambda_class_stats`` pulls each class to the image dataset's own mean and std for that class id.
 
@@ -81,12 +90,9 @@ def class_stats_errors(config: Mapping) -> list[str]:
         train = exp["train"]
         if train.get("mode") != "unpaired" or not train.get("lambda_class_stats") or "images_from" not in exp:
             continue
-        try:
-            names_a = LabelTable.from_config(datasets[exp["dataset"]]["labels"]).names
-            names_b = LabelTable.from_config(datasets[exp["images_from"]]["labels"]).names
-        except (LabelError, KeyError, TypeError):
-            continue  # reported by label_table_errors or the workflow's own checks
-        if names_a != names_b:
+        names = _class_names(datasets, exp["dataset"], exp["images_from"])
+        if names and names[0] != names[1]:
+            names_a, names_b = names
             errors.append(
                 f"config: experiments.{name}.train.lambda_class_stats needs datasets.{exp['images_from']}.labels "
                 f"to list the classes of datasets.{exp['dataset']}.labels in the same order "
@@ -127,12 +133,9 @@ def _real_export_errors(config: Mapping) -> list[str]:
         exp = config["experiments"][name]
         if exp.get("train", {}).get("mode") != "unpaired" or "images_from" not in exp:
             continue
-        try:
-            names_a = LabelTable.from_config(config["datasets"][exp["dataset"]]["labels"]).names
-            names_b = LabelTable.from_config(config["datasets"][exp["images_from"]]["labels"]).names
-        except (LabelError, KeyError, TypeError):
-            continue
-        if names_a != names_b:
+        names = _class_names(config["datasets"], exp["dataset"], exp["images_from"])
+        if names and names[0] != names[1]:
+            names_a, names_b = names
             errors.append(f"config: export.include_real puts datasets.{exp['images_from']}'s real cases beside "
                           f"experiments.{name}'s synthetic ones, so its labels must list the classes of "
                           f"datasets.{exp['dataset']}.labels in the same order ({list(names_a)}; it has "
@@ -158,19 +161,15 @@ def generate_from_errors(config: Mapping) -> list[str]:
             if exp.get(key) in datasets and _label_only(datasets[exp[key]]):
                 errors.append(f"config: experiments.{name}.{key} is {exp[key]!r}, a label-only dataset (layout "
                               "has no image); name it in experiments.<name>.generate_from instead")
-        own = datasets.get(exp.get("dataset"))
         for other in exp.get("generate_from", []):
             where = f"config: experiments.{name}.generate_from names {other!r}"
             if other not in datasets:
                 errors.append(f"{where}, which is not one of the datasets {sorted(datasets)}")
                 continue
-            if own is None:
+            names = _class_names(datasets, exp.get("dataset"), other)
+            if names is None:
                 continue
-            try:
-                names_a = LabelTable.from_config(own["labels"]).names
-                names_b = LabelTable.from_config(datasets[other]["labels"]).names
-            except (LabelError, KeyError, TypeError):
-                continue
+            names_a, names_b = names
             if names_a != names_b:
                 errors.append(f"{where}, whose labels list {list(names_b)}; the generator knows "
                               f"{list(names_a)} (datasets.{exp['dataset']}.labels): same classes, same order")

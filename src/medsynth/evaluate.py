@@ -80,8 +80,8 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
-                    "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, [-1, 1] units"
-                    if spread[1] else "not computed: one sample per label map"})
+                    "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
+                    "[-1, 1] units" if spread[1] else "not computed: one sample per label map"})
     if real_stats is not None and perceptual is not None:
         pairs = (torch.cat(first), torch.cat(second)) if second else None
         summary += _perceptual_summary(fake, real_stats, perceptual, device or torch.device("cpu"),
@@ -273,13 +273,13 @@ def memorisation_cases(cases: Sequence[tuple[str, Path, Path]], train_files: Seq
             gen.append(torch.from_numpy(fake))
             masks.append(torch.from_numpy(real.masks).float())
             keys += [(case_id, k, int(z)) for z in real.z]
-    summary, near, _ = audit(torch.cat(gen), torch.cat(masks), reference.images[:, 0].float(),
-                             reference.masks[:, 0].float(), train.images[:, 0].float(), threshold)
-    scale = summary["real_median_distance"]
-    rows = [{"case_id": c, "sample": k, "z": z, "distance": float(d), "ratio": float(d / scale),
-             "flagged": bool(d / scale < threshold), "nearest_case": train.case_ids[i], "nearest_z": train.z[i]}
-            for (c, k, z), d, i in zip(keys, near.distance, near.index)]
-    return sorted(rows, key=lambda r: r["ratio"]), summary
+    result = audit(torch.cat(gen), torch.cat(masks), reference.images[:, 0].float(),
+                   reference.masks[:, 0].float(), train.images[:, 0].float(), threshold)
+    near = result.nearest
+    rows = [{"case_id": c, "sample": k, "z": z, "distance": float(d), "ratio": float(r), "flagged": bool(f),
+             "nearest_case": train.case_ids[i], "nearest_z": train.z[i]}
+            for (c, k, z), d, r, f, i in zip(keys, near.distance, result.ratio, result.flagged, near.index)]
+    return sorted(rows, key=lambda r: r["ratio"]), result.summary
 
 
 def memorisation_summary(summary: dict) -> list[dict]:

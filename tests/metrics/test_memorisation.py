@@ -27,11 +27,12 @@ def test_a_generator_that_returns_training_slices_is_flagged() -> None:
     train, real = _slices(30, 0), _slices(10, 1)
     body = torch.ones(10, 32, 32)
     copies = train[[3, 7, 11, 19, 2, 5, 8, 13, 21, 29]] + 0.01 * _slices(10, 5)  # copies, a little noise
-    summary, gen, _ = audit(copies, body, real, body, train)
+    result = audit(copies, body, real, body, train)
+    summary = result.summary
     assert summary["flagged"] == 10 and summary["ratio_median"] < 0.1
-    np.testing.assert_array_equal(gen.index, [3, 7, 11, 19, 2, 5, 8, 13, 21, 29])  # it finds the originals
+    np.testing.assert_array_equal(result.nearest.index, [3, 7, 11, 19, 2, 5, 8, 13, 21, 29])  # it finds the originals
     # A "generator" that makes new patients (fake = real held-out images) scores like real data: nothing flagged.
-    summary, _, _ = audit(real, body, real, body, train)
+    summary = audit(real, body, real, body, train).summary
     assert summary["flagged"] == 0 and summary["ratio_median"] == pytest.approx(1.0)
 
 

@@ -235,7 +235,7 @@ def export_parts():
 
 
 def export_naming():
-    """What names every experiment's nnU-Net dataset (medsynth.config_checks.export_folders derives
+    """What names every experiment's nnU-Net dataset (medsynth.export.export_folders derives
     the names from it): ids and names are assigned across experiments, so each rule sees them all."""
     keys = ("export_id", "export_name")
     return {

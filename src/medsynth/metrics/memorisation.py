@@ -48,9 +48,17 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
     return Nearest(torch.cat(dists).numpy(), torch.cat(idx).numpy())
 
 
+@dataclass(frozen=True)
+class Audit:
+    summary: dict
+    nearest: Nearest  # of each generated slice
+    ratio: np.ndarray  # (N,) its distance / the real slices' median distance
+    flagged: np.ndarray  # (N,) ratio below the threshold: a possible copy
+
+
 def audit(generated: torch.Tensor, generated_masks: torch.Tensor, real: torch.Tensor, real_masks: torch.Tensor,
-          train: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> tuple[dict, Nearest, Nearest]:
-    """Summary of the ratio (generated nearest-training distance / median real one) and both searches."""
+          train: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> Audit:
+    """Each generated slice's nearest training slice, its distance ratio and flag, and their summary."""
     gen = nearest_training(generated, generated_masks, train)
     ref = nearest_training(real, real_masks, train)
     scale = float(np.median(ref.distance))
@@ -58,12 +66,13 @@ def audit(generated: torch.Tensor, generated_masks: torch.Tensor, real: torch.Te
         raise ValueError("memorisation audit: real held-out slices have distance 0 to the training set; "
                          "are test slices among the training slices?")
     ratio = gen.distance / scale
+    flagged = ratio < threshold
     summary = {
         "real_median_distance": scale,
         "generated_median_distance": float(np.median(gen.distance)),
         "ratio_p05": float(np.percentile(ratio, 5)), "ratio_median": float(np.median(ratio)),
         "ratio_min": float(ratio.min()), "threshold": threshold,
-        "flagged": int((ratio < threshold).sum()), "slices": int(ratio.size),
+        "flagged": int(flagged.sum()), "slices": int(ratio.size),
         "real_ratio_min": float(ref.distance.min() / scale),
     }
-    return summary, gen, ref
+    return Audit(summary, gen, ratio, flagged)
