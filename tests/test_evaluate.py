@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.labels import LabelTable
@@ -117,9 +118,9 @@ def test_ssim_inside_the_body_ignores_what_lies_outside(tmp_path: Path, slice_vo
     assert a["ssim"] > b["ssim"] + 0.1
 
 
-def _toy_cases(root: Path, sizes=(3, 2)) -> list[Path]:
+def _toy_cases(root: Path, sizes=(3, 2), seed: int = 0) -> list[Path]:
     """Small slice files of two cases with distinct content (LPIPS runs AlexNet on each slice)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     files = []
     for c, n in enumerate(sizes):
         labels = np.zeros((n, 32, 32), np.uint8)
@@ -153,6 +154,61 @@ def test_lpips_pairs_every_sample_with_its_own_cases_real_slices(tmp_path: Path,
 
     worse, _ = evaluate_cases(_write_samples(real, other_case), True, real, real_stats=stats, perceptual=settings)
     assert float({r["metric"]: r for r in worse}["lpips"]["mean"]) > 1e-3
+
+
+def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_path: Path,
+                                                                        random_weights_dir: Path) -> None:
+    """The audit in feature space through the real loading code (with weights the test writes): a
+    "generator" that returns training slices is flagged; one that makes new patients is not."""
+    from medsynth.evaluate import memorisation_cases, memorisation_features, memorisation_summary
+    from medsynth.metrics.perceptual import save_real_stats
+    from medsynth.train.run import load_slices
+
+    train, test = _toy_cases(tmp_path / "train", (4, 4), seed=1), _toy_cases(tmp_path / "test")
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "check_hash": False,
+                "batch_size": 8}
+    cpu = torch.device("cpu")
+    for files, name in ((train, "inception_train.npz"), (test, "inception_test.npz")):
+        assert save_real_stats(load_slices(files).images, tmp_path / name, settings, cpu)
+    stats = (tmp_path / "inception_test.npz", tmp_path / "inception_train.npz")
+
+    def copies(r: CaseSlices, c: int, k: int) -> np.ndarray:
+        return CaseSlices.load(train[1]).images[k:k + len(r.z)]  # training case 1's slices, from slice k
+
+    cases = _write_samples(test, copies)
+    features = memorisation_features(cases, *stats, settings, cpu)
+    assert [len(f) for f in features] == [10, 5, 8]  # 2 samples x 5 test slices; 5 test; 8 training slices
+    rows, pixel, feature = memorisation_cases(cases, train, test, 0.5, features)
+    assert feature["flagged"] == feature["slices"] == 10 and feature["ratio_median"] < 0.1
+    assert all(r["flagged"] and r["feature_nearest_case"] == "case1" for r in rows)
+    # Each copy's nearest training slice in feature space is its original: slice k + its index.
+    by_key = {(r["case_id"], r["sample"], r["z"]): r["feature_nearest_z"] for r in rows}
+    assert all(by_key[(c, k, z)] == k + z for c, k, z in by_key)
+    m = {r["metric"]: r["mean"] for r in memorisation_summary(pixel, feature)}
+    assert m["memorisation_flagged_inception"] == 10 and m["memorisation_ratio_inception"] < 0.1
+
+    # New patients (the real test slices themselves): as far from the training set as real unseen data.
+    cases = _write_samples(test, _perfect)
+    _, _, feature = memorisation_cases(cases, train, test, 0.5, memorisation_features(cases, *stats, settings, cpu))
+    assert feature["flagged"] == 0 and feature["ratio_median"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> None:
+    from medsynth.evaluate import memorisation_cases, memorisation_features, memorisation_summary
+
+    train, test = _toy_cases(tmp_path / "train", (4, 4), seed=1), _toy_cases(tmp_path / "test")
+    for name in ("inception_train.npz", "inception_test.npz"):
+        np.savez(tmp_path / name, available=False, reason="not computed: weights unavailable")
+    cases = _write_samples(test, _perfect)
+    features = memorisation_features(cases, tmp_path / "inception_test.npz", tmp_path / "inception_train.npz",
+                                     {"weights_dir": str(tmp_path), "perceptual": "auto"}, torch.device("cpu"))
+    assert features is None
+    rows, pixel, feature = memorisation_cases(cases, train, test, 0.5, features)
+    assert feature is None and pixel["flagged"] == 0
+    assert all(r["feature_ratio"] is None for r in rows)  # written as NA
+    m = {r["metric"]: r for r in memorisation_summary(pixel, feature)}
+    assert math.isnan(m["memorisation_ratio_inception"]["mean"]) and "weights" in m["memorisation_ratio_inception"]["note"]
+    assert m["memorisation_ratio"]["mean"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_segmentation_summary_counts_foreground_classes_only() -> None:

@@ -55,6 +55,9 @@ def test_a_perfect_generator_helps_exactly_as_much_as_real_data(tmp_path) -> Non
     for cls in (*NAMES, "mean (foreground)"):
         assert by[("synthetic", cls)]["dice"] == by[("real", cls)]["dice"]
         assert by[("synthetic", cls)]["ci_low"] == by[("real", cls)]["ci_low"]
+    assert by[("synthetic", "mean (foreground)")]["delta_vs_real"] == 0.0  # the same model's scores
+    assert by[("synthetic", "organ")]["delta_ci_low"] == by[("synthetic", "organ")]["delta_ci_high"] == 0.0
+    assert by[("real", "organ")]["delta_vs_real"] is None  # written NA
     assert by[("real+synthetic", "organ")]["train_slices"] == 48
     assert "over 6 test cases" in by[("real", "organ")]["note"]
     fg = by[("real", "mean (foreground)")]
@@ -76,3 +79,25 @@ def test_synthetic_set_pairs_every_sample_with_its_label_map() -> None:
     assert len(data) == 6 and data.labels[4].max() == 2 and float(data.images[3].max()) == 1.0
     with pytest.raises(ValueError, match="generate.splits"):
         synthetic_set([])
+
+
+def test_the_difference_to_real_is_a_paired_bootstrap() -> None:
+    """The same test cases resampled for both settings: a setting that is a copy of real differs by exactly 0,
+    and a uniformly worse one has an interval below 0 even when the two marginal intervals overlap."""
+    from medsynth.utility import bootstrap_draws
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.zeros(10, 2, 2, dtype=torch.long)
+    real[:, 0, 0] = 100
+    real[:, 1, 1] = torch.randint(20, 60, (10,), generator=g)  # cases differ a lot in how much organ they show
+    real[:, 1, 0] = 4
+    worse = real.clone()
+    worse[:, 1, 0] += 2  # every case loses a little
+    p_real, d_real = bootstrap_draws(real, 400, 3)
+    p_worse, d_worse = bootstrap_draws(worse, 400, 3)
+    delta = d_worse[:, 1] - d_real[:, 1]
+    assert (delta < 0).all()  # paired: every resample sees the same cases lose
+    _, lo_real, hi_real = bootstrap_dice(real, 400, 3)
+    _, lo_worse, hi_worse = bootstrap_dice(worse, 400, 3)
+    assert hi_worse[1] > lo_real[1]  # ... while the marginal intervals overlap
+    np.testing.assert_array_equal(bootstrap_draws(real, 400, 3)[1], d_real)

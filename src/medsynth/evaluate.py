@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from medsynth.data.intensity import IntensityMap
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
 from medsynth.metrics.image import body_dice, diversity, intensity_w1, paired_metrics, sample_diversity
-from medsynth.metrics.memorisation import audit
-from medsynth.metrics.perceptual import perceptual_scores
+from medsynth.metrics.memorisation import audit, audit_features
+from medsynth.metrics.perceptual import generated_features, perceptual_scores
 from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
 from medsynth.train.run import load_slices
 
@@ -36,13 +36,15 @@ CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_bod
 
 def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
                    threshold: float = -0.95, real_stats: Path | None = None, perceptual: dict | None = None,
-                   device: torch.device | None = None) -> tuple[list[dict], list[dict]]:
+                   device: torch.device | None = None,
+                   fake_features: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
     """``cases``: (case id, real slices.npz, generated samples.npz). Returns (summary, per-case rows).
 
     ``threshold`` is the experiment's ``train.mask_threshold`` (tissue for body
     Dice). ``real_stats`` (Inception statistics of the image dataset's test
     split) and ``perceptual`` (the metrics settings) add FID, KID and LPIPS
-    when the pretrained weights are there.
+    when the pretrained weights are there; ``fake_features`` are the generated slices' Inception
+    features when the caller has them (``memorisation_features``), so they are not computed twice.
     """
     per_image: dict[str, list[np.ndarray]] = {}
     per_case, fakes_all, bodies, paired_real, first, second = [], [], [], [], [], []
@@ -85,7 +87,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     if real_stats is not None and perceptual is not None:
         pairs = (torch.cat(first), torch.cat(second)) if second else None
         summary += _perceptual_summary(fake, real_stats, perceptual, device or torch.device("cpu"),
-                                       torch.cat(paired_real) if paired else None, pairs)
+                                       torch.cat(paired_real) if paired else None, pairs, fake_features)
     return summary, per_case
 
 
@@ -112,8 +114,9 @@ def _pixel_summary(per_image: dict[str, list[np.ndarray]]) -> list[dict]:
 
 def _perceptual_summary(fake: torch.Tensor, real_stats: Path, perceptual: dict, device: torch.device,
                         paired_real: torch.Tensor | None,
-                        pairs: tuple[torch.Tensor, torch.Tensor] | None) -> list[dict]:
-    scores = perceptual_scores(fake, real_stats, perceptual, device, paired_real, pairs)
+                        pairs: tuple[torch.Tensor, torch.Tensor] | None,
+                        fake_features: np.ndarray | None = None) -> list[dict]:
+    scores = perceptual_scores(fake, real_stats, perceptual, device, paired_real, pairs, fake_features)
     rows = []
     for name, std, n in (("fid", math.nan, fake.shape[0]), ("kid", scores["kid_std"], fake.shape[0]),
                          ("lpips", math.nan, 0 if paired_real is None else len(paired_real)),
@@ -256,16 +259,70 @@ def intensity_summary(rows: Sequence[dict]) -> dict:
             "note": ", ".join(names)}
 
 
-MEMORISATION_COLUMNS = ["case_id", "sample", "z", "distance", "ratio", "flagged", "nearest_case", "nearest_z"]
+MEMORISATION_COLUMNS = ["case_id", "sample", "z", "distance", "ratio", "flagged", "nearest_case", "nearest_z",
+                        "feature_distance", "feature_ratio", "feature_nearest_case", "feature_nearest_z"]
 
 
 def memorisation_cases(cases: Sequence[tuple[str, Path, Path]], train_files: Sequence[Path],
-                       reference_files: Sequence[Path], threshold: float) -> tuple[list[dict], dict]:
+                       reference_files: Sequence[Path], threshold: float,
+                       features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                       ) -> tuple[list[dict], dict, dict | None]:
     """Per generated test slice its nearest training slice of the image dataset (rows of
-    ``MEMORISATION_COLUMNS``, closest first) and the summary, scored against the real test slices'
-    own distances to the training set (``metrics.memorisation``)."""
+    ``MEMORISATION_COLUMNS``, closest first) and the summaries in pixel and (given ``features``:
+    Inception features of the generated, real test and training slices, in ``generated_images``'
+    and the slice files' order) feature space, each against the real test slices' own distances to
+    the training set (``metrics.memorisation``). ``flagged``: a possible copy in either space."""
     train = load_slices(train_files)
     reference = load_slices(reference_files)
+    gen, masks, keys = generated_images(cases)
+    pixel = audit(gen, masks, reference.images[:, 0].float(), reference.masks[:, 0].float(),
+                  train.images[:, 0].float(), threshold)
+    feat = None
+    if features is not None:
+        if tuple(map(len, features)) != (len(gen), len(reference), len(train)):
+            raise ValueError("memorisation audit: Inception features do not match the slices; rerun real_stats")
+        feat = audit_features(*features, threshold=threshold)
+    rows = []
+    for i, (c, k, z) in enumerate(keys):
+        j = int(pixel.nearest.index[i])
+        row = {"case_id": c, "sample": k, "z": z, "distance": float(pixel.nearest.distance[i]),
+               "ratio": float(pixel.ratio[i]), "flagged": bool(pixel.flagged[i]),
+               "nearest_case": train.case_ids[j], "nearest_z": train.z[j],
+               **dict.fromkeys(MEMORISATION_COLUMNS[8:])}  # NA: no Inception weights
+        if feat is not None:
+            j = int(feat.nearest.index[i])
+            row.update(feature_distance=float(feat.nearest.distance[i]), feature_ratio=float(feat.ratio[i]),
+                       flagged=row["flagged"] or bool(feat.flagged[i]),
+                       feature_nearest_case=train.case_ids[j], feature_nearest_z=train.z[j])
+        rows.append(row)
+    return sorted(rows, key=_closest_ratio), pixel.summary, None if feat is None else feat.summary
+
+
+def _closest_ratio(row: Mapping) -> float:
+    """A memorisation row's smaller ratio: pixel, or Inception where computed (a written row reads back as text)."""
+    feature = row.get("feature_ratio")
+    feature = math.inf if feature in (None, "", "NA") else float(feature)
+    return min(float(row["ratio"]), feature)
+
+
+def memorisation_features(cases: Sequence[tuple[str, Path, Path]], real_stats: Path, train_stats: Path,
+                          settings: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Inception features of the generated test slices (``generated_images``' order), the real test
+    slices and the training slices (``real_stats``' files), or None without the weights."""
+    with np.load(train_stats) as f:
+        if not bool(f["available"]):
+            return None
+        train = f["features"]
+    gen = generated_features(generated_images(cases)[0][:, None], real_stats, settings, device)
+    if gen is None:
+        return None
+    with np.load(real_stats) as f:
+        return gen, f["features"], train
+
+
+def generated_images(cases: Sequence[tuple[str, Path, Path]]) -> tuple[torch.Tensor, torch.Tensor, list[tuple]]:
+    """Every generated test slice (N, H, W), its label map's body mask and its (case, sample, z), in the
+    order evaluate scores them (cases sorted, then samples, then slices)."""
     gen, masks, keys = [], [], []
     for case_id, real_path, gen_path in sorted(cases):
         real, fakes = _load_case(real_path, gen_path)
@@ -273,23 +330,25 @@ def memorisation_cases(cases: Sequence[tuple[str, Path, Path]], train_files: Seq
             gen.append(torch.from_numpy(fake))
             masks.append(torch.from_numpy(real.masks).float())
             keys += [(case_id, k, int(z)) for z in real.z]
-    result = audit(torch.cat(gen), torch.cat(masks), reference.images[:, 0].float(),
-                   reference.masks[:, 0].float(), train.images[:, 0].float(), threshold)
-    near = result.nearest
-    rows = [{"case_id": c, "sample": k, "z": z, "distance": float(d), "ratio": float(r), "flagged": bool(f),
-             "nearest_case": train.case_ids[i], "nearest_z": train.z[i]}
-            for (c, k, z), d, r, f, i in zip(keys, near.distance, result.ratio, result.flagged, near.index)]
-    return sorted(rows, key=lambda r: r["ratio"]), result.summary
+    return torch.cat(gen), torch.cat(masks), keys
 
 
-def memorisation_summary(summary: dict) -> list[dict]:
-    """The audit's rows for test_metrics.tsv."""
-    note = (f"nearest-training-slice distance / the real test slices' median ({summary['real_median_distance']:.3g}); "
-            f"flagged below {summary['threshold']:g}")
-    return [{"metric": "memorisation_ratio", "mean": summary["ratio_median"], "std": math.nan,
-             "n": summary["slices"], "note": f"median; 5th percentile {summary['ratio_p05']:.3g}; {note}"},
-            {"metric": "memorisation_flagged", "mean": summary["flagged"], "std": math.nan, "n": summary["slices"],
-             "note": "generated test slices flagged as possible copies of a training slice"}]
+def memorisation_summary(pixel: dict, feature: dict | None) -> list[dict]:
+    """The audit's rows for test_metrics.tsv: pixel space always, Inception space when computed."""
+    rows = []
+    for suffix, summary, space in (("", pixel, "RMS pixel distance inside the body"),
+                                   ("_inception", feature, "Inception pool3 feature distance")):
+        if summary is None:
+            rows += [{"metric": f"memorisation_{name}{suffix}", "mean": math.nan, "std": math.nan, "n": 0,
+                      "note": NO_WEIGHTS} for name in ("ratio", "flagged")]
+            continue
+        note = (f"{space} to the nearest training slice / the real test slices' median "
+                f"({summary['real_median_distance']:.3g}); flagged below {summary['threshold']:g}")
+        rows += [{"metric": f"memorisation_ratio{suffix}", "mean": summary["ratio_median"], "std": math.nan,
+                  "n": summary["slices"], "note": f"median; 5th percentile {summary['ratio_p05']:.3g}; {note}"},
+                 {"metric": f"memorisation_flagged{suffix}", "mean": summary["flagged"], "std": math.nan,
+                  "n": summary["slices"], "note": f"generated test slices flagged as possible copies ({space})"}]
+    return rows
 
 
 def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence[Path], train_files: Sequence[Path],
@@ -311,7 +370,10 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
     for r in rows:
         fakes, index = samples[r["case_id"]]
         generated = fakes[int(r["sample"])][index[int(r["z"])]]
-        nearest = train.images[where[(r["nearest_case"], int(r["nearest_z"]))], 0].float().numpy()
-        title = f"{r['case_id']} z{int(r['z'])} s{r['sample']}\nratio {float(r['ratio']):.2f}"
+        # The nearest slice of the space that puts it closest: pixels, or Inception features.
+        space = "" if _closest_ratio(r) == float(r["ratio"]) else "feature_"
+        nearest = train.images[where[(r[f"{space}nearest_case"], int(r[f"{space}nearest_z"]))], 0].float().numpy()
+        title = (f"{r['case_id']} z{int(r['z'])} s{r['sample']}\n"
+                 f"{'Inception ' if space else ''}ratio {_closest_ratio(r):.2f}")
         panels.append((generated, nearest, title, r["flagged"] == "True"))
     return panels

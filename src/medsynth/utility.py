@@ -21,8 +21,10 @@ from medsynth.metrics.segmentation import confusion, per_class_scores, predict, 
 from medsynth.train.data import SliceSet
 
 SETTINGS = ("real", "synthetic", "real+synthetic")
-COLUMNS = ["setting", "class", "dice", "ci_low", "ci_high", "train_slices", "test_cases", "note"]
+COLUMNS = ["setting", "class", "dice", "ci_low", "ci_high", "delta_vs_real", "delta_ci_low", "delta_ci_high",
+           "train_slices", "test_cases", "note"]
 MIN_CASES = 5  # fewer test cases: resample slices instead (and say so)
+DEFAULT_REAL_SHARE = 0.75  # real+synthetic: synthetic slices as augmentation, a quarter of each batch
 
 
 def synthetic_set(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> SliceSet:
@@ -52,39 +54,72 @@ def _units(pred: torch.Tensor, test: SliceSet, num_classes: int) -> tuple[torch.
     return confs, note
 
 
+def _dice_of(conf: torch.Tensor) -> np.ndarray:
+    """Dice per class of a (C, C) confusion; the last entry is the foreground mean."""
+    d = np.asarray(per_class_scores(conf)["dice"], dtype=np.float64)
+    fg = d[1:][~np.isnan(d[1:])]
+    return np.append(d, fg.mean() if fg.size else math.nan)
+
+
+def bootstrap_draws(confs: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dice (as ``_dice_of``) of all units and of ``n_boot`` resamples of them (n_boot, C + 1).
+
+    The resampled units depend only on ``seed`` and the number of units, so
+    draws of two settings scored on the same test set are paired: draw i of
+    each resamples the same test cases, and their difference is the paired
+    bootstrap of the difference.
+    """
+    g = np.random.default_rng(seed)
+    draws = np.stack([_dice_of(confs[torch.from_numpy(g.integers(0, len(confs), len(confs)))].sum(0))
+                      for _ in range(n_boot)])
+    return _dice_of(confs.sum(0)), draws
+
+
+def _interval(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):
+        return np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
+
+
 def bootstrap_dice(confs: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dice per class and its 2.5 / 97.5 % bootstrap percentiles; the last column is the foreground mean."""
-    def dice_of(conf: torch.Tensor) -> np.ndarray:
-        d = np.asarray(per_class_scores(conf)["dice"], dtype=np.float64)
-        fg = d[1:][~np.isnan(d[1:])]
-        return np.append(d, fg.mean() if fg.size else math.nan)
-
-    point = dice_of(confs.sum(0))
-    g = np.random.default_rng(seed)
-    draws = np.stack([dice_of(confs[torch.from_numpy(g.integers(0, len(confs), len(confs)))].sum(0))
-                      for _ in range(n_boot)])
-    with np.errstate(all="ignore"):
-        return point, np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
+    point, draws = bootstrap_draws(confs, n_boot, seed)
+    return (point, *_interval(draws))
 
 
 def utility_rows(real_model: torch.nn.Module, real_train: SliceSet, synthetic: SliceSet, test: SliceSet,
                  names: Sequence[str], seg: Mapping, n_boot: int = 1000, seed: int = 0,
-                 device: torch.device | None = None) -> list[dict]:
-    """Rows of ``COLUMNS``: per setting, each class and the foreground mean with its interval."""
+                 device: torch.device | None = None, real_share: float = DEFAULT_REAL_SHARE) -> list[dict]:
+    """Rows of ``COLUMNS``: per setting, each class and the foreground mean with its interval, and
+    (synthetic, real+synthetic) the difference to real with its paired bootstrap interval.
+
+    real+synthetic draws a real slice with probability ``real_share`` and a
+    synthetic one otherwise, so the mix does not depend on how many samples
+    per label map were generated.
+    """
     both = SliceSet(torch.cat([real_train.images, synthetic.images]), torch.cat([real_train.labels, synthetic.labels]),
                     torch.cat([real_train.masks, synthetic.masks]), [], [])
+    draw = torch.cat([torch.full((len(real_train),), real_share / len(real_train), dtype=torch.float64),
+                      torch.full((len(synthetic),), (1 - real_share) / len(synthetic), dtype=torch.float64)])
     models = {"real": (real_model, len(real_train))}
-    for name, data in (("synthetic", synthetic), ("real+synthetic", both)):
+    for name, data, weights in (("synthetic", synthetic, None), ("real+synthetic", both, draw)):
         models[name] = (train_segmenter(data.images, data.labels, len(names), steps=seg["segmenter_steps"],
                                         batch_size=seg["segmenter_batch"], device=device,
-                                        channels=tuple(seg["segmenter_channels"])), len(data))
-    rows = []
+                                        channels=tuple(seg["segmenter_channels"]), sample_weights=weights),
+                        len(data))
+    rows, scored = [], {}
     for setting in SETTINGS:
         model, n_train = models[setting]
         confs, note = _units(predict(model, test.images.float()), test, len(names))
-        point, lo, hi = bootstrap_dice(confs, n_boot, seed)
-        for cls, d, a, b in zip([*names, "mean (foreground)"], point, lo, hi):
-            rows.append({"setting": setting, "class": cls, "dice": float(d), "ci_low": float(a), "ci_high": float(b),
+        point, draws = scored[setting] = bootstrap_draws(confs, n_boot, seed)
+        lo, hi = _interval(draws)
+        delta = point - scored["real"][0]
+        delta_lo, delta_hi = _interval(draws - scored["real"][1])
+        for i, cls in enumerate([*names, "mean (foreground)"]):
+            other = setting != "real"
+            rows.append({"setting": setting, "class": cls, "dice": float(point[i]), "ci_low": float(lo[i]),
+                         "ci_high": float(hi[i]), "delta_vs_real": float(delta[i]) if other else None,
+                         "delta_ci_low": float(delta_lo[i]) if other else None,
+                         "delta_ci_high": float(delta_hi[i]) if other else None,
                          "train_slices": n_train, "test_cases": len(set(test.case_ids)), "note": note})
     return rows
 

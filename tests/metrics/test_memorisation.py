@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsynth.metrics.memorisation import audit, nearest_training
+from medsynth.metrics.memorisation import audit, audit_features, nearest_features, nearest_training
 
 
 def _slices(n: int, seed: int) -> torch.Tensor:
@@ -40,3 +40,19 @@ def test_test_slices_inside_the_training_set_are_refused() -> None:
     train = _slices(5, 0)
     with pytest.raises(ValueError, match="test slices among the training slices"):
         audit(_slices(3, 2), torch.ones(3, 32, 32), train, torch.ones(5, 32, 32), train)
+
+
+def test_nearest_features_matches_a_brute_force_search_and_flags_copies() -> None:
+    g = np.random.default_rng(0)
+    train, real = g.normal(size=(40, 16)) * 1e-3, g.normal(size=(9, 16)) * 1e-3  # no fixed unit
+    near = nearest_features(real, train, chunk=4)
+    d = np.linalg.norm(real[:, None] - train[None], axis=2)
+    np.testing.assert_allclose(near.distance, d.min(1), rtol=1e-9)
+    np.testing.assert_array_equal(near.index, d.argmin(1))
+    copies = audit_features(train[[5, 9, 1]], real, train)
+    assert copies.flagged.all() and copies.summary["ratio_median"] < 1e-3
+    np.testing.assert_array_equal(copies.nearest.index, [5, 9, 1])
+    new = audit_features(real, real, train)
+    assert not new.flagged.any() and new.summary["ratio_median"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="test slices among the training slices"):
+        audit_features(real, train[:5], train)

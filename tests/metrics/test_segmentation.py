@@ -288,6 +288,20 @@ def test_flips_would_confuse_classes_told_apart_by_their_side():
     assert max(class_dice(flipped, x_test, y_test)) < 0.7
 
 
+def test_sample_weights_choose_which_slices_training_sees(toy_data):
+    """Half the set has its labels wiped: weights on the good half learn the classes, on the wiped half nothing."""
+    (train, _), n = toy_data, toy_data[0].images.shape[0]
+    images = torch.cat([train.images, train.images])
+    labels = torch.cat([train.labels, torch.zeros_like(train.labels)])
+    good = torch.cat([torch.ones(n), torch.zeros(n)]).double()
+    on_good = train_segmenter(images, labels, 3, steps=STEPS, seed=0, device=CPU, sample_weights=good)
+    on_wiped = train_segmenter(images, labels, 3, steps=STEPS, seed=0, device=CPU, sample_weights=1 - good)
+    assert foreground_dice(on_good, train.images, train.labels) > 0.8
+    assert foreground_dice(on_wiped, train.images, train.labels) < 0.1
+    with pytest.raises(ValueError, match="sample_weights"):
+        train_segmenter(images, labels, 3, steps=1, device=CPU, sample_weights=good[:3])
+
+
 def test_train_rejects_bad_settings(make_toy_slices):
     s = make_toy_slices(n=4, size=32)
     with pytest.raises(ValueError, match="lr_schedule"):

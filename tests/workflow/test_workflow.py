@@ -143,7 +143,8 @@ def test_outputs_of_every_stage(finished):
     assert set(test_metrics) == {"ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice",
                                  "intensity_w1", "pixel_diversity", "fid", "kid", "lpips", "lpips_diversity",
                                  "seg_dice_generated", "seg_dice_real", "seg_ratio", "classes_outside_real_range",
-                                 "memorisation_ratio", "memorisation_flagged"}
+                                 "memorisation_ratio", "memorisation_flagged", "memorisation_ratio_inception",
+                                 "memorisation_flagged_inception"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
@@ -182,9 +183,15 @@ def test_outputs_of_every_stage(finished):
     audit = read_tsv(w / "results/evaluate/tiny/memorisation.tsv")
     test_slices = sum(len(np.load(w / "results/slices/phantom/cases" / c / "slices.npz")["z"]) for c in test_cases)
     assert len(audit) == 2 * test_slices
-    ratios = [float(r["ratio"]) for r in audit]
-    assert ratios == sorted(ratios) and all(split[r["nearest_case"]] == "train" for r in audit)
-    assert int(test_metrics["memorisation_flagged"]["mean"]) == sum(r["flagged"] == "True" for r in audit)
+    # In pixels and (the weights are there) in Inception features, sorted by the closer of the two.
+    closest = [min(float(r["ratio"]), float(r["feature_ratio"])) for r in audit]
+    assert closest == sorted(closest)
+    assert all(split[r["nearest_case"]] == split[r["feature_nearest_case"]] == "train" for r in audit)
+    for suffix, column in (("", "ratio"), ("_inception", "feature_ratio")):
+        below = sum(float(r[column]) < 0.5 for r in audit)
+        assert int(test_metrics[f"memorisation_flagged{suffix}"]["mean"]) == below
+    assert sum(r["flagged"] == "True" for r in audit) == sum(min(float(r["ratio"]), float(r["feature_ratio"])) < 0.5
+                                                             for r in audit)
     # Utility: the same segmenter trained on real, synthetic (every sample of the training label maps) and both.
     utility = read_tsv(w / "results/utility/tiny/utility.tsv")
     assert [r["setting"] for r in utility] == [s for s in ("real", "synthetic", "real+synthetic")
@@ -196,6 +203,12 @@ def test_outputs_of_every_stage(finished):
     for r in utility:
         if r["dice"] != "NA":
             assert float(r["ci_low"]) - 1e-9 <= float(r["dice"]) <= float(r["ci_high"]) + 1e-9 <= 1 + 1e-9
+    real_dice = {r["class"]: r["dice"] for r in utility if r["setting"] == "real"}
+    for r in utility:  # the difference to real, from the same table's numbers
+        if r["setting"] == "real" or "NA" in (r["dice"], real_dice[r["class"]]):
+            assert r["setting"] != "real" or r["delta_vs_real"] == "NA"
+            continue
+        assert float(r["delta_vs_real"]) == pytest.approx(float(r["dice"]) - float(real_dice[r["class"]]))
     assert (w / "results/utility/tiny-unpaired/utility.tsv").is_file()  # MR segmenters on the MR test cases
     assert "Utility benchmark" in (w / "reports/tiny/summary.md").read_text()
     for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png", "class_intensity.png",

@@ -13,6 +13,8 @@ rule evaluate:
         # The memorisation audit's training set: the images the generator was trained to imitate.
         train_reference=lambda w: case_slices(image_dataset(w), ("train",)),
         real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
+        # ... and its Inception features, for the audit in feature space (when the weights exist).
+        train_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_train.npz",
         segmenter=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",

@@ -5,7 +5,7 @@ from pathlib import Path
 from medsynth.data.labels import LabelTable
 from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, MEMORISATION_COLUMNS, SEG_COLUMNS,
                                class_intensity, evaluate_cases, intensity_summary, memorisation_cases,
-                               memorisation_summary, read_metas, segmentation_consistency, segmentation_summary)
+                               memorisation_features, memorisation_summary, read_metas, segmentation_consistency, segmentation_summary)
 from medsynth.io.tables import write_tsv
 from medsynth.generate import generated_cases
 from medsynth.logs import log_to
@@ -16,18 +16,22 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     paired = sm.params.mode == "paired"
     names = LabelTable.from_config(sm.params.labels).names
     cases = generated_cases(sm.input.real, Path(sm.input.cases))
+    device = resolve_device("auto")
+    # Inception features of the generated slices, once: for FID/KID and for the memorisation audit.
+    features = memorisation_features(cases, Path(sm.input.real_stats), Path(sm.input.train_stats),
+                                     sm.params.metrics, device)
     summary, per_case = evaluate_cases(cases, paired, sm.input.reference,
                                        threshold=sm.params.threshold, real_stats=Path(sm.input.real_stats),
-                                       perceptual=sm.params.metrics, device=resolve_device("auto"))
-    seg = segmentation_consistency(Path(sm.input.segmenter), cases, sm.input.reference, names,
-                                   resolve_device("auto"))
+                                       perceptual=sm.params.metrics, device=device,
+                                       fake_features=None if features is None else features[0])
+    seg = segmentation_consistency(Path(sm.input.segmenter), cases, sm.input.reference, names, device)
     summary += segmentation_summary(seg)
     intensity = class_intensity(cases, paired, sm.input.reference, names, read_metas(sm.input.meta),
                                 read_metas(sm.input.reference_meta))
     summary.append(intensity_summary(intensity))
-    copies, audit = memorisation_cases(cases, sm.input.train_reference, sm.input.reference,
-                                       sm.params.metrics["memorisation_threshold"])
-    summary += memorisation_summary(audit)
+    copies, pixel_audit, feature_audit = memorisation_cases(
+        cases, sm.input.train_reference, sm.input.reference, sm.params.metrics["memorisation_threshold"], features)
+    summary += memorisation_summary(pixel_audit, feature_audit)
     write_tsv(sm.output.memorisation, copies, MEMORISATION_COLUMNS)
     write_tsv(sm.output.segmentation, seg, SEG_COLUMNS)
     write_tsv(sm.output.class_intensity, intensity, INTENSITY_COLUMNS)

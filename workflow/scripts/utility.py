@@ -19,5 +19,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     rows = utility_rows(load_segmenter(Path(sm.input.real_model), device), load_slices(sm.input.real_train),
                         load_synthetic(sm.input.label_train, Path(sm.input.cases)), load_slices(sm.input.test),
                         LabelTable.from_config(sm.params.labels).names, sm.params.segmenter,
-                        n_boot=sm.params.utility["bootstrap"], seed=sm.params.utility["seed"], device=device)
+                        n_boot=sm.params.utility["bootstrap"], seed=sm.params.utility["seed"], device=device,
+                        real_share=sm.params.utility["real_share"])
     write_tsv(sm.output[0], rows, COLUMNS)

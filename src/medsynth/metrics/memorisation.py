@@ -5,9 +5,11 @@ slice we take the distance to its nearest training slice and divide it by the
 median of the same distance for real held-out slices (images of patients the
 generator never saw): about 1 means "as far from the training set as a new
 patient", near 0 means "almost a copy of a training slice". Slices below
-``threshold`` are flagged as possible copies. The distance is the RMS pixel
-difference inside the query's body, in [-1, 1] units (Inception-space distances
-need pretrained weights; the pixel distance is always available).
+``threshold`` are flagged as possible copies. Two distances: the RMS pixel
+difference inside the query's body, in [-1, 1] units (always), and the Euclidean
+distance between Inception pool3 features (when the pretrained weights exist):
+a copy that is shifted, or has another noise texture, is far in pixels and near
+in features.
 """
 
 from __future__ import annotations
@@ -48,6 +50,22 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
     return Nearest(torch.cat(dists).numpy(), torch.cat(idx).numpy())
 
 
+def nearest_features(queries: np.ndarray, train: np.ndarray, chunk: int = 1024) -> Nearest:
+    """For each query feature vector (N, D) the nearest training vector (M, D), Euclidean."""
+    if train.shape[0] == 0:
+        raise ValueError("memorisation audit: the training set has no slices")
+    t = torch.from_numpy(np.asarray(train, np.float64))
+    t2 = (t * t).sum(dim=1)
+    dists, idx = [], []
+    for at in range(0, queries.shape[0], chunk):
+        q = torch.from_numpy(np.asarray(queries[at:at + chunk], np.float64))
+        sq = (q * q).sum(dim=1, keepdim=True) - 2 * q @ t.T + t2[None]
+        best, where = sq.clamp(min=0).min(dim=1)
+        dists.append(best.sqrt())
+        idx.append(where)
+    return Nearest(torch.cat(dists).numpy(), torch.cat(idx).numpy())
+
+
 @dataclass(frozen=True)
 class Audit:
     summary: dict
@@ -58,11 +76,24 @@ class Audit:
 
 def audit(generated: torch.Tensor, generated_masks: torch.Tensor, real: torch.Tensor, real_masks: torch.Tensor,
           train: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> Audit:
-    """Each generated slice's nearest training slice, its distance ratio and flag, and their summary."""
-    gen = nearest_training(generated, generated_masks, train)
-    ref = nearest_training(real, real_masks, train)
+    """Each generated slice's nearest training slice in pixels, its distance ratio and flag, and their summary."""
+    return compare(nearest_training(generated, generated_masks, train), nearest_training(real, real_masks, train),
+                   threshold)
+
+
+def audit_features(generated: np.ndarray, real: np.ndarray, train: np.ndarray,
+                   threshold: float = DEFAULT_THRESHOLD) -> Audit:
+    """The same audit on feature vectors (N, D) of generated, real held-out and training slices."""
+    # Features have no fixed unit: "distance 0" is relative to their typical length.
+    floor = 1e-6 * float(np.median(np.linalg.norm(np.asarray(train, np.float64), axis=1)))
+    return compare(nearest_features(generated, train), nearest_features(real, train), threshold, floor)
+
+
+def compare(gen: Nearest, ref: Nearest, threshold: float, floor: float = 1e-6) -> Audit:
+    """Generated slices' nearest-training distances against the real held-out slices' median;
+    a median at or below ``floor`` means the held-out slices are training slices."""
     scale = float(np.median(ref.distance))
-    if not scale > 1e-6:  # the expanded square leaves rounding noise where slices are identical
+    if not scale > floor:  # the expanded square leaves rounding noise where slices are identical
         raise ValueError("memorisation audit: real held-out slices have distance 0 to the training set; "
                          "are test slices among the training slices?")
     ratio = gen.distance / scale

@@ -203,10 +203,12 @@ def save_real_stats(images: torch.Tensor, path: Path, settings: dict, device: to
 
 def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, device: torch.device,
                       paired_real: torch.Tensor | None = None,
-                      sample_pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+                      sample_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      fake_features: np.ndarray | None = None) -> dict[str, float]:
     """FID, KID (mean, std), LPIPS to the paired real image (``paired_real[i]`` is the real image of
     ``fake[i]``'s label map), and diversity: the mean LPIPS over ``sample_pairs`` (two samples of the
-    same label map, every pair).
+    same label map, every pair). ``fake_features``: ``fake``'s Inception features when the caller
+    has them already (``generated_features``).
 
     NaN for whatever cannot be computed (weights missing, no paired reference,
     a single sample), so callers write "NA" rather than a made-up number.
@@ -216,7 +218,10 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
     with np.load(real_stats) as f:
         stats = {k: f[k] for k in f.files}
     if bool(stats["available"]) and available(folder, (INCEPTION_FILE,), settings["perceptual"]):
-        feats = inception_features(load_inception(folder, device), fake, settings.get("batch_size", 32), device)
+        feats = fake_features if fake_features is not None else inception_features(
+            load_inception(folder, device), fake, settings.get("batch_size", 32), device)
+        if len(feats) != len(fake):
+            raise ValueError(f"{len(feats)} Inception feature vectors for {len(fake)} generated images")
         mu, sigma = gaussian_stats(feats)
         out["fid"] = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])
         subset = settings.get("kid_subset_size", 1000)
@@ -235,6 +240,19 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
         if sample_pairs is not None:
             out["lpips_diversity"] = float(lpips_distances(model, *sample_pairs, device=device).mean())
     return out
+
+
+def generated_features(images: torch.Tensor, real_stats: Path, settings: dict,
+                       device: torch.device) -> np.ndarray | None:
+    """Inception features of generated [-1, 1] images (N, 1, H, W), or None when the weights or the
+    real statistics they would be compared with are unavailable."""
+    with np.load(real_stats) as f:
+        if not bool(f["available"]):
+            return None
+    folder = Path(settings["weights_dir"])
+    if not available(folder, (INCEPTION_FILE,), settings["perceptual"]):
+        return None
+    return inception_features(load_inception(folder, device), images, settings.get("batch_size", 32), device)
 
 
 def fetch_weights(weights_dir: Path, mode: str, check_hash: bool = True,

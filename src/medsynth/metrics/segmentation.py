@@ -205,7 +205,8 @@ def _check_train_args(steps: int, batch_size: int, lr_schedule: str, class_weigh
 def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int, batch_size: int = 8,
                     lr: float = 5e-3, seed: int = 0, device: torch.device | None = None,
                     channels: Sequence[int] = DEFAULT_CHANNELS, *, lr_schedule: str = "poly",
-                    flips: bool = False, class_weight_power: float = 0.5) -> UNetSegmenter:
+                    flips: bool = False, class_weight_power: float = 0.5,
+                    sample_weights: torch.Tensor | None = None) -> UNetSegmenter:
     """Train a U-Net on (real) ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N, H, W); return it in eval mode.
 
     Adam on class-weighted cross-entropy (``class_weights`` with
@@ -217,7 +218,9 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     intensity apart (liver and spleen), and flipped anatomy never occurs at
     test time. The initial weights come from the same seed, without touching
     torch's global RNG, so the same call gives the same weights (on the same
-    device and thread count).
+    device and thread count). ``sample_weights`` (N,): draw slice i with
+    probability proportional to its weight instead of uniformly (e.g. a fixed
+    share of real slices in a real + synthetic set).
     """
     _check_train_args(steps, batch_size, lr_schedule, class_weight_power)
     _check_pairs(images, labels, num_classes)
@@ -234,13 +237,19 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise ValueError(f"images are {h}x{w}, not divisible by {model.size_multiple} for channels={list(channels)}; "
                          "pad or crop them, or use fewer levels")
 
+    if sample_weights is not None and (sample_weights.shape != (images.shape[0],) or not (sample_weights >= 0).all()
+                                       or not sample_weights.sum() > 0):
+        raise ValueError(f"sample_weights must be {images.shape[0]} non-negative numbers, not all 0")
     weight = class_weights(labels, num_classes, class_weight_power).to(device) if class_weight_power else None
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * _lr_factor(lr_schedule, step, steps)
-        idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+        if sample_weights is None:
+            idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+        else:
+            idx = torch.multinomial(sample_weights, batch_size, replacement=True, generator=g)
         # Only the batch is converted: the stored set may be float16/uint8 to save memory.
         x = images[idx].to(device).float()
         y = labels[idx].to(device).long()
