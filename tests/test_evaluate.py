@@ -160,7 +160,7 @@ def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_pat
                                                                         random_weights_dir: Path) -> None:
     """The audit in feature space through the real loading code (with weights the test writes): a
     "generator" that returns training slices is flagged; one that makes new patients is not."""
-    from medsynth.evaluate import memorisation_cases, memorisation_features, memorisation_summary
+    from medsynth.audit import memorisation_cases, memorisation_features, memorisation_summary
     from medsynth.metrics.perceptual import save_real_stats
     from medsynth.train.run import load_slices
 
@@ -194,7 +194,7 @@ def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_pat
 
 
 def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> None:
-    from medsynth.evaluate import memorisation_cases, memorisation_features, memorisation_summary
+    from medsynth.audit import memorisation_cases, memorisation_features, memorisation_summary
 
     train, test = _toy_cases(tmp_path / "train", (4, 4), seed=1), _toy_cases(tmp_path / "test")
     for name in ("inception_train.npz", "inception_test.npz"):

@@ -27,10 +27,10 @@ from medsynth.train.checkpoint import load_checkpoint
 from medsynth.train.data import one_hot
 
 # Each synthetic volume with its provenance: the label case and split part it came from, the sample
-# index and seed that regenerate it, the generator (its training step and selection metric) and the
+# index, seed and noise mode that regenerate it, the generator (its training step and selection metric) and the
 # medsynth version that wrote it.
-MANIFEST_COLUMNS = ["case_id", "dataset", "source_case", "patient_id", "part", "sample", "seed", "volume", "label",
-                    "pngs", "generator_step", "selected_by", "medsynth_version"]
+MANIFEST_COLUMNS = ["case_id", "dataset", "source_case", "patient_id", "part", "sample", "seed", "noise", "volume",
+                    "label", "pngs", "generator_step", "selected_by", "medsynth_version"]
 
 
 class LabelCase(NamedTuple):
@@ -64,16 +64,29 @@ def generator_from_state(state: dict, source: Path, device: torch.device) -> tup
     return G.eval(), state["num_classes"]
 
 
+NOISE_MODES = ("volume", "slice")
+
+
 @torch.no_grad()
 def synthesize(G: torch.nn.Module, labels: torch.Tensor, num_classes: int, seed: int, batch: int,
-               device: torch.device) -> torch.Tensor:
-    """(N, H, W) class ids -> (N, 1, H, W) images on the CPU.
+               device: torch.device, noise: str = "volume") -> torch.Tensor:
+    """(N, H, W) class ids of one volume's slices -> (N, 1, H, W) images on the CPU.
 
-    All noise is drawn up front from ``seed``, so the images do not depend on
-    the batch size: (seed, label map) alone reproduces a sample.
+    ``noise`` "volume": one noise draw shared by every slice, so the slices of
+    a sample are one patient's (with ``spatial_noise`` the noise map is the
+    same in every slice: constant, hence smooth, along z); "slice": a draw per
+    slice. All noise is drawn up front from ``seed``, so the images do not
+    depend on the batch size: (seed, noise mode, label map) reproduce a sample.
     """
     n, h, w = labels.shape
-    z = G.noise(n, h, w, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    if noise == "volume":
+        one = G.noise(1, h, w, generator=g)
+        z = one.expand(n, *one.shape[1:])
+    elif noise == "slice":
+        z = G.noise(n, h, w, generator=g)
+    else:
+        raise ValueError(f"generate.noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
     out = []
     for i in range(0, n, batch):
         chunk = labels[i : i + batch].to(device)
@@ -103,11 +116,13 @@ def generate_case(
     device: torch.device,
     table: LabelTable,
     scale: tuple[IntensityMap, str] | None = None,
+    noise: str = "volume",
 ) -> list[dict]:
     """K synthetic volumes of one preprocessed case, on its source grid, with its label map.
 
     ``scale`` (curve, modality) writes the images on another dataset's scale than
     the label case's own: unpaired mode, where CT label maps become MR-like images.
+    ``noise``: as ``synthesize``.
     """
     slices = CaseSlices.load(slices_path)
     meta = json.loads((preprocess_dir / "meta.json").read_text())
@@ -124,13 +139,14 @@ def generate_case(
     rows, stacks = [], []
     for k in range(samples):
         seed = sample_seed(base_seed, case_id, k)
-        fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, seed, batch, device)[:, 0].numpy()
+        fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, seed, batch, device,
+                          noise)[:, 0].numpy()
         stacks.append(fake)
         for img, z in zip(fake, slices.z):
             save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
         vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                                source_affine)
-        rows.append({"case_id": case_id, "sample": k, "seed": seed, "volume": str(vol_file),
+        rows.append({"case_id": case_id, "sample": k, "seed": seed, "noise": noise, "volume": str(vol_file),
                      "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
     np.savez_compressed(samples_file(out_dir, case_id), samples=np.stack(stacks).astype(np.float16), z=slices.z)
     return rows
@@ -183,8 +199,10 @@ def generate_cases(
     seed: int,
     batch: int,
     device: torch.device,
+    noise: str = "volume",
 ) -> list[dict]:
-    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields)."""
+    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields); ``noise``: as
+    ``synthesize``."""
     state = load_checkpoint(generator_path, map_location=device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
@@ -196,7 +214,7 @@ def generate_cases(
         # label-only case (no curve of its own): the scale of the images the generator learned.
         scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
         for row in generate_case(G, num_classes, case.case_id, Path(case.slices), Path(case.preprocess_dir),
-                                 Path(out_dir), samples, seed, batch, device, table, scale):
+                                 Path(out_dir), samples, seed, batch, device, table, scale, noise):
             rows.append({**row, "part": case.part, "dataset": case.dataset,
                          "source_case": case.source_case or case.case_id,
                          "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)})
@@ -235,6 +253,7 @@ def generate_from_label_files(
     seed: int,
     batch: int,
     device: torch.device,
+    noise: str = "volume",
 ) -> list[dict]:
     """Synthetic volumes for any label maps, using the data settings stored in the exported generator.
 
@@ -271,9 +290,10 @@ def generate_from_label_files(
         label_out = save_volume(case_dir / "label.nii.gz", classes, vol.affine)
         for k in range(samples):
             s = sample_seed(seed, case_id, k)
-            fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, s, batch, device)[:, 0].numpy()
+            fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, s, batch, device,
+                              noise)[:, 0].numpy()
             out = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                               vol.affine)
-            rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s, "volume": str(out),
+            rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s, "noise": noise, "volume": str(out),
                          "label": str(label_out), "pngs": "", **provenance(state)})
     return rows

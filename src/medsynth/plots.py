@@ -40,7 +40,7 @@ def _show_panel(ax, panel: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".part" + path.suffix)
@@ -84,7 +84,7 @@ def sample_grid(
             axes[r, 0].set_ylabel(row_names[r], fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _columns(path: Path) -> dict[str, np.ndarray]:
@@ -120,7 +120,7 @@ def metric_curves(metrics_tsv: Path, path: Path, selected_step: int | None = Non
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -152,7 +152,7 @@ def loss_curves(losses_tsv: Path, path: Path, window: int = 25, dpi: int = 100) 
         if keys:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: int = 100,
@@ -202,7 +202,7 @@ def preprocess_qc(path: Path, source, window: tuple[float, float], image, mask, 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: int, columns: int = 8,
@@ -223,7 +223,7 @@ def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: in
             if c == 0:
                 ax.set_ylabel(name, fontsize=7)
     fig.suptitle(f"{case_id}: slices across the volume", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def memorisation_pairs(path: Path, pairs: Sequence[tuple[np.ndarray, np.ndarray, str, bool]], dpi: int = 100) -> Path:
@@ -243,7 +243,7 @@ def memorisation_pairs(path: Path, pairs: Sequence[tuple[np.ndarray, np.ndarray,
     axes[0, 0].set_ylabel("generated (test)", fontsize=7)
     axes[1, 0].set_ylabel("nearest training", fontsize=7)
     fig.suptitle("memorisation audit: the closest pairs (ratio: distance / real test slices' median)", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def utility_plot(rows: Sequence[dict], path: Path, dpi: int = 100) -> Path:
@@ -269,7 +269,7 @@ def utility_plot(rows: Sequence[dict], path: Path, dpi: int = 100) -> Path:
     ax.set_title("segmenter trained on real, synthetic and real + synthetic images\n"
                  "(95 % intervals; vs real: paired bootstrap difference of the mean)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _utility_label(rows: Sequence[dict], setting: str) -> str:
@@ -295,7 +295,7 @@ SIDES = (("real", -0.19, "0.75"), ("generated", 0.19, "tab:blue"))
 
 def class_intensity_plot(table_tsv: Path, path: Path, dpi: int = 100) -> Path:
     """``class_intensity.tsv`` as a figure: per class, the real and generated distributions side by side."""
-    return _save(class_intensity_figure(read_tsv(table_tsv), dpi), path)
+    return save_figure(class_intensity_figure(read_tsv(table_tsv), dpi), path)
 
 
 def class_intensity_figure(rows: Sequence[dict], dpi: int = 100):

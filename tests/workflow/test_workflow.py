@@ -130,6 +130,7 @@ def test_outputs_of_every_stage(finished):
     assert all(r["part"] == split[r["case_id"]] for r in manifest)
     assert sorted(int(r["sample"]) for r in manifest) == sorted(list(range(2)) * len(made))
     assert {(r["generator_step"], r["selected_by"].split("=")[0]) for r in manifest} == {(str(selected["step"]), "fid")}
+    assert {r["noise"] for r in manifest} == {"volume"}  # generate.noise default: one draw per volume
     for row in manifest:
         source = nib.load(w / "resources/raw/phantom" / row["case_id"] / "ct.nii.gz")
         generated = nib.load(w / row["volume"])
@@ -144,7 +145,9 @@ def test_outputs_of_every_stage(finished):
                                  "intensity_w1", "pixel_diversity", "fid", "kid", "lpips", "lpips_diversity",
                                  "seg_dice_generated", "seg_dice_real", "seg_ratio", "classes_outside_real_range",
                                  "memorisation_ratio", "memorisation_flagged", "memorisation_ratio_inception",
-                                 "memorisation_flagged_inception"}
+                                 "memorisation_flagged_inception", "through_plane_ratio", "through_plane_w1",
+                                 "through_plane_ssim_ratio", "fid_coronal", "kid_coronal", "fid_sagittal",
+                                 "kid_sagittal"}
     assert all(math.isfinite(float(r["mean"])) for r in test_metrics.values())
     # A test set smaller than kid_subset_size (20): KID is computed, and its std comes with a warning.
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
@@ -216,6 +219,9 @@ def test_outputs_of_every_stage(finished):
         with Image.open(w / "reports/tiny" / name) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100
+    with Image.open(w / "reports/tiny/side_views.png") as img:  # 10 slices of 8 mm under 384 mm: a flat strip
+        img.load()
+        assert img.size[0] > 600 and img.size[1] > 60
     summary = (w / "reports/tiny/summary.md").read_text()
     assert f"step **{selected['step']}**" in summary and "ssim" in summary
     assert (w / "reports/tiny/summary.html").read_text().startswith("<!doctype html>")

@@ -271,7 +271,7 @@ def all_targets():
             "reports/{experiment}/{name}",
             experiment=exp,
             name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png",
-                  "class_intensity.png", "memorisation.png"],
+                  "side_views.png", "class_intensity.png", "memorisation.png"],
         )
         if utility_planned(exp):
             targets.append(f"reports/{exp}/utility.png")

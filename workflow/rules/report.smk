@@ -33,6 +33,8 @@ rule report_samples:
         manifest=rules.generate.output.manifest,
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
+        # The grid spacing, for the side views' aspect.
+        meta=lambda w: case_meta(experiment_dataset(w), ("test",)),
     output:
         grid=report(
             "reports/{experiment}/samples.png",
@@ -42,6 +44,11 @@ rule report_samples:
         strip=report(
             "reports/{experiment}/case_strip.png",
             caption="../report/case_strip.rst",
+            category="{experiment}",
+        ),
+        side=report(
+            "reports/{experiment}/side_views.png",
+            caption="../report/side_views.rst",
             category="{experiment}",
         ),
     params:
@@ -130,6 +137,7 @@ rule report_summary:
         loss_curves=rules.report_curves.output.losses,
         samples=rules.report_samples.output.grid,
         strip=rules.report_samples.output.strip,
+        side=rules.report_samples.output.side,
         intensity_plot=rules.report_intensity.output.figure,
         memorisation_plot=rules.report_memorisation.output.figure,
         utility=lambda w: [rules.utility.output[0], rules.report_utility.output.figure] if utility_planned(w.experiment) else [],

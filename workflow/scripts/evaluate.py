@@ -2,14 +2,16 @@
 
 from pathlib import Path
 
+from medsynth.audit import MEMORISATION_COLUMNS, memorisation_cases, memorisation_features, memorisation_summary
 from medsynth.data.labels import LabelTable
-from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, MEMORISATION_COLUMNS, SEG_COLUMNS,
-                               class_intensity, evaluate_cases, intensity_summary, memorisation_cases,
-                               memorisation_features, memorisation_summary, read_metas, segmentation_consistency, segmentation_summary)
+from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
+                               evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
+                               segmentation_summary)
 from medsynth.io.tables import write_tsv
 from medsynth.generate import generated_cases
 from medsynth.logs import log_to
 from medsynth.train.loop import resolve_device
+from medsynth.volumes import three_plane_summary, through_plane_summary
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -29,6 +31,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     intensity = class_intensity(cases, paired, sm.input.reference, names, read_metas(sm.input.meta),
                                 read_metas(sm.input.reference_meta))
     summary.append(intensity_summary(intensity))
+    summary += through_plane_summary(cases, sm.input.reference)
+    summary += three_plane_summary(cases, sm.input.reference, read_metas(sm.input.meta),
+                                   read_metas(sm.input.reference_meta), sm.params.metrics, device)
     copies, pixel_audit, feature_audit = memorisation_cases(
         cases, sm.input.train_reference, sm.input.reference, sm.params.metrics["memorisation_threshold"], features)
     summary += memorisation_summary(pixel_audit, feature_audit)

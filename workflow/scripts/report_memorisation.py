@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medsynth.evaluate import memorisation_pairs_panels
+from medsynth.audit import memorisation_pairs_panels
 from medsynth.logs import log_to
 from medsynth.plots import memorisation_pairs
 

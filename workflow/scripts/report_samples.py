@@ -1,5 +1,7 @@
-"""Snakemake script: sample grid label | K samples | real on test slices."""
+"""Snakemake script: sample grid label | K samples | real on test slices; one case across its
+slices; coronal and sagittal views of the test cases' volumes."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ from medsynth.data.slicing import CaseSlices
 from medsynth.generate import generated_cases
 from medsynth.logs import log_to
 from medsynth.plots import case_strip, test_sample_grid
+from medsynth.side_views import case_views, side_views_figure
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -25,3 +28,14 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         fakes = f["samples"].astype(np.float32)
     case_strip(Path(sm.output.strip), case_id, real.labels, list(fakes), real.images, num_classes,
                dpi=s["dpi"], real_name=real_name)
+    views = []
+    metas = {Path(m).parent.name: json.loads(Path(m).read_text()) for m in sm.input.meta}
+    for case_id, real_path, gen_path in sorted(cases)[:3]:
+        real = CaseSlices.load(real_path)
+        with np.load(gen_path) as f:
+            fake = f["samples"][0].astype(np.float32)
+        spacing = metas[case_id]["spacing"]  # of the preprocessed grid the slices were cut from
+        views.append((case_id, case_views(real.labels, real.masks, real.z, [("sample 1", fake),
+                                                                             (real_name, real.images)]),
+                      float(spacing[2]) / float(spacing[0])))
+    side_views_figure(Path(sm.output.side), views, num_classes, dpi=s["dpi"])

@@ -21,6 +21,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             "Training losses": Path(sm.input.loss_curves),
             "Test samples (label | samples | real)": Path(sm.input.samples),
             "One test case across its slices": Path(sm.input.strip),
+            "Side views: coronal and sagittal through the generated volumes": Path(sm.input.side),
             "Per-class intensity, real vs generated (test split)": Path(sm.input.intensity_plot),
             "Memorisation audit: the generated test slices closest to a training slice": Path(sm.input.memorisation_plot),
             **figures,

@@ -21,6 +21,25 @@ def display_view(slice_xy: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(slice_xy).T[::-1, ::-1])
 
 
+def stack(slices: np.ndarray, z: np.ndarray, fill: float) -> np.ndarray:
+    """(n, H, W) axial slices at indices ``z`` -> (H, W, z.max() - z.min() + 1) volume, ``fill`` in gaps."""
+    slices, z = np.asarray(slices), np.asarray(z, dtype=int)
+    vol = np.full((*slices.shape[1:], int(z.max() - z.min() + 1)), fill, dtype=slices.dtype)
+    vol[:, :, z - z.min()] = np.moveaxis(slices, 0, -1)
+    return vol
+
+
+def coronal(volume: np.ndarray, j: int) -> np.ndarray:
+    """RAS+ volume's x-z plane at y index ``j`` in radiological display: rows from superior down,
+    columns from the patient's right (largest x) to the left."""
+    return np.ascontiguousarray(volume[:, j, :].T[::-1, ::-1])
+
+
+def sagittal(volume: np.ndarray, i: int) -> np.ndarray:
+    """RAS+ volume's y-z plane at x index ``i``: rows from superior down, columns from anterior back."""
+    return np.ascontiguousarray(volume[i, :, :].T[::-1, ::-1])
+
+
 def unit_to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((np.asarray(image, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 

@@ -1,0 +1,93 @@
+"""Test metrics of the generated test set seen as volumes: through-plane consistency (always) and
+FID/KID on coronal and sagittal planes (with the Inception weights).
+
+Every sample of a test case is one volume: its slices stacked by z on the
+preprocessed grid (``metrics.through_plane``, ``metrics.planes``); the real
+reference is the image dataset's test volumes, as for FID and intensity W1.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from medsynth.data.slicing import CaseSlices
+from medsynth.evaluate import NO_WEIGHTS, load_case
+from medsynth.metrics import planes, through_plane
+from medsynth.metrics.perceptual import (INCEPTION_FILE, available, frechet_distance, gaussian_stats,
+                                         inception_features, kernel_inception_distance, load_inception)
+
+THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
+
+
+def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files: Sequence[Path]) -> list[dict]:
+    """Rows for test_metrics.tsv: how neighbouring generated slices differ against the image
+    dataset's real test volumes (``metrics.through_plane``; every sample is a volume)."""
+    generated, real = through_plane.NeighbourStats(), through_plane.NeighbourStats()
+    for _, real_path, gen_path in sorted(cases):
+        labels, fakes = load_case(real_path, gen_path)
+        for fake in fakes:
+            generated.add(fake, labels.masks, labels.z)
+    for path in reference_files:
+        ref = CaseSlices.load(Path(path))
+        real.add(ref.images, ref.masks, ref.z)
+    s = through_plane.scores(generated, real)
+    if math.isnan(s["ratio"]):
+        return [{"metric": m, "mean": math.nan, "std": math.nan, "n": 0,
+                 "note": "not computed: no two adjacent slices in a generated or real test volume"}
+                for m in ("through_plane_ratio", "through_plane_w1", "through_plane_ssim_ratio")]
+    smoothing = f"slices smoothed in-plane (sigma {through_plane.SMOOTH_SIGMA:g} px), inside both slices' body"
+    return [
+        {"metric": "through_plane_ratio", "mean": s["ratio"], "std": math.nan, "n": s["pairs"],
+         "note": f"mean |difference| between neighbouring slices, generated / real ({s['mean_generated']:.3g} / "
+                 f"{s['mean_real']:.3g}, [-1, 1] units), {smoothing}; 1 = as smooth along z as real volumes"},
+        {"metric": "through_plane_w1", "mean": s["w1"], "std": math.nan, "n": s["pairs"],
+         "note": f"W1 between the distributions of those differences, generated vs real; {smoothing}"},
+        {"metric": "through_plane_ssim_ratio", "mean": s["ssim_ratio"], "std": math.nan, "n": s["pairs"],
+         "note": f"SSIM between neighbouring slices inside the body, generated / real "
+                 f"({s['ssim_generated']:.3g} / {s['ssim_real']:.3g})"},
+    ]
+
+
+def _spacing(meta: Mapping) -> tuple[float, float]:
+    """(in-plane, slice) spacing of a case's preprocessed grid."""
+    return float(meta["spacing"][0]), float(meta["spacing"][2])
+
+
+def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files: Sequence[Path],
+                        metas: Mapping[str, dict], reference_metas: Mapping[str, dict], settings: dict,
+                        device: torch.device) -> list[dict]:
+    """Rows for test_metrics.tsv: FID and KID of generated vs real test volumes' coronal and sagittal
+    planes (``fid`` and ``kid`` are the axial ones); NA with a note without the weights."""
+    folder = Path(settings["weights_dir"])
+    if not available(folder, (INCEPTION_FILE,), settings["perceptual"]):
+        return [{"metric": m, "mean": math.nan, "std": math.nan, "n": 0, "note": NO_WEIGHTS} for m in THREE_PLANE]
+    generated = []
+    for case_id, real_path, gen_path in sorted(cases):
+        labels, fakes = load_case(real_path, gen_path)
+        generated += [(fake, labels.masks, labels.z, *_spacing(metas[case_id])) for fake in fakes]
+    real = []
+    for path in reference_files:
+        ref = CaseSlices.load(Path(path))
+        real.append((ref.images, ref.masks, ref.z, *_spacing(reference_metas[Path(path).parent.name])))
+    gen_planes, real_planes = planes.plane_sets(generated), planes.plane_sets(real)
+    model = load_inception(folder, device)
+    batch = settings.get("batch_size", 32)
+    rows = []
+    for plane in planes.SIDE_PLANES:
+        fg = inception_features(model, gen_planes[plane], batch, device)
+        fr = inception_features(model, real_planes[plane], batch, device)
+        kid, kid_std = kernel_inception_distance(fg, fr, settings.get("kid_subsets", 100),
+                                                 settings.get("kid_subset_size", 1000))
+        note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
+                "to the in-plane spacing")
+        try:
+            fid, fid_note = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr)), note
+        except ValueError as exc:  # a few dozen planes cannot fill a 2048-d covariance
+            fid, fid_note = math.nan, f"not computed: {exc} ({note}; read KID, which is unbiased for small sets)"
+        rows += [{"metric": f"fid_{plane}", "mean": fid, "std": math.nan, "n": len(fg), "note": fid_note},
+                 {"metric": f"kid_{plane}", "mean": kid, "std": kid_std, "n": len(fg), "note": note}]
+    return rows

@@ -1,0 +1,36 @@
+"""Coronal and sagittal planes for three-plane FID: proportions, which planes, squares."""
+
+import numpy as np
+import pytest
+
+from medsynth.metrics.planes import isotropic, plane_sets, side_planes
+
+
+def test_isotropic_resamples_only_along_z() -> None:
+    vol = np.random.default_rng(0).random((8, 6, 10)).astype(np.float32)
+    assert isotropic(vol, 6.0, 3.0).shape == (8, 6, 5)  # 3 mm slices on a 6 mm grid: half as many
+    assert isotropic(vol, 2.0, 4.0).shape == (8, 6, 20)
+    assert isotropic(vol, 3.0, 3.0) is vol
+
+
+def test_side_planes_cross_the_body_and_are_square() -> None:
+    images = np.full((4, 10, 12), -1.0, np.float32)
+    masks = np.zeros((4, 10, 12), np.uint8)
+    masks[:, 2:6, 3:10] = 1  # body: x 2..5, y 3..9
+    images[masks > 0] = 0.5
+    cor = side_planes(images, masks, np.arange(4), 1.0, 2.0, "coronal")
+    sag = side_planes(images, masks, np.arange(4), 1.0, 2.0, "sagittal")
+    assert cor.shape == (7, 10, 10) and sag.shape == (4, 12, 12)  # one plane per y (x) index with body
+    # A coronal plane: 8 rows of z (4 slices at 2 mm on a 1 mm grid) centred in a 10 x 10 square of air.
+    np.testing.assert_allclose(cor[:, 1:9, 4:8], 0.5, atol=1e-6)  # body x 2..5, the patient's right on the left
+    assert (cor[:, 0] == -1).all() and (cor[:, 1:9, :4] == -1).all()
+    with pytest.raises(ValueError, match="plane"):
+        side_planes(images, masks, np.arange(4), 1.0, 2.0, "axial")
+
+
+def test_plane_sets_pad_cases_of_different_size_to_one_square() -> None:
+    a = (np.zeros((3, 8, 8), np.float32), np.ones((3, 8, 8), np.uint8), np.arange(3), 1.0, 1.0)
+    b = (np.zeros((5, 8, 8), np.float32), np.ones((5, 8, 8), np.uint8), np.arange(5), 1.0, 2.0)
+    sets = plane_sets([a, b])
+    assert sets["coronal"].shape == (16, 1, 10, 10)  # 8 planes each; b is 10 slices tall after resampling
+    assert float(sets["sagittal"][0, 0, 0, 0]) == -1.0  # a's 8 x 3 plane padded with air

@@ -1,0 +1,52 @@
+"""Through-plane consistency: real volumes score perfectly, a stack of unrelated slices badly."""
+
+import math
+
+import numpy as np
+import pytest
+
+from medsynth.data.phantom import make_case
+from medsynth.metrics.through_plane import NeighbourStats, adjacent_pairs, scores, volume_stats
+
+
+def _phantom_volumes(indices=(0, 1)) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Phantom CTs as axial slices (n, H, W) in about [-1, 1], their body masks and z."""
+    out = []
+    for i in indices:
+        case = make_case(i, seed=0, shape=(64, 64, 16), spacing=(6.0, 6.0, 3.0))
+        images = np.clip(np.moveaxis(case.ct, 2, 0) / 1000.0, -1, 1).astype(np.float32)
+        masks = np.moveaxis(case.label, 2, 0) > 0
+        out.append((images, masks, np.arange(images.shape[0])))
+    return out
+
+
+def test_real_volumes_score_perfectly() -> None:
+    real = volume_stats(_phantom_volumes())
+    s = scores(real, real)
+    assert s["ratio"] == pytest.approx(1.0) and s["w1"] == pytest.approx(0.0, abs=1e-9)
+    assert s["ssim_ratio"] == pytest.approx(1.0) and s["pairs"] == 2 * 15
+
+
+def test_shuffled_slices_and_unrelated_noise_score_badly() -> None:
+    volumes = _phantom_volumes()
+    real = volume_stats(volumes)
+    g = np.random.default_rng(0)
+    shuffled = volume_stats([(im[g.permutation(len(im))], m, z) for im, m, z in volumes])
+    s = scores(shuffled, real)
+    assert s["ratio"] > 2 and s["w1"] > 0.02 and s["ssim_ratio"] < 0.9
+    # Each slice with its own noise of the phantom's texture size: in-plane alike, different along z.
+    noisy = volume_stats([(im + 0.05 * g.standard_normal(im.shape).astype(np.float32), m, z) for im, m, z in volumes])
+    assert 1.0 < scores(noisy, real)["ratio"]  # the smoothing damps per-voxel noise, it does not remove it
+    # Another phantom patient's real volume is as smooth along z as the reference: close to 1.
+    other = scores(volume_stats(_phantom_volumes((2, 3))), real)
+    assert 0.8 < other["ratio"] < 1.25 and other["w1"] < 0.005
+
+
+def test_only_slices_one_index_apart_are_compared() -> None:
+    np.testing.assert_array_equal(adjacent_pairs(np.array([3, 4, 5, 8, 9])), [0, 1, 3])
+    with pytest.raises(ValueError, match="increasing z order"):
+        adjacent_pairs(np.array([4, 3]))
+    stats = NeighbourStats()
+    stats.add(np.zeros((2, 8, 8), np.float32), np.ones((2, 8, 8), bool), np.array([0, 2]))
+    s = scores(stats, stats)
+    assert math.isnan(s["ratio"]) and s["pairs"] == 0
