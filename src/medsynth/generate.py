@@ -69,13 +69,14 @@ NOISE_MODES = ("volume", "slice")
 
 @torch.no_grad()
 def synthesize(G: torch.nn.Module, labels: torch.Tensor, num_classes: int, seed: int, batch: int,
-               device: torch.device, noise: str = "volume") -> torch.Tensor:
-    """(N, H, W) class ids of one volume's slices -> (N, 1, H, W) images on the CPU.
+               device: torch.device, noise: str = "slice") -> torch.Tensor:
+    """(N, H, W) class ids -> (N, 1, H, W) images on the CPU.
 
-    ``noise`` "volume": one noise draw shared by every slice, so the slices of
-    a sample are one patient's (with ``spatial_noise`` the noise map is the
-    same in every slice: constant, hence smooth, along z); "slice": a draw per
-    slice. All noise is drawn up front from ``seed``, so the images do not
+    ``noise`` "slice" (the default, for slices of any cases: validation, sample
+    grids, benchmarks): a draw per slice; "volume", for the slices of one
+    volume: one draw shared by every slice, so they show one patient (with
+    ``spatial_noise`` the noise map is the same in every slice: constant, hence
+    smooth, along z). All noise is drawn up front from ``seed``, so the images do not
     depend on the batch size: (seed, noise mode, label map) reproduce a sample.
     """
     n, h, w = labels.shape
