@@ -160,7 +160,7 @@ def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_pat
                                                                         random_weights_dir: Path) -> None:
     """The audit in feature space through the real loading code (with weights the test writes): a
     "generator" that returns training slices is flagged; one that makes new patients is not."""
-    from medsynth.audit import memorisation_cases, memorisation_features, memorisation_summary
+    from medsynth.audit import generated_images, memorisation_cases, memorisation_features, memorisation_summary
     from medsynth.metrics.perceptual import save_real_stats
     from medsynth.train.run import load_slices
 
@@ -176,9 +176,10 @@ def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_pat
         return CaseSlices.load(train[1]).images[k:k + len(r.z)]  # training case 1's slices, from slice k
 
     cases = _write_samples(test, copies)
-    features = memorisation_features(cases, *stats, settings, cpu)
+    generated = generated_images(cases)
+    features = memorisation_features(generated, *stats, settings, cpu)
     assert [len(f) for f in features] == [10, 5, 8]  # 2 samples x 5 test slices; 5 test; 8 training slices
-    rows, pixel, feature = memorisation_cases(cases, train, test, 0.5, features)
+    rows, pixel, feature = memorisation_cases(generated, train, test, 0.5, features)
     assert feature["flagged"] == feature["slices"] == 10 and feature["ratio_median"] < 0.1
     assert all(r["flagged"] and r["feature_nearest_case"] == "case1" for r in rows)
     # Each copy's nearest training slice in feature space is its original: slice k + its index.
@@ -188,22 +189,23 @@ def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_pat
     assert m["memorisation_flagged_inception"] == 10 and m["memorisation_ratio_inception"] < 0.1
 
     # New patients (the real test slices themselves): as far from the training set as real unseen data.
-    cases = _write_samples(test, _perfect)
-    _, _, feature = memorisation_cases(cases, train, test, 0.5, memorisation_features(cases, *stats, settings, cpu))
+    generated = generated_images(_write_samples(test, _perfect))
+    _, _, feature = memorisation_cases(generated, train, test, 0.5,
+                                       memorisation_features(generated, *stats, settings, cpu))
     assert feature["flagged"] == 0 and feature["ratio_median"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> None:
-    from medsynth.audit import memorisation_cases, memorisation_features, memorisation_summary
+    from medsynth.audit import generated_images, memorisation_cases, memorisation_features, memorisation_summary
 
     train, test = _toy_cases(tmp_path / "train", (4, 4), seed=1), _toy_cases(tmp_path / "test")
     for name in ("inception_train.npz", "inception_test.npz"):
         np.savez(tmp_path / name, available=False, reason="not computed: weights unavailable")
-    cases = _write_samples(test, _perfect)
-    features = memorisation_features(cases, tmp_path / "inception_test.npz", tmp_path / "inception_train.npz",
+    generated = generated_images(_write_samples(test, _perfect))
+    features = memorisation_features(generated, tmp_path / "inception_test.npz", tmp_path / "inception_train.npz",
                                      {"weights_dir": str(tmp_path), "perceptual": "auto"}, torch.device("cpu"))
     assert features is None
-    rows, pixel, feature = memorisation_cases(cases, train, test, 0.5, features)
+    rows, pixel, feature = memorisation_cases(generated, train, test, 0.5, features)
     assert feature is None and pixel["flagged"] == 0
     assert all(r["feature_ratio"] is None for r in rows)  # written as NA
     m = {r["metric"]: r for r in memorisation_summary(pixel, feature)}

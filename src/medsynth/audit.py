@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -17,22 +17,42 @@ from medsynth.metrics.memorisation import audit, audit_features
 from medsynth.metrics.perceptual import generated_features
 from medsynth.train.run import load_slices
 
+FEATURE_COLUMNS = ["feature_distance", "feature_ratio", "feature_nearest_case", "feature_nearest_z"]
 MEMORISATION_COLUMNS = ["case_id", "sample", "z", "distance", "ratio", "flagged", "nearest_case", "nearest_z",
-                        "feature_distance", "feature_ratio", "feature_nearest_case", "feature_nearest_z"]
+                        *FEATURE_COLUMNS]
 
 
-def memorisation_cases(cases: Sequence[tuple[str, Path, Path]], train_files: Sequence[Path],
-                       reference_files: Sequence[Path], threshold: float,
-                       features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+class GeneratedSlices(NamedTuple):
+    """Every generated test slice, in the order evaluate scores them (cases sorted, then samples, then slices)."""
+    images: torch.Tensor  # (N, H, W)
+    masks: torch.Tensor  # (N, H, W): the body mask of the label map each was generated from
+    keys: list[tuple[str, int, int]]  # (case, sample, z)
+
+
+def generated_images(cases: Sequence[tuple[str, Path, Path]]) -> GeneratedSlices:
+    """The generated test slices of ``cases`` (case id, real slices.npz, samples.npz), loaded once for
+    both audits."""
+    gen, masks, keys = [], [], []
+    for case_id, real_path, gen_path in sorted(cases):
+        real, fakes = load_case(real_path, gen_path)
+        for k, fake in enumerate(fakes):
+            gen.append(torch.from_numpy(fake))
+            masks.append(torch.from_numpy(real.masks).float())
+            keys += [(case_id, k, int(z)) for z in real.z]
+    return GeneratedSlices(torch.cat(gen), torch.cat(masks), keys)
+
+
+def memorisation_cases(generated: GeneratedSlices, train_files: Sequence[Path], reference_files: Sequence[Path],
+                       threshold: float, features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                        ) -> tuple[list[dict], dict, dict | None]:
     """Per generated test slice its nearest training slice of the image dataset (rows of
     ``MEMORISATION_COLUMNS``, closest first) and the summaries in pixel and (given ``features``:
-    Inception features of the generated, real test and training slices, in ``generated_images``'
-    and the slice files' order) feature space, each against the real test slices' own distances to
-    the training set (``metrics.memorisation``). ``flagged``: a possible copy in either space."""
+    Inception features of the generated, real test and training slices, in ``generated``'s and the
+    slice files' order) feature space, each against the real test slices' own distances to the
+    training set (``metrics.memorisation``). ``flagged``: a possible copy in either space."""
     train = load_slices(train_files)
     reference = load_slices(reference_files)
-    gen, masks, keys = generated_images(cases)
+    gen, masks, keys = generated
     pixel = audit(gen, masks, reference.images[:, 0].float(), reference.masks[:, 0].float(),
                   train.images[:, 0].float(), threshold)
     feat = None
@@ -46,7 +66,7 @@ def memorisation_cases(cases: Sequence[tuple[str, Path, Path]], train_files: Seq
         row = {"case_id": c, "sample": k, "z": z, "distance": float(pixel.nearest.distance[i]),
                "ratio": float(pixel.ratio[i]), "flagged": bool(pixel.flagged[i]),
                "nearest_case": train.case_ids[j], "nearest_z": train.z[j],
-               **dict.fromkeys(MEMORISATION_COLUMNS[8:])}  # NA: no Inception weights
+               **dict.fromkeys(FEATURE_COLUMNS)}  # NA: no Inception weights
         if feat is not None:
             j = int(feat.nearest.index[i])
             row.update(feature_distance=float(feat.nearest.distance[i]), feature_ratio=float(feat.ratio[i]),
@@ -63,32 +83,19 @@ def _closest_ratio(row: Mapping) -> float:
     return min(float(row["ratio"]), feature)
 
 
-def memorisation_features(cases: Sequence[tuple[str, Path, Path]], real_stats: Path, train_stats: Path,
-                          settings: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Inception features of the generated test slices (``generated_images``' order), the real test
-    slices and the training slices (``real_stats``' files), or None without the weights."""
+def memorisation_features(generated: GeneratedSlices, real_stats: Path, train_stats: Path, settings: dict,
+                          device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Inception features of the generated test slices (in their order), the real test slices and the
+    training slices (``real_stats``' files), or None without the weights."""
     with np.load(train_stats) as f:
         if not bool(f["available"]):
             return None
         train = f["features"]
-    gen = generated_features(generated_images(cases)[0][:, None], real_stats, settings, device)
+    gen = generated_features(generated.images[:, None], real_stats, settings, device)
     if gen is None:
         return None
     with np.load(real_stats) as f:
         return gen, f["features"], train
-
-
-def generated_images(cases: Sequence[tuple[str, Path, Path]]) -> tuple[torch.Tensor, torch.Tensor, list[tuple]]:
-    """Every generated test slice (N, H, W), its label map's body mask and its (case, sample, z), in the
-    order evaluate scores them (cases sorted, then samples, then slices)."""
-    gen, masks, keys = [], [], []
-    for case_id, real_path, gen_path in sorted(cases):
-        real, fakes = load_case(real_path, gen_path)
-        for k, fake in enumerate(fakes):
-            gen.append(torch.from_numpy(fake))
-            masks.append(torch.from_numpy(real.masks).float())
-            keys += [(case_id, k, int(z)) for z in real.z]
-    return torch.cat(gen), torch.cat(masks), keys
 
 
 def memorisation_summary(pixel: dict, feature: dict | None) -> list[dict]:

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from medsynth.audit import MEMORISATION_COLUMNS, memorisation_cases, memorisation_features, memorisation_summary
+from medsynth.audit import (MEMORISATION_COLUMNS, generated_images, memorisation_cases, memorisation_features,
+                            memorisation_summary)
 from medsynth.data.labels import LabelTable
 from medsynth.evaluate import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
                                evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
@@ -19,8 +20,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     names = LabelTable.from_config(sm.params.labels).names
     cases = generated_cases(sm.input.real, Path(sm.input.cases))
     device = resolve_device("auto")
-    # Inception features of the generated slices, once: for FID/KID and for the memorisation audit.
-    features = memorisation_features(cases, Path(sm.input.real_stats), Path(sm.input.train_stats),
+    metas, reference_metas = read_metas(sm.input.meta), read_metas(sm.input.reference_meta)
+    # The generated slices loaded once for the memorisation audit, and their Inception features computed
+    # once: for FID/KID and for the audit in feature space.
+    generated = generated_images(cases)
+    features = memorisation_features(generated, Path(sm.input.real_stats), Path(sm.input.train_stats),
                                      sm.params.metrics, device)
     summary, per_case = evaluate_cases(cases, paired, sm.input.reference,
                                        threshold=sm.params.threshold, real_stats=Path(sm.input.real_stats),
@@ -28,14 +32,12 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                                        fake_features=None if features is None else features[0])
     seg = segmentation_consistency(Path(sm.input.segmenter), cases, sm.input.reference, names, device)
     summary += segmentation_summary(seg)
-    intensity = class_intensity(cases, paired, sm.input.reference, names, read_metas(sm.input.meta),
-                                read_metas(sm.input.reference_meta))
+    intensity = class_intensity(cases, paired, sm.input.reference, names, metas, reference_metas)
     summary.append(intensity_summary(intensity))
     summary += through_plane_summary(cases, sm.input.reference)
-    summary += three_plane_summary(cases, sm.input.reference, read_metas(sm.input.meta),
-                                   read_metas(sm.input.reference_meta), sm.params.metrics, device)
+    summary += three_plane_summary(cases, sm.input.reference, metas, reference_metas, sm.params.metrics, device)
     copies, pixel_audit, feature_audit = memorisation_cases(
-        cases, sm.input.train_reference, sm.input.reference, sm.params.metrics["memorisation_threshold"], features)
+        generated, sm.input.train_reference, sm.input.reference, sm.params.metrics["memorisation_threshold"], features)
     summary += memorisation_summary(pixel_audit, feature_audit)
     write_tsv(sm.output.memorisation, copies, MEMORISATION_COLUMNS)
     write_tsv(sm.output.segmentation, seg, SEG_COLUMNS)
