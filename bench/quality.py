@@ -162,10 +162,11 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
                       fallback=config["select"]["fallback"])
     G, _ = generator_from_state(load_checkpoint(run_dir / "generator.pt"), run_dir / "generator.pt",
                                 torch.device("cpu"))
-    test = parts["test"]
+    test = parts["test"].with_context(G.context_slices)  # --set context_slices=k: the neighbours it learned with
     with torch.no_grad():
         samples = torch.stack([synthesize(G, test.labels.long(), table.num_classes, args.seed + k, 64,
-                                          torch.device("cpu")) for k in range(args.samples)])
+                                          torch.device("cpu"), context=test.context)
+                               for k in range(args.samples)])
     fake, body = samples[0], test.masks.float()
     ref = img_parts["test"]
     out = {"setting": name, "steps": summary["steps"], "selected_step": json.loads(

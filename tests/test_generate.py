@@ -184,3 +184,46 @@ def test_volume_noise_is_one_draw_shared_by_every_slice(spatial):
     torch.testing.assert_close(synthesize(G, labels, 3, seed=7, batch=2, device=cpu), per_slice)
     with pytest.raises(ValueError, match="generate.noise"):
         synthesize(G, labels, 3, seed=7, batch=2, device=cpu, noise="case")
+
+
+def test_volume_noise_map_is_smooth_along_z_and_unit_variance():
+    """With noise_sigma_mm the spatial map varies along z: neighbours correlate, distant slices do not."""
+    from medsynth.generate import draw_noise
+
+    G = build_generator(ModelSpec(**{**SPEC.to_dict(), "spatial_noise": True}), 3)
+    z = list(range(40))
+    field = draw_noise(G, 40, 32, 32, seed=3, noise="volume", z=z, sigma_slices=2.0)
+    assert abs(float(field.std()) - 1.0) < 0.05  # as white noise: the generator sees unit-variance noise
+    flat = field.reshape(40, -1)
+
+    def corr(d):
+        return float(torch.nn.functional.cosine_similarity(flat[:-d], flat[d:], dim=1).mean())
+    assert corr(1) > 0.8 and abs(corr(12)) < 0.1  # exp(-1/16) ~ 0.94 one slice apart, none 6 sigma apart
+    assert not torch.equal(field[0], field[1])
+    # Only the slices asked for, at their own positions: a subset of z reads the same field.
+    part = draw_noise(G, 3, 32, 32, seed=3, noise="volume", z=[5, 6, 20], sigma_slices=2.0)
+    sub = draw_noise(G, 16, 32, 32, seed=3, noise="volume", z=list(range(5, 21)), sigma_slices=2.0)
+    torch.testing.assert_close(part, sub[[0, 1, 15]])
+    flat_map = draw_noise(G, 4, 8, 8, seed=3, noise="volume", z=[0, 1, 2, 3], sigma_slices=0.0)
+    assert all(torch.equal(flat_map[i], flat_map[0]) for i in range(4))
+
+
+def test_a_generator_trained_with_context_generates_with_its_neighbours(prepared):
+    """context_slices travels in the exported model; generation feeds each slice's neighbours' maps,
+    and a generator with context refuses a bare label map."""
+    from medsynth.generate import synthesize
+
+    _, pre, _, slices, tmp = prepared
+    spec = ModelSpec(**{**SPEC.to_dict(), "context_slices": 1})
+    torch.manual_seed(0)
+    G = build_generator(spec, TABLE.num_classes)
+    assert G.fc.in_channels == 3 * TABLE.num_classes + SPEC.z_dim
+    ckpt = save_checkpoint(tmp / "generator.pt", {"ema": G.state_dict(), "model": spec.to_dict(),
+                                                  "num_classes": TABLE.num_classes})
+    G2, n = load_generator(ckpt, torch.device("cpu"))
+    assert G2.context_slices == 1
+    rows = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "out", samples=1, base_seed=5, batch=4,
+                         device=torch.device("cpu"), table=TABLE)
+    assert load_volume(rows[0]["volume"]).array.shape == load_volume(rows[0]["label"]).array.shape
+    with pytest.raises(ValueError, match="label channels"):
+        synthesize(G2, torch.from_numpy(slices.labels).long(), n, seed=0, batch=4, device=torch.device("cpu"))

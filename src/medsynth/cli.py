@@ -79,7 +79,7 @@ def _generate(args: argparse.Namespace) -> int:
     if not files:
         raise FileNotFoundError(f"{folder}: no .nii or .nii.gz label maps found")
     rows = generate_from_label_files(Path(args.checkpoint), files, Path(args.out), args.samples, args.seed,
-                                     args.batch, resolve_device(args.device), args.noise)
+                                     args.batch, resolve_device(args.device), args.noise, args.noise_sigma_mm)
     table = write_tsv(Path(args.out) / "manifest.tsv", rows, MANIFEST_COLUMNS)
     print(f"wrote {len(rows)} volumes for {len(files)} label maps; manifest: {table}")
     return 0
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--noise", choices=["volume", "slice"], default="volume",
                    help="one noise draw per volume (default) or per slice")
+    p.add_argument("--noise-sigma-mm", type=float, default=0.0,
+                   help="volume noise, spatial noise map: its smoothing along z in mm (0: one map for all slices)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("info", help="print what a medsynth checkpoint holds")

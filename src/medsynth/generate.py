@@ -14,6 +14,7 @@ from tqdm import tqdm
 import medsynth
 
 from medsynth.data.checks import same_grid_up_to_orientation
+from medsynth.data.context import context_labels
 from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.intensity import IntensityMap
@@ -24,7 +25,7 @@ from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
 from medsynth.train.checkpoint import load_checkpoint
-from medsynth.train.data import one_hot
+from medsynth.train.data import generator_input
 
 # Each synthetic volume with its provenance: the label case and split part it came from, the sample
 # index, seed and noise mode that regenerate it, the generator (its training step and selection metric) and the
@@ -67,32 +68,77 @@ def generator_from_state(state: dict, source: Path, device: torch.device) -> tup
 NOISE_MODES = ("volume", "slice")
 
 
+def volume_noise(G: torch.nn.Module, z: Sequence[int], h: int, w: int, g: torch.Generator,
+                 sigma_slices: float) -> torch.Tensor:
+    """Noise for the slices at axial indices ``z`` of one synthetic volume.
+
+    A noise vector (one per image) is the same in every slice: one patient. A
+    spatial noise map varies along z as a Gaussian-smoothed random field of
+    standard deviation ``sigma_slices`` (in slices), rescaled to unit variance,
+    so neighbouring slices' texture is correlated as in tissue instead of the
+    same in every slice (a vertical streak in a coronal view) or unrelated
+    (a jump between slices); 0 repeats one map.
+    """
+    n = len(z)
+    if n == 0 or not getattr(G, "spatial_noise", False) or sigma_slices <= 0:
+        one = G.noise(1, h, w, generator=g)
+        return one.expand(n, *one.shape[1:])
+    z = np.asarray(z, dtype=np.int64)
+    radius = int(np.ceil(4 * sigma_slices))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma_slices) ** 2)
+    taps /= taps.square().sum().sqrt()  # unit variance for independent unit-variance draws
+    span = int(z.max() - z.min()) + 1
+    white = G.noise(span + 2 * radius, h, w, generator=g)
+    field = sum(t * white[j : j + span] for j, t in enumerate(taps.tolist()))
+    return field[torch.from_numpy(z - z.min())]
+
+
+def draw_noise(G: torch.nn.Module, n: int, h: int, w: int, seed: int, noise: str,
+               z: Sequence[int] | None = None, sigma_slices: float = 0.0) -> torch.Tensor:
+    """The noise of ``n`` slices, all drawn up front from ``seed`` (see ``synthesize``)."""
+    g = torch.Generator().manual_seed(seed)
+    if noise == "volume":
+        return volume_noise(G, range(n) if z is None else z, h, w, g, sigma_slices)
+    if noise == "slice":
+        return G.noise(n, h, w, generator=g)
+    raise ValueError(f"generate.noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+
+
 @torch.no_grad()
 def synthesize(G: torch.nn.Module, labels: torch.Tensor, num_classes: int, seed: int, batch: int,
-               device: torch.device, noise: str = "slice") -> torch.Tensor:
+               device: torch.device, noise: str = "slice", context: torch.Tensor | None = None,
+               z: Sequence[int] | None = None, sigma_slices: float = 0.0) -> torch.Tensor:
     """(N, H, W) class ids -> (N, 1, H, W) images on the CPU.
 
     ``noise`` "slice" (the default, for slices of any cases: validation, sample
     grids, benchmarks): a draw per slice; "volume", for the slices of one
-    volume: one draw shared by every slice, so they show one patient (with
-    ``spatial_noise`` the noise map is the same in every slice: constant, hence
-    smooth, along z). All noise is drawn up front from ``seed``, so the images do not
-    depend on the batch size: (seed, noise mode, label map) reproduce a sample.
+    volume at axial indices ``z``: one patient, see ``volume_noise`` (and
+    ``sigma_slices``). ``context`` (N, 2k, H, W): the neighbouring slices' label
+    maps of a generator trained with context. All noise is drawn up front from
+    ``seed``, so the images do not depend on the batch size: (seed, noise
+    settings, label maps) reproduce a sample.
     """
     n, h, w = labels.shape
-    g = torch.Generator().manual_seed(seed)
-    if noise == "volume":
-        one = G.noise(1, h, w, generator=g)
-        z = one.expand(n, *one.shape[1:])
-    elif noise == "slice":
-        z = G.noise(n, h, w, generator=g)
-    else:
-        raise ValueError(f"generate.noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+    zs = draw_noise(G, n, h, w, seed, noise, z, sigma_slices)
     out = []
     for i in range(0, n, batch):
         chunk = labels[i : i + batch].to(device)
-        out.append(G(one_hot(chunk, num_classes), z[i : i + batch].to(device)).float().cpu())
+        near = None if context is None else context[i : i + batch].to(device).long()
+        out.append(G(generator_input(chunk, near, num_classes), zs[i : i + batch].to(device)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 1, h, w)
+
+
+def synthesize_volume(G: torch.nn.Module, num_classes: int, slices: CaseSlices, grid_affine: np.ndarray, seed: int,
+                      batch: int, device: torch.device, noise: str, noise_sigma_mm: float) -> np.ndarray:
+    """(n, H, W) generated slices of one case's sliced label maps, with the neighbouring-slice context
+    the generator was trained with and its noise (``synthesize``; ``noise_sigma_mm`` along z, in mm of
+    the preprocessed grid ``grid_affine``)."""
+    labels = torch.from_numpy(slices.labels).long()
+    k = getattr(G, "context_slices", 0)
+    context = torch.from_numpy(context_labels(slices.labels, [""] * len(slices.z), slices.z, k))
+    spacing_z = float(np.linalg.norm(np.asarray(grid_affine)[:3, 2]))
+    return synthesize(G, labels, num_classes, seed, batch, device, noise, context, slices.z,
+                      noise_sigma_mm / spacing_z)[:, 0].numpy()
 
 
 def assemble_volume(slices: CaseSlices, generated: np.ndarray, meta: dict) -> np.ndarray:
@@ -118,12 +164,13 @@ def generate_case(
     table: LabelTable,
     scale: tuple[IntensityMap, str] | None = None,
     noise: str = "volume",
+    noise_sigma_mm: float = 0.0,
 ) -> list[dict]:
     """K synthetic volumes of one preprocessed case, on its source grid, with its label map.
 
     ``scale`` (curve, modality) writes the images on another dataset's scale than
     the label case's own: unpaired mode, where CT label maps become MR-like images.
-    ``noise``: as ``synthesize``.
+    ``noise``, ``noise_sigma_mm``: as ``synthesize_volume``.
     """
     slices = CaseSlices.load(slices_path)
     meta = json.loads((preprocess_dir / "meta.json").read_text())
@@ -140,14 +187,14 @@ def generate_case(
     rows, stacks = [], []
     for k in range(samples):
         seed = sample_seed(base_seed, case_id, k)
-        fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, seed, batch, device,
-                          noise)[:, 0].numpy()
+        fake = synthesize_volume(G, num_classes, slices, meta["affine"], seed, batch, device, noise, noise_sigma_mm)
         stacks.append(fake)
         for img, z in zip(fake, slices.z):
             save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
         vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                                source_affine)
-        rows.append({"case_id": case_id, "sample": k, "seed": seed, "noise": noise, "volume": str(vol_file),
+        rows.append({"case_id": case_id, "sample": k, "seed": seed, "noise": noise_label(noise, noise_sigma_mm),
+                     "volume": str(vol_file),
                      "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
     np.savez_compressed(samples_file(out_dir, case_id), samples=np.stack(stacks).astype(np.float16), z=slices.z)
     return rows
@@ -201,9 +248,10 @@ def generate_cases(
     batch: int,
     device: torch.device,
     noise: str = "volume",
+    noise_sigma_mm: float = 0.0,
 ) -> list[dict]:
-    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields); ``noise``: as
-    ``synthesize``."""
+    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields); ``noise``,
+    ``noise_sigma_mm``: as ``synthesize_volume``."""
     state = load_checkpoint(generator_path, map_location=device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
@@ -215,11 +263,17 @@ def generate_cases(
         # label-only case (no curve of its own): the scale of the images the generator learned.
         scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
         for row in generate_case(G, num_classes, case.case_id, Path(case.slices), Path(case.preprocess_dir),
-                                 Path(out_dir), samples, seed, batch, device, table, scale, noise):
+                                 Path(out_dir), samples, seed, batch, device, table, scale, noise,
+                                 noise_sigma_mm):
             rows.append({**row, "part": case.part, "dataset": case.dataset,
                          "source_case": case.source_case or case.case_id,
                          "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)})
     return rows
+
+
+def noise_label(noise: str, noise_sigma_mm: float) -> str:
+    """The manifest's ``noise`` column: the mode, and for volumes the smoothing that regenerates them."""
+    return f"volume:{noise_sigma_mm:g}mm" if noise == "volume" else noise
 
 
 def provenance(state: dict) -> dict:
@@ -255,6 +309,7 @@ def generate_from_label_files(
     batch: int,
     device: torch.device,
     noise: str = "volume",
+    noise_sigma_mm: float = 0.0,
 ) -> list[dict]:
     """Synthetic volumes for any label maps, using the data settings stored in the exported generator.
 
@@ -291,10 +346,10 @@ def generate_from_label_files(
         label_out = save_volume(case_dir / "label.nii.gz", classes, vol.affine)
         for k in range(samples):
             s = sample_seed(seed, case_id, k)
-            fake = synthesize(G, torch.from_numpy(slices.labels).long(), num_classes, s, batch, device,
-                              noise)[:, 0].numpy()
+            fake = synthesize_volume(G, num_classes, slices, affine, s, batch, device, noise, noise_sigma_mm)
             out = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                               vol.affine)
-            rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s, "noise": noise, "volume": str(out),
+            rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s,
+                         "noise": noise_label(noise, noise_sigma_mm), "volume": str(out),
                          "label": str(label_out), "pngs": "", **provenance(state)})
     return rows

@@ -41,7 +41,7 @@ def test_an_iteration_is_the_drawn_batch_through_the_step(toy_run):
     assert state.step == 1 and list(row) == ctx.loss_columns
     # The same batch and step by hand, from an identical state: bit-identical losses.
     torch.set_rng_state(noise)
-    real, labels, body = draw_batch(ctx, twin)
+    real, labels, body, _ = draw_batch(ctx, twin)
     by_hand = paired_step(twin.nets, real, labels, body, 3, ctx.weights, twin.mix_rng, False)
     assert {k: row[k] for k in by_hand} == {k: v.item() for k, v in by_hand.items()}
     assert row["seconds"] >= 0
@@ -52,7 +52,7 @@ def test_an_iteration_is_the_drawn_batch_through_the_step(toy_run):
 def test_unpaired_batches_take_their_images_from_dataset_b(toy_run):
     ctx, state = toy_run(mode="unpaired", batch_size=3)
     replay = torch.Generator().set_state(state.data_rng.get_state())
-    real, labels, body = draw_batch(ctx, state)
+    real, labels, body, _ = draw_batch(ctx, state)
     idx = torch.randint(len(ctx.train_data), (3,), generator=replay)
     jdx = torch.randint(len(ctx.real_train), (3,), generator=replay)
     assert torch.equal(labels, ctx.train_data.labels[idx].long())
@@ -77,7 +77,7 @@ def test_unpaired_class_targets_are_dataset_b_s_class_stats_and_enter_g_s_loss(t
 
 def test_mode_seeking_batches_hold_each_label_map_twice(toy_run):
     ctx, state = toy_run(batch_size=4, lambda_diversity=1.0)
-    _, labels, body = draw_batch(ctx, state)
+    _, labels, body, _ = draw_batch(ctx, state)
     assert torch.equal(labels[:2], labels[2:]) and torch.equal(body[:2], body[2:])
     row = iterate(ctx, state, ctx.ckpt_dir / "latest.pt")
     assert row["loss_g_diversity"] < 0  # two noises of one label map already give different images

@@ -135,11 +135,31 @@ def test_slices_beyond_the_ram_budget_are_memory_mapped_with_the_same_content(tm
                    data.masks[sl, 0].numpy().astype(np.uint8), np.arange(3, dtype=np.int32),
                    np.zeros((3, 2), np.int32)).save(f)
         files.append(f)
-    in_ram = load_slices(files)
-    spilled = load_slices(files, ram_gb=1e-9, spill_dir=tmp_path / "cache")
-    assert (tmp_path / "cache" / "images.npy").is_file()
+    in_ram = load_slices(files, context_slices=1)
+    spilled = load_slices(files, ram_gb=1e-9, spill_dir=tmp_path / "cache", context_slices=1)
+    assert (tmp_path / "cache" / "images.npy").is_file() and (tmp_path / "cache" / "context.npy").is_file()
     assert in_ram.case_ids == spilled.case_ids == ["a"] * 3 + ["b"] * 3  # sorted by case id
-    for name in ("images", "labels", "masks"):
+    for name in ("images", "labels", "masks", "context"):
         assert torch.equal(getattr(in_ram, name), getattr(spilled, name))
+    # Each slice's context: the maps below and above within its own case, its own map at an edge.
+    assert torch.equal(spilled.context[3], torch.stack([spilled.labels[3], spilled.labels[4]]))
+    assert torch.equal(spilled.context[2], torch.stack([spilled.labels[1], spilled.labels[2]]))
     real, labels, masks = spilled.batch(torch.tensor([0, 4]), torch.device("cpu"))
     assert real.dtype == torch.float32 and labels.dtype == torch.int64 and masks.shape == (2, 1, 16, 16)
+
+
+@pytest.mark.parametrize("mode", ["paired", "unpaired"])
+def test_training_with_context_slices_builds_and_stores_a_2_5d_generator(tmp_path, toy_set, mode):
+    """train.context_slices widens G's label input, reaches the snapshots selection exports from,
+    and makes another run identity (a 2D run is not resumed as a 2.5D one)."""
+    kw = dict(steps=3, context_slices=1, mode=mode)
+    b = dict(images_train=toy_set, images_val=toy_set) if mode == "unpaired" else {}
+    summary = train(settings(**kw), 3, toy_set, toy_set, tmp_path / "ctx", spec=SPEC, **b)
+    assert summary["steps"] == 3
+    snap = load_checkpoint(tmp_path / "ctx" / "checkpoints" / "ema_step_000003.pt")
+    assert snap["model"]["context_slices"] == 1
+    assert snap["ema"]["fc.weight"].shape[1] == 3 * 3 + SPEC.z_dim
+    assert math.isfinite(float(read_tsv(tmp_path / "ctx" / "metrics.tsv")[-1]["body_dice"]))
+    train(settings(steps=1, mode=mode), 3, toy_set, toy_set, tmp_path / "2d", spec=SPEC, **b)
+    plain = load_checkpoint(tmp_path / "2d" / "checkpoints" / "latest.pt")
+    assert plain["fingerprint"] != load_checkpoint(tmp_path / "ctx" / "checkpoints" / "latest.pt")["fingerprint"]

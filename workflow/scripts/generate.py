@@ -26,6 +26,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                                    case, patient))
     rows = generate_cases(
         Path(sm.input.generator), cases, Path(sm.output.cases), s["samples"], s["seed"], s["batch_size"],
-        resolve_device(s["device"]), s["noise"],
+        resolve_device(s["device"]), s["noise"], s["noise_sigma_mm"],
     )
     write_tsv(sm.output.manifest, rows, MANIFEST_COLUMNS)

@@ -1,5 +1,9 @@
 """OASIS generator: SPADE residual blocks fed with the one-hot label map and 3D noise.
 
+With neighbouring-slice context (2.5D) the label input also holds the one-hot
+maps of the k slices below and above, so an organ that begins or ends near a
+slice shapes that slice's image as it does its neighbours'.
+
 3D noise (OASIS): a noise vector per image is broadcast over the label map's
 pixels and concatenated to the one-hot channels, so every SPADE layer sees
 label + noise; resampling the noise gives a different image for the same map.
@@ -48,12 +52,16 @@ class OASISGenerator(nn.Module):
         spade_hidden: int,
         norm: str = "instance",
         spatial_noise: bool = False,
+        context_slices: int = 0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.z_dim = z_dim
         self.spatial_noise = spatial_noise
-        cond = num_classes + z_dim
+        self.context_slices = context_slices
+        # 2.5D: the one-hot maps of the k slices below and above come after the slice's own.
+        self.label_channels = num_classes * (1 + 2 * context_slices)
+        cond = self.label_channels + z_dim
         if len(channels) < 2:
             raise ValueError(f"generator needs at least two channel entries, got {list(channels)}")
         # One block per consecutive channel pair; upsampling between blocks.
@@ -72,7 +80,11 @@ class OASISGenerator(nn.Module):
         return torch.randn(shape, generator=generator, device=device)
 
     def forward(self, onehot: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        b, _, h, w = onehot.shape
+        b, c, h, w = onehot.shape
+        if c != self.label_channels:
+            raise ValueError(f"generator takes {self.label_channels} label channels ({self.num_classes} classes x "
+                             f"{1 + 2 * self.context_slices} slices), got {c}: pass the neighbouring slices' "
+                             "maps it was trained with (train.data.generator_input)")
         if z is None:
             z = self.noise(b, h, w, device=onehot.device)
         if z.dim() == 2:

@@ -18,6 +18,7 @@ class ModelSpec:
     spade_hidden: int = 128
     norm: str = "instance"
     spatial_noise: bool = False
+    context_slices: int = 0  # 2.5D: label maps of this many neighbouring slices each side (train.context_slices)
 
     @property
     def min_size_multiple(self) -> int:

@@ -14,7 +14,8 @@ __all__ = ["PRESETS", "ModelSpec", "build_discriminator", "build_generator", "bu
 
 def build_generator(spec: ModelSpec, num_classes: int, image_channels: int = 1) -> nn.Module:
     return OASISGenerator(
-        num_classes, image_channels, spec.g_channels, spec.z_dim, spec.spade_hidden, spec.norm, spec.spatial_noise
+        num_classes, image_channels, spec.g_channels, spec.z_dim, spec.spade_hidden, spec.norm, spec.spatial_noise,
+        spec.context_slices,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -112,7 +112,11 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
                   perceptual: dict | None = None, real_stats: Path | None = None) -> RunContext:
     """Join the process group (several processes), check the inputs and derive the run's identities."""
     rank, world_size, device = ddp.setup(resolve_device(settings.device))
-    spec = spec or get_preset(settings.model)
+    spec = replace(spec or get_preset(settings.model), context_slices=settings.context_slices)
+    if train_data.context_slices != settings.context_slices:  # sets loaded without it (tests, the CLI)
+        train_data = train_data.with_context(settings.context_slices)
+    if val_data.context_slices != settings.context_slices:
+        val_data = val_data.with_context(settings.context_slices)
     check_inputs(settings, spec, num_classes, train_data, images_train, images_val)
     if settings.precision == "bf16" and device.type != "cuda":
         log.warning("train.precision bf16 applies on CUDA only; training in fp32 on %s", device)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
+from medsynth.data.context import context_labels, context_offsets, neighbour_index
 
 @dataclass
 class SliceSet:
@@ -24,11 +24,39 @@ class SliceSet:
     masks: torch.Tensor  # (N, 1, H, W) uint8 body mask
     case_ids: list[str]
     z: list[int]
+    # (N, 2k, H, W) uint8: the label maps of each slice's k neighbours below and above
+    # (``medsynth.data.context``); no channels without neighbouring-slice context.
+    context: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.images = self.images.to(torch.float16)
         self.labels = self.labels.to(torch.uint8)
         self.masks = self.masks.to(torch.uint8)
+        if self.context is None:
+            self.context = torch.zeros((self.labels.shape[0], 0, *self.labels.shape[1:]), dtype=torch.uint8)
+        self.context = self.context.to(torch.uint8)
+
+    @property
+    def context_slices(self) -> int:
+        return self.context.shape[1] // 2
+
+    def with_context(self, k: int) -> "SliceSet":
+        """The same slices with the label maps of their k neighbours each side (edges repeat)."""
+        context_offsets(k)  # refuses an out-of-range k
+        ctx = torch.from_numpy(context_labels(self.labels.numpy(), self.case_ids, self.z, k))
+        return SliceSet(self.images, self.labels, self.masks, self.case_ids, self.z, ctx)
+
+    def subset(self, idx: torch.Tensor) -> "SliceSet":
+        """The slices ``idx``, with their context (computed on the whole set, so it stays the true neighbours)."""
+        return SliceSet(self.images[idx], self.labels[idx], self.masks[idx], [self.case_ids[i] for i in idx],
+                        [self.z[i] for i in idx], self.context[idx])
+
+    def context_batch(self, idx: torch.Tensor, device: torch.device, pin: bool = False) -> torch.Tensor:
+        """(B, 2k, H, W) int64 neighbour label maps of the slices ``idx`` on ``device``."""
+        part = self.context[idx]
+        if pin:
+            part = part.pin_memory()
+        return part.to(device, non_blocking=pin).long()
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -49,8 +77,9 @@ class SliceSet:
 
     @classmethod
     def from_files(cls, files: Sequence[tuple[str, Path]], ram_budget_bytes: float | None = None,
-                   spill_dir: Path | None = None) -> "SliceSet":
-        """Load ``(case_id, slices.npz)`` pairs, in the sorted order of case ids.
+                   spill_dir: Path | None = None, context_slices: int = 0) -> "SliceSet":
+        """Load ``(case_id, slices.npz)`` pairs, in the sorted order of case ids, with the label maps of
+        ``context_slices`` neighbours each side of every slice (``medsynth.data.context``).
 
         When the slices would need more than ``ram_budget_bytes``, they are
         written once into memory-mapped files under ``spill_dir`` instead: the
@@ -65,17 +94,13 @@ class SliceSet:
         h, w = shapes[0][1:]
         if any(sh[1:] != (h, w) for sh in shapes):
             raise ValueError(f"slices of different sizes in {[str(p) for _, p in files]}; re-run the slice stage")
-        if ram_budget_bytes is not None and n * h * w * 4 > ram_budget_bytes:
-            if spill_dir is None:
-                raise ValueError("slices exceed the RAM budget and no spill folder was given")
-            spill_dir.mkdir(parents=True, exist_ok=True)
-            images = np.lib.format.open_memmap(spill_dir / "images.npy", "w+", np.float16, (n, 1, h, w))
-            labels = np.lib.format.open_memmap(spill_dir / "labels.npy", "w+", np.uint8, (n, h, w))
-            masks = np.lib.format.open_memmap(spill_dir / "masks.npy", "w+", np.uint8, (n, 1, h, w))
-        else:
-            images = np.empty((n, 1, h, w), np.float16)
-            labels = np.empty((n, h, w), np.uint8)
-            masks = np.empty((n, 1, h, w), np.uint8)
+        k2 = len(context_offsets(context_slices))
+        spill = ram_budget_bytes is not None and n * h * w * (4 + k2) > ram_budget_bytes
+        if spill and spill_dir is None:
+            raise ValueError("slices exceed the RAM budget and no spill folder was given")
+        alloc = _allocator(spill_dir if spill else None)
+        images, labels = alloc("images", np.float16, (n, 1, h, w)), alloc("labels", np.uint8, (n, h, w))
+        masks = alloc("masks", np.uint8, (n, 1, h, w))
         ids, zs, at = [], [], 0
         for (case_id, path), sh in zip(files, shapes):
             with np.load(path) as f:
@@ -89,7 +114,11 @@ class SliceSet:
                 zs += [int(z) for z in f["z"]]
             ids += [case_id] * sh[0]
             at += sh[0]
-        return cls(torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(masks), ids, zs)
+        context = alloc("context", np.uint8, (n, k2, h, w))
+        near = neighbour_index(ids, zs, context_slices)
+        for i in range(0, n, 512):  # in chunks: a memory-mapped set never comes into RAM whole
+            context[i : i + 512] = labels[near[i : i + 512]]
+        return cls(*(torch.from_numpy(a) for a in (images, labels, masks)), ids, zs, torch.from_numpy(context))
 
     def fingerprint(self) -> str:
         """Which slices are in the set (not their content): decides resume vs fresh start."""
@@ -103,11 +132,7 @@ def evenly_spaced(data: SliceSet, limit: int) -> SliceSet:
     """At most ``limit`` slices spread evenly over the set, first and last included (the set itself when smaller)."""
     if len(data) <= limit:
         return data
-    idx = torch.linspace(0, len(data) - 1, limit).round().long()
-    return SliceSet(
-        data.images[idx], data.labels[idx], data.masks[idx],
-        [data.case_ids[i] for i in idx], [data.z[i] for i in idx],
-    )
+    return data.subset(torch.linspace(0, len(data) - 1, limit).round().long())
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -115,6 +140,25 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if labels.numel() and int(labels.max()) >= num_classes:
         raise ValueError(f"label value {int(labels.max())} >= number of classes {num_classes}")
     return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float()
+
+
+def generator_input(labels: torch.Tensor, context: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """What the generator is conditioned on: (B, C x (1 + 2k), H, W), the slice's one-hot map first,
+    then its neighbours' (``context`` (B, 2k, H, W) class ids, or None / no channels without context)."""
+    onehot = one_hot(labels, num_classes)
+    if context is None or context.shape[1] == 0:
+        return onehot
+    b, k2, h, w = context.shape
+    near = one_hot(context.reshape(b * k2, h, w), num_classes).reshape(b, k2 * num_classes, h, w)
+    return torch.cat([onehot, near], dim=1)
+
+
+def _allocator(spill_dir: Path | None):
+    """``alloc(name, dtype, shape)``: arrays in RAM, or memory-mapped ``<spill_dir>/<name>.npy`` files."""
+    if spill_dir is None:
+        return lambda name, dtype, shape: np.empty(shape, dtype)
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    return lambda name, dtype, shape: np.lib.format.open_memmap(spill_dir / f"{name}.npy", "w+", dtype, shape)
 
 
 def _npz_shape(path: Path, key: str) -> tuple[int, ...]:

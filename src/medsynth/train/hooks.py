@@ -46,7 +46,8 @@ def write_samples(ctx: RunContext, state: RunState) -> Path:
     from medsynth.plots import sample_grid  # matplotlib only when training runs
 
     s, fixed = ctx.settings, ctx.fixed
-    fake = synthesize(state.nets.ema.model, fixed.labels.long(), ctx.num_classes, s.seed, s.batch_size, ctx.device)
+    fake = synthesize(state.nets.ema.model, fixed.labels.long(), ctx.num_classes, s.seed, s.batch_size, ctx.device,
+                      context=fixed.context.long())
     path = ctx.run_dir / "samples" / f"step_{state.step:06d}.png"
     sample_grid(path, fixed.labels, [fake], None if ctx.unpaired else fixed.images.float(), ctx.num_classes,
                 title=f"step {state.step} (EMA generator)")

@@ -17,18 +17,20 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def draw_batch(ctx: RunContext, state: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(real images, labels, body masks) on the device; unpaired, the real images come from dataset B."""
+def draw_batch(ctx: RunContext, state: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(real images, labels, body masks, neighbouring label maps) on the device; unpaired, the real images
+    come from dataset B."""
     bs = ctx.settings.batch_size
     if ctx.settings.lambda_diversity > 0:  # mode seeking: each label map twice, the halves in the same order
         idx = torch.randint(len(ctx.train_data), (bs // 2,), generator=state.data_rng).repeat(2)
     else:
         idx = torch.randint(len(ctx.train_data), (bs,), generator=state.data_rng)
     real, labels, body = ctx.train_data.batch(idx, ctx.device, ctx.pin, ctx.memory_format)
+    context = ctx.train_data.context_batch(idx, ctx.device, ctx.pin)
     if ctx.unpaired:
         jdx = torch.randint(len(ctx.real_train), (bs,), generator=state.data_rng)
         real = ctx.real_train.batch(jdx, ctx.device, ctx.pin, ctx.memory_format)[0]
-    return real, labels, body
+    return real, labels, body, context
 
 
 def losses_to_floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -57,12 +59,13 @@ def iterate(ctx: RunContext, state: RunState, last_good: Path) -> dict:
     ``last_good`` is the checkpoint a non-finite loss (NonFiniteLoss) refers the user to.
     """
     t0 = time.perf_counter()
-    real, labels, body = draw_batch(ctx, state)
+    real, labels, body, context = draw_batch(ctx, state)
     if ctx.unpaired:
         losses = unpaired_step(state.nets, real, labels, body, ctx.num_classes, ctx.weights, state.step + 1, ctx.bf16,
-                               ctx.class_targets)
+                               ctx.class_targets, context)
     else:
-        losses = paired_step(state.nets, real, labels, body, ctx.num_classes, ctx.weights, state.mix_rng, ctx.bf16)
+        losses = paired_step(state.nets, real, labels, body, ctx.num_classes, ctx.weights, state.mix_rng, ctx.bf16,
+                             context)
     state.step += 1
     # Timed after the transfer, which waits for the step to finish on the device.
     row = {"step": state.step, **losses_to_floats(losses), "seconds": round(time.perf_counter() - t0, 4)}

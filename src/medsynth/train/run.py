@@ -14,13 +14,15 @@ from medsynth.train.data import SliceSet
 from medsynth.train.loop import TrainSettings, train
 
 
-def load_slices(files: Sequence[str | Path], ram_gb: float | None = None, spill_dir: Path | None = None) -> SliceSet:
-    """``results/slices/<dataset>/cases/<case>/slices.npz`` files -> one set (case id = folder name).
+def load_slices(files: Sequence[str | Path], ram_gb: float | None = None, spill_dir: Path | None = None,
+                context_slices: int = 0) -> SliceSet:
+    """``results/slices/<dataset>/cases/<case>/slices.npz`` files -> one set (case id = folder name),
+    with ``context_slices`` neighbouring label maps each side.
 
     In memory up to ``ram_gb`` gigabytes, memory-mapped under ``spill_dir`` beyond that.
     """
     budget = None if ram_gb is None else ram_gb * 1e9
-    return SliceSet.from_files([(Path(f).parent.name, Path(f)) for f in files], budget, spill_dir)
+    return SliceSet.from_files([(Path(f).parent.name, Path(f)) for f in files], budget, spill_dir, context_slices)
 
 
 def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]:
@@ -56,8 +58,8 @@ def run_experiment(
     if world_size > 1:
         cache = cache / f"rank{rank}"  # each process writes and maps its own spill files
 
-    def load(files, name):
-        return load_slices(files, parsed.ram_cache_gb, cache / name)
+    def load(files, name, context=parsed.context_slices):
+        return load_slices(files, parsed.ram_cache_gb, cache / name, context)
 
     return train(
         parsed,
@@ -66,8 +68,8 @@ def run_experiment(
         load(val_files, "val"),
         Path(run_dir),
         config={"train": dict(settings), "labels": [dict(e) for e in labels]},
-        images_train=load(image_train_files, "images_train") if unpaired else None,
-        images_val=load(image_val_files, "images_val") if unpaired else None,
+        images_train=load(image_train_files, "images_train", 0) if unpaired else None,  # images only
+        images_val=load(image_val_files, "images_val", 0) if unpaired else None,
         perceptual=dict(perceptual) if perceptual else None,
         real_stats=Path(real_stats) if real_stats else None,
     )

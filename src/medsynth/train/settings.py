@@ -49,6 +49,7 @@ class TrainSettings:
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the generator and discriminators (CUDA)
     ram_cache_gb: float = 32.0  # slices beyond this are memory-mapped from the run folder
+    context_slices: int = 0  # 2.5D: G also sees the label maps of this many slices below and above
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
@@ -62,6 +63,9 @@ class TrainSettings:
         if settings.lambda_diversity > 0 and settings.batch_size % 2:
             raise ValueError(f"train.lambda_diversity needs an even train.batch_size (each label map is drawn twice), "
                              f"got {settings.batch_size}")
+        from medsynth.data.context import context_offsets
+
+        context_offsets(settings.context_slices)  # refuses an out-of-range value, naming the key
         if settings.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision {settings.precision!r} is unknown; use 'fp32' or 'bf16'")
         return settings

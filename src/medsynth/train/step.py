@@ -28,7 +28,7 @@ from medsynth.models.losses import (class_stats_l1, class_stats_to_targets_l1, d
                                     labelmix_mask, seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, build_wavelet_discriminator
 from medsynth.models.shape import mask_loss
-from medsynth.train.data import one_hot
+from medsynth.train.data import generator_input, one_hot
 
 
 @dataclass(frozen=True)
@@ -124,12 +124,16 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torch.Tensor, num_classes: int,
-                w: LossWeights, mix_rng: torch.Generator, bf16: bool = False) -> dict[str, torch.Tensor]:
-    """One OASIS iteration; returns detached losses. G runs once: its output is reused, detached, for D."""
+                w: LossWeights, mix_rng: torch.Generator, bf16: bool = False,
+                context: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One OASIS iteration; returns detached losses. G runs once: its output is reused, detached, for D.
+
+    ``context`` (B, 2k, H, W): the neighbouring slices' label maps, for G only; D segments the slice itself.
+    """
     onehot = one_hot(labels, num_classes)
     with _autocast(real.device, bf16):
         nets.D.requires_grad_(False)
-        fake = nets.g_call(onehot)
+        fake = nets.g_call(generator_input(labels, context, num_classes))
         loss_adv = seg_ce_real(nets.D(fake).float(), onehot)
         loss_mask = mask_loss(fake, body)
         loss_cs = class_stats_l1(fake, real, onehot)
@@ -161,17 +165,19 @@ def paired_step(nets: Nets, real: torch.Tensor, labels: torch.Tensor, body: torc
 
 def unpaired_step(nets: Nets, real_b: torch.Tensor, labels: torch.Tensor, body: torch.Tensor, num_classes: int,
                   w: LossWeights, step: int, bf16: bool = False,
-                  class_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  class_targets: torch.Tensor | None = None,
+                  context: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One unpaired iteration: labels/body from A, ``real_b`` from B (not matched to the labels).
 
     ``class_targets`` (2, C): B's mean and within-slice std per class, where B is labelled
     with A's label table; with ``w.class_stats`` > 0 each generated class is pulled to them.
+    ``context``: as in ``paired_step``.
     """
     onehot = one_hot(labels, num_classes)
     with _autocast(real_b.device, bf16):
         nets.D.requires_grad_(False)
         nets.Du.requires_grad_(False)
-        fake = nets.g_call(onehot)
+        fake = nets.g_call(generator_input(labels, context, num_classes))
         loss_seg = seg_ce_real(nets.D(fake).float(), onehot)
         loss_adv = nonsat_g_loss(nets.Du(fake).float())
         loss_mask = mask_loss(fake, body)

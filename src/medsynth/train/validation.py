@@ -51,7 +51,7 @@ def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num
     intensity distributions with: the same slices in paired mode, dataset B's
     validation slices in unpaired mode).
     """
-    fake = synthesize(generator, val.labels.long(), num_classes, seed, batch, device)
+    fake = synthesize(generator, val.labels.long(), num_classes, seed, batch, device, context=val.context.long())
     out = {k: math.nan for k in DIRECTIONS}
     if mode == "paired":
         out.update({k: float(v.mean()) for k, v in paired_metrics(fake, val.images.float()).items()})
