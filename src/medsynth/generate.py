@@ -273,7 +273,7 @@ def generate_cases(
 
 def noise_label(noise: str, noise_sigma_mm: float) -> str:
     """The manifest's ``noise`` column: the mode, and for volumes the smoothing that regenerates them."""
-    return f"volume:{noise_sigma_mm:g}mm" if noise == "volume" else noise
+    return f"volume:{noise_sigma_mm:g}mm" if noise == "volume" and noise_sigma_mm > 0 else noise
 
 
 def provenance(state: dict) -> dict:
