@@ -193,7 +193,7 @@ def generate_case(
             save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
         vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                                source_affine)
-        rows.append({"case_id": case_id, "sample": k, "seed": seed, "noise": noise_label(noise, noise_sigma_mm),
+        rows.append({"case_id": case_id, "sample": k, "seed": seed, "noise": noise_label(G, noise, noise_sigma_mm),
                      "volume": str(vol_file),
                      "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
     np.savez_compressed(samples_file(out_dir, case_id), samples=np.stack(stacks).astype(np.float16), z=slices.z)
@@ -271,9 +271,11 @@ def generate_cases(
     return rows
 
 
-def noise_label(noise: str, noise_sigma_mm: float) -> str:
-    """The manifest's ``noise`` column: the mode, and for volumes the smoothing that regenerates them."""
-    return f"volume:{noise_sigma_mm:g}mm" if noise == "volume" and noise_sigma_mm > 0 else noise
+def noise_label(G: torch.nn.Module, noise: str, noise_sigma_mm: float) -> str:
+    """The manifest's ``noise`` column: the mode, and for volumes the smoothing that regenerates them
+    (only a spatial noise map is smoothed; a noise vector is one draw per volume whatever the setting)."""
+    smoothed = noise == "volume" and noise_sigma_mm > 0 and getattr(G, "spatial_noise", False)
+    return f"volume:{noise_sigma_mm:g}mm" if smoothed else noise
 
 
 def provenance(state: dict) -> dict:
@@ -350,6 +352,6 @@ def generate_from_label_files(
             out = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
                               vol.affine)
             rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s,
-                         "noise": noise_label(noise, noise_sigma_mm), "volume": str(out),
+                         "noise": noise_label(G, noise, noise_sigma_mm), "volume": str(out),
                          "label": str(label_out), "pngs": "", **provenance(state)})
     return rows

@@ -130,7 +130,7 @@ def test_outputs_of_every_stage(finished):
     assert all(r["part"] == split[r["case_id"]] for r in manifest)
     assert sorted(int(r["sample"]) for r in manifest) == sorted(list(range(2)) * len(made))
     assert {(r["generator_step"], r["selected_by"].split("=")[0]) for r in manifest} == {(str(selected["step"]), "fid")}
-    assert {r["noise"] for r in manifest} == {"volume"}  # generate.noise default: one draw per volume
+    assert {r["noise"] for r in manifest} == {"volume:6mm"}  # one draw per volume, its noise map smoothed over 6 mm
     for row in manifest:
         source = nib.load(w / "resources/raw/phantom" / row["case_id"] / "ct.nii.gz")
         generated = nib.load(w / row["volume"])
