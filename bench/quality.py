@@ -120,15 +120,24 @@ def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
     return curve.to_physical(images.numpy())
 
 
-def segmenter_dice(real_train: SliceSet, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
-                   table: LabelTable, metrics: dict, seed: int) -> tuple[float, float, list[dict]]:
-    model = train_segmenter(real_train.images.float(), real_train.labels.long(), table.num_classes,
-                            steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed,
-                            channels=metrics["segmenter_channels"])
-    n = table.num_classes
-    conf_gen = confusion(predict(model, fake), fake_labels.long(), n)
-    conf_real = confusion(predict(model, test_real.images.float()), test_real.labels.long(), n)
-    gen, real = summarize(conf_gen, table.names), summarize(conf_real, table.names)
+def real_segmenter(real_train: SliceSet, num_classes: int, metrics: dict, seed: int) -> torch.nn.Module:
+    """The pipeline's segmentation-consistency U-Net, trained on real training slices (``metrics.segmenter_*``)."""
+    return train_segmenter(real_train.images.float(), real_train.labels.long(), num_classes,
+                           steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed,
+                           channels=metrics["segmenter_channels"])
+
+
+def segmenter_dice(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   names: list[str]) -> list[dict]:
+    """Per-class Dice of ``model`` on ``images`` against ``labels``; the last row is the foreground."""
+    return summarize(confusion(predict(model, images.float()), labels.long(), len(names)), names)
+
+
+def segmenter_scores(model: torch.nn.Module, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
+                     table: LabelTable) -> tuple[float, float, list[dict]]:
+    """Foreground Dice on generated and on real test slices, and both per class."""
+    gen = segmenter_dice(model, fake, fake_labels, table.names)
+    real = segmenter_dice(model, test_real.images, test_real.labels, table.names)
     return gen[-1]["dice"], real[-1]["dice"], [{"class": g["class"], "dice_gen": g["dice"], "dice_real": r["dice"]}
                                                 for g, r in zip(gen[:-1], real[:-1])]
 
@@ -178,8 +187,8 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
     out["body_dice"] = float(body_dice(fake, body, settings.mask_threshold).mean())
     out["intensity_w1"] = intensity_w1(fake, body, ref.images.float(), ref.masks.float())
     out["diversity"] = diversity(*sample_diversity(samples, body))  # the pipeline's pixel_diversity
-    gen_dice, real_dice, seg_rows = segmenter_dice(img_parts["train"], ref, fake, test.labels, table,
-                                                   config["metrics"], settings.seed)
+    seg = real_segmenter(img_parts["train"], table.num_classes, config["metrics"], settings.seed)
+    gen_dice, real_dice, seg_rows = segmenter_scores(seg, ref, fake, test.labels, table)
     out.update(seg_dice_gen=gen_dice, seg_dice_real=real_dice,
                seg_ratio=gen_dice / real_dice if real_dice > 0 else math.nan)
     # Generated images are on the image dataset's scale (unpaired: MR units, not the label CT's HU).

@@ -32,13 +32,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import ROOT, load_config, phantom_parts, to_physical  # noqa: E402
+from quality import ROOT, load_config, phantom_parts, real_segmenter, segmenter_dice, to_physical  # noqa: E402
 
 from medsynth.generate import generator_from_state, sample_seed, synthesize  # noqa: E402
 from medsynth.metrics import through_plane  # noqa: E402
 from medsynth.metrics.image import diversity, sample_diversity  # noqa: E402
 from medsynth.metrics.intensity import class_intensity_table  # noqa: E402
-from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter  # noqa: E402
 from medsynth.select import select_checkpoint  # noqa: E402
 from medsynth.train.checkpoint import load_checkpoint  # noqa: E402
 from medsynth.train.data import SliceSet  # noqa: E402
@@ -76,14 +75,8 @@ def neighbour_stats(images: torch.Tensor, data: SliceSet) -> through_plane.Neigh
     return stats
 
 
-def segmenter(real_train: SliceSet, num_classes: int, metrics: dict, seed: int) -> torch.nn.Module:
-    return train_segmenter(real_train.images.float(), real_train.labels.long(), num_classes,
-                           steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed,
-                           channels=metrics["segmenter_channels"])
-
-
 def foreground_dice(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> float:
-    return summarize(confusion(predict(model, images), labels.long(), len(names)), names)[-1]["dice"]
+    return segmenter_dice(model, images, labels, names)[-1]["dice"]
 
 
 def train_generator(settings: TrainSettings, parts: dict, img_parts: dict, num_classes: int,
@@ -106,7 +99,7 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
     img_parts, img_meta = phantom_parts(config, exp["images_from"], work)[:2] if unpaired else (parts, meta)
     ref = img_parts["test"]
     real_stats = neighbour_stats(ref.images.float(), ref)
-    seg = segmenter(img_parts["train"], table.num_classes, config["metrics"], 0)
+    seg = real_segmenter(img_parts["train"], table.num_classes, config["metrics"], 0)
     seg_real = foreground_dice(seg, ref.images.float(), ref.labels, table.names)
     spacing_z = float(meta["spacing"][2])
     rows = []

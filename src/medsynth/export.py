@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import medsynth
-from medsynth.data.cohort import read_cases
+from medsynth.data.cohort import read_cases, series_of
 from medsynth.data.labels import LabelTable
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.io.tables import read_tsv
@@ -44,6 +44,7 @@ class ExportCase:
     patient: str  # the source patient: folds group by it
     raw_label: LabelTable | None = None  # a real case: its dataset's label values, mapped through this table
     provenance: Mapping[str, object] = field(default_factory=dict)
+    series: Mapping[str, str] = field(default_factory=dict)  # DICOM folders: SeriesInstanceUID by file role
 
 
 def dataset_folder(root: Path, dataset_id: int, name: str) -> Path:
@@ -109,8 +110,8 @@ def patient_folds(cases: Sequence[ExportCase], n_folds: int) -> list[dict[str, l
 
 
 def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[str, int]) -> None:
-    image = load_volume(case.image)
-    label = load_volume(case.label, np.integer)
+    image = load_volume(case.image, None, case.series.get("image"))
+    label = load_volume(case.label, np.integer, case.series.get("label"))
     if case.raw_label is not None:  # a real case: its label values through its table, onto its image's grid
         from medsynth.generate import label_on_source_grid  # here: config checks import this module, torch-free
         classes = label_on_source_grid(label, case.raw_label, image.array.shape, image.affine)
@@ -184,7 +185,7 @@ def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], want
     ``table`` is that dataset's label table (class ids by the same names as the synthetic cases')."""
     return [ExportCase(identifier=f"{r['case_id']}_real", image=Path(r["image"]), label=Path(r["label"]),
                        patient=r.get("patient_id") or r["case_id"], raw_label=table,
-                       provenance={"synthetic": False, "case_id": r["case_id"]})
+                       provenance={"synthetic": False, "case_id": r["case_id"]}, series=series_of(r))
             for r in rows if parts.get(r["case_id"]) in wanted]
 
 

@@ -178,7 +178,7 @@ def generate_case(
         meta = {**meta, "intensity": scale[0].to_meta(), "modality": scale[1]}
     case_dir = out_dir / case_id
     source_affine = np.asarray(meta["source_affine"])
-    source_label = load_volume(Path(meta["source_label"]), np.integer)
+    source_label = load_volume(Path(meta["source_label"]), np.integer, meta.get("source_series", {}).get("label"))
     label = label_on_source_grid(source_label, table, tuple(meta["source_shape"]), source_affine)
     label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
     for lab, z in zip(slices.labels, slices.z):

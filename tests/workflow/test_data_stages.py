@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from dicom_series import write_series
+
 from medsynth.data.phantom import PHANTOM_LABELS, write_cohort
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.io.tables import read_tsv
@@ -180,3 +182,45 @@ def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_p
     assert "config: datasets.mine.labels: label value 1 is listed for both" in output
     assert f"config: datasets.other.labels (from {table}): label value 3 is listed for both" in output
     assert "slice.size with experiments.e.train.model = 'tiny'" in output and "32 or 40" in output
+
+
+@pytest.mark.slow
+def test_a_cohort_of_dicom_series_runs_as_its_nifti_twin(tmp_path, snakemake):
+    """Images as DICOM series folders (one holding two series, picked by the table's image_series)
+    give the same preprocessed slices as the same images as NIfTI."""
+    root = cohort(tmp_path / "data", 4)
+    nifti_lines, dicom_lines = ["case_id\timage\tlabel"], ["case_id\timage\tlabel\timage_series"]
+    for i in range(4):
+        case = root / f"phantom_00{i}"
+        ct = load_volume(case / "ct.nii.gz")
+        hu = np.rint(ct.array).astype(np.int16)  # what a CT series stores: integers
+        save_volume(case / "ct_int.nii.gz", hu, ct.affine)
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ct.affine
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        uid = f"1.2.826.0.1.3680043.2.1125.8.{i}"
+        write_series(case / "dicom", hu.astype(np.float32), spacing, lps[:3, :3] / spacing, lps[:3, 3],
+                     series_uid=uid, slope=1.0, intercept=-1024.0)
+        if i == 1:  # a second series in the same folder: the table says which one
+            other = write_series(tmp_path / "other", hu.astype(np.float32) + 50, spacing, lps[:3, :3] / spacing,
+                                 lps[:3, 3], series_uid=uid + ".2", slope=1.0, intercept=-1024.0)
+            for f in other:
+                f.rename(case / "dicom" / f"b{f.name}")
+        nifti_lines.append(f"phantom_00{i}\tphantom_00{i}/ct_int.nii.gz\tphantom_00{i}/label.nii.gz")
+        dicom_lines.append(f"phantom_00{i}\tphantom_00{i}/dicom\tphantom_00{i}/label.nii.gz\t{uid if i == 1 else ''}")
+    (root / "nifti.tsv").write_text("\n".join(nifti_lines) + "\n")
+    (root / "dicom.tsv").write_text("\n".join(dicom_lines) + "\n")
+    config = data_config(dataset(source="local", local={"cases_table": str(root / "nifti.tsv")}))
+    config["datasets"]["dicom"] = dataset(source="local", local={"cases_table": str(root / "dicom.tsv")})
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, config)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for i in range(4):
+        with np.load(work / f"results/slices/mine/cases/phantom_00{i}/slices.npz") as a, \
+                np.load(work / f"results/slices/dicom/cases/phantom_00{i}/slices.npz") as b:
+            np.testing.assert_array_equal(a["labels"], b["labels"])
+            np.testing.assert_array_equal(a["z"], b["z"])
+            np.testing.assert_allclose(a["images"].astype(np.float32), b["images"].astype(np.float32), atol=2e-3)
+    assert read_tsv(work / "results/split/dicom/split.tsv") == read_tsv(work / "results/split/mine/split.tsv")
+    meta = (work / "results/preprocess/dicom/phantom_001/meta.json").read_text()
+    assert "phantom_001/dicom" in meta and "1.2.826.0.1.3680043.2.1125.8.1" in meta

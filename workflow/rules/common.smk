@@ -158,9 +158,9 @@ def case_check(dataset, case):
 
 
 def case_problem(dataset, case):
-    """True when a file of the case is missing or a file stands where one of its folders belongs."""
+    """True when a file (or DICOM folder) of the case is missing or a file stands where one of its folders belongs."""
     row = cases_of(dataset)[case]
-    if not all(os.path.isfile(row[k]) for k in ("image", "label", "mask") if row.get(k)):
+    if not all(os.path.exists(row[k]) for k in ("image", "label", "mask") if row.get(k)):
         return True
     return any(map(blocked, case_outputs(dataset, case)))
 
@@ -187,6 +187,12 @@ def preprocess_inputs(wildcards):
         return {"check": case_check(d, case)}
     row = cases_of(d)[case]
     return {k: row[k] for k in ("image", "label", "mask") if row.get(k)}
+
+
+def case_series(dataset, case):
+    """The SeriesInstanceUIDs a case's DICOM folders are read by (file column -> UID; empty for NIfTI)."""
+    row = cases_of(dataset)[case]
+    return {col: row[f"{col}_series"] for col in ("image", "label", "mask") if row.get(f"{col}_series")}
 
 
 def slice_inputs(wildcards):

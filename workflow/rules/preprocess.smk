@@ -14,6 +14,7 @@ rule preprocess:
         modality=lambda w: config["datasets"][w.dataset]["modality"],
         settings=lambda w: config["datasets"][w.dataset]["preprocess"],
         labels=lambda w: config["datasets"][w.dataset]["labels"],
+        series=lambda w: case_series(w.dataset, w.case),
     log:
         "logs/preprocess/{dataset}/{case}.log",
     benchmark:

@@ -15,7 +15,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     mask = Path(sm.input.mask) if "mask" in sm.input.keys() else None
     if "image" in sm.input.keys():
         preprocess_case(sm.wildcards.case, Path(sm.input.image), Path(sm.input.label), out, table, settings,
-                        mask_path=mask, qc_path=Path(sm.output.qc), workers=sm.threads)
+                        mask_path=mask, qc_path=Path(sm.output.qc), workers=sm.threads, series=dict(sm.params.series))
     else:
         preprocess_label_only(sm.wildcards.case, Path(sm.input.label), out, table, settings, mask_path=mask,
-                              qc_path=Path(sm.output.qc))
+                              qc_path=Path(sm.output.qc), series=dict(sm.params.series))

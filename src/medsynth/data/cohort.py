@@ -11,9 +11,12 @@ from medsynth.io.tables import read_tsv, write_tsv
 
 log = logging.getLogger(__name__)
 
-# mask is optional (empty when the dataset provides none); patient_id defaults to the case id
-CASE_COLUMNS = ["case_id", "patient_id", "image", "label", "mask", "modality"]
+# mask is optional (empty when the dataset provides none); patient_id defaults to the case id.
+# A file column may name a DICOM series folder; <column>_series then picks a series by its
+# SeriesInstanceUID where the folder holds several (medsynth.io.dicom).
 FILE_COLUMNS = ("image", "label", "mask")
+SERIES_COLUMNS = tuple(f"{col}_series" for col in FILE_COLUMNS)
+CASE_COLUMNS = ["case_id", "patient_id", "image", "label", "mask", "modality", *SERIES_COLUMNS]
 
 
 def read_cases(path: Path) -> list[dict[str, str]]:
@@ -57,8 +60,13 @@ def _numbered_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def missing_files(row: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(column, path) of a case's files that do not exist; mask only when one is given."""
-    return [(col, row[col]) for col in FILE_COLUMNS if row.get(col) and not Path(row[col]).is_file()]
+    """(column, path) of a case's files (or DICOM folders) that do not exist; mask only when one is given."""
+    return [(col, row[col]) for col in FILE_COLUMNS if row.get(col) and not Path(row[col]).exists()]
+
+
+def series_of(row: Mapping[str, str]) -> dict[str, str]:
+    """The SeriesInstanceUIDs a case row gives for its DICOM folders, by file column."""
+    return {col: row[f"{col}_series"].strip() for col in FILE_COLUMNS if (row.get(f"{col}_series") or "").strip()}
 
 
 def case_problems(table: Path, case_id: str, output_paths: Sequence[str | Path] = ()) -> list[str]:

@@ -45,9 +45,18 @@ def neighbour_index(case_ids: Sequence[str], z: Sequence[int], k: int) -> np.nda
     return out
 
 
+def fill_context(out: np.ndarray, labels: np.ndarray, case_ids: Sequence[str], z: Sequence[int], k: int,
+                 chunk: int = 512) -> np.ndarray:
+    """Write each slice's neighbours' label maps into ``out`` (N, 2k, H, W), ``chunk`` slices at a time,
+    so that a memory-mapped ``labels`` or ``out`` never comes into RAM whole; returns ``out``."""
+    near = neighbour_index(case_ids, z, k)
+    for i in range(0, len(near), chunk):
+        out[i : i + chunk] = labels[near[i : i + chunk]]
+    return out
+
+
 def context_labels(labels: np.ndarray, case_ids: Sequence[str], z: Sequence[int], k: int) -> np.ndarray:
     """(N, H, W) label maps -> (N, 2k, H, W): each slice's neighbours' maps, in ``context_offsets`` order."""
     labels = np.asarray(labels)
-    if k == 0:
-        return np.zeros((labels.shape[0], 0, *labels.shape[1:]), dtype=labels.dtype)
-    return labels[neighbour_index(case_ids, z, k)]
+    out = np.empty((labels.shape[0], len(context_offsets(k)), *labels.shape[1:]), dtype=labels.dtype)
+    return fill_context(out, labels, case_ids, z, k)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -26,16 +27,18 @@ from medsynth.io.nifti import load_volume, make_dir, save_volume, voxel_spacing
 
 def preprocess_label_only(case_id: str, label_path: Path, out_dir: Path, table: LabelTable,
                           settings: PreprocessSettings, mask_path: Path | None = None,
-                          qc_path: Path | None = None) -> dict:
-    """Write ``image`` (placeholder), ``label``, ``mask`` and ``meta.json`` of a label-only case."""
-    label = load_volume(label_path, np.integer)
+                          qc_path: Path | None = None, series: Mapping[str, str] | None = None) -> dict:
+    """Write ``image`` (placeholder), ``label``, ``mask`` and ``meta.json`` of a label-only case
+    (``series``: as ``preprocess_case``)."""
+    series = dict(series or {})
+    label = load_volume(label_path, np.integer, series.get("label"))
     shape_c, aff_c = canonical_grid(label.array.shape, label.affine)
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
     lab_r = labels_on_grid(label, label.affine, table, aff_c, affine, shape)
     check_has_labels(lab_r, label_path, table)
     mask = fill_holes_inplane(lab_r > 0)
     if mask_path is not None:
-        given = load_volume(mask_path, np.int32)
+        given = load_volume(mask_path, np.int32, series.get("mask"))
         mask_c, _ = to_canonical(given.array > 0, reorientation_affine(label, given))
         mask |= resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
     body_voxels = add_body_class(lab_r, mask, table)
@@ -46,6 +49,7 @@ def preprocess_label_only(case_id: str, label_path: Path, out_dir: Path, table: 
     save_volume(out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)
     meta = {
         "case_id": case_id, "label_only": True, "source_image": "", "source_label": str(label_path),
+        "source_series": series,
         "source_shape": list(label.array.shape), "source_affine": label.affine.tolist(),
         "shape": list(shape), "affine": affine.tolist(), "spacing": voxel_spacing(affine).tolist(),
         "modality": settings.modality, "mask_source": str(mask_path) if mask_path is not None else "labels",

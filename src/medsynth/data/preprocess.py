@@ -13,6 +13,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -171,23 +172,26 @@ def preprocess_case(
     mask_path: Path | None = None,
     qc_path: Path | None = None,
     workers: int | None = None,
+    series: Mapping[str, str] | None = None,
 ) -> dict:
     """Preprocess one case; ``mask_path`` replaces the computed body mask (e.g. SynthRAD's mask.nii.gz).
 
-    ``workers`` threads share the slice-wise morphology and the (de)compression
+    Any of the paths may be a DICOM series folder; ``series`` (file role -> SeriesInstanceUID)
+    picks the series where a folder holds several. ``workers`` threads share the slice-wise morphology and the (de)compression
     of the NIfTI files, which release the GIL.
     """
     workers = workers or default_workers()
     with ThreadPoolExecutor(max(2, workers)) as pool:
         return _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers,
-                           pool)
+                           pool, dict(series or {}))
 
 
-def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers, pool) -> dict:
+def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers, pool,
+                series) -> dict:
     # The file's own type: an int16 CT stays int16 (half the memory traffic) until interpolation makes it float32.
-    image_job = pool.submit(load_volume, image_path)
-    mask_job = pool.submit(load_volume, mask_path, np.int32) if mask_path is not None else None
-    label_vol = load_volume(label_path, np.integer)
+    image_job = pool.submit(load_volume, image_path, None, series.get("image"))
+    mask_job = pool.submit(load_volume, mask_path, np.int32, series.get("mask")) if mask_path is not None else None
+    label_vol = load_volume(label_path, np.integer, series.get("label"))
     image = image_job.result()
     label_affine = reorientation_affine(image, label_vol)
     given_mask = None
@@ -246,6 +250,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
         "case_id": case_id,
         "source_image": str(image_path),
         "source_label": str(label_path),
+        "source_series": series,  # DICOM folders: the series read (by file role)
         "source_shape": list(image.array.shape),
         "source_affine": image.affine.tolist(),
         "shape": list(shape),

@@ -43,14 +43,20 @@ def voxel_spacing(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
-def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volume:
-    """Load a 3D NIfTI volume, refusing anything we could silently misread.
+def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_uid: str | None = None) -> Volume:
+    """Load a 3D NIfTI volume, or the DICOM series in a folder (``medsynth.io.dicom``; ``series_uid``
+    picks one where the folder holds several), refusing anything we could silently misread.
 
     ``dtype`` selects the in-memory type: labels use an integer type so values
     are never interpolated, images use float32 (never float64: 2x the memory
     for no precision a CT or MR has).
     """
     path = Path(path)
+    if path.is_dir():
+        from medsynth.io.dicom import load_series  # it builds on this module
+
+        series = load_series(path, series_uid)
+        return Volume(_as_dtype(series.array, dtype, path), series.affine, path)
     if not path.is_file():
         raise VolumeError(f"{path}: file not found")
     try:
@@ -62,6 +68,11 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
         data = data[..., 0]
     if data.ndim != 3:
         raise VolumeError(f"{path}: expected a 3D volume, found shape {data.shape}; split 4D series first")
+    return Volume(c_order(_as_dtype(data, dtype, path)), np.asarray(img.affine, dtype=np.float64), path)
+
+
+def _as_dtype(data: np.ndarray, dtype: np.dtype | type | None, path: Path) -> np.ndarray:
+    """``data`` in the in-memory type ``load_volume`` was asked for, refusing lossy conversions."""
     if dtype is not None:
         # dtype=np.integer: any integer type, the file's own when it has one (no copy of a large label map).
         want_int = dtype is np.integer or np.issubdtype(np.dtype(dtype), np.integer)
@@ -85,7 +96,7 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None) -> Volum
         data = data.astype(target, copy=False)
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise VolumeError(f"{path}: contains NaN or infinite voxels")
-    return Volume(c_order(data), np.asarray(img.affine, dtype=np.float64), path)
+    return data
 
 
 def default_workers() -> int:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.data.context import context_labels, context_offsets, neighbour_index
+from medsynth.data.context import context_labels, context_offsets, fill_context
+
 
 @dataclass
 class SliceSet:
@@ -42,7 +43,6 @@ class SliceSet:
 
     def with_context(self, k: int) -> "SliceSet":
         """The same slices with the label maps of their k neighbours each side (edges repeat)."""
-        context_offsets(k)  # refuses an out-of-range k
         ctx = torch.from_numpy(context_labels(self.labels.numpy(), self.case_ids, self.z, k))
         return SliceSet(self.images, self.labels, self.masks, self.case_ids, self.z, ctx)
 
@@ -114,10 +114,7 @@ class SliceSet:
                 zs += [int(z) for z in f["z"]]
             ids += [case_id] * sh[0]
             at += sh[0]
-        context = alloc("context", np.uint8, (n, k2, h, w))
-        near = neighbour_index(ids, zs, context_slices)
-        for i in range(0, n, 512):  # in chunks: a memory-mapped set never comes into RAM whole
-            context[i : i + 512] = labels[near[i : i + 512]]
+        context = fill_context(alloc("context", np.uint8, (n, k2, h, w)), labels, ids, zs, context_slices)
         return cls(*(torch.from_numpy(a) for a in (images, labels, masks)), ids, zs, torch.from_numpy(context))
 
     def fingerprint(self) -> str:

@@ -1,0 +1,210 @@
+"""DICOM series as volumes: a folder of slices read as one 3D image, its geometry in RAS+.
+
+DICOM places voxels in the patient's LPS+ frame (+x to the patient's left,
++y posterior); nibabel and the rest of medsynth use RAS+. The affine of a
+series is therefore SimpleITK's LPS index-to-point mapping with x and y
+negated, the same affine nibabel reads from the series converted to NIfTI
+(e.g. by SimpleITK or dcm2niix), so a volume keeps its place in the scanner
+whichever way it came in. Voxel axes are DICOM's: columns, rows, slices in
+order of position along the slice normal (never file names or instance
+numbers). Stored values are rescaled with each slice's slope and intercept
+(HU for CT).
+
+A series that cannot be one regular grid is refused, naming the folder:
+missing slices (uneven spacing along the normal), mixed orientations or
+sizes, a gantry tilt (slices sheared along the normal), a series that is not
+an image (RT structure sets, segmentations, reports), pixel data the reader
+cannot decode.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from medsynth.io.nifti import Volume, VolumeError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# Modalities of series that hold no image grid (structures, segmentations, plans, documents).
+NOT_IMAGES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "PR", "KO", "REG", "DOC", "PLAN"}
+POSITION_TOL = 0.01  # of the slice spacing: DICOM positions carry a few decimals
+TILT_TOL_MM = 0.01   # in-plane drift between neighbouring slices that still counts as no tilt
+# Transfer syntaxes the GDCM inside SimpleITK decodes: native, deflated, JPEG (baseline, extended,
+# lossless), JPEG-LS, JPEG 2000, RLE. Newer ones (HTJ2K, JPEG XL, video) it reads as garbage or not at all.
+DECODABLE = {
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+}
+DECOMPRESS_HINT = ("decompress the series first (e.g. gdcmconv --raw, or dcmdjpeg for JPEG) and point the "
+                   "cases table at the decompressed copy")
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    file: str
+    modality: str
+    position: np.ndarray  # ImagePositionPatient, LPS mm
+    orientation: np.ndarray  # ImageOrientationPatient: row and column direction cosines
+    size: tuple[int, int]  # Rows, Columns
+
+
+def series_in(folder: Path) -> dict[str, list[str]]:
+    """SeriesInstanceUID -> that series' files, sorted by position along the slice normal."""
+    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in sorted(uids)}
+
+
+def load_series(folder: str | Path, series_uid: str | None = None) -> Volume:
+    """The DICOM series in ``folder`` (the one with ``series_uid`` when the folder holds several)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VolumeError(f"{folder}: DICOM folder not found")
+    _check_syntaxes(folder)
+    files = _pick_series(folder, series_uid)
+    headers = [_header(folder, f) for f in files]
+    _check_grid(folder, headers)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([h.file for h in headers])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        syntax = transfer_syntax(Path(headers[0].file))
+        raise VolumeError(f"{folder}: cannot decode the pixel data (transfer syntax {syntax or 'unknown'}); "
+                          f"{DECOMPRESS_HINT}") from exc
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))  # (z, y, x) -> (x, y, z)
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32, copy=False)
+    return Volume(array, LPS_TO_RAS @ lps_affine(image), folder)
+
+
+def lps_affine(image: sitk.Image) -> np.ndarray:
+    """SimpleITK's voxel index -> LPS point mapping as a 4 x 4 matrix."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3) @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return affine
+
+
+def _check_syntaxes(folder: Path) -> None:
+    """Refuse undecodable files before listing series: the series scanner silently leaves them out,
+    which would read as missing slices."""
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        syntax = transfer_syntax(f)
+        if syntax is not None and syntax not in DECODABLE:
+            raise VolumeError(f"{folder}: {f.name} is encoded in transfer syntax {syntax}, which the DICOM "
+                              f"reader cannot decode; {DECOMPRESS_HINT}")
+
+
+def _pick_series(folder: Path, series_uid: str | None) -> list[str]:
+    series = series_in(folder)
+    if not series:
+        raise VolumeError(f"{folder}: no DICOM series found; is this the folder of a series' slice files?")
+    if series_uid:
+        if series_uid not in series:
+            raise VolumeError(f"{folder}: no series {series_uid!r}; it holds {_describe(series)}")
+        return series[series_uid]
+    if len(series) > 1:
+        raise VolumeError(f"{folder}: {len(series)} DICOM series, {_describe(series)}; give the one to use as its "
+                          "SeriesInstanceUID in the cases table (column image_series, label_series or mask_series)")
+    return next(iter(series.values()))
+
+
+def _describe(series: dict[str, list[str]]) -> str:
+    parts = []
+    for uid, files in series.items():
+        meta = _tags(files[0], ("0008|0060", "0008|103e"))
+        parts.append(f"{uid} ({meta['0008|0060'] or '?'}, {meta['0008|103e'] or 'no description'}, "
+                     f"{len(files)} file(s))")
+    return "; ".join(parts)
+
+
+def _tags(file: str, keys: tuple[str, ...]) -> dict[str, str]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return dict.fromkeys(keys, "")
+    return {k: reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in keys}
+
+
+def _header(folder: Path, file: str) -> SliceHeader:
+    keys = ("0008|0060", "0020|0032", "0020|0037", "0028|0010", "0028|0011")
+    tags = _tags(file, keys)
+    modality = tags["0008|0060"].upper()
+    if modality in NOT_IMAGES or not (tags["0020|0032"] and tags["0020|0037"] and tags["0028|0010"]):
+        raise VolumeError(f"{folder}: {Path(file).name} is not an image slice (modality {modality or 'unknown'}, "
+                          "no image position, orientation or pixel rows); point the table at the image series, "
+                          "and give RT structure sets or segmentations as label maps converted to NIfTI")
+    try:
+        position = np.array([float(v) for v in tags["0020|0032"].split("\\")])
+        orientation = np.array([float(v) for v in tags["0020|0037"].split("\\")])
+        size = (int(tags["0028|0010"]), int(tags["0028|0011"]))
+    except ValueError as exc:
+        raise VolumeError(f"{folder}: {Path(file).name} has an unreadable position or orientation ({exc})") from exc
+    if position.shape != (3,) or orientation.shape != (6,):
+        raise VolumeError(f"{folder}: {Path(file).name} has a malformed image position or orientation")
+    return SliceHeader(file, modality, position, orientation, size)
+
+
+def _check_grid(folder: Path, headers: list[SliceHeader]) -> None:
+    """Refuse what would not be one regular grid (see the module)."""
+    if len(headers) < 2:
+        raise VolumeError(f"{folder}: the series has {len(headers)} slice(s); a volume needs several")
+    first = headers[0]
+    for h in headers[1:]:
+        if not np.allclose(h.orientation, first.orientation, atol=1e-4):
+            raise VolumeError(f"{folder}: mixed slice orientations ({Path(first.file).name}: {first.orientation}, "
+                              f"{Path(h.file).name}: {h.orientation}); a series must be one stack of parallel "
+                              "slices: split it, or pick one series")
+        if h.size != first.size:
+            raise VolumeError(f"{folder}: mixed slice sizes ({Path(first.file).name}: {first.size}, "
+                              f"{Path(h.file).name}: {h.size}); pick one series")
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    positions = np.stack([h.position for h in headers])
+    steps = np.diff(positions, axis=0)
+    along = steps @ normal
+    spacing = float(np.median(along))
+    if spacing <= 0 or (np.abs(along) < 1e-3).any():
+        raise VolumeError(f"{folder}: two slices share one position; remove duplicates (or split the series)")
+    uneven = np.abs(along - spacing) > POSITION_TOL * spacing
+    if uneven.any():
+        i = int(np.argmax(uneven))
+        raise VolumeError(f"{folder}: uneven slice spacing ({along[i]:.3g} mm between {Path(headers[i].file).name} "
+                          f"and {Path(headers[i + 1].file).name}, {spacing:.3g} mm elsewhere): slices are missing; "
+                          "complete the series or resample it to a regular grid")
+    drift = np.linalg.norm(steps - np.outer(along, normal), axis=1)
+    if drift.max() > TILT_TOL_MM:
+        angle = float(np.degrees(np.arctan2(drift.max(), spacing)))
+        raise VolumeError(f"{folder}: gantry tilt of about {angle:.1f} degrees (slices sheared along the normal); "
+                          "resample it to an orthogonal grid first (e.g. dcm2niix corrects tilt)")
+
+
+def transfer_syntax(file: Path) -> str | None:
+    """The TransferSyntaxUID (0002,0010) of a DICOM file's meta header, read without a decoder."""
+    try:
+        data = file.read_bytes()[:4096]
+    except OSError:
+        return None
+    if data[128:132] != b"DICM":
+        return None
+    at = 132
+    while at + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, at)
+        if group != 0x0002:
+            return None
+        vr = data[at + 4 : at + 6]
+        if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+            (length,), head = struct.unpack_from("<I", data, at + 8), 12
+        else:
+            (length,), head = struct.unpack_from("<H", data, at + 6), 8
+        if element == 0x0010:
+            return data[at + head : at + head + length].rstrip(b"\0 ").decode("ascii", "replace")
+        at += head + length
+    return None

@@ -1,0 +1,124 @@
+"""DICOM series input (medsynth.io.dicom): the same voxels and RAS+ geometry as the series written
+as NIfTI, and a refusal naming the folder for every series that is not one regular grid."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_series import lps_geometry_affine, oblique_direction, set_transfer_syntax, write_series
+
+from medsynth.io.dicom import load_series, transfer_syntax
+from medsynth.io.nifti import VolumeError, load_volume
+
+SHAPE = (7, 6, 5)
+SPACING = (0.8, 0.9, 2.5)
+ORIGIN = (10.0, -20.0, 30.0)
+
+
+@pytest.fixture
+def hu() -> np.ndarray:
+    """CT values a slope of 2 and intercept of -1024 store exactly, no two voxels alike along x."""
+    return (np.arange(np.prod(SHAPE)).reshape(SHAPE) * 2 - 1024).astype(np.float32)
+
+
+def test_oblique_series_reads_as_its_nifti_conversion(tmp_path, hu):
+    direction = oblique_direction()
+    folder = tmp_path / "ct"
+    write_series(folder, hu, SPACING, direction, ORIGIN)
+    vol = load_series(folder)
+    np.testing.assert_array_equal(vol.array, hu)  # slope and intercept applied, slices by position
+    np.testing.assert_allclose(vol.affine, lps_geometry_affine(SPACING, direction, ORIGIN), atol=1e-6)
+    # The same series converted to NIfTI by SimpleITK, read back by nibabel: voxel for voxel, same world.
+    nifti = tmp_path / "ct.nii.gz"
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    sitk.WriteImage(reader.Execute(), str(nifti))
+    ref = nib.load(nifti)
+    np.testing.assert_array_equal(vol.array, np.asarray(ref.dataobj))
+    np.testing.assert_allclose(vol.affine, ref.affine, atol=1e-4)
+
+
+def test_world_directions_are_ras(tmp_path, hu):
+    """An axial series whose columns run to the patient's left (DICOM +x) has RAS x pointing the other way."""
+    write_series(tmp_path / "ct", hu, SPACING, np.eye(3), ORIGIN)
+    affine = load_series(tmp_path / "ct").affine
+    assert affine[0, 0] == pytest.approx(-SPACING[0]) and affine[1, 1] == pytest.approx(-SPACING[1])
+    assert affine[2, 2] == pytest.approx(SPACING[2])
+    np.testing.assert_allclose(affine[:3, 3], [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]])
+
+
+def test_load_volume_takes_a_series_folder_with_the_asked_type(tmp_path, hu):
+    write_series(tmp_path / "ct", hu, SPACING)
+    vol = load_volume(tmp_path / "ct", np.float32)
+    assert vol.array.dtype == np.float32 and vol.path == tmp_path / "ct"
+    np.testing.assert_array_equal(vol.array, hu)
+
+
+def test_several_series_need_a_uid(tmp_path, hu):
+    write_series(tmp_path / "mixed", hu, SPACING, series_uid="1.2.3.1")
+    write_series(tmp_path / "other", hu + 100, SPACING, series_uid="1.2.3.2")
+    for f in (tmp_path / "other").iterdir():
+        shutil.move(f, tmp_path / "mixed" / f"b_{f.name}")
+    with pytest.raises(VolumeError, match=r"mixed: 2 DICOM series, 1\.2\.3\.1 .*1\.2\.3\.2 .*image_series"):
+        load_series(tmp_path / "mixed")
+    np.testing.assert_array_equal(load_volume(tmp_path / "mixed", series_uid="1.2.3.2").array, hu + 100)
+    with pytest.raises(VolumeError, match=r"no series '9\.9'"):
+        load_series(tmp_path / "mixed", "9.9")
+
+
+def test_refuses_missing_slices(tmp_path, hu):
+    write_series(tmp_path / "ct", hu, SPACING)
+    (tmp_path / "ct" / "IM0004.dcm").unlink()  # the 3rd slice (files are written out of order)
+    with pytest.raises(VolumeError, match=r"ct: uneven slice spacing \(5 mm .* 2\.5 mm elsewhere\): slices are missing"):
+        load_series(tmp_path / "ct")
+
+
+def test_refuses_mixed_orientations(tmp_path, hu):
+    tilted = {3: {"0020|0037": "1\\0\\0\\0\\0.9950041653\\0.0998334166"}}
+    write_series(tmp_path / "ct", hu, SPACING, tag_overrides=tilted)
+    with pytest.raises(VolumeError, match="ct: mixed slice orientations"):
+        load_series(tmp_path / "ct")
+
+
+def test_refuses_mixed_sizes(tmp_path, hu):
+    write_series(tmp_path / "ct", hu, SPACING)
+    write_series(tmp_path / "big", np.zeros((8, 6, 1), np.float32), SPACING, origin=(0, 0, 100))
+    shutil.move(tmp_path / "big" / "IM0000.dcm", tmp_path / "ct" / "IM0099.dcm")
+    with pytest.raises(VolumeError, match="ct: mixed slice sizes"):
+        load_series(tmp_path / "ct")
+
+
+def test_refuses_a_gantry_tilt(tmp_path, hu):
+    # Slices move 0.5 mm along y (posterior) per 2.5 mm along z: sheared, an 11 degree tilt.
+    positions = np.array([[0.0, 0.5 * k, 2.5 * k] for k in range(SHAPE[2])])
+    write_series(tmp_path / "ct", hu, SPACING, origin=(0, 0, 0), positions=positions)
+    with pytest.raises(VolumeError, match=r"ct: gantry tilt of about 11\.3 degrees"):
+        load_series(tmp_path / "ct")
+
+
+def test_refuses_a_series_that_is_not_an_image(tmp_path, hu):
+    write_series(tmp_path / "rt", hu, SPACING, modality="RTSTRUCT")
+    with pytest.raises(VolumeError, match="rt: IM0000.dcm is not an image slice \\(modality RTSTRUCT"):
+        load_series(tmp_path / "rt")
+
+
+def test_refuses_pixel_data_it_cannot_decode(tmp_path, hu):
+    files = write_series(tmp_path / "ct", hu, SPACING)
+    assert transfer_syntax(files[0]) == "1.2.840.10008.1.2"  # implicit VR little endian, as GDCM writes
+    set_transfer_syntax(files[2], "1.2.840.10008.1.2.4.110")  # JPEG XL: newer than the reader
+    with pytest.raises(VolumeError, match=rf"ct: {files[2].name} is encoded in transfer syntax "
+                                          r"1\.2\.840\.10008\.1\.2\.4\.110, which the DICOM reader cannot decode; "
+                                          "decompress"):
+        load_series(tmp_path / "ct")
+
+
+def test_refuses_a_folder_without_series(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no DICOM here")
+    with pytest.raises(VolumeError, match="empty: no DICOM series found"):
+        load_series(tmp_path / "empty")
