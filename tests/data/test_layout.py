@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from medsynth.data.cohort import case_problems, discover_cases, register_layout
+from medsynth.data.cohort import case_problems, discover_cases, missing_files, register_layout
 from medsynth.io.tables import read_tsv
 
 
@@ -96,3 +96,14 @@ def test_a_layout_without_image_finds_label_only_cases_by_the_label_pattern(auto
     assert all(r["image"] == "" for r in rows) and rows[0]["label"].endswith("PETCT_a_2001-05.nii.gz")
     with pytest.raises(ValueError, match="layout.label"):
         discover_cases(labels, {"label": "{case}/nothing.nii.gz"})
+
+
+def test_a_layout_pattern_may_name_dicom_series_folders(tmp_path):
+    """``{case}/ct`` matches a folder of slices as it matches a file; the row names the folder."""
+    for cid in ("b02", "a01"):
+        touch(tmp_path / cid / "ct" / "IM0001.dcm")
+        touch(tmp_path / cid / "seg.nii.gz")
+    rows = discover_cases(tmp_path, {"image": "{case}/ct", "label": "{case}/seg.nii.gz"})
+    assert [r["case_id"] for r in rows] == ["a01", "b02"]
+    assert rows[0]["image"] == str((tmp_path / "a01" / "ct").resolve())
+    assert not missing_files(rows[0])

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from dicom_series import lps_geometry_affine, oblique_direction, set_transfer_syntax, write_series
 
 from medsynth.io.dicom import load_series, transfer_syntax
-from medsynth.io.nifti import VolumeError, load_volume
+from medsynth.io.nifti import VolumeError, load_volume, save_volume
 
 SHAPE = (7, 6, 5)
 SPACING = (0.8, 0.9, 2.5)
@@ -50,6 +50,20 @@ def test_world_directions_are_ras(tmp_path, hu):
     assert affine[0, 0] == pytest.approx(-SPACING[0]) and affine[1, 1] == pytest.approx(-SPACING[1])
     assert affine[2, 2] == pytest.approx(SPACING[2])
     np.testing.assert_allclose(affine[:3, 3], [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]])
+
+
+def test_a_volume_saved_on_the_series_grid_reads_back_in_the_series_lps_frame(tmp_path, hu):
+    """What the README promises for generated volumes: saved as NIfTI with the series' affine, ITK reads
+    them in the series' own LPS frame, and flipping x and y of the affine gives the LPS points."""
+    direction = oblique_direction()
+    write_series(tmp_path / "ct", hu, SPACING, direction, ORIGIN)
+    vol = load_series(tmp_path / "ct")
+    save_volume(tmp_path / "sample_0.nii.gz", vol.array, vol.affine)
+    back = sitk.ReadImage(str(tmp_path / "sample_0.nii.gz"))
+    np.testing.assert_allclose(back.GetOrigin(), ORIGIN, atol=1e-4)
+    np.testing.assert_allclose(np.reshape(back.GetDirection(), (3, 3)), direction, atol=1e-5)
+    lps = np.diag([-1, -1, 1, 1]) @ nib.load(tmp_path / "sample_0.nii.gz").affine
+    np.testing.assert_allclose(lps @ [2, 3, 4, 1], [*back.TransformIndexToPhysicalPoint((2, 3, 4)), 1], atol=1e-4)
 
 
 def test_load_volume_takes_a_series_folder_with_the_asked_type(tmp_path, hu):
