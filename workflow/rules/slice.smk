@@ -12,6 +12,7 @@ rule slice:
     log:
         "logs/slice/{dataset}/{case}.log",
     threads: 2
+    priority: 10  # as preprocess: before trainings take the cores one by one
     resources:
         mem_mb=grows(4000),
         runtime=grows(30),
