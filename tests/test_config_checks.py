@@ -84,3 +84,18 @@ def test_generate_from_needs_the_generators_classes_and_spacing_and_label_only_s
     config["experiments"]["exp"] = {"dataset": "lo", "train": {"model": "tiny"}}
     (label_only,) = config_errors(config)
     assert "experiments.exp.dataset is 'lo', a label-only dataset" in label_only and "generate_from" in label_only
+
+
+def test_init_from_names_a_file_or_another_experiments_generator(tmp_path) -> None:
+    config = _config()
+    config["experiments"]["tuned"] = {"dataset": "ct", "train": {"model": "tiny",
+                                                                "init_from": "results/select/exp/generator.pt"}}
+    assert config_errors(config) == []  # the workflow builds it first
+    config["experiments"]["tuned"]["train"]["init_from"] = str(tmp_path / "gone.pt")
+    (missing,) = config_errors(config)
+    assert missing.startswith("config: experiments.tuned.train.init_from: ") and "gone.pt does not exist" in missing
+    (tmp_path / "gone.pt").write_bytes(b"x")
+    assert config_errors(config) == []
+    config["experiments"]["tuned"]["train"]["init_from"] = "results/select/tuned/generator.pt"
+    (own,) = config_errors(config)
+    assert "the experiment's own generator" in own

@@ -30,8 +30,8 @@ def _info(args: argparse.Namespace) -> int:
     from medsynth.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(Path(args.checkpoint))
-    summary = {k: state[k] for k in ("step", "version", "num_classes", "model", "metrics", "best", "selected_by",
-                                     "settings") if k in state}
+    summary = {k: state[k] for k in ("step", "version", "num_classes", "classes", "slice_size", "model", "metrics",
+                                     "best", "selected_by", "init_from", "settings") if k in state}
     summary["contents"] = sorted(state)
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -7,6 +7,7 @@ every case's preprocessing job, or only when training starts after all of them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 from medsynth.data.labels import LabelError, LabelTable
@@ -19,7 +20,25 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
     return [*label_table_errors(config["datasets"], label_files or {}), *size_errors, *class_stats_errors(config),
-            *export_errors(config), *generate_from_errors(config)]
+            *export_errors(config), *generate_from_errors(config), *init_from_errors(config)]
+
+
+def init_from_errors(config: Mapping) -> list[str]:
+    """``train.init_from`` names a file that exists, or one another experiment's select stage writes."""
+    made = {f"results/select/{name}/generator.pt" for name in config.get("experiments") or {}}
+    errors = []
+    for name, exp in sorted((config.get("experiments") or {}).items()):
+        source = (exp.get("train") or {}).get("init_from")
+        if not source:
+            continue
+        if source == f"results/select/{name}/generator.pt":
+            errors.append(f"config: experiments.{name}.train.init_from is the experiment's own generator; give "
+                          "another experiment's, or a checkpoint file")
+        elif source not in made and not Path(source).is_file():
+            errors.append(f"config: experiments.{name}.train.init_from: {source} does not exist; give an exported "
+                          "generator.pt, a run's latest.pt or an EMA snapshot (or results/select/<other "
+                          "experiment>/generator.pt)")
+    return errors
 
 
 def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:

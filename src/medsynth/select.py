@@ -62,7 +62,7 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
     save_checkpoint(out_generator, {
         "kind": "generator", "step": step, "ema": refreshed_ema(state, ckpt_path), "model": state["model"],
         "num_classes": state["num_classes"], "selected_by": {metric: value}, "version": medsynth.__version__,
-        "data": data or {},
+        "data": data or {}, **{k: state[k] for k in ("classes", "slice_size") if state.get(k)},
     })
     runner_up = {"step": ranked[1][0], "value": ranked[1][1]} if len(ranked) > 1 else None
     summary = {

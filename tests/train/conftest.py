@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from medsynth.models.registry import ModelSpec
+from toy_run import TOY_SPEC, toy_settings
+
 from medsynth.train.context import build_context
-from medsynth.train.settings import TrainSettings
 from medsynth.train.state import new_state
 
-TOY_SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), w_channels=(8, 16), z_dim=4, spade_hidden=8)
-
-
-def toy_settings(**kw) -> TrainSettings:
-    base = dict(steps=6, batch_size=2, eval_every=3, sample_every=3, checkpoint_every=3, val_max_slices=4,
-                device="cpu", ema_decay=0.9)
-    return TrainSettings(**{**base, **kw})
+__all__ = ["TOY_SPEC", "toy_settings"]
 
 
 @pytest.fixture

@@ -329,6 +329,30 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
         "report_utility", "report_summary", "all"}
 
 
+@pytest.mark.slow
+def test_an_experiment_fine_tunes_another_experiments_generator(finished, snakemake):
+    """train.init_from: results/select/tiny/generator.pt is an input; the new run starts from it."""
+    from medsynth.train.checkpoint import load_checkpoint
+    from medsynth.train.init_from import file_digest
+
+    config = json.loads(json.dumps(TINY))
+    source = "results/select/tiny/generator.pt"
+    config["experiments"]["tuned"] = {"dataset": "phantom", "train": {
+        **TINY["experiments"]["tiny"]["train"], "steps": 6, "init_from": source}}
+    target = "results/select/tuned/generator.pt"
+    plan = snakemake(finished, config, "-n", target)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert planned_rules(plan) == {"train", "select"}  # tiny's own training stays as it is
+    result = snakemake(finished, config, target)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = (finished / "logs/train/tuned.log").read_text()
+    assert f"init_from {source}" in log and "new classes [] start fresh" in log
+    assert "holds no discriminator D; it starts fresh" in log
+    latest = load_checkpoint(finished / "results/train/tuned/checkpoints/latest.pt")
+    assert latest["init_from"] == {"path": source, "digest": file_digest(finished / source)}
+    assert latest["step"] == 6
+
+
 def test_config_errors_name_the_key(tmp_path, snakemake):
     bad = json.loads(json.dumps(TINY))
     bad["slice"]["sise"] = 64

@@ -129,6 +129,12 @@ def unpaired_image_inputs(wildcards):
     }
 
 
+def init_from_input(wildcards):
+    """Fine-tuning: the checkpoint the run starts from, an input so that a new file reruns training."""
+    source = config["experiments"][wildcards.experiment]["train"].get("init_from")
+    return {"init_from": source} if source else {}
+
+
 def case_slices(dataset, parts):
     return case_paths(dataset, split_of(dataset, parts), "results/slices/{dataset}/cases/{case}/slices.npz")
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from medsynth.models.classes import ClassAxis
 from medsynth.models.weight_init import init_unnormalised_
 
 
@@ -59,6 +60,11 @@ class OASISDiscriminator(nn.Module):
         self.up = nn.ModuleList(ups)
         self.out = nn.Conv2d(ch[1], num_classes + 1, 1)
         init_unnormalised_(self)  # the 1 x 1 head, as OASIS does
+
+    def class_axes(self) -> dict[str, ClassAxis]:
+        """The output head: channel 0 is "fake", then one per class (``models.classes``)."""
+        axis = ClassAxis(dim=0, offset=1)
+        return {"out.weight": axis, "out.bias": axis}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

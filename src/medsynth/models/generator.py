@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from medsynth.models.classes import ClassAxis
 from medsynth.models.norms import SPADE
 from medsynth.models.weight_init import init_unnormalised_
 
@@ -72,6 +73,13 @@ class OASISGenerator(nn.Module):
         )
         self.conv_img = nn.Conv2d(channels[-1], image_channels, 3, padding=1)
         init_unnormalised_(self)  # fc, the SPADE convs and conv_img, as OASIS does
+
+    def class_axes(self) -> dict[str, ClassAxis]:
+        """The tensors that read the label map: their input channels are one block of classes per slice
+        of context, then the noise (``models.classes``)."""
+        axis = ClassAxis(dim=1, groups=1 + 2 * self.context_slices)
+        spade = [name for name, m in self.named_modules() if isinstance(m, SPADE)]
+        return {"fc.weight": axis, **{f"{name}.shared.0.weight": axis for name in spade}}
 
     def noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
               device: torch.device | None = None) -> torch.Tensor:

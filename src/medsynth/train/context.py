@@ -8,12 +8,14 @@ from pathlib import Path
 
 import torch
 
+from medsynth.data.labels import LabelTable
 from medsynth.models import get_preset
 from medsynth.models.losses import class_targets
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
 from medsynth.train.data import SliceSet, evenly_spaced
 from medsynth.train.devices import resolve_device, uses_channels_last
+from medsynth.train.init_from import file_digest
 from medsynth.train.settings import TrainSettings, fingerprint
 from medsynth.train.step import LOSS_NAMES, LossWeights
 from medsynth.train.validation import evaluate, validation_identity
@@ -40,6 +42,8 @@ class RunContext:
     fingerprint: str  # a checkpoint with another one is not resumed
     validation: dict  # the validation identity (validation.validation_identity)
     config: dict
+    class_names: tuple[str, ...] = ()  # the label table's, body class included (empty: not given)
+    init_digest: str = ""  # train.init_from's file digest, part of the fingerprint
     perceptual: dict | None = None
     real_stats: Path | None = None
     class_targets: torch.Tensor | None = None  # unpaired: dataset B's (mean, std) per class, (2, C) on the device
@@ -52,6 +56,10 @@ class RunContext:
     @property
     def unpaired(self) -> bool:
         return self.settings.mode == "unpaired"
+
+    @property
+    def slice_size(self) -> int:
+        return int(self.train_data.images.shape[-1])
 
     @property
     def bf16(self) -> bool:
@@ -122,16 +130,38 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
         log.warning("train.precision bf16 applies on CUDA only; training in fp32 on %s", device)
     unpaired = settings.mode == "unpaired"
     val = evenly_spaced(val_data, settings.val_max_slices)
-    data_id = train_data.fingerprint() + val.fingerprint() + (images_train.fingerprint() if unpaired else "")
+    init_digest = _init_digest(settings.init_from)
+    data_id = (train_data.fingerprint() + val.fingerprint() + (images_train.fingerprint() if unpaired else "")
+               + (f"init:{init_digest}" if init_digest else ""))
     return RunContext(
         settings=settings, spec=spec, num_classes=num_classes, run_dir=Path(run_dir), device=device, rank=rank,
         world_size=world_size, train_data=train_data, real_train=images_train if unpaired else train_data,
         val=val, reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
         fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprint(settings, spec, num_classes, data_id),
         validation=validation_identity(real_stats, perceptual, settings.mask_threshold), config=config or {},
+        class_names=_class_names(config, num_classes), init_digest=init_digest,
         perceptual=perceptual, real_stats=real_stats,
         class_targets=_dataset_b_targets(settings, images_train, num_classes, device),
     )
+
+
+def _class_names(config: dict | None, num_classes: int) -> tuple[str, ...]:
+    entries = (config or {}).get("labels")
+    if not entries:
+        return ()
+    names = LabelTable.from_config(entries).names
+    if len(names) != num_classes:
+        raise ValueError(f"the label table has {len(names)} classes ({list(names)}), the run {num_classes}")
+    return names
+
+
+def _init_digest(init_from: str) -> str:
+    if not init_from:
+        return ""
+    if not Path(init_from).is_file():
+        raise FileNotFoundError(f"{init_from}: train.init_from names no file; give an exported generator.pt, a "
+                                "run's latest.pt or an EMA snapshot")
+    return file_digest(init_from)
 
 
 def _dataset_b_targets(settings: TrainSettings, images_train: SliceSet | None, num_classes: int,

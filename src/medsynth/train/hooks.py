@@ -61,7 +61,7 @@ def validate_and_snapshot(ctx: RunContext, state: RunState) -> dict[str, float]:
     state.best = best_of(state.history)
     write_tsv(ctx.live_dir / "metrics.tsv", state.history, METRIC_COLUMNS)
     save_snapshot(ctx.ckpt_dir, state.step, state.nets.ema.state_dict(), ctx.spec.to_dict(), ctx.num_classes,
-                  metrics, ctx.validation)
+                  metrics, ctx.validation, {"classes": list(ctx.class_names), "slice_size": ctx.slice_size})
     log.info("step %d validation: %s", state.step, metrics)
     return metrics
 

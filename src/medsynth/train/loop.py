@@ -30,6 +30,7 @@ from medsynth.train.context import RunContext, build_context
 from medsynth.train.data import SliceSet
 from medsynth.train.devices import prepare_nets, resolve_device
 from medsynth.train.hooks import after_step
+from medsynth.train.init_from import initialise
 from medsynth.train.iteration import NonFiniteLoss, iterate
 from medsynth.train.records import (JOB_COLUMNS, METRIC_COLUMNS, finalize, loss_line, open_losses, record_job_event,
                                     start_live_tables)
@@ -71,7 +72,8 @@ def train(
                         images_val, perceptual, real_stats)
     state = new_state(settings, ctx.spec, num_classes, ctx.device, ctx.rank)
     latest = LatestCheckpoint(ctx.ckpt_dir)
-    resume(ctx, state, latest)
+    if not resume(ctx, state, latest) and settings.init_from:
+        initialise(state.nets, settings, Path(settings.init_from), ctx.spec, ctx.slice_size, ctx.class_names)
     prepare_nets(state.nets, ctx.device, settings.channels_last, settings.compile, ctx.world_size)
     if ctx.main:
         start_live_tables(ctx.live_dir, state.step, state.history, ctx.loss_columns)

@@ -82,14 +82,16 @@ def move_stale(run_dir: Path, checkpoint: Path) -> Path:
     return stale
 
 
-def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> None:
-    """Bring ``state`` to the run's last checkpoint when it has the same fingerprint; otherwise leave it new
-    and move the old run away. A history validated under another identity is recomputed (rank 0)."""
+def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> bool:
+    """Bring ``state`` to the run's last checkpoint when it has the same fingerprint (True); otherwise leave
+    it new and move the old run away. A history validated under another identity is recomputed (rank 0)."""
     saved = latest.load()
+    resumed = False
     ddp.barrier()  # every rank has read the files before rank 0 may move or rewrite them
     if saved is not None:
         if saved.get("fingerprint") == ctx.fingerprint:
             state.restore(saved, ctx.world_size, ctx.device)
+            resumed = True
             log.info("resuming %s from step %d", ctx.run_dir, state.step)
             fresh = None
             if ctx.main:
@@ -100,3 +102,4 @@ def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> None:
         elif ctx.main:
             move_stale(ctx.run_dir, latest.path)
     ddp.barrier()
+    return resumed

@@ -14,8 +14,9 @@ MODES = ("paired", "unpaired")
 
 # Settings that change how a run is carried out or observed, not what it learns: changing them resumes.
 # mask_threshold only decides what body Dice counts as tissue: part of the validation identity instead.
+# init_from enters the identity by its file's digest, not its path (context.build_context).
 NOT_IDENTITY = ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile",
-                "mask_threshold")
+                "mask_threshold", "init_from")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class TrainSettings:
     compile: bool = False  # torch.compile the generator and discriminators (CUDA)
     ram_cache_gb: float = 32.0  # slices beyond this are memory-mapped from the run folder
     context_slices: int = 0  # 2.5D: G also sees the label maps of this many slices below and above
+    init_from: str = ""  # fine-tuning: a medsynth checkpoint the new run's networks start from (train.init_from)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":

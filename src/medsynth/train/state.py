@@ -62,9 +62,14 @@ def checkpoint_payload(ctx: RunContext, state: RunState) -> dict:
         "step": state.step, **state.nets.state(), "rng": state.rng_states(ctx.device), "world_size": ctx.world_size,
         "history": state.history, "best": state.best, "validation": ctx.validation, "fingerprint": ctx.fingerprint,
         "settings": dataclasses.asdict(ctx.settings),
-        "model": ctx.spec.to_dict(), "num_classes": ctx.num_classes, "config": ctx.config,
+        "model": ctx.spec.to_dict(), "num_classes": ctx.num_classes, "classes": list(ctx.class_names),
+        "slice_size": ctx.slice_size, "init_from": _init_record(ctx), "config": ctx.config,
         "version": medsynth.__version__,
     }
+
+
+def _init_record(ctx: RunContext) -> dict:
+    return {"path": ctx.settings.init_from, "digest": ctx.init_digest} if ctx.settings.init_from else {}
 
 
 def state_digest(module: torch.nn.Module) -> str:

@@ -100,11 +100,12 @@ def snapshot_path(ckpt_dir: Path, step: int) -> Path:
 
 
 def save_snapshot(ckpt_dir: Path, step: int, ema_state: dict, model: dict, num_classes: int,
-                  metrics: dict[str, float], identity: dict) -> Path:
-    """The EMA generator as validated at ``step``: what selection chooses from."""
+                  metrics: dict[str, float], identity: dict, about: dict | None = None) -> Path:
+    """The EMA generator as validated at ``step``: what selection chooses from. ``about``: what else
+    describes it (class names, slice size), so the snapshot can start a fine-tuning run."""
     return save_checkpoint(snapshot_path(ckpt_dir, step), {
         "step": step, "ema": ema_state, "model": model, "num_classes": num_classes, "metrics": metrics,
-        "validation": identity, "version": medsynth.__version__,
+        "validation": identity, "version": medsynth.__version__, **(about or {}),
     })
 
 
