@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from medsynth.io.dicom import keep_locale
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
@@ -28,34 +30,35 @@ def write_series(folder: Path, hu: np.ndarray, spacing: Sequence[float] = (0.8, 
     """Write ``hu`` ((x, y, z), HU) as one file per z slice under ``folder``; the LPS geometry is
     ``direction`` @ diag(``spacing``) from ``origin`` unless ``positions`` (z, 3) replaces the slices'
     positions. ``tag_overrides`` sets tags of single slices (by z). Returns the files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    direction = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
-    image = sitk.GetImageFromArray(np.asarray(hu, dtype=np.float32).transpose(2, 1, 0))
-    image.SetSpacing(tuple(float(s) for s in spacing))
-    image.SetDirection(direction.ravel().tolist())
-    image.SetOrigin(tuple(float(o) for o in origin))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    n = hu.shape[2]
-    files = []
-    for k in range(n):
-        sl = image[:, :, k]
-        pos = positions[k] if positions is not None else image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": modality, "0008|0016": CT_IMAGE_STORAGE, "0020|000e": series_uid,
-            "0020|000d": series_uid + ".0", "0008|0018": f"{series_uid}.{k + 1}", "0020|0013": str(k + 1),
-            "0020|0037": "\\".join(f"{v:.10f}" for v in (*direction[:, 0], *direction[:, 1])),
-            "0020|0032": "\\".join(f"{v:.10f}" for v in pos),
-            "0018|0050": f"{spacing[2]:g}", "0028|1053": f"{slope:g}", "0028|1052": f"{intercept:g}",
-            "0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1",
-            **(tag_overrides or {}).get(k, {}),
-        }
-        for key, value in tags.items():
-            sl.SetMetaData(key, value)
-        path = folder / f"IM{(k * 7) % n:04d}.dcm"  # file names in another order than the slices
-        writer.SetFileName(str(path))
-        writer.Execute(sl)
-        files.append(path)
+    with keep_locale():  # GDCM would leave the process in the C locale
+        folder.mkdir(parents=True, exist_ok=True)
+        direction = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
+        image = sitk.GetImageFromArray(np.asarray(hu, dtype=np.float32).transpose(2, 1, 0))
+        image.SetSpacing(tuple(float(s) for s in spacing))
+        image.SetDirection(direction.ravel().tolist())
+        image.SetOrigin(tuple(float(o) for o in origin))
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        n = hu.shape[2]
+        files = []
+        for k in range(n):
+            sl = image[:, :, k]
+            pos = positions[k] if positions is not None else image.TransformIndexToPhysicalPoint((0, 0, k))
+            tags = {
+                "0008|0060": modality, "0008|0016": CT_IMAGE_STORAGE, "0020|000e": series_uid,
+                "0020|000d": series_uid + ".0", "0008|0018": f"{series_uid}.{k + 1}", "0020|0013": str(k + 1),
+                "0020|0037": "\\".join(f"{v:.10f}" for v in (*direction[:, 0], *direction[:, 1])),
+                "0020|0032": "\\".join(f"{v:.10f}" for v in pos),
+                "0018|0050": f"{spacing[2]:g}", "0028|1053": f"{slope:g}", "0028|1052": f"{intercept:g}",
+                "0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1",
+                **(tag_overrides or {}).get(k, {}),
+            }
+            for key, value in tags.items():
+                sl.SetMetaData(key, value)
+            path = folder / f"IM{(k * 7) % n:04d}.dcm"  # file names in another order than the slices
+            writer.SetFileName(str(path))
+            writer.Execute(sl)
+            files.append(path)
     return files
 
 

@@ -136,3 +136,15 @@ def test_refuses_a_folder_without_series(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no DICOM here")
     with pytest.raises(VolumeError, match="empty: no DICOM series found"):
         load_series(tmp_path / "empty")
+
+
+def test_reading_a_series_leaves_the_process_locale_as_it_was(tmp_path, hu):
+    """GDCM sets the C locale; left so, every later text file of the process opened as ASCII (CI failed so)."""
+    import locale
+
+    before = locale.setlocale(locale.LC_ALL)
+    write_series(tmp_path / "ct", hu, SPACING)
+    load_series(tmp_path / "ct")
+    assert locale.setlocale(locale.LC_ALL) == before
+    (tmp_path / "log.txt").write_text("train: 100%|██████████|", encoding="utf-8")
+    assert "█" in (tmp_path / "log.txt").read_text()  # the default encoding, as the tests' log checks use

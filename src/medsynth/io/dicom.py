@@ -19,7 +19,10 @@ cannot decode.
 
 from __future__ import annotations
 
+import functools
+import locale
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +57,34 @@ class SliceHeader:
     size: tuple[int, int]  # Rows, Columns
 
 
+@contextmanager
+def keep_locale():
+    """GDCM (inside SimpleITK) sets the process's locale to "C" when it reads or writes DICOM; Python then
+    opens every later text file as ASCII (a log line with a progress bar fails to decode). Put it back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _keeping_locale(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with keep_locale():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_keeping_locale
 def series_in(folder: Path) -> dict[str, list[str]]:
     """SeriesInstanceUID -> that series' files, sorted by position along the slice normal."""
     uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in sorted(uids)}
 
 
+@_keeping_locale
 def load_series(folder: str | Path, series_uid: str | None = None) -> Volume:
     """The DICOM series in ``folder`` (the one with ``series_uid`` when the folder holds several)."""
     folder = Path(folder)
