@@ -163,7 +163,7 @@ def _expected_hashes(url: str, *, sha256: str | None, md5: str | None) -> dict[s
     return expected
 
 
-def _hash_file(path: Path, algos: list[str]) -> dict[str, str]:
+def hash_file(path: Path, algos: list[str]) -> dict[str, str]:
     """Digests of the whole file; hashing after the fact keeps resume and retries simple."""
     hashers = {algo: hashlib.new(algo) for algo in algos}
     with path.open("rb") as fh:
@@ -177,7 +177,7 @@ def _matches(path: Path, expected: dict[str, str], size: int | None) -> bool:
     """Whether an existing file is the one asked for (size first: it is free)."""
     if size is not None and path.stat().st_size != size:
         return False
-    return not expected or _hash_file(path, list(expected)) == expected
+    return not expected or hash_file(path, list(expected)) == expected
 
 
 def _verify_or_discard(part: Path, url: str, expected: dict[str, str], size: int | None) -> None:
@@ -191,7 +191,7 @@ def _verify_or_discard(part: Path, url: str, expected: dict[str, str], size: int
         )
     if not expected:
         return
-    got = _hash_file(part, list(expected))
+    got = hash_file(part, list(expected))
     for algo, want in expected.items():
         if got[algo] != want:
             part.unlink()

@@ -11,13 +11,14 @@ either stop the run with the file to place (``required``) or make the metrics
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import linalg
+
+from medsynth.data.download import hash_file
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,10 @@ def expected_sha256_prefix(name: str) -> str:
 
 
 def verify(path: Path) -> None:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    digest = hash_file(path, ["sha256"])["sha256"]
     want = expected_sha256_prefix(path.name)
-    if not h.hexdigest().startswith(want):
-        raise WeightsUnavailable(f"{path}: SHA-256 {h.hexdigest()[:16]}... does not start with {want}; "
+    if not digest.startswith(want):
+        raise WeightsUnavailable(f"{path}: SHA-256 {digest[:16]}... does not start with {want}; "
                                  "the file is damaged or not the upstream one: delete it and fetch it again")
 
 

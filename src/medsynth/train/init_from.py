@@ -11,13 +11,13 @@ source file's digest, so it resumes, is selected and reported like any other.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from medsynth.data.download import hash_file
 from medsynth.data.labels import LabelTable
 from medsynth.models.classes import ClassMatch, match_classes, remap_state
 from medsynth.models.registry import PRESETS, ModelSpec
@@ -30,11 +30,7 @@ log = logging.getLogger(__name__)
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file (first 16 hex digits): the source's part of a fine-tuning run's identity."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return hash_file(Path(path), ["sha256"])["sha256"][:16]
 
 
 def source_class_names(state: dict, path: Path) -> tuple[str, ...]:
