@@ -1,7 +1,8 @@
 """How well generated images follow their label maps, after a fixed training budget.
 
     python bench/quality.py [--settings phantom-paired phantom-unpaired real-ct] [--steps N]
-                            [--set key=value ...] [--model-set field=value ...] [--samples 4] [--out DIR] [--threads 2]
+                            [--set key=value ...] [--model-set field=value ...] [--dataset-set key=value ...]
+                            [--samples 4] [--out DIR] [--threads 2]
 
 Settings (all numbers on held-out slices, never trained on or selected with):
 
@@ -9,6 +10,10 @@ Settings (all numbers on held-out slices, never trained on or selected with):
 - ``phantom-unpaired``: ``demo-unpaired`` (CT phantom labels -> MR phantoms of other patients);
 - ``real-ct``: the real CT in ../shared/data (one patient), paired, 128 px, its slices split by
   z into a training half (every 4th of them also validates) and a test half.
+
+``--dataset-set phantom.seed=7`` changes the phantom datasets (another cohort: other patients);
+``--set init_from=results/select/demo/generator.pt`` fine-tunes from a trained generator (the
+comparison in the README's fine-tuning section: the same steps from it and from scratch).
 
 Per setting one line of numbers, then a per-class table: mean intensity (HU for CT, the
 0..1000 scale of generated volumes for MR) inside each class in generated vs real images, its
@@ -60,10 +65,20 @@ SHARED = ROOT.parent / "shared" / "data" / "totalseg-example"
 SETTINGS = ("phantom-paired", "phantom-unpaired", "real-ct")
 
 
-def load_config(path: Path) -> dict:
+def load_config(path: Path, dataset_set: list[str] = ()) -> dict:
+    """The config, schema-checked; ``dataset_set`` items ``a.b=value`` change every phantom dataset."""
     from snakemake.utils import validate
 
     config = yaml.safe_load(path.read_text())
+    for item in dataset_set:
+        key, value = item.split("=", 1)
+        for ds in config["datasets"].values():
+            if ds["source"] == "phantom":
+                *parents, leaf = key.split(".")
+                node = ds
+                for name in parents:
+                    node = node.setdefault(name, {})
+                node[leaf] = yaml.safe_load(value)
     validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
     return config
 
@@ -162,6 +177,8 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
     t_train = time.perf_counter()
     spec = get_preset(settings.model, **{k: yaml.safe_load(v) for k, v in (i.split("=", 1) for i in args.model_set)})
     summary = train(settings, table.num_classes, parts["train"], parts["val"], run_dir, spec=spec,
+                    config={"labels": [{"name": n, "values": list(v)} for n, v in zip(table.names, table.values)
+                                       if v]},  # class names: init_from matches them
                     images_train=img_parts["train"] if unpaired else None,
                     images_val=img_parts["val"] if unpaired else None)
     train_s = time.perf_counter() - t_train
@@ -235,6 +252,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="training steps (default: the experiment's train.steps)")
     ap.add_argument("--set", action="append", default=[], help="train.<key>=<value> override, repeatable")
     ap.add_argument("--model-set", action="append", default=[], help="preset field override, e.g. spatial_noise=true")
+    ap.add_argument("--dataset-set", action="append", default=[],
+                    help="phantom dataset override, e.g. phantom.seed=7 (another cohort), repeatable")
     ap.add_argument("--samples", type=int, default=4, help="samples per label map (diversity)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -242,7 +261,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    config = load_config(args.config)
+    config = load_config(args.config, args.dataset_set)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         results = []

@@ -1,7 +1,8 @@
 """The ``medsynth`` command line: the package's functions outside Snakemake.
 
     medsynth phantom OUT_DIR [--cases N] [--seed S]   write the built-in phantom cohort
-    medsynth info CHECKPOINT                          what a checkpoint holds (step, model, metrics, version)
+    medsynth info CHECKPOINT [--card]                 what a checkpoint holds (step, model, metrics, version,
+                                                      the model card); --card: the card as Markdown
     medsynth train --config CFG --experiment NAME     train (or resume) an experiment from the data
                    [--run-dir DIR] [--results DIR]    stages' results (multi-GPU: torchrun ... -m medsynth.cli train)
     medsynth generate --labels DIR --checkpoint G     synthetic volumes for any folder of label maps
@@ -30,8 +31,16 @@ def _info(args: argparse.Namespace) -> int:
     from medsynth.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(Path(args.checkpoint))
+    if args.card:
+        if not state.get("card"):
+            raise ValueError(f"{args.checkpoint}: holds no model card (cards come with generators that "
+                             "select exported, results/select/<experiment>/generator.pt)")
+        from medsynth.model_card import render
+
+        print(render(state["card"]))
+        return 0
     summary = {k: state[k] for k in ("step", "version", "num_classes", "classes", "slice_size", "model", "metrics",
-                                     "best", "selected_by", "init_from", "settings") if k in state}
+                                     "best", "selected_by", "init_from", "settings", "card") if k in state}
     summary["contents"] = sorted(state)
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -122,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("info", help="print what a medsynth checkpoint holds")
     p.add_argument("checkpoint")
+    p.add_argument("--card", action="store_true", help="print the generator's model card (Markdown)")
     p.set_defaults(func=_info)
 
     args = parser.parse_args(argv)

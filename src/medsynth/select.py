@@ -28,13 +28,23 @@ def refreshed_ema(snapshot: dict, source: Path) -> dict:
     return G.state_dict()
 
 
+def with_selection(card: dict, summary: dict, state: dict, ema: dict) -> dict:
+    """The model card with the selected step, its metric and the generator's size."""
+    parameters = sum(v.numel() for k, v in ema.items() if not k.endswith(("weight_u", "weight_v")))
+    selection = {k: summary[k] for k in ("metric", "value", "direction", "step", "candidates", "reason")}
+    return {**card, "selection": selection,
+            "model": {**card["model"], "step": summary["step"], "classes": state.get("num_classes"),
+                      "parameters": parameters}}
+
+
 def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator: Path,
-                      fallback: str | None = None, data: dict | None = None) -> dict:
+                      fallback: str | None = None, data: dict | None = None, card: dict | None = None) -> dict:
     """Pick the best validation step by ``metric`` (or ``fallback`` when ``metric`` was never computed,
     e.g. FID without its weights); export that EMA generator weights-only.
 
     ``data`` (label table, modality, preprocessing and slice settings) goes into
-    the exported file, so it can generate from new label maps on its own.
+    the exported file, so it can generate from new label maps on its own; ``card`` (the model
+    card, ``model_card.build_card``) too, with the selection added.
     """
     run_dir = Path(run_dir)
     for name in (metric, fallback):
@@ -59,11 +69,7 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
     step, value = ranked[0]
     ckpt_path = run_dir / ckpts[step]
     state = load_checkpoint(ckpt_path)
-    save_checkpoint(out_generator, {
-        "kind": "generator", "step": step, "ema": refreshed_ema(state, ckpt_path), "model": state["model"],
-        "num_classes": state["num_classes"], "selected_by": {metric: value}, "version": medsynth.__version__,
-        "data": data or {}, **{k: state[k] for k in ("classes", "slice_size") if state.get(k)},
-    })
+    ema = refreshed_ema(state, ckpt_path)
     runner_up = {"step": ranked[1][0], "value": ranked[1][1]} if len(ranked) > 1 else None
     summary = {
         "requested_metric": requested,
@@ -79,6 +85,12 @@ def select_checkpoint(run_dir: Path, metric: str, out_json: Path, out_generator:
         "reason": f"{note}{'highest' if direction == 'max' else 'lowest'} validation {metric} "
         f"({value:.4g}) among {len(ranked)} evaluated checkpoints",
     }
+    save_checkpoint(out_generator, {
+        "kind": "generator", "step": step, "ema": ema, "model": state["model"],
+        "num_classes": state["num_classes"], "selected_by": {metric: value}, "version": medsynth.__version__,
+        "data": data or {}, **{k: state[k] for k in ("classes", "slice_size") if state.get(k)},
+        **({"card": with_selection(card, summary, state, ema)} if card is not None else {}),
+    })
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(summary, indent=2))

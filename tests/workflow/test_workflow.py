@@ -308,6 +308,43 @@ def test_export_is_a_dataset_nnunet_accepts(finished):
 
 
 @pytest.mark.slow
+def test_every_generator_has_its_model_card(finished):
+    """select writes the card into generator.pt; model_card adds the test metrics and shares both."""
+    from medsynth.model_card import PENDING, SECTIONS, missing_fields
+
+    for exp, datasets in (("tiny", ["phantom"]), ("tiny-unpaired", ["phantom", "phantom_mr"])):
+        selected = load_checkpoint(finished / f"results/select/{exp}/generator.pt")["card"]
+        assert selected["test_metrics"] == PENDING and missing_fields(selected) == ["test_metrics", "licence"]
+        shared = load_checkpoint(finished / f"results/share/{exp}/generator.pt")
+        card = shared["card"]
+        assert missing_fields(card) == [] and set(SECTIONS) <= set(card)
+        split = read_tsv(finished / "results/split/phantom/split.tsv")
+        data = card["training_data"]
+        assert [d["name"] for d in data["datasets"]] == datasets
+        assert data["datasets"][0]["patients"]["train"] == sum(r["part"] == "train" for r in split)
+        slices = sum(np.load(finished / f"results/slices/phantom/cases/{r['case_id']}/slices.npz")["z"].size
+                     for r in split if r["part"] == "train")
+        assert data["datasets"][0]["train_slices"] == slices > 0
+        assert data["spacing"] == {"in_plane_mm": [12.0, 12.0], "slice_mm": [8.0, 8.0]}
+        assert [e["name"] for e in data["labels"]] == [e["name"] for e in LABELS]
+        assert card["licence"][datasets[0]].startswith("not stated in the config (datasets.phantom.licence)")
+        train = card["training"]
+        assert train["steps"] == TINY["experiments"][exp]["train"]["steps"] and train["hardware"][0].startswith("CPU")
+        assert 0 < train["wall_time_s"] < 3600 and train["jobs"] == 1
+        chosen = json.loads((finished / f"results/select/{exp}/selected.json").read_text())
+        assert card["selection"]["step"] == chosen["step"] == shared["step"]
+        metrics = {r["metric"]: r for r in read_tsv(finished / f"results/evaluate/{exp}/test_metrics.tsv")}
+        assert set(card["test_metrics"]) == set(metrics)
+        assert card["test_metrics"]["kid"]["mean"] == pytest.approx(float(metrics["kid"]["mean"]))
+        text = (finished / f"results/select/{exp}/MODEL_CARD.md").read_text()
+        assert text == (finished / f"results/share/{exp}/MODEL_CARD.md").read_text()
+        for needle in ("## Intended use", "not for", "diagnosis", "## Licence of the training data", "| kid |",
+                       f"step: {chosen['step']}", "3: liver ← 3"):
+            assert needle.lower() in text.lower(), needle
+    assert "intensity mapping: ct_window -1000, 1000" in (finished / "results/select/tiny/MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
 def test_second_run_is_a_no_op(finished, snakemake):
     result = snakemake(finished, TINY, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -323,10 +360,13 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     assert planned_rules(result) == {"report_curves", "report_samples", "report_intensity", "report_memorisation",
                                      "report_utility", "report_summary", "all"}
     changed = json.loads(json.dumps(TINY))
+    changed["datasets"]["phantom"]["licence"] = "CC BY 4.0"  # the card's text, not the generator
+    assert planned_rules(snakemake(finished, changed, "-n")) == {"model_card", "all"}
+    changed = json.loads(json.dumps(TINY))
     changed["generate"]["samples"] = 3
     assert planned_rules(snakemake(finished, changed, "-n")) == {
-        "generate", "evaluate", "export", "utility", "report_samples", "report_intensity", "report_memorisation",
-        "report_utility", "report_summary", "all"}
+        "generate", "evaluate", "model_card", "export", "utility", "report_samples", "report_intensity",
+        "report_memorisation", "report_utility", "report_summary", "all"}
 
 
 @pytest.mark.slow

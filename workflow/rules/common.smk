@@ -118,6 +118,14 @@ def image_dataset(wildcards):
     return exp.get("images_from", exp["dataset"]) if exp["train"]["mode"] == "unpaired" else exp["dataset"]
 
 
+def card_datasets(wildcards):
+    """The datasets a generator learnt from, by role: {dataset: role} for its model card."""
+    labels, images = experiment_dataset(wildcards), image_dataset(wildcards)
+    if labels == images:
+        return {labels: "label maps and images (paired)"}
+    return {labels: "label maps", images: "images (unpaired: other patients)"}
+
+
 def unpaired_image_inputs(wildcards):
     """Unpaired mode: dataset B's train/val slices, the real side of the adversarial game."""
     exp = config["experiments"][wildcards.experiment]
@@ -285,6 +293,7 @@ def all_targets():
             name=["summary.md", "metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png",
                   "side_views.png", "class_intensity.png", "memorisation.png"],
         )
+        targets.append(f"results/select/{exp}/MODEL_CARD.md")
         if utility_planned(exp):
             targets.append(f"reports/{exp}/utility.png")
         if export_parts() or config["experiments"][exp].get("generate_from"):  # training cases were made

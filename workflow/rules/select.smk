@@ -1,10 +1,16 @@
-# Stage 6: pick the checkpoint by a validation metric; export its EMA generator.
+# Stage 6: pick the checkpoint by a validation metric; export its EMA generator with its model card
+# (completed with the test metrics by rule model_card, after evaluation).
 
 
 rule select:
     input:
         metrics=rules.train.output.metrics,
         checkpoints=rules.train.output.checkpoints,
+        # The model card's training data: patients (split tables), slices, spacing (preprocessing meta).
+        splits=lambda w: [f"results/split/{d}/split.tsv" for d in card_datasets(w)],
+        slices=lambda w: case_slices(experiment_dataset(w), ("train",)),
+        image_slices=lambda w: case_slices(image_dataset(w), ("train",)) if len(card_datasets(w)) > 1 else [],
+        meta=lambda w: case_meta(image_dataset(w), ("train",)),
     output:
         selected="results/select/{experiment}/selected.json",
         generator="results/select/{experiment}/generator.pt",
@@ -20,9 +26,34 @@ rule select:
             "label_preprocess": config["datasets"][experiment_dataset(w)]["preprocess"],
             "slice": config["slice"],
         },
+        card=lambda w: {
+            "datasets": {d: {k: config["datasets"][d][k] for k in ("source", "modality")}
+                         for d in card_datasets(w)},
+            "roles": card_datasets(w),
+            "train": config["experiments"][w.experiment]["train"],
+            "slice_size": config["slice"]["size"],
+        },
     log:
         "logs/select/{experiment}.log",
     conda:
         ENV
     script:
         "../scripts/select.py"
+
+
+rule model_card:
+    input:
+        generator=rules.select.output.generator,
+        metrics="results/evaluate/{experiment}/test_metrics.tsv",
+    output:
+        card="results/select/{experiment}/MODEL_CARD.md",
+        shared=directory("results/share/{experiment}"),
+    params:
+        licences=lambda w: {d: config["datasets"][d].get("licence") for d in card_datasets(w)},
+    log:
+        "logs/model_card/{experiment}.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/model_card.py"

@@ -16,6 +16,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def describe_hardware(device: torch.device, world_size: int) -> str:
+    """What a job trained on, for jobs.tsv and the model card: e.g. '4 x NVIDIA H200' or 'CPU x86_64, 2 threads'."""
+    if device.type == "cuda":
+        return f"{world_size} x {torch.cuda.get_device_name(device)}"
+    import platform
+
+    return f"CPU {platform.machine()}, {torch.get_num_threads()} threads" + (f", {world_size} processes"
+                                                                             if world_size > 1 else "")
+
+
 def uses_channels_last(device: torch.device, channels_last: bool) -> bool:
     """``train.channels_last`` applies on CUDA only (on the CPU it is slower)."""
     return device.type == "cuda" and channels_last

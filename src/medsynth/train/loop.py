@@ -28,7 +28,7 @@ from medsynth.models.registry import ModelSpec
 from medsynth.train import distributed as ddp
 from medsynth.train.context import RunContext, build_context
 from medsynth.train.data import SliceSet
-from medsynth.train.devices import prepare_nets, resolve_device
+from medsynth.train.devices import describe_hardware, prepare_nets, resolve_device
 from medsynth.train.hooks import after_step
 from medsynth.train.init_from import initialise
 from medsynth.train.iteration import NonFiniteLoss, iterate
@@ -77,7 +77,8 @@ def train(
     prepare_nets(state.nets, ctx.device, settings.channels_last, settings.compile, ctx.world_size)
     if ctx.main:
         start_live_tables(ctx.live_dir, state.step, state.history, ctx.loss_columns)
-        record_job_event(ctx.run_dir, "resumed" if state.step else "started", state.step, ctx.world_size)
+        record_job_event(ctx.run_dir, "resumed" if state.step else "started", state.step, ctx.world_size,
+                         describe_hardware(ctx.device, ctx.world_size))
     run_steps(ctx, state, latest)
     ddp.barrier()
     if ctx.main:

@@ -1,0 +1,11 @@
+"""Snakemake script: the model card, completed with the test metrics, beside the generator and shared."""
+
+from pathlib import Path
+
+from medsynth.logs import log_to
+from medsynth.model_card import write_cards
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    write_cards(Path(sm.input.generator), Path(sm.input.metrics), dict(sm.params.licences), Path(sm.output.card),
+                Path(sm.output.shared))
