@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tiny_workflow import no_controller_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -17,9 +19,22 @@ def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.Complet
     cfg.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(cfg), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=no_controller_env())
 
 
 @pytest.fixture(scope="session")
 def snakemake():
     return run_snakemake
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, snakemake, random_weights_dir):
+    """The tiny workflow run to the end once per session (the slow tests look at it and dry-run on it)."""
+    from tiny_workflow import TINY, label_only_cohort
+
+    work = tmp_path_factory.mktemp("workflow")
+    TINY["metrics"]["weights_dir"] = str(random_weights_dir)
+    TINY["datasets"]["labels_only"]["local"]["root"] = str(label_only_cohort(work / "label_maps"))
+    result = snakemake(work, TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tiny_workflow import no_controller_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -19,7 +21,7 @@ def _job_resources(workdir: Path, config: dict, rule: str) -> dict[str, str]:
     (workdir / "run.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
            "--workflow-profile", str(REPO / "profiles/slurm"), "--configfile", "run.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=no_controller_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     block = re.search(rf"^rule {rule}:\n(.*?)\n\n", result.stdout, re.S | re.M)
     assert block, result.stdout[-3000:]

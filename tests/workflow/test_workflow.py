@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,83 +15,10 @@ from PIL import Image
 
 from medsynth.io.tables import read_tsv
 from medsynth.train.checkpoint import load_checkpoint
+from tiny_workflow import LABELS, TINY, no_controller_env, planned_rules
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-LABELS = [{"name": n, "values": [i]} for i, n in enumerate(
-    ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])]
-TINY = {
-    "datasets": {
-        "phantom": {
-            "source": "phantom",
-            "modality": "CT",
-            "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
-            "labels": LABELS,
-            "preprocess": {"spacing_xy": 12.0},
-        },
-        "phantom_mr": {
-            "source": "phantom",
-            "modality": "MR",
-            "phantom": {"n_cases": 4, "seed": 2, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
-            "labels": LABELS,
-            "preprocess": {"spacing_xy": 12.0},
-        },
-        # Label maps without images (as TotalSegmentator's output on other patients' CTs): the fixture
-        # writes them and sets local.root; "tiny" generates images for them.
-        "labels_only": {
-            "source": "local",
-            "modality": "CT",
-            "local": {"root": "set-by-the-fixture"},
-            "layout": {"label": "{case}/label.nii.gz"},
-            "labels": LABELS,
-            "preprocess": {"spacing_xy": 12.0},
-        },
-    },
-    "slice": {"size": 32},
-    "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    "experiments": {
-        "tiny": {"dataset": "phantom", "generate_from": ["labels_only"], "train": {
-            "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu",
-            "val_max_slices": 4, "mask_threshold": 0.0}},  # not the default: evaluation must use it
-        "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
-                          "train": {"mode": "unpaired", "steps": 8, "batch_size": 2, "eval_every": 4,
-                                    "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu",
-                                    "val_max_slices": 4}},
-    },
-    "generate": {"samples": 2, "splits": ["train", "test"]},
-    "export": {"include_real": True},
-    # Random weights the fixture writes: the FID/KID/LPIPS code runs for real, offline.
-    "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20,
-                "segmenter_steps": 20},
-    "report": {"dpi": 50, "grid_rows": 3},
-}
-
-
-def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
-    """Rule names in the dry run's job table."""
-    table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
-    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
-
-
-def label_only_cohort(root: Path) -> Path:
-    """Two phantom label maps (other patients: another seed), their images deleted."""
-    from medsynth.data.phantom import write_cohort
-
-    write_cohort(root, 2, 9, (64, 64, 10), (6.0, 6.0, 8.0))
-    for image in [*root.glob("*/ct.nii.gz"), *root.glob("*/mr.nii.gz"), root / "cases.tsv"]:
-        image.unlink()
-    return root
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, snakemake, random_weights_dir):
-    work = tmp_path_factory.mktemp("workflow")
-    TINY["metrics"]["weights_dir"] = str(random_weights_dir)
-    TINY["datasets"]["labels_only"]["local"]["root"] = str(label_only_cohort(work / "label_maps"))
-    result = snakemake(work, TINY)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return work
 
 
 @pytest.mark.slow
@@ -407,7 +333,7 @@ def test_config_errors_name_the_key(tmp_path, snakemake):
 
 def test_default_config_is_valid_and_plans_every_stage():
     result = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, env=no_controller_env())
     assert result.returncode == 0, result.stderr[-2000:]
     assert {"download", "train", "select", "generate", "evaluate", "export"} <= planned_rules(result) or \
         "Nothing to be done" in result.stdout + result.stderr

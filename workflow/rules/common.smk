@@ -26,6 +26,61 @@ validate(config, SCHEMA)
 if config["metrics"]["perceptual"] is False:  # YAML reads an unquoted off as false
     config["metrics"]["perceptual"] = "off"
 
+
+
+def canonical(value):
+    """``value`` with every mapping's keys in sorted order, recursively (lists keep theirs).
+
+    Snakemake compares a rule's params by their repr, in which a dict's key order counts:
+    without this, the same config with its keys in another order would rerun everything."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def only(section, keys):
+    """The ``keys`` of a config section that one job uses, canonical (see above). Its params hold
+    nothing else, so a setting reruns exactly the rules that use it (README, "What reruns")."""
+    return canonical({k: section[k] for k in keys if k in section})
+
+
+# Settings that change how a job runs, not what it makes (devices, inference batch sizes,
+# memory, cadences of a run that resumes): rules do not take them as params, so changing one
+# reruns nothing; the scripts read them from the config.
+PREPROCESS_KEYS = {
+    "CT": ("spacing_xy", "ct_window", "ct_soft_window", "ct_soft_share", "body_threshold_hu", "opening_mm"),
+    "MR": ("spacing_xy", "mr_percentiles", "mr_body_fraction", "opening_mm"),
+}
+TRAIN_MODE_KEYS = {  # the loss weights only one mode uses
+    "paired": ("lambda_labelmix",),
+    "unpaired": ("lambda_seg", "lambda_adv", "r1_gamma", "r1_every"),
+}
+TRAIN_HOW_KEYS = ("device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile")
+# What validation (train) and evaluation compute FID/KID with; metrics.batch_size is a how-key.
+PERCEPTUAL_KEYS = ("perceptual", "weights_dir", "kid_subsets", "kid_subset_size")
+SEGMENTER_KEYS = ("segmenter_steps", "segmenter_batch", "segmenter_channels")
+# What the model card tells of a training (model_card.training, model_card.card_before_selection).
+CARD_TRAIN_KEYS = ("model", "mode", "steps", "batch_size", "lr_g", "lr_d", "seed", "precision", "context_slices",
+                   "init_from")
+
+
+def preprocess_settings(dataset):
+    """A dataset's preprocessing settings that its modality uses (a CT's MR percentiles rerun nothing)."""
+    ds = config["datasets"][dataset]
+    return only(ds["preprocess"], PREPROCESS_KEYS[ds["modality"]])
+
+
+def train_settings(wildcards):
+    """An experiment's training settings that decide what it learns (and ``steps``, which extends
+    it; ``mask_threshold``, which changes validation; ``init_from``): not another mode's weights,
+    nor the how-keys, with which a finished run would resume and do nothing."""
+    train = config["experiments"][wildcards.experiment]["train"]
+    other = [k for mode, keys in TRAIN_MODE_KEYS.items() if mode != train["mode"] for k in keys]
+    return only(train, [k for k in train if k not in TRAIN_HOW_KEYS and k not in other])
+
+
 ENV = "../../envs/medsynth.yaml"
 DATASETS = sorted(config["datasets"])
 EXPERIMENTS = sorted(config["experiments"])

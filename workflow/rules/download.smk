@@ -8,11 +8,7 @@ checkpoint download:
     output:
         cases="resources/raw/{dataset}/cases.tsv",
     params:
-        source=lambda w: {
-            k: v
-            for k, v in config["datasets"][w.dataset].items()
-            if k in ("source", "modality", "phantom", "local", "url", "layout")
-        },
+        source=lambda w: only(config["datasets"][w.dataset], ("source", "modality", "phantom", "local", "url", "layout")),
     log:
         "logs/download/{dataset}.log",
     localrule: True

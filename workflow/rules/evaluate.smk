@@ -25,8 +25,8 @@ rule evaluate:
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
         threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],
-        metrics=config["metrics"],
-        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+        metrics=only(config["metrics"], (*PERCEPTUAL_KEYS, "memorisation_threshold")),
+        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

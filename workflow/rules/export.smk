@@ -7,10 +7,10 @@ rule export:
     output:
         directory("results/export/{experiment}/nnUNet_raw"),
     params:
-        settings={**config["export"], "splits": export_parts()},
-        naming=export_naming(),
-        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
-        real_labels=lambda w: config["datasets"][image_dataset(w)]["labels"],
+        settings=canonical({**config["export"], "splits": export_parts()}),
+        naming=canonical(export_naming()),
+        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        real_labels=lambda w: canonical(config["datasets"][image_dataset(w)]["labels"]),
         modality=lambda w: config["datasets"][image_dataset(w)]["modality"],
     log:
         "logs/export/{experiment}.log",

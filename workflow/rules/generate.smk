@@ -9,7 +9,7 @@ rule generate:
         manifest="results/generate/{experiment}/manifest.tsv",
         cases=directory("results/generate/{experiment}/cases"),
     params:
-        settings=config["generate"],
+        settings=only(config["generate"], ("samples", "splits", "seed", "noise", "noise_sigma_mm")),
         dataset=experiment_dataset,
     log:
         "logs/generate/{experiment}.log",

@@ -7,7 +7,7 @@ rule fetch_weights:
     output:
         status=f"{config['metrics']['weights_dir']}/status.json",
     params:
-        settings=config["metrics"],
+        settings=only(config["metrics"], ("perceptual", "weights_dir", "check_hash")),
     log:
         "logs/metrics/fetch_weights.log",
     localrule: True
@@ -24,7 +24,7 @@ rule real_stats:
     output:
         "results/metrics/{dataset}/inception_{part}.npz",
     params:
-        settings=config["metrics"],
+        settings=only(config["metrics"], ("perceptual", "weights_dir", "check_hash")),
     wildcard_constraints:
         part="train|val|test",
     log:
@@ -47,8 +47,8 @@ rule segmenter:
     output:
         "results/segmenter/{dataset}/segmenter.pt",
     params:
-        settings=config["metrics"],
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        settings=only(config["metrics"], SEGMENTER_KEYS),
+        labels=lambda w: canonical(config["datasets"][w.dataset]["labels"]),
     log:
         "logs/metrics/{dataset}_segmenter.log",
     benchmark:

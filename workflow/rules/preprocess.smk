@@ -12,8 +12,8 @@ rule preprocess:
         qc="results/preprocess/{dataset}/{case}/qc.png",
     params:
         modality=lambda w: config["datasets"][w.dataset]["modality"],
-        settings=lambda w: config["datasets"][w.dataset]["preprocess"],
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        settings=lambda w: preprocess_settings(w.dataset),
+        labels=lambda w: canonical(config["datasets"][w.dataset]["labels"]),
         series=lambda w: case_series(w.dataset, w.case),
     log:
         "logs/preprocess/{dataset}/{case}.log",

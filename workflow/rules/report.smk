@@ -18,7 +18,7 @@ rule report_curves:
             category="{experiment}",
         ),
     params:
-        settings=config["report"],
+        settings=only(config["report"], ("dpi", "loss_smoothing")),
     log:
         "logs/report/{experiment}_curves.log",
     localrule: True
@@ -52,8 +52,8 @@ rule report_samples:
             category="{experiment}",
         ),
     params:
-        settings=config["report"],
-        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+        settings=only(config["report"], ("dpi", "grid_rows")),
+        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
     log:
         "logs/report/{experiment}_samples.log",
@@ -74,7 +74,7 @@ rule report_intensity:
             category="{experiment}",
         ),
     params:
-        settings=config["report"],
+        settings=only(config["report"], ("dpi",)),
     log:
         "logs/report/{experiment}_intensity.log",
     localrule: True
@@ -97,7 +97,7 @@ rule report_memorisation:
             category="{experiment}",
         ),
     params:
-        settings=config["report"],
+        settings=only(config["report"], ("dpi",)),
     log:
         "logs/report/{experiment}_memorisation.log",
     localrule: True
@@ -117,7 +117,7 @@ rule report_utility:
             category="{experiment}",
         ),
     params:
-        settings=config["report"],
+        settings=only(config["report"], ("dpi",)),
     log:
         "logs/report/{experiment}_utility.log",
     localrule: True

@@ -18,21 +18,23 @@ rule select:
         run_dir=lambda w: f"results/train/{w.experiment}",
         metric=lambda w: config["experiments"][w.experiment].get("select_metric", config["select"]["metric"]),
         fallback=lambda w: config["experiments"][w.experiment].get("select_fallback", config["select"]["fallback"]),
-        data=lambda w: {
+        # What medsynth generate needs inside generator.pt (the image dataset's intensity mapping;
+        # the label dataset's grid).
+        data=lambda w: canonical({
             "labels": config["datasets"][experiment_dataset(w)]["labels"],
             "modality": config["datasets"][image_dataset(w)]["modality"],
             "mode": config["experiments"][w.experiment]["train"]["mode"],
-            "preprocess": config["datasets"][image_dataset(w)]["preprocess"],
-            "label_preprocess": config["datasets"][experiment_dataset(w)]["preprocess"],
+            "preprocess": preprocess_settings(image_dataset(w)),
+            "label_preprocess": only(config["datasets"][experiment_dataset(w)]["preprocess"], ("spacing_xy",)),
             "slice": config["slice"],
-        },
-        card=lambda w: {
+        }),
+        card=lambda w: canonical({
             "datasets": {d: {k: config["datasets"][d][k] for k in ("source", "modality")}
                          for d in card_datasets(w)},
-            "roles": card_datasets(w),
-            "train": config["experiments"][w.experiment]["train"],
+            "roles": [[d, role] for d, role in card_datasets(w).items()],  # a list: its order is the splits' order
+            "train": only(config["experiments"][w.experiment]["train"], CARD_TRAIN_KEYS),
             "slice_size": config["slice"]["size"],
-        },
+        }),
     log:
         "logs/select/{experiment}.log",
     conda:

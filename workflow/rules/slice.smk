@@ -8,7 +8,7 @@ rule slice:
         slices="results/slices/{dataset}/cases/{case}/slices.npz",
         png=directory("results/slices/{dataset}/cases/{case}/png"),
     params:
-        settings=config["slice"],
+        settings=canonical(config["slice"]),
     log:
         "logs/slice/{dataset}/{case}.log",
     threads: 2

@@ -7,7 +7,7 @@ checkpoint split:
     output:
         split="results/split/{dataset}/split.tsv",
     params:
-        settings=config["split"],
+        settings=canonical(config["split"]),
     log:
         "logs/split/{dataset}.log",
     conda:

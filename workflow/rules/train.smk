@@ -18,11 +18,9 @@ rule train:
         checkpoints="results/train/{experiment}/checkpoints.tsv",
     params:
         run_dir=lambda w: f"results/train/{w.experiment}",
-        settings=lambda w: config["experiments"][w.experiment]["train"],
-        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
-        metrics=config["metrics"],
-        # One training process per GPU (torchrun inside the job) when the experiment asks for several.
-        processes=lambda w: max(1, experiment_gpus(w)),
+        settings=train_settings,
+        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        metrics=only(config["metrics"], PERCEPTUAL_KEYS),
     log:
         "logs/train/{experiment}.log",
     benchmark:

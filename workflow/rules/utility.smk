@@ -14,9 +14,9 @@ rule utility:
     output:
         "results/utility/{experiment}/utility.tsv",
     params:
-        segmenter={k: config["metrics"][k] for k in ("segmenter_steps", "segmenter_batch", "segmenter_channels")},
-        utility=config["utility"],
-        labels=lambda w: config["datasets"][experiment_dataset(w)]["labels"],
+        segmenter=only(config["metrics"], SEGMENTER_KEYS),
+        utility=canonical(config["utility"]),
+        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
     log:
         "logs/utility/{experiment}.log",
     benchmark:

@@ -17,6 +17,8 @@ from medsynth.volumes import three_plane_summary, through_plane_summary
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     paired = sm.params.mode == "paired"
+    # metrics.batch_size changes only how fast features are computed: from the config, not a params trigger.
+    metrics = {**sm.params.metrics, "batch_size": sm.config["metrics"]["batch_size"]}
     names = LabelTable.from_config(sm.params.labels).names
     cases = generated_cases(sm.input.real, Path(sm.input.cases))
     device = resolve_device("auto")
@@ -25,19 +27,19 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     # once: for FID/KID and for the audit in feature space.
     generated = generated_images(cases)
     features = memorisation_features(generated, Path(sm.input.real_stats), Path(sm.input.train_stats),
-                                     sm.params.metrics, device)
+                                     metrics, device)
     summary, per_case = evaluate_cases(cases, paired, sm.input.reference,
                                        threshold=sm.params.threshold, real_stats=Path(sm.input.real_stats),
-                                       perceptual=sm.params.metrics, device=device,
+                                       perceptual=metrics, device=device,
                                        fake_features=None if features is None else features[0])
     seg = segmentation_consistency(Path(sm.input.segmenter), cases, sm.input.reference, names, device)
     summary += segmentation_summary(seg)
     intensity = class_intensity(cases, paired, sm.input.reference, names, metas, reference_metas)
     summary.append(intensity_summary(intensity))
     summary += through_plane_summary(cases, sm.input.reference)
-    summary += three_plane_summary(cases, sm.input.reference, metas, reference_metas, sm.params.metrics, device)
+    summary += three_plane_summary(cases, sm.input.reference, metas, reference_metas, metrics, device)
     copies, pixel_audit, feature_audit = memorisation_cases(
-        generated, sm.input.train_reference, sm.input.reference, sm.params.metrics["memorisation_threshold"], features)
+        generated, sm.input.train_reference, sm.input.reference, metrics["memorisation_threshold"], features)
     summary += memorisation_summary(pixel_audit, feature_audit)
     write_tsv(sm.output.memorisation, copies, MEMORISATION_COLUMNS)
     write_tsv(sm.output.segmentation, seg, SEG_COLUMNS)

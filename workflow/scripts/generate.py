@@ -9,7 +9,9 @@ from medsynth.train.loop import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    s = sm.params.settings
+    # params hold what decides the images; the device and batch size only how fast (not params, so
+    # changing them reruns nothing) come from the config.
+    s = {**sm.params.settings, **{k: sm.config["generate"][k] for k in ("batch_size", "device")}}
     own = sm.params.dataset
     split = {r["case_id"]: r for r in read_tsv(sm.input.split)}
     extra = {(Path(t).parent.name, r["case_id"]): r for t in sm.input.case_tables for r in read_tsv(t)}

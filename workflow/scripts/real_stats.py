@@ -9,5 +9,6 @@ from medsynth.train.run import load_slices
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    save_real_stats(load_slices(sm.input.slices).images, Path(sm.output[0]), sm.params.settings,
-                    resolve_device("auto"))
+    # metrics.batch_size changes only how fast: from the config, not a params trigger.
+    settings = {**sm.params.settings, "batch_size": sm.config["metrics"]["batch_size"]}
+    save_real_stats(load_slices(sm.input.slices).images, Path(sm.output[0]), settings, resolve_device("auto"))

@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     card, data = sm.params.card, dict(sm.params.data)
     slices = [list(sm.input.slices), list(sm.input.image_slices)]
     datasets = [dataset_entry(name, role, card["datasets"][name], Path(split), [Path(p) for p in files])
-                for (name, role), split, files in zip(card["roles"].items(), sm.input.splits, slices)]
+                for (name, role), split, files in zip(card["roles"], sm.input.splits, slices)]
     model_card = card_before_selection(
         sm.wildcards.experiment, datasets, data["labels"], data["modality"], data["preprocess"],
         [Path(p) for p in sm.input.meta], card["train"], card["slice_size"], Path(sm.params.run_dir) / "jobs.tsv",

@@ -8,9 +8,14 @@ from medsynth.train.run import run_experiment
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    processes = max(1, int(sm.params.processes))
+    # One training process per GPU (torchrun inside the job) when the experiment asks for several.
+    processes = max(1, int(sm.resources.gpu))
+    # params.settings decide what the run learns (the rerun trigger); the settings that change only how
+    # it runs (device, cadences, memory; common.smk TRAIN_HOW_KEYS) and other modes' weights come from
+    # the config, so changing them reruns nothing (a finished run would resume and do nothing).
+    settings = {**sm.config["experiments"][sm.wildcards.experiment]["train"], **sm.params.settings}
     spec = dict(
-        settings=sm.params.settings,
+        settings=settings,
         labels=sm.params.labels,
         run_dir=sm.params.run_dir,
         train_files=list(sm.input.train),
@@ -18,7 +23,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         image_train_files=list(sm.input.get("images_train", [])),
         image_val_files=list(sm.input.get("images_val", [])),
         threads=max(1, sm.threads // processes),
-        perceptual=sm.params.metrics,
+        perceptual={**sm.params.metrics, "batch_size": sm.config["metrics"]["batch_size"]},
         real_stats=sm.input.real_stats,
     )
     if processes == 1:

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -48,12 +48,11 @@ class PreprocessSettings:
 
     @classmethod
     def from_config(cls, modality: str, p: dict) -> "PreprocessSettings":
-        """From a dataset's validated ``preprocess`` section (schema defaults filled in)."""
-        return cls(modality=modality, spacing_xy=p.get("spacing_xy"), ct_window=tuple(p["ct_window"]),
-                   ct_soft_window=tuple(p["ct_soft_window"]) if p.get("ct_soft_window") else None,
-                   ct_soft_share=p["ct_soft_share"], mr_percentiles=tuple(p["mr_percentiles"]),
-                   body_threshold_hu=p["body_threshold_hu"], mr_body_fraction=p["mr_body_fraction"],
-                   opening_mm=p["opening_mm"])
+        """From a dataset's validated ``preprocess`` section; keys it leaves out (the other modality's,
+        which the workflow does not pass) take the defaults."""
+        known = {f.name for f in fields(cls)} - {"modality"}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items() if k in known}
+        return cls(modality=modality, **{"spacing_xy": None, **values})
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "MR"):

@@ -15,6 +15,8 @@ MODES = ("paired", "unpaired")
 # Settings that change how a run is carried out or observed, not what it learns: changing them resumes.
 # mask_threshold only decides what body Dice counts as tissue: part of the validation identity instead.
 # init_from enters the identity by its file's digest, not its path (context.build_context).
+# Loss weights only one mode uses (the workflow's common.smk TRAIN_MODE_KEYS lists the same).
+MODE_ONLY = {"paired": ("lambda_labelmix",), "unpaired": ("lambda_seg", "lambda_adv", "r1_gamma", "r1_every")}
 NOT_IDENTITY = ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile",
                 "mask_threshold", "init_from")
 
@@ -79,9 +81,18 @@ class TrainSettings:
 
 
 def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str) -> str:
-    """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it."""
+    """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it.
+
+    Another mode's loss weights count at their defaults: the run never uses them, and the workflow
+    does not rerun it for them (common.smk TRAIN_MODE_KEYS); a run whose config leaves them at
+    their defaults keeps the fingerprint it had before this rule.
+    """
     ident = dataclasses.asdict(settings)
     for key in NOT_IDENTITY:
         ident.pop(key)
+    defaults = TrainSettings()
+    for mode, keys in MODE_ONLY.items():
+        if mode != settings.mode:
+            ident.update({k: getattr(defaults, k) for k in keys})
     blob = json.dumps({"settings": ident, "model": spec.to_dict(), "classes": num_classes, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,86 @@
+"""The tiny workflow the slow tests run: its config, and what a dry run plans."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+LABELS = [{"name": n, "values": [i]} for i, n in enumerate(
+    ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])]
+TINY = {
+    "datasets": {
+        "phantom": {
+            "source": "phantom",
+            "modality": "CT",
+            "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
+            "labels": LABELS,
+            "preprocess": {"spacing_xy": 12.0},
+        },
+        "phantom_mr": {
+            "source": "phantom",
+            "modality": "MR",
+            "phantom": {"n_cases": 4, "seed": 2, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
+            "labels": LABELS,
+            "preprocess": {"spacing_xy": 12.0},
+        },
+        # Label maps without images (as TotalSegmentator's output on other patients' CTs): the fixture
+        # writes them and sets local.root; "tiny" generates images for them.
+        "labels_only": {
+            "source": "local",
+            "modality": "CT",
+            "local": {"root": "set-by-the-fixture"},
+            "layout": {"label": "{case}/label.nii.gz"},
+            "labels": LABELS,
+            "preprocess": {"spacing_xy": 12.0},
+        },
+    },
+    "slice": {"size": 32},
+    "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    "experiments": {
+        "tiny": {"dataset": "phantom", "generate_from": ["labels_only"], "train": {
+            "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu",
+            "val_max_slices": 4, "mask_threshold": 0.0}},  # not the default: evaluation must use it
+        "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
+                          "train": {"mode": "unpaired", "steps": 8, "batch_size": 2, "eval_every": 4,
+                                    "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu",
+                                    "val_max_slices": 4}},
+    },
+    "generate": {"samples": 2, "splits": ["train", "test"]},
+    "export": {"include_real": True},
+    # Random weights the fixture writes: the FID/KID/LPIPS code runs for real, offline.
+    "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20,
+                "segmenter_steps": 20},
+    "report": {"dpi": 50, "grid_rows": 3},
+}
+
+
+def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
+    """Rule names in the dry run's job table."""
+    table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
+
+
+def label_only_cohort(root: Path) -> Path:
+    """Two phantom label maps (other patients: another seed), their images deleted."""
+    from medsynth.data.phantom import write_cohort
+
+    write_cohort(root, 2, 9, (64, 64, 10), (6.0, 6.0, 8.0))
+    for image in [*root.glob("*/ct.nii.gz"), *root.glob("*/mr.nii.gz"), root / "cases.tsv"]:
+        image.unlink()
+    return root
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule in the dry run's job table (without the total)."""
+    table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def no_controller_env() -> dict[str, str]:
+    """The environment for a Snakemake run that needs no SLURM: an scontrol that fails at once first
+    on PATH (see no_slurm_controller/scontrol: 9 s saved on every start once SLURM is installed)."""
+    import os
+
+    shim = Path(__file__).resolve().parent / "no_slurm_controller"
+    return {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
