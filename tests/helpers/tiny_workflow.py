@@ -57,8 +57,7 @@ TINY = {
 
 def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
     """Rule names in the dry run's job table."""
-    table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
-    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
+    return set(planned_jobs(result))
 
 
 def label_only_cohort(root: Path) -> Path:

@@ -27,7 +27,6 @@ if config["metrics"]["perceptual"] is False:  # YAML reads an unquoted off as fa
     config["metrics"]["perceptual"] = "off"
 
 
-
 def canonical(value):
     """``value`` with every mapping's keys in sorted order, recursively (lists keep theirs).
 
@@ -46,9 +45,7 @@ def only(section, keys):
     return canonical({k: section[k] for k in keys if k in section})
 
 
-# Settings that change how a job runs, not what it makes (devices, inference batch sizes,
-# memory, cadences of a run that resumes): rules do not take them as params, so changing one
-# reruns nothing; the scripts read them from the config.
+# The preprocessing settings each modality uses.
 PREPROCESS_KEYS = {
     "CT": ("spacing_xy", "ct_window", "ct_soft_window", "ct_soft_share", "body_threshold_hu", "opening_mm"),
     "MR": ("spacing_xy", "mr_percentiles", "mr_body_fraction", "opening_mm"),
@@ -57,6 +54,9 @@ TRAIN_MODE_KEYS = {  # the loss weights only one mode uses
     "paired": ("lambda_labelmix",),
     "unpaired": ("lambda_seg", "lambda_adv", "r1_gamma", "r1_every"),
 }
+# Settings that change how a job runs, not what it makes (devices, inference batch sizes,
+# memory, cadences of a run that resumes): rules do not take them as params, so changing one
+# reruns nothing; the scripts read them from the config.
 TRAIN_HOW_KEYS = ("device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile")
 # What validation (train) and evaluation compute FID/KID with; metrics.batch_size is a how-key.
 PERCEPTUAL_KEYS = ("perceptual", "weights_dir", "kid_subsets", "kid_subset_size")
