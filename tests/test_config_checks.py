@@ -99,3 +99,42 @@ def test_init_from_names_a_file_or_another_experiments_generator(tmp_path) -> No
     config["experiments"]["tuned"]["train"]["init_from"] = "results/select/tuned/generator.pt"
     (own,) = config_errors(config)
     assert "the experiment's own generator" in own
+
+
+def _image_only_config() -> dict:
+    """An unpaired experiment whose real images come from an image-only MR dataset (no labels)."""
+    config = _config()
+    config["datasets"]["mr"] = {"source": "local", "modality": "MR", "layout": {"image": "{case}/mr.nii.gz"}}
+    config["experiments"]["exp"].update(images_from="mr")
+    config["experiments"]["exp"]["train"].update(mode="unpaired", lambda_class_stats=0.0)
+    return config
+
+
+def test_an_image_only_dataset_can_give_an_unpaired_experiment_its_images() -> None:
+    assert config_errors(_image_only_config()) == []
+
+
+def test_an_image_only_dataset_in_any_other_role_is_refused_naming_the_key() -> None:
+    config = _image_only_config()
+    config["experiments"]["paired"] = {"dataset": "mr", "generate_from": ["mr"], "train": {"model": "tiny"}}
+    errors = config_errors(config)
+    assert any(e.startswith("config: experiments.paired.dataset names 'mr', an image-only dataset") for e in errors)
+    assert any(e.startswith("config: experiments.paired.generate_from names 'mr', an image-only") for e in errors)
+
+
+def test_class_statistics_need_the_labels_an_image_only_dataset_lacks() -> None:
+    config = _image_only_config()
+    config["experiments"]["exp"]["train"]["lambda_class_stats"] = 30.0
+    (error,) = config_errors(config)
+    assert "experiments.exp.train.lambda_class_stats" in error and "datasets.mr, which is image-only" in error
+    assert "set lambda_class_stats: 0" in error
+
+
+def test_a_layout_with_label_files_but_no_label_table_is_refused() -> None:
+    config = _image_only_config()
+    config["datasets"]["mr"]["layout"]["label"] = "{case}/seg.nii.gz"
+    (error,) = config_errors(config)
+    assert error.startswith("config: datasets.mr.layout.label is set, but the dataset has no labels")
+    config["datasets"]["mr"]["layout"] = {"label": "{case}/seg.nii.gz"}
+    assert "config: datasets.mr is label-only (layout has no image) and has no labels: add its label table " \
+        "(labels:)" in config_errors(config)

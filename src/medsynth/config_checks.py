@@ -19,8 +19,43 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     """Messages naming the config key (and the label-table file it came from, if any); empty when fine."""
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
-    return [*label_table_errors(config["datasets"], label_files or {}), *size_errors, *class_stats_errors(config),
-            *export_errors(config), *generate_from_errors(config), *init_from_errors(config)]
+    return [*label_table_errors(config["datasets"], label_files or {}), *image_only_errors(config), *size_errors,
+            *class_stats_errors(config), *export_errors(config), *generate_from_errors(config),
+            *init_from_errors(config)]
+
+
+def image_only(dataset: Mapping) -> bool:
+    """A dataset without a label table: images only (the unpaired mode's real images)."""
+    return "labels" not in dataset
+
+
+def image_only_errors(config: Mapping) -> list[str]:
+    """An image-only dataset has no label maps: it can only give an unpaired experiment its real images
+    (images_from), without the class-statistics loss, which needs them; its layout finds no label files."""
+    datasets, errors = config["datasets"], []
+    for name in sorted(datasets):
+        layout = datasets[name].get("layout") or {}
+        if image_only(datasets[name]) and layout.get("label"):
+            errors.append(f"config: datasets.{name}.layout.label is set, but the dataset has no labels: add its "
+                          "label table (labels:), or leave layout.label out for an image-only dataset")
+        elif image_only(datasets[name]) and layout and not layout.get("image"):
+            errors.append(f"config: datasets.{name} is label-only (layout has no image) and has no labels: add "
+                          "its label table (labels:)")
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        unpaired = (exp.get("train") or {}).get("mode") == "unpaired"
+        roles = [("dataset", exp.get("dataset"))] + [("generate_from", d) for d in exp.get("generate_from", [])]
+        for key, d in roles:
+            if d in datasets and image_only(datasets[d]):
+                errors.append(f"config: experiments.{name}.{key} names {d!r}, an image-only dataset (no labels): "
+                              "its images have no label maps to train or generate from; it can only be an "
+                              "unpaired experiment's images_from (or give it a label table)")
+        source = exp.get("images_from")
+        if unpaired and source in datasets and image_only(datasets[source]) and \
+                (exp.get("train") or {}).get("lambda_class_stats"):
+            errors.append(f"config: experiments.{name}.train.lambda_class_stats pulls each class to its statistics "
+                          f"in datasets.{source}, which is image-only (no labels); set lambda_class_stats: 0")
+    return errors
 
 
 def init_from_errors(config: Mapping) -> list[str]:
@@ -43,7 +78,7 @@ def init_from_errors(config: Mapping) -> list[str]:
 
 def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
     errors = []
-    for name in sorted(datasets):
+    for name in sorted(d for d in datasets if not image_only(datasets[d])):
         try:
             LabelTable.from_config(datasets[name]["labels"])
         except LabelError as exc:

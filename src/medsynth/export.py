@@ -205,6 +205,10 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
                   "medsynth_version": medsynth.__version__}
+    if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset
+        provenance["include_real_note"] = ("export.include_real is set, but the image dataset has no label maps "
+                                           "(image-only): only synthetic cases are shipped")
+        log.warning("%s: %s", experiment, provenance["include_real_note"])
     if Path(out_root).exists():
         shutil.rmtree(out_root)  # the folder is the rule's output: nothing of an older export stays
     written = write_dataset(folder, cases, LabelTable.from_config(labels), modality, provenance,

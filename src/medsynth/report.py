@@ -72,8 +72,10 @@ def write_summary(
     html_path: Path,
     tables: Mapping[str, Path] | None = None,
     class_intensity: Path | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> None:
-    """``class_intensity``: evaluate's class_intensity.tsv, shown with its flagged classes highlighted."""
+    """``class_intensity``: evaluate's class_intensity.tsv, shown with its flagged classes highlighted;
+    ``notes``: title -> why a part of the report is missing (e.g. a benchmark that could not run)."""
     selected = json.loads(Path(selected_json).read_text())
     metrics = read_tsv(test_metrics_tsv)
     extra = {title: read_tsv(p) for title, p in (tables or {}).items()}
@@ -94,12 +96,14 @@ def write_summary(
                _table_md(rows, _flagged)]
     for title, path in rel.items():
         md += [f"## {title}\n", f"![{title}]({path})\n"]
+    for title, note in (notes or {}).items():
+        md += [f"## {title}\n", f"{note}\n"]
     Path(md_path).write_text("\n".join(md))
-    Path(html_path).write_text(_page(experiment, selected, metrics, extra, intensity, rel))
+    Path(html_path).write_text(_page(experiment, selected, metrics, extra, intensity, rel, notes or {}))
 
 
 def _page(experiment: str, selected: dict, metrics: list[dict], extra: Mapping[str, list[dict]],
-          intensity: tuple[str, list[dict]] | None, figures: Mapping[str, Path]) -> str:
+          intensity: tuple[str, list[dict]] | None, figures: Mapping[str, Path], notes: Mapping[str, str]) -> str:
     tables_html = "".join(f"<h2>{html.escape(t)}</h2>{_table_html(r)}" for t, r in extra.items())
     if intensity is not None:
         unit, rows = intensity
@@ -108,7 +112,7 @@ def _page(experiment: str, selected: dict, metrics: list[dict], extra: Mapping[s
                         f"{_table_html(rows, _flagged)}")
     figs = "".join(
         f"<h2>{html.escape(t)}</h2><img src='{html.escape(str(p))}' style='max-width:100%'>" for t, p in figures.items()
-    )
+    ) + "".join(f"<h2>{html.escape(t)}</h2><p>{html.escape(n)}</p>" for t, n in notes.items())
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>medsynth {html.escape(experiment)}</title></head><body>"

@@ -143,7 +143,7 @@ def test_patient_id_column_is_optional_and_defaults_to_the_case_id(cohort_dir: P
 def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None:
     no_label = _write_table(cohort_dir / "t1.tsv", ["case_id", "image"], [["a", "scans/a_img.nii.gz"]])
     with pytest.raises(ValueError, match="label"):
-        read_cases(no_label)
+        read_cases(no_label, labelled=True)
     empty = _write_table(cohort_dir / "t2.tsv", ["case_id", "image", "label"], [])
     with pytest.raises(ValueError, match="no rows"):
         read_cases(empty)
@@ -158,7 +158,7 @@ def test_row_with_missing_cell_raises_naming_table_and_line(cohort_dir: Path) ->
     table = cohort_dir / "cases.tsv"
     table.write_text("case_id\timage\tlabel\na\tscans/a_img.nii.gz\tscans/a_lab.nii.gz\nb\tscans/b_img.nii.gz\n")
     with pytest.raises(ValueError) as exc:
-        read_cases(table)
+        read_cases(table, labelled=True)
     assert str(table) in str(exc.value) and "line 3" in str(exc.value)
 
 
@@ -168,7 +168,27 @@ def test_an_empty_image_cell_makes_a_label_only_case(cohort_dir: Path) -> None:
     assert row["image"] == "" and row["label"] == str((cohort_dir / "scans/a_lab.nii.gz").resolve())
     no_label = _write_table(cohort_dir / "nl.tsv", ["case_id", "image", "label"], [["a", "scans/a_img.nii.gz", ""]])
     with pytest.raises(ValueError, match="line 2.*label"):
-        read_cases(no_label)
+        read_cases(no_label, labelled=True)
+
+
+def test_an_image_only_table_has_no_label_column_or_empty_cells(cohort_dir: Path) -> None:
+    """Images without label maps (the unpaired mode's real images): no label column, or empty cells."""
+    no_column = _write_table(cohort_dir / "io.tsv", ["case_id", "image"], [["a", "scans/a_img.nii.gz"]])
+    (row,) = read_cases(no_column, labelled=False)
+    assert row["image"] == str((cohort_dir / "scans/a_img.nii.gz").resolve()) and not row.get("label")
+    empty = _write_table(cohort_dir / "ie.tsv", ["case_id", "image", "label"], [["a", "scans/a_img.nii.gz", ""]])
+    assert read_cases(empty, labelled=False)[0]["image"]
+    written = _read_tsv(register_local(no_column, cohort_dir / "out.tsv", "MR", labelled=False))
+    assert written[0]["label"] == "" and written[0]["modality"] == "MR"
+    # Without a label table a label map cannot be read: refused, naming the line and what to do.
+    with pytest.raises(ValueError, match=r"line 2: case 'a' names a label map.*no label table"):
+        read_cases(_write_table(cohort_dir / "il.tsv", ["case_id", "image", "label"],
+                                [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]]), labelled=False)
+    with pytest.raises(ValueError, match="line 2.*image-only dataset needs an image"):
+        read_cases(_write_table(cohort_dir / "in.tsv", ["case_id", "image"], [["a", ""]]), labelled=False)
+    # The pipeline's own tables hold all three kinds of case.
+    assert len(read_cases(_write_table(cohort_dir / "mix.tsv", ["case_id", "image", "label"],
+                                       [["a", "scans/a_img.nii.gz", ""], ["b", "", "scans/b_lab.nii.gz"]]))) == 2
 
 
 def test_missing_table_raises(tmp_path: Path) -> None:

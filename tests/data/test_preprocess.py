@@ -409,3 +409,20 @@ def test_label_map_is_reoriented_with_the_images_geometry(tmp_path: Path) -> Non
     out = load_volume(tmp_path / "out/label.nii.gz").array
     organ = np.where(out == table.body_class, 0, out)  # the rest of the body is the derived body class
     np.testing.assert_array_equal(organ, to_canonical(raw, img_aff)[0])
+
+
+def test_an_image_only_case_gets_its_body_mask_as_label_map(tmp_path: Path, phantom_case) -> None:
+    """No label map (image-only, LPS-stored MR): the label map is the body class exactly inside the body
+    mask, on the image's training grid, in RAS."""
+    case = phantom_case(1)  # stored LPS
+    img = save_volume(tmp_path / "src" / "mr.nii.gz", case.mr, case.affine)
+    table = LabelTable.from_config(None)
+    assert table.names == ("background", "body")
+    meta = preprocess_case(case.case_id, img, None, tmp_path / "out", table, PreprocessSettings("MR", 8.0),
+                           qc_path=tmp_path / "qc.png")
+    out = _load_outputs(tmp_path / "out", meta)
+    assert meta["image_only"] and meta["source_label"] == "" and meta["body_class"] == 1
+    assert np.array_equal(out.label.array, out.mask.array)  # body class (1) exactly inside the mask
+    assert out.mask.array.mean() > 0.05 and (tmp_path / "qc.png").is_file()
+    assert nib.aff2axcodes(out.label.affine) == ("R", "A", "S")
+    check_same_grid(out.image, out.label)

@@ -17,7 +17,7 @@ validate(config, SCHEMA)
 # read it once here, then validate the table itself like an inline one.
 _LABEL_FILES = {}
 for _name, _ds in config["datasets"].items():
-    if isinstance(_ds["labels"], str):
+    if isinstance(_ds.get("labels"), str):
         if not os.path.isfile(_ds["labels"]):
             raise ValueError(f"config: datasets.{_name}.labels names {_ds['labels']!r}, which does not exist")
         with open(_ds["labels"]) as _fh:
@@ -64,6 +64,24 @@ SEGMENTER_KEYS = ("segmenter_steps", "segmenter_batch", "segmenter_channels")
 # What the model card tells of a training (model_card.training, model_card.card_before_selection).
 CARD_TRAIN_KEYS = ("model", "mode", "steps", "batch_size", "lr_g", "lr_d", "seed", "precision", "context_slices",
                    "init_from")
+
+
+def image_only(dataset):
+    """A dataset without a label table: images only (the unpaired mode's real images, e.g. unlabelled MR)."""
+    return "labels" not in config["datasets"][dataset]
+
+
+def labels_of(dataset):
+    """A dataset's label table as the config gives it, canonical; None for an image-only dataset (whose
+    table medsynth makes: background and body, data/labels.py)."""
+    return None if image_only(dataset) else canonical(config["datasets"][dataset]["labels"])
+
+
+def download_source(dataset):
+    """What the download of a dataset depends on; an image-only dataset's table holds no label maps
+    (the key is there only then, so the other datasets' downloads do not rerun for it)."""
+    source = only(config["datasets"][dataset], ("source", "modality", "phantom", "local", "url", "layout"))
+    return {**source, "image_only": True} if image_only(dataset) else source
 
 
 def preprocess_settings(dataset):
@@ -292,9 +310,10 @@ def generate_case_inputs(wildcards):
 
 def export_inputs(wildcards):
     """generate's manifest; with export.include_real the image dataset's real cases of the exported
-    parts (their image and label files), its cases table and split."""
+    parts (their image and label files), its cases table and split, unless it is image-only."""
     inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv"}
-    if config["export"]["include_real"]:
+    # An image-only dataset's real images have no label maps to ship them with (the export says so).
+    if config["export"]["include_real"] and not image_only(image_dataset(wildcards)):
         dataset = image_dataset(wildcards)
         rows = cases_of(dataset)
         cases = split_of(dataset, export_parts())
@@ -330,13 +349,24 @@ def generate_only_datasets():
 def utility_planned(experiment):
     """The utility benchmark needs training label maps with synthetic images, and (unpaired) an image
     dataset labelled with the same classes, whose real cases train and test the segmenters."""
+    return not utility_skipped(experiment)
+
+
+def utility_skipped(experiment):
+    """Why the utility benchmark is not planned for an experiment (the summary says it); "" when it is."""
     exp = config["experiments"][experiment]
     if "train" not in config["generate"]["splits"]:
-        return False
+        return "not run: generate.splits has no train part, so there are no synthetic training images"
     if exp["train"]["mode"] != "unpaired":
-        return True
+        return ""
+    if image_only(exp["images_from"]):
+        return (f"not run: the image dataset {exp['images_from']} has no label maps (image-only), so no "
+                "segmenter can be trained or scored on its real images")
     names = lambda d: [e["name"] for e in config["datasets"][d]["labels"]]  # noqa: E731
-    return names(exp["dataset"]) == names(exp["images_from"])
+    if names(exp["dataset"]) != names(exp["images_from"]):
+        return (f"not run: the image dataset {exp['images_from']} does not label the classes of "
+                f"{exp['dataset']}")
+    return ""
 
 
 def all_targets():

@@ -8,7 +8,7 @@ checkpoint download:
     output:
         cases="resources/raw/{dataset}/cases.tsv",
     params:
-        source=lambda w: only(config["datasets"][w.dataset], ("source", "modality", "phantom", "local", "url", "layout")),
+        source=lambda w: download_source(w.dataset),
     log:
         "logs/download/{dataset}.log",
     localrule: True

@@ -26,7 +26,7 @@ rule evaluate:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
         threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],
         metrics=only(config["metrics"], (*PERCEPTUAL_KEYS, "memorisation_threshold")),
-        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        labels=lambda w: labels_of(experiment_dataset(w)),
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

@@ -9,8 +9,8 @@ rule export:
     params:
         settings=canonical({**config["export"], "splits": export_parts()}),
         naming=canonical(export_naming()),
-        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
-        real_labels=lambda w: canonical(config["datasets"][image_dataset(w)]["labels"]),
+        labels=lambda w: labels_of(experiment_dataset(w)),
+        real_labels=lambda w: labels_of(image_dataset(w)),
         modality=lambda w: config["datasets"][image_dataset(w)]["modality"],
     log:
         "logs/export/{experiment}.log",

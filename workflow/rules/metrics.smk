@@ -48,7 +48,7 @@ rule segmenter:
         "results/segmenter/{dataset}/segmenter.pt",
     params:
         settings=only(config["metrics"], SEGMENTER_KEYS),
-        labels=lambda w: canonical(config["datasets"][w.dataset]["labels"]),
+        labels=lambda w: labels_of(w.dataset),
     log:
         "logs/metrics/{dataset}_segmenter.log",
     benchmark:

@@ -13,7 +13,7 @@ rule preprocess:
     params:
         modality=lambda w: config["datasets"][w.dataset]["modality"],
         settings=lambda w: preprocess_settings(w.dataset),
-        labels=lambda w: canonical(config["datasets"][w.dataset]["labels"]),
+        labels=lambda w: labels_of(w.dataset),
         series=lambda w: case_series(w.dataset, w.case),
     log:
         "logs/preprocess/{dataset}/{case}.log",

@@ -53,7 +53,7 @@ rule report_samples:
         ),
     params:
         settings=only(config["report"], ("dpi", "grid_rows")),
-        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        labels=lambda w: labels_of(experiment_dataset(w)),
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
     log:
         "logs/report/{experiment}_samples.log",
@@ -144,6 +144,8 @@ rule report_summary:
     output:
         md="reports/{experiment}/summary.md",
         html="reports/{experiment}/summary.html",
+    params:
+        utility_skipped=lambda w: utility_skipped(w.experiment),
     log:
         "logs/report/{experiment}_summary.log",
     localrule: True

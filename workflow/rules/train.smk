@@ -19,7 +19,7 @@ rule train:
     params:
         run_dir=lambda w: f"results/train/{w.experiment}",
         settings=train_settings,
-        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        labels=lambda w: labels_of(experiment_dataset(w)),
         metrics=only(config["metrics"], PERCEPTUAL_KEYS),
     log:
         "logs/train/{experiment}.log",

@@ -16,7 +16,7 @@ rule utility:
     params:
         segmenter=only(config["metrics"], SEGMENTER_KEYS),
         utility=canonical(config["utility"]),
-        labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        labels=lambda w: labels_of(experiment_dataset(w)),
     log:
         "logs/utility/{experiment}.log",
     benchmark:

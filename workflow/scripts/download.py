@@ -3,7 +3,7 @@
 from pathlib import Path
 from urllib.parse import urlparse
 
-from medsynth.data.cohort import register_layout, register_local, use_image_column
+from medsynth.data.cohort import drop_labels, register_layout, register_local, use_image_column
 from medsynth.data.download import extract, fetch
 from medsynth.data.phantom import write_cohort
 from medsynth.logs import log_to
@@ -20,8 +20,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         assert written == out, f"phantom cohort wrote {written}, expected {out}"
         if src["modality"] == "MR":  # the phantom writes a matching MR-like volume per case
             use_image_column(out, "mr", "MR")
+        if src.get("image_only"):
+            drop_labels(out)
     elif src["source"] == "local" and "cases_table" in src["local"]:
-        register_local(Path(src["local"]["cases_table"]), out, src["modality"])
+        register_local(Path(src["local"]["cases_table"]), out, src["modality"],
+                       labelled=not src.get("image_only"))
     elif src["source"] == "local":
         if not layout:
             raise ValueError(f"config: datasets.{dataset}.layout is required with local.root")

@@ -1,4 +1,5 @@
-"""Snakemake script: preprocess one case (a label-only case when it has no image)."""
+"""Snakemake script: preprocess one case (a label-only case when it has no image, an image-only case when it
+has no label map)."""
 
 from pathlib import Path
 
@@ -14,7 +15,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     out = Path(sm.output.meta).parent
     mask = Path(sm.input.mask) if "mask" in sm.input.keys() else None
     if "image" in sm.input.keys():
-        preprocess_case(sm.wildcards.case, Path(sm.input.image), Path(sm.input.label), out, table, settings,
+        label = Path(sm.input.label) if "label" in sm.input.keys() else None
+        preprocess_case(sm.wildcards.case, Path(sm.input.image), label, out, table, settings,
                         mask_path=mask, qc_path=Path(sm.output.qc), workers=sm.threads, series=dict(sm.params.series))
     else:
         preprocess_label_only(sm.wildcards.case, Path(sm.input.label), out, table, settings, mask_path=mask,

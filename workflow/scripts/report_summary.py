@@ -12,6 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         figures["Utility: segmenters trained on real / synthetic / both, Dice on the real test split"] = \
             Path(sm.input.utility[1])
         tables["Utility benchmark (Dice per class, 95 % bootstrap interval)"] = Path(sm.input.utility[0])
+    notes = {"Utility benchmark": sm.params.utility_skipped} if sm.params.utility_skipped else {}
     write_summary(
         sm.wildcards.experiment,
         Path(sm.input.selected),
@@ -31,4 +32,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         tables={"Segmentation consistency (U-Net trained on real images; Dice/IoU per class)":
                 Path(sm.input.segmentation), **tables},
         class_intensity=Path(sm.input.class_intensity),
+        notes=notes,
     )

@@ -19,34 +19,34 @@ SERIES_COLUMNS = tuple(f"{col}_series" for col in FILE_COLUMNS)
 CASE_COLUMNS = ["case_id", "patient_id", "image", "label", "mask", "modality", *SERIES_COLUMNS]
 
 
-def read_cases(path: Path) -> list[dict[str, str]]:
+def read_cases(path: Path, labelled: bool | None = None) -> list[dict[str, str]]:
     """Rows of a ``cases.tsv`` sorted by case id, validated: required columns and cells, unique ids.
 
-    Paths come back absolute. A file that does not exist is not an error of the table but
-    of its case (``missing_files``): the other cases can still be preprocessed.
+    ``labelled``: True, every case needs a label map (a dataset with a label table); False, none may
+    have one and every case needs an image (an image-only dataset); None, as the pipeline's own
+    tables are read: each row needs an image, a label or both. Paths come back absolute. A file that
+    does not exist is not an error of the table but of its case (``missing_files``): the other
+    cases can still be preprocessed.
     """
-    return [row for _, row in sorted(_numbered_rows(Path(path)), key=lambda lr: lr[1]["case_id"])]
+    return [row for _, row in sorted(_numbered_rows(Path(path), labelled), key=lambda lr: lr[1]["case_id"])]
 
 
-def _numbered_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+def _numbered_rows(path: Path, labelled: bool | None = None) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) of a validated cases table, in file order; the header is line 1."""
     rows = read_tsv(path)
     if not rows:
         raise ValueError(f"{path}: the cases table has no rows")
-    missing_cols = [c for c in ("case_id", "image", "label") if c not in rows[0]]
-    if missing_cols:
-        raise ValueError(f"{path}: missing column(s) {missing_cols}; expected tab-separated case_id, image, label")
+    needed = {True: ("case_id", "label"), False: ("case_id", "image"), None: ("case_id",)}[labelled]
+    missing_cols = [c for c in needed if c not in rows[0]]
+    if missing_cols or not {"image", "label"} & set(rows[0]):
+        raise ValueError(f"{path}: missing column(s) {missing_cols or ['image', 'label']}; expected tab-separated "
+                         "case_id, image, label (label-only datasets leave image empty, image-only datasets "
+                         "have no label column)")
     seen: set[str] = set()
     numbered = []
     for i, row in enumerate(rows, start=2):
-        # An empty image makes a label-only case: a label map to generate an image for.
-        empty = [c for c in ("case_id", "label") if not (row.get(c) or "").strip()]
-        if empty:
-            raise ValueError(f"{path}, line {i}: empty or missing {empty}; every row needs case_id and label "
-                             "(and an image, unless the case is label-only)")
+        _check_row(path, i, row, labelled)
         cid = row["case_id"]
-        if not cid or any(ch in cid for ch in "/\\ \t"):
-            raise ValueError(f"{path}, line {i}: case id {cid!r} must be non-empty without slashes or spaces")
         if cid in seen:
             raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}; every case id must be unique")
         seen.add(cid)
@@ -57,6 +57,26 @@ def _numbered_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
                 row[col] = str(f.resolve())
         numbered.append((i, row))
     return numbered
+
+
+def _check_row(path: Path, line: int, row: Mapping[str, str], labelled: bool | None) -> None:
+    """A row's required cells: a case id, and an image, a label or both as the dataset's kind says."""
+    cid = (row.get("case_id") or "").strip()
+    if not cid or any(ch in cid for ch in "/\\ \t"):
+        raise ValueError(f"{path}, line {line}: case id {row.get('case_id')!r} must be non-empty without slashes "
+                         "or spaces")
+    has = {c: bool((row.get(c) or "").strip()) for c in ("image", "label")}
+    if labelled and not has["label"]:
+        raise ValueError(f"{path}, line {line}: empty or missing ['label']; every row of a dataset with a label "
+                         "table needs a label map (and an image, unless the case is label-only)")
+    if labelled is False and has["label"]:
+        raise ValueError(f"{path}, line {line}: case {cid!r} names a label map, but the dataset has no label "
+                         "table (labels:): add the table, or leave the label column out for an image-only dataset")
+    if labelled is False and not has["image"]:
+        raise ValueError(f"{path}, line {line}: empty or missing ['image']; an image-only dataset needs an image "
+                         "in every row")
+    if not any(has.values()):
+        raise ValueError(f"{path}, line {line}: case {cid!r} has neither an image nor a label map")
 
 
 def missing_files(row: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -111,9 +131,10 @@ def _warn_missing(rows: Sequence[tuple[str, Mapping[str, str]]], source: str) ->
                                 "table's folder, or the layout patterns")
 
 
-def register_local(table: Path, out_tsv: Path, modality: str) -> Path:
-    """A local folder cohort: validate the user's table and write the pipeline's ``cases.tsv``."""
-    numbered = _numbered_rows(Path(table))
+def register_local(table: Path, out_tsv: Path, modality: str, labelled: bool = True) -> Path:
+    """A local folder cohort: validate the user's table and write the pipeline's ``cases.tsv``
+    (``labelled``: the dataset has a label table; False for an image-only dataset)."""
+    numbered = _numbered_rows(Path(table), labelled)
     _warn_missing([(f"{table}, line {i}", row) for i, row in numbered], str(table))
     rows = sorted((row for _, row in numbered), key=lambda r: r["case_id"])
     for row in rows:
@@ -204,4 +225,13 @@ def use_image_column(table: Path, column: str, modality: str) -> Path:
         raise KeyError(f"{table}: no column {column!r} to take the images from")
     for row in rows:
         row["image"], row["modality"] = row[column], modality
+    return write_tsv(table, rows, list(rows[0]) if rows else CASE_COLUMNS)
+
+
+def drop_labels(table: Path) -> Path:
+    """Empty the label column of a cases table: the phantom writes label maps for every cohort, but
+    a dataset declared without a label table is image-only (as unlabelled MR is)."""
+    rows = read_tsv(table)
+    for row in rows:
+        row["label"] = ""
     return write_tsv(table, rows, list(rows[0]) if rows else CASE_COLUMNS)

@@ -10,6 +10,11 @@ map cannot see the body outline it must draw. So a table without a class named
 preprocessing gives it to the voxels inside the body mask that carry no label
 (as MAISI does with its body label). A table that has a ``body`` class (the
 phantom's) keeps it, and those voxels join it.
+
+An image-only dataset (images without label maps: the unpaired mode's real
+images, e.g. unlabelled MR) has no table in the config; its table is
+background and the derived body class (``LabelTable.from_config(None)``), so
+its preprocessed label maps are its body masks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 UNKNOWN = 255  # class ids are stored as uint8; this value marks labels the table does not list
 BODY = "body"  # the class of labelled-as-nothing voxels inside the body mask
+IMAGE_ONLY = ({"name": "background", "values": [0]},)  # an image-only dataset's table, before the body class
 
 
 class LabelError(ValueError):
@@ -34,8 +40,12 @@ class LabelTable:
     values: tuple[tuple[int, ...], ...]  # source values per class id
 
     @classmethod
-    def from_config(cls, entries: Sequence[Mapping[str, object]]) -> "LabelTable":
-        """Build from config: a list of {name, values}; class id = position in the list."""
+    def from_config(cls, entries: Sequence[Mapping[str, object]] | None) -> "LabelTable":
+        """Build from config: a list of {name, values}; class id = position in the list.
+
+        ``None`` (a dataset without ``labels``: image-only) gives background and body."""
+        if entries is None:
+            entries = IMAGE_ONLY
         names = tuple(str(e["name"]) for e in entries)
         values = tuple(tuple(int(v) for v in e["values"]) for e in entries)
         seen: dict[int, str] = {}

@@ -164,7 +164,7 @@ def intensity_map(image: np.ndarray, mask: np.ndarray, settings: PreprocessSetti
 def preprocess_case(
     case_id: str,
     image_path: Path,
-    label_path: Path,
+    label_path: Path | None,
     out_dir: Path,
     table: LabelTable,
     settings: PreprocessSettings,
@@ -174,6 +174,9 @@ def preprocess_case(
     series: Mapping[str, str] | None = None,
 ) -> dict:
     """Preprocess one case; ``mask_path`` replaces the computed body mask (e.g. SynthRAD's mask.nii.gz).
+
+    ``label_path`` None: a case of an image-only dataset (``table`` is then background and body), whose
+    label map is its body mask.
 
     Any of the paths may be a DICOM series folder; ``series`` (file role -> SeriesInstanceUID)
     picks the series where a folder holds several. ``workers`` threads share the slice-wise morphology and the (de)compression
@@ -190,9 +193,9 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     # The file's own type: an int16 CT stays int16 (half the memory traffic) until interpolation makes it float32.
     image_job = pool.submit(load_volume, image_path, None, series.get("image"))
     mask_job = pool.submit(load_volume, mask_path, np.int32, series.get("mask")) if mask_path is not None else None
-    label_vol = load_volume(label_path, np.integer, series.get("label"))
+    label_vol = load_volume(label_path, np.integer, series.get("label")) if label_path is not None else None
     image = image_job.result()
-    label_affine = reorientation_affine(image, label_vol)
+    label_affine = reorientation_affine(image, label_vol) if label_vol is not None else None
     given_mask = None
     if mask_job is not None:
         given_mask = mask_job.result()
@@ -207,12 +210,15 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
     # The label map goes its own way (table, grid) while this thread resamples the image; its file
     # is written while the body mask is found.
-    label_job = pool.submit(labels_on_grid, label_vol, label_affine, table, aff_c, affine, shape)
+    # An image-only case has an empty map, which the body class fills below.
+    label_job = (pool.submit(labels_on_grid, label_vol, label_affine, table, aff_c, affine, shape)
+                 if label_vol is not None else pool.submit(np.zeros, shape, np.uint8))
     img_c, _ = to_canonical(source, image.affine)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
     lab_r = label_job.result()
-    check_has_labels(lab_r, label_path, table)
+    if label_path is not None:
+        check_has_labels(lab_r, label_path, table)
     make_dir(out_dir)
     spacing = voxel_spacing(affine)
     if given_mask is not None:
@@ -248,7 +254,8 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     meta = {
         "case_id": case_id,
         "source_image": str(image_path),
-        "source_label": str(label_path),
+        "source_label": "" if label_path is None else str(label_path),
+        "image_only": label_path is None,
         "source_series": series,  # DICOM folders: the series read (by file role)
         "source_shape": list(image.array.shape),
         "source_affine": image.affine.tolist(),
@@ -269,8 +276,10 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     if qc_path is not None:
         from medsynth.plots import preprocess_qc  # matplotlib only when a QC picture is asked for
 
-        # The slice with the most labelled anatomy (every body slice carries the body class).
-        z = int(np.argmax(((lab_r > 0) & (lab_r != table.body_class)).sum(axis=(0, 1))))
+        # The slice with the most labelled anatomy (every body slice carries the body class); the most
+        # body where nothing else is labelled (an image-only case).
+        organs = (lab_r > 0) & (lab_r != table.body_class)
+        z = int(np.argmax((organs if organs.any() else lab_r > 0).sum(axis=(0, 1))))
         preprocess_qc(qc_path, img_c[:, :, z], (curve.lo, curve.hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
                       table.num_classes, title=f"{case_id}, axial slice {z}")
     return meta
