@@ -35,12 +35,12 @@ def image_only_errors(config: Mapping) -> list[str]:
     datasets, errors = config["datasets"], []
     for name in sorted(datasets):
         layout = datasets[name].get("layout") or {}
-        if image_only(datasets[name]) and layout.get("label"):
-            errors.append(f"config: datasets.{name}.layout.label is set, but the dataset has no labels: add its "
-                          "label table (labels:), or leave layout.label out for an image-only dataset")
-        elif image_only(datasets[name]) and layout and not layout.get("image"):
+        if image_only(datasets[name]) and layout and not layout.get("image"):
             errors.append(f"config: datasets.{name} is label-only (layout has no image) and has no labels: add "
                           "its label table (labels:)")
+        elif image_only(datasets[name]) and layout.get("label"):
+            errors.append(f"config: datasets.{name}.layout.label is set, but the dataset has no labels: add its "
+                          "label table (labels:), or leave layout.label out for an image-only dataset")
     for name in sorted(config.get("experiments") or {}):
         exp = config["experiments"][name]
         unpaired = (exp.get("train") or {}).get("mode") == "unpaired"
