@@ -34,7 +34,8 @@ def cases(tmp_path: Path) -> list[ExportCase]:
     for p, patient in enumerate(["p0", "p1", "p2"]):
         for k in range(2):  # K = 2 synthetic variants per source case
             img, lab = _case(tmp_path, f"{patient}_syn{k}", 10 * p + k, raw=False)
-            out.append(ExportCase(f"{patient}_syn{k:02d}", img, lab, patient, provenance={"synthetic": True, "seed": k}))
+            out.append(ExportCase(f"{patient}_syn{k:02d}", img, lab, patient, provenance={"synthetic": True, "seed": k},
+                                  background=-1000.0))
         img, lab = _case(tmp_path, f"{patient}_real", 10 * p + 9, raw=True)
         out.append(ExportCase(f"{patient}_real", img, lab, patient, raw_label=TABLE, provenance={"synthetic": False}))
     return out
@@ -122,3 +123,24 @@ def test_real_and_synthetic_unpaired_cases_need_one_label_table() -> None:
     assert "export.include_real" in err and "datasets.mr" in err and "spleen" in err
     config["datasets"]["mr"]["labels"] = labels
     assert export_errors(config) == []
+
+
+def test_a_synthetic_case_without_tissue_under_its_labels_is_refused_naming_it(tmp_path: Path,
+                                                                               cases: list[ExportCase]) -> None:
+    """An nnU-Net trained on labelled air would learn that liver can be air: more than 1 % of a case's
+    labelled voxels at the background value refuses the case."""
+    image = load_volume(cases[0].image)
+    label = load_volume(cases[0].label).array
+    hu = image.array.copy()
+    air = np.argwhere(label > 0)
+    hu[tuple(air[: len(air) // 100].T)] = -1000  # 1 %: edge voxels, allowed
+    ok = save_volume(tmp_path / "ok.nii.gz", hu, AFFINE)
+    write_dataset(tmp_path / "Dataset500_Ok", [ExportCase("p0_syn00", ok, cases[0].label, "p0", background=-1000.0),
+                                               *cases[1:]], TABLE, "CT", {})
+    hu[tuple(air[: len(air) // 10].T)] = -1000  # a tenth of the labelled tissue is air
+    bad = save_volume(tmp_path / "bad.nii.gz", hu, AFFINE)
+    broken = [ExportCase("p0_syn00", bad, cases[0].label, "p0", background=-1000.0), *cases[1:]]
+    with pytest.raises(ValueError, match=r"bad.nii.gz: 1?\d\.\d% of the labelled voxels of p0_syn00 hold the background"):
+        write_dataset(tmp_path / "Dataset500_Demo", broken, TABLE, "CT", {})
+    real = [ExportCase("p0_scan", bad, cases[0].label, "p0"), *cases[1:]]  # a real scan is shipped as it is
+    write_dataset(tmp_path / "Dataset501_Real", real, TABLE, "CT", {})

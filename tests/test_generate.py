@@ -9,7 +9,8 @@ from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
-from medsynth.generate import assemble_volume, generate_case, load_generator, sample_seed
+from medsynth.generate import (GenerateSettings, LabelCase, assemble_volume, generate_case, load_generator,
+                               sample_seed)
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
@@ -17,6 +18,21 @@ from medsynth.train.checkpoint import save_checkpoint
 
 TABLE = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
 SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
+CPU = torch.device("cpu")
+
+
+def _settings(samples: int, seed: int, batch: int = 4, **kw) -> GenerateSettings:
+    return GenerateSettings(samples=samples, seed=seed, batch=batch, device=CPU, **kw)
+
+
+def _case(tmp, pre) -> LabelCase:
+    return LabelCase("c", tmp / "slices.npz", pre, "test")
+
+
+def _grid(pre) -> tuple[np.ndarray, np.ndarray]:
+    """The preprocessed image and its body (label > 0) on the training grid."""
+    label = load_volume(pre / "label.nii.gz", np.uint8).array
+    return load_volume(pre / "image.nii.gz", np.float32).array, label > 0
 
 
 @pytest.fixture(params=[0, 1], ids=["RAS", "LPS"])
@@ -37,16 +53,14 @@ def prepared(request, tmp_path):
 
 def test_real_slices_reassemble_into_the_source_ct(prepared):
     """Feeding the real slices through the inverse path must give back the source CT (an oracle generator)."""
-    case, _, meta, slices, _ = prepared
-    volume = assemble_volume(slices, slices.images, meta)
+    case, pre, meta, _, _ = prepared
+    volume = assemble_volume(*_grid(pre), meta)
     assert volume.shape == case.ct.shape
-    body = case.label > 0
-    kept = np.zeros(case.ct.shape[2], bool)
-    kept[slices.z] = True  # canonical z equals stored z: the phantom flips only x and y
-    region = body & kept[None, None, :]
-    expected = np.clip(case.ct, -1000, 1000)[region]
-    # float16 storage of [-1, 1] values: ~0.5 HU per 1000 HU of window
-    assert np.abs(volume[region] - expected).max() < 2.0
+    region = case.label > 0
+    # Tissue is kept 1 HU above the background value -1000 (where nothing is generated).
+    expected = np.clip(case.ct, -999, 1000)[region]
+    assert np.abs(volume[region] - expected).max() < 1e-3
+    assert (volume[~region & (case.ct <= -1000)] == -1000).all()
 
 
 def test_generate_case_writes_volumes_on_the_source_grid(prepared):
@@ -56,8 +70,7 @@ def test_generate_case_writes_volumes_on_the_source_grid(prepared):
     ckpt = save_checkpoint(tmp / "generator.pt", {"ema": G.state_dict(), "model": SPEC.to_dict(),
                                                   "num_classes": TABLE.num_classes})
     G2, n = load_generator(ckpt, torch.device("cpu"))
-    rows = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "out", samples=2, base_seed=5, batch=4,
-                         device=torch.device("cpu"), table=TABLE)
+    rows = generate_case(G2, n, _case(tmp, pre), tmp / "out", TABLE, _settings(2, 5), 64)
     assert [r["sample"] for r in rows] == [0, 1]
     assert rows[0]["seed"] == sample_seed(5, "c", 0) != rows[1]["seed"]
     label = load_volume(tmp / "out" / "c" / "label.nii.gz")
@@ -71,14 +84,18 @@ def test_generate_case_writes_volumes_on_the_source_grid(prepared):
     assert not np.array_equal(vols[0].array, vols[1].array)  # noise resampled per sample
     # Regenerating with the recorded seed reproduces sample 0 exactly; another batch size
     # changes only float rounding in the convolutions (the noise is drawn up front).
-    again = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "again", samples=1, base_seed=5, batch=4,
-                          device=torch.device("cpu"), table=TABLE)
+    again = generate_case(G2, n, _case(tmp, pre), tmp / "again", TABLE, _settings(1, 5), 64)
     np.testing.assert_array_equal(load_volume(again[0]["volume"]).array, vols[0].array)
-    rebatched = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "rebatched", samples=1, base_seed=5,
-                              batch=3, device=torch.device("cpu"), table=TABLE)
+    rebatched = generate_case(G2, n, _case(tmp, pre), tmp / "rebatched", TABLE, _settings(1, 5, batch=3), 64)
     assert np.abs(load_volume(rebatched[0]["volume"]).array.astype(int) - vols[0].array).max() <= 1
+    # A PNG per labelled slice (every body slice), the crops of the sliced ones in samples.npz.
     pngs = sorted((tmp / "out" / "c" / "sample_0").glob("*.png"))
-    assert len(pngs) == len(slices.z)
+    labelled = np.flatnonzero((load_volume(pre / "label.nii.gz").array > 0).any(axis=(0, 1)))
+    assert [p.name for p in pngs] == [f"z{z:03d}.png" for z in labelled]
+    with np.load(tmp / "out" / "c" / "samples.npz") as f:
+        assert f["samples"].shape == (2, *slices.labels.shape) and np.array_equal(f["z"], slices.z)
+    # Generated tissue under every labelled voxel of the label map written beside the volumes.
+    assert all(r["background"] == -1000.0 and r["tissue_at_background"] == 0.0 for r in rows)
 
 
 def test_resampled_grid_goes_back_to_the_source_grid(tmp_path):
@@ -87,12 +104,9 @@ def test_resampled_grid_goes_back_to_the_source_grid(tmp_path):
     save_volume(tmp_path / "label.nii.gz", case.label, case.affine)
     meta = preprocess_case("c", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", tmp_path / "pre", TABLE,
                            PreprocessSettings(modality="CT", spacing_xy=9.0))
-    pre_img = load_volume(tmp_path / "pre" / "image.nii.gz", np.float32).array
-    slices = slice_case(pre_img, load_volume(tmp_path / "pre" / "label.nii.gz", np.uint8).array,
-                        load_volume(tmp_path / "pre" / "mask.nii.gz", np.uint8).array, SliceSettings(size=64))
-    volume = assemble_volume(slices, slices.images, meta)
+    volume = assemble_volume(*_grid(tmp_path / "pre"), meta)
     assert volume.shape == case.ct.shape
-    liver = (case.label == 3) & np.isin(np.arange(case.ct.shape[2]), slices.z)[None, None, :]
+    liver = case.label == 3
     # Linear resampling blurs edges, but organ interiors keep their HU.
     assert abs(np.median(volume[liver]) - np.median(case.ct[liver])) < 40
 
@@ -118,9 +132,8 @@ def test_both_generation_paths_write_the_source_label_map_exactly(tmp_path):
         "data": {"labels": labels, "modality": "CT", "preprocess": {"spacing_xy": 9.0, "ct_window": [-1000, 1000]},
                  "slice": {"size": 64}}})
     G2, n = load_generator(ckpt, torch.device("cpu"))
-    workflow = generate_case(G2, n, "c", tmp_path / "slices.npz", tmp_path / "pre", tmp_path / "wf", samples=1,
-                             base_seed=0, batch=4, device=torch.device("cpu"), table=TABLE)
-    cli = generate_from_label_files(ckpt, [src / "c.nii.gz"], tmp_path / "cli", 1, 0, 4, torch.device("cpu"))
+    workflow = generate_case(G2, n, _case(tmp_path, tmp_path / "pre"), tmp_path / "wf", TABLE, _settings(1, 0), 64)
+    cli = generate_from_label_files(ckpt, [src / "c.nii.gz"], tmp_path / "cli", _settings(1, 0))
     a, b = load_volume(workflow[0]["label"]), load_volume(cli[0]["label"])
     np.testing.assert_array_equal(a.array, case.label)  # the phantom's values are its class ids
     np.testing.assert_array_equal(b.array, case.label)
@@ -144,13 +157,14 @@ def test_unpaired_generation_writes_the_image_datasets_scale(prepared):
             "step": 300, "selected_by": {"ssim": 0.51234567},
             "data": {"labels": labels, "modality": modality, "mode": mode,
                      "preprocess": {"spacing_xy": None}, "slice": {"size": 64}}})
-        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre, "test")], tmp / mode, 1, 0, 4, torch.device("cpu"))
+        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre, "test")], tmp / mode, _settings(1, 0))
         vol = load_volume(rows[0]["volume"]).array
         # Provenance: the split part, and the generator's step and selection metric behind the volume.
         assert (rows[0]["part"], rows[0]["generator_step"], rows[0]["selected_by"]) == ("test", 300, "ssim=0.512346")
         assert rows[0]["medsynth_version"] == medsynth.__version__ and rows[0]["seed"] == sample_seed(0, "c", 0)
         if mode == "unpaired":
             assert vol.dtype == np.float32 and 0.0 <= vol.min() and vol.max() <= 1000.0
+            assert rows[0]["background"] == 0.0 and rows[0]["tissue_at_background"] == 0.0
         else:
             assert vol.dtype == np.int16 and vol.min() >= -1000 and vol.max() <= 1000
     # The same images on the two scales: the MR volume is the CT one's [-1, 1] mapped onto 0..1000.
@@ -158,6 +172,7 @@ def test_unpaired_generation_writes_the_image_datasets_scale(prepared):
     mr = load_volume(tmp / "unpaired" / "c" / "sample_0.nii.gz").array
     body = case.label > 0
     np.testing.assert_allclose(mr[body], (ct[body] + 1000.0) / 2.0, atol=1.0)
+    assert (ct[~body] == -1000).all() and (mr[~body] == 0).all()  # the background value outside the body
 
 
 @pytest.mark.parametrize("spatial", [False, True])
@@ -222,8 +237,40 @@ def test_a_generator_trained_with_context_generates_with_its_neighbours(prepared
                                                   "num_classes": TABLE.num_classes})
     G2, n = load_generator(ckpt, torch.device("cpu"))
     assert G2.context_slices == 1
-    rows = generate_case(G2, n, "c", tmp / "slices.npz", pre, tmp / "out", samples=1, base_seed=5, batch=4,
-                         device=torch.device("cpu"), table=TABLE)
+    rows = generate_case(G2, n, _case(tmp, pre), tmp / "out", TABLE, _settings(1, 5), 64)
     assert load_volume(rows[0]["volume"]).array.shape == load_volume(rows[0]["label"]).array.shape
     with pytest.raises(ValueError, match="label channels"):
         synthesize(G2, torch.from_numpy(slices.labels).long(), n, seed=0, batch=4, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("inplane", ["canvas", "tiles"])
+def test_generated_tissue_lies_under_every_label_wider_than_the_crop_and_on_low_body_slices(tmp_path, inplane):
+    """A body wider than slice.size and an organ tip on a slice with too little body for the slice rule:
+    the crops training saw miss much of the labelled tissue, the synthetic volume misses none of it."""
+    case = make_case(1, seed=4, shape=(64, 64, 10), spacing=(6.0, 6.0, 8.0))  # stored LPS, ~30 cm wide
+    ct, label = case.ct.copy(), case.label.copy()
+    ct[:, :, 0], label[:, :, 0] = -1000, 0
+    ct[30:33, 30:33, 0], label[30:33, 30:33, 0] = 60, 3  # the liver's tip, 9 px of body on the slice
+    src = tmp_path / "src"
+    save_volume(src / "ct.nii.gz", ct, case.affine)
+    save_volume(src / "label.nii.gz", label, case.affine)
+    pre = tmp_path / "pre"
+    preprocess_case("c", src / "ct.nii.gz", src / "label.nii.gz", pre, TABLE, PreprocessSettings("CT", 6.0))
+    grid = [load_volume(pre / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
+    slices = slice_case(grid[0].astype(np.float32), grid[1], grid[2], SliceSettings(size=32))
+    slices.save(tmp_path / "slices.npz")
+    assert 0 not in slices.z.tolist()  # the tip's slice is below min_body_fraction
+    covered = np.zeros(grid[1].shape, bool)  # what crop-only generation covered
+    for z, (x0, y0) in zip(slices.z, slices.offsets):
+        covered[max(x0, 0):x0 + 32, max(y0, 0):y0 + 32, z] = True
+    assert ((grid[1] > 0) & ~covered).sum() / (grid[1] > 0).sum() > 0.2
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes).eval()
+    rows = generate_case(G, TABLE.num_classes, _case(tmp_path, pre), tmp_path / "out", TABLE,
+                         _settings(1, 0, inplane=inplane), 32)
+    image, written = load_volume(rows[0]["volume"]).array, load_volume(rows[0]["label"]).array
+    assert rows[0]["tissue_at_background"] <= 0.01, rows[0]["tissue_at_background"]
+    from medsynth.data.checks import tissue_at_background
+    assert tissue_at_background(image, written, -1000.0) == rows[0]["tissue_at_background"]
+    assert (image[:, :, 0][written[:, :, 0] == 3] > -1000).all()  # the organ tip has generated tissue
+    assert (image[written == 0] == -1000).sum() > 0.5 * (ct == -1000).sum()  # air stays at the background value

@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from medsynth.generate import MANIFEST_COLUMNS, generate_from_label_files
+    from medsynth.generate import MANIFEST_COLUMNS, GenerateSettings, generate_from_label_files
     from medsynth.io.tables import write_tsv
     from medsynth.train.loop import resolve_device
 
@@ -87,8 +87,9 @@ def _generate(args: argparse.Namespace) -> int:
     files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz"))) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder}: no .nii or .nii.gz label maps found")
-    rows = generate_from_label_files(Path(args.checkpoint), files, Path(args.out), args.samples, args.seed,
-                                     args.batch, resolve_device(args.device), args.noise, args.noise_sigma_mm)
+    settings = GenerateSettings(args.samples, args.seed, args.batch, resolve_device(args.device), args.noise,
+                                args.noise_sigma_mm, args.inplane)
+    rows = generate_from_label_files(Path(args.checkpoint), files, Path(args.out), settings)
     table = write_tsv(Path(args.out) / "manifest.tsv", rows, MANIFEST_COLUMNS)
     print(f"wrote {len(rows)} volumes for {len(files)} label maps; manifest: {table}")
     return 0
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="one noise draw per volume (default) or per slice")
     p.add_argument("--noise-sigma-mm", type=float, default=0.0,
                    help="volume noise, spatial noise map: its smoothing along z in mm (0: one map for all slices)")
+    p.add_argument("--inplane", choices=["canvas", "tiles"], default="canvas",
+                   help="the generator on one canvas over each slice's labelled extent (default), or on "
+                        "overlapping tiles of the training size, blended")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("info", help="print what a medsynth checkpoint holds")

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import medsynth
+from medsynth.data.checks import tissue_at_background
 from medsynth.data.cohort import read_cases, series_of
 from medsynth.data.labels import LabelTable
 from medsynth.io.nifti import Volume, load_volume, save_volume
@@ -45,6 +46,7 @@ class ExportCase:
     raw_label: LabelTable | None = None  # a real case: its dataset's label values, mapped through this table
     provenance: Mapping[str, object] = field(default_factory=dict)
     series: Mapping[str, str] = field(default_factory=dict)  # DICOM folders: SeriesInstanceUID by file role
+    background: float | None = None  # a synthetic case: the value where nothing was generated (manifest)
 
 
 def dataset_folder(root: Path, dataset_id: int, name: str) -> Path:
@@ -122,6 +124,8 @@ def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[s
     top = max(labels.values())
     if label.array.min() < 0 or label.array.max() > top:
         raise ValueError(f"{case.label}: holds class ids outside 0..{top} of the label table")
+    if case.background is not None:
+        check_tissue(case, image.array, label.array)
     data = image.array
     if modality == "CT":  # HU, as the source CT stores them
         data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
@@ -129,6 +133,22 @@ def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[s
         data = data.astype(np.float32)
     save_volume(folder / "imagesTr" / f"{case.identifier}_0000{FILE_ENDING}", data, image.affine)
     save_volume(folder / "labelsTr" / f"{case.identifier}{FILE_ENDING}", label.array.astype(np.uint8), image.affine)
+
+
+# At most this share of a synthetic case's labelled voxels may hold the background value (edge voxels
+# that the source grid's finer labels put just outside the training grid's body): a segmentation model
+# trained on more would learn that an organ can be air.
+MAX_TISSUE_AT_BACKGROUND = 0.01
+
+
+def check_tissue(case: ExportCase, image: np.ndarray, label: np.ndarray) -> None:
+    """Refuse a synthetic case whose labelled voxels lack generated tissue (hold the background value)."""
+    share = tissue_at_background(image, label, float(case.background))
+    if share > MAX_TISSUE_AT_BACKGROUND:
+        raise ValueError(f"{case.image}: {share:.1%} of the labelled voxels of {case.identifier} hold the "
+                         f"background value {case.background:g} (no generated tissue; at most "
+                         f"{MAX_TISSUE_AT_BACKGROUND:.0%} allowed): generate it again with this version "
+                         "(snakemake -R generate)")
 
 
 def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, modality: str,
@@ -173,10 +193,20 @@ def synthetic_cases(manifest: Sequence[Mapping[str, str]], parts: Sequence[str])
         ident = re.sub(r"[^A-Za-z0-9_\-]", "_", row["case_id"])
         out.append(ExportCase(
             identifier=f"{ident}_syn{int(row['sample']):02d}", image=Path(row["volume"]), label=Path(row["label"]),
+            background=_background(row),
             # One patient id is one patient across datasets: grouping too much costs nothing, too little leaks.
             patient=row["patient_id"],
             provenance={"synthetic": True, **{k: row[k] for k in PROVENANCE_COLUMNS if k in row}}))
     return out
+
+
+def _background(row: Mapping[str, str]) -> float:
+    """A manifest row's background value; a manifest without one comes from a version that generated only
+    the crops training saw, which cannot be shipped."""
+    if not row.get("background"):
+        raise ValueError(f"{row['volume']}: the manifest has no background column (written by a medsynth that "
+                         "generated only the slices and crops training saw); generate again (snakemake -R generate)")
+    return float(row["background"])
 
 
 def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], wanted: Sequence[str],

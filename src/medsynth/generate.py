@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -13,25 +14,28 @@ from tqdm import tqdm
 
 import medsynth
 
-from medsynth.data.checks import same_grid_up_to_orientation
-from medsynth.data.context import context_labels
+from medsynth.data.checks import same_grid_up_to_orientation, tissue_at_background
 from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane
-from medsynth.data.slicing import CaseSlices, SliceSettings, paste, slice_case
+from medsynth.data.slicing import CaseSlices, axial_stack
+from medsynth.inference.canvas import Canvas, crop, generate_stack, paste, plan_canvas
 from medsynth.io.images import display_view, save_png, unit_to_uint8
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
 from medsynth.train.checkpoint import load_checkpoint
-from medsynth.train.data import generator_input
+from medsynth.inference.synthesize import NOISE_MODES, draw_noise, synthesize, volume_noise  # noqa: F401 (callers import them from here)
 
 # Each synthetic volume with its provenance: the label case and split part it came from, the sample
 # index, seed and noise mode that regenerate it, the generator (its training step and selection metric) and the
 # medsynth version that wrote it.
+# ``background``: the value a voxel holds where nothing was generated (outside the body); ``tissue_at_background``:
+# the fraction of the label map's labelled voxels that hold it (0 when generation covered every label).
 MANIFEST_COLUMNS = ["case_id", "dataset", "source_case", "patient_id", "part", "sample", "seed", "noise", "volume",
-                    "label", "pngs", "generator_step", "selected_by", "medsynth_version"]
+                    "label", "pngs", "generator_step", "selected_by", "medsynth_version", "background",
+                    "tissue_at_background"]
 
 
 class LabelCase(NamedTuple):
@@ -65,139 +69,117 @@ def generator_from_state(state: dict, source: Path, device: torch.device) -> tup
     return G.eval(), state["num_classes"]
 
 
-NOISE_MODES = ("volume", "slice")
+@dataclass(frozen=True)
+class GenerateSettings:
+    """How the synthetic volumes of a run are drawn (``generate`` in the config; ``medsynth generate``)."""
+
+    samples: int = 1  # volumes per label map
+    seed: int = 0  # base seed: each (case, sample) seed derives from it (``sample_seed``)
+    batch: int = 16  # slices per generator call: changes only float rounding
+    device: torch.device = torch.device("cpu")
+    noise: str = "volume"  # see ``inference.synthesize.synthesize``
+    noise_sigma_mm: float = 0.0  # the spatial noise map's smoothing along z
+    inplane: str = "canvas"  # canvas | tiles: see ``inference.canvas``
 
 
-def volume_noise(G: torch.nn.Module, z: Sequence[int], h: int, w: int, g: torch.Generator,
-                 sigma_slices: float) -> torch.Tensor:
-    """Noise for the slices at axial indices ``z`` of one synthetic volume.
-
-    A noise vector (one per image) is the same in every slice: one patient. A
-    spatial noise map varies along z as a Gaussian-smoothed random field of
-    standard deviation ``sigma_slices`` (in slices), rescaled to unit variance,
-    so neighbouring slices' texture is correlated as in tissue instead of the
-    same in every slice (a vertical streak in a coronal view) or unrelated
-    (a jump between slices); 0 repeats one map.
-    """
-    n = len(z)
-    if n == 0 or not getattr(G, "spatial_noise", False) or sigma_slices <= 0:
-        one = G.noise(1, h, w, generator=g)
-        return one.expand(n, *one.shape[1:])
-    z = np.asarray(z, dtype=np.int64)
-    radius = int(np.ceil(4 * sigma_slices))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma_slices) ** 2)
-    taps /= taps.square().sum().sqrt()  # unit variance for independent unit-variance draws
-    span = int(z.max() - z.min()) + 1
-    white = G.noise(span + 2 * radius, h, w, generator=g)
-    field = sum(t * white[j : j + span] for j, t in enumerate(taps.tolist()))
-    return field[torch.from_numpy(z - z.min())]
-
-
-def draw_noise(G: torch.nn.Module, n: int, h: int, w: int, seed: int, noise: str,
-               z: Sequence[int] | None = None, sigma_slices: float = 0.0) -> torch.Tensor:
-    """The noise of ``n`` slices, all drawn up front from ``seed`` (see ``synthesize``)."""
-    g = torch.Generator().manual_seed(seed)
-    if noise == "volume":
-        return volume_noise(G, range(n) if z is None else z, h, w, g, sigma_slices)
-    if noise == "slice":
-        return G.noise(n, h, w, generator=g)
-    raise ValueError(f"generate.noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
-
-
-@torch.no_grad()
-def synthesize(G: torch.nn.Module, labels: torch.Tensor, num_classes: int, seed: int, batch: int,
-               device: torch.device, noise: str = "slice", context: torch.Tensor | None = None,
-               z: Sequence[int] | None = None, sigma_slices: float = 0.0) -> torch.Tensor:
-    """(N, H, W) class ids -> (N, 1, H, W) images on the CPU.
-
-    ``noise`` "slice" (the default, for slices of any cases: validation, sample
-    grids, benchmarks): a draw per slice; "volume", for the slices of one
-    volume at axial indices ``z``: one patient, see ``volume_noise`` (and
-    ``sigma_slices``). ``context`` (N, 2k, H, W): the neighbouring slices' label
-    maps of a generator trained with context. All noise is drawn up front from
-    ``seed``, so the images do not depend on the batch size: (seed, noise
-    settings, label maps) reproduce a sample.
-    """
-    n, h, w = labels.shape
-    zs = draw_noise(G, n, h, w, seed, noise, z, sigma_slices)
-    out = []
-    for i in range(0, n, batch):
-        chunk = labels[i : i + batch].to(device)
-        near = None if context is None else context[i : i + batch].to(device).long()
-        out.append(G(generator_input(chunk, near, num_classes), zs[i : i + batch].to(device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1, h, w)
-
-
-def synthesize_volume(G: torch.nn.Module, num_classes: int, slices: CaseSlices, grid_affine: np.ndarray, seed: int,
-                      batch: int, device: torch.device, noise: str, noise_sigma_mm: float) -> np.ndarray:
-    """(n, H, W) generated slices of one case's sliced label maps, with the neighbouring-slice context
-    the generator was trained with and its noise (``synthesize``; ``noise_sigma_mm`` along z, in mm of
-    the preprocessed grid ``grid_affine``)."""
-    labels = torch.from_numpy(slices.labels).long()
-    k = getattr(G, "context_slices", 0)
-    context = torch.from_numpy(context_labels(slices.labels, [""] * len(slices.z), slices.z, k))
+def synthetic_volume(G: torch.nn.Module, num_classes: int, label: np.ndarray, canvas: Canvas,
+                     grid_affine: np.ndarray, seed: int, settings: GenerateSettings, tile: int) -> np.ndarray:
+    """One synthetic volume on the preprocessed grid ([-1, 1]; -1 outside the body) for a label map (X, Y, Z)
+    with its body class, generated on ``canvas`` (every labelled slice, the whole labelled extent; ``tile``:
+    the training size, for ``tiles``). Noise as ``inference.synthesize.synthesize``, smoothed along z in mm
+    of ``grid_affine``."""
+    labels = crop(label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0)
     spacing_z = float(np.linalg.norm(np.asarray(grid_affine)[:3, 2]))
-    return synthesize(G, labels, num_classes, seed, batch, device, noise, context, slices.z,
-                      noise_sigma_mm / spacing_z)[:, 0].numpy()
+    stack = generate_stack(G, num_classes, labels, canvas.z, seed, settings.batch, settings.device, settings.noise,
+                           settings.noise_sigma_mm / spacing_z, settings.inplane, tile)
+    volume = np.full(label.shape, -1.0, dtype=np.float32)
+    paste(volume, stack, canvas)
+    return volume
 
 
-def assemble_volume(slices: CaseSlices, generated: np.ndarray, meta: dict) -> np.ndarray:
-    """Generated slices -> preprocessed grid ([-1, 1]) -> intensities -> source grid."""
-    vol = np.full(tuple(meta["shape"]), -1.0, dtype=np.float32)
-    for img, z, (x0, y0) in zip(generated, slices.z, slices.offsets):
-        paste(vol, img, int(x0), int(y0), int(z))
+# Generated tissue is kept this far above the background value (in the volume's units: HU for CT), so
+# that the background value in a written volume means "nothing generated here" (the export checks it).
+TISSUE_MARGIN = {"CT": 1.0}
+MR_TISSUE_MARGIN = 1e-3  # of the window
+
+
+def assemble_volume(volume: np.ndarray, body: np.ndarray, meta: dict) -> np.ndarray:
+    """A generated volume on the preprocessed grid ([-1, 1]) -> physical intensities on the source grid.
+
+    Inside the label map's ``body`` the generated tissue, kept above the background value (the curve's
+    low end, +``TISSUE_MARGIN``); outside it, and beyond the preprocessed grid, the background value.
+    """
     curve = IntensityMap.from_meta(meta["intensity"])
-    return back_to_source(curve.to_physical(vol), meta, order=1, cval=curve.lo)
+    physical = curve.to_physical(volume)
+    margin = TISSUE_MARGIN.get(meta["modality"], MR_TISSUE_MARGIN * (curve.hi - curve.lo))
+    physical[body] = np.maximum(physical[body], curve.lo + margin)
+    physical[~body] = curve.lo
+    return back_to_source(physical, meta, order=1, cval=curve.lo)
 
 
-def generate_case(
-    G: torch.nn.Module,
-    num_classes: int,
-    case_id: str,
-    slices_path: Path,
-    preprocess_dir: Path,
-    out_dir: Path,
-    samples: int,
-    base_seed: int,
-    batch: int,
-    device: torch.device,
-    table: LabelTable,
-    scale: tuple[IntensityMap, str] | None = None,
-    noise: str = "volume",
-    noise_sigma_mm: float = 0.0,
-) -> list[dict]:
+def generate_case(G: torch.nn.Module, num_classes: int, case: LabelCase, out_dir: Path, table: LabelTable,
+                  settings: GenerateSettings, tile: int, scale: tuple[IntensityMap, str] | None = None) -> list[dict]:
     """K synthetic volumes of one preprocessed case, on its source grid, with its label map.
 
-    ``scale`` (curve, modality) writes the images on another dataset's scale than
-    the label case's own: unpaired mode, where CT label maps become MR-like images.
-    ``noise``, ``noise_sigma_mm``: as ``synthesize_volume``.
+    Every slice of the training-grid label map that carries a label, over its whole labelled extent
+    (``inference.canvas``), not only the slices and crops training saw; ``samples.npz`` keeps the crops
+    of the case's ``slices.npz`` (what evaluation compares with the real slices). ``scale`` (curve,
+    modality) writes the images on another dataset's scale than the label case's own: unpaired mode,
+    where CT label maps become MR-like images. ``tile``: the training size.
     """
-    slices = CaseSlices.load(slices_path)
-    meta = json.loads((preprocess_dir / "meta.json").read_text())
+    slices = CaseSlices.load(Path(case.slices))
+    meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
     if scale is not None:
         meta = {**meta, "intensity": scale[0].to_meta(), "modality": scale[1]}
-    case_dir = out_dir / case_id
-    source_affine = np.asarray(meta["source_affine"])
+    case_dir = Path(out_dir) / case.case_id
     source_label = load_volume(Path(meta["source_label"]), np.integer, meta.get("source_series", {}).get("label"))
-    label = label_on_source_grid(source_label, table, tuple(meta["source_shape"]), source_affine)
-    label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
-    for lab, z in zip(slices.labels, slices.z):
-        save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
-
-    rows, stacks = [], []
-    for k in range(samples):
-        seed = sample_seed(base_seed, case_id, k)
-        fake = synthesize_volume(G, num_classes, slices, meta["affine"], seed, batch, device, noise, noise_sigma_mm)
-        stacks.append(fake)
-        for img, z in zip(fake, slices.z):
-            save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
-        vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
-                               source_affine)
-        rows.append({"case_id": case_id, "sample": k, "seed": seed, "noise": noise_label(G, noise, noise_sigma_mm),
-                     "volume": str(vol_file),
-                     "label": str(label_file), "pngs": str(case_dir / f"sample_{k}")})
-    np.savez_compressed(samples_file(out_dir, case_id), samples=np.stack(stacks).astype(np.float16), z=slices.z)
+    label = label_on_source_grid(source_label, table, tuple(meta["source_shape"]), np.asarray(meta["source_affine"]))
+    grid_label = load_volume(Path(case.preprocess_dir) / "label.nii.gz", np.uint8).array
+    rows, crops = [], []
+    for k, volume in _samples(G, num_classes, case.case_id, grid_label, label, meta, case_dir, settings, tile, rows):
+        crops.append(_crops_like(volume, slices))
+    np.savez_compressed(samples_file(out_dir, case.case_id), samples=np.stack(crops).astype(np.float16), z=slices.z)
     return rows
+
+
+def _samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label: np.ndarray, label: np.ndarray,
+             meta: dict, case_dir: Path, settings: GenerateSettings, tile: int, rows: list[dict],
+             pngs: bool = True):
+    """Write ``label`` (source grid) and each sample's volume (and PNGs) of one case; yield (k, the volume on
+    the preprocessed grid), appending each sample's manifest row to ``rows``."""
+    source_affine = np.asarray(meta["source_affine"])
+    label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
+    canvas = plan_canvas(grid_label, tile, 2 ** getattr(G, "num_up", 0))
+    body = grid_label > 0
+    if pngs:
+        for lab, z in zip(crop(grid_label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0), canvas.z):
+            save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
+    background = IntensityMap.from_meta(meta["intensity"]).lo
+    for k in range(settings.samples):
+        seed = sample_seed(settings.seed, case_id, k)
+        volume = synthetic_volume(G, num_classes, grid_label, canvas, meta["affine"], seed, settings, tile)
+        if pngs:
+            stack = crop(volume, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, -1.0)
+            for img, z in zip(stack, canvas.z):
+                save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
+        image = _physical(assemble_volume(volume, body, meta), meta)
+        vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", image, source_affine)
+        rows.append({"case_id": case_id, "sample": k, "seed": seed,
+                     "noise": noise_label(G, settings.noise, settings.noise_sigma_mm), "volume": str(vol_file),
+                     "label": str(label_file), "pngs": str(case_dir / f"sample_{k}") if pngs else "",
+                     "background": float(background),
+                     "tissue_at_background": tissue_at_background(image, label, background)})
+        yield k, volume
+
+
+def _crops_like(volume: np.ndarray, slices: CaseSlices) -> np.ndarray:
+    """The windows of ``slices`` (its z and crop offsets) cut from a volume on the preprocessed grid."""
+    size = slices.labels.shape[-1]
+    out = np.empty((len(slices.z), size, size), dtype=np.float32)
+    for x0, y0 in {(int(a), int(b)) for a, b in slices.offsets}:
+        pick = (slices.offsets[:, 0] == x0) & (slices.offsets[:, 1] == y0)
+        out[pick] = axial_stack(volume, x0, y0, size, -1.0, slices.z[pick])
+    return out
 
 
 def label_on_source_grid(label: Volume, table: LabelTable, shape: tuple[int, ...],
@@ -239,32 +221,21 @@ def generated_cases(real_files: Sequence[str | Path], out_dir: Path) -> list[tup
     return [(Path(p).parent.name, Path(p), samples_file(out_dir, Path(p).parent.name)) for p in real_files]
 
 
-def generate_cases(
-    generator_path: Path,
-    cases: Sequence[tuple[str, Path, Path, str]],
-    out_dir: Path,
-    samples: int,
-    seed: int,
-    batch: int,
-    device: torch.device,
-    noise: str = "volume",
-    noise_sigma_mm: float = 0.0,
-) -> list[dict]:
-    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields); ``noise``,
-    ``noise_sigma_mm``: as ``synthesize_volume``."""
-    state = load_checkpoint(generator_path, map_location=device)
+def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
+                   settings: GenerateSettings) -> list[dict]:
+    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields)."""
+    state = load_checkpoint(generator_path, map_location=settings.device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
-    G, num_classes = generator_from_state(state, generator_path, device)
+    G, num_classes = generator_from_state(state, generator_path, settings.device)
+    tile = int(data["slice"]["size"])
     rows = []
     for case in tqdm(sorted(LabelCase(*c) for c in cases), desc="generate", unit="case"):
         meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
         # Paired: each case's own curve (an MR case's own percentile window). Unpaired, or a
         # label-only case (no curve of its own): the scale of the images the generator learned.
         scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
-        for row in generate_case(G, num_classes, case.case_id, Path(case.slices), Path(case.preprocess_dir),
-                                 Path(out_dir), samples, seed, batch, device, table, scale, noise,
-                                 noise_sigma_mm):
+        for row in generate_case(G, num_classes, case, Path(out_dir), table, settings, tile, scale):
             rows.append({**row, "part": case.part, "dataset": case.dataset,
                          "source_case": case.source_case or case.case_id,
                          "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)})
@@ -302,56 +273,37 @@ def exported_data(state: dict, source: Path) -> dict:
     return data
 
 
-def generate_from_label_files(
-    generator_path: Path,
-    label_files: Sequence[Path],
-    out_dir: Path,
-    samples: int,
-    seed: int,
-    batch: int,
-    device: torch.device,
-    noise: str = "volume",
-    noise_sigma_mm: float = 0.0,
-) -> list[dict]:
+def generate_from_label_files(generator_path: Path, label_files: Sequence[Path], out_dir: Path,
+                              settings: GenerateSettings) -> list[dict]:
     """Synthetic volumes for any label maps, using the data settings stored in the exported generator.
 
     Each label map is mapped through the training label table, reoriented and
-    resampled (nearest) like the training data, sliced around its labelled
-    region, generated slice by slice and written back onto its own grid and
-    affine, together with its class-id label map (``label_on_source_grid``).
-    A label map has no body outline of its own unless its table has a body
-    class: then the body is the labelled region with its in-plane holes filled.
+    resampled (nearest) like the training data, generated on every labelled
+    slice over its whole labelled extent (``inference.canvas``) and written
+    back onto its own grid and affine, together with its class-id label map
+    (``label_on_source_grid``). A label map has no body outline of its own
+    unless its table has a body class: then the body is the labelled region
+    with its in-plane holes filled.
     """
-    state = load_checkpoint(generator_path, map_location=device)
+    state = load_checkpoint(generator_path, map_location=settings.device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
-    G, num_classes = generator_from_state(state, generator_path, device)
-    size = int(data["slice"]["size"])
+    G, num_classes = generator_from_state(state, generator_path, settings.device)
+    tile = int(data["slice"]["size"])
     spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
     curve, _ = image_scale(data)
-    rows = []
+    rows: list[dict] = []
     for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
         vol = load_volume(label_file, np.integer)
         classes = label_on_source_grid(vol, table, vol.array.shape, vol.affine)
         lab_c, aff_c = to_canonical(classes, vol.affine)
         shape, affine = inplane_grid(lab_c.shape, aff_c, spacing_xy)
         lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
-        body = fill_holes_inplane(lab_r > 0)
-        add_body_class(lab_r, body, table)
-        slices = slice_case(np.full(shape, -1.0, np.float32), lab_r, body.astype(np.uint8),
-                            SliceSettings(size=size, min_body_fraction=0.0))
-        case_id = label_file.name.split(".")[0]
+        add_body_class(lab_r, fill_holes_inplane(lab_r > 0), table)
         meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
-                "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(),
-                "modality": data["modality"]}
-        case_dir = Path(out_dir) / case_id
-        label_out = save_volume(case_dir / "label.nii.gz", classes, vol.affine)
-        for k in range(samples):
-            s = sample_seed(seed, case_id, k)
-            fake = synthesize_volume(G, num_classes, slices, affine, s, batch, device, noise, noise_sigma_mm)
-            out = save_volume(case_dir / f"sample_{k}.nii.gz", _physical(assemble_volume(slices, fake, meta), meta),
-                              vol.affine)
-            rows.append({"case_id": case_id, "part": "", "sample": k, "seed": s,
-                         "noise": noise_label(G, noise, noise_sigma_mm), "volume": str(out),
-                         "label": str(label_out), "pngs": "", **provenance(state)})
-    return rows
+                "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(), "modality": data["modality"]}
+        case_id = label_file.name.split(".")[0]
+        for _ in _samples(G, num_classes, case_id, lab_r, classes, meta, Path(out_dir) / case_id, settings, tile,
+                          rows, pngs=False):
+            pass
+    return [{**row, "part": "", **provenance(state)} for row in rows]

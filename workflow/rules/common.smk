@@ -295,12 +295,14 @@ def generate_case_inputs(wildcards):
     own = experiment_dataset(wildcards)
     wanted = [(own, split_of(own, config["generate"]["splits"]))]
     wanted += [(d, sorted(cases_of(d))) for d in exp.get("generate_from", [])]
-    inputs = {"slices": [], "meta": [], "source_label": [], "split": checkpoints.split.get(dataset=own).output.split,
+    inputs = {"slices": [], "meta": [], "grid_label": [], "source_label": [], "split": checkpoints.split.get(dataset=own).output.split,
               # Patients of the generate_from cases: their cases tables (such a dataset is never split).
               "case_tables": [checkpoints.download.get(dataset=d).output.cases for d in exp.get("generate_from", [])]}
     for dataset, cases in wanted:
         inputs["slices"] += case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz")
         inputs["meta"] += case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json")
+        # The whole training-grid label map: generation covers every labelled slice, not only the sliced ones.
+        inputs["grid_label"] += case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/label.nii.gz")
         # The label maps written beside the synthetic volumes come from the source files themselves.
         inputs["source_label"] += [
             case_check(dataset, c) if case_problem(dataset, c) else cases_of(dataset)[c]["label"] for c in cases

@@ -1,4 +1,5 @@
-# Stage 7: K samples per label map of the generate.splits parts, PNG and 3D NIfTI on the source grid.
+# Stage 7: K samples per label map of the generate.splits parts, PNG and 3D NIfTI on the source grid: every
+# labelled slice, over the whole labelled extent (not only the slices and crops training saw).
 
 
 rule generate:
@@ -9,7 +10,7 @@ rule generate:
         manifest="results/generate/{experiment}/manifest.tsv",
         cases=directory("results/generate/{experiment}/cases"),
     params:
-        settings=only(config["generate"], ("samples", "splits", "seed", "noise", "noise_sigma_mm")),
+        settings=only(config["generate"], ("samples", "splits", "seed", "noise", "noise_sigma_mm", "inplane")),
         dataset=experiment_dataset,
     log:
         "logs/generate/{experiment}.log",

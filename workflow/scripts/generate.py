@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medsynth.generate import MANIFEST_COLUMNS, LabelCase, generate_cases
+from medsynth.generate import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.logs import log_to
 from medsynth.train.loop import resolve_device
@@ -26,8 +26,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             patient = extra[(dataset, case)].get("patient_id") or case
             cases.append(LabelCase(f"{dataset}.{case}", Path(slices), Path(meta).parent, "generate_from", dataset,
                                    case, patient))
-    rows = generate_cases(
-        Path(sm.input.generator), cases, Path(sm.output.cases), s["samples"], s["seed"], s["batch_size"],
-        resolve_device(s["device"]), s["noise"], s["noise_sigma_mm"],
-    )
+    settings = GenerateSettings(s["samples"], s["seed"], s["batch_size"], resolve_device(s["device"]), s["noise"],
+                                s["noise_sigma_mm"], s["inplane"])
+    rows = generate_cases(Path(sm.input.generator), cases, Path(sm.output.cases), settings)
     write_tsv(sm.output.manifest, rows, MANIFEST_COLUMNS)

@@ -1,4 +1,4 @@
-"""Checks of one case's volumes that preprocessing makes before it writes anything."""
+"""Checks of one case's volumes: before preprocessing writes anything, and of a synthetic volume against its label map."""
 
 from __future__ import annotations
 
@@ -41,3 +41,16 @@ def check_has_labels(classes: np.ndarray, path: object, table: LabelTable) -> No
             f"{list(table.values[0])}); nothing to train on. Check that it is this case's label map "
             "(an empty segmentation?), or remove the case from the cases table"
         )
+
+
+def tissue_at_background(image: np.ndarray, label: np.ndarray, background: float) -> float:
+    """The fraction of a label map's labelled voxels whose image voxel holds the background value: 0 when
+    generated tissue lies under every label (generation keeps tissue above that value; an integer image,
+    CT in HU, is compared with the value rounded as it was written)."""
+    labelled = label > 0
+    total = int(np.count_nonzero(labelled))
+    if not total:
+        return 0.0
+    if np.issubdtype(image.dtype, np.integer):
+        background = float(np.rint(background))
+    return int(np.count_nonzero(image[labelled] == background)) / total

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from medsynth.generate import synthesize
+from medsynth.inference.synthesize import synthesize
 from medsynth.io.tables import write_tsv
 from medsynth.train import distributed as ddp
 from medsynth.train.context import RunContext

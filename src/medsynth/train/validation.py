@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import medsynth
-from medsynth.generate import synthesize
+from medsynth.inference.synthesize import synthesize
 from medsynth.metrics import DIRECTIONS, METRICS_VERSION, is_better
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.perceptual import INCEPTION_FILE, perceptual_scores, weight_path

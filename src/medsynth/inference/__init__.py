@@ -1,0 +1,1 @@
+"""Inference: running a trained generator (noise, synthesis, the canvas generation runs on)."""
