@@ -138,3 +138,12 @@ def test_a_layout_with_label_files_but_no_label_table_is_refused() -> None:
     config["datasets"]["mr"]["layout"] = {"label": "{case}/seg.nii.gz"}
     assert "config: datasets.mr is label-only (layout has no image) and has no labels: add its label table " \
         "(labels:)" in config_errors(config)
+
+
+def test_required_classes_must_be_in_every_labelled_table() -> None:
+    config = _image_only_config()
+    config["slice"]["require_classes"] = ["liver"]
+    assert config_errors(config) == []  # the image-only dataset keeps all its slices
+    config["slice"]["require_classes"] = ["liver", "hip"]
+    (error,) = config_errors(config)
+    assert error.startswith("config: slice.require_classes names ['hip'], which datasets.ct.labels does not have")

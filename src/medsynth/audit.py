@@ -1,7 +1,8 @@
-"""The memorisation audit of a generated test set: each generated slice's nearest training slice
-in pixels and (with the FID weights) Inception features, against real test slices
+"""The memorisation audits. Of the generated test set (evaluate): each generated slice's nearest
+training slice in pixels and (with the FID weights) Inception features, against real test slices
 (``metrics.memorisation``); its rows for ``memorisation.tsv`` and ``test_metrics.tsv``, and the
-closest pairs for the figure."""
+closest pairs for the figure. Of what is shared (``audit_shared``): every exported synthetic
+volume against the real image of its own label map and the training set, in pixels."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from medsynth.evaluate import NO_WEIGHTS, load_case
-from medsynth.metrics.memorisation import audit, audit_features
+from medsynth.metrics.memorisation import audit, audit_features, nearest_training
 from medsynth.metrics.perceptual import generated_features
 from medsynth.train.run import load_slices
 
@@ -142,3 +144,83 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
                  f"{'Inception ' if space else ''}ratio {_closest_ratio(r):.2f}")
         panels.append((generated, nearest, title, r["flagged"] == "True"))
     return panels
+
+
+# The audit of what is shared: every exported synthetic volume (the training label maps' and generate_from's).
+EXPORT_AUDIT_COLUMNS = ["case_id", "sample", "patient_id", "slices", "own_ratio_median", "own_ratio_min",
+                        "nearest_ratio_median", "nearest_ratio_min", "nearest_case", "nearest_z", "flagged_slices",
+                        "flagged"]
+
+
+class SharedCase(NamedTuple):
+    """An exported synthetic case: its generated samples and the slices it was generated from."""
+    case_id: str  # generate's case id (its folder under cases/)
+    patient: str
+    slices: Path  # its slices.npz: body masks and z (and, with ``own``, the real image of its label map)
+    samples: Path  # generate's samples.npz of the case
+    own: bool  # a paired generator trained on the real image of this label map: compare with it
+
+
+def rms_inside(a: torch.Tensor, b: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+    """RMS difference of (..., n, H, W) images inside the (n, H, W) body masks, per slice."""
+    m = masks.double()
+    sq = ((a.double() - b.double()) ** 2 * m).sum(dim=(-2, -1)) / m.sum(dim=(-2, -1)).clamp(min=1)
+    return sq.sqrt().numpy()
+
+
+def own_scale(test_cases: Sequence[tuple[Path, Path]]) -> float:
+    """The median distance of generated TEST slices to the real image of their own label map: what a
+    generator that has not seen a patient reaches on the same anatomy (the own-image audit's unit)."""
+    dists = []
+    for real_path, gen_path in test_cases:
+        real, fakes = load_case(real_path, gen_path)
+        dists.append(rms_inside(torch.from_numpy(fakes), torch.from_numpy(real.images), torch.from_numpy(real.masks))
+                     .ravel())
+    return float(np.median(np.concatenate(dists))) if dists else math.nan
+
+
+def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], train_patients: Mapping[str, str],
+                 reference_files: Sequence[Path], test_cases: Sequence[tuple[Path, Path]], paired: bool,
+                 threshold: float) -> tuple[list[dict], dict]:
+    """Rows of ``EXPORT_AUDIT_COLUMNS`` per exported volume (case, sample) and the summary.
+
+    Each generated slice against (a) the real image of its own label map (paired: the generator was trained
+    on it), in units of ``own_scale`` over the test cases, and (b) its nearest training slice of the image
+    dataset, of another patient when paired, in units of the real test slices' median nearest-training
+    distance (``metrics.memorisation``). A volume is flagged when any of its slices is below ``threshold``
+    in either."""
+    train = load_slices(train_files)
+    train_images, train_masks = train.images[:, 0].float(), train.masks[:, 0].float()
+    reference = load_slices(reference_files)
+    scale = float(np.median(nearest_training(reference.images[:, 0].float(), reference.masks[:, 0].float(),
+                                             train_images).distance))
+    own = own_scale(test_cases) if paired else math.nan
+    patient_of = np.array([train_patients.get(c, c) for c in train.case_ids])
+    rows = []
+    for case in tqdm(sorted(cases), desc="audit", unit="case"):
+        real, fakes = load_case(case.slices, case.samples)
+        masks = torch.from_numpy(real.masks).float()
+        keep = np.flatnonzero(patient_of != case.patient) if paired else np.arange(len(patient_of))
+        for k, fake in enumerate(torch.from_numpy(fakes)):
+            near = nearest_training(fake, masks, train_images[keep])
+            nearest_ratio = near.distance / scale
+            own_ratio = (rms_inside(fake, torch.from_numpy(real.images), masks) / own if case.own and own > 0
+                         else np.full(len(real.z), np.nan))
+            j = int(np.argmin(nearest_ratio))
+            flagged = (nearest_ratio < threshold) | (own_ratio < threshold)
+            rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
+                         "own_ratio_median": _nan_stat(np.median, own_ratio),
+                         "own_ratio_min": _nan_stat(np.min, own_ratio),
+                         "nearest_ratio_median": float(np.median(nearest_ratio)),
+                         "nearest_ratio_min": float(nearest_ratio[j]),
+                         "nearest_case": train.case_ids[int(keep[near.index[j]])],
+                         "nearest_z": train.z[int(keep[near.index[j]])],
+                         "flagged_slices": int(flagged.sum()), "flagged": bool(flagged.any())})
+    summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
+               "nearest_scale": scale, "own_scale": own, "paired": paired}
+    return rows, summary
+
+
+def _nan_stat(stat, values: np.ndarray) -> float | None:
+    """A statistic of a ratio column; None (NA) where there is nothing to compare with."""
+    return None if np.isnan(values).all() else float(stat(values))

@@ -20,8 +20,25 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
     return [*label_table_errors(config["datasets"], label_files or {}), *image_only_errors(config), *size_errors,
-            *class_stats_errors(config), *export_errors(config), *generate_from_errors(config),
-            *init_from_errors(config)]
+            *require_classes_errors(config), *class_stats_errors(config), *export_errors(config),
+            *generate_from_errors(config), *init_from_errors(config)]
+
+
+def require_classes_errors(config: Mapping) -> list[str]:
+    """``slice.require_classes`` names classes of every labelled dataset's table (image-only ones keep all
+    their body slices): a name a table lacks would silently drop every slice of that dataset."""
+    required = list((config.get("slice") or {}).get("require_classes") or [])
+    errors = []
+    for name in sorted(d for d in config["datasets"] if not image_only(config["datasets"][d])):
+        try:
+            names = LabelTable.from_config(config["datasets"][name]["labels"]).names
+        except (LabelError, KeyError, TypeError):
+            continue  # label_table_errors names it
+        missing = [c for c in required if c not in names]
+        if missing:
+            errors.append(f"config: slice.require_classes names {missing}, which datasets.{name}.labels does not "
+                          f"have (its classes: {list(names)}); fix the names or give that table the classes")
+    return errors
 
 
 def image_only(dataset: Mapping) -> bool:

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -221,15 +221,25 @@ def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], want
 
 def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
                       out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
-                      modality: str) -> Path:
+                      modality: str, audit: Path | None = None) -> Path:
     """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
 
     ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
     cases of the exported parts join the synthetic ones (``export.include_real``).
+    ``audit``: the memorisation audit of the synthetic volumes (``audit.audit_shared``'s table):
+    copied into the dataset, summarised in dataset.json, its flagged volumes left out unless
+    ``export.refuse_flagged`` is false.
     """
     folder = Path(out_root) / export_folders(naming)[experiment]
     parts = list(settings["splits"])
     cases = synthetic_cases(read_tsv(manifest), parts)
+    audit_rows = read_tsv(audit) if audit is not None else None
+    if audit_rows is not None:
+        cases, audit_summary = apply_audit(cases, audit_rows, bool(settings.get("refuse_flagged", True)))
+        if not cases and audit_summary["refused"]:
+            raise ValueError(f"{audit}: the memorisation audit flagged every synthetic volume of {experiment} as a "
+                             "possible copy; look at the table, or set export.refuse_flagged: false to ship them "
+                             "marked as flagged")
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
@@ -239,15 +249,46 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
         provenance["include_real_note"] = ("export.include_real is set, but the image dataset has no label maps "
                                            "(image-only): only synthetic cases are shipped")
         log.warning("%s: %s", experiment, provenance["include_real_note"])
+    if audit_rows is not None:
+        provenance["memorisation_audit"] = audit_summary
     if Path(out_root).exists():
         shutil.rmtree(out_root)  # the folder is the rule's output: nothing of an older export stays
     written = write_dataset(folder, cases, LabelTable.from_config(labels), modality, provenance,
                             int(settings.get("folds", 5)))
+    if audit is not None:  # beside dataset.json: nnU-Net reads only what it knows
+        shutil.copyfile(audit, written / AUDIT_FILE)
     log.info("%s: %d cases (%d synthetic) of %d patients", written, len(cases),
              sum(bool(c.provenance.get("synthetic")) for c in cases), len({c.patient for c in cases}))
     return written
 
 
+AUDIT_FILE = "memorisation_audit.tsv"
+
+
+def apply_audit(cases: Sequence[ExportCase], rows: Sequence[Mapping[str, str]],
+                refuse: bool) -> tuple[list[ExportCase], dict]:
+    """The synthetic cases with their audit in their provenance, the flagged ones left out when ``refuse``;
+    and the audit's summary for dataset.json. Every synthetic case must have been audited."""
+    by_key = {(r["case_id"], int(r["sample"])): r for r in rows}
+    kept, flagged, refused = [], [], []
+    for case in cases:
+        key = (case.provenance.get("case_id"), int(case.provenance.get("sample", -1)))
+        row = by_key.get(key)
+        if row is None:
+            raise ValueError(f"{case.image}: synthetic case {case.identifier} has no row in the memorisation audit; "
+                             "run it again (snakemake -R audit_shared)")
+        marks = {k: row[k] for k in ("own_ratio_min", "nearest_ratio_min", "flagged")}
+        if row["flagged"] == "True":
+            flagged.append(case.identifier)
+            if refuse:
+                refused.append(case.identifier)
+                log.warning("%s: left out, flagged by the memorisation audit (own-image ratio %s, nearest-training "
+                            "ratio %s)", case.identifier, row["own_ratio_min"] or "NA", row["nearest_ratio_min"])
+                continue
+        kept.append(replace(case, provenance={**case.provenance, "memorisation": marks}))
+    return kept, {"audited": len(cases), "flagged": flagged, "refused": refused, "file": AUDIT_FILE}
+
+
 # Provenance columns of generate's manifest carried into dataset.json per case.
-PROVENANCE_COLUMNS = ("dataset", "source_case", "part", "sample", "seed", "generator_step", "selected_by",
+PROVENANCE_COLUMNS = ("case_id", "dataset", "source_case", "part", "sample", "seed", "generator_step", "selected_by",
                       "medsynth_version")

@@ -282,3 +282,16 @@ def test_png_of_a_smooth_slice_is_compressed() -> None:
 def test_png_refuses_what_it_cannot_store_exactly(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="PNG slice"):
         encode_png(bad)
+
+
+def test_required_classes_keep_only_the_slices_that_carry_one() -> None:
+    """Whole-body label maps against pelvis-only images: only slices with a pelvic class are kept."""
+    label = np.zeros((16, 16, 6), np.uint8)
+    label[2:14, 2:14, :] = 1  # body everywhere
+    label[5:8, 5:8, 1:3] = 4  # the 'pelvic' class on slices 1 and 2
+    label[5:8, 5:8, 4] = 5  # another class on slice 4
+    mask = (label > 0).astype(np.uint8)
+    image = np.zeros(label.shape, np.float32)
+    assert slice_case(image, label, mask, SliceSettings(16)).z.tolist() == [0, 1, 2, 3, 4, 5]
+    assert slice_case(image, label, mask, SliceSettings(16, require=(4,))).z.tolist() == [1, 2]
+    assert slice_case(image, label, mask, SliceSettings(16, require=(4, 5))).z.tolist() == [1, 2, 4]

@@ -77,6 +77,19 @@ def labels_of(dataset):
     return None if image_only(dataset) else canonical(config["datasets"][dataset]["labels"])
 
 
+def slice_settings(dataset):
+    """The slice rule of a dataset: slice.size and min_body_fraction, and the class ids of
+    slice.require_classes in its label table (an image-only dataset keeps every body slice; the key is
+    there only when set, so configs without it keep their slices)."""
+    settings = only(config["slice"], ("size", "min_body_fraction"))
+    required = config["slice"].get("require_classes") or []
+    if required and not image_only(dataset):
+        names = [e["name"] for e in config["datasets"][dataset]["labels"]]
+        names += [] if "body" in names else ["body"]
+        settings["require_classes"] = [names.index(n) for n in required if n in names]
+    return settings
+
+
 def download_source(dataset):
     """What the download of a dataset depends on; an image-only dataset's table holds no label maps
     (the key is there only then, so the other datasets' downloads do not rerun for it)."""
@@ -323,6 +336,23 @@ def export_inputs(wildcards):
         inputs["real_split"] = checkpoints.split.get(dataset=dataset).output.split
         inputs["real_files"] = [rows[c][k] for c in cases for k in ("image", "label")]
     return inputs
+
+
+def audit_shared_inputs(wildcards):
+    """What the memorisation audit of the exported cases reads: the slices each exported case was generated
+    from (its body masks; paired, the real image of its label map), the test cases' real slices (paired:
+    the unit of the own-image distance), and the image dataset's training slices (and their patients) and
+    test slices (the unit of the nearest-training distance)."""
+    exp = config["experiments"][wildcards.experiment]
+    own, images = experiment_dataset(wildcards), image_dataset(wildcards)
+    shared = [(own, split_of(own, export_parts()))] + [(d, sorted(cases_of(d))) for d in exp.get("generate_from", [])]
+    return {
+        "shared": [p for d, cases in shared for p in case_paths(d, cases, "results/slices/{dataset}/cases/{case}/slices.npz")],
+        "test": case_slices(own, ("test",)),
+        "train_images": case_slices(images, ("train",)),
+        "train_split": checkpoints.split.get(dataset=images).output.split,
+        "reference": case_slices(images, ("test",)),
+    }
 
 
 def export_parts():

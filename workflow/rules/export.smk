@@ -1,9 +1,36 @@
-# Stage 10: the synthetic training cases as an nnU-Net v2 raw dataset (local: only copies files).
+# Stage 10: the synthetic training cases as an nnU-Net v2 raw dataset (local: only copies files), each
+# audited for memorisation first: what is shared is what could leak a patient's scan.
+
+
+rule audit_shared:
+    input:
+        unpack(audit_shared_inputs),
+        manifest=rules.generate.output.manifest,
+        cases=rules.generate.output.cases,
+    output:
+        "results/export/{experiment}/memorisation_audit.tsv",
+    params:
+        paired=lambda w: config["experiments"][w.experiment]["train"]["mode"] == "paired",
+        parts=export_parts(),
+        threshold=config["metrics"]["memorisation_threshold"],
+    log:
+        "logs/export/{experiment}_audit.log",
+    benchmark:
+        "benchmarks/export/{experiment}_audit.tsv"
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(60),
+    conda:
+        ENV
+    script:
+        "../scripts/audit_shared.py"
+
 
 
 rule export:
     input:
         unpack(export_inputs),
+        audit=rules.audit_shared.output[0],
     output:
         directory("results/export/{experiment}/nnUNet_raw"),
     params:

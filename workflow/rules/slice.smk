@@ -8,7 +8,7 @@ rule slice:
         slices="results/slices/{dataset}/cases/{case}/slices.npz",
         png=directory("results/slices/{dataset}/cases/{case}/png"),
     params:
-        settings=canonical(config["slice"]),
+        settings=lambda w: slice_settings(w.dataset),
     log:
         "logs/slice/{dataset}/{case}.log",
     threads: 2

@@ -17,7 +17,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         image, label, mask = pool.map(lambda a: load_volume(*a).array,
                                       [(sm.input.image, np.float32), (sm.input.label, np.uint8),
                                        (sm.input.mask, np.uint8)])
-    slices = slice_case(image, label, mask, SliceSettings(size=s["size"], min_body_fraction=s["min_body_fraction"]))
+    settings = SliceSettings(size=s["size"], min_body_fraction=s["min_body_fraction"],
+                             require=tuple(s.get("require_classes", ())))
+    slices = slice_case(image, label, mask, settings)
     slices.save(Path(sm.output.slices))
     Path(sm.output.png).mkdir(parents=True, exist_ok=True)
     write_pngs(sm.wildcards.case, slices, Path(sm.output.png), workers=sm.threads)

@@ -8,6 +8,9 @@ Slice rule: an axial slice is kept when the body mask covers at least
 ``min_body_fraction`` of the cropped slice and at least one voxel carries a
 class other than background. Preprocessed label maps give the body class to
 every unlabelled voxel of the body, so there the body fraction decides.
+With ``require`` (``slice.require_classes``) a slice must also carry one of
+those classes: e.g. whole-body label maps keep only the pelvis that an image
+dataset of pelvis scans covers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from medsynth.io.images import display_view, save_png, unit_to_uint8
 class SliceSettings:
     size: int  # training images are size x size
     min_body_fraction: float = 0.05
+    require: tuple[int, ...] = ()  # class ids a kept slice must carry one of (none: no such rule)
 
 
 @dataclass
@@ -110,7 +114,10 @@ def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings:
     x0, y0 = crop_offset(mask > 0, size)
     label, mask = label.astype(np.uint8, copy=False), mask.astype(np.uint8, copy=False)
     body_fraction = window(mask, x0, y0, size, 0).mean(axis=(0, 1))
-    has_labels = (window(label, x0, y0, size, 0) > 0).any(axis=(0, 1))
+    cropped = window(label, x0, y0, size, 0)
+    has_labels = (cropped > 0).any(axis=(0, 1))
+    if settings.require:
+        has_labels &= np.isin(cropped, settings.require).any(axis=(0, 1))
     keep = np.flatnonzero((body_fraction >= settings.min_body_fraction) & has_labels)
     return CaseSlices(
         images=axial_stack(image.astype(np.float32, copy=False), x0, y0, size, -1.0, keep),

@@ -1,0 +1,27 @@
+"""Snakemake script: the memorisation audit of every synthetic volume the export ships."""
+
+import logging
+from pathlib import Path
+
+from medsynth.audit import EXPORT_AUDIT_COLUMNS, SharedCase, audit_shared
+from medsynth.generate import generated_cases, samples_file
+from medsynth.io.tables import read_tsv, write_tsv
+from medsynth.logs import log_to
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    cases_dir = Path(sm.input.cases)
+    slices = {(Path(p).parents[2].name, Path(p).parent.name): Path(p) for p in sm.input.shared}
+    shared = [SharedCase(r["case_id"], r["patient_id"], slices[(r["dataset"], r["source_case"])],
+                         samples_file(cases_dir, r["case_id"]),
+                         own=sm.params.paired and r["part"] != "generate_from")
+              for r in read_tsv(sm.input.manifest) if r["part"] in sm.params.parts or r["part"] == "generate_from"]
+    shared = sorted(set(shared))  # the manifest has a row per sample
+    patients = {r["case_id"]: r["patient_id"] for r in read_tsv(sm.input.train_split)}
+    test = [(real, gen) for _, real, gen in generated_cases(sm.input.test, cases_dir)]
+    rows, summary = audit_shared(shared, sm.input.train_images, patients, sm.input.reference, test,
+                                 sm.params.paired, sm.params.threshold)
+    write_tsv(sm.output[0], rows, EXPORT_AUDIT_COLUMNS)
+    logging.getLogger("medsynth").info(
+        "audited %d exported volumes: %d flagged (threshold %g, own-image unit %.4g, nearest unit %.4g)",
+        summary["volumes"], summary["flagged"], summary["threshold"], summary["own_scale"], summary["nearest_scale"])
