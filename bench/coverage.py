@@ -20,6 +20,8 @@ the kept slices) and ``beyond`` (every other labelled voxel: the sides, and slic
 rule dropped). Per region: the mean over classes of |generated - real class mean|, the mean
 ratio of class standard deviations (texture; 1 is right), the RMS difference, and the share
 of labelled voxels left at the background value (must be 0); per mode the seconds per volume.
+With ``--out`` it also draws ``coverage_<setting>.png``: a test slice with little of it in the
+training crop (outlined), real | canvas | tiles, in the radiological convention.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
     t0 = time.perf_counter()
     G = train_generator(parts, table, config, args.steps, work)
     train_s = time.perf_counter() - t0
-    results = []
+    results, shown = [], {}
     for mode in INPLANE_MODES:
         scores = {r: [] for r in REGIONS}
         seconds = []
@@ -155,6 +157,8 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
             curve = IntensityMap.from_meta(meta["intensity"])
             fake, real = curve.to_physical(fake_unit), curve.to_physical(real_unit)
             in_crop = crop_region(label.shape, slices)
+            if k == 0:
+                shown.update(real=real, crop=in_crop, label=label, **{mode: fake})
             for region, mask in (("crop", in_crop), ("beyond", ~in_crop)):
                 scores[region].append(region_scores(fake, real, label, mask, table.names, curve.lo))
         row = {"setting": name, "mode": mode, "size": size, "test_cases": len(tests), "train_s": train_s,
@@ -165,11 +169,37 @@ def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -
             for key in ("class_err", "std_ratio", "rms", "at_background"):
                 row[f"{region}_{key}"] = float(np.nansum([s[key] * s["voxels"] for s in scores[region]]) / total)
         results.append(row)
+    if args.out:
+        draw(shown, args.out / f"coverage_{name}.png", name)
     labelled = sum(r for r in (results[0]["crop_share"], results[0]["beyond_share"]))
     for row in results:
         row["beyond_share"] = row["beyond_share"] / labelled  # of all labelled voxels
         row.pop("crop_share")
     return results
+
+
+def draw(shown: dict, path: Path, title: str) -> None:
+    """The labelled slice with the largest share outside the training crop: real | canvas | tiles (HU)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medsynth.io.images import display_view
+
+    labelled = shown["label"] > 0
+    beyond = (labelled & ~shown["crop"]).sum(axis=(0, 1)) / np.maximum(labelled.sum(axis=(0, 1)), 1)
+    z = int(np.argmax(np.where(shown["crop"].any(axis=(0, 1)), beyond, -1)))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    for ax, key in zip(axes, ("real", "canvas", "tiles")):
+        ax.imshow(display_view(np.clip(shown[key][:, :, z], -200, 300)), cmap="gray", vmin=-200, vmax=300)
+        ax.contour(display_view(shown["crop"][:, :, z].astype(float)), levels=[0.5], colors="yellow", linewidths=0.8)
+        ax.set_title(f"{key} (z {z})")
+        ax.axis("off")
+    fig.suptitle(f"{title}: training crop outlined; window -200..300 HU; patient's right on the left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def print_rows(rows: list[dict]) -> None:

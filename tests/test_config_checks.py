@@ -147,3 +147,14 @@ def test_required_classes_must_be_in_every_labelled_table() -> None:
     config["slice"]["require_classes"] = ["liver", "hip"]
     (error,) = config_errors(config)
     assert error.startswith("config: slice.require_classes names ['hip'], which datasets.ct.labels does not have")
+
+
+def test_an_unpaired_experiment_needs_one_in_plane_spacing() -> None:
+    config = _image_only_config()
+    config["datasets"]["ct"]["preprocess"] = {"spacing_xy": 2.0}
+    config["datasets"]["mr"]["preprocess"] = {"spacing_xy": 1.5}
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp is unpaired with datasets.ct.preprocess.spacing_xy 2.0 but "
+                            "datasets.mr.preprocess.spacing_xy 1.5")
+    config["datasets"]["mr"]["preprocess"]["spacing_xy"] = 2.0
+    assert config_errors(config) == []

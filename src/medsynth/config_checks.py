@@ -20,8 +20,26 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None)
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
     return [*label_table_errors(config["datasets"], label_files or {}), *image_only_errors(config), *size_errors,
-            *require_classes_errors(config), *class_stats_errors(config), *export_errors(config),
+            *require_classes_errors(config), *unpaired_spacing_errors(config), *class_stats_errors(config),
+            *export_errors(config),
             *generate_from_errors(config), *init_from_errors(config)]
+
+
+def unpaired_spacing_errors(config: Mapping) -> list[str]:
+    """Unpaired mode learns the image dataset's images conditioned on the label dataset's maps: at two
+    in-plane spacings, organs would have one size in the maps and another in the images it imitates."""
+    datasets, errors = config["datasets"], []
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        pair = (exp.get("dataset"), exp.get("images_from"))
+        if (exp.get("train") or {}).get("mode") != "unpaired" or not all(d in datasets for d in pair):
+            continue
+        spacing = [(datasets[d].get("preprocess") or {}).get("spacing_xy") for d in pair]
+        if spacing[0] != spacing[1]:
+            errors.append(f"config: experiments.{name} is unpaired with datasets.{pair[0]}.preprocess.spacing_xy "
+                          f"{spacing[0]} but datasets.{pair[1]}.preprocess.spacing_xy {spacing[1]}: set both to "
+                          "one spacing, so organs have one size in the label maps and the images")
+    return errors
 
 
 def require_classes_errors(config: Mapping) -> list[str]:

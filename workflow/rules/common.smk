@@ -212,6 +212,13 @@ def card_datasets(wildcards):
     return {labels: "label maps", images: "images (unpaired: other patients)"}
 
 
+def segmenter_input(wildcards):
+    """Segmentation consistency's segmenter, trained on the image dataset's labelled training slices; none
+    for an image-only dataset (evaluate reports NA with the reason)."""
+    dataset = image_dataset(wildcards)
+    return {} if image_only(dataset) else {"segmenter": f"results/segmenter/{dataset}/segmenter.pt"}
+
+
 def unpaired_image_inputs(wildcards):
     """Unpaired mode: dataset B's train/val slices, the real side of the adversarial game."""
     exp = config["experiments"][wildcards.experiment]

@@ -3,6 +3,7 @@
 
 rule evaluate:
     input:
+        unpack(segmenter_input),  # none for an image-only image dataset
         manifest=rules.generate.output.manifest,
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
@@ -15,7 +16,6 @@ rule evaluate:
         real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
         # ... and its Inception features, for the audit in feature space (when the weights exist).
         train_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_train.npz",
-        segmenter=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
         per_case="results/evaluate/{experiment}/per_case.tsv",
