@@ -52,6 +52,7 @@ def autopet_like(root: Path) -> tuple[Path, Path]:
 def synthrad_like(root: Path, n: int) -> Path:
     """Task1.zip holding Task1/pelvis/<id>/{mr,ct,mask}.nii.gz (and a brain case that must not be read)."""
     archive = root / "Task1.zip"
+    root.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive, "w") as zf:
         for i in range(n):
             case = make_case(i, seed=4, shape=(48, 48, 4), spacing=(8.0, 8.0, 8.0))
@@ -76,7 +77,7 @@ def test_autopet_to_synthrad_plans_every_stage_on_release_shaped_folders(tmp_pat
     work = tmp_path / "work"
     shutil.copytree(REPO / "config", work / "config")  # the label table's path is relative to the run folder
     # The data stages up to the split (both downloads, both splits) run; then the whole plan.
-    first = snakemake(work, config, "--until", "split")
+    first = snakemake(work, config, *(f"results/split/{d}/split.tsv" for d in ("autopet", "synthrad_mr")))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     cases = {d: read_tsv(work / f"resources/raw/{d}/cases.tsv") for d in ("autopet", "synthrad_mr")}
     assert len(cases["autopet"]) == 8 and {r["patient_id"] for r in cases["autopet"]} == set(STUDIES)
