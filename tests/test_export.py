@@ -1,6 +1,7 @@
 """nnU-Net v2 export: the folder layout, labels and folds, checked by nnU-Net's own integrity check."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,20 @@ def test_written_dataset_passes_nnunets_integrity_check(tmp_path: Path, cases: l
     splits = json.loads((folder / "splits_final.json").read_text())
     assert len(splits) == 3 and all(set(f) == {"train", "val"} for f in splits)
     assert not (tmp_path / "raw" / "Dataset500_Demo.part").exists()
+
+
+def test_a_table_whose_class_0_has_another_name_still_declares_nnunets_background(tmp_path: Path,
+                                                                                   cases: list[ExportCase]) -> None:
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity").verify_dataset_integrity
+    unlabelled = LabelTable.from_config([{"name": "unlabelled", "values": [0]}, {"name": "liver", "values": [5]},
+                                         {"name": "kidney", "values": [7]}])
+    real = [replace(c, raw_label=unlabelled) if c.raw_label is not None else c for c in cases]
+    folder = write_dataset(tmp_path / "raw" / "Dataset501_Other", real, unlabelled, "CT", {})
+    verify(str(folder), num_processes=1)  # raised "Background label not declared" with the table's own name
+    assert json.loads((folder / "dataset.json").read_text())["labels"] == {"background": 0, "liver": 1, "kidney": 2}
+    clash = LabelTable.from_config([{"name": "unlabelled", "values": [0]}, {"name": "background", "values": [5]}])
+    with pytest.raises(ValueError, match="'background'.*class 1"):
+        nnunet_labels(clash)
 
 
 def test_a_label_map_off_its_images_grid_is_refused_naming_the_file(tmp_path: Path, cases: list[ExportCase]) -> None:

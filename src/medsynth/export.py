@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FILE_ENDING = ".nii.gz"
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
+BACKGROUND = "background"  # nnU-Net's key for class 0
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,16 @@ def nnunet_labels(table: LabelTable) -> dict[str, int]:
     The written label maps are the source maps through the label table, so a body
     class the table derived (listed under no label value) never appears in them and
     is left out; it is the table's last class, so the other ids stay consecutive.
+    Class 0 is always ``background``, whatever the table calls it (e.g. ``unlabelled``):
+    nnU-Net finds the background by that key and refuses a dataset without it.
     """
     keep = [i for i in range(table.num_classes) if not (i == table.body_class and table.body_derived)]
     assert keep == list(range(len(keep))), "a derived body class is always the last"
-    return {table.names[i]: i for i in keep}
+    clash = [i for i in keep[1:] if table.names[i] == BACKGROUND]
+    if clash:
+        raise ValueError(f"label table: class {clash[0]} is called {BACKGROUND!r}, the name nnU-Net gives class 0 "
+                         f"({table.names[0]!r} here); rename class {clash[0]} in the dataset's labels")
+    return {(BACKGROUND if i == 0 else table.names[i]): i for i in keep}
 
 
 def channel_names(modality: str) -> dict[str, str]:
