@@ -5,6 +5,7 @@
 import csv
 import importlib.util
 import os
+from types import SimpleNamespace
 
 import yaml
 from snakemake.utils import validate
@@ -179,6 +180,21 @@ def card_datasets(wildcards):
     if labels == images:
         return {labels: "label maps and images (paired)"}
     return {labels: "label maps", images: "images (unpaired: other patients)"}
+
+
+def source_licences(wildcards):
+    """A fine-tuned generator's sources that are this workflow's experiments (init_from
+    results/select/<e>/generator.pt, and that one's source in turn): their datasets' licences as the
+    config states them; those generators' cards, written at selection, hold none."""
+    licences, experiment, seen = {}, wildcards.experiment, set()
+    while experiment not in seen:
+        seen.add(experiment)
+        source = config["experiments"][experiment]["train"].get("init_from") or ""
+        experiment = next((e for e in EXPERIMENTS if source == f"results/select/{e}/generator.pt"), experiment)
+        if experiment not in seen:
+            for d in card_datasets(SimpleNamespace(experiment=experiment)):
+                licences[d] = config["datasets"][d].get("licence")
+    return canonical(licences)
 
 
 def unpaired_image_inputs(wildcards):
