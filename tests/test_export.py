@@ -9,9 +9,10 @@ import pytest
 
 from medsynth.config_checks import export_errors
 from medsynth.data.labels import LabelTable
-from medsynth.export import (ExportCase, channel_names, default_name, export_folders, nnunet_labels, patient_folds,
-                             write_dataset)
+from medsynth.export import (ExportCase, channel_names, default_name, export_experiment, export_folders, nnunet_labels,
+                             patient_folds, write_dataset)
 from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.tables import write_tsv
 
 # A TotalSegmentator-like table: label values 0/5/7, no body class of its own (derived, last).
 TABLE = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "liver", "values": [5]},
@@ -137,3 +138,37 @@ def test_real_and_synthetic_unpaired_cases_need_one_label_table() -> None:
     assert "export.include_real" in err and "datasets.mr" in err and "spleen" in err
     config["datasets"]["mr"]["labels"] = labels
     assert export_errors(config) == []
+
+
+def _manifest(tmp_path: Path, cases: list[ExportCase]) -> Path:
+    """generate's manifest for the synthetic cases of the fixture: p0 and p1 from train, p2 from generate_from."""
+    rows = [{"case_id": c.identifier.rsplit("_syn", 1)[0], "dataset": "ct", "source_case": c.patient,
+             "patient_id": c.patient, "part": "generate_from" if c.patient == "p2" else "train",
+             "sample": int(c.identifier[-2:]), "seed": 0, "volume": str(c.image), "label": str(c.label)}
+            for c in cases if c.provenance.get("synthetic")]
+    return write_tsv(tmp_path / "manifest.tsv", rows, list(rows[0]))
+
+
+def _split(path: Path, parts: dict[str, str]) -> Path:
+    return write_tsv(path, [{"case_id": p, "patient_id": p, "part": q} for p, q in parts.items()],
+                     ["case_id", "patient_id", "part"])
+
+
+def test_the_export_refuses_a_case_of_a_test_patient_naming_case_patient_and_dataset(tmp_path: Path,
+                                                                                      cases: list[ExportCase]) -> None:
+    manifest = _manifest(tmp_path, cases)
+    labels = [{"name": "background", "values": [0]}, {"name": "liver", "values": [1]}, {"name": "kidney", "values": [2]}]
+    settings = {"splits": ["train"], "include_real": False}
+    naming = {"export": {"first_id": 500}, "experiments": {"u": {}}}
+    ct = _split(tmp_path / "ct_split.tsv", {"p0": "train", "p1": "train", "p3": "test"})
+    mr = _split(tmp_path / "mr_split.tsv", {"p0": "train", "m1": "train", "p2": "test"})
+    out = tmp_path / "nnUNet_raw"
+    folder = export_experiment("u", manifest, None, out, settings, naming, labels, "CT", {"ct": ct})
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir())[0] == "p0_syn00.nii.gz"
+    # p2's label maps (generate_from) are test patients of the image dataset mr: nothing is written.
+    with pytest.raises(ValueError) as err:
+        export_experiment("u", manifest, None, out, settings, naming, labels, "CT", {"ct": ct, "mr": mr})
+    message = str(err.value)
+    assert "experiments.u" in message and "p2_syn00" in message and "p2_syn01" in message
+    assert "patient p2" in message and "test part of mr" in message and "case p0" not in message
+    assert (folder / "labelsTr" / "p0_syn00.nii.gz").is_file()  # the previous export is left as it was

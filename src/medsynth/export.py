@@ -25,6 +25,7 @@ from tqdm import tqdm
 import medsynth
 from medsynth.data.cohort import read_cases, series_of
 from medsynth.data.labels import LabelTable
+from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.io.tables import read_tsv
 
@@ -196,13 +197,23 @@ def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], want
             for r in rows if parts.get(r["case_id"]) in wanted]
 
 
+def leaked_cases(cases: Sequence[ExportCase], split_tables: Mapping[str, Path]) -> list[str]:
+    """The cases whose patient is in the test part of one of the datasets (dataset -> ``split.tsv``)."""
+    test = patients_in_test(split_tables)
+    return [f"case {c.identifier} (patient {c.patient}, in the test part of {test[c.patient]}: "
+            f"{split_tables[test[c.patient]]})" for c in sorted(cases, key=lambda c: c.identifier) if c.patient in test]
+
+
 def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
                       out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
-                      modality: str) -> Path:
+                      modality: str, split_tables: Mapping[str, Path]) -> Path:
     """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
 
     ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
     cases of the exported parts join the synthetic ones (``export.include_real``).
+    ``split_tables``: dataset -> ``split.tsv`` of the datasets the experiment trains, validates and
+    tests on; a case of one of their test patients is refused before anything is written (the config
+    check sees only the datasets whose cases are known when the workflow loads).
     """
     folder = Path(out_root) / export_folders(naming)[experiment]
     parts = list(settings["splits"])
@@ -210,6 +221,13 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
+    leaks = leaked_cases(cases, split_tables)
+    if leaks:
+        shown = "; ".join(leaks[:10]) + (f"; … ({len(leaks)} in all)" if len(leaks) > 10 else "")
+        raise ValueError(f"export of experiments.{experiment}: {len(leaks)} case(s) of test patients, which must "
+                         f"stay out of anything shared: {shown}. Remove test from export.splits, or those patients' "
+                         "cases from the dataset they come from (a generate_from dataset, or with export.include_real "
+                         "the image dataset)")
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
                   "medsynth_version": medsynth.__version__}
     if Path(out_root).exists():

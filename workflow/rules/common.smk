@@ -104,7 +104,8 @@ for _name, _exp in config["experiments"].items():
 if importlib.util.find_spec("medsynth") is not None:
     from medsynth.config_checks import config_errors
 
-    _errors = config_errors(config, _LABEL_FILES)
+    # The working directory: where a url dataset's cases.tsv lies once downloaded (its test patients).
+    _errors = config_errors(config, _LABEL_FILES, os.getcwd())
     if _errors:
         raise ValueError("\n".join(_errors))
 
@@ -307,9 +308,11 @@ def generate_case_inputs(wildcards):
 
 
 def export_inputs(wildcards):
-    """generate's manifest; with export.include_real the image dataset's real cases of the exported
-    parts (their image and label files), its cases table and split."""
-    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv"}
+    """generate's manifest and the split tables of the datasets the generator learnt from (the export
+    refuses a case of their test patients); with export.include_real the image dataset's real cases of
+    the exported parts (their image and label files), its cases table and split."""
+    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv",
+              "split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)]}
     if config["export"]["include_real"]:
         dataset = image_dataset(wildcards)
         rows = cases_of(dataset)
