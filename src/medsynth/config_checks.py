@@ -218,7 +218,9 @@ def leakage_errors(config: Mapping, known: KnownPatients) -> list[str]:
 
 def _patients_of(known: KnownPatients, dataset: str, patients: set[str] | None = None) -> str:
     shown = known.test(dataset) if patients is None else patients
-    return f"patients {listed(shown)}" if shown else "patients known once it is downloaded and split"
+    if shown is None:
+        return "patients known once it is downloaded and split"
+    return f"patients {listed(shown)}" if shown else "no patients yet"
 
 
 def _experiment_datasets(exp: Mapping) -> list[tuple[str, str]]:
