@@ -1,6 +1,7 @@
 """nnU-Net v2 export: the folder layout, labels and folds, checked by nnU-Net's own integrity check."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,10 @@ import pytest
 
 from medsynth.config_checks import export_errors
 from medsynth.data.labels import LabelTable
-from medsynth.export import (ExportCase, channel_names, default_name, export_folders, nnunet_labels, patient_folds,
-                             write_dataset)
+from medsynth.export import (ExportCase, channel_names, default_name, export_experiment, export_folders, nnunet_labels,
+                             patient_folds, write_dataset)
 from medsynth.io.nifti import load_volume, save_volume
+from medsynth.io.tables import write_tsv
 
 # A TotalSegmentator-like table: label values 0/5/7, no body class of its own (derived, last).
 TABLE = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "liver", "values": [5]},
@@ -84,6 +86,20 @@ def test_written_dataset_passes_nnunets_integrity_check(tmp_path: Path, cases: l
     assert not (tmp_path / "raw" / "Dataset500_Demo.part").exists()
 
 
+def test_a_table_whose_class_0_has_another_name_still_declares_nnunets_background(tmp_path: Path,
+                                                                                   cases: list[ExportCase]) -> None:
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity").verify_dataset_integrity
+    unlabelled = LabelTable.from_config([{"name": "unlabelled", "values": [0]}, {"name": "liver", "values": [5]},
+                                         {"name": "kidney", "values": [7]}])
+    real = [replace(c, raw_label=unlabelled) if c.raw_label is not None else c for c in cases]
+    folder = write_dataset(tmp_path / "raw" / "Dataset501_Other", real, unlabelled, "CT", {})
+    verify(str(folder), num_processes=1)  # raised "Background label not declared" with the table's own name
+    assert json.loads((folder / "dataset.json").read_text())["labels"] == {"background": 0, "liver": 1, "kidney": 2}
+    clash = LabelTable.from_config([{"name": "unlabelled", "values": [0]}, {"name": "background", "values": [5]}])
+    with pytest.raises(ValueError, match="'background'.*class 1"):
+        nnunet_labels(clash)
+
+
 def test_a_label_map_off_its_images_grid_is_refused_naming_the_file(tmp_path: Path, cases: list[ExportCase]) -> None:
     shifted = AFFINE.copy()
     shifted[0, 3] += 5.0  # the same voxels 5 mm to the side
@@ -144,3 +160,37 @@ def test_a_synthetic_case_without_tissue_under_its_labels_is_refused_naming_it(t
         write_dataset(tmp_path / "Dataset500_Demo", broken, TABLE, "CT", {})
     real = [ExportCase("p0_scan", bad, cases[0].label, "p0"), *cases[1:]]  # a real scan is shipped as it is
     write_dataset(tmp_path / "Dataset501_Real", real, TABLE, "CT", {})
+
+
+def _manifest(tmp_path: Path, cases: list[ExportCase]) -> Path:
+    """generate's manifest for the synthetic cases of the fixture: p0 and p1 from train, p2 from generate_from."""
+    rows = [{"case_id": c.identifier.rsplit("_syn", 1)[0], "dataset": "ct", "source_case": c.patient,
+             "patient_id": c.patient, "part": "generate_from" if c.patient == "p2" else "train",
+             "sample": int(c.identifier[-2:]), "seed": 0, "volume": str(c.image), "label": str(c.label), "background": -1000.0}
+            for c in cases if c.provenance.get("synthetic")]
+    return write_tsv(tmp_path / "manifest.tsv", rows, list(rows[0]))
+
+
+def _split(path: Path, parts: dict[str, str]) -> Path:
+    return write_tsv(path, [{"case_id": p, "patient_id": p, "part": q} for p, q in parts.items()],
+                     ["case_id", "patient_id", "part"])
+
+
+def test_the_export_refuses_a_case_of_a_test_patient_naming_case_patient_and_dataset(tmp_path: Path,
+                                                                                      cases: list[ExportCase]) -> None:
+    manifest = _manifest(tmp_path, cases)
+    labels = [{"name": "background", "values": [0]}, {"name": "liver", "values": [1]}, {"name": "kidney", "values": [2]}]
+    settings = {"splits": ["train"], "include_real": False}
+    naming = {"export": {"first_id": 500}, "experiments": {"u": {}}}
+    ct = _split(tmp_path / "ct_split.tsv", {"p0": "train", "p1": "train", "p3": "test"})
+    mr = _split(tmp_path / "mr_split.tsv", {"p0": "train", "m1": "train", "p2": "test"})
+    out = tmp_path / "nnUNet_raw"
+    folder = export_experiment("u", manifest, None, out, settings, naming, labels, "CT", {"ct": ct})
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir())[0] == "p0_syn00.nii.gz"
+    # p2's label maps (generate_from) are test patients of the image dataset mr: nothing is written.
+    with pytest.raises(ValueError) as err:
+        export_experiment("u", manifest, None, out, settings, naming, labels, "CT", {"ct": ct, "mr": mr})
+    message = str(err.value)
+    assert "experiments.u" in message and "p2_syn00" in message and "p2_syn01" in message
+    assert "patient p2" in message and "test part of mr" in message and "case p0" not in message
+    assert (folder / "labelsTr" / "p0_syn00.nii.gz").is_file()  # the previous export is left as it was

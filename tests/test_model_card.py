@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,11 +77,63 @@ def test_card_counts_patients_slices_and_spacing_from_the_files(sources):
     assert missing_fields(card) == ["selection", "test_metrics", "licence"] and card["test_metrics"] == PENDING
 
 
-def test_a_fine_tuned_run_names_its_source(sources, tmp_path):
-    source = tmp_path / "source.pt"
-    source.write_bytes(b"weights")
+def test_a_fine_tuned_run_names_its_source_and_says_when_the_source_holds_no_card(sources, tmp_path):
+    source = tmp_path / "latest.pt"  # a run's latest.pt or a snapshot: weights, no card
+    save_checkpoint(source, {"step": 3, "ema": {"w": torch.ones(2)}, "classes": ["background", "liver", "body"]})
     card = selection_card(*sources, init_from=str(source))
-    assert card["training"]["init_from"]["path"] == str(source) and len(card["training"]["init_from"]["digest"]) > 8
+    init = card["training"]["init_from"]
+    assert init["path"] == str(source) and len(init["digest"]) > 8
+    assert "holds no model card" in init["card"] and "not known" in init["card"] and "datasets" not in init
+    text = render({**card, "selection": {"step": 6}})
+    assert "## Initialised from" in text and f"{source} holds no model card" in text
+
+
+def shared_source(sources, tmp_path, licence: str | None) -> Path:
+    """A source generator with its card: selection's generator.pt, completed (and shared) when ``licence``."""
+    root, slices, metas = sources
+    card = {**selection_card(root, slices, metas), "selection": {"metric": "ssim", "value": 0.5, "step": 6}}
+    save_checkpoint(tmp_path / "src" / "generator.pt", {"step": 6, "ema": {"w": torch.ones(2)}, "card": card})
+    if licence is None:
+        return tmp_path / "src" / "generator.pt"
+    write_tsv(tmp_path / "src" / "test_metrics.tsv", [{"metric": "ssim", "mean": 0.6, "std": 0.1, "n": 3}],
+              ["metric", "mean", "std", "n", "note"])
+    write_cards(tmp_path / "src" / "generator.pt", tmp_path / "src" / "test_metrics.tsv", {"ct": licence},
+                tmp_path / "src" / "MODEL_CARD.md", tmp_path / "src" / "share")
+    return tmp_path / "src" / "share" / "generator.pt"
+
+
+def test_a_fine_tuned_generators_card_carries_its_sources_data_and_licences(sources, tmp_path):
+    source = shared_source(sources, tmp_path, "CC BY-NC 4.0")
+    card = {**selection_card(*sources, init_from=str(source)), "selection": {"metric": "ssim", "value": 0.4, "step": 2}}
+    init = card["training"]["init_from"]
+    assert init["experiment"] == "exp"
+    assert init["datasets"] == [{"name": "ct", "role": "label maps and images (paired)", "source": "local",
+                                 "modality": "CT", "licence": "CC BY-NC 4.0"}]
+    save_checkpoint(tmp_path / "generator.pt", {"step": 2, "ema": {"w": torch.ones(2)}, "card": card})
+    write_tsv(tmp_path / "test_metrics.tsv", [{"metric": "ssim", "mean": 0.5, "std": 0.1, "n": 3}],
+              ["metric", "mean", "std", "n", "note"])
+    full = write_cards(tmp_path / "generator.pt", tmp_path / "test_metrics.tsv", {"ct": "CC BY 4.0"},
+                       tmp_path / "MODEL_CARD.md", tmp_path / "share")
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert full["training"]["init_from"]["datasets"][0]["licence"] == "CC BY-NC 4.0"  # not this run's CC BY 4.0
+    for needle in ("## Initialised from", "generator `exp`",
+                   "| ct | label maps and images (paired) | local | CT | CC BY-NC 4.0 |",
+                   "- ct (initialised from generator `exp`): CC BY-NC 4.0", "- ct: CC BY 4.0"):
+        assert needle in text, needle
+
+
+def test_a_source_cards_missing_licences_come_from_the_workflow_or_are_said_to_be_missing(sources, tmp_path):
+    """Selection's own generator.pt (another experiment of the workflow) holds a card without licences."""
+    source = shared_source(sources, tmp_path, None)
+    card = {**selection_card(*sources, init_from=str(source)), "selection": {"step": 2}}
+    assert card["training"]["init_from"]["datasets"][0]["licence"] is None
+    save_checkpoint(tmp_path / "generator.pt", {"step": 2, "ema": {"w": torch.ones(2)}, "card": card})
+    write_tsv(tmp_path / "t.tsv", [{"metric": "ssim", "mean": 0.5, "std": 0.1, "n": 3}], ["metric", "mean", "std", "n"])
+    args = (tmp_path / "generator.pt", tmp_path / "t.tsv", {"ct": "CC BY 4.0"}, tmp_path / "C.md", tmp_path / "share")
+    given = write_cards(*args, source_licences={"ct": "CC BY-NC 4.0"})
+    assert given["training"]["init_from"]["datasets"][0]["licence"] == "CC BY-NC 4.0"
+    unstated = write_cards(*args)
+    assert "not stated" in unstated["training"]["init_from"]["datasets"][0]["licence"]
 
 
 def test_cards_with_test_metrics_are_written_beside_the_generator_and_shared(sources, tmp_path, capsys):

@@ -26,6 +26,7 @@ import medsynth
 from medsynth.data.checks import tissue_at_background
 from medsynth.data.cohort import read_cases, series_of
 from medsynth.data.labels import LabelTable
+from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.io.tables import read_tsv
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FILE_ENDING = ".nii.gz"
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
+BACKGROUND = "background"  # nnU-Net's key for class 0
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,16 @@ def nnunet_labels(table: LabelTable) -> dict[str, int]:
     The written label maps are the source maps through the label table, so a body
     class the table derived (listed under no label value) never appears in them and
     is left out; it is the table's last class, so the other ids stay consecutive.
+    Class 0 is always ``background``, whatever the table calls it (e.g. ``unlabelled``):
+    nnU-Net finds the background by that key and refuses a dataset without it.
     """
     keep = [i for i in range(table.num_classes) if not (i == table.body_class and table.body_derived)]
     assert keep == list(range(len(keep))), "a derived body class is always the last"
-    return {table.names[i]: i for i in keep}
+    clash = [i for i in keep[1:] if table.names[i] == BACKGROUND]
+    if clash:
+        raise ValueError(f"label table: class {clash[0]} is called {BACKGROUND!r}, the name nnU-Net gives class 0 "
+                         f"({table.names[0]!r} here); rename class {clash[0]} in the dataset's labels")
+    return {(BACKGROUND if i == 0 else table.names[i]): i for i in keep}
 
 
 def channel_names(modality: str) -> dict[str, str]:
@@ -219,13 +227,23 @@ def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], want
             for r in rows if parts.get(r["case_id"]) in wanted]
 
 
+def leaked_cases(cases: Sequence[ExportCase], split_tables: Mapping[str, Path]) -> list[str]:
+    """The cases whose patient is in the test part of one of the datasets (dataset -> ``split.tsv``)."""
+    test = patients_in_test(split_tables)
+    return [f"case {c.identifier} (patient {c.patient}, in the test part of {test[c.patient]}: "
+            f"{split_tables[test[c.patient]]})" for c in sorted(cases, key=lambda c: c.identifier) if c.patient in test]
+
+
 def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
                       out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
-                      modality: str, audit: Path | None = None) -> Path:
+                      modality: str, split_tables: Mapping[str, Path], audit: Path | None = None) -> Path:
     """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
 
     ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
     cases of the exported parts join the synthetic ones (``export.include_real``).
+    ``split_tables``: dataset -> ``split.tsv`` of the datasets the experiment trains, validates and
+    tests on; a case of one of their test patients is refused before anything is written (the config
+    check sees only the datasets whose cases are known when the workflow loads).
     ``audit``: the memorisation audit of the synthetic volumes (``audit.audit_shared``'s table):
     copied into the dataset, summarised in dataset.json, its flagged volumes left out unless
     ``export.refuse_flagged`` is false.
@@ -243,6 +261,13 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
+    leaks = leaked_cases(cases, split_tables)
+    if leaks:
+        shown = "; ".join(leaks[:10]) + (f"; … ({len(leaks)} in all)" if len(leaks) > 10 else "")
+        raise ValueError(f"export of experiments.{experiment}: {len(leaks)} case(s) of test patients, which must "
+                         f"stay out of anything shared: {shown}. Remove test from export.splits, or those patients' "
+                         "cases from the dataset they come from (a generate_from dataset, or with export.include_real "
+                         "the image dataset)")
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
                   "medsynth_version": medsynth.__version__}
     if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset

@@ -30,6 +30,12 @@ NOT_STATED = "not stated in the config (datasets.{name}.licence): ask the data's
 PENDING = "not yet evaluated (the model_card rule adds them after the evaluate stage)"
 # The licence is the model_card rule's too: a corrected licence text rewrites the card, not the generator.
 LICENCE_PENDING = "added by the model_card rule (results/share/<experiment>/)"
+# A fine-tuned generator's source: what it learnt came from the source's data too, under their licences.
+SOURCE_WITHOUT_CARD = ("none: {path} holds no model card (a run's latest.pt or an EMA snapshot): the data it was "
+                       "trained on and their licences are not known here; state them before sharing this model, or "
+                       "fine-tune from an exported generator.pt (results/share/<experiment>/generator.pt)")
+SOURCE_NOT_STATED = ("not stated in the source generator's card: ask the owner of the source generator's data "
+                     "before sharing this model")
 # Sections in their order on the card; the keys a complete card holds.
 SECTIONS = ("model", "training_data", "training", "selection", "test_metrics", "use", "licence")
 START_EVENTS, END_EVENTS = ("started", "resumed"), ("stopped", "finished")
@@ -110,6 +116,34 @@ def training(settings: Mapping, jobs: dict, init_from: Mapping | None) -> dict:
             "init_from": dict(init_from) if init_from else None}
 
 
+def source_record(path: str | Path) -> dict:
+    """What a fine-tuned generator's source file says of its own training data: from the model card it
+    holds (an exported ``generator.pt``), the source experiment and each dataset with its role and
+    licence (None where the card has none yet: selection's own card), and the source's own source in
+    turn; a file without a card (``latest.pt``, a snapshot) says so."""
+    from medsynth.train.checkpoint import load_checkpoint  # only a fine-tuned run's card needs torch
+
+    card = load_checkpoint(Path(path)).get("card")
+    if not card:
+        return {"card": SOURCE_WITHOUT_CARD.format(path=path)}
+    licences = card.get("licence") or {}
+    datasets = [{"name": d["name"], "role": d.get("role"), "source": d.get("source"), "modality": d.get("modality"),
+                 "licence": licences.get(d["name"])} for d in card["training_data"]["datasets"]]
+    return {"experiment": card.get("experiment"), "medsynth_version": card.get("medsynth_version"),
+            "datasets": datasets, "init_from": (card.get("training") or {}).get("init_from")}
+
+
+def with_source_licences(init_from: Mapping | None, licences: Mapping[str, str | None]) -> dict | None:
+    """``init_from`` with every source dataset's licence stated, down the chain of sources: the source
+    card's, else ``licences`` (the workflow's config, for other experiments' generators), else said to
+    be unknown."""
+    if not init_from or "datasets" not in init_from:
+        return dict(init_from) if init_from else None
+    datasets = [{**d, "licence": d.get("licence") or licences.get(d["name"]) or SOURCE_NOT_STATED}
+                for d in init_from["datasets"]]
+    return {**init_from, "datasets": datasets, "init_from": with_source_licences(init_from.get("init_from"), licences)}
+
+
 def build_card(experiment: str, model: Mapping, data: dict, train: dict, version: str) -> dict:
     """Everything but the selection (``select_checkpoint`` adds it) and the test metrics."""
     return {"card_version": CARD_VERSION, "experiment": experiment, "medsynth_version": version,
@@ -130,7 +164,8 @@ def card_before_selection(experiment: str, datasets: Sequence[dict], labels: Seq
     if settings.get("init_from"):
         from medsynth.train.init_from import file_digest
 
-        init_from = {"path": settings["init_from"], "digest": file_digest(settings["init_from"])}
+        init_from = {"path": settings["init_from"], "digest": file_digest(settings["init_from"]),
+                     **source_record(settings["init_from"])}
     model = {"preset": settings.get("model"), "mode": settings.get("mode"), "slice_size": slice_size,
              "context_slices": settings.get("context_slices", 0)}
     data = training_data(datasets, modality, spacing_of(meta_files), LabelTable.from_config(labels),
@@ -173,12 +208,41 @@ def render(card: Mapping) -> str:
                   f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
               f"- intensity mapping: {_inline(data['intensity'])}", "", "Label table (class id: name ← label values):", "",
               *[f"- {e['id']}: {e['name']} ← {_inline(e['values']) or 'derived (body mask)'}" for e in data["labels"]],
-              "", "## Training", "", *_bullets({k: v for k, v in train.items() if k != "wall_time_s"}), ""]
+              "", "## Training", "",
+              *_bullets({k: v for k, v in train.items() if k not in ("wall_time_s", "init_from")}), ""]
+    lines += _source_lines(train.get("init_from"))
     lines += ["## Selection (validation split)", "", *_bullets(card["selection"] or {"selection": "none"}), "",
               "## Test metrics (test split: never seen by training or selection)", ""]
     lines += _metrics_table(card["test_metrics"]) + ["", "## Licence of the training data", "",
-                                                     *[f"- {n}: {t}" for n, t in licences.items()], ""]
+                                                     *[f"- {n}: {t}" for n, t in licences.items()],
+                                                     *_source_licence_lines(train.get("init_from")), ""]
     return "\n".join(lines)
+
+
+def _source_lines(init_from: Mapping | None) -> list[str]:
+    """The source of a fine-tuned generator and, in turn, its own source: file, digest, data, licences."""
+    lines = []
+    while init_from:
+        lines += ["## Initialised from" if not lines else "Its source was initialised from:", "",
+                  f"- file: {init_from.get('path')} (SHA-256 {init_from.get('digest')}…)"]
+        if "datasets" not in init_from:
+            lines += [f"- model card: {init_from.get('card', 'not recorded (a card of an older medsynth)')}", ""]
+            break
+        lines += [f"- generator `{init_from.get('experiment')}` (medsynth {init_from.get('medsynth_version')}), "
+                  "trained on:", "", "| dataset | role | source | modality | licence |", "|---|---|---|---|---|",
+                  *[f"| {d['name']} | {d['role']} | {d['source']} | {d['modality']} | "
+                    f"{d.get('licence') or LICENCE_PENDING} |" for d in init_from["datasets"]], ""]
+        init_from = init_from.get("init_from")
+    return lines
+
+
+def _source_licence_lines(init_from: Mapping | None) -> list[str]:
+    lines = []
+    while init_from and "datasets" in init_from:
+        lines += [f"- {d['name']} (initialised from generator `{init_from.get('experiment')}`): "
+                  f"{d.get('licence') or LICENCE_PENDING}" for d in init_from["datasets"]]
+        init_from = init_from.get("init_from")
+    return lines
 
 
 def _bullets(fields: Mapping) -> list[str]:
@@ -207,10 +271,11 @@ def _metrics_table(metrics: Mapping | str) -> list[str]:
 
 
 def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, str | None], card_md: Path,
-                share_dir: Path) -> dict:
+                share_dir: Path, source_licences: Mapping[str, str | None] | None = None) -> dict:
     """The complete card (with the test metrics and ``licences``, each dataset's as the config states
     it): ``card_md`` beside the generator, and in ``share_dir`` the generator holding that card and the
-    same MODEL_CARD.md, the two files to give a colleague."""
+    same MODEL_CARD.md, the two files to give a colleague. ``source_licences``: a fine-tuned generator's
+    source datasets' licences where its card holds none (another experiment's selection-stage card)."""
     from medsynth.train.checkpoint import load_checkpoint, save_checkpoint  # only this step needs torch
 
     state = load_checkpoint(Path(generator))
@@ -220,6 +285,9 @@ def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, 
     names = [d["name"] for d in state["card"]["training_data"]["datasets"]]
     card = {**state["card"], "test_metrics": test_metrics(test_metrics_tsv),
             "licence": {n: licences.get(n) or NOT_STATED.format(name=n) for n in names}}
+    train = card.get("training") or {}
+    if train.get("init_from"):
+        card["training"] = {**train, "init_from": with_source_licences(train["init_from"], source_licences or {})}
     text = render(card)
     share_dir = Path(share_dir)
     share_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def fine_tune_start(tmp_path, toy_set, source, spec=TOY_SPEC, **kw):
     state = new_state(ctx.settings, ctx.spec, ctx.num_classes, ctx.device, ctx.rank)
     fresh = {k: v.clone() for k, v in state.nets.G.state_dict().items()}
     fresh_d = {k: v.clone() for k, v in state.nets.D.state_dict().items()}
-    match = initialise(state.nets, settings, source, ctx.spec, ctx.slice_size, ctx.class_names)
+    match = initialise(state.nets, settings, source, ctx.spec, ctx.slice_size, ctx.class_names, TARGET_TABLE)
     return ctx, state, match, fresh, fresh_d
 
 
@@ -50,6 +50,14 @@ def test_shared_classes_keep_their_weights_new_ones_start_fresh(tmp_path, toy_se
     assert (match.shared, match.new, match.dropped) == (("background", "body"), ("spleen",), ("liver",))
     log = caplog.text
     assert "['background', 'body']" in log and "['spleen']" in log and "['liver']" in log
+    # liver (dropped) and spleen (new) both take label value 2: a renamed class, most likely. latest.pt keeps
+    # its label table; a snapshot names its classes only, so no warning can be made from it.
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if name == "latest.pt":
+        assert match.renamed == (("liver", "spleen"),)
+        assert any("'liver'" in w and "'spleen'" in w and "[2]" in w for w in warned), warned
+    else:
+        assert match.renamed == () and not warned
     src = load_checkpoint(source)
     g_src = src.get("G", src["ema"])
     g = state.nets.G.state_dict()
@@ -127,3 +135,12 @@ def test_a_corrupt_or_missing_file_is_refused(tmp_path, toy_set, source_run):
         fine_tune_start(tmp_path, toy_set, bad)
     with pytest.raises(FileNotFoundError, match="train.init_from names no file"):
         fine_tune_start(tmp_path, toy_set, tmp_path / "nowhere.pt")
+
+
+def test_the_label_values_of_a_source_come_from_its_table_where_it_keeps_one():
+    from medsynth.train.init_from import source_label_values
+
+    values = {"background": (0,), "body": (1,), "liver": (2,)}
+    assert source_label_values({"config": {"labels": SOURCE_TABLE}}) == values  # latest.pt
+    assert source_label_values({"data": {"labels": SOURCE_TABLE}}) == values  # an exported generator.pt
+    assert source_label_values({"classes": ["background", "body", "liver"]}) == {}  # an EMA snapshot: names only

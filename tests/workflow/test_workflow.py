@@ -317,6 +317,9 @@ def test_an_experiment_fine_tunes_another_experiments_generator(finished, snakem
     latest = load_checkpoint(finished / "results/train/tuned/checkpoints/latest.pt")
     assert latest["init_from"] == {"path": source, "digest": file_digest(finished / source)}
     assert latest["step"] == 6
+    # Its model card carries the source generator's data (their licences come with rule model_card).
+    init = load_checkpoint(finished / target)["card"]["training"]["init_from"]
+    assert init["experiment"] == "tiny" and [d["name"] for d in init["datasets"]] == ["phantom"]
 
 
 def test_config_errors_name_the_key(tmp_path, snakemake):

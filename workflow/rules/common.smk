@@ -5,6 +5,7 @@
 import csv
 import importlib.util
 import os
+from types import SimpleNamespace
 
 import yaml
 from snakemake.utils import validate
@@ -134,7 +135,8 @@ for _name, _exp in config["experiments"].items():
 if importlib.util.find_spec("medsynth") is not None:
     from medsynth.config_checks import config_errors
 
-    _errors = config_errors(config, _LABEL_FILES)
+    # The working directory: where a url dataset's cases.tsv lies once downloaded (its test patients).
+    _errors = config_errors(config, _LABEL_FILES, os.getcwd())
     if _errors:
         raise ValueError("\n".join(_errors))
 
@@ -217,6 +219,21 @@ def segmenter_input(wildcards):
     for an image-only dataset (evaluate reports NA with the reason)."""
     dataset = image_dataset(wildcards)
     return {} if image_only(dataset) else {"segmenter": f"results/segmenter/{dataset}/segmenter.pt"}
+
+
+def source_licences(wildcards):
+    """A fine-tuned generator's sources that are this workflow's experiments (init_from
+    results/select/<e>/generator.pt, and that one's source in turn): their datasets' licences as the
+    config states them; those generators' cards, written at selection, hold none."""
+    licences, experiment, seen = {}, wildcards.experiment, set()
+    while experiment not in seen:
+        seen.add(experiment)
+        source = config["experiments"][experiment]["train"].get("init_from") or ""
+        experiment = next((e for e in EXPERIMENTS if source == f"results/select/{e}/generator.pt"), experiment)
+        if experiment not in seen:
+            for d in card_datasets(SimpleNamespace(experiment=experiment)):
+                licences[d] = config["datasets"][d].get("licence")
+    return canonical(licences)
 
 
 def unpaired_image_inputs(wildcards):
@@ -331,9 +348,11 @@ def generate_case_inputs(wildcards):
 
 
 def export_inputs(wildcards):
-    """generate's manifest; with export.include_real the image dataset's real cases of the exported
-    parts (their image and label files), its cases table and split, unless it is image-only."""
-    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv"}
+    """generate's manifest and the split tables of the datasets the generator learnt from (the export
+    refuses a case of their test patients); with export.include_real the image dataset's real cases of
+    the exported parts (their image and label files), its cases table and split, unless it is image-only."""
+    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv",
+              "split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)]}
     # An image-only dataset's real images have no label maps to ship them with (the export says so).
     if config["export"]["include_real"] and not image_only(image_dataset(wildcards)):
         dataset = image_dataset(wildcards)

@@ -52,6 +52,7 @@ rule model_card:
         shared=directory("results/share/{experiment}"),
     params:
         licences=lambda w: {d: config["datasets"][d].get("licence") for d in card_datasets(w)},
+        source_licences=source_licences,  # a fine-tuned generator's sources among the experiments
     log:
         "logs/model_card/{experiment}.log",
     localrule: True

@@ -8,4 +8,4 @@ from medsynth.model_card import write_cards
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     write_cards(Path(sm.input.generator), Path(sm.input.metrics), dict(sm.params.licences), Path(sm.output.card),
-                Path(sm.output.shared))
+                Path(sm.output.shared), dict(sm.params.source_licences))

@@ -132,6 +132,17 @@ class _Body:
         return self.b - (self.fat + self.wall)
 
 
+def case_id(index: int) -> str:
+    """The id of case ``index`` in every phantom cohort, whatever its seed: a cohort's ids (its patients:
+    the table has no patient_id) are known from ``n_cases`` alone, before anything is drawn."""
+    return f"phantom_{index:03d}"
+
+
+def case_ids(n_cases: int) -> list[str]:
+    """The case ids ``write_cohort`` lists for a cohort of ``n_cases``."""
+    return [case_id(i) for i in range(n_cases)]
+
+
 def make_case(
     index: int,
     seed: int,
@@ -166,7 +177,7 @@ def make_case(
         ct, mr, label = (np.ascontiguousarray(np.flip(v, axis=(0, 1))) for v in (ct, mr, label))
         affine = affine @ _flip_xy(shape)
         orientation = "LPS"
-    return PhantomCase(f"phantom_{index:03d}", ct, mr, label, affine, orientation)
+    return PhantomCase(case_id(index), ct, mr, label, affine, orientation)
 
 
 def write_cohort(

@@ -11,10 +11,13 @@ dropped class's channels are left out.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class ClassMatch:
     shared: tuple[str, ...]
     new: tuple[str, ...]
     dropped: tuple[str, ...]
+    renamed: tuple[tuple[str, str], ...] = ()  # (dropped, new) of identical label values: a rename, most likely
 
     @property
     def identity(self) -> bool:
@@ -42,11 +46,31 @@ class ClassMatch:
         return not self.new and not self.dropped and self.mapping == tuple(range(len(self.mapping)))
 
 
-def match_classes(source: Sequence[str], target: Sequence[str]) -> ClassMatch:
+def match_classes(source: Sequence[str], target: Sequence[str],
+                  source_values: Mapping[str, Sequence[int]] | None = None,
+                  target_values: Mapping[str, Sequence[int]] | None = None) -> ClassMatch:
+    """Classes matched by name; with both tables' label values (name -> values), a dropped class and a
+    new one of the same values are warned about: most likely one class renamed (``kidney`` ->
+    ``kidneys``), which by name starts afresh. Where the source stores only names (an EMA snapshot)
+    no such warning can be made."""
     index = {name: i for i, name in enumerate(source)}
     mapping = tuple(index.get(name) for name in target)
-    return ClassMatch(mapping, tuple(n for n in target if n in index), tuple(n for n in target if n not in index),
-                      tuple(n for n in source if n not in set(target)))
+    new = tuple(n for n in target if n not in index)
+    dropped = tuple(n for n in source if n not in set(target))
+    renamed = _renamed(dropped, new, source_values or {}, target_values or {})
+    for old, name in renamed:
+        log.warning("class %r of the checkpoint and class %r of this run's label table have the same label values "
+                    "%s: if it is one class renamed, give it one name in both tables, or it starts from a fresh "
+                    "initialisation and %r's weights are dropped", old, name, sorted(source_values[old]), old)
+    return ClassMatch(mapping, tuple(n for n in target if n in index), new, dropped, renamed)
+
+
+def _renamed(dropped: Sequence[str], new: Sequence[str], source_values: Mapping[str, Sequence[int]],
+             target_values: Mapping[str, Sequence[int]]) -> tuple[tuple[str, str], ...]:
+    """(dropped, new) pairs with the same non-empty set of label values (a derived body class has none)."""
+    values = {n: frozenset(target_values[n]) for n in new if target_values.get(n)}
+    return tuple((old, name) for old in dropped if source_values.get(old)
+                 for name in new if values.get(name) == frozenset(source_values[old]))
 
 
 def _channel_pairs(axis: ClassAxis, mapping: Sequence[int | None], n_src: int, size_src: int,

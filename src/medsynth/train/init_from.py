@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -42,6 +42,21 @@ def source_class_names(state: dict, path: Path) -> tuple[str, ...]:
             return LabelTable.from_config(entries).names
     raise ValueError(f"{path}: the checkpoint does not name its classes (an EMA snapshot of an older medsynth); "
                      "initialise from the run's latest.pt or its exported generator.pt instead")
+
+
+def label_values(entries: Sequence[Mapping] | None) -> dict[str, tuple[int, ...]]:
+    """Class name -> label values of a label table's config entries (empty without a table)."""
+    if not entries or isinstance(entries, str):
+        return {}
+    table = LabelTable.from_config(entries)
+    return {n: tuple(v) for n, v in zip(table.names, table.values)}
+
+
+def source_label_values(state: dict) -> dict[str, tuple[int, ...]]:
+    """The label values of a checkpoint's classes: ``latest.pt`` keeps its table under ``config``, an
+    exported ``generator.pt`` under ``data``; an EMA snapshot stores class names only (empty then)."""
+    return (label_values((state.get("config") or {}).get("labels"))
+            or label_values((state.get("data") or {}).get("labels")))
 
 
 def _describe(spec: ModelSpec) -> str:
@@ -74,13 +89,16 @@ def load_source(path: str | Path, spec: ModelSpec, slice_size: int) -> tuple[dic
 
 
 def initialise(nets: Nets, settings: TrainSettings, path: str | Path, spec: ModelSpec, slice_size: int,
-               class_names: Sequence[str]) -> ClassMatch:
-    """Load ``path``'s weights into a new run's ``nets`` (before the first step); returns the class match."""
+               class_names: Sequence[str], labels: Sequence[Mapping] | None = None) -> ClassMatch:
+    """Load ``path``'s weights into a new run's ``nets`` (before the first step); returns the class match.
+
+    ``labels``: the run's label table (config entries), whose values let a class renamed between the
+    two tables be warned about (``match_classes``)."""
     path = Path(path)
     state, source_names = load_source(path, spec, slice_size)
     if not class_names:
         raise ValueError("train.init_from needs the run's label table to match classes by name")
-    match = match_classes(source_names, class_names)
+    match = match_classes(source_names, class_names, source_label_values(state), label_values(labels))
     log.info("init_from %s (step %s): shared classes %s keep their weights; new classes %s start fresh; dropped "
              "classes %s are removed", path, state.get("step", "?"), list(match.shared), list(match.new),
              list(match.dropped))

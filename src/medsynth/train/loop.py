@@ -73,7 +73,8 @@ def train(
     state = new_state(settings, ctx.spec, num_classes, ctx.device, ctx.rank)
     latest = LatestCheckpoint(ctx.ckpt_dir)
     if not resume(ctx, state, latest) and settings.init_from:
-        initialise(state.nets, settings, Path(settings.init_from), ctx.spec, ctx.slice_size, ctx.class_names)
+        initialise(state.nets, settings, Path(settings.init_from), ctx.spec, ctx.slice_size, ctx.class_names,
+                   ctx.config.get("labels"))
     prepare_nets(state.nets, ctx.device, settings.channels_last, settings.compile, ctx.world_size)
     if ctx.main:
         start_live_tables(ctx.live_dir, state.step, state.history, ctx.loss_columns)
