@@ -79,7 +79,7 @@ def labels_of(dataset):
 
 
 def slice_settings(dataset):
-    """The slice rule of a dataset: slice.size and min_body_fraction, and the class ids of
+    """How a dataset is sliced: slice.size and min_body_fraction, and the class ids of
     slice.require_classes in its label table (an image-only dataset keeps every body slice; the key is
     there only when set, so configs without it keep their slices)."""
     settings = only(config["slice"], ("size", "min_body_fraction"))
