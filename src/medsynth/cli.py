@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="one noise draw per volume (default) or per slice")
     p.add_argument("--noise-sigma-mm", type=float, default=0.0,
                    help="volume noise, spatial noise map: its smoothing along z in mm (0: one map for all slices)")
-    p.add_argument("--inplane", choices=["canvas", "tiles"], default="canvas",
-                   help="the generator on one canvas over each slice's labelled extent (default), or on "
-                        "overlapping tiles of the training size, blended")
+    p.add_argument("--inplane", choices=["canvas", "tiles"], default="tiles",
+                   help="each slice's labelled extent in overlapping tiles of the training size, blended "
+                        "(default), or on one canvas (faster)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("info", help="print what a medsynth checkpoint holds")

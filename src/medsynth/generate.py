@@ -79,7 +79,7 @@ class GenerateSettings:
     device: torch.device = torch.device("cpu")
     noise: str = "volume"  # see ``inference.synthesize.synthesize``
     noise_sigma_mm: float = 0.0  # the spatial noise map's smoothing along z
-    inplane: str = "canvas"  # canvas | tiles: see ``inference.canvas``
+    inplane: str = "tiles"  # tiles | canvas: see ``inference.canvas`` (bench/coverage.py chose tiles)
 
 
 def synthetic_volume(G: torch.nn.Module, num_classes: int, label: np.ndarray, canvas: Canvas,
