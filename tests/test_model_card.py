@@ -174,3 +174,26 @@ def test_a_generator_without_a_card_is_refused_naming_the_file(tmp_path, capsys)
         write_cards(tmp_path / "old.pt", tmp_path / "t.tsv", {}, tmp_path / "c.md", tmp_path / "share")
     assert main(["info", str(tmp_path / "old.pt"), "--card"]) == 2
     assert "old.pt: holds no model card" in capsys.readouterr().err
+
+
+def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_path):
+    from medsynth.audit import EXPORT_AUDIT_COLUMNS
+    from medsynth.model_card import shared_audit
+
+    card = {**selection_card(*sources), "selection": {"metric": "ssim", "value": 0.5, "step": 6}}
+    save_checkpoint(tmp_path / "generator.pt", {"step": 6, "ema": {"w": torch.ones(2)}, "card": card})
+    write_tsv(tmp_path / "test_metrics.tsv", [{"metric": "ssim", "mean": 0.61, "std": 0.1, "n": 7}],
+              ["metric", "mean", "std", "n", "note"])
+    rows = [{"case_id": c, "sample": k, "flagged": c == "p0_s0" and k == 1} for c in ("p0_s0", "p1_s0") for k in (0, 1)]
+    write_tsv(tmp_path / "memorisation_audit.tsv", rows, EXPORT_AUDIT_COLUMNS)
+    audit = shared_audit(tmp_path / "memorisation_audit.tsv", refuse=True)
+    full = write_cards(tmp_path / "generator.pt", tmp_path / "test_metrics.tsv", {"ct": "CC BY 4.0"},
+                       tmp_path / "MODEL_CARD.md", tmp_path / "share", audit=audit)
+    assert full["shared_audit"]["volumes audited"] == 4 and full["shared_audit"]["flagged as possible copies"] == 1
+    text = (tmp_path / "share/MODEL_CARD.md").read_text()
+    for needle in ("## Memorisation audit of the shared synthetic cases", "volumes audited: 4",
+                   "flagged volumes: p0_s0 sample 1", "flagged volumes in the export: left out"):
+        assert needle in text, needle
+    assert "shipped, marked as flagged" in render({**full, "shared_audit": shared_audit(
+        tmp_path / "memorisation_audit.tsv", refuse=False)})
+    assert "nothing" in render({**full, "shared_audit": shared_audit(None, refuse=True)})

@@ -213,7 +213,13 @@ def render(card: Mapping) -> str:
     lines += _source_lines(train.get("init_from"))
     lines += ["## Selection (validation split)", "", *_bullets(card["selection"] or {"selection": "none"}), "",
               "## Test metrics (test split: never seen by training or selection)", ""]
-    lines += _metrics_table(card["test_metrics"]) + ["", "## Licence of the training data", "",
+    lines += _metrics_table(card["test_metrics"]) + [""]
+    if card.get("shared_audit"):
+        lines += ["## Memorisation audit of the shared synthetic cases", "",
+                  "Each exported synthetic volume against the real image of its own label map (paired) and the "
+                  "nearest training slice of another patient, in units of what unseen patients reach "
+                  "(README, Metrics: memorisation).", "", *_bullets(card["shared_audit"]), ""]
+    lines += ["## Licence of the training data", "",
                                                      *[f"- {n}: {t}" for n, t in licences.items()],
                                                      *_source_licence_lines(train.get("init_from")), ""]
     return "\n".join(lines)
@@ -270,12 +276,28 @@ def _metrics_table(metrics: Mapping | str) -> list[str]:
     return rows
 
 
+def shared_audit(table: Path | None, refuse: bool) -> dict:
+    """The memorisation audit of the exported synthetic volumes (``audit.audit_shared``'s table) as the card
+    states it; without an export nothing is shared."""
+    if table is None:
+        return {"exported": "nothing (no export.splits part and no generate_from dataset)"}
+    rows = read_tsv(table)
+    flagged = [f"{r['case_id']} sample {r['sample']}" for r in rows if r["flagged"] == "True"]
+    return {"volumes audited": len(rows), "flagged as possible copies": len(flagged),
+            "flagged volumes": ", ".join(flagged) if flagged else "none",
+            "flagged volumes in the export": "left out (export.refuse_flagged)" if refuse else
+            "shipped, marked as flagged (export.refuse_flagged: false)",
+            "table": f"{Path(table).name} in the export folder"}
+
+
 def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, str | None], card_md: Path,
-                share_dir: Path, source_licences: Mapping[str, str | None] | None = None) -> dict:
+                share_dir: Path, source_licences: Mapping[str, str | None] | None = None,
+                audit: Mapping | None = None) -> dict:
     """The complete card (with the test metrics and ``licences``, each dataset's as the config states
     it): ``card_md`` beside the generator, and in ``share_dir`` the generator holding that card and the
     same MODEL_CARD.md, the two files to give a colleague. ``source_licences``: a fine-tuned generator's
-    source datasets' licences where its card holds none (another experiment's selection-stage card)."""
+    source datasets' licences where its card holds none (another experiment's selection-stage card);
+    ``audit``: ``shared_audit`` of the exported synthetic cases."""
     from medsynth.train.checkpoint import load_checkpoint, save_checkpoint  # only this step needs torch
 
     state = load_checkpoint(Path(generator))
@@ -285,6 +307,8 @@ def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, 
     names = [d["name"] for d in state["card"]["training_data"]["datasets"]]
     card = {**state["card"], "test_metrics": test_metrics(test_metrics_tsv),
             "licence": {n: licences.get(n) or NOT_STATED.format(name=n) for n in names}}
+    if audit is not None:
+        card["shared_audit"] = dict(audit)
     train = card.get("training") or {}
     if train.get("init_from"):
         card["training"] = {**train, "init_from": with_source_licences(train["init_from"], source_licences or {})}

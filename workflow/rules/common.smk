@@ -381,6 +381,18 @@ def audit_shared_inputs(wildcards):
     }
 
 
+def exports(experiment):
+    """True when the experiment ships synthetic cases (export.splits parts or generate_from datasets)."""
+    return bool(export_parts() or config["experiments"][experiment].get("generate_from"))
+
+
+def shared_audit_input(wildcards):
+    """The memorisation audit of the exported cases, for the model card; none when nothing is exported."""
+    if not exports(wildcards.experiment):
+        return {}
+    return {"audit": f"results/export/{wildcards.experiment}/memorisation_audit.tsv"}
+
+
 def export_parts():
     """The split parts export ships: export.splits, else generate's parts other than test."""
     return config["export"].get("splits") or [p for p in config["generate"]["splits"] if p != "test"]
@@ -439,6 +451,6 @@ def all_targets():
         targets.append(f"results/select/{exp}/MODEL_CARD.md")
         if utility_planned(exp):
             targets.append(f"reports/{exp}/utility.png")
-        if export_parts() or config["experiments"][exp].get("generate_from"):  # training cases were made
+        if exports(exp):  # training cases were made
             targets.append(f"results/export/{exp}/nnUNet_raw")
     return targets

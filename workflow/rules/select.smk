@@ -45,6 +45,7 @@ rule select:
 
 rule model_card:
     input:
+        unpack(shared_audit_input),  # the memorisation audit of what the export ships
         generator=rules.select.output.generator,
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
     output:
@@ -53,6 +54,7 @@ rule model_card:
     params:
         licences=lambda w: {d: config["datasets"][d].get("licence") for d in card_datasets(w)},
         source_licences=source_licences,  # a fine-tuned generator's sources among the experiments
+        refuse_flagged=config["export"]["refuse_flagged"],
     log:
         "logs/model_card/{experiment}.log",
     localrule: True

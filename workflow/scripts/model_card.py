@@ -3,9 +3,10 @@
 from pathlib import Path
 
 from medsynth.logs import log_to
-from medsynth.model_card import write_cards
+from medsynth.model_card import shared_audit, write_cards
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
+    audit = shared_audit(Path(sm.input.audit) if "audit" in sm.input.keys() else None, sm.params.refuse_flagged)
     write_cards(Path(sm.input.generator), Path(sm.input.metrics), dict(sm.params.licences), Path(sm.output.card),
-                Path(sm.output.shared), dict(sm.params.source_licences))
+                Path(sm.output.shared), dict(sm.params.source_licences), audit)
