@@ -181,6 +181,24 @@ def card_datasets(wildcards):
     return {labels: "label maps", images: "images (unpaired: other patients)"}
 
 
+def image_only(dataset):
+    """A dataset without a label table: images only (the unpaired mode's real images, e.g. unlabelled MR)."""
+    return "labels" not in config["datasets"][dataset]
+
+
+def label_names(dataset):
+    """The class names a dataset's label table lists (other tables' classes are matched to them by name);
+    None for an image-only dataset."""
+    return None if image_only(dataset) else [e["name"] for e in config["datasets"][dataset]["labels"]]
+
+
+def segmenter_input(wildcards):
+    """Segmentation consistency's segmenter, trained on the image dataset's labelled training slices; none
+    for an image-only dataset (evaluate reports NA with the reason)."""
+    dataset = image_dataset(wildcards)
+    return {} if image_only(dataset) else {"segmenter": f"results/segmenter/{dataset}/segmenter.pt"}
+
+
 def unpaired_image_inputs(wildcards):
     """Unpaired mode: dataset B's train/val slices, the real side of the adversarial game."""
     exp = config["experiments"][wildcards.experiment]
@@ -329,14 +347,18 @@ def generate_only_datasets():
 
 def utility_planned(experiment):
     """The utility benchmark needs training label maps with synthetic images, and (unpaired) an image
-    dataset labelled with the same classes, whose real cases train and test the segmenters."""
+    dataset that labels every class of the experiment's table (by name, in any order), whose real cases
+    train and test the segmenters."""
     exp = config["experiments"][experiment]
     if "train" not in config["generate"]["splits"]:
         return False
     if exp["train"]["mode"] != "unpaired":
         return True
-    names = lambda d: [e["name"] for e in config["datasets"][d]["labels"]]  # noqa: E731
-    return names(exp["dataset"]) == names(exp["images_from"])
+    if image_only(exp["images_from"]):
+        return False
+    # Class names after the background (class 0 whatever its name), with the body every table gets.
+    names = lambda d: {e["name"] for e in config["datasets"][d]["labels"][1:]} | {"body"}  # noqa: E731
+    return names(exp["dataset"]) <= names(exp["images_from"])
 
 
 def all_targets():

@@ -3,6 +3,7 @@
 
 rule evaluate:
     input:
+        unpack(segmenter_input),  # none for an image-only image dataset
         manifest=rules.generate.output.manifest,
         cases=rules.generate.output.cases,
         real=lambda w: case_slices(experiment_dataset(w), ("test",)),
@@ -15,7 +16,6 @@ rule evaluate:
         real_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_test.npz",
         # ... and its Inception features, for the audit in feature space (when the weights exist).
         train_stats=lambda w: f"results/metrics/{image_dataset(w)}/inception_train.npz",
-        segmenter=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
     output:
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
         per_case="results/evaluate/{experiment}/per_case.tsv",
@@ -27,6 +27,9 @@ rule evaluate:
         threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],
         metrics=only(config["metrics"], (*PERCEPTUAL_KEYS, "memorisation_threshold")),
         labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        # The image dataset's class names (matched to the experiment's by name); None: image-only.
+        reference_labels=lambda w: label_names(image_dataset(w)),
+        image_dataset=image_dataset,
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

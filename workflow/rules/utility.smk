@@ -17,6 +17,9 @@ rule utility:
         segmenter=only(config["metrics"], SEGMENTER_KEYS),
         utility=canonical(config["utility"]),
         labels=lambda w: canonical(config["datasets"][experiment_dataset(w)]["labels"]),
+        # The image dataset's class names: its real slices are relabelled into the experiment's by name.
+        image_labels=lambda w: label_names(image_dataset(w)),
+        image_dataset=image_dataset,
     log:
         "logs/utility/{experiment}.log",
     benchmark:
