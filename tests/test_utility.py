@@ -25,6 +25,11 @@ def _set(n: int, seed: int, cases: int) -> SliceSet:
     return SliceSet(images[:, None], labels, (labels > 0)[:, None], [f"c{i % cases}" for i in range(n)], list(range(n)))
 
 
+def _each_its_own(data: SliceSet) -> dict[str, str]:
+    """Every case its own patient."""
+    return {c: c for c in data.case_ids}
+
+
 def test_bootstrap_of_perfect_predictions_is_a_point_at_one() -> None:
     conf = torch.zeros(6, 3, 3, dtype=torch.long)
     conf[:, 0, 0], conf[:, 1, 1], conf[:, 2, 2] = 100, 40, 10
@@ -49,7 +54,7 @@ def test_a_perfect_generator_helps_exactly_as_much_as_real_data(tmp_path) -> Non
     real, test = _set(24, 0, 4), _set(12, 1, 6)
     model = train_segmenter(real.images, real.labels, 3, steps=SEG["segmenter_steps"],
                             batch_size=SEG["segmenter_batch"], channels=tuple(SEG["segmenter_channels"]))
-    rows = utility_rows(model, real, real, test, NAMES, SEG, n_boot=100)
+    rows = utility_rows(model, real, real, test, NAMES, SEG, n_boot=100, patients=_each_its_own(test))
     by = {(r["setting"], r["class"]): r for r in rows}
     assert {r["setting"] for r in rows} == set(SETTINGS) and len(rows) == 3 * (len(NAMES) + 1)
     for cls in (*NAMES, "mean (organs)"):
@@ -59,7 +64,8 @@ def test_a_perfect_generator_helps_exactly_as_much_as_real_data(tmp_path) -> Non
     assert by[("synthetic", "organ")]["delta_ci_low"] == by[("synthetic", "organ")]["delta_ci_high"] == 0.0
     assert by[("real", "organ")]["delta_vs_real"] is None  # written NA
     assert by[("real+synthetic", "organ")]["train_slices"] == 48
-    assert "over 6 test cases" in by[("real", "organ")]["note"]
+    assert "over 6 test patients (6 cases)" in by[("real", "organ")]["note"]
+    assert by[("real", "organ")]["test_patients"] == 6
     fg = by[("real", "mean (organs)")]
     assert fg["ci_low"] <= fg["dice"] <= fg["ci_high"] and not math.isnan(fg["dice"])
 
@@ -67,8 +73,9 @@ def test_a_perfect_generator_helps_exactly_as_much_as_real_data(tmp_path) -> Non
 def test_few_test_cases_resample_slices_and_say_so() -> None:
     real, test = _set(16, 0, 4), _set(8, 1, 2)
     model = train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8))
-    rows = utility_rows(model, real, real, test, NAMES, {**SEG, "segmenter_steps": 2}, n_boot=100)
-    assert "over 8 test slices: only 2 test case(s)" in rows[0]["note"] and "too narrow" in rows[0]["note"]
+    rows = utility_rows(model, real, real, test, NAMES, {**SEG, "segmenter_steps": 2}, n_boot=100,
+                        patients=_each_its_own(test))
+    assert "over 8 test slices: only 2 test patient(s)" in rows[0]["note"] and "too narrow" in rows[0]["note"]
 
 
 def test_synthetic_set_pairs_every_sample_with_its_label_map() -> None:
@@ -135,10 +142,41 @@ def test_an_image_dataset_in_another_order_trains_and_scores_the_right_classes()
     order = ("background", "organ", "body")
     real = in_table(_relabelled(_set(24, 0, 4), [0, 2, 1]), order, NAMES, "mr")
     test = in_table(_relabelled(_set(12, 1, 6), [0, 2, 1]), order, NAMES, "mr")
-    rows = utility_rows(None, real, real, test, NAMES, {**SEG, "segmenter_steps": 60}, n_boot=50)
+    rows = utility_rows(None, real, real, test, NAMES, {**SEG, "segmenter_steps": 60}, n_boot=50,
+                        patients=_each_its_own(test))
     by = {(r["setting"], r["class"]): r for r in rows}
     assert by[("real", "organ")]["dice"] == by[("synthetic", "organ")]["dice"] > 0.9  # the organ, not the body
     assert by[("real", "mean (organs)")]["dice"] == by[("real", "organ")]["dice"]  # the body left out
     assert by[("real", "mean (organs)")]["note"].endswith("organ mean over organ (background and body left out)")
     assert by[("real", "organ")]["train_slices"] == 24
     assert _utility_label(rows, "real").startswith("real: organ mean ")
+
+
+def test_the_bootstrap_resamples_patients_not_their_studies(tmp_path) -> None:
+    """Six patients with two identical studies each: twelve cases, six units, each study with its twin."""
+    from medsynth.io.tables import write_tsv
+    from medsynth.utility import _units, patients_of
+
+    one = _set(12, 2, 6)  # six studies, two slices each
+    cases = [f"p{i % 6}_s0" for i in range(12)] + [f"p{i % 6}_s1" for i in range(12)]
+    test = SliceSet(torch.cat([one.images, one.images]), torch.cat([one.labels, one.labels]),
+                    torch.cat([one.masks, one.masks]), cases, list(range(24)))
+    split = write_tsv(tmp_path / "split.tsv", [{"case_id": c, "patient_id": c.split("_")[0], "part": "test"}
+                                               for c in sorted(set(cases))], ["case_id", "patient_id", "part"])
+    patients = patients_of(split)
+    g = torch.Generator().manual_seed(0)
+    pred = torch.where(torch.rand(test.labels.shape, generator=g) < 0.15, 1, test.labels.long())  # some errors
+    for i in range(12):  # each patient's two studies are predicted alike too
+        pred[12 + i] = pred[i]
+    confs, note = _units(pred, test, 3, patients)
+    assert len(confs) == 6 and note == "95 % bootstrap interval over 6 test patients (12 cases)"
+    one_study, _ = _units(pred[:12], SliceSet(one.images, one.labels, one.masks, cases[:12], list(range(12))), 3,
+                          patients)
+    assert torch.equal(confs, 2 * one_study)  # a patient's studies always move together
+    by_case, case_note = _units(pred, test, 3, {c: c for c in cases})
+    assert len(by_case) == 12 and "12 test patients" in case_note
+    _, lo, hi = bootstrap_dice(confs, 400, 0, organs=[2])
+    _, lo_case, hi_case = bootstrap_dice(by_case, 400, 0, organs=[2])
+    assert hi[2] - lo[2] > 1.2 * (hi_case[2] - lo_case[2])  # twelve "independent" cases: too narrow
+    with pytest.raises(ValueError, match="not in the image dataset's split.tsv"):
+        _units(pred, test, 3, {"p0_s0": "p0"})

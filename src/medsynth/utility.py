@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from medsynth.data.labels import BODY, ORGAN_MEAN, class_lookup, organ_ids, organ_note
+from medsynth.io.tables import read_tsv
 from medsynth.metrics.segmentation import confusion, per_class_scores, predict, train_segmenter
 from medsynth.train.data import SliceSet
 
 SETTINGS = ("real", "synthetic", "real+synthetic")
 COLUMNS = ["setting", "class", "dice", "ci_low", "ci_high", "delta_vs_real", "delta_ci_low", "delta_ci_high",
-           "train_slices", "test_cases", "note"]
-MIN_CASES = 5  # fewer test cases: resample slices instead (and say so)
+           "train_slices", "test_cases", "test_patients", "note"]
+MIN_PATIENTS = 5  # fewer test patients: resample slices instead (and say so)
 DEFAULT_REAL_SHARE = 0.75  # real+synthetic: synthetic slices as augmentation, a quarter of each batch
 
 
@@ -41,17 +42,32 @@ def synthetic_set(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> SliceSet:
     return SliceSet(imgs, labs, (labs > 0)[:, None], ["synthetic"] * len(labs), [0] * len(labs))
 
 
-def _units(pred: torch.Tensor, test: SliceSet, num_classes: int) -> tuple[torch.Tensor, str]:
-    """Per resampling unit (a test case, or a slice when there are few cases) its (C, C) confusion."""
-    cases = sorted(set(test.case_ids))
-    if len(cases) >= MIN_CASES:
-        groups = [[i for i, c in enumerate(test.case_ids) if c == case] for case in cases]
-        note = f"95 % bootstrap interval over {len(cases)} test cases"
+def patients_of(split_tsv: Path) -> dict[str, str]:
+    """Case id -> patient id, from a dataset's ``results/split/<dataset>/split.tsv``."""
+    return {row["case_id"]: row["patient_id"] for row in read_tsv(split_tsv)}
+
+
+def _units(pred: torch.Tensor, test: SliceSet, num_classes: int,
+           patients: Mapping[str, str]) -> tuple[torch.Tensor, str]:
+    """Per resampling unit its (C, C) confusion: a test patient (all its cases: studies of one patient
+    are alike, so resampling them apart would make the interval too narrow), or a slice when there are
+    few patients."""
+    missing = sorted(set(test.case_ids) - set(patients))
+    if missing:
+        raise ValueError(f"utility: test case(s) {missing[:5]} are not in the image dataset's split.tsv; rerun its "
+                         "split (snakemake --forcerun split)")
+    groups: dict[str, list[int]] = {}
+    for i, case in enumerate(test.case_ids):
+        groups.setdefault(patients[case], []).append(i)
+    cases = len(set(test.case_ids))
+    if len(groups) >= MIN_PATIENTS:
+        units = [groups[p] for p in sorted(groups)]
+        note = f"95 % bootstrap interval over {len(groups)} test patients ({cases} cases)"
     else:
-        groups = [[i] for i in range(len(test))]
-        note = (f"95 % bootstrap interval over {len(test)} test slices: only {len(cases)} test case(s), and "
+        units = [[i] for i in range(len(test))]
+        note = (f"95 % bootstrap interval over {len(test)} test slices: only {len(groups)} test patient(s), and "
                 "slices of one patient are correlated, so the interval is too narrow")
-    confs = torch.stack([confusion(pred[g], test.labels[g].long(), num_classes) for g in groups])
+    confs = torch.stack([confusion(pred[g], test.labels[g].long(), num_classes) for g in units])
     return confs, note
 
 
@@ -70,7 +86,7 @@ def bootstrap_draws(confs: torch.Tensor, n_boot: int, seed: int,
 
     The resampled units depend only on ``seed`` and the number of units, so
     draws of two settings scored on the same test set are paired: draw i of
-    each resamples the same test cases, and their difference is the paired
+    each resamples the same test patients, and their difference is the paired
     bootstrap of the difference.
     """
     g = np.random.default_rng(seed)
@@ -93,19 +109,21 @@ def bootstrap_dice(confs: torch.Tensor, n_boot: int, seed: int,
 
 def utility_rows(real_model: torch.nn.Module | None, real_train: SliceSet, synthetic: SliceSet, test: SliceSet,
                  names: Sequence[str], seg: Mapping, n_boot: int = 1000, seed: int = 0,
-                 device: torch.device | None = None, real_share: float = DEFAULT_REAL_SHARE) -> list[dict]:
+                 device: torch.device | None = None, real_share: float = DEFAULT_REAL_SHARE, *,
+                 patients: Mapping[str, str]) -> list[dict]:
     """Rows of ``COLUMNS``: per setting, each class and the organ mean (``ORGAN_MEAN``) with its interval,
     and (synthetic, real+synthetic) the difference to real with its paired bootstrap interval.
 
     Every set is labelled in the experiment's table ``names`` (``in_table``). ``real_model``: training (a)
     when it was trained in those classes (the segmenter rule's), else None and it is trained here.
+    ``patients``: the test cases' patients (``patients_of``), the bootstrap's units.
     """
     models = _trained(real_model, real_train, synthetic, len(names), seg, device, real_share)
     organs = organ_ids(names)
     rows, scored = [], {}
     for setting in SETTINGS:
         model, n_train = models[setting]
-        confs, note = _units(predict(model, test.images.float()), test, len(names))
+        confs, note = _units(predict(model, test.images.float()), test, len(names), patients)
         point, draws = scored[setting] = bootstrap_draws(confs, n_boot, seed, organs)
         lo, hi = _interval(draws)
         delta = point - scored["real"][0]
@@ -118,6 +136,7 @@ def utility_rows(real_model: torch.nn.Module | None, real_train: SliceSet, synth
                          "delta_ci_low": float(delta_lo[i]) if other else None,
                          "delta_ci_high": float(delta_hi[i]) if other else None,
                          "train_slices": n_train, "test_cases": len(set(test.case_ids)),
+                         "test_patients": len({patients[c] for c in test.case_ids}),
                          "note": mean_note if cls == ORGAN_MEAN else note})
     return rows
 

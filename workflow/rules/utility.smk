@@ -11,6 +11,8 @@ rule utility:
         label_train=lambda w: case_slices(experiment_dataset(w), ("train",)),
         cases=rules.generate.output.cases,
         test=lambda w: case_slices(image_dataset(w), ("test",)),
+        # The test cases' patients: the bootstrap resamples patients (several studies of one are alike).
+        split=lambda w: checkpoints.split.get(dataset=image_dataset(w)).output.split,
     output:
         "results/utility/{experiment}/utility.tsv",
     params:

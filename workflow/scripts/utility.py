@@ -10,7 +10,7 @@ from medsynth.logs import log_to
 from medsynth.metrics.segmentation import load_segmenter
 from medsynth.train.loop import resolve_device
 from medsynth.train.run import load_slices
-from medsynth.utility import COLUMNS, in_table, load_synthetic, utility_rows
+from medsynth.utility import COLUMNS, in_table, load_synthetic, patients_of, utility_rows
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -28,5 +28,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     rows = utility_rows(model if tuple(model_names) == tuple(names) else None, real_train,
                         load_synthetic(sm.input.label_train, Path(sm.input.cases)), test, names, sm.params.segmenter,
                         n_boot=sm.params.utility["bootstrap"], seed=sm.params.utility["seed"], device=device,
-                        real_share=sm.params.utility["real_share"])
+                        real_share=sm.params.utility["real_share"], patients=patients_of(Path(sm.input.split)))
     write_tsv(sm.output[0], rows, COLUMNS)
