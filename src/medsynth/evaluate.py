@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -284,7 +284,7 @@ def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, refer
     lookup = None if reference_names is None else class_lookup(reference_names, class_names)
     reference_curves: dict[IntensityMap | None, Path] = {}
     for path in reference_files:
-        curve = intensity_curve(_meta_of(reference_metas, Path(path)))
+        curve = intensity_curve(meta_of(reference_metas, Path(path)))
         reference_curves.setdefault(curve, Path(path))
         if lookup is not None:
             slices = CaseSlices.load(Path(path))
@@ -298,7 +298,7 @@ def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, refer
     shared = next(iter(reference_curves), None)
     for case_id, real_path, gen_path in sorted(cases):
         slices, fakes = load_case(real_path, gen_path)
-        curve = intensity_curve(_meta_of(metas, Path(real_path))) if paired else shared
+        curve = intensity_curve(meta_of(metas, Path(real_path))) if paired else shared
         for fake in fakes:
             generated.add(fake, slices.labels, curve, str(gen_path))
     rows = intensity.compare(generated.stats(), real.stats(), class_names)
@@ -318,7 +318,8 @@ def _intensity_notes(class_names: Sequence[str], reference_names: Sequence[str] 
             for i, name in enumerate(class_names)]
 
 
-def _meta_of(metas: dict[str, dict], slices_path: Path) -> dict:
+def meta_of(metas: Mapping[str, dict], slices_path: Path) -> dict:
+    """The ``meta.json`` (from ``read_metas``) of the case whose ``slices.npz`` is ``slices_path``."""
     case = slices_path.parent.name
     if case not in metas:
         raise KeyError(f"{slices_path}: no meta.json of case {case!r} among the {len(metas)} given; the preprocess "

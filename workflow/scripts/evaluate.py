@@ -42,7 +42,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     intensity = class_intensity(cases, paired, sm.input.reference, names, metas, reference_metas,
                                 reference_names=reference_names, not_computed=not_computed)
     summary.append(intensity_summary(intensity))
-    summary += through_plane_summary(cases, sm.input.reference)
+    summary += through_plane_summary(cases, sm.input.reference, metas, reference_metas)
     summary += three_plane_summary(cases, sm.input.reference, metas, reference_metas, metrics, device)
     copies, pixel_audit, feature_audit = memorisation_cases(
         generated, sm.input.train_reference, sm.input.reference, metrics["memorisation_threshold"], features)
