@@ -268,7 +268,7 @@ def _consistency(tmp_path: Path, level_segmenter, image_names: list[str],
     real = _level_cases(tmp_path / "labels", SEG_NAMES)
     images = _level_cases(tmp_path / "images", image_names)
     levels = segmenter_levels or [LEVELS[n] for n in image_names]
-    segmenter = level_segmenter(levels, image_names, tmp_path / "segmenter.pt")  # the fixture's function
+    segmenter = level_segmenter(levels, image_names, tmp_path / "segmenter.pt")
     rows = segmentation_consistency(segmenter, _write_samples(real, _perfect), images, SEG_NAMES, image_names)
     return rows, segmentation_summary(rows)
 
@@ -287,7 +287,8 @@ def test_segmentation_consistency_matches_the_classes_by_name(tmp_path: Path, ma
 
 
 def test_a_class_the_image_dataset_does_not_label_is_na_not_an_error(tmp_path: Path, make_level_segmenter) -> None:
-    rows, summary = _consistency(tmp_path, make_level_segmenter, ["background", "liver", "body"])  # no kidney: it is body there
+    # No kidney: there it is body tissue.
+    rows, summary = _consistency(tmp_path, make_level_segmenter, ["background", "liver", "body"])
     by = {r["class"]: r for r in rows}
     assert math.isnan(by["kidney"]["dice_generated"]) and math.isnan(by["kidney"]["dice_real"])
     assert "does not know this class" in by["kidney"]["note"] and by["kidney"]["voxels"] == 2 * 5 * 36
@@ -307,6 +308,7 @@ def test_a_segmenter_right_on_the_body_and_wrong_on_the_organs_scores_low(tmp_pa
     assert by["body"]["dice_real"] > 0.85 and by["liver"]["dice_real"] == by["kidney"]["dice_real"] == 0.0
     m = {r["metric"]: r["mean"] for r in summary}
     assert m["seg_dice_real"] == m["seg_dice_generated"] == 0.0 and math.isnan(m["seg_ratio"])
+    assert {r["metric"]: r for r in summary}["seg_ratio"]["note"] == "not computed: seg_dice_real is 0"
 
 
 def test_without_a_segmenter_every_row_is_na_with_the_reason(tmp_path: Path) -> None:

@@ -231,9 +231,10 @@ def segmentation_summary(rows: list[dict]) -> list[dict]:
                     "note": note})
     gen, real = mean["dice_generated"], mean["dice_real"]
     ratio = gen / real if real > 0 else math.nan
-    out.append({"metric": "seg_ratio", "mean": ratio, "std": math.nan, "n": n,
-                "note": mean["note"] if math.isnan(ratio) else
-                "seg_dice_generated / seg_dice_real (1 = as segmentable as real images)"})
+    note = "seg_dice_generated / seg_dice_real (1 = as segmentable as real images)"
+    if math.isnan(ratio):
+        note = "not computed: seg_dice_real is 0" if real == 0 else mean["note"]
+    out.append({"metric": "seg_ratio", "mean": ratio, "std": math.nan, "n": n, "note": note})
     return out
 
 
