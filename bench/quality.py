@@ -19,7 +19,7 @@ Per setting one line of numbers, then a per-class table: mean intensity (HU for 
 0..1000 scale of generated volumes for MR) inside each class in generated vs real images, its
 absolute error and the ratio of standard deviations. Unpaired, the table adds the class's mean
 in the image dataset's training patients (what ``lambda_class_stats`` aims at) and its distance
-from the test patient: the error even a perfect unpaired generator would show. The segmentation-consistency ratio is the mean foreground Dice of the project's
+from the test patient: the error even a perfect unpaired generator would show. The segmentation-consistency ratio is the organ-mean Dice (no body class) of the project's
 segmenter (trained on real training slices) on generated images divided by the same on real
 test images; its real-image Dice per class is printed too. Diversity is the pixel standard
 deviation across ``--samples`` samples of one label map (unbiased variance, pooled over the
@@ -144,13 +144,13 @@ def real_segmenter(real_train: SliceSet, num_classes: int, metrics: dict, seed: 
 
 def segmenter_dice(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    names: list[str]) -> list[dict]:
-    """Per-class Dice of ``model`` on ``images`` against ``labels``; the last row is the foreground."""
+    """Per-class Dice of ``model`` on ``images`` against ``labels``; the last row is the organ mean."""
     return summarize(confusion(predict(model, images.float()), labels.long(), len(names)), names)
 
 
 def segmenter_scores(model: torch.nn.Module, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
                      table: LabelTable) -> tuple[float, float, list[dict]]:
-    """Foreground Dice on generated and on real test slices, and both per class."""
+    """Organ-mean Dice on generated and on real test slices, and both per class."""
     gen = segmenter_dice(model, fake, fake_labels, table.names)
     real = segmenter_dice(model, test_real.images, test_real.labels, table.names)
     return gen[-1]["dice"], real[-1]["dice"], [{"class": g["class"], "dice_gen": g["dice"], "dice_real": r["dice"]}

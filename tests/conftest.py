@@ -142,3 +142,39 @@ def real_ct():
         pytest.skip(f"real CT example not available at {SHARED_DATA}")
     values = sorted(int(v) for v in np.unique(load_volume(label, np.int32).array))
     return ct, label, LabelTable.from_config([{"name": f"ts_{v}", "values": [v]} for v in values])
+
+
+def level_segmenter(levels, names, path: Path) -> Path:
+    """A segmenter file whose U-Net calls each pixel the class of the nearest of ``levels`` (one per class
+    of ``names``): exact and deterministic, so segmentation scores can be checked by hand.
+
+    One level, no pooling: the first conv and batch norm give ``x + 2`` and ``relu(x - level_k)`` per
+    pixel, the second passes them on, and the head forms ``-|x - level_k| = (x - level_k) - 2 relu(x -
+    level_k)`` from them.
+    """
+    from medsynth.metrics.segmentation import UNetSegmenter, save_segmenter
+
+    levels = [float(v) for v in levels]
+    c = len(levels)
+    model = UNetSegmenter(c, channels=(c + 1,))
+    conv1, bn1, _, conv2, bn2, _ = model.down[0]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        conv1.weight[:, 0, 1, 1] = 1.0
+        for k in range(c + 1):
+            conv2.weight[k, k, 1, 1] = 1.0
+        for bn, means in ((bn1, [-2.0, *levels]), (bn2, [0.0] * (c + 1))):
+            bn.running_mean.copy_(torch.tensor(means))
+            bn.running_var.fill_(1.0 - bn.eps)  # eval-mode batch norm then subtracts the mean, nothing else
+            bn.weight.fill_(1.0)
+        for k, level in enumerate(levels):
+            model.head.weight[k, 0, 0, 0], model.head.weight[k, k + 1, 0, 0] = 1.0, -2.0
+            model.head.bias[k] = -2.0 - level
+    return save_segmenter(model.eval(), path, c, model.channels, names)
+
+
+@pytest.fixture(scope="session")
+def make_level_segmenter():
+    """``level_segmenter``: a segmenter file that labels pixels by intensity level."""
+    return level_segmenter

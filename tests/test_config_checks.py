@@ -65,6 +65,22 @@ def test_unpaired_class_stats_needs_the_image_dataset_labelled_with_the_same_tab
     config["experiments"]["exp"]["train"]["lambda_class_stats"] = 1.0
     config["datasets"]["mr"]["labels"] = GOOD_LABELS
     assert config_errors(config) == []
+    # The same classes in another order: evaluation would match them by name, training cannot.
+    config["datasets"]["mr"]["labels"] = [GOOD_LABELS[0], {"name": "body", "values": [1]}, GOOD_LABELS[1]]
+    (error,) = config_errors(config)  # ... body, liver against liver, body (derived)
+    assert "same order" in error and "training compares class ids" in error
+
+
+def test_unpaired_class_stats_against_an_image_only_dataset_says_it_has_no_labels() -> None:
+    from medsynth.config_checks import class_stats_errors
+
+    config = _config()
+    config["datasets"]["mr"] = {"source": "phantom", "modality": "MR"}  # image-only: no labels
+    config["experiments"]["exp"].update(images_from="mr")
+    config["experiments"]["exp"]["train"].update(mode="unpaired", lambda_class_stats=1.0)
+    (error,) = class_stats_errors(config)
+    assert error.startswith("config: experiments.exp.train.lambda_class_stats pulls each class")
+    assert "datasets.mr, which has no labels (image-only)" in error and "set lambda_class_stats: 0" in error
 
 
 def test_generate_from_needs_the_generators_classes_and_spacing_and_label_only_sets_do_not_train() -> None:
@@ -127,7 +143,7 @@ def test_class_statistics_need_the_labels_an_image_only_dataset_lacks() -> None:
     config = _image_only_config()
     config["experiments"]["exp"]["train"]["lambda_class_stats"] = 30.0
     (error,) = config_errors(config)
-    assert "experiments.exp.train.lambda_class_stats" in error and "datasets.mr, which is image-only" in error
+    assert "experiments.exp.train.lambda_class_stats" in error and "datasets.mr, which has no labels" in error
     assert "set lambda_class_stats: 0" in error
 
 

@@ -20,7 +20,7 @@ from medsynth.data.intensity import IntensityMap
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.data.slicing import CaseSlices
-from medsynth.evaluate import (class_intensity, evaluate_cases, intensity_summary, read_metas,
+from medsynth.evaluate import (BODY_DIFFERS, class_intensity, evaluate_cases, intensity_summary, read_metas,
                                segmentation_summary)
 from medsynth.io.nifti import load_volume, save_volume
 
@@ -213,18 +213,125 @@ def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> N
     assert m["memorisation_ratio"]["mean"] == pytest.approx(1.0, abs=0.02)
 
 
-def test_segmentation_summary_counts_foreground_classes_only() -> None:
+def test_segmentation_summary_is_the_organ_mean_and_names_its_classes() -> None:
+    nan = math.nan
     rows = [{"class": "background", "dice_generated": 0.9, "dice_real": 0.95},
             {"class": "liver", "dice_generated": 0.5, "dice_real": 0.8},
-            {"class": "spleen", "dice_generated": math.nan, "dice_real": math.nan},  # absent from the test set
-            {"class": "body", "dice_generated": 0.7, "dice_real": 0.9},
-            {"class": "mean (foreground)", "dice_generated": 0.6, "dice_real": 0.85}]
+            {"class": "kidney", "dice_generated": 0.7, "dice_real": 0.9},
+            {"class": "spleen", "dice_generated": nan, "dice_real": nan},  # absent from the test set
+            {"class": "body", "dice_generated": 0.99, "dice_real": 0.99},  # easy: left out of the mean
+            {"class": "mean (organs)", "dice_generated": 0.6, "dice_real": 0.85,
+             "note": "organ mean over liver, kidney (background and body left out)"}]
     out = {r["metric"]: r for r in segmentation_summary(rows)}
     assert out["seg_dice_generated"]["mean"] == 0.6 and out["seg_dice_real"]["mean"] == 0.85
-    assert out["seg_dice_generated"]["n"] == 2 == out["seg_dice_real"]["n"]  # liver and body, not background
+    assert out["seg_dice_generated"]["n"] == 2 == out["seg_dice_real"]["n"]  # liver and kidney
+    assert "organ mean over liver, kidney" in out["seg_dice_real"]["note"]
     assert out["seg_ratio"]["mean"] == pytest.approx(0.6 / 0.85)
     rows[-1]["dice_generated"] = 0.85
     assert {r["metric"]: r for r in segmentation_summary(rows)}["seg_ratio"]["mean"] == 1.0  # as good as real
+
+
+SEG_NAMES = ["background", "body", "liver", "kidney"]
+LEVELS = {"background": -1.0, "body": 0.0, "liver": 0.6, "kidney": 0.2}  # the kidney is nearer the body
+
+
+def _anatomy(c: int, n: int) -> np.ndarray:
+    """Case c's label map in SEG_NAMES' ids: a body with a liver and a kidney."""
+    labels = np.zeros((n, 32, 32), np.uint8)
+    labels[:, 4:28, 4:28] = 1
+    labels[:, 8:18, 6 + c:16 + c] = 2
+    labels[:, 20:26, 8:14] = 3
+    return labels
+
+
+def _level_cases(root: Path, names: list[str], sizes=(3, 2)) -> list[Path]:
+    """The same anatomy labelled by the table ``names`` (a class it lacks is body tissue), each class at its
+    intensity in ``LEVELS``, and a meta.json per case."""
+    files = []
+    ids = np.array([names.index(n) if n in names else names.index("body") for n in SEG_NAMES])
+    for c, n in enumerate(sizes):
+        anatomy = _anatomy(c, n)
+        images = np.array([LEVELS[name] for name in SEG_NAMES], np.float32)[anatomy]
+        slices = CaseSlices(images, ids[anatomy].astype(np.uint8), (anatomy > 0).astype(np.uint8),
+                            np.arange(n, dtype=np.int32), np.zeros((n, 2), np.int32))
+        files.append(slices.save(root / f"case{c}" / "slices.npz"))
+        (root / f"case{c}" / "meta.json").write_text(json.dumps({"modality": "MR"}))
+    return files
+
+
+def _consistency(tmp_path: Path, level_segmenter, image_names: list[str],
+                 segmenter_levels: list[float] | None = None) -> tuple[list[dict], list[dict]]:
+    """segmentation_consistency of a perfect generator (the label dataset's own images) against an image
+    dataset labelled by ``image_names``, with a level segmenter trained, as it were, on the latter."""
+    from medsynth.evaluate import segmentation_consistency
+
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    images = _level_cases(tmp_path / "images", image_names)
+    levels = segmenter_levels or [LEVELS[n] for n in image_names]
+    segmenter = level_segmenter(levels, image_names, tmp_path / "segmenter.pt")
+    rows = segmentation_consistency(segmenter, _write_samples(real, _perfect), images, SEG_NAMES, image_names)
+    return rows, segmentation_summary(rows)
+
+
+def test_segmentation_consistency_matches_the_classes_by_name(tmp_path: Path, make_level_segmenter) -> None:
+    """The image dataset lists the same classes in another order: its segmenter's liver is the liver.
+    (Compared by position, a perfect generator scored liver and kidney 0.)"""
+    rows, summary = _consistency(tmp_path, make_level_segmenter, ["background", "body", "kidney", "liver"])
+    assert [r["class"] for r in rows] == [*SEG_NAMES, "mean (organs)"]
+    for r in rows:
+        assert r["dice_generated"] == r["dice_real"] == r["iou_generated"] == 1.0, r["class"]
+    assert rows[2]["voxels"] == 2 * 5 * 100  # liver pixels of every sample
+    m = {r["metric"]: r for r in summary}
+    assert m["seg_ratio"]["mean"] == 1.0 and m["seg_dice_generated"]["n"] == 2  # a perfect generator
+    assert "organ mean over liver, kidney" in m["seg_dice_generated"]["note"]
+
+
+def test_a_class_the_image_dataset_does_not_label_is_na_not_an_error(tmp_path: Path, make_level_segmenter) -> None:
+    # No kidney: there it is body tissue.
+    rows, summary = _consistency(tmp_path, make_level_segmenter, ["background", "liver", "body"])
+    by = {r["class"]: r for r in rows}
+    assert math.isnan(by["kidney"]["dice_generated"]) and math.isnan(by["kidney"]["dice_real"])
+    assert "does not know this class" in by["kidney"]["note"] and by["kidney"]["voxels"] == 2 * 5 * 36
+    # The kidney's pixels are left out of the generated images' confusion: body and liver stay perfect.
+    assert by["liver"]["dice_generated"] == by["body"]["dice_generated"] == by["liver"]["dice_real"] == 1.0
+    mean = by["mean (organs)"]
+    assert mean["dice_generated"] == 1.0 and "over liver" in mean["note"] and "not scored: kidney" in mean["note"]
+    m = {r["metric"]: r for r in summary}
+    assert m["seg_ratio"]["mean"] == 1.0 and m["seg_ratio"]["n"] == 1
+
+
+def test_a_segmenter_right_on_the_body_and_wrong_on_the_organs_scores_low(tmp_path: Path,
+                                                                         make_level_segmenter) -> None:
+    """Every organ called body: the body's Dice stays high, the organ mean is 0."""
+    rows, summary = _consistency(tmp_path, make_level_segmenter, SEG_NAMES, segmenter_levels=[-1.0, 0.0, 5.0, 6.0])
+    by = {r["class"]: r for r in rows}
+    assert by["body"]["dice_real"] > 0.85 and by["liver"]["dice_real"] == by["kidney"]["dice_real"] == 0.0
+    m = {r["metric"]: r["mean"] for r in summary}
+    assert m["seg_dice_real"] == m["seg_dice_generated"] == 0.0 and math.isnan(m["seg_ratio"])
+    assert {r["metric"]: r for r in summary}["seg_ratio"]["note"] == "not computed: seg_dice_real is 0"
+
+
+def test_without_a_segmenter_every_row_is_na_with_the_reason(tmp_path: Path) -> None:
+    from medsynth.evaluate import segmentation_consistency
+
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    reason = "not computed: the image dataset mr has no label maps"
+    rows = segmentation_consistency(None, _write_samples(real, _perfect), real, SEG_NAMES, None,
+                                    not_computed=reason)
+    assert [r["class"] for r in rows] == [*SEG_NAMES, "mean (organs)"]
+    assert all(math.isnan(r["dice_generated"]) and math.isnan(r["dice_real"]) and r["note"] == reason for r in rows)
+    summary = segmentation_summary(rows)
+    assert [r["metric"] for r in summary] == ["seg_dice_generated", "seg_dice_real", "seg_ratio"]
+    assert all(math.isnan(r["mean"]) and r["n"] == 0 and r["note"] == reason for r in summary)
+
+
+def test_a_segmenter_of_another_table_is_out_of_date(tmp_path: Path, make_level_segmenter) -> None:
+    from medsynth.evaluate import segmentation_consistency
+
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    segmenter = make_level_segmenter([-1.0, 0.0, 0.6], ["background", "body", "liver"], tmp_path / "segmenter.pt")
+    with pytest.raises(ValueError, match="segmenter.pt: the segmenter knows.*rerun the segmenter rule"):
+        segmentation_consistency(segmenter, _write_samples(real, _perfect), real, SEG_NAMES, SEG_NAMES)
 
 
 def test_pixel_diversity_is_zero_for_copies_and_the_std_across_samples_inside_the_body(tmp_path: Path,
@@ -253,7 +360,8 @@ def test_per_class_intensity_of_a_perfect_generator_is_perfect(tmp_path: Path, s
     metas = {f"{modality}{i}": json.loads((tmp_path / f"{modality}{i}" / "pre" / "meta.json").read_text())
              for i in (0, 1)}
     rows = {r["class"]: r for r in class_intensity(_write_samples(real, _perfect), True, real,
-                                                    PHANTOM_TABLE.names, metas, metas)}
+                                                    PHANTOM_TABLE.names, metas, metas,
+                                                    reference_names=PHANTOM_TABLE.names)}
     assert list(rows) == list(PHANTOM_TABLE.names)
     assert {r["unit"] for r in rows.values()} == {"HU" if modality == "CT" else "[-1, 1]"}
     for name, r in rows.items():
@@ -308,8 +416,9 @@ def test_an_organ_painted_300_hu_too_bright_is_flagged(tmp_path: Path) -> None:
     def liver_300_hu_brighter(r: CaseSlices, c: int, k: int) -> np.ndarray:
         return CaseSlices.load(bright[c]).images
 
-    rows = class_intensity(_write_samples(real, liver_300_hu_brighter), True, real, ["background", "body", "liver",
-                                                                                     "kidney"], metas, metas)
+    names = ["background", "body", "liver", "kidney"]
+    rows = class_intensity(_write_samples(real, liver_300_hu_brighter), True, real, names, metas, metas,
+                           reference_names=names)
     by_name = {r["class"]: r for r in rows}
     assert by_name["liver"]["outside_real_range"] and by_name["liver"]["unit"] == "HU"
     assert by_name["liver"]["mean_abs_error"] == pytest.approx(300.0, abs=1.0)  # float16 storage: < 1 HU
@@ -330,16 +439,16 @@ def test_unpaired_mode_compares_in_the_image_datasets_units(tmp_path: Path) -> N
         return CaseSlices.load(images_ct[c]).images
 
     cases = _write_samples(labels_ct, like_the_image_dataset)
-    rows = class_intensity(cases, False, images_ct, names, label_metas, image_metas)
+    rows = class_intensity(cases, False, images_ct, names, label_metas, image_metas, reference_names=names)
     assert all(r["mean_abs_error"] == 0.0 and r["unit"] == "HU" for r in rows)
     assert rows[2]["mean_real"] == pytest.approx(60.0, abs=5.0)  # liver in HU through the image dataset's curve
     # The label cases' own curve would have read the same pixels as other HU: the wrong choice shows.
-    wrong = class_intensity(cases, True, images_ct, names, label_metas, image_metas)
+    wrong = class_intensity(cases, True, images_ct, names, label_metas, image_metas, reference_names=names)
     assert wrong[2]["mean_abs_error"] > 50 and wrong[2]["outside_real_range"]
 
     mr, mr_metas = _organ_cases(tmp_path / "mr", IntensityMap.window(-1000, 1000), modality="MR")
     rows = class_intensity(_write_samples(labels_ct, like_the_image_dataset), False, mr, names, label_metas,
-                           mr_metas)
+                           mr_metas, reference_names=names)
     assert {r["unit"] for r in rows} == {"[-1, 1]"}  # MR has no absolute scale: compared as stored
     mr_liver = np.concatenate([s.images[s.labels == 2] for s in map(CaseSlices.load, mr)])
     assert rows[2]["mean_real"] == pytest.approx(mr_liver.mean(), abs=1e-6)
@@ -352,6 +461,64 @@ def test_unpaired_reference_with_two_curves_or_a_missing_meta_is_an_error(tmp_pa
     cases = _write_samples(labels_ct, _perfect)
     mixed = {"case0": metas["case0"], "case1": other_metas["case1"]}
     with pytest.raises(ValueError, match="different intensity curves.*rerun the preprocessing"):
-        class_intensity(cases, False, labels_ct, ["a", "b", "c", "d"], metas, mixed)
+        class_intensity(cases, False, labels_ct, ["a", "b", "c", "d"], metas, mixed,
+                        reference_names=["a", "b", "c", "d"])
     with pytest.raises(KeyError, match="case1/slices.npz: no meta.json of case 'case1'"):
-        class_intensity(cases, True, labels_ct, ["a", "b", "c", "d"], {"case0": metas["case0"]}, metas)
+        class_intensity(cases, True, labels_ct, ["a", "b", "c", "d"], {"case0": metas["case0"]}, metas,
+                        reference_names=["a", "b", "c", "d"])
+
+
+def _intensity_against(tmp_path: Path, image_names: list[str] | None, edit=None, **kwargs) -> list[dict]:
+    """class_intensity of a perfect generator (unpaired: the label dataset's own images) against an image
+    dataset of the same anatomy labelled by ``image_names`` (``edit(slices)`` changes its cases first)."""
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    folder = tmp_path / ("images" if image_names is None else "-".join(image_names))
+    images = _level_cases(folder, image_names or ["background", "body"])
+    for path in images if edit else []:
+        edit(CaseSlices.load(path)).save(path)
+    metas, image_metas = (read_metas(sorted(f.glob("case*/meta.json"))) for f in (tmp_path / "labels", folder))
+    return class_intensity(_write_samples(real, _perfect), False, images, SEG_NAMES, metas, image_metas,
+                           reference_names=image_names, **kwargs)
+
+
+def test_class_intensity_matches_the_image_datasets_classes_by_name(tmp_path: Path) -> None:
+    """Another order: each class against its namesake (by position, the liver met the kidney's intensities)."""
+    rows = _intensity_against(tmp_path, ["background", "body", "kidney", "liver"])
+    assert [r["class"] for r in rows] == SEG_NAMES
+    for r in rows:
+        assert r["mean_real"] == r["mean_generated"] == pytest.approx(LEVELS[r["class"]], abs=1e-3), r["class"]
+        assert r["voxels_generated"] == 2 * r["voxels_real"] > 0 and r["mean_abs_error"] == 0.0
+        assert r["note"] == ""
+    assert intensity_summary(rows) == {"metric": "classes_outside_real_range", "mean": 0, "n": 4, "note": "",
+                                       "std": pytest.approx(math.nan, nan_ok=True)}
+
+
+def test_class_intensity_leaves_out_classes_only_the_image_dataset_labels(tmp_path: Path) -> None:
+    def with_spleen(slices: CaseSlices) -> CaseSlices:  # a bright spleen in the body, id 4 in its table
+        slices.images[:, 22:27, 20:26], slices.labels[:, 22:27, 20:26] = 0.9, 4
+        return slices
+
+    rows = {r["class"]: r for r in _intensity_against(tmp_path, ["background", "liver", "kidney", "body", "spleen"],
+                                                      with_spleen)}
+    # Its pixels are not the body's: the real body keeps its own intensity, and 30 pixels a slice fewer.
+    assert rows["body"]["mean_real"] == pytest.approx(LEVELS["body"], abs=1e-6)
+    assert rows["body"]["voxels_generated"] == 2 * (rows["body"]["voxels_real"] + 5 * 30)
+    assert rows["body"]["note"] == BODY_DIFFERS and rows["liver"]["mean_abs_error"] == 0.0
+
+
+def test_class_intensity_of_a_class_the_image_dataset_lacks_is_na_and_noted(tmp_path: Path) -> None:
+    rows = {r["class"]: r for r in _intensity_against(tmp_path, ["background", "liver", "body"])}  # kidney: body
+    assert rows["kidney"]["voxels_real"] == 0 and math.isnan(rows["kidney"]["mean_abs_error"])
+    assert rows["kidney"]["voxels_generated"] > 0 and "no class of this name" in rows["kidney"]["note"]
+    assert not rows["kidney"]["outside_real_range"] and rows["liver"]["mean_abs_error"] == 0.0
+    summary = intensity_summary(list(rows.values()))
+    assert summary["n"] == 3 and summary["note"] == "not compared: kidney (not in the image dataset's label table)"
+
+
+def test_class_intensity_against_an_image_only_dataset_is_na_with_the_reason(tmp_path: Path) -> None:
+    reason = "not computed: the image dataset mr has no label maps"
+    rows = _intensity_against(tmp_path, None, not_computed=reason)
+    assert all(r["voxels_real"] == 0 and math.isnan(r["mean_real"]) and r["note"] == reason for r in rows)
+    assert all(r["voxels_generated"] > 0 and not r["outside_real_range"] for r in rows)
+    summary = intensity_summary(rows)
+    assert math.isnan(summary["mean"]) and summary["n"] == 0 and summary["note"] == reason

@@ -71,7 +71,8 @@ def image_only(dataset: Mapping) -> bool:
 
 def image_only_errors(config: Mapping) -> list[str]:
     """An image-only dataset has no label maps: it can only give an unpaired experiment its real images
-    (images_from), without the class-statistics loss, which needs them; its layout finds no label files."""
+    (images_from; the class-statistics loss, which needs them, is ``class_stats_errors``'); its layout finds
+    no label files."""
     datasets, errors = config["datasets"], []
     for name in sorted(datasets):
         layout = datasets[name].get("layout") or {}
@@ -83,18 +84,12 @@ def image_only_errors(config: Mapping) -> list[str]:
                           "label table (labels:), or leave layout.label out for an image-only dataset")
     for name in sorted(config.get("experiments") or {}):
         exp = config["experiments"][name]
-        unpaired = (exp.get("train") or {}).get("mode") == "unpaired"
         roles = [("dataset", exp.get("dataset"))] + [("generate_from", d) for d in exp.get("generate_from", [])]
         for key, d in roles:
             if d in datasets and image_only(datasets[d]):
                 errors.append(f"config: experiments.{name}.{key} names {d!r}, an image-only dataset (no labels): "
                               "its images have no label maps to train or generate from; it can only be an "
                               "unpaired experiment's images_from (or give it a label table)")
-        source = exp.get("images_from")
-        if unpaired and source in datasets and image_only(datasets[source]) and \
-                (exp.get("train") or {}).get("lambda_class_stats"):
-            errors.append(f"config: experiments.{name}.train.lambda_class_stats pulls each class to its statistics "
-                          f"in datasets.{source}, which is image-only (no labels); set lambda_class_stats: 0")
     return errors
 
 
@@ -174,8 +169,9 @@ def _class_names(datasets: Mapping[str, Mapping], a: str, b: str) -> tuple[tuple
 def class_stats_errors(config: Mapping) -> list[str]:
     """Unpaired ``lambda_class_stats`` pulls each class to the image dataset's own mean and std for that class id.
 
-    That needs the image dataset labelled with the same classes in the same order; an
-    unlabelled MR set (only a body mask) cannot give them.
+    That needs the image dataset labelled with the same classes in the same order (training
+    compares class ids; evaluation matches tables by name and needs neither); an unlabelled MR
+    set (image-only: no labels) cannot give them.
     """
     errors = []
     datasets = config["datasets"]
@@ -184,13 +180,20 @@ def class_stats_errors(config: Mapping) -> list[str]:
         train = exp["train"]
         if train.get("mode") != "unpaired" or not train.get("lambda_class_stats") or "images_from" not in exp:
             continue
+        where = f"config: experiments.{name}.train.lambda_class_stats"
+        if exp["images_from"] in datasets and "labels" not in datasets[exp["images_from"]]:
+            errors.append(f"{where} pulls each class to its mean and std in datasets.{exp['images_from']}, which has "
+                          "no labels (image-only): there are none to pull to; set lambda_class_stats: 0, or label "
+                          f"that dataset with the classes of datasets.{exp['dataset']}.labels in their order")
+            continue
         names = _class_names(datasets, exp["dataset"], exp["images_from"])
         if names and names[0] != names[1]:
             names_a, names_b = names
             errors.append(
-                f"config: experiments.{name}.train.lambda_class_stats needs datasets.{exp['images_from']}.labels "
+                f"{where} needs datasets.{exp['images_from']}.labels "
                 f"to list the classes of datasets.{exp['dataset']}.labels in the same order "
-                f"({list(names_a)}; it has {list(names_b)}); label the image dataset or set lambda_class_stats: 0"
+                f"({list(names_a)}; it has {list(names_b)}): training compares class ids; reorder or label the "
+                "image dataset, or set lambda_class_stats: 0"
             )
     return errors
 

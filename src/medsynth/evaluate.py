@@ -13,17 +13,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from medsynth.data.intensity import IntensityMap
+from medsynth.data.labels import BODY, ORGAN_MEAN, class_lookup, organ_ids, organ_note
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
 from medsynth.metrics.image import body_dice, diversity, intensity_w1, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import perceptual_scores
-from medsynth.metrics.segmentation import confusion, load_segmenter, predict, summarize
+from medsynth.metrics.segmentation import UNetSegmenter, confusion, load_segmenter, per_class_scores, predict
 from medsynth.train.run import load_slices
 
 COLUMNS = ["metric", "mean", "std", "n", "note"]
@@ -133,60 +134,111 @@ def _perceptual_summary(fake: torch.Tensor, real_stats: Path, perceptual: dict, 
     return rows
 
 
-SEG_COLUMNS = ["class", "dice_generated", "iou_generated", "dice_real", "iou_real", "voxels"]
+SEG_COLUMNS = ["class", "dice_generated", "iou_generated", "dice_real", "iou_real", "voxels", "note"]
+NO_LABELS = "not computed: the image dataset has no label maps"  # the caller names the dataset
+UNKNOWN_CLASS = "not scored: the segmenter (trained on the image dataset's labels) does not know this class"
 
 
-def segmentation_consistency(segmenter_path: Path, cases: Sequence[tuple[str, Path, Path]],
+def segmentation_consistency(segmenter_path: Path | None, cases: Sequence[tuple[str, Path, Path]],
                              reference_files: Sequence[Path], class_names: Sequence[str],
-                             device: torch.device | None = None) -> list[dict]:
-    """Per-class Dice/IoU of a segmenter trained on real images, on generated vs real test images.
+                             reference_names: Sequence[str] | None, device: torch.device | None = None,
+                             not_computed: str = NO_LABELS) -> list[dict]:
+    """Per-class Dice/IoU of a segmenter trained on real images, on generated vs real test images:
+    rows of ``SEG_COLUMNS``, one per class of ``class_names`` (the experiment's table), then ``ORGAN_MEAN``.
 
-    Generated images are scored against the label maps they were generated
-    from; real test images of the image dataset against their own labels (the
-    upper bound: what the segmenter achieves on real data).
+    Generated images are scored against the label maps they were generated from; real test images
+    of the image dataset (``reference_files``, labelled by the table ``reference_names``) against
+    their own labels (the upper bound). Both in the segmenter's classes (the image dataset's), which
+    are matched to the experiment's by name: a class the segmenter does not know is NaN (``note``
+    says so) and its pixels are left out of the generated images' confusion, since no prediction
+    there is right or wrong. ``segmenter_path`` or ``reference_names`` None (an image-only image
+    dataset: no labels to train or score a segmenter on): every row NaN, noted ``not_computed``.
     """
-    model = load_segmenter(Path(segmenter_path), device)
-    n = len(class_names)
-    if model.num_classes != n:
-        raise ValueError(f"{segmenter_path}: segmenter has {model.num_classes} classes, the label table {n}; "
-                         "the image dataset must use the experiment's label table")
-    conf_gen = torch.zeros(n, n, dtype=torch.int64)
+    if segmenter_path is None or reference_names is None:
+        return [{"class": c, **dict.fromkeys(SEG_COLUMNS[1:5], math.nan), "voxels": 0, "note": not_computed}
+                for c in [*class_names, ORGAN_MEAN]]
+    model, seg_names = load_segmenter(Path(segmenter_path), device)
+    if tuple(seg_names) != tuple(reference_names):
+        raise ValueError(f"{segmenter_path}: the segmenter knows the classes {list(seg_names)}, the image dataset's "
+                         f"label table {list(reference_names)}: it is out of date; rerun the segmenter rule")
+    lookup = class_lookup(class_names, seg_names)  # experiment class id -> segmenter class id, -1: unknown
+    conf_gen, voxels = _generated_confusion(model, cases, lookup, len(class_names), device)
+    reference = load_slices(reference_files)
+    conf_real = confusion(predict(model, reference.images.float(), device=device), reference.labels.long(),
+                          model.num_classes)
+    return _rows_by_name(per_class_scores(conf_gen), per_class_scores(conf_real), class_names, lookup, voxels)
+
+
+def _generated_confusion(model: UNetSegmenter, cases: Sequence[tuple[str, Path, Path]], lookup: np.ndarray,
+                         num_classes: int, device: torch.device | None) -> tuple[torch.Tensor, np.ndarray]:
+    """The segmenter's confusion on every generated sample against its label map mapped into the segmenter's
+    classes (``lookup``; -1 leaves a class's pixels out), and the label maps' pixels per class (all samples)."""
+    n = model.num_classes
+    conf = torch.zeros(n, n, dtype=torch.int64)
+    voxels = np.zeros(num_classes, np.int64)
     for _, real_path, gen_path in sorted(cases):
-        labels = torch.from_numpy(CaseSlices.load(Path(real_path)).labels).long()
+        labels = CaseSlices.load(Path(real_path)).labels.astype(np.int64)
         with np.load(gen_path) as f:
             fakes = torch.from_numpy(f["samples"].astype(np.float32))
+        voxels += np.bincount(labels.reshape(-1), minlength=num_classes)[:num_classes] * len(fakes)
+        target = torch.from_numpy(lookup[labels])
+        known = target >= 0
         for fake in fakes:
-            conf_gen += confusion(predict(model, fake[:, None], device=device), labels, n)
-    reference = load_slices(reference_files)
-    conf_real = confusion(predict(model, reference.images.float(), device=device), reference.labels.long(), n)
-    gen, real = summarize(conf_gen, class_names), summarize(conf_real, class_names)
-    return [{"class": g["class"], "dice_generated": g["dice"], "iou_generated": g["iou"], "dice_real": r["dice"],
-             "iou_real": r["iou"], "voxels": g["voxels"]} for g, r in zip(gen, real)]
+            conf += confusion(predict(model, fake[:, None], device=device)[known], target[known], n)
+    return conf, voxels
+
+
+def _rows_by_name(gen: dict[str, list[float]], real: dict[str, list[float]], class_names: Sequence[str],
+                  lookup: np.ndarray, voxels: np.ndarray) -> list[dict]:
+    """``SEG_COLUMNS`` rows of the experiment's classes from scores in the segmenter's classes, then the
+    organ mean over the organs scored on both sides: one set of classes, so their ratio compares like
+    with like (a class absent from one side's test set would otherwise weigh on one mean only)."""
+    rows = []
+    for c, name in enumerate(class_names):
+        j = int(lookup[c])
+        values = ({"dice_generated": gen["dice"][j], "iou_generated": gen["iou"][j], "dice_real": real["dice"][j],
+                   "iou_real": real["iou"][j]} if j >= 0 else dict.fromkeys(SEG_COLUMNS[1:5], math.nan))
+        rows.append({"class": name, **values, "voxels": int(voxels[c]), "note": "" if j >= 0 else UNKNOWN_CLASS})
+    covered = _scored_organs(rows, class_names)
+    mean = {k: float(np.mean([rows[i][k] for i in covered])) if covered else math.nan for k in SEG_COLUMNS[1:5]}
+    unknown = [r["class"] for r in rows if r["note"] == UNKNOWN_CLASS]
+    note = organ_note([class_names[i] for i in covered])
+    note += f"; not scored: {', '.join(unknown)} (unknown to the segmenter)" if unknown else ""
+    organs = organ_ids(class_names)
+    return [*rows, {"class": ORGAN_MEAN, **mean, "voxels": int(voxels[organs].sum()), "note": note}]
+
+
+def _scored_organs(rows: Sequence[dict], class_names: Sequence[str]) -> list[int]:
+    """Ids of the organ classes with a Dice on generated and on real images."""
+    return [i for i in organ_ids(class_names)
+            if not (math.isnan(rows[i]["dice_generated"]) or math.isnan(rows[i]["dice_real"]))]
 
 
 def segmentation_summary(rows: list[dict]) -> list[dict]:
-    """The foreground means of ``segmentation_consistency``'s table as two test metrics.
+    """The organ means of ``segmentation_consistency``'s table as test metrics, and their ratio.
 
-    ``n`` is the number of foreground classes the mean is over (classes present
-    in the test labels or predictions; background and absent classes are left
-    out, as in the mean itself).
+    ``n`` is the number of organ classes the means are over (those scored on both sides); ``note``
+    names them, or says why nothing was computed.
     """
     mean = rows[-1]
-    classes = rows[1:-1]  # background first, the mean row last
+    n = len(_scored_organs(rows[:-1], [r["class"] for r in rows[:-1]]))
     out = []
-    for kind, note in (("generated", "segmenter trained on real images, on generated test images vs their "
-                                      "label maps"),
+    for kind, what in (("generated", "segmenter trained on real images, on generated test images vs their "
+                                     "label maps"),
                        ("real", "the same segmenter on real test images (upper bound)")):
-        n = sum(1 for r in classes if not math.isnan(r[f"dice_{kind}"]))
+        note = mean["note"] if math.isnan(mean[f"dice_{kind}"]) else f"{what}; {mean['note']}"
         out.append({"metric": f"seg_dice_{kind}", "mean": mean[f"dice_{kind}"], "std": math.nan, "n": n,
                     "note": note})
     gen, real = mean["dice_generated"], mean["dice_real"]
-    out.append({"metric": "seg_ratio", "mean": gen / real if real > 0 else math.nan, "std": math.nan,
-                "n": out[0]["n"], "note": "seg_dice_generated / seg_dice_real (1 = as segmentable as real images)"})
+    ratio = gen / real if real > 0 else math.nan
+    note = "seg_dice_generated / seg_dice_real (1 = as segmentable as real images)"
+    if math.isnan(ratio):
+        note = "not computed: seg_dice_real is 0" if real == 0 else mean["note"]
+    out.append({"metric": "seg_ratio", "mean": ratio, "std": math.nan, "n": n, "note": note})
     return out
 
 
-INTENSITY_COLUMNS = ["class", "unit", *intensity.COLUMNS[1:]]
+INTENSITY_COLUMNS = ["class", "unit", *intensity.COLUMNS[1:], "note"]
 UNITS = {True: "HU", False: "[-1, 1]"}  # by whether a CT curve converted the images
 
 
@@ -206,15 +258,23 @@ def intensity_curve(meta: dict) -> IntensityMap | None:
     return IntensityMap.from_meta(meta["intensity"]) if meta["modality"] == "CT" else None
 
 
+NOT_IN_TABLE = "not compared: the image dataset's label table has no class of this name"
+BODY_DIFFERS = ("the two label tables name different classes: the body (the tissue a table does not name) "
+                "holds different tissue on the two sides")
+
+
 def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
-                    class_names: Sequence[str], metas: dict[str, dict],
-                    reference_metas: dict[str, dict]) -> list[dict]:
+                    class_names: Sequence[str], metas: dict[str, dict], reference_metas: dict[str, dict], *,
+                    reference_names: Sequence[str] | None, not_computed: str = NO_LABELS) -> list[dict]:
     """Per-class intensity of the generated test set vs real test images: rows of ``INTENSITY_COLUMNS``.
 
     Generated: every sample of every case (``cases`` as for ``evaluate_cases``),
     in the label maps it was generated from. Real: the image dataset's test
-    slices (``reference_files``) in their own labels. ``metas`` and
-    ``reference_metas`` map case ids to their ``meta.json`` (``read_metas``).
+    slices (``reference_files``) in their own labels, whose table ``reference_names``
+    names: matched to ``class_names`` by name (its classes the experiment's table
+    lacks are left out; a class it lacks has NaN real statistics, noted). None (an
+    image-only dataset): no real side, every row noted ``not_computed``.
+    ``metas`` and ``reference_metas`` map case ids to their ``meta.json`` (``read_metas``).
     CT is compared in HU: each real case through its own curve; a generated
     image through its case's curve in paired mode and, in unpaired mode, the
     image dataset's, whose [-1, 1] the generator learned to imitate (a CT
@@ -222,12 +282,16 @@ def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, refer
     """
     n = len(class_names)
     real, generated = intensity.ClassIntensityCounts(n), intensity.ClassIntensityCounts(n)
+    lookup = None if reference_names is None else class_lookup(reference_names, class_names)
     reference_curves: dict[IntensityMap | None, Path] = {}
     for path in reference_files:
-        curve = intensity_curve(_meta_of(reference_metas, Path(path)))
-        slices = CaseSlices.load(Path(path))
-        real.add(slices.images, slices.labels, curve, str(path))
+        curve = intensity_curve(meta_of(reference_metas, Path(path)))
         reference_curves.setdefault(curve, Path(path))
+        if lookup is not None:
+            slices = CaseSlices.load(Path(path))
+            labels = lookup[slices.labels.astype(np.int64)]
+            known = labels >= 0
+            real.add(slices.images[known], labels[known], curve, str(path))
     if not paired and len(reference_curves) > 1:  # the generated side needs the one curve of the dataset
         files = ", ".join(str(p) for p in reference_curves.values())
         raise ValueError(f"real test cases with different intensity curves ({files}): their meta.json files come "
@@ -235,14 +299,28 @@ def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, refer
     shared = next(iter(reference_curves), None)
     for case_id, real_path, gen_path in sorted(cases):
         slices, fakes = load_case(real_path, gen_path)
-        curve = intensity_curve(_meta_of(metas, Path(real_path))) if paired else shared
+        curve = intensity_curve(meta_of(metas, Path(real_path))) if paired else shared
         for fake in fakes:
             generated.add(fake, slices.labels, curve, str(gen_path))
     rows = intensity.compare(generated.stats(), real.stats(), class_names)
-    return [{"class": r["class"], "unit": UNITS[shared is not None], **r} for r in rows]
+    notes = _intensity_notes(class_names, reference_names, not_computed)
+    return [{"class": r["class"], "unit": UNITS[shared is not None], **r, "note": note}
+            for r, note in zip(rows, notes)]
 
 
-def _meta_of(metas: dict[str, dict], slices_path: Path) -> dict:
+def _intensity_notes(class_names: Sequence[str], reference_names: Sequence[str] | None,
+                     not_computed: str) -> list[str]:
+    """Per class, why its real side is missing or what to mind (the body when the tables differ)."""
+    if reference_names is None:
+        return [not_computed] * len(class_names)
+    absent = class_lookup(class_names, reference_names) < 0
+    differ = set(class_names[1:]) != set(reference_names[1:])
+    return [NOT_IN_TABLE if absent[i] else BODY_DIFFERS if differ and name == BODY else ""
+            for i, name in enumerate(class_names)]
+
+
+def meta_of(metas: Mapping[str, dict], slices_path: Path) -> dict:
+    """The ``meta.json`` (from ``read_metas``) of the case whose ``slices.npz`` is ``slices_path``."""
     case = slices_path.parent.name
     if case not in metas:
         raise KeyError(f"{slices_path}: no meta.json of case {case!r} among the {len(metas)} given; the preprocess "
@@ -251,9 +329,16 @@ def _meta_of(metas: dict[str, dict], slices_path: Path) -> dict:
 
 
 def intensity_summary(rows: Sequence[dict]) -> dict:
-    """``class_intensity``'s flags as one test metric: how many classes, and which (note)."""
+    """``class_intensity``'s flags as one test metric: how many classes, and which (note), and which classes
+    could not be compared for want of labels; NaN with the reason when none could."""
     names = intensity.flagged(rows)
     compared = sum(1 for r in rows if r["voxels_real"] > 0 and r["voxels_generated"] > 0)
+    notes = {r.get("note", "") for r in rows}
+    if len(notes) == 1 and next(iter(notes)).startswith("not computed"):  # no real side at all
+        return {"metric": "classes_outside_real_range", "mean": math.nan, "std": math.nan, "n": 0,
+                "note": next(iter(notes))}
+    absent = [r["class"] for r in rows if r.get("note") == NOT_IN_TABLE]
+    parts = [", ".join(names)] + ([f"not compared: {', '.join(absent)} (not in the image dataset's label table)"]
+                                  if absent else [])
     return {"metric": "classes_outside_real_range", "mean": len(names), "std": math.nan, "n": compared,
-            "note": ", ".join(names)}
-
+            "note": "; ".join(p for p in parts if p)}

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from medsynth.data.labels import ORGAN_MEAN  # noqa: E402
 from medsynth.io.images import display_view  # noqa: E402
 from medsynth.io.tables import parse_float, read_tsv  # noqa: E402
 from medsynth.metrics.intensity import QUANTILE_KEYS  # noqa: E402
@@ -273,15 +274,15 @@ def utility_plot(rows: Sequence[dict], path: Path, dpi: int = 100) -> Path:
 
 
 def _utility_label(rows: Sequence[dict], setting: str) -> str:
-    """A setting's legend entry: its mean foreground Dice and, beside real, the paired difference."""
-    mean = next((r for r in rows if r["setting"] == setting and r["class"] == "mean (foreground)"), None)
+    """A setting's legend entry: its organ-mean Dice and, beside real, the paired difference."""
+    mean = next((r for r in rows if r["setting"] == setting and r["class"] == ORGAN_MEAN), None)
     if mean is None:
         return setting
     def num(key: str) -> float:
         value = mean.get(key)
         return math.nan if value is None else parse_float(str(value))
 
-    label = f"{setting}: mean {num('dice'):.3f}"
+    label = f"{setting}: organ mean {num('dice'):.3f}"
     delta = num("delta_vs_real")
     if not math.isnan(delta):
         lo, hi = num("delta_ci_low"), num("delta_ci_high")

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 
 from medsynth.data.slicing import CaseSlices
-from medsynth.evaluate import NO_WEIGHTS, load_case
+from medsynth.evaluate import NO_WEIGHTS, load_case, meta_of
 from medsynth.metrics import planes, through_plane
 from medsynth.metrics.perceptual import (INCEPTION_FILE, available, frechet_distance, gaussian_stats,
                                          inception_features, kernel_inception_distance, load_inception)
@@ -23,31 +23,39 @@ from medsynth.metrics.perceptual import (INCEPTION_FILE, available, frechet_dist
 THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
 
 
-def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files: Sequence[Path]) -> list[dict]:
+def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files: Sequence[Path],
+                          metas: Mapping[str, dict], reference_metas: Mapping[str, dict]) -> list[dict]:
     """Rows for test_metrics.tsv: how neighbouring generated slices differ against the image
-    dataset's real test volumes (``metrics.through_plane``; every sample is a volume)."""
+    dataset's real test volumes (``metrics.through_plane``; every sample is a volume), at one
+    distance: the largest slice spacing among them (``metas``, ``reference_metas``: each case's
+    ``meta.json``, whose ``spacing`` is the preprocessed grid's)."""
+    spacing = {Path(p): _spacing(meta_of(metas, Path(p)))[1] for _, p, _ in cases}
+    spacing.update({Path(p): _spacing(meta_of(reference_metas, Path(p)))[1] for p in reference_files})
+    target = max(spacing.values(), default=1.0)
     generated, real = through_plane.NeighbourStats(), through_plane.NeighbourStats()
     for _, real_path, gen_path in sorted(cases):
         labels, fakes = load_case(real_path, gen_path)
         for fake in fakes:
-            generated.add(fake, labels.masks, labels.z)
+            generated.add(fake, labels.masks, labels.z, spacing=spacing[Path(real_path)], target=target)
     for path in reference_files:
         ref = CaseSlices.load(Path(path))
-        real.add(ref.images, ref.masks, ref.z)
+        real.add(ref.images, ref.masks, ref.z, spacing=spacing[Path(path)], target=target)
     s = through_plane.scores(generated, real)
     if math.isnan(s["ratio"]):
         return [{"metric": m, "mean": math.nan, "std": math.nan, "n": 0,
-                 "note": "not computed: no two adjacent slices in a generated or real test volume"}
+                 "note": f"not computed: no two slices {target:g} mm apart in a generated or real test volume"}
                 for m in ("through_plane_ratio", "through_plane_w1", "through_plane_ssim_ratio")]
+    apart = (f"neighbouring slices {target:g} mm apart (the largest slice spacing of the generated and real volumes; "
+             "the others resampled along z, linearly, within runs of consecutive slices)")
     smoothing = f"slices smoothed in-plane (sigma {through_plane.SMOOTH_SIGMA:g} px), inside both slices' body"
     return [
         {"metric": "through_plane_ratio", "mean": s["ratio"], "std": math.nan, "n": s["pairs"],
-         "note": f"mean |difference| between neighbouring slices, generated / real ({s['mean_generated']:.3g} / "
+         "note": f"mean |difference| between {apart}, generated / real ({s['mean_generated']:.3g} / "
                  f"{s['mean_real']:.3g}, [-1, 1] units), {smoothing}; 1 = as smooth along z as real volumes"},
         {"metric": "through_plane_w1", "mean": s["w1"], "std": math.nan, "n": s["pairs"],
          "note": f"W1 between the distributions of those differences, generated vs real; {smoothing}"},
         {"metric": "through_plane_ssim_ratio", "mean": s["ssim_ratio"], "std": math.nan, "n": s["pairs"],
-         "note": f"SSIM between neighbouring slices inside the body, generated / real "
+         "note": f"SSIM between {apart} inside the body, generated / real "
                  f"({s['ssim_generated']:.3g} / {s['ssim_real']:.3g})"},
     ]
 

@@ -141,3 +141,17 @@ def test_apply_matches_a_plain_lookup_for_every_label_dtype(dtype: type) -> None
 def test_lists_every_value_of_is_true_only_when_the_maps_range_is_all_known(values, expected) -> None:
     table = LabelTable.from_config(ENTRIES)  # values 0, 2, 3, 5, 10..12
     assert table.lists_every_value_of(np.array(values, dtype=np.int32)) is expected
+
+
+def test_classes_of_two_tables_are_matched_by_name_and_background_by_place():
+    from medsynth.data.labels import class_lookup, organ_ids, table_names
+
+    a = ["background", "body", "liver", "kidney"]
+    b = ["clear", "kidney", "spleen", "liver", "body"]  # another order, another class, background named otherwise
+    np.testing.assert_array_equal(class_lookup(a, b), [0, 4, 3, 1])
+    np.testing.assert_array_equal(class_lookup(b, a), [0, 3, -1, 2, 1])
+    np.testing.assert_array_equal(class_lookup(b, a, unknown=1), [0, 3, 1, 2, 1])
+    assert organ_ids(b) == [1, 2, 3]  # neither the background nor the body
+    config = [{"name": "background", "values": [0]}, {"name": "liver", "values": [1]}]
+    assert table_names(["background", "liver"]) == LabelTable.from_config(config).names
+    assert table_names(["background", "body", "liver"]) == ("background", "body", "liver")

@@ -57,7 +57,7 @@ def trained(toy_data) -> UNetSegmenter:
 
 def foreground_dice(model, images, labels) -> float:
     rows = summarize(confusion(predict(model, images), labels, 3), NAMES)
-    assert rows[-1]["class"] == "mean (foreground)"
+    assert rows[-1]["class"] == "mean (organs)"
     return rows[-1]["dice"]
 
 
@@ -96,11 +96,25 @@ def test_confusion_and_scores_match_hand_counts():
     assert math.isnan(scores["dice"][3]) and math.isnan(scores["iou"][3])
 
     rows = summarize(conf, NAMES + ["absent"])
-    assert [r["class"] for r in rows] == NAMES + ["absent", "mean (foreground)"]
+    assert [r["class"] for r in rows] == NAMES + ["absent", "mean (organs)"]
     assert [r["voxels"] for r in rows] == [22, 4, 6, 0, 10]
     # the absent class is left out of the mean, and so is background
     assert rows[-1]["dice"] == pytest.approx((6 / 8 + 10 / 12) / 2, rel=1e-12)
     assert rows[-1]["iou"] == pytest.approx((3 / 5 + 5 / 7) / 2, rel=1e-12)
+    assert rows[-1]["note"] == "organ mean over outer, inner (background and body left out)"
+
+
+def test_the_organ_mean_leaves_the_body_out():
+    """A segmenter perfect on the (large, easy) body and poor on the organs: the mean must read poor."""
+    names = ["background", "body", "liver", "kidney"]
+    conf = torch.zeros(4, 4, dtype=torch.long)
+    conf[0, 0], conf[1, 1] = 5000, 3000  # background and body: all right
+    conf[2, 2], conf[2, 1] = 10, 90  # liver: mostly called body (Dice 20 / 110)
+    conf[3, 3], conf[3, 1] = 5, 45  # kidney: the same (Dice 10 / 55)
+    rows = summarize(conf, names)
+    assert rows[1]["dice"] < 1 and rows[1]["dice"] > 0.95  # body: its false positives barely show
+    assert rows[-1]["class"] == "mean (organs)" and rows[-1]["dice"] == pytest.approx((20 / 110 + 10 / 55) / 2)
+    assert rows[-1]["voxels"] == 150 and "liver, kidney" in rows[-1]["note"] and "body left out" in rows[-1]["note"]
 
 
 def test_perfect_and_false_positive_only_classes():
@@ -315,17 +329,26 @@ def test_train_rejects_bad_settings(make_toy_slices):
 
 def test_save_load_round_trip(trained, toy_data, tmp_path):
     _, test = toy_data
-    path = save_segmenter(trained, tmp_path / "seg.pt", num_classes=3, channels=DEFAULT_CHANNELS)
-    loaded = load_segmenter(path, CPU)
-    assert not loaded.training
+    path = save_segmenter(trained, tmp_path / "seg.pt", num_classes=3, channels=DEFAULT_CHANNELS, class_names=NAMES)
+    loaded, names = load_segmenter(path, CPU)
+    assert not loaded.training and names == tuple(NAMES)
     assert torch.equal(predict(loaded, test.images), predict(trained, test.images))
     with torch.no_grad():
         assert torch.equal(loaded(test.images[:4].float()), trained(test.images[:4].float()))
 
 
-def test_load_rejects_other_checkpoints(tmp_path):
+def test_load_rejects_other_checkpoints_and_segmenters_without_class_names(tmp_path):
     path = save_checkpoint(tmp_path / "generator.pt", {"kind": "generator", "state": {}})
     with pytest.raises(ValueError, match="generator.pt"):
         load_segmenter(path, CPU)
     with pytest.raises(ValueError, match="num_classes=4"):
-        save_segmenter(UNetSegmenter(3), tmp_path / "x.pt", num_classes=4, channels=DEFAULT_CHANNELS)
+        save_segmenter(UNetSegmenter(3), tmp_path / "x.pt", num_classes=4, channels=DEFAULT_CHANNELS,
+                       class_names=NAMES + ["x"])
+    with pytest.raises(ValueError, match="2 class names for a 3-class"):
+        save_segmenter(UNetSegmenter(3), tmp_path / "x.pt", num_classes=3, channels=DEFAULT_CHANNELS,
+                       class_names=NAMES[:2])
+    model = UNetSegmenter(3)
+    old = save_checkpoint(tmp_path / "old.pt", {"kind": "segmenter", "state": model.state_dict(), "num_classes": 3,
+                                                "channels": list(DEFAULT_CHANNELS)})
+    with pytest.raises(ValueError, match="old.pt: the segmenter does not name its classes.*rerun the segmenter rule"):
+        load_segmenter(old, CPU)

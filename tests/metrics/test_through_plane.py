@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medsynth.data.phantom import make_case
-from medsynth.metrics.through_plane import NeighbourStats, adjacent_pairs, scores, volume_stats
+from medsynth.metrics.through_plane import NeighbourStats, resample_run, runs, scores, volume_stats
 
 
 def _phantom_volumes(indices=(0, 1)) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -42,11 +42,26 @@ def test_shuffled_slices_and_unrelated_noise_score_badly() -> None:
     assert 0.8 < other["ratio"] < 1.25 and other["w1"] < 0.005
 
 
-def test_only_slices_one_index_apart_are_compared() -> None:
-    np.testing.assert_array_equal(adjacent_pairs(np.array([3, 4, 5, 8, 9])), [0, 1, 3])
+def test_only_slices_of_one_run_of_consecutive_z_are_compared() -> None:
+    assert [r.tolist() for r in runs(np.array([3, 4, 5, 8, 9]))] == [[0, 1, 2], [3, 4]]
     with pytest.raises(ValueError, match="increasing z order"):
-        adjacent_pairs(np.array([4, 3]))
+        runs(np.array([4, 3]))
     stats = NeighbourStats()
     stats.add(np.zeros((2, 8, 8), np.float32), np.ones((2, 8, 8), bool), np.array([0, 2]))
     s = scores(stats, stats)
     assert math.isnan(s["ratio"]) and s["pairs"] == 0
+
+
+def test_a_run_is_resampled_linearly_to_the_target_spacing_with_the_body_of_both_slices() -> None:
+    images = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 4, 4), np.float32)  # value = index
+    masks = np.ones((5, 4, 4), bool)
+    masks[3, 0, 0] = False
+    out, body = resample_run(images, masks, 3.0, 6.0)  # 12 mm: slices 0, 2, 4
+    np.testing.assert_array_equal(out[:, 0, 0], [0, 2, 4])
+    assert body.all()  # stored slices keep their own body
+    out, body = resample_run(images, masks, 3.0, 5.0)  # at 0, 5, 10 mm: slices 0, 1 2/3, 3 1/3
+    np.testing.assert_allclose(out[:, 0, 0], [0, 5 / 3, 10 / 3], rtol=1e-6)
+    assert body[2, 0, 0] == np.False_ and body[1, 0, 0] and body[2, 1, 1]  # between 3 and 4: both bodies
+    out, _ = resample_run(images, masks, 3.0, 3.0)
+    np.testing.assert_array_equal(out, images)  # its own spacing: unchanged
+    assert len(resample_run(images[:2], masks[:2], 3.0, 6.0)[0]) == 1  # 3 mm of run: no pair 6 mm apart

@@ -89,7 +89,7 @@ def test_outputs_of_every_stage(finished):
     assert dice[0.0] != dice[-0.95]  # the 12-step generator paints values around 0
     assert float(test_metrics["body_dice"]["mean"]) == pytest.approx(dice[0.0], abs=1e-6)
     seg = read_tsv(w / "results/evaluate/tiny/segmentation.tsv")
-    assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (foreground)"
+    assert [r["class"] for r in seg][:2] == ["background", "body"] and seg[-1]["class"] == "mean (organs)"
     assert 0 <= float(test_metrics["seg_dice_real"]["mean"]) <= 1
     ratio = float(test_metrics["seg_dice_generated"]["mean"]) / float(test_metrics["seg_dice_real"]["mean"])
     assert float(test_metrics["seg_ratio"]["mean"]) == pytest.approx(ratio)

@@ -214,6 +214,12 @@ def card_datasets(wildcards):
     return {labels: "label maps", images: "images (unpaired: other patients)"}
 
 
+def label_names(dataset):
+    """The class names a dataset's label table lists (other tables' classes are matched to them by name);
+    None for an image-only dataset."""
+    return None if image_only(dataset) else [e["name"] for e in config["datasets"][dataset]["labels"]]
+
+
 def segmenter_input(wildcards):
     """Segmentation consistency's segmenter, trained on the image dataset's labelled training slices; none
     for an image-only dataset (evaluate reports NA with the reason)."""
@@ -418,7 +424,8 @@ def generate_only_datasets():
 
 def utility_planned(experiment):
     """The utility benchmark needs training label maps with synthetic images, and (unpaired) an image
-    dataset labelled with the same classes, whose real cases train and test the segmenters."""
+    dataset that labels every class of the experiment's table (by name, in any order), whose real cases
+    train and test the segmenters."""
     return not utility_skipped(experiment)
 
 
@@ -432,10 +439,12 @@ def utility_skipped(experiment):
     if image_only(exp["images_from"]):
         return (f"not run: the image dataset {exp['images_from']} has no label maps (image-only), so no "
                 "segmenter can be trained or scored on its real images")
-    names = lambda d: [e["name"] for e in config["datasets"][d]["labels"]]  # noqa: E731
-    if names(exp["dataset"]) != names(exp["images_from"]):
-        return (f"not run: the image dataset {exp['images_from']} does not label the classes of "
-                f"{exp['dataset']}")
+    # Class names after the background (class 0 whatever its name), with the body every table gets.
+    names = lambda d: {e["name"] for e in config["datasets"][d]["labels"][1:]} | {"body"}  # noqa: E731
+    missing = sorted(names(exp["dataset"]) - names(exp["images_from"]))
+    if missing:
+        return (f"not run: the image dataset {exp['images_from']} does not label {missing} of {exp['dataset']}'s "
+                "classes")
     return ""
 
 

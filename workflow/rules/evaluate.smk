@@ -27,6 +27,9 @@ rule evaluate:
         threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],
         metrics=only(config["metrics"], (*PERCEPTUAL_KEYS, "memorisation_threshold")),
         labels=lambda w: labels_of(experiment_dataset(w)),
+        # The image dataset's class names (matched to the experiment's by name); None: image-only.
+        reference_labels=lambda w: label_names(image_dataset(w)),
+        image_dataset=image_dataset,
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

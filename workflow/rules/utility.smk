@@ -11,12 +11,17 @@ rule utility:
         label_train=lambda w: case_slices(experiment_dataset(w), ("train",)),
         cases=rules.generate.output.cases,
         test=lambda w: case_slices(image_dataset(w), ("test",)),
+        # The test cases' patients: the bootstrap resamples patients (several studies of one are alike).
+        split=lambda w: checkpoints.split.get(dataset=image_dataset(w)).output.split,
     output:
         "results/utility/{experiment}/utility.tsv",
     params:
         segmenter=only(config["metrics"], SEGMENTER_KEYS),
         utility=canonical(config["utility"]),
         labels=lambda w: labels_of(experiment_dataset(w)),
+        # The image dataset's class names: its real slices are relabelled into the experiment's by name.
+        image_labels=lambda w: label_names(image_dataset(w)),
+        image_dataset=image_dataset,
     log:
         "logs/utility/{experiment}.log",
     benchmark:

@@ -15,8 +15,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(sm.threads)
     s = sm.params.settings
     data = load_slices(sm.input.slices)
-    num_classes = LabelTable.from_config(sm.params.labels).num_classes
+    names = LabelTable.from_config(sm.params.labels).names
+    num_classes = len(names)
     channels = tuple(s["segmenter_channels"])
     model = train_segmenter(data.images, data.labels, num_classes, steps=s["segmenter_steps"],
                             batch_size=s["segmenter_batch"], device=resolve_device("auto"), channels=channels)
-    save_segmenter(model, Path(sm.output[0]), num_classes, channels)
+    save_segmenter(model, Path(sm.output[0]), num_classes, channels, names)  # names: read by name later

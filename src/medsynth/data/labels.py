@@ -28,6 +28,7 @@ import numpy as np
 UNKNOWN = 255  # class ids are stored as uint8; this value marks labels the table does not list
 BODY = "body"  # the class of labelled-as-nothing voxels inside the body mask
 IMAGE_ONLY = ({"name": "background", "values": [0]},)  # an image-only dataset's table, before the body class
+ORGAN_MEAN = "mean (organs)"  # the row of a per-class table that averages ``organ_ids``
 
 
 class LabelError(ValueError):
@@ -110,6 +111,38 @@ class LabelTable:
         if (classes == unknown).any():
             _check_known(np.unique(label[classes == unknown]), lut, source)
         return classes
+
+
+def table_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The class names of a table whose config lists ``names``: the body class appended when missing
+    (as ``LabelTable.from_config`` does), for callers that know a table by its names only."""
+    names = tuple(str(n) for n in names)
+    return names if BODY in names else (*names, BODY)
+
+
+def class_lookup(source: Sequence[str], target: Sequence[str], unknown: int = -1) -> np.ndarray:
+    """Source class id -> target class id, matched by name; ``unknown`` where ``target`` lacks the name.
+
+    Two datasets may list their classes in other orders, or other classes: only names say which
+    class is which. Class 0 is the background in every table (its first entry holds value 0),
+    whatever it is called, so it maps to 0.
+    """
+    where = {name: i for i, name in enumerate(target)}
+    lut = np.array([0] + [where.get(name, unknown) for name in list(source)[1:]], dtype=np.int64)
+    return lut[: len(source)]
+
+
+def organ_ids(names: Sequence[str]) -> list[int]:
+    """The organ classes of a table: the foreground without the body class, which is easy (the
+    outline the label map already draws) and large, so a mean with it reads high whatever the organs do."""
+    return [i for i, name in enumerate(names) if i > 0 and name != BODY]
+
+
+def organ_note(names: Sequence[str]) -> str:
+    """What an ``ORGAN_MEAN`` over ``names`` (the classes it averages) covers, for a table's note."""
+    if not names:
+        return "no organ class to average (background and body left out)"
+    return f"organ mean over {', '.join(names)} (background and body left out)"
 
 
 SHOWN_VALUES = 20  # unknown values listed in a message; the rest are counted

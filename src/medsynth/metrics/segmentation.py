@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medsynth.data.labels import ORGAN_MEAN, organ_ids, organ_note
 from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
 
 KIND = "segmenter"
@@ -329,51 +330,69 @@ def per_class_scores(conf: torch.Tensor) -> dict[str, list[float]]:
     return {"dice": dice.tolist(), "iou": iou.tolist()}
 
 
-def _nanmean(values: Sequence[float]) -> float:
-    present = [v for v in values if not math.isnan(v)]
-    return sum(present) / len(present) if present else float("nan")
+def organ_mean(values: Sequence[float], names: Sequence[str]) -> tuple[float, list[str]]:
+    """The mean of ``values`` (one per class) over the organ classes that have one (not NaN), and their names.
+
+    Background is left out because it covers most of a slice and would push every score towards 1;
+    the body class because it is the outline the label map already draws, easy and large, so a mean
+    with it reads high however the organs fare (``labels.organ_ids``).
+    """
+    if len(values) != len(names):
+        raise ValueError(f"{len(values)} values for {len(names)} classes; give one per class, background first")
+    covered = [i for i in organ_ids(names) if not math.isnan(values[i])]
+    mean = sum(values[i] for i in covered) / len(covered) if covered else float("nan")
+    return mean, [names[i] for i in covered]
 
 
 def summarize(conf: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
-    """One row per class, then ``mean (foreground)``: the mean over present classes 1.. (background left out).
-
-    Background is left out of the mean because it covers most of a slice and
-    would push every score towards 1.
-    """
+    """One row per class, then ``ORGAN_MEAN``: the mean over the organ classes present (``organ_mean``),
+    its ``note`` naming them."""
     if len(class_names) != conf.shape[0]:
         raise ValueError(f"class_names has {len(class_names)} names for a {conf.shape[0]}-class confusion matrix; "
                          "give one name per class, background first")
     scores = per_class_scores(conf)
     voxels = conf.sum(dim=1).tolist()
-    rows = [{"class": str(name), "dice": d, "iou": i, "voxels": int(v)}
+    rows = [{"class": str(name), "dice": d, "iou": i, "voxels": int(v), "note": ""}
             for name, d, i, v in zip(class_names, scores["dice"], scores["iou"], voxels)]
-    rows.append({"class": "mean (foreground)", "dice": _nanmean(scores["dice"][1:]),
-                 "iou": _nanmean(scores["iou"][1:]), "voxels": int(sum(voxels[1:]))})
+    dice, covered = organ_mean(scores["dice"], class_names)
+    iou, _ = organ_mean(scores["iou"], class_names)  # NaN exactly where Dice is: the same classes
+    rows.append({"class": ORGAN_MEAN, "dice": dice, "iou": iou, "voxels": int(sum(voxels[i] for i in
+                 organ_ids(class_names))), "note": organ_note(covered)})
     return rows
 
 
 # --------------------------------------------------------------------------- files
 
 
-def save_segmenter(model: UNetSegmenter, path: Path, num_classes: int, channels: Sequence[int]) -> Path:
-    """Write the weights with what is needed to rebuild the network (atomically, like training checkpoints)."""
-    channels = [int(c) for c in channels]
+def save_segmenter(model: UNetSegmenter, path: Path, num_classes: int, channels: Sequence[int],
+                   class_names: Sequence[str]) -> Path:
+    """Write the weights with what is needed to rebuild the network and to read its output (atomically,
+    like training checkpoints): ``class_names`` are the label table's, one per output channel, so that
+    another table's classes can be matched to them by name."""
+    channels, class_names = [int(c) for c in channels], [str(n) for n in class_names]
     if getattr(model, "num_classes", num_classes) != num_classes or getattr(model, "channels", channels) != channels:
         raise ValueError(f"num_classes={num_classes}, channels={channels} do not describe the model "
                          f"(num_classes={model.num_classes}, channels={model.channels}); pass the model's own")
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a {num_classes}-class segmenter; pass the label "
+                         "table's names (LabelTable.names), background first")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_checkpoint(path, {"kind": KIND, "state": state, "num_classes": int(num_classes),
-                                  "channels": channels,
+                                  "channels": channels, "class_names": class_names,
                                   "image_channels": int(getattr(model, "image_channels", 1))})
 
 
-def load_segmenter(path: Path, device: torch.device | None = None) -> UNetSegmenter:
-    """Rebuild a segmenter written by ``save_segmenter``, in eval mode on ``device`` (default: CPU)."""
+def load_segmenter(path: Path, device: torch.device | None = None) -> tuple[UNetSegmenter, tuple[str, ...]]:
+    """A segmenter written by ``save_segmenter``, in eval mode on ``device`` (default: CPU), and the names
+    of its classes (output channel i is class ``names[i]``)."""
     payload = load_checkpoint(path, map_location="cpu")
     if payload.get("kind") != KIND:
         raise ValueError(f"{path}: not a segmenter checkpoint (kind={payload.get('kind')!r}); "
                          "pass a file written by save_segmenter")
+    if "class_names" not in payload:  # written before classes were matched by name: which is which is unknown
+        raise ValueError(f"{path}: the segmenter does not name its classes (an older medsynth wrote it); rerun "
+                         "the segmenter rule (snakemake --forcerun segmenter)")
     model = UNetSegmenter(int(payload["num_classes"]), image_channels=int(payload.get("image_channels", 1)),
                           channels=payload["channels"])
     model.load_state_dict(payload["state"])
-    return model.to(device if device is not None else "cpu").eval()
+    return model.to(device if device is not None else "cpu").eval(), tuple(payload["class_names"])
