@@ -17,11 +17,11 @@ TINY = {
             "labels": LABELS,
             "preprocess": {"spacing_xy": 12.0},
         },
+        # Image-only (no labels): the unpaired mode's real images, as unlabelled MR scans are.
         "phantom_mr": {
             "source": "phantom",
             "modality": "MR",
             "phantom": {"n_cases": 4, "seed": 2, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]},
-            "labels": LABELS,
             "preprocess": {"spacing_xy": 12.0},
         },
         # Label maps without images (as TotalSegmentator's output on other patients' CTs): the fixture

@@ -57,6 +57,8 @@ def test_outputs_of_every_stage(finished):
     assert sorted(int(r["sample"]) for r in manifest) == sorted(list(range(2)) * len(made))
     assert {(r["generator_step"], r["selected_by"].split("=")[0]) for r in manifest} == {(str(selected["step"]), "fid")}
     assert {r["noise"] for r in manifest} == {"volume:6mm"}  # one draw per volume, its noise map smoothed over 6 mm
+    # Generated tissue under every labelled voxel: nothing left at the background value (-1000 HU).
+    assert {(r["background"], r["tissue_at_background"]) for r in manifest} == {("-1000.0", "0.0")}
     for row in manifest:
         source = nib.load(w / "resources/raw/phantom" / row["case_id"] / "ct.nii.gz")
         generated = nib.load(w / row["volume"])
@@ -138,7 +140,11 @@ def test_outputs_of_every_stage(finished):
             assert r["setting"] != "real" or r["delta_vs_real"] == "NA"
             continue
         assert float(r["delta_vs_real"]) == pytest.approx(float(r["dice"]) - float(real_dice[r["class"]]))
-    assert (w / "results/utility/tiny-unpaired/utility.tsv").is_file()  # MR segmenters on the MR test cases
+    # The image-only MR has no labels to train or score segmenters on: no utility benchmark, and the summary
+    # says why.
+    assert not (w / "results/utility/tiny-unpaired").exists()
+    assert "not run: the image dataset phantom_mr has no label maps" in (w / "reports/tiny-unpaired/summary.md"
+                                                                          ).read_text()
     assert "Utility benchmark" in (w / "reports/tiny/summary.md").read_text()
     for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png", "class_intensity.png",
                  "memorisation.png", "utility.png"):
@@ -182,7 +188,13 @@ def test_label_only_cases_get_synthetic_volumes_on_their_own_grid(finished):
 def test_unpaired_experiment_runs_end_to_end(finished):
     w = finished
     mr_cases = read_tsv(w / "resources/raw/phantom_mr/cases.tsv")
-    assert all(r["image"].endswith("mr.nii.gz") and r["modality"] == "MR" for r in mr_cases)
+    # Image-only: no label maps in its table; its preprocessed label map is its body mask.
+    assert all(r["image"].endswith("mr.nii.gz") and r["modality"] == "MR" and not r["label"] for r in mr_cases)
+    pre = w / "results/preprocess/phantom_mr" / mr_cases[0]["case_id"]
+    assert json.loads((pre / "meta.json").read_text())["image_only"]
+    np.testing.assert_array_equal(np.asarray(nib.load(pre / "label.nii.gz").dataobj),
+                                  np.asarray(nib.load(pre / "mask.nii.gz").dataobj))
+    assert not (w / "results/segmenter/phantom_mr").exists()
     losses = read_tsv(w / "results/train/tiny-unpaired/losses.tsv")
     assert len(losses) == 8 and "loss_du" in losses[0]
     metrics = read_tsv(w / "results/train/tiny-unpaired/metrics.tsv")
@@ -192,11 +204,16 @@ def test_unpaired_experiment_runs_end_to_end(finished):
     test = {r["metric"]: r for r in read_tsv(w / "results/evaluate/tiny-unpaired/test_metrics.tsv")}
     assert test["ssim"]["mean"] == "NA" and math.isfinite(float(test["body_dice"]["mean"]))
     assert (w / "reports/tiny-unpaired/samples.png").stat().st_size > 0
-    # Real MR images have no absolute scale: per-class intensity stays in [-1, 1].
+    # What needs the image dataset's labels is NA with the reason; the rest is computed.
+    reason = "not computed: the image dataset phantom_mr has no label maps"
+    for metric in ("seg_dice_generated", "seg_dice_real", "seg_ratio", "classes_outside_real_range"):
+        assert test[metric]["mean"] == "NA" and reason in test[metric]["note"], metric
+    for metric in ("intensity_w1", "pixel_diversity", "fid", "kid", "through_plane_ratio", "memorisation_ratio"):
+        assert math.isfinite(float(test[metric]["mean"])), metric
     intensity = read_tsv(w / "results/evaluate/tiny-unpaired/class_intensity.tsv")
-    assert {r["unit"] for r in intensity} == {"[-1, 1]"}
-    assert all(-1 <= float(r["mean_real"]) <= 1 for r in intensity if int(r["voxels_real"]) > 0)
+    assert all(r["mean_real"] == "NA" and r["outside_real_range"] != "True" for r in intensity)
     assert (w / "reports/tiny-unpaired/class_intensity.png").stat().st_size > 0
+    assert (w / "reports/tiny-unpaired/summary.html").is_file() and (w / "results/share/tiny-unpaired").is_dir()
 
 
 @pytest.mark.slow
@@ -217,10 +234,18 @@ def test_export_is_a_dataset_nnunet_accepts(finished):
         assert {c["part"] for c in meta["medsynth"]["cases"].values() if c["synthetic"]} == (
             {"train", "generate_from"} if exp == "tiny" else {"train"})
         assert all(c["generator_step"] for c in meta["medsynth"]["cases"].values() if c["synthetic"])
-        real_train = sorted(r["case_id"] for r in read_tsv(w / "results/split" / ("phantom" if exp == "tiny"
-                            else "phantom_mr") / "split.tsv") if r["part"] == "train")
+        # Real cases: the paired experiment's CT; the image-only MR has no label maps to ship them with.
+        real_train = [] if exp != "tiny" else train
         assert sorted(i for i, c in meta["medsynth"]["cases"].items() if not c["synthetic"]) == \
             [f"{c}_real" for c in real_train]
+        assert ("include_real_note" in meta["medsynth"]) == (exp != "tiny")
+        # Every shipped synthetic volume was audited for memorisation; the table ships with them.
+        audit = read_tsv(root / folder / "memorisation_audit.tsv")
+        audited = {(r["case_id"], int(r["sample"])) for r in audit}
+        shipped = {(c["case_id"], int(c["sample"])) for c in meta["medsynth"]["cases"].values() if c["synthetic"]}
+        flagged = {(r["case_id"], int(r["sample"])) for r in audit if r["flagged"] == "True"}
+        assert shipped == audited - flagged and meta["medsynth"]["memorisation_audit"]["audited"] == len(audit)
+        assert all(r["own_ratio_median"] != "NA" for r in audit if exp == "tiny" and "." not in r["case_id"])
         folds = json.loads((root / folder / "splits_final.json").read_text())
         patient = {i: c["patient"] for i, c in meta["medsynth"]["cases"].items()}
         for f in folds:  # a patient's synthetic variants and real scan never straddle a fold
@@ -265,7 +290,8 @@ def test_every_generator_has_its_model_card(finished):
         text = (finished / f"results/select/{exp}/MODEL_CARD.md").read_text()
         assert text == (finished / f"results/share/{exp}/MODEL_CARD.md").read_text()
         for needle in ("## Intended use", "not for", "diagnosis", "## Licence of the training data", "| kid |",
-                       f"step: {chosen['step']}", "3: liver ← 3"):
+                       f"step: {chosen['step']}", "3: liver ← 3", "## Memorisation audit of the shared synthetic cases",
+                       "volumes audited:"):
             assert needle.lower() in text.lower(), needle
     assert "intensity mapping: ct_window -1000, 1000" in (finished / "results/select/tiny/MODEL_CARD.md").read_text()
 
@@ -291,8 +317,8 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     changed = json.loads(json.dumps(TINY))
     changed["generate"]["samples"] = 3
     assert planned_rules(snakemake(finished, changed, "-n")) == {
-        "generate", "evaluate", "model_card", "export", "utility", "report_samples", "report_intensity",
-        "report_memorisation", "report_utility", "report_summary", "all"}
+        "generate", "evaluate", "model_card", "audit_shared", "export", "utility", "report_samples",
+        "report_intensity", "report_memorisation", "report_utility", "report_summary", "all"}
 
 
 @pytest.mark.slow
