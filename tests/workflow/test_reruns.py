@@ -50,7 +50,8 @@ CHANGES = {
     "datasets.<name>.layout.label_root": [{f"{L}.layout.label_root": "@label_maps"}],
     "datasets.<name>.layout.mask": "the label-only dataset has no masks",
     "datasets.<name>.labels": [{f"{P}.labels": "@labels_one_more_value"}],
-    "datasets.<name>.preprocess.spacing_xy": [{f"{M}.preprocess.spacing_xy": 11.0}],
+    # Every dataset at once: an unpaired experiment's datasets and a generate_from dataset need one spacing.
+    "datasets.<name>.preprocess.spacing_xy": [{f"{d}.preprocess.spacing_xy": 11.0 for d in (P, M, L)}],
     "datasets.<name>.preprocess.ct_window": [{f"{P}.preprocess.ct_window": [-1000, 1200]},
                                              {f"{M}.preprocess.ct_window": [-1000, 1200]}],
     "datasets.<name>.preprocess.ct_soft_window": [{f"{P}.preprocess.ct_soft_window": [-150, 250]},
@@ -66,13 +67,16 @@ CHANGES = {
     "datasets.<name>.preprocess.opening_mm": [{f"{M}.preprocess.opening_mm": 8.0}],
     "slice.size": [{"slice.size": 64}],
     "slice.min_body_fraction": [{"slice.min_body_fraction": 0.1}],
+    "slice.require_classes": [{"slice.require_classes": ["liver"]}],
     # Seed 4 keeps the label-only maps' patients (phantom_000, phantom_001) out of phantom's test part (seed 1:
     # phantom_001 in test, refused at load: generate_from would export a test patient's label map).
     "split.seed": [{"split.seed": 4}],
     "split.ratios.train": [{"split.ratios.train": 0.25, "split.ratios.val": 0.5}],
     "split.ratios.val": [{"split.ratios.val": 0.5, "split.ratios.test": 0.25, "split.ratios.train": 0.25}],
     "split.ratios.test": [{"split.ratios.test": 0.5, "split.ratios.train": 0.25}],
-    "experiments.<name>.dataset": [{f"{U}.dataset": "phantom_mr", f"{U}.images_from": "phantom"}],
+    # The MR phantoms, given their labels, become tiny-unpaired's label maps; the CT phantoms its images.
+    "experiments.<name>.dataset": [{f"{U}.dataset": "phantom_mr", f"{U}.images_from": "phantom",
+                                    f"{M}.labels": "@phantom_labels"}],
     "experiments.<name>.images_from": [{f"{U}.images_from": "phantom"}],
     "experiments.<name>.select_metric": [{f"{T}.select_metric": "ssim"}],
     "experiments.<name>.select_fallback": [{f"{T}.select_fallback": "psnr"}],
@@ -131,6 +135,7 @@ CHANGES = {
     "generate.seed": [{"generate.seed": 1}],
     "generate.noise": [{"generate.noise": "slice"}],
     "generate.noise_sigma_mm": [{"generate.noise_sigma_mm": 3.0}],
+    "generate.inplane": [{"generate.inplane": "canvas"}],
     "generate.batch_size": [{"generate.batch_size": 4}],
     "generate.device": [{"generate.device": "cpu"}],
     "utility.bootstrap": [{"utility.bootstrap": 100}],
@@ -140,6 +145,7 @@ CHANGES = {
     # only other value is the default written out, which changes nothing.
     "export.splits": [{"export.splits": ["train"]}],
     "export.include_real": [{"export.include_real": False}],
+    "export.refuse_flagged": [{"export.refuse_flagged": False}],
     "export.folds": [{"export.folds": 3}],
     "export.first_id": [{"export.first_id": 600}],
     "report.dpi": [{"report.dpi": 60}],
@@ -148,37 +154,48 @@ CHANGES = {
 }
 
 
-def after_select(n: int) -> dict[str, int]:
-    """What a new generator.pt reruns, for n experiments: selection and everything after it."""
-    rules = ("select", "generate", "evaluate", "model_card", "utility", "export", "report_curves", "report_samples",
-             "report_intensity", "report_memorisation", "report_utility", "report_summary")
-    return {**{r: n for r in rules}, "all": 1}
+TINY_E, UNPAIRED_E = "tiny", "tiny-unpaired"
+BOTH = (TINY_E, UNPAIRED_E)
+# tiny-unpaired's image dataset (phantom_mr) is image-only: it has no utility benchmark.
+UTILITY = ("utility", "report_utility")
 
 
-def trained(n: int) -> dict[str, int]:
-    return {**after_select(n), "train": n}
+def _jobs(rules: tuple[str, ...], experiments: tuple[str, ...]) -> dict[str, int]:
+    """Jobs per rule for the experiments a change reaches (the utility rules only for tiny)."""
+    counts = {r: sum(1 for e in experiments if r not in UTILITY or e == TINY_E) for r in rules}
+    return {**{r: n for r, n in counts.items() if n}, "all": 1}
 
 
-def after_generate(n: int) -> dict[str, int]:
-    rules = ("generate", "evaluate", "model_card", "utility", "export", "report_samples", "report_intensity",
-             "report_memorisation", "report_utility", "report_summary")
-    return {**{r: n for r in rules}, "all": 1}
+def after_select(*experiments: str) -> dict[str, int]:
+    """What a new generator.pt reruns for these experiments: selection and everything after it."""
+    return _jobs(("select", "generate", "evaluate", "model_card", "utility", "audit_shared", "export", "report_curves",
+                  "report_samples", "report_intensity", "report_memorisation", "report_utility", "report_summary"),
+                 experiments)
 
 
-def after_evaluate(n: int) -> dict[str, int]:
-    rules = ("evaluate", "model_card", "report_intensity", "report_memorisation", "report_summary")
-    return {**{r: n for r in rules}, "all": 1}
+def trained(*experiments: str) -> dict[str, int]:
+    return {**after_select(*experiments), "train": len(experiments)}
 
 
-# phantom (CT, 4 cases) feeds both experiments' label maps; phantom_mr (MR) only tiny-unpaired's images.
-CT_CASES = {"preprocess": 4, "slice": 4, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(2)}
-MR_CASES = {"preprocess": 4, "slice": 4, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(1)}
+def after_generate(*experiments: str) -> dict[str, int]:
+    return _jobs(("generate", "evaluate", "model_card", "utility", "audit_shared", "export", "report_samples",
+                  "report_intensity", "report_memorisation", "report_utility", "report_summary"), experiments)
+
+
+def after_evaluate(*experiments: str) -> dict[str, int]:
+    return _jobs(("evaluate", "model_card", "report_intensity", "report_memorisation", "report_summary"), experiments)
+
+
+# phantom (CT, 4 cases) feeds both experiments' label maps; phantom_mr (MR, image-only: no segmenter) only
+# tiny-unpaired's images.
+CT_CASES = {"preprocess": 4, "slice": 4, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(*BOTH)}
+MR_CASES = {"preprocess": 4, "slice": 4, "oasis_view": 1, "real_stats": 3, **trained(UNPAIRED_E)}
 # A download is a checkpoint: its cases' jobs are planned once it has run, what depends on them now.
-MR_DOWNLOAD = {"download": 1, "split": 1, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(1)}
-LABEL_ONLY_DOWNLOAD = {"download": 1, **after_generate(1)}
-EVERY_DATASET = {"oasis_view": 2, "real_stats": 6, "segmenter": 2, **trained(2)}
-SEGMENTER = {"segmenter": 2, "utility": 2, "report_utility": 2, **after_evaluate(2)}
-REPORTS = ("report_curves", "report_samples", "report_intensity", "report_memorisation", "report_utility")
+MR_DOWNLOAD = {"download": 1, "split": 1, "oasis_view": 1, "real_stats": 3, **trained(UNPAIRED_E)}
+LABEL_ONLY_DOWNLOAD = {"download": 1, **after_generate(TINY_E)}
+EVERY_DATASET = {"oasis_view": 2, "real_stats": 6, "segmenter": 1, **trained(*BOTH)}
+SEGMENTER = {"segmenter": 1, "utility": 1, "report_utility": 1, **after_evaluate(TINY_E)}
+REPORTS = ("report_curves", "report_samples", "report_intensity", "report_memorisation")
 NOTHING: dict[str, int] = {}
 
 EXPECTED = {
@@ -193,7 +210,7 @@ EXPECTED = {
     "datasets.<name>.layout.label": [LABEL_ONLY_DOWNLOAD],
     "datasets.<name>.layout.label_root": [LABEL_ONLY_DOWNLOAD],
     "datasets.<name>.labels": [CT_CASES],
-    "datasets.<name>.preprocess.spacing_xy": [MR_CASES],
+    "datasets.<name>.preprocess.spacing_xy": [{"preprocess": 10, "slice": 10, **EVERY_DATASET}],
     # The intensity settings of one modality rerun nothing for a dataset of the other.
     "datasets.<name>.preprocess.ct_window": [CT_CASES, NOTHING],
     "datasets.<name>.preprocess.ct_soft_window": [CT_CASES, NOTHING],
@@ -208,23 +225,29 @@ EXPECTED = {
     "split.ratios.train": [{"split": 2, **EVERY_DATASET}],
     "split.ratios.val": [{"split": 2, **EVERY_DATASET}],
     "split.ratios.test": [{"split": 2, **EVERY_DATASET}],
-    "experiments.<name>.dataset": [trained(1)],
-    "experiments.<name>.images_from": [trained(1)],
-    "experiments.<name>.select_metric": [after_select(1)],
-    "experiments.<name>.select_fallback": [after_select(1)],
+    # phantom_mr's download again (its table now names its label maps), its cases planned after it; its
+    # Inception statistics are no longer needed (it gives label maps now); a labelled image dataset brings
+    # tiny-unpaired's utility benchmark.
+    "experiments.<name>.dataset": [{"download": 1, "split": 1, "oasis_view": 1, **trained(UNPAIRED_E), "utility": 1,
+                                    "report_utility": 1}],
+    # A labelled image dataset (the CT phantoms): tiny-unpaired gets its utility benchmark too.
+    "experiments.<name>.images_from": [{**trained(UNPAIRED_E), "utility": 1, "report_utility": 1}],
+    "experiments.<name>.select_metric": [after_select(TINY_E)],
+    "experiments.<name>.select_fallback": [after_select(TINY_E)],
     # labels_only stops being generate-only: it is split (and gets its folder view) like any dataset.
-    "experiments.<name>.generate_from": [{"split": 1, "oasis_view": 1, **after_generate(1)}],
+    "experiments.<name>.generate_from": [{"split": 1, "oasis_view": 1, **after_generate(TINY_E)}],
     "experiments.<name>.export_id": [{"export": 2, "all": 1}],  # ids are assigned across experiments
     "experiments.<name>.export_name": [{"export": 2, "all": 1}],
     "experiments.<name>.threads": [NOTHING],
     "experiments.<name>.gpus": [NOTHING],
-    "experiments.<name>.train.mode": [trained(1)],
+    # tiny unpaired against the image-only MR phantoms: no utility benchmark any more.
+    "experiments.<name>.train.mode": [{k: n for k, n in trained(TINY_E).items() if k not in UTILITY}],
     # Another mode's loss weights: the run never uses them (nor its fingerprint, train.settings).
-    "experiments.<name>.train.lambda_seg": [trained(1), NOTHING],
-    "experiments.<name>.train.lambda_adv": [trained(1), NOTHING],
-    "experiments.<name>.train.r1_gamma": [trained(1), NOTHING],
-    "experiments.<name>.train.r1_every": [trained(1), NOTHING],
-    "experiments.<name>.train.lambda_labelmix": [trained(1), NOTHING],
+    "experiments.<name>.train.lambda_seg": [trained(UNPAIRED_E), NOTHING],
+    "experiments.<name>.train.lambda_adv": [trained(UNPAIRED_E), NOTHING],
+    "experiments.<name>.train.r1_gamma": [trained(UNPAIRED_E), NOTHING],
+    "experiments.<name>.train.r1_every": [trained(UNPAIRED_E), NOTHING],
+    "experiments.<name>.train.lambda_labelmix": [trained(TINY_E), NOTHING],
     # How a run goes, not what it learns: a finished run would resume and do nothing.
     "experiments.<name>.train.compile": [NOTHING],
     "experiments.<name>.train.ram_cache_gb": [NOTHING],
@@ -232,45 +255,51 @@ EXPECTED = {
     "experiments.<name>.train.sample_every": [NOTHING],
     "experiments.<name>.train.checkpoint_every": [NOTHING],
     "experiments.<name>.train.device": [NOTHING],
-    "metrics.memorisation_threshold": [after_evaluate(2)],
-    "metrics.perceptual": [{"fetch_weights": 1, "real_stats": 6, **trained(2)}],
-    "metrics.weights_dir": [{"real_stats": 6, **trained(2)}],  # the copy holds its own status.json
-    "metrics.check_hash": [{"fetch_weights": 1, "real_stats": 6, **trained(2)}],
+    # The test set's audit and the audit of what is shared (and so the export that ships it).
+    "metrics.memorisation_threshold": [{**after_evaluate(*BOTH), "audit_shared": 2, "export": 2}],
+    "metrics.perceptual": [{"fetch_weights": 1, "real_stats": 6, **trained(*BOTH)}],
+    "metrics.weights_dir": [{"real_stats": 6, **trained(*BOTH)}],  # the copy holds its own status.json
+    "metrics.check_hash": [{"fetch_weights": 1, "real_stats": 6, **trained(*BOTH)}],
     # KID's settings: validation again (train resumes at its last step and recomputes the history from
     # its snapshots, without training) and evaluation; not the Inception statistics nor the segmenters.
-    "metrics.kid_subsets": [trained(2)],
-    "metrics.kid_subset_size": [trained(2)],
+    "metrics.kid_subsets": [trained(*BOTH)],
+    "metrics.kid_subset_size": [trained(*BOTH)],
     "metrics.batch_size": [NOTHING],
     "metrics.segmenter_steps": [SEGMENTER],
     "metrics.segmenter_batch": [SEGMENTER],
     "metrics.segmenter_threads": [NOTHING],
     "metrics.segmenter_channels": [SEGMENTER],
-    "select.metric": [after_select(1)],  # tiny-unpaired has its own select_metric
-    "select.fallback": [after_select(2)],
-    "generate.samples": [after_generate(2)],
+    "select.metric": [after_select(TINY_E)],  # tiny-unpaired has its own select_metric
+    "select.fallback": [after_select(*BOTH)],
+    "generate.samples": [after_generate(*BOTH)],
     # No synthetic training cases: no utility benchmark, and only tiny's export (of its generate_from cases).
-    "generate.splits": [{"generate": 2, "evaluate": 2, "model_card": 2, "export": 1, "report_samples": 2,
+    "generate.splits": [{"generate": 2, "evaluate": 2, "model_card": 2, "audit_shared": 1, "export": 1,
+                         "report_samples": 2,
                          "report_intensity": 2, "report_memorisation": 2, "report_summary": 2, "all": 1}],
-    "generate.seed": [after_generate(2)],
-    "generate.noise": [after_generate(2)],
-    "generate.noise_sigma_mm": [after_generate(2)],
+    "generate.seed": [after_generate(*BOTH)],
+    "generate.noise": [after_generate(*BOTH)],
+    "generate.noise_sigma_mm": [after_generate(*BOTH)],
     "generate.batch_size": [NOTHING],
     "generate.device": [NOTHING],
-    "utility.bootstrap": [{"utility": 2, "report_utility": 2, "report_summary": 2, "all": 1}],
-    "utility.seed": [{"utility": 2, "report_utility": 2, "report_summary": 2, "all": 1}],
-    "utility.real_share": [{"utility": 2, "report_utility": 2, "report_summary": 2, "all": 1}],
+    "utility.bootstrap": [{"utility": 1, "report_utility": 1, "report_summary": 1, "all": 1}],
+    "utility.seed": [{"utility": 1, "report_utility": 1, "report_summary": 1, "all": 1}],
+    "utility.real_share": [{"utility": 1, "report_utility": 1, "report_summary": 1, "all": 1}],
+    "generate.inplane": [after_generate(*BOTH)],
+    "export.refuse_flagged": [{"export": 2, "model_card": 2, "all": 1}],
+    # Only the labelled datasets' slices (phantom, labels_only); the image-only phantom_mr keeps its own.
+    "slice.require_classes": [{"slice": 6, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(*BOTH)}],
     "export.splits": [NOTHING],
     "export.include_real": [{"export": 2, "all": 1}],
     "export.folds": [{"export": 2, "all": 1}],
     "export.first_id": [{"export": 2, "all": 1}],
-    "report.dpi": [{**{r: 2 for r in REPORTS}, "report_summary": 2, "all": 1}],
+    "report.dpi": [{**{r: 2 for r in REPORTS}, "report_utility": 1, "report_summary": 2, "all": 1}],
     "report.loss_smoothing": [{"report_curves": 2, "report_summary": 2, "all": 1}],
     "report.grid_rows": [{"report_samples": 2, "report_summary": 2, "all": 1}],
 }
 TRAINED_KEYS = ("lambda_mask", "lambda_class_stats", "lambda_diversity", "diversity_margin", "mask_threshold",
                 "precision", "channels_last", "model", "init_from", "context_slices", "steps", "batch_size", "lr_g",
                 "lr_d", "beta1", "beta2", "ema_decay", "val_max_slices", "seed")
-EXPECTED.update({f"experiments.<name>.train.{k}": [trained(1)] for k in TRAINED_KEYS})
+EXPECTED.update({f"experiments.<name>.train.{k}": [trained(TINY_E)] for k in TRAINED_KEYS})
 
 
 def schema_leaves(node: dict, path: tuple[str, ...] = ()) -> list[str]:
@@ -306,6 +335,8 @@ def resolve(value, work: Path, base: dict):
         if not moved.exists():
             shutil.copytree(work / "label_maps", moved)
         return str(moved)
+    if name == "phantom_labels":
+        return copy.deepcopy(base["datasets"]["phantom"]["labels"])
     if name == "labels_one_more_value":  # one more label value for a class
         labels = copy.deepcopy(base["datasets"]["phantom"]["labels"])
         labels[-1]["values"] = [*labels[-1]["values"], 10]
