@@ -39,7 +39,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import ROOT, SHARED, load_config, phantom_parts  # noqa: E402
+from quality import ROOT, SHARED, as_set, load_config, phantom_parts  # noqa: E402
 
 from medsynth.data.intensity import IntensityMap  # noqa: E402
 from medsynth.data.labels import LabelTable  # noqa: E402
@@ -51,17 +51,10 @@ from medsynth.io.nifti import load_volume  # noqa: E402
 from medsynth.metrics.intensity import class_intensity_table  # noqa: E402
 from medsynth.select import select_checkpoint  # noqa: E402
 from medsynth.train.checkpoint import load_checkpoint  # noqa: E402
-from medsynth.train.data import SliceSet  # noqa: E402
 from medsynth.train.loop import TrainSettings, train  # noqa: E402
 
 SETTINGS = ("phantom", "real-ct")
 REGIONS = ("crop", "beyond")
-
-
-def as_set(slices: list[tuple[str, CaseSlices]]) -> SliceSet:
-    cat = lambda key: torch.from_numpy(np.concatenate([getattr(s, key) for _, s in slices]))  # noqa: E731
-    return SliceSet(cat("images")[:, None], cat("labels"), cat("masks")[:, None],
-                    [c for c, s in slices for _ in s.z], [int(z) for _, s in slices for z in s.z])
 
 
 def phantom_data(config: dict, size: int, work: Path) -> tuple[dict, list[tuple[Path, CaseSlices]], LabelTable]:

@@ -135,18 +135,19 @@ def generate_case(G: torch.nn.Module, num_classes: int, case: LabelCase, out_dir
     source_label = load_volume(Path(meta["source_label"]), np.integer, meta.get("source_series", {}).get("label"))
     label = label_on_source_grid(source_label, table, tuple(meta["source_shape"]), np.asarray(meta["source_affine"]))
     grid_label = load_volume(Path(case.preprocess_dir) / "label.nii.gz", np.uint8).array
-    rows, crops = [], []
-    for k, volume in _samples(G, num_classes, case.case_id, grid_label, label, meta, case_dir, settings, tile, rows):
-        crops.append(_crops_like(volume, slices))
+    rows, crops = write_samples(G, num_classes, case.case_id, grid_label, label, meta, case_dir, settings, tile,
+                                slices)
     np.savez_compressed(samples_file(out_dir, case.case_id), samples=np.stack(crops).astype(np.float16), z=slices.z)
     return rows
 
 
-def _samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label: np.ndarray, label: np.ndarray,
-             meta: dict, case_dir: Path, settings: GenerateSettings, tile: int, rows: list[dict],
-             pngs: bool = True):
-    """Write ``label`` (source grid) and each sample's volume (and PNGs) of one case; yield (k, the volume on
-    the preprocessed grid), appending each sample's manifest row to ``rows``."""
+def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label: np.ndarray, label: np.ndarray,
+                  meta: dict, case_dir: Path, settings: GenerateSettings, tile: int,
+                  slices: CaseSlices | None = None) -> tuple[list[dict], list[np.ndarray]]:
+    """Write ``label`` (source grid) and each sample's volume of one case: (manifest rows, and per sample the
+    crops of ``slices`` cut from it, on the preprocessed grid). With ``slices`` (the workflow) a PNG per
+    sample and labelled slice too."""
+    pngs = slices is not None
     source_affine = np.asarray(meta["source_affine"])
     label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
     canvas = plan_canvas(grid_label, tile, 2 ** getattr(G, "num_up", 0))
@@ -155,6 +156,7 @@ def _samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label: np.
         for lab, z in zip(crop(grid_label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0), canvas.z):
             save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
     background = IntensityMap.from_meta(meta["intensity"]).lo
+    rows, crops = [], []
     for k in range(settings.samples):
         seed = sample_seed(settings.seed, case_id, k)
         volume = synthetic_volume(G, num_classes, grid_label, canvas, meta["affine"], seed, settings, tile)
@@ -169,7 +171,9 @@ def _samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label: np.
                      "label": str(label_file), "pngs": str(case_dir / f"sample_{k}") if pngs else "",
                      "background": float(background),
                      "tissue_at_background": tissue_at_background(image, label, background)})
-        yield k, volume
+        if slices is not None:
+            crops.append(_crops_like(volume, slices))
+    return rows, crops
 
 
 def _crops_like(volume: np.ndarray, slices: CaseSlices) -> np.ndarray:
@@ -303,7 +307,6 @@ def generate_from_label_files(generator_path: Path, label_files: Sequence[Path],
         meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
                 "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(), "modality": data["modality"]}
         case_id = label_file.name.split(".")[0]
-        for _ in _samples(G, num_classes, case_id, lab_r, classes, meta, Path(out_dir) / case_id, settings, tile,
-                          rows, pngs=False):
-            pass
+        rows += write_samples(G, num_classes, case_id, lab_r, classes, meta, Path(out_dir) / case_id, settings,
+                              tile)[0]
     return [{**row, "part": "", **provenance(state)} for row in rows]
