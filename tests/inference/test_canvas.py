@@ -74,5 +74,10 @@ def test_tiles_blend_to_the_canvas_image_for_a_pointwise_generator_and_outside_i
     tiles = generate_stack(*args, inplane="tiles", tile=32)
     np.testing.assert_allclose(tiles, canvas, atol=1e-6)
     assert (canvas[labels == 0] == -1).all() and (canvas[labels > 0] > -1).all()
+    corner = labels.copy()
+    corner[:, :40, :] = 0  # the first tiles see only background: skipped, still -1 there and right elsewhere
+    skipped = generate_stack(PointwiseG(), 4, corner, z, 11, 2, CPU, "volume", 1.0, inplane="tiles", tile=32)
+    np.testing.assert_allclose(skipped, generate_stack(PointwiseG(), 4, corner, z, 11, 2, CPU, "volume", 1.0,
+                                                       inplane="canvas"), atol=1e-6)
     with pytest.raises(ValueError, match="generate.inplane"):
         generate_stack(*args, inplane="strips")

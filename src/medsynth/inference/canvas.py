@@ -128,9 +128,11 @@ def _tiled(G: torch.nn.Module, labels: torch.Tensor, context: torch.Tensor, nois
     for x in tile_starts(width, tile):
         for y in tile_starts(height, tile):
             window = (slice(None), slice(x, x + tile), slice(y, y + tile))
+            if not bool(labels[window].any()):
+                continue  # background in every slice: -1 whatever the generator paints
             # A spatial noise map is cut like the labels; a noise vector is the same in every tile.
             part = noise[:, :, x : x + tile, y : y + tile] if noise.dim() == 4 else noise
             total[window] += w * run_generator(G, labels[window], context[:, :, x : x + tile, y : y + tile], part,
                                                num_classes, batch, device)[:, 0]
             weight[x : x + tile, y : y + tile] += w
-    return total / weight
+    return total / weight.clamp(min=1e-12)  # 0 / 0 only where every covering tile was background
