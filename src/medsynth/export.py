@@ -23,7 +23,6 @@ import numpy as np
 from tqdm import tqdm
 
 import medsynth
-from medsynth.data.checks import tissue_at_background
 from medsynth.data.cohort import read_cases, series_of
 from medsynth.data.labels import LabelTable
 from medsynth.data.patients import patients_in_test
@@ -151,6 +150,10 @@ MAX_TISSUE_AT_BACKGROUND = 0.01
 
 def check_tissue(case: ExportCase, image: np.ndarray, label: np.ndarray) -> None:
     """Refuse a synthetic case whose labelled voxels lack generated tissue (hold the background value)."""
+    # Here, not at the top: the config checks import this module at every Snakemake start, and
+    # data.checks brings scipy.ndimage (a fifth of a second).
+    from medsynth.data.checks import tissue_at_background
+
     share = tissue_at_background(image, label, float(case.background))
     if share > MAX_TISSUE_AT_BACKGROUND:
         raise ValueError(f"{case.image}: {share:.1%} of the labelled voxels of {case.identifier} hold the "
