@@ -12,13 +12,15 @@ from snakemake.utils import validate
 
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-validate(config, SCHEMA)
 
 # A label table may live in its own file (e.g. config/labels/totalsegmentator_v2_grouped.yaml):
-# read it once here, then validate the table itself like an inline one.
+# read it once here, then validate the config with the table in it like an inline one (one
+# validation: it is a tenth of a second of every Snakemake start; a malformed config reaches it
+# unharmed, as this loop only reads what has the shape it expects).
 _LABEL_FILES = {}
-for _name, _ds in config["datasets"].items():
-    if isinstance(_ds.get("labels"), str):
+_DATASETS = config.get("datasets") if isinstance(config.get("datasets"), dict) else {}
+for _name, _ds in _DATASETS.items():
+    if isinstance(_ds, dict) and isinstance(_ds.get("labels"), str):
         if not os.path.isfile(_ds["labels"]):
             raise ValueError(f"config: datasets.{_name}.labels names {_ds['labels']!r}, which does not exist")
         with open(_ds["labels"]) as _fh:
