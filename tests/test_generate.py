@@ -207,7 +207,10 @@ def test_volume_noise_map_is_smooth_along_z_and_unit_variance():
 
     G = build_generator(ModelSpec(**{**SPEC.to_dict(), "spatial_noise": True}), 3)
     z = list(range(40))
-    field = draw_noise(G, 40, 32, 32, seed=3, noise="volume", z=z, sigma_slices=2.0)
+    lazy = draw_noise(G, 40, 32, 32, seed=3, noise="volume", z=z, sigma_slices=2.0)
+    field = lazy[:]  # computed for the slices asked for: any batches read the same field
+    torch.testing.assert_close(torch.cat([lazy[0:7], lazy[7:40]]), field)
+    torch.testing.assert_close(lazy[:, :, 4:9, 2:3], field[:, :, 4:9, 2:3])
     assert abs(float(field.std()) - 1.0) < 0.05  # as white noise: the generator sees unit-variance noise
     flat = field.reshape(40, -1)
 
@@ -216,8 +219,8 @@ def test_volume_noise_map_is_smooth_along_z_and_unit_variance():
     assert corr(1) > 0.8 and abs(corr(12)) < 0.1  # exp(-1/16) ~ 0.94 one slice apart, none 6 sigma apart
     assert not torch.equal(field[0], field[1])
     # Only the slices asked for, at their own positions: a subset of z reads the same field.
-    part = draw_noise(G, 3, 32, 32, seed=3, noise="volume", z=[5, 6, 20], sigma_slices=2.0)
-    sub = draw_noise(G, 16, 32, 32, seed=3, noise="volume", z=list(range(5, 21)), sigma_slices=2.0)
+    part = draw_noise(G, 3, 32, 32, seed=3, noise="volume", z=[5, 6, 20], sigma_slices=2.0)[:]
+    sub = draw_noise(G, 16, 32, 32, seed=3, noise="volume", z=list(range(5, 21)), sigma_slices=2.0)[:]
     torch.testing.assert_close(part, sub[[0, 1, 15]])
     flat_map = draw_noise(G, 4, 8, 8, seed=3, noise="volume", z=[0, 1, 2, 3], sigma_slices=0.0)
     assert all(torch.equal(flat_map[i], flat_map[0]) for i in range(4))

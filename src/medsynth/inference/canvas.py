@@ -103,7 +103,7 @@ def generate_stack(G: torch.nn.Module, num_classes: int, labels: np.ndarray, z: 
     n, width, height = labels.shape
     k = getattr(G, "context_slices", 0)
     context = torch.from_numpy(context_labels(labels, [""] * n, z, k))
-    lab = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    lab = torch.from_numpy(np.ascontiguousarray(labels))  # uint8: widened a batch at a time
     zs = draw_noise(G, n, width, height, seed, noise, z, sigma_slices)
     if inplane == "canvas":
         out = run_generator(G, lab, context, zs, num_classes, batch, device)[:, 0]
@@ -116,23 +116,27 @@ def generate_stack(G: torch.nn.Module, num_classes: int, labels: np.ndarray, z: 
     return out
 
 
-def _tiled(G: torch.nn.Module, labels: torch.Tensor, context: torch.Tensor, noise: torch.Tensor, num_classes: int,
+def _tiled(G: torch.nn.Module, labels: torch.Tensor, context: torch.Tensor, noise, num_classes: int,
            batch: int, device: torch.device, tile: int) -> torch.Tensor:
-    """``run_generator`` on half-overlapping ``tile`` x ``tile`` windows of the canvas, blended by ``tile_weight``."""
+    """``run_generator`` on half-overlapping ``tile`` x ``tile`` windows of the canvas, blended by ``tile_weight``;
+    a batch of slices at a time, its noise computed once for all its tiles."""
     n, width, height = labels.shape
     if tile <= 0:
         raise ValueError("tiles need the training size (the generator's data.slice.size)")
-    total = torch.zeros(n, width, height)
-    weight = torch.zeros(width, height)
     w = tile_weight(tile)
-    for x in tile_starts(width, tile):
-        for y in tile_starts(height, tile):
-            window = (slice(None), slice(x, x + tile), slice(y, y + tile))
-            if not bool(labels[window].any()):
+    windows = [(x, y) for x in tile_starts(width, tile) for y in tile_starts(height, tile)]
+    out = []
+    for i in range(0, n, batch):
+        lab, ctx, nz = labels[i : i + batch], context[i : i + batch], noise[i : i + batch]
+        total, weight = torch.zeros(len(lab), width, height), torch.zeros(width, height)
+        for x, y in windows:
+            cut = (slice(None), slice(x, x + tile), slice(y, y + tile))
+            if not bool(lab[cut].any()):
                 continue  # background in every slice: -1 whatever the generator paints
             # A spatial noise map is cut like the labels; a noise vector is the same in every tile.
-            part = noise[:, :, x : x + tile, y : y + tile] if noise.dim() == 4 else noise
-            total[window] += w * run_generator(G, labels[window], context[:, :, x : x + tile, y : y + tile], part,
-                                               num_classes, batch, device)[:, 0]
+            part = nz[:, :, x : x + tile, y : y + tile] if nz.dim() == 4 else nz
+            total[cut] += w * run_generator(G, lab[cut], ctx[:, :, x : x + tile, y : y + tile], part, num_classes,
+                                            len(lab), device)[:, 0]
             weight[x : x + tile, y : y + tile] += w
-    return total / weight.clamp(min=1e-12)  # 0 / 0 only where every covering tile was background
+        out.append(total / weight.clamp(min=1e-12))  # 0 / 0 only where every covering tile was background
+    return torch.cat(out) if out else torch.zeros(0, width, height)
