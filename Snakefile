@@ -32,5 +32,6 @@ include: "workflow/rules/export.smk"
 rule all:
     input:
         all_targets(),
+        batch_tables,  # only with a profile that groups the per-case rules
     localrule: True
     default_target: True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,16 @@ REPO = HERE.parents[1]
 LABELS = [{"name": n, "values": [i]} for i, n in enumerate(
     ["background", "body", "muscle", "liver", "spleen", "kidney", "lung", "bone", "aorta", "bowel_gas"])]
 CONFIG = {
-    "datasets": {"phantom": {
-        "source": "phantom", "modality": "CT", "labels": LABELS, "preprocess": {"spacing_xy": 12.0},
-        "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]}}},
+    "datasets": {
+        "phantom": {
+            "source": "phantom", "modality": "CT", "labels": LABELS, "preprocess": {"spacing_xy": 12.0},
+            "phantom": {"n_cases": 4, "seed": 1, "shape": [64, 64, 10], "spacing": [6.0, 6.0, 8.0]}},
+        # Only preprocessed and sliced (no experiment uses it): 40 cases in one job. One job, not two: on
+        # the test's 2 CPUs, two would hold both for a minute and the training's chain would wait.
+        "cohort": {
+            "source": "phantom", "modality": "CT", "labels": LABELS, "preprocess": {"spacing_xy": 12.0},
+            "phantom": {"n_cases": 40, "seed": 2, "shape": [32, 32, 8], "spacing": [12.0, 12.0, 8.0]}}},
+    "cluster": {"cases_per_job": 40},
     "slice": {"size": 32},
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
     "experiments": {"tiny": {"dataset": "phantom", "gpus": 2, "train": {
@@ -49,8 +57,9 @@ def cluster(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
-    """The whole workflow as SLURM jobs; the training asks for 2 GPUs, runs as 2 torchrun workers,
-    is stopped at its one-minute time limit and resumed by Snakemake's retry."""
+    """The whole workflow as SLURM jobs: the per-case jobs in one job per batch of cases, sized as
+    their sequence; the training as one task with 2 GPUs, run as 2 torchrun workers, stopped at its
+    one-minute time limit and resumed by Snakemake's retry."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     marker = tmp_path / "stop-signal-received"
     env = {**cluster, "PYTHONPATH": os.pathsep.join([str(HERE / "slow_training"), cluster.get("PYTHONPATH", "")]),
@@ -73,10 +82,27 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     assert len(train) >= 2 and all(j[1] == "gpu" for j in train), jobs  # stopped at the limit, then resumed
     detail = subprocess.run(["scontrol", "show", "job", train[0][0]], capture_output=True, text=True).stdout
     assert "gres:gpu:2" in detail or "gres/gpu=2" in detail, detail
+    assert "NumTasks=1 " in detail, detail  # one task with both GPUs: torchrun starts the workers
     assert "TimeLimit=00:01:00" in detail, detail
-    assert any("rule_preprocess_" in j and "|cpu|" in j for j in jobs)
     states = [j[3] for j in train]
     assert "TIMEOUT" in states and states[-1] == "COMPLETED", states
+
+    # The 44 cases' preprocessing and slicing: 2 SLURM jobs (4 cases; 40), none per case.
+    assert not any(j.split("|")[2].startswith(("rule_preprocess_", "rule_slice_")) for j in jobs), jobs
+    batches = [j.split("|") for j in jobs if j.split("|")[2] == "rule_cases_preprocess_slice_slice_batch"]
+    assert len(batches) == 2 and all(b[1] == "cpu" and b[3] == "COMPLETED" for b in batches), jobs
+    tables = {p.relative_to(tmp_path).as_posix(): [r["case_id"] for r in read_tsv(p)]
+              for p in tmp_path.glob("results/slices/*/batches/*.tsv")}
+    assert tables == {"results/slices/phantom/batches/000.tsv": [f"phantom_{i:03d}" for i in range(4)],
+                      "results/slices/cohort/batches/000.tsv": [f"phantom_{i:03d}" for i in range(40)]}
+    # Sized as the sequence its jobs run in: one job's memory (500 MB) and CPU (1), the time summed
+    # (per case 2 min preprocessing + 1 min slicing, 1 min for the table).
+    limits = set()
+    for job_id, *_ in batches:
+        detail = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        assert "MinMemoryNode=500M" in detail and "NumCPUs=1 " in detail and "NumTasks=1 " in detail, detail
+        limits.add(re.search(r"TimeLimit=(\S+)", detail).group(1))
+    assert limits == {"00:13:00", "02:01:00"}, limits
 
     # A training job was stopped at its time limit, wrote a checkpoint and exited; a retry resumed from it.
     assert marker.exists()
@@ -92,3 +118,4 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     steps = [int(r["step"]) for r in read_tsv(tmp_path / "results/train/tiny/losses.tsv")]
     assert steps == list(range(1, 13)), steps  # every step once across the jobs
     assert shutil.which("sbatch")
+

@@ -6,12 +6,13 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tiny_workflow import no_controller_env
+from tiny_workflow import no_controller_env, planned_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,41 @@ def test_training_job_asks_for_the_experiments_gpus_memory_and_time_limit_warnin
     assert int(res["mem_mb"]) == (1000 * ram_gb + 8000) * gpus  # each process holds its own slices
     assert res["slurm_partition"] == "CHANGE_ME_gpu" and res["slurm_account"] == "CHANGE_ME_account"
     assert res["runtime"] == "1440" and res["slurm_extra"] == "--signal=USR1@300"
+
+
+def test_per_case_jobs_run_in_batches_of_cases_through_the_profile(tmp_path):
+    """300 cases: their preprocessing and slicing in one group job per 100 cases (cluster.cases_per_job,
+    default), each job taking its group's one slot (so Snakemake sizes the group as a sequence);
+    without the profile nothing changes."""
+    labels = [{"name": n, "values": [i]} for i, n in enumerate(["background", "body", "muscle", "liver", "spleen"])]
+    config = {"datasets": {"phantom": {
+        "source": "phantom", "modality": "CT", "labels": labels, "preprocess": {"spacing_xy": 12.0},
+        "phantom": {"n_cases": 300, "seed": 1, "shape": [32, 32, 8], "spacing": [6.0, 6.0, 8.0]}}},
+        "slice": {"size": 16}, "split": {"seed": 0, "ratios": {"train": 0.8, "val": 0.1, "test": 0.1}}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", "run.yaml"]
+
+    def run(*args: str) -> str:
+        result = subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                env=no_controller_env())
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    # The per-case jobs enter the DAG once the split is known: download and split here, with no cluster.
+    run("--cores", "2", "results/split/phantom/split.tsv")
+    dry = run("-n", "--workflow-profile", str(REPO / "profiles/slurm"))
+    assert planned_jobs(subprocess.CompletedProcess([], 0, dry)) == {
+        "preprocess": 300, "slice": 300, "slice_batch": 3, "oasis_view": 1, "all": 1}
+    groups = dry.split("Group job cases (jobs in lexicogr. order):")[1:]
+    assert len(groups) == 3  # at most 12 asked for: 2 submissions per case were 600
+    for group in groups:
+        jobs = re.findall(r"^    rule (\w+):\n(?:        .*\n)*?        resources: (.*)$", group, re.M)
+        assert Counter(rule for rule, _ in jobs) == {"preprocess": 100, "slice": 100, "slice_batch": 1}
+        assert all("group_slot=1" in res.split(", ") for _, res in jobs)
+    assert sorted(tmp_path.glob("results/slices/phantom/batches/*")) == []  # a dry run writes nothing
+
+    local = run("-n", "--cores", "2")
+    assert "Group job" not in local and "slice_batch" not in planned_jobs(subprocess.CompletedProcess([], 0, local))
 
 
 def test_partitions_and_accounts_live_only_in_the_profile():

@@ -151,6 +151,7 @@ CHANGES = {
     "report.dpi": [{"report.dpi": 60}],
     "report.loss_smoothing": [{"report.loss_smoothing": 5}],
     "report.grid_rows": [{"report.grid_rows": 2}],
+    "cluster.cases_per_job": [{"cluster.cases_per_job": 1}],
 }
 
 
@@ -295,6 +296,8 @@ EXPECTED = {
     "report.dpi": [{**{r: 2 for r in REPORTS}, "report_utility": 1, "report_summary": 2, "all": 1}],
     "report.loss_smoothing": [{"report_curves": 2, "report_summary": 2, "all": 1}],
     "report.grid_rows": [{"report_samples": 2, "report_summary": 2, "all": 1}],
+    # Only a profile that groups the per-case rules plans the batches it sizes (tests/workflow/test_profile.py).
+    "cluster.cases_per_job": [NOTHING],
 }
 TRAINED_KEYS = ("lambda_mask", "lambda_class_stats", "lambda_diversity", "diversity_margin", "mask_threshold",
                 "precision", "channels_last", "model", "init_from", "context_slices", "steps", "batch_size", "lr_g",

@@ -327,6 +327,50 @@ def case_series(dataset, case):
     return {col: row[f"{col}_series"] for col in ("image", "label", "mask") if row.get(f"{col}_series")}
 
 
+# The per-case rules and the batch table that joins them into one cluster job per batch of cases.
+BATCHED_RULES = ("preprocess", "slice", "slice_batch")
+
+
+def batches_planned():
+    """True when a profile puts the per-case rules and slice_batch in one group (profiles/slurm).
+
+    Snakemake submits the connected jobs of a group as one cluster job: slice_batch, which needs
+    the slices of a batch of cases, connects their preprocessing and slicing. Without such a
+    profile (a local run) nothing is planned and nothing changes."""
+    settings = workflow.group_settings
+    groups = settings.overwrite_groups if settings is not None else {}
+    return groups.get("preprocess") is not None and len({groups.get(r) for r in BATCHED_RULES}) == 1
+
+
+_BATCHES = {}
+
+
+def case_batches(dataset):
+    """A dataset's cases in case-id order, in batches of cluster.cases_per_job. A case that cannot
+    be preprocessed (case_problem) is left out: its case_check fails alone, where in a batch it
+    would keep the whole batch from starting."""
+    rows = cases_of(dataset)
+    # Once per version of the cases table (cases_of's rows): every batch's inputs ask, and the
+    # checks of a thousand cases' files are not free on a network filesystem.
+    if dataset not in _BATCHES or _BATCHES[dataset][0] is not rows:
+        cases = [case for case in sorted(rows) if not case_problem(dataset, case)]
+        n = config["cluster"]["cases_per_job"]
+        _BATCHES[dataset] = (rows, [cases[i : i + n] for i in range(0, len(cases), n)])
+    return _BATCHES[dataset][1]
+
+
+def batch_tables(wildcards):
+    """Every batch's table when the per-case rules are grouped (for rule all); none otherwise."""
+    if not batches_planned():
+        return []
+    return [f"results/slices/{d}/batches/{i:03d}.tsv" for d in DATASETS for i in range(len(case_batches(d)))]
+
+
+def batch_slices(wildcards):
+    cases = case_batches(wildcards.dataset)[int(wildcards.batch)]
+    return expand("results/slices/{dataset}/cases/{case}/slices.npz", dataset=wildcards.dataset, case=cases)
+
+
 def slice_inputs(wildcards):
     out = rules.preprocess.output
     return {n: case_paths(wildcards.dataset, [wildcards.case], out[n])[0] for n in ("image", "label", "mask")}

@@ -25,7 +25,9 @@ rule preprocess:
     priority: 10
     resources:
         mem_mb=grows(8000),  # a 512 x 512 x 1000 CT needs a few GB; more on a retry
-        runtime=grows(30),
+        # Minutes; a 400 x 400 x 326 CT (AutoPET) takes ~5 s. A cluster job of a batch of cases
+        # asks for the sum over its cases (README, "On a SLURM cluster").
+        runtime=grows(2),
     conda:
         ENV
     script:
