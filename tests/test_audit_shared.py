@@ -87,3 +87,27 @@ def test_the_export_leaves_flagged_volumes_out_and_ships_the_audit(tmp_path: Pat
     assert len(shipped) == 3 and summary["refused"] == [] and shipped[1].provenance["memorisation"]["flagged"] == "True"
     with pytest.raises(ValueError, match="c2_syn00 has no row in the memorisation audit"):
         apply_audit(cases, rows[:2], refuse=True)
+
+
+def test_the_closest_pairs_panels_show_each_generated_slice_beside_its_nearest_training_slice(tmp_path: Path) -> None:
+    """The figure reads only the training cases its rows name; each panel holds the slices the row names."""
+    from memory_cohort import write_cohort
+
+    from medsynth.audit import (MEMORISATION_COLUMNS, generated_images, memorisation_cases,
+                                memorisation_pairs_panels)
+    from medsynth.generate import generated_cases
+    from medsynth.io.tables import write_tsv
+
+    c = write_cohort(tmp_path, 2, 3, slices=6, size=16)
+    cases = generated_cases(c["test"], Path(c["cases_dir"]))
+    rows, _, _ = memorisation_cases(generated_images(cases), c["train"], c["test"], 0.5)
+    table = write_tsv(tmp_path / "memorisation.tsv", rows, MEMORISATION_COLUMNS)
+    panels = memorisation_pairs_panels(table, Path(c["cases_dir"]), c["test"], c["train"], count=4)
+    assert len(panels) == 4
+    for (generated, nearest, title, flagged), row in zip(panels, rows):
+        train = CaseSlices.load(tmp_path / "slices" / row["nearest_case"] / "slices.npz")
+        with np.load(Path(c["cases_dir"]) / row["case_id"] / "samples.npz") as f:
+            sample = f["samples"][row["sample"]][list(f["z"]).index(row["z"])].astype(np.float32)
+        np.testing.assert_array_equal(nearest, train.images[list(train.z).index(row["nearest_z"])])
+        np.testing.assert_array_equal(generated, sample)
+        assert title.startswith(f"{row['case_id']} z{row['z']} s{row['sample']}") and flagged == row["flagged"]

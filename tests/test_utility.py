@@ -8,7 +8,7 @@ import torch
 
 from medsynth.metrics.segmentation import train_segmenter
 from medsynth.train.data import SliceSet
-from medsynth.utility import SETTINGS, bootstrap_dice, synthetic_set, utility_rows
+from medsynth.utility import SETTINGS, bootstrap_dice, utility_rows
 
 NAMES = ("background", "body", "organ")
 SEG = {"segmenter_steps": 6, "segmenter_batch": 4, "segmenter_channels": [4, 8]}
@@ -78,14 +78,61 @@ def test_few_test_cases_resample_slices_and_say_so() -> None:
     assert "over 8 test slices: only 2 test patient(s)" in rows[0]["note"] and "too narrow" in rows[0]["note"]
 
 
-def test_synthetic_set_pairs_every_sample_with_its_label_map() -> None:
+def _case_files(root, case: str, labels: np.ndarray, images: np.ndarray, samples: np.ndarray | None = None):
+    """A case's slices.npz (and generate's samples.npz beside it under ``root / "gen"``)."""
+    from medsynth.data.slicing import CaseSlices
+
+    n = len(labels)
+    path = CaseSlices(images, labels, (labels > 0).astype(np.uint8), np.arange(3, 3 + n, dtype=np.int32),
+                      np.zeros((n, 2), np.int32)).save(root / "slices" / case / "slices.npz")
+    if samples is not None:
+        (root / "gen" / case).mkdir(parents=True)
+        np.savez_compressed(root / "gen" / case / "samples.npz", samples=samples.astype(np.float16),
+                            z=np.arange(3, 3 + n, dtype=np.int32))
+    return path
+
+
+def test_the_training_sets_pair_every_sample_with_its_label_map_in_one_float16_set(tmp_path) -> None:
+    """Real slices relabelled by name, then every sample of every label map; real and synthetic are views
+    of the one set real+synthetic trains on (nothing is copied to join them)."""
+    from medsynth.utility_data import load_training_sets
+
     labels = np.zeros((3, 8, 8), np.uint8)
-    labels[1] = 2
-    samples = np.stack([np.full((3, 8, 8), k, np.float32) for k in range(2)])
-    data = synthetic_set([(labels, samples)])
-    assert len(data) == 6 and data.labels[4].max() == 2 and float(data.images[3].max()) == 1.0
+    labels[1, 2:6, 2:6], labels[1, 3, 3] = 1, 2
+    samples = np.stack([np.full((3, 8, 8), k / 2, np.float32) for k in range(2)])
+    label_case = _case_files(tmp_path / "label", "l0", labels, np.zeros((3, 8, 8), np.float32), samples)
+    image_labels = np.array([0, 2, 1], np.uint8)[labels]  # the same anatomy, organ and body swapped in its table
+    real = _case_files(tmp_path / "image", "r0", image_labels, np.full((3, 8, 8), -0.5, np.float32))
+    sets = load_training_sets([real], ("background", "organ", "body"), NAMES, [label_case], tmp_path / "label" / "gen",
+                              "mr")
+    assert (len(sets.real), len(sets.synthetic), len(sets.both)) == (3, 6, 9)
+    assert sets.both.images.dtype == torch.float16 and sets.both.images.shape == (9, 1, 8, 8)
+    assert torch.equal(sets.real.labels, torch.from_numpy(labels))  # relabelled into the experiment's table
+    for k in range(2):  # sample k, slice i: its own image with the label map of slice i
+        assert torch.equal(sets.synthetic.labels[3 * k:3 * k + 3], torch.from_numpy(labels))
+        assert float(sets.synthetic.images[3 * k + 1].max()) == k / 2
+    assert sets.synthetic.z == [3, 4, 5, 3, 4, 5] and sets.synthetic.masks[1].sum() == 16
+    assert sets.synthetic.images.data_ptr() == sets.both.images[3:].data_ptr()  # a view, not a copy
     with pytest.raises(ValueError, match="generate.splits"):
-        synthetic_set([])
+        load_training_sets([real], NAMES, NAMES, [], tmp_path / "label" / "gen", "mr")
+
+
+def test_the_test_cases_read_a_case_at_a_time_score_as_the_whole_set(tmp_path) -> None:
+    """``TestCases`` (read per file) and the joined set give the same rows: integer confusions summed."""
+    from medsynth.utility_data import TestCases
+
+    real, test = _set(16, 0, 4), _set(12, 1, 6)
+    files = [_case_files(tmp_path, f"c{c}", test.labels[i::6].numpy(), test.images[i::6, 0].float().numpy())
+             for i, c in enumerate(range(6))]
+    joined = SliceSet(torch.cat([test.images[i::6] for i in range(6)]), torch.cat([test.labels[i::6] for i in range(6)]),
+                      torch.cat([test.masks[i::6] for i in range(6)]), [f"c{c}" for c in range(6) for _ in range(2)],
+                      list(range(12)))
+    model = train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8))
+    seg = {**SEG, "segmenter_steps": 2}
+    patients = {f"c{c}": f"c{c}" for c in range(6)}
+    streamed = utility_rows(model, real, real, TestCases(files, NAMES, NAMES, "mr"), NAMES, seg, n_boot=50,
+                            patients=patients)
+    assert streamed == utility_rows(model, real, real, joined, NAMES, seg, n_boot=50, patients=patients)
 
 
 def test_the_difference_to_real_is_a_paired_bootstrap() -> None:
@@ -155,7 +202,11 @@ def test_an_image_dataset_in_another_order_trains_and_scores_the_right_classes()
 def test_the_bootstrap_resamples_patients_not_their_studies(tmp_path) -> None:
     """Six patients with two identical studies each: twelve cases, six units, each study with its twin."""
     from medsynth.io.tables import write_tsv
-    from medsynth.utility import _units, patients_of
+    from medsynth.utility import _unit_confusions, _unit_of, patients_of
+
+    def _units(pred, data, num_classes, patients):  # the test set's per-unit confusions, as utility_rows counts them
+        unit, units, note = _unit_of(data.case_ids, patients)
+        return _unit_confusions(pred, data.labels, torch.from_numpy(unit), units, num_classes), note
 
     one = _set(12, 2, 6)  # six studies, two slices each
     cases = [f"p{i % 6}_s0" for i in range(12)] + [f"p{i % 6}_s1" for i in range(12)]

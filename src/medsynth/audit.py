@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from medsynth.batches import Rebatch, npz_shape, slice_chunks
 from medsynth.evaluate import NO_WEIGHTS, load_case
-from medsynth.metrics.memorisation import audit, audit_features, nearest_training
+from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training
 from medsynth.metrics.perceptual import generated_features
-from medsynth.train.run import load_slices
 
 FEATURE_COLUMNS = ["feature_distance", "feature_ratio", "feature_nearest_case", "feature_nearest_z"]
 MEMORISATION_COLUMNS = ["case_id", "sample", "z", "distance", "ratio", "flagged", "nearest_case", "nearest_z",
@@ -25,23 +25,70 @@ MEMORISATION_COLUMNS = ["case_id", "sample", "z", "distance", "ratio", "flagged"
 
 
 class GeneratedSlices(NamedTuple):
-    """Every generated test slice, in the order evaluate scores them (cases sorted, then samples, then slices)."""
-    images: torch.Tensor  # (N, H, W)
-    masks: torch.Tensor  # (N, H, W): the body mask of the label map each was generated from
-    keys: list[tuple[str, int, int]]  # (case, sample, z)
+    """Every generated test slice, in the order evaluate scores them (cases sorted, then samples, then
+    slices): which they are (``keys``), read a case at a time (``chunks``), never all at once."""
+    cases: list[tuple[str, Path, Path]]  # (case id, real slices.npz, samples.npz), sorted
+    keys: list[tuple[str, int, int]]  # (case, sample, z) per slice
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Per (case, sample): its slices (n, H, W) as stored (float16) and the body masks (n, H, W) of
+        the label maps they were generated from."""
+        for _, real_path, gen_path in self.cases:
+            with np.load(real_path) as f:
+                masks = torch.from_numpy(f["masks"])
+            with np.load(gen_path) as f:
+                fakes = torch.from_numpy(f["samples"])
+            for fake in fakes:
+                yield fake, masks
 
 
 def generated_images(cases: Sequence[tuple[str, Path, Path]]) -> GeneratedSlices:
-    """The generated test slices of ``cases`` (case id, real slices.npz, samples.npz), loaded once for
-    both audits."""
-    gen, masks, keys = [], [], []
+    """The generated test slices of ``cases`` (case id, real slices.npz, samples.npz) for both audits: their
+    keys from the files' z and headers (the slices stay on disk)."""
+    keys = []
     for case_id, real_path, gen_path in sorted(cases):
-        real, fakes = load_case(real_path, gen_path)
-        for k, fake in enumerate(fakes):
-            gen.append(torch.from_numpy(fake))
-            masks.append(torch.from_numpy(real.masks).float())
-            keys += [(case_id, k, int(z)) for z in real.z]
-    return GeneratedSlices(torch.cat(gen), torch.cat(masks), keys)
+        with np.load(real_path) as real, np.load(gen_path) as gen:
+            z, gen_z = real["z"], gen["z"]
+        if not np.array_equal(z, gen_z):
+            raise ValueError(f"{gen_path}: slices {gen_z.tolist()} do not match the real slices {z.tolist()} "
+                             f"of {real_path}; regenerate the test set")
+        keys += [(case_id, k, int(v)) for k in range(npz_shape(Path(gen_path), "samples")[0]) for v in z]
+    return GeneratedSlices(sorted(cases), keys)
+
+
+class TrainingImages(NamedTuple):
+    """The image dataset's training slices as the nearest-slice search reads them: images only, float16
+    as stored (half the memory of float32; ``nearest_training`` converts a chunk at a time)."""
+    images: torch.Tensor  # (M, H, W) float16
+    case_ids: list[str]
+    z: list[int]
+
+
+def training_images(files: Sequence[str | Path]) -> TrainingImages:
+    """The slices of ``slices.npz`` files (case id = folder name, in sorted order as ``load_slices``), filled
+    into one preallocated array: no copy of the whole set is ever made."""
+    files = sorted((Path(f).parent.name, Path(f)) for f in files)
+    shapes = [npz_shape(path, "images") for _, path in files]
+    images = np.empty((sum(sh[0] for sh in shapes), *(shapes[0][1:] if shapes else (0, 0))), np.float16)
+    case_ids, zs, at = [], [], 0
+    for (case_id, path), shape in zip(files, shapes):
+        with np.load(path) as f:
+            images[at:at + shape[0]] = f["images"]
+            zs += [int(v) for v in f["z"]]
+        case_ids += [case_id] * shape[0]
+        at += shape[0]
+    return TrainingImages(torch.from_numpy(images), case_ids, zs)
+
+
+def nearest_of(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], train: torch.Tensor,
+               allowed: np.ndarray | None = None) -> Nearest:
+    """``nearest_training`` of slices read in chunks (images, masks), in the query chunks one search over
+    all of them makes: the same numbers, without holding them."""
+    run = Rebatch(lambda q, m: nearest_training(q, m, train, allowed=allowed), 256)
+    for images, masks in chunks:
+        run.push(images, masks)
+    found = run.close()
+    return Nearest(np.concatenate([f.distance for f in found]), np.concatenate([f.index for f in found]))
 
 
 def memorisation_cases(generated: GeneratedSlices, train_files: Sequence[Path], reference_files: Sequence[Path],
@@ -51,19 +98,19 @@ def memorisation_cases(generated: GeneratedSlices, train_files: Sequence[Path], 
     ``MEMORISATION_COLUMNS``, closest first) and the summaries in pixel and (given ``features``:
     Inception features of the generated, real test and training slices, in ``generated``'s and the
     slice files' order) feature space, each against the real test slices' own distances to the
-    training set (``metrics.memorisation``). ``flagged``: a possible copy in either space."""
-    train = load_slices(train_files)
-    reference = load_slices(reference_files)
-    gen, masks, keys = generated
-    pixel = audit(gen, masks, reference.images[:, 0].float(), reference.masks[:, 0].float(),
-                  train.images[:, 0].float(), threshold)
+    training set (``metrics.memorisation``). ``flagged``: a possible copy in either space.
+
+    The training set is held once, float16; generated and real test slices are read a case at a time."""
+    train = training_images(train_files)
+    reference = nearest_of(slice_chunks(reference_files), train.images)
+    pixel = compare(nearest_of(generated.chunks(), train.images), reference, threshold)
     feat = None
     if features is not None:
-        if tuple(map(len, features)) != (len(gen), len(reference), len(train)):
+        if tuple(map(len, features)) != (len(generated.keys), len(reference.distance), len(train.z)):
             raise ValueError("memorisation audit: Inception features do not match the slices; rerun real_stats")
         feat = audit_features(*features, threshold=threshold)
     rows = []
-    for i, (c, k, z) in enumerate(keys):
+    for i, (c, k, z) in enumerate(generated.keys):
         j = int(pixel.nearest.index[i])
         row = {"case_id": c, "sample": k, "z": z, "distance": float(pixel.nearest.distance[i]),
                "ratio": float(pixel.ratio[i]), "flagged": bool(pixel.flagged[i]),
@@ -93,7 +140,7 @@ def memorisation_features(generated: GeneratedSlices, real_stats: Path, train_st
         if not bool(f["available"]):
             return None
         train = f["features"]
-    gen = generated_features(generated.images[:, None], real_stats, settings, device)
+    gen = generated_features((fake[:, None] for fake, _ in generated.chunks()), real_stats, settings, device)
     if gen is None:
         return None
     with np.load(real_stats) as f:
@@ -126,7 +173,8 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
     from medsynth.io.tables import read_tsv
 
     rows = read_tsv(table)[:count]
-    train = load_slices(train_files)
+    named = {r[f"{space}nearest_case"] for r in rows for space in ("", "feature_")}
+    train = training_images([f for f in train_files if Path(f).parent.name in named])  # only the cases shown
     where = {(c, z): i for i, (c, z) in enumerate(zip(train.case_ids, train.z))}
     samples = {}
     for case_id, real_path, gen_path in generated_cases(real_files, cases_dir):
@@ -139,7 +187,7 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
         generated = fakes[int(r["sample"])][index[int(r["z"])]]
         # The nearest slice of the space that puts it closest: pixels, or Inception features.
         space = "" if _closest_ratio(r) == float(r["ratio"]) else "feature_"
-        nearest = train.images[where[(r[f"{space}nearest_case"], int(r[f"{space}nearest_z"]))], 0].float().numpy()
+        nearest = train.images[where[(r[f"{space}nearest_case"], int(r[f"{space}nearest_z"]))]].float().numpy()
         title = (f"{r['case_id']} z{int(r['z'])} s{r['sample']}\n"
                  f"{'Inception ' if space else ''}ratio {_closest_ratio(r):.2f}")
         panels.append((generated, nearest, title, r["flagged"] == "True"))
@@ -189,20 +237,17 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], train
     dataset, of another patient when paired, in units of the real test slices' median nearest-training
     distance (``metrics.memorisation``). A volume is flagged when any of its slices is below ``threshold``
     in either."""
-    train = load_slices(train_files)
-    train_images, train_masks = train.images[:, 0].float(), train.masks[:, 0].float()
-    reference = load_slices(reference_files)
-    scale = float(np.median(nearest_training(reference.images[:, 0].float(), reference.masks[:, 0].float(),
-                                             train_images).distance))
+    train = training_images(train_files)
+    scale = float(np.median(nearest_of(slice_chunks(reference_files), train.images).distance))
     own = own_scale(test_cases) if paired else math.nan
     patient_of = np.array([train_patients.get(c, c) for c in train.case_ids])
     rows = []
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
         masks = torch.from_numpy(real.masks).float()
-        keep = np.flatnonzero(patient_of != case.patient) if paired else np.arange(len(patient_of))
+        others = patient_of != case.patient if paired else None  # paired: the own patient is the own-image check
         for k, fake in enumerate(torch.from_numpy(fakes)):
-            near = nearest_training(fake, masks, train_images[keep])
+            near = nearest_training(fake, masks, train.images, allowed=others)
             nearest_ratio = near.distance / scale
             own_ratio = (rms_inside(fake, torch.from_numpy(real.images), masks) / own if case.own and own > 0
                          else np.full(len(real.z), np.nan))
@@ -213,8 +258,8 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], train
                          "own_ratio_min": _nan_stat(np.min, own_ratio),
                          "nearest_ratio_median": float(np.median(nearest_ratio)),
                          "nearest_ratio_min": float(nearest_ratio[j]),
-                         "nearest_case": train.case_ids[int(keep[near.index[j]])],
-                         "nearest_z": train.z[int(keep[near.index[j]])],
+                         "nearest_case": train.case_ids[int(near.index[j])],
+                         "nearest_z": train.z[int(near.index[j])],
                          "flagged_slices": int(flagged.sum()), "flagged": bool(flagged.any())})
     summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
                "nearest_scale": scale, "own_scale": own, "paired": paired}

@@ -18,14 +18,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from medsynth.batches import Rebatch, slice_chunks
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.labels import BODY, ORGAN_MEAN, class_lookup, organ_ids, organ_note
 from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
-from medsynth.metrics.image import body_dice, diversity, intensity_w1, paired_metrics, sample_diversity
-from medsynth.metrics.perceptual import perceptual_scores
-from medsynth.metrics.segmentation import UNetSegmenter, confusion, load_segmenter, per_class_scores, predict
-from medsynth.train.run import load_slices
+from medsynth.metrics.image import IntensityHistogram, body_dice, diversity, paired_metrics, sample_diversity
+from medsynth.metrics.perceptual import PerceptualStream
+from medsynth.metrics.segmentation import (PREDICT_BATCH, UNetSegmenter, confusion, load_segmenter, per_class_scores,
+                                          predict)
 
 COLUMNS = ["metric", "mean", "std", "n", "note"]
 NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
@@ -45,10 +46,15 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     split) and ``perceptual`` (the metrics settings) add FID, KID and LPIPS
     when the pretrained weights are there; ``fake_features`` are the generated slices' Inception
     features when the caller has them (``memorisation_features``), so they are not computed twice.
+    Cases are read one at a time; what is kept grows by a few numbers per slice (per-image scores,
+    Inception features, LPIPS values), not by the slices.
     """
     per_image: dict[str, list[np.ndarray]] = {}
-    per_case, fakes_all, bodies, paired_real, first, second = [], [], [], [], [], []
+    per_case = []
     spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel variances across samples, body pixels
+    generated = IntensityHistogram()  # intensity W1: every sample inside the body of its label maps
+    scores = (PerceptualStream(real_stats, perceptual, device or torch.device("cpu"), fake_features)
+              if real_stats is not None and perceptual is not None else None)
     for case_id, real_path, gen_path in sorted(cases):
         real, fakes = load_case(real_path, gen_path)
         real_t = torch.from_numpy(real.images)[:, None]
@@ -58,8 +64,8 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             spread = [spread[0] + total, spread[1] + pixels]
         for i in range(len(fakes)):  # diversity: every pair of samples of the same label maps
             for j in range(i + 1, len(fakes)):
-                first.append(torch.from_numpy(fakes[i])[:, None])
-                second.append(torch.from_numpy(fakes[j])[:, None])
+                if scores is not None:
+                    scores.push_pair(torch.from_numpy(fakes[i])[:, None], torch.from_numpy(fakes[j])[:, None])
         for k, fake in enumerate(fakes):
             fake_t = torch.from_numpy(fake)[:, None]
             m = paired_metrics(fake_t, real_t, body=body) if paired else {}
@@ -70,24 +76,23 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
                              **{name: float(v.mean()) for name, v in m.items()}})
             # Every sample of a case is paired with that case's real slices (LPIPS), and
             # scored inside the body of the label maps it was generated from (W1).
-            fakes_all.append(fake_t)
-            bodies.append(body)
-            paired_real.append(real_t)
+            generated.add(fake_t, body)
+            if scores is not None:
+                scores.push(fake_t, real_t if paired else None)
     if not per_image:
         raise ValueError("no test slices to evaluate: is the test split empty?")
     summary = _pixel_summary(per_image)
-    reference = load_slices(reference_files)
-    fake = torch.cat(fakes_all)
-    w1 = intensity_w1(fake, torch.cat(bodies), reference.images.float(), reference.masks.float())
-    summary.append({"metric": "intensity_w1", "mean": w1, "std": math.nan, "n": fake.shape[0]})
+    reference = IntensityHistogram()
+    for images, masks in slice_chunks(reference_files):
+        reference.add(images, masks)
+    n = sum(len(v) for v in per_image["body_dice"])
+    summary.append({"metric": "intensity_w1", "mean": generated.w1(reference), "std": math.nan, "n": n})
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
                     "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
                     "[-1, 1] units" if spread[1] else "not computed: one sample per label map"})
-    if real_stats is not None and perceptual is not None:
-        pairs = (torch.cat(first), torch.cat(second)) if second else None
-        summary += _perceptual_summary(fake, real_stats, perceptual, device or torch.device("cpu"),
-                                       torch.cat(paired_real) if paired else None, pairs, fake_features)
+    if scores is not None:
+        summary += _perceptual_summary(scores.scores(), scores.counts, paired)
     return summary, per_case
 
 
@@ -112,20 +117,17 @@ def _pixel_summary(per_image: dict[str, list[np.ndarray]]) -> list[dict]:
     return summary
 
 
-def _perceptual_summary(fake: torch.Tensor, real_stats: Path, perceptual: dict, device: torch.device,
-                        paired_real: torch.Tensor | None,
-                        pairs: tuple[torch.Tensor, torch.Tensor] | None,
-                        fake_features: np.ndarray | None = None) -> list[dict]:
-    scores = perceptual_scores(fake, real_stats, perceptual, device, paired_real, pairs, fake_features)
+def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired: bool) -> list[dict]:
+    """Rows of ``PerceptualStream``'s scores; ``counts``: how many generated images and pairs they are over."""
     rows = []
-    for name, std, n in (("fid", math.nan, fake.shape[0]), ("kid", scores["kid_std"], fake.shape[0]),
-                         ("lpips", math.nan, 0 if paired_real is None else len(paired_real)),
-                         ("lpips_diversity", math.nan, 0 if pairs is None else len(pairs[1]))):
+    for name, std, n in (("fid", math.nan, counts["fake"]), ("kid", scores["kid_std"], counts["fake"]),
+                         ("lpips", math.nan, counts["lpips"]),
+                         ("lpips_diversity", math.nan, counts["lpips_diversity"])):
         value = scores[name]
         note = ""
         if math.isnan(value):
-            note = NOT_PAIRED if name == "lpips" and paired_real is None else (
-                "not computed: one sample per label map" if name == "lpips_diversity" and pairs is None
+            note = NOT_PAIRED if name == "lpips" and not paired else (
+                "not computed: one sample per label map" if name == "lpips_diversity" and not n
                 else NO_WEIGHTS)
         if name == "kid" and not note and scores.get("kid_whole_set"):
             note = ("std understates the uncertainty: the test set is no larger than "
@@ -163,9 +165,16 @@ def segmentation_consistency(segmenter_path: Path | None, cases: Sequence[tuple[
                          f"label table {list(reference_names)}: it is out of date; rerun the segmenter rule")
     lookup = class_lookup(class_names, seg_names)  # experiment class id -> segmenter class id, -1: unknown
     conf_gen, voxels = _generated_confusion(model, cases, lookup, len(class_names), device)
-    reference = load_slices(reference_files)
-    conf_real = confusion(predict(model, reference.images.float(), device=device), reference.labels.long(),
-                          model.num_classes)
+    conf_real = torch.zeros(model.num_classes, model.num_classes, dtype=torch.int64)
+
+    def add(images: torch.Tensor, labels: torch.Tensor) -> None:
+        conf_real.add_(confusion(predict(model, images[:, None], batch=len(images), device=device), labels.long(),
+                                 model.num_classes))
+
+    run = Rebatch(add, PREDICT_BATCH)  # predict's batches over the whole set: the same predictions
+    for images, labels in slice_chunks(reference_files, ("images", "labels")):
+        run.push(images, labels)
+    run.close()
     return _rows_by_name(per_class_scores(conf_gen), per_class_scores(conf_real), class_names, lookup, voxels)
 
 

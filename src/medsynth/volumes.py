@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
+
+from medsynth.batches import Rebatch, npz_shape
 
 from medsynth.data.slicing import CaseSlices
 from medsynth.evaluate import NO_WEIGHTS, load_case, meta_of
@@ -60,6 +63,54 @@ def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_fil
     ]
 
 
+# A case's stack for the side planes: (images or None, body masks, z, in-plane spacing, slice spacing).
+Stack = tuple[np.ndarray | None, np.ndarray, np.ndarray, float, float]
+
+
+def _generated_stacks(cases: Sequence[tuple[str, Path, Path]], metas: Mapping[str, dict],
+                      images: bool) -> Iterator[Stack]:
+    """Every sample of every case as a volume, a case read at a time (without ``images``: only its masks
+    and z, for the size of the squares)."""
+    for case_id, real_path, gen_path in sorted(cases):
+        if images:
+            labels, fakes = load_case(real_path, gen_path)
+            masks, z = labels.masks, labels.z
+        else:
+            with np.load(real_path) as f:
+                masks, z = f["masks"], f["z"]
+            fakes = [None] * npz_shape(Path(gen_path), "samples")[0]
+        for fake in fakes:
+            yield fake, masks, z, *_spacing(metas[case_id])
+
+
+def _real_stacks(files: Sequence[Path], metas: Mapping[str, dict], images: bool) -> Iterator[Stack]:
+    """The image dataset's real test volumes, as ``_generated_stacks``."""
+    for path in files:
+        with np.load(path) as f:
+            image = f["images"].astype(np.float32) if images else None
+            masks, z = f["masks"], f["z"]
+        yield image, masks, z, *_spacing(metas[Path(path).parent.name])
+
+
+def _plane_features(stacks: Callable[[bool], Iterator[Stack]], model: torch.nn.Module, batch: int,
+                    device: torch.device) -> dict[str, np.ndarray]:
+    """Per side plane the Inception features of every cut through the body of the ``stacks``, padded to the
+    largest square among them (found first from the masks and z), computed in the batches of the joined
+    set of cuts (``inception_features``): one case's cuts held at a time."""
+    size = {plane: max((planes.side_plane_size(m.shape[1:], z, sxy, sz, plane)
+                        for _, m, z, sxy, sz in stacks(False) if m.any()), default=1)
+            for plane in planes.SIDE_PLANES}
+    runs = {plane: Rebatch(lambda x: inception_features(model, x, len(x), device), batch)
+            for plane in planes.SIDE_PLANES}
+    for images, masks, z, sxy, sz in stacks(True):
+        for plane in planes.SIDE_PLANES:
+            cuts = planes.side_planes(images, masks, z, sxy, sz, plane)
+            if len(cuts):
+                runs[plane].push(torch.from_numpy(planes.padded(cuts, size[plane]))[:, None])
+    features = {plane: run.close() for plane, run in runs.items()}
+    return {plane: np.concatenate(f) if f else np.zeros((0, 2048)) for plane, f in features.items()}
+
+
 def _spacing(meta: Mapping) -> tuple[float, float]:
     """(in-plane, slice) spacing of a case's preprocessed grid."""
     return float(meta["spacing"][0]), float(meta["spacing"][2])
@@ -73,21 +124,13 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
     folder = Path(settings["weights_dir"])
     if not available(folder, (INCEPTION_FILE,), settings["perceptual"]):
         return [{"metric": m, "mean": math.nan, "std": math.nan, "n": 0, "note": NO_WEIGHTS} for m in THREE_PLANE]
-    generated = []
-    for case_id, real_path, gen_path in sorted(cases):
-        labels, fakes = load_case(real_path, gen_path)
-        generated += [(fake, labels.masks, labels.z, *_spacing(metas[case_id])) for fake in fakes]
-    real = []
-    for path in reference_files:
-        ref = CaseSlices.load(Path(path))
-        real.append((ref.images, ref.masks, ref.z, *_spacing(reference_metas[Path(path).parent.name])))
-    gen_planes, real_planes = planes.plane_sets(generated), planes.plane_sets(real)
     model = load_inception(folder, device)
     batch = settings.get("batch_size", 32)
+    gen = _plane_features(lambda images: _generated_stacks(cases, metas, images), model, batch, device)
+    ref = _plane_features(lambda images: _real_stacks(reference_files, reference_metas, images), model, batch, device)
     rows = []
     for plane in planes.SIDE_PLANES:
-        fg = inception_features(model, gen_planes[plane], batch, device)
-        fr = inception_features(model, real_planes[plane], batch, device)
+        fg, fr = gen[plane], ref[plane]
         kid, kid_std = kernel_inception_distance(fg, fr, settings.get("kid_subsets", 100),
                                                  settings.get("kid_subset_size", 1000))
         note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "

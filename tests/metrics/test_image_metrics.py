@@ -3,7 +3,8 @@ import pytest
 import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from medsynth.metrics.image import diversity, paired_metrics, psnr, rmse, sample_diversity, ssim
+from medsynth.metrics.image import (IntensityHistogram, diversity, intensity_w1, paired_metrics, psnr, rmse,
+                                   sample_diversity, ssim)
 
 
 @pytest.fixture
@@ -93,3 +94,18 @@ def test_diversity_reads_the_noise_spread_whatever_the_number_of_samples(k: int)
     samples = base + noise * body + 5 * noise * (1 - body)  # outside the body: not counted
     assert diversity(*sample_diversity(samples, body)) == pytest.approx(0.2, rel=0.03)
     assert diversity(*sample_diversity(base.expand(k, -1, -1, -1, -1), body)) == 0.0  # noise that does nothing
+
+
+def test_intensity_w1_of_a_set_added_in_chunks_is_that_of_the_whole_set() -> None:
+    """The histogram's counts are integers: a set read a case at a time gives the whole set's W1, to the bit."""
+    g = torch.Generator().manual_seed(0)
+    fake, real = torch.rand(10, 1, 16, 16, generator=g) * 2 - 1, torch.rand(7, 1, 16, 16, generator=g) ** 2 * 2 - 1
+    fake_body, real_body = (torch.rand(10, 1, 16, 16, generator=g) > 0.3).float(), torch.ones(7, 1, 16, 16)
+    generated, reference = IntensityHistogram(), IntensityHistogram()
+    for i in range(0, 10, 3):
+        generated.add(fake[i:i + 3].half(), fake_body[i:i + 3])  # float16 as stored: the same values
+    for i in range(7):
+        reference.add(real[i:i + 1], real_body[i:i + 1])
+    whole = intensity_w1(fake.half().float(), fake_body, real, real_body)
+    assert generated.w1(reference) == whole > 0.05
+    assert intensity_w1(real, real_body, real, real_body) == 0.0  # a perfect generator

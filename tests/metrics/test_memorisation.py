@@ -23,6 +23,29 @@ def test_nearest_training_matches_a_brute_force_search() -> None:
     np.testing.assert_array_equal(near.index, d.argmin(1).numpy())
 
 
+def test_a_float16_training_set_searched_in_chunks_finds_what_one_search_finds() -> None:
+    """Held as float16 and converted a chunk at a time: the distances and first-of-equal indices of one
+    search over the float32 set; ``allowed`` leaves slices out as a smaller set would."""
+    train, queries = _slices(20, 0), _slices(7, 1)
+    train[11] = train[4]  # a tie: the earlier slice wins
+    masks = torch.ones(7, 32, 32)
+    whole = nearest_training(queries, masks, train.half().float(), train_chunk=1000)
+    chunked = nearest_training(queries, masks, train.half(), train_chunk=3)
+    np.testing.assert_allclose(chunked.distance, whole.distance, rtol=1e-12)
+    np.testing.assert_array_equal(chunked.index, whole.index)
+    exact = nearest_training(train[[4, 2]], torch.ones(2, 32, 32), train, train_chunk=3)
+    np.testing.assert_array_equal(exact.index, [4, 2])
+    allowed = np.ones(20, bool)
+    allowed[[4, 11, 2]] = False
+    kept = np.flatnonzero(allowed)
+    near = nearest_training(train[[4, 2]], torch.ones(2, 32, 32), train, train_chunk=3, allowed=allowed)
+    sub = nearest_training(train[[4, 2]], torch.ones(2, 32, 32), train[kept])
+    np.testing.assert_array_equal(near.index, kept[sub.index])
+    np.testing.assert_allclose(near.distance, sub.distance, rtol=1e-12)
+    with pytest.raises(ValueError, match="no slices"):
+        nearest_training(queries, masks, train, allowed=np.zeros(20, bool))
+
+
 def test_a_generator_that_returns_training_slices_is_flagged() -> None:
     train, real = _slices(30, 0), _slices(10, 1)
     body = torch.ones(10, 32, 32)
@@ -45,7 +68,7 @@ def test_test_slices_inside_the_training_set_are_refused() -> None:
 def test_nearest_features_matches_a_brute_force_search_and_flags_copies() -> None:
     g = np.random.default_rng(0)
     train, real = g.normal(size=(40, 16)) * 1e-3, g.normal(size=(9, 16)) * 1e-3  # no fixed unit
-    near = nearest_features(real, train, chunk=4)
+    near = nearest_features(real, train, chunk=4, train_chunk=7)
     d = np.linalg.norm(real[:, None] - train[None], axis=2)
     np.testing.assert_allclose(near.distance, d.min(1), rtol=1e-9)
     np.testing.assert_array_equal(near.index, d.argmin(1))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medsynth.metrics.planes import isotropic, plane_sets, side_planes
+from medsynth.metrics.planes import isotropic, plane_sets, side_plane_size, side_planes
 
 
 def test_isotropic_resamples_only_along_z() -> None:
@@ -34,3 +34,15 @@ def test_plane_sets_pad_cases_of_different_size_to_one_square() -> None:
     sets = plane_sets([a, b])
     assert sets["coronal"].shape == (16, 1, 10, 10)  # 8 planes each; b is 10 slices tall after resampling
     assert float(sets["sagittal"][0, 0, 0, 0]) == -1.0  # a's 8 x 3 plane padded with air
+
+
+@pytest.mark.parametrize("spacing_xy, spacing_z, z", [(1.0, 2.0, [0, 1, 2, 3]), (6.0, 3.0, [2, 3, 4, 7, 8]),
+                                                      (0.8, 2.5, list(range(13))), (1.0, 1.0, [5])])
+def test_the_square_size_is_known_before_the_images(spacing_xy: float, spacing_z: float, z: list[int]) -> None:
+    """Cases are cut one at a time into squares as large as the set's largest: the size comes from the
+    stack's shape and z alone."""
+    masks = np.ones((len(z), 10, 7), np.uint8)
+    images = np.zeros((len(z), 10, 7), np.float32)
+    for plane in ("coronal", "sagittal"):
+        cuts = side_planes(images, masks, np.array(z), spacing_xy, spacing_z, plane)
+        assert side_plane_size((10, 7), np.array(z), spacing_xy, spacing_z, plane) == cuts.shape[-1]

@@ -28,39 +28,67 @@ class Nearest:
     index: np.ndarray  # (N,) which training slice
 
 
-def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Tensor, chunk: int = 256) -> Nearest:
+# Training slices converted to float64 at a time: the set itself may be held as float16 (half of float32),
+# and a chunk costs TRAIN_CHUNK x H x W x 16 bytes (it and its square): 256 MiB at 256 px.
+TRAIN_CHUNK = 256
+
+
+def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Tensor, chunk: int = 256,
+                     train_chunk: int = TRAIN_CHUNK, allowed: np.ndarray | None = None) -> Nearest:
     """For each query (N, H, W) the nearest training slice (M, H, W), scored inside the query's mask.
 
     sum_body (q - t)^2 = sum_body q^2 - 2 sum_body q t + sum_body t^2: three matrix
-    products, never an (N, M, H, W) tensor.
+    products, never an (N, M, H, W) tensor. ``train`` may be float16: ``train_chunk``
+    of its slices at a time become float64, and the running minimum keeps the first
+    of equal distances, as one search over the whole set does. ``allowed`` (M,) bool:
+    only those training slices are candidates (the others of the query's patient).
     """
-    if train.shape[0] == 0:
+    if train.shape[0] == 0 or (allowed is not None and not allowed.any()):
         raise ValueError("memorisation audit: the training set has no slices")
-    t = train.reshape(train.shape[0], -1).double()
-    t2 = t * t
+    flat = train.reshape(train.shape[0], -1)
     dists, idx = [], []
     for at in range(0, queries.shape[0], chunk):
-        q = queries[at:at + chunk].reshape(-1, t.shape[1]).double()
-        m = masks[at:at + chunk].reshape(-1, t.shape[1]).double()
+        q = queries[at:at + chunk].reshape(-1, flat.shape[1]).double()
+        m = masks[at:at + chunk].reshape(-1, flat.shape[1]).double()
         n = m.sum(dim=1, keepdim=True).clamp(min=1)
-        sq = ((m * q * q).sum(dim=1, keepdim=True) - 2 * (m * q) @ t.T + m @ t2.T) / n
-        best, where = sq.clamp(min=0).min(dim=1)
+        qq, mq = (m * q * q).sum(dim=1, keepdim=True), m * q
+        best = torch.full((q.shape[0],), torch.inf, dtype=torch.float64)
+        where = torch.zeros(q.shape[0], dtype=torch.int64)
+        for t0 in range(0, flat.shape[0], train_chunk):
+            t = flat[t0:t0 + train_chunk].double()
+            sq = ((qq - 2 * mq @ t.T + m @ (t * t).T) / n).clamp(min=0)
+            if allowed is not None:
+                sq[:, torch.from_numpy(~np.asarray(allowed[t0:t0 + train_chunk], bool))] = torch.inf
+            _running_min(sq, t0, best, where)
         dists.append(best.sqrt())
         idx.append(where)
     return Nearest(torch.cat(dists).numpy(), torch.cat(idx).numpy())
 
 
-def nearest_features(queries: np.ndarray, train: np.ndarray, chunk: int = 1024) -> Nearest:
-    """For each query feature vector (N, D) the nearest training vector (M, D), Euclidean."""
+def _running_min(sq: torch.Tensor, offset: int, best: torch.Tensor, where: torch.Tensor) -> None:
+    """Fold the distances to training slices ``offset``.. into ``best`` / ``where`` (in place); a tie keeps
+    the earlier slice."""
+    value, index = sq.min(dim=1)
+    better = value < best
+    best[better] = value[better]
+    where[better] = index[better] + offset
+
+
+def nearest_features(queries: np.ndarray, train: np.ndarray, chunk: int = 1024,
+                     train_chunk: int = 4096) -> Nearest:
+    """For each query feature vector (N, D) the nearest training vector (M, D), Euclidean; ``train`` as
+    stored (float32 in the statistics files), ``train_chunk`` of its vectors in float64 at a time."""
     if train.shape[0] == 0:
         raise ValueError("memorisation audit: the training set has no slices")
-    t = torch.from_numpy(np.asarray(train, np.float64))
-    t2 = (t * t).sum(dim=1)
     dists, idx = [], []
     for at in range(0, queries.shape[0], chunk):
         q = torch.from_numpy(np.asarray(queries[at:at + chunk], np.float64))
-        sq = (q * q).sum(dim=1, keepdim=True) - 2 * q @ t.T + t2[None]
-        best, where = sq.clamp(min=0).min(dim=1)
+        qq = (q * q).sum(dim=1, keepdim=True)
+        best = torch.full((q.shape[0],), torch.inf, dtype=torch.float64)
+        where = torch.zeros(q.shape[0], dtype=torch.int64)
+        for t0 in range(0, train.shape[0], train_chunk):
+            t = torch.from_numpy(np.asarray(train[t0:t0 + train_chunk], np.float64))
+            _running_min((qq - 2 * q @ t.T + (t * t).sum(dim=1)[None]).clamp(min=0), t0, best, where)
         dists.append(best.sqrt())
         idx.append(where)
     return Nearest(torch.cat(dists).numpy(), torch.cat(idx).numpy())
@@ -85,7 +113,9 @@ def audit_features(generated: np.ndarray, real: np.ndarray, train: np.ndarray,
                    threshold: float = DEFAULT_THRESHOLD) -> Audit:
     """The same audit on feature vectors (N, D) of generated, real held-out and training slices."""
     # Features have no fixed unit: "distance 0" is relative to their typical length.
-    floor = 1e-6 * float(np.median(np.linalg.norm(np.asarray(train, np.float64), axis=1)))
+    norms = np.concatenate([np.linalg.norm(np.asarray(train[i:i + 4096], np.float64), axis=1)
+                            for i in range(0, len(train), 4096)])
+    floor = 1e-6 * float(np.median(norms))
     return compare(nearest_features(generated, train), nearest_features(real, train), threshold, floor)
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 from scipy import linalg
 
+from medsynth.batches import Rebatch
 from medsynth.data.download import hash_file
 
 log = logging.getLogger(__name__)
@@ -119,14 +121,20 @@ def _rgb(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def inception_features(model: torch.nn.Module, images: torch.Tensor, batch: int = 50,
+def inception_features(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor], batch: int = 50,
                        device: torch.device | None = None) -> np.ndarray:
-    """(N, 2048) pool3 features of [-1, 1] images; resized to 299 x 299 as pytorch-fid does."""
+    """(N, 2048) pool3 features of [-1, 1] images (N, C, H, W), or of chunks of them read one after the
+    other (the batches of the joined set, without joining it); resized to 299 x 299 as pytorch-fid does."""
     device = device or next(model.parameters()).device
-    feats = []
-    for i in range(0, images.shape[0], batch):
-        x = (_rgb(images[i : i + batch]).to(device) + 1) / 2  # pytorch-fid takes [0, 1]
-        feats.append(model(x)[0].squeeze(-1).squeeze(-1).double().cpu().numpy())
+
+    def features(x: torch.Tensor) -> np.ndarray:
+        x = (_rgb(x).to(device) + 1) / 2  # pytorch-fid takes [0, 1]
+        return model(x)[0].squeeze(-1).squeeze(-1).double().cpu().numpy()
+
+    run = Rebatch(features, batch)
+    for chunk in [images] if isinstance(images, torch.Tensor) else images:
+        run.push(chunk)
+    feats = run.close()
     return np.concatenate(feats) if feats else np.zeros((0, 2048))
 
 
@@ -177,17 +185,25 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, 
 def lpips_distances(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, batch: int = 32,
                     device: torch.device | None = None) -> np.ndarray:
     """Per-pair LPIPS of [-1, 1] images (lpips' expected range: no normalize=True needed)."""
-    device = device or next(model.parameters()).device
-    out = []
-    for i in range(0, a.shape[0], batch):
-        x, y = _rgb(a[i : i + batch]).to(device), _rgb(b[i : i + batch]).to(device)
-        out.append(model(x, y).flatten().double().cpu().numpy())
+    run = Rebatch(_lpips_of(model, device or next(model.parameters()).device), batch)
+    run.push(a, b)
+    out = run.close()
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def _lpips_of(model: torch.nn.Module, device: torch.device):
+    """One batch of pairs -> their LPIPS (float64), for ``Rebatch``."""
+    @torch.no_grad()
+    def distances(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        return model(_rgb(x).to(device), _rgb(y).to(device)).flatten().double().cpu().numpy()
+    return distances
 
-def save_real_stats(images: torch.Tensor, path: Path, settings: dict, device: torch.device) -> bool:
-    """Inception mean/covariance/features of real [-1, 1] images to ``path`` (.npz); False if not computed."""
+
+
+def save_real_stats(images: torch.Tensor | Iterable[torch.Tensor], path: Path, settings: dict,
+                    device: torch.device) -> bool:
+    """Inception mean/covariance/features of real [-1, 1] images (N, 1, H, W), or of chunks of them
+    (``inception_features``), to ``path`` (.npz); False if not computed."""
     folder = Path(settings["weights_dir"])
     path.parent.mkdir(parents=True, exist_ok=True)
     if not available(folder, (INCEPTION_FILE,), settings["perceptual"], settings.get("check_hash", False)):
@@ -220,13 +236,7 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
             load_inception(folder, device), fake, settings.get("batch_size", 32), device)
         if len(feats) != len(fake):
             raise ValueError(f"{len(feats)} Inception feature vectors for {len(fake)} generated images")
-        mu, sigma = gaussian_stats(feats)
-        out["fid"] = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])
-        subset = settings.get("kid_subset_size", 1000)
-        out["kid"], out["kid_std"] = kernel_inception_distance(
-            feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100), subset)
-        # Subsets as large as the smaller set draw it whole every time: their spread says little.
-        out["kid_whole_set"] = float(subset >= min(len(feats), len(stats["features"])))
+        out.update(feature_scores(feats, stats, settings))
     needs_lpips = paired_real is not None or sample_pairs is not None
     if needs_lpips and available(folder, (ALEXNET_FILE,), settings["perceptual"]):
         model = load_lpips(folder, device)
@@ -240,10 +250,82 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
     return out
 
 
-def generated_features(images: torch.Tensor, real_stats: Path, settings: dict,
+def feature_scores(feats: np.ndarray, stats: dict, settings: dict) -> dict[str, float]:
+    """FID and KID (mean, std) of generated Inception features against real statistics (``save_real_stats``'
+    arrays), and whether KID's subsets held the whole smaller set every time (``kid_whole_set``)."""
+    out = {"fid": frechet_distance(*gaussian_stats(feats), stats["mu"], stats["sigma"])}
+    subset = settings.get("kid_subset_size", 1000)
+    out["kid"], out["kid_std"] = kernel_inception_distance(
+        feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100), subset)
+    # Subsets as large as the smaller set draw it whole every time: their spread says little.
+    out["kid_whole_set"] = float(subset >= min(len(feats), len(stats["features"])))
+    return out
+
+
+class PerceptualStream:
+    """``perceptual_scores`` of a set read a case at a time: each generated image pushed with its paired
+    real image (or None: unpaired), and the pairs of samples of one label map. Only what the scores need
+    is kept: Inception features (2048 numbers a slice) and one LPIPS value per pair, computed in the
+    batches one call over the joined set makes. ``fake_features``: the caller's features of the generated
+    images, in push order (``generated_features``)."""
+
+    def __init__(self, real_stats: Path, settings: dict, device: torch.device,
+                 fake_features: np.ndarray | None = None) -> None:
+        self.settings, self.device, self.fake_features = settings, device, fake_features
+        self.folder = Path(settings["weights_dir"])
+        with np.load(real_stats) as f:
+            self.stats = {k: f[k] for k in f.files}
+        self.inception = None  # Rebatch of the features, or None: not computed here
+        self.scored = bool(self.stats["available"]) and available(self.folder, (INCEPTION_FILE,),
+                                                                   settings["perceptual"])
+        if self.scored and fake_features is None:
+            model = load_inception(self.folder, device)
+            self.inception = Rebatch(lambda x: inception_features(model, x, len(x), device),
+                                     settings.get("batch_size", 32))
+        self.lpips: dict[str, Rebatch] = {}
+        self.counts = {"fake": 0, "lpips": 0, "lpips_diversity": 0}
+        self._lpips_model: torch.nn.Module | None | bool = False  # False: not looked for yet
+
+    def push(self, fake: torch.Tensor, paired_real: torch.Tensor | None) -> None:
+        """Generated images (n, 1, H, W) and the real images of their label maps (paired) or None."""
+        self.counts["fake"] += len(fake)
+        if self.inception is not None:
+            self.inception.push(fake)
+        if paired_real is not None:
+            self._push_lpips("lpips", fake, paired_real)
+
+    def push_pair(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Two samples (n, 1, H, W) of the same label maps: LPIPS diversity."""
+        self._push_lpips("lpips_diversity", a, b)
+
+    def _push_lpips(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        self.counts[name] += len(a)
+        if self._lpips_model is False:  # looked for at the first pair, as perceptual_scores does when it has pairs
+            ok = available(self.folder, (ALEXNET_FILE,), self.settings["perceptual"])
+            self._lpips_model = load_lpips(self.folder, self.device) if ok else None
+        if self._lpips_model is not None:
+            self.lpips.setdefault(name, Rebatch(_lpips_of(self._lpips_model, self.device), 32)).push(a, b)
+
+    def scores(self) -> dict[str, float]:
+        """``perceptual_scores``' dict; ``counts`` holds how many images and pairs each is over."""
+        out = {k: float("nan") for k in ("fid", "kid", "kid_std", "lpips", "lpips_diversity")}
+        if self.scored:
+            feats = self.fake_features
+            if feats is None:
+                parts = self.inception.close()
+                feats = np.concatenate(parts) if parts else np.zeros((0, 2048))
+            if len(feats) != self.counts["fake"]:
+                raise ValueError(f"{len(feats)} Inception feature vectors for {self.counts['fake']} generated images")
+            out.update(feature_scores(feats, self.stats, self.settings))
+        for name, run in self.lpips.items():
+            out[name] = float(np.concatenate(run.close()).mean())
+        return out
+
+
+def generated_features(images: torch.Tensor | Iterable[torch.Tensor], real_stats: Path, settings: dict,
                        device: torch.device) -> np.ndarray | None:
-    """Inception features of generated [-1, 1] images (N, 1, H, W), or None when the weights or the
-    real statistics they would be compared with are unavailable."""
+    """Inception features of generated [-1, 1] images (N, 1, H, W) or chunks of them (``inception_features``),
+    or None when the weights or the real statistics they would be compared with are unavailable."""
     with np.load(real_stats) as f:
         if not bool(f["available"]):
             return None

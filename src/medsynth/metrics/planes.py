@@ -50,6 +50,19 @@ def side_planes(images: np.ndarray, masks: np.ndarray, z: np.ndarray, spacing_xy
     return np.stack(panels) if panels else np.zeros((0, 1, 1), np.float32)
 
 
+def side_plane_size(shape: tuple[int, int], z: np.ndarray, spacing_xy: float, spacing_z: float, plane: str) -> int:
+    """The side of the squares ``side_planes`` cuts from a stack of (H, W) = ``shape`` slices at ``z``,
+    found without its images (zooming an empty column gives the resampled depth): a set of cases is
+    padded to its largest before any case is cut, so cases can be cut one at a time."""
+    depth = isotropic(np.zeros((1, 1, int(np.max(z) - np.min(z) + 1)), np.float32), spacing_xy, spacing_z).shape[2]
+    return max(depth, shape[0] if plane == "coronal" else shape[1])
+
+
+def padded(cuts: np.ndarray, size: int) -> np.ndarray:
+    """Cuts (m, a, b) each centred on a ``size`` x ``size`` square of air, (m, size, size)."""
+    return np.stack([_square(p, size) for p in cuts])
+
+
 def plane_sets(volumes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float, float]]
                ) -> dict[str, torch.Tensor]:
     """(images, masks, z, spacing_xy, spacing_z) per volume -> per side plane, all its cuts (N, 1, S, S).
@@ -60,6 +73,6 @@ def plane_sets(volumes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float
     for plane in SIDE_PLANES:
         cuts = [side_planes(im, m, z, sxy, sz, plane) for im, m, z, sxy, sz in volumes]
         size = max((c.shape[-1] for c in cuts if len(c)), default=1)
-        padded = [np.stack([_square(p, size) for p in c]) for c in cuts if len(c)]
-        out[plane] = torch.from_numpy(np.concatenate(padded))[:, None] if padded else torch.zeros(0, 1, 1, 1)
+        squares = [padded(c, size) for c in cuts if len(c)]
+        out[plane] = torch.from_numpy(np.concatenate(squares))[:, None] if squares else torch.zeros(0, 1, 1, 1)
     return out

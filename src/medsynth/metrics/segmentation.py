@@ -264,8 +264,11 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     return model.eval()
 
 
+PREDICT_BATCH = 32  # images per forward in ``predict`` (callers that stream a set keep its batches)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch: int = 32,
+def predict(model: nn.Module, images: torch.Tensor, batch: int = PREDICT_BATCH,
             device: torch.device | None = None) -> torch.Tensor:
     """Argmax class per pixel, (N, H, W) int64 on the CPU, in batches of ``batch`` images.
 

@@ -36,6 +36,7 @@ import torch
 from scipy import ndimage
 
 from medsynth.metrics.image import ssim
+from medsynth.metrics.spilled import SpilledSample
 
 SMOOTH_SIGMA = 2.0  # pixels (12 mm in the demo): takes out voxel noise, which differs between any two slices
 
@@ -74,8 +75,10 @@ def smooth(images: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
 
 @dataclass
 class NeighbourStats:
-    """Differences between neighbouring slices, pooled over volumes."""
-    differences: list[np.ndarray] = field(default_factory=list)
+    """Differences between neighbouring slices, pooled over volumes: one number per in-body pixel of every
+    pair (held up to a budget, spilled to a temporary file beyond it: ``metrics.spilled``) and one SSIM
+    per pair."""
+    differences: SpilledSample = field(default_factory=SpilledSample)
     ssim: list[np.ndarray] = field(default_factory=list)
 
     def add(self, images: np.ndarray, masks: np.ndarray, z: np.ndarray, sigma: float = SMOOTH_SIGMA,
@@ -97,37 +100,33 @@ class NeighbourStats:
         if pairs.size == 0:
             return
         s = smooth(images, sigma)
-        self.differences.append(np.abs(s[pairs + 1] - s[pairs])[both])
+        self.differences.add(np.abs(s[pairs + 1] - s[pairs])[both])
         a = torch.from_numpy(images[pairs])[:, None]
         b = torch.from_numpy(images[pairs + 1])[:, None]
         self.ssim.append(ssim(a, b, 2.0, body=torch.from_numpy(both)[:, None].double()).numpy())
 
-    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.differences:
-            return np.zeros(0), np.zeros(0)
-        return np.concatenate(self.differences), np.concatenate(self.ssim)
+    def pooled_ssim(self) -> np.ndarray:
+        return np.concatenate(self.ssim) if self.ssim else np.zeros(0)
 
 
-def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
-    """W1 between two samples: the mean absolute difference of their quantile functions, at 1001
-    levels (``np.quantile`` partitions rather than sorts, so every difference of a test set is used)."""
-    q = np.linspace(0, 1, 1001)
-    return float(np.abs(np.quantile(a, q) - np.quantile(b, q)).mean())
+W1_LEVELS = np.linspace(0, 1, 1001)  # W1: the mean |difference| of the two quantile functions at these levels
 
 
 def scores(generated: NeighbourStats, real: NeighbourStats) -> dict[str, float]:
-    """``ratio``, ``w1``, ``ssim_ratio`` and the underlying means; NaN where a side has no adjacent slices."""
-    gd, gs = generated.pooled()
-    rd, rs = real.pooled()
+    """``ratio``, ``w1``, ``ssim_ratio`` and the underlying means; NaN where a side has no adjacent slices.
+    ``w1``: between the two distributions of differences, from their exact quantiles (every difference
+    of a test set counts) at ``W1_LEVELS``."""
+    gd, rd = generated.differences, real.differences
+    gs, rs = generated.pooled_ssim(), real.pooled_ssim()
     out = {k: float("nan") for k in ("ratio", "w1", "ssim_ratio", "mean_generated", "mean_real",
                                      "ssim_generated", "ssim_real")}
     out["pairs"] = int(gs.size)
-    if gd.size == 0 or rd.size == 0:
+    if len(gd) == 0 or len(rd) == 0:
         return out
-    out.update(mean_generated=float(gd.mean()), mean_real=float(rd.mean()),
+    out.update(mean_generated=gd.mean(), mean_real=rd.mean(),
                ssim_generated=float(gs.mean()), ssim_real=float(rs.mean()))
     out["ratio"] = out["mean_generated"] / out["mean_real"]
-    out["w1"] = wasserstein_1d(gd, rd)
+    out["w1"] = float(np.abs(gd.quantiles(W1_LEVELS) - rd.quantiles(W1_LEVELS)).mean())
     out["ssim_ratio"] = out["ssim_generated"] / out["ssim_real"]
     return out
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medsynth.batches import npz_shape
 from medsynth.data.context import context_labels, context_offsets, fill_context
 
 
@@ -87,7 +88,7 @@ class SliceSet:
         reads batches from disk, rather than running out of memory.
         """
         files = sorted(files)
-        shapes = [_npz_shape(Path(p), "images") for _, p in files]
+        shapes = [npz_shape(Path(p), "images") for _, p in files]
         n = sum(sh[0] for sh in shapes)
         if n == 0:
             raise ValueError(f"no slices in {[str(p) for _, p in files]}: check the slice rule (slice.min_body_fraction)")
@@ -157,13 +158,3 @@ def _allocator(spill_dir: Path | None):
     spill_dir.mkdir(parents=True, exist_ok=True)
     return lambda name, dtype, shape: np.lib.format.open_memmap(spill_dir / f"{name}.npy", "w+", dtype, shape)
 
-
-def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
-    """Shape of one array in an uncompressed .npz, read from its header without loading it."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(fh)
-    return tuple(shape)
