@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from medsynth.io.heap import release_freed
+
 
 class Rebatch:
     """Rows pushed in chunks of any length reach ``fn`` in batches of exactly ``size`` rows (the last may
@@ -79,5 +81,6 @@ def slice_chunks(files: Sequence[str | Path], keys: Sequence[str] = ("images", "
     """The arrays ``keys`` of each ``slices.npz`` as stored (images float16), a case at a time, in the order of
     their case ids (``load_slices``' order, which the Inception statistics follow)."""
     for _, path in sorted((Path(f).parent.name, Path(f)) for f in files):
+        release_freed()  # the previous case's memory goes back first (io.heap)
         with np.load(path) as f:
             yield tuple(torch.from_numpy(f[k]) for k in keys)

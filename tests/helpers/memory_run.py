@@ -1,6 +1,6 @@
 """Run one rule's work on a ``memory_cohort`` in this process and print its peak memory as JSON (last line):
 
-    python memory_run.py evaluate|utility|audit_shared|segmenter|real_stats|generate COHORT.json
+    python memory_run.py evaluate|utility|audit_shared|segmenter|real_stats|train_data|generate COHORT.json
 
 ``ready_mb``: the resident set after the imports; ``peak_mb``: the peak over the whole run (ru_maxrss).
 Each stage makes the calls its rule's script makes, with the demo config's settings where they change
@@ -79,6 +79,19 @@ def segmenter(c: dict) -> None:
                     channels=tuple(SEGMENTER["segmenter_channels"]))
 
 
+def train_data(c: dict) -> None:
+    """The GAN's training set as train.py loads it, held in memory up to ``ram_gb`` (the cohort's key, as
+    train.ram_cache_gb), memory-mapped beyond."""
+    import tempfile
+
+    from medsynth.train.run import load_slices
+
+    with tempfile.TemporaryDirectory() as spill:
+        data = load_slices(c["train"], ram_gb=c.get("ram_gb"), spill_dir=Path(spill), context_slices=1)
+        assert len(data) > 0
+        del data
+
+
 def real_stats(c: dict) -> None:
     from medsynth.batches import slice_chunks
     from medsynth.metrics.perceptual import save_real_stats
@@ -95,7 +108,7 @@ def generate(c: dict) -> None:
 
 
 STAGES = {"evaluate": evaluate, "utility": utility, "audit_shared": audit_shared, "segmenter": segmenter,
-          "real_stats": real_stats, "generate": generate}
+          "real_stats": real_stats, "train_data": train_data, "generate": generate}
 
 
 def main(argv: list[str]) -> int:

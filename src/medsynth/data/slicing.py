@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.io.heap import release_freed
 from medsynth.io.images import display_view, save_png, unit_to_uint8
 
 
@@ -56,6 +57,7 @@ class CaseSlices:
 
     @classmethod
     def load(cls, path: Path) -> "CaseSlices":
+        release_freed()  # what the previous case freed goes back first: streaming stages stay flat (io.heap)
         with np.load(path) as f:
             return cls(f["images"].astype(np.float32), f["labels"], f["masks"], f["z"], f["offsets"])
 
