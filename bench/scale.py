@@ -20,8 +20,11 @@ start-up included), and the no-op time there against the placeholder cohort of t
 ``snakemake -n`` on the demo's config is also timed (it needs a finished demo: ``--demo DIR``).
 
 ``memory``: peak RSS of the functions behind the heavy rules (training-data loading, generation,
-evaluation, the memorisation audits, the utility benchmark) on synthetic test sets 1x, 4x and 16x
-the demo's (``tests/helpers/memory_probe.py``).
+evaluation, the memorisation audits, the utility benchmark), each in a fresh process
+(``tests/helpers/memory_run.py``), on synthetic sets 1x, 4x and 16x the demo's (2 test cases of 32
+slices at 64 px; 4 training cases per test case pair, held up to 20 MB by training-data loading);
+then at 1x with slices of 128 and 256 px; then evaluate and real_stats with Inception and AlexNet
+(random weights of the real architectures, ``tests/conftest.py``) on 1 test case of 16 slices.
 """
 
 from __future__ import annotations
@@ -177,6 +180,77 @@ def demo_plan(demo: Path) -> dict:
     return {"demo -n s": statistics.median(runs), "import snakemake.cli s": statistics.median(imports)}
 
 
+MEMORY_STAGES = ("train_data", "generate", "evaluate", "audit_shared", "utility")
+
+
+def _memory_cohort(root: Path, scale: int, size: int) -> dict:
+    from memory_cohort import write_cohort, write_generation_cohort  # noqa: PLC0415 (imports torch)
+
+    if (root / "cohort.json").exists():
+        return json.loads((root / "cohort.json").read_text())
+    cohort = write_cohort(root, 2 * scale, 4 * scale, size=size)
+    # Training-data loading reads 4x the training cases (what grows there is the training set), in
+    # memory up to ram_gb and memory-mapped beyond; generation reads label maps of the test cases' count.
+    cohort["ram_gb"] = 0.02
+    shape = (size + size // 4, size + size // 4, 32)  # wider than the crop, as real CT is
+    cohort.update(write_generation_cohort(root / "generation", 2 * scale, shape, size))
+    (root / "cohort.json").write_text(json.dumps(cohort))
+    return cohort
+
+
+def _with_weights(cohort: dict, root: Path) -> dict:
+    """The cohort with random Inception and AlexNet weights of the real architectures (tests/conftest.py)
+    and its real statistics computed with them: FID/KID, LPIPS and the feature-space audit then run."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch  # noqa: PLC0415
+    from conftest import write_random_weights  # noqa: PLC0415
+
+    from medsynth.batches import slice_chunks  # noqa: PLC0415
+    from medsynth.metrics.perceptual import save_real_stats  # noqa: PLC0415
+
+    weights = root / "weights"
+    out = {**cohort, "weights": str(weights)}
+    if not (weights / "done").exists():
+        write_random_weights(weights)
+        settings = {"weights_dir": str(weights), "perceptual": "auto", "batch_size": 32, "kid_subsets": 100,
+                    "kid_subset_size": 1000}
+        for part in ("test", "train"):
+            images = (chunk[:, None] for chunk, in slice_chunks(cohort[part], ("images",)))
+            save_real_stats(images, weights / f"inception_{part}.npz", settings, torch.device("cpu"))
+        (weights / "done").touch()
+    return {**out, "real_stats": str(weights / "inception_test.npz"),
+            "train_stats": str(weights / "inception_train.npz")}
+
+
+def memory_table(cache: Path) -> list[dict]:
+    """Peak MB each stage adds to its process after the imports (and the imports' MB), per set size; the
+    last row with (random) pretrained weights, so that FID/KID, LPIPS and the feature audit run."""
+    from memory_cohort import peak_memory  # noqa: PLC0415
+
+    rows = []
+    for scale, size, weights in ((1, 64, False), (4, 64, False), (16, 64, False), (1, 128, False),
+                                 (1, 256, False), (1, 256, True)):
+        if weights:  # Inception's batches cost the same at any slice size: a small set keeps it quick
+            from memory_cohort import write_cohort  # noqa: PLC0415
+
+            root = cache / f"weights_{size}px"
+            cohort = _with_weights(write_cohort(root, 1, 2, slices=16, size=size), root)
+        else:
+            root = cache / f"x{scale}_{size}px"
+            cohort = _memory_cohort(root, scale, size)
+        row = {"set": f"{scale}x", "px": size, "weights": "yes" if weights else "no"}
+        stages = ("evaluate", "real_stats") if weights else MEMORY_STAGES + (("segmenter",) if size > 64 else ())
+        for stage in MEMORY_STAGES + ("segmenter", "real_stats"):
+            row[stage] = "-"
+            if stage in stages:
+                report = peak_memory(stage, cohort, root, timeout=1200)
+                row[stage] = round(report["peak_mb"] - report["ready_mb"])
+                row["imports"] = round(report["ready_mb"])
+        rows.append(row)
+        print(row, file=sys.stderr, flush=True)
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     if not rows:
         return
@@ -202,9 +276,7 @@ def main() -> None:
     if args.demo:
         print_table([demo_plan(args.demo)])
     if "memory" in args.parts:
-        from memory_probe import memory_table  # noqa: PLC0415 (the probe imports torch; planning does not)
-
-        print_table(memory_table())
+        print_table(memory_table(args.cache / "memory"))
 
 
 if __name__ == "__main__":
