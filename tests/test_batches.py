@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medsynth.batches import Rebatch, npz_shape, slice_chunks
+from medsynth.batches import Rebatch, slice_chunks
+from medsynth.io.npz import npz_shape
 from medsynth.data.slicing import CaseSlices
 
 

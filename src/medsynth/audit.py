@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medsynth.batches import Rebatch, npz_shape, slice_chunks
+from medsynth.batches import Rebatch, slice_chunks
+from medsynth.io.npz import npz_shape
 from medsynth.evaluate import NO_WEIGHTS, load_case
 from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training
 from medsynth.metrics.perceptual import generated_features

@@ -1,4 +1,4 @@
-"""Sets read a case at a time: the slice files' arrays as stored (``slice_chunks``, ``npz_shape``) and
+"""Sets read a case at a time: the slice files' arrays as stored (``slice_chunks``) and
 a model that takes fixed-size batches fed from them (``Rebatch``).
 
 Evaluation, the audits and the utility benchmark read their slices case by
@@ -64,16 +64,6 @@ class Rebatch:
         if result is not None:
             self.results.append(result)
 
-
-def npz_shape(path: Path, key: str) -> tuple[int, ...]:
-    """Shape of one array in an .npz (stored or deflated), read from its header without loading it."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(fh)
-    return tuple(shape)
 
 
 def slice_chunks(files: Sequence[str | Path], keys: Sequence[str] = ("images", "masks")

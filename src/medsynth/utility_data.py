@@ -14,7 +14,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from medsynth.batches import npz_shape
+from medsynth.io.npz import npz_shape
 from medsynth.data.labels import BODY, class_lookup
 from medsynth.train.data import SliceSet
 

@@ -15,7 +15,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from medsynth.batches import Rebatch, npz_shape
+from medsynth.batches import Rebatch
+from medsynth.io.npz import npz_shape
 
 from medsynth.data.slicing import CaseSlices
 from medsynth.evaluate import NO_WEIGHTS, load_case, meta_of

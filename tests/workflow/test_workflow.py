@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 import sys
@@ -366,3 +367,39 @@ def test_default_config_is_valid_and_plans_every_stage():
     assert result.returncode == 0, result.stderr[-2000:]
     assert {"download", "train", "select", "generate", "evaluate", "export"} <= planned_rules(result) or \
         "Nothing to be done" in result.stdout + result.stderr
+
+
+def _smk_constants() -> dict:
+    """STAGE_MB_AT_256 and IMPORTS_MB as common.smk states them (the bench's measurements)."""
+    import ast
+
+    text = (Path(__file__).resolve().parents[2] / "workflow/rules/common.smk").read_text()
+    stages = ast.literal_eval(re.search(r"^STAGE_MB_AT_256 = (\{.*?\})$", text, re.M | re.S).group(1))
+    return {"stages": stages, "imports": int(re.search(r"^IMPORTS_MB = (\d+)$", text, re.M).group(1))}
+
+
+def test_heavy_jobs_ask_for_their_measured_memory_plus_the_training_slices_they_hold(finished, snakemake):
+    """mem_mb = twice the measured working memory at this slice size + the training slices held, counted
+    from the finished run's files (2 bytes a pixel for evaluate's images, 4 for the segmenter's)."""
+    from medsynth.io.npz import slices_in
+
+    result = snakemake(finished, TINY, "-n", "--forcerun", "segmenter", "evaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    constants, size = _smk_constants(), TINY["slice"]["size"]
+    r = size / 256
+    seen = set()
+    for rule, body in re.findall(r"^rule (segmenter|evaluate):\n((?:    .*\n)+)", result.stdout, re.M):
+        wildcards = dict(w.split("=") for w in re.search(r"wildcards: (.*)", body).group(1).split(", "))
+        mem = int(re.search(r"mem_mb=(\d+)", body).group(1))
+        if rule == "segmenter":
+            dataset, per_pixel = wildcards["dataset"], 4
+        else:
+            exp = TINY["experiments"][wildcards["experiment"]]
+            dataset, per_pixel = exp.get("images_from", exp["dataset"]), 2
+        split = read_tsv(finished / f"results/split/{dataset}/split.tsv")
+        files = [finished / f"results/slices/{dataset}/cases/{row['case_id']}/slices.npz" for row in split
+                 if row["part"] == "train"]
+        working = 2 * (constants["imports"] + constants["stages"][rule] * max(r, r * r))
+        assert mem == int(working + slices_in(files) * size * size * per_pixel / 1e6), (rule, wildcards)
+        seen.add(rule)
+    assert seen == {"segmenter", "evaluate"}

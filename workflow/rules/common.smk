@@ -190,6 +190,43 @@ def grows(base, cap=4):
     return lambda wildcards, attempt: base * min(attempt, cap)
 
 
+# MB a heavy stage adds to its process at slice.size 256 (bench/scale.py's memory part: CPU, the demo's
+# batch settings, Inception and AlexNet for evaluate and real_stats; README "A thousand patients"), and
+# the imports' MB. Flat in the number of test cases (tests/test_memory.py); a slice size s scales them by
+# max(s/256, (s/256)^2), an upper bound of what was measured at 64, 128 and 256 px.
+STAGE_MB_AT_256 = {"evaluate": 1400, "audit_shared": 400, "utility": 2250, "segmenter": 1250, "real_stats": 850}
+IMPORTS_MB = 600
+
+
+def stage_mem_mb(stage, held=None, before=16000):
+    """``mem_mb`` of a heavy rule: twice its measured working memory (allocator noise, anatomy busier than
+    the bench's) plus the training slices it holds by design, ``held(input)`` -> bytes per pixel times
+    slices, counted from the files' headers (``before`` MB while they do not exist yet: a dry run;
+    Snakemake computes resources again once a job's input is there). More on each retry (up to 4x)."""
+    size = config["slice"]["size"]
+    r = size / 256
+    working = 2 * (IMPORTS_MB + STAGE_MB_AT_256[stage] * max(r, r * r))
+
+    def mem_mb(wildcards, input, attempt):
+        pixels = held(input) if held is not None else 0
+        extra = before if pixels is None else pixels * size * size / 1e6
+        return int((working + extra) * min(attempt, 4))
+
+    return mem_mb
+
+
+def held_bytes(*parts):
+    """``held`` for ``stage_mem_mb``: (input name, bytes per pixel of each slice) pairs."""
+
+    def count(input):
+        from medsynth.io.npz import slices_in  # at job time: the package, without torch
+
+        counts = [slices_in(input[name]) for name, _ in parts]
+        return None if None in counts else sum(n * b for n, (_, b) in zip(counts, parts))
+
+    return count
+
+
 def train_mem_mb(wildcards):
     """Per training process (one per GPU): its own copy of the slices held in memory
     (train.ram_cache_gb) plus model, optimiser and batches."""

@@ -36,7 +36,7 @@ rule evaluate:
         "benchmarks/evaluate/{experiment}.tsv"
     resources:
         gpu=lambda w: min(1, experiment_gpus(w)),  # Inception and AlexNet features
-        mem_mb=grows(16000),
+        mem_mb=stage_mem_mb("evaluate", held_bytes(("train_reference", 2))),  # images, float16
         runtime=grows(120),
     conda:
         ENV

@@ -18,7 +18,7 @@ rule audit_shared:
     benchmark:
         "benchmarks/export/{experiment}_audit.tsv"
     resources:
-        mem_mb=grows(8000),
+        mem_mb=stage_mem_mb("audit_shared", held_bytes(("train_images", 2))),  # images, float16
         runtime=grows(60),
     conda:
         ENV

@@ -33,7 +33,7 @@ rule real_stats:
         "benchmarks/metrics/{dataset}_inception_{part}.tsv"
     resources:
         gpu=1 if config["metrics"]["perceptual"] != "off" else 0,
-        mem_mb=grows(16000),
+        mem_mb=stage_mem_mb("real_stats"),  # streams the slices
         runtime=grows(60),
     conda:
         ENV
@@ -55,7 +55,7 @@ rule segmenter:
         "benchmarks/metrics/{dataset}_segmenter.tsv"
     threads: config["metrics"]["segmenter_threads"]
     resources:
-        mem_mb=grows(8000),
+        mem_mb=stage_mem_mb("segmenter", held_bytes(("slices", 4))),  # float16 images, uint8 labels and masks
         runtime=grows(120),
     conda:
         ENV

@@ -28,7 +28,8 @@ rule utility:
         "benchmarks/utility/{experiment}.tsv"
     threads: config["metrics"]["segmenter_threads"]
     resources:
-        mem_mb=grows(8000),
+        # Real and synthetic training slices, float16 images with uint8 labels and masks: 4 bytes a pixel.
+        mem_mb=stage_mem_mb("utility", held_bytes(("real_train", 4), ("label_train", 4 * config["generate"]["samples"]))),
         runtime=grows(120),
     conda:
         ENV

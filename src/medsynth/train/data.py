@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.batches import npz_shape
+from medsynth.io.npz import npz_shape
 from medsynth.data.context import context_labels, context_offsets, fill_context
 
 
