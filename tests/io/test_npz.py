@@ -17,4 +17,4 @@ def _case(path: Path, n: int) -> Path:
 def test_slices_are_counted_from_the_headers_and_none_while_a_file_is_missing(tmp_path: Path) -> None:
     files = [_case(tmp_path / "a" / "slices.npz", 3), _case(tmp_path / "b" / "slices.npz", 5)]
     assert slices_in(files) == 8 and slices_in([]) == 0
-    assert slices_in([*files, tmp_path / "c" / "slices.npz"]) is None
+    assert slices_in([*files, tmp_path / "c" / "slices.npz"]) is None and slices_in([None]) is None

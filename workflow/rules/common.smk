@@ -221,7 +221,8 @@ def held_bytes(*parts):
     def count(input):
         from medsynth.io.npz import slices_in  # at job time: the package, without torch
 
-        counts = [slices_in(input[name]) for name, _ in parts]
+        # Before a checkpoint has run, a named input may be missing or a placeholder: None, as for absent files.
+        counts = [slices_in(getattr(input, name, None) or [None]) for name, _ in parts]
         return None if None in counts else sum(n * b for n, (_, b) in zip(counts, parts))
 
     return count

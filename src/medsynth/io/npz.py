@@ -19,10 +19,11 @@ def npz_shape(path: Path, key: str) -> tuple[int, ...]:
 
 
 def slices_in(files) -> int | None:
-    """The number of slices (``images`` rows) of ``slices.npz`` files; None when one does not exist yet."""
+    """The number of slices (``images`` rows) of ``slices.npz`` files; None when one does not exist yet
+    (or is a placeholder: None, Snakemake's ``<TBD>``)."""
     total = 0
     for path in files:
-        if not Path(path).is_file():
+        if path is None or not Path(str(path)).is_file():
             return None
         total += npz_shape(Path(path), "images")[0]
     return total
