@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from medsynth.io.nifti import Volume, VolumeError
+from medsynth.io.volume import Volume, VolumeError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Modalities of series that hold no image grid (structures, segmentations, plans, documents).

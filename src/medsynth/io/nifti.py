@@ -10,37 +10,18 @@ import gzip
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from isal import igzip, isal_zlib
 
+from medsynth.io.volume import Volume, VolumeError, voxel_spacing  # noqa: F401 (their home for readers)
+
 # Intel ISA-L's gzip: the same .nii.gz bytes any reader understands, but inflating
 # is ~2x and deflating at level 1 ~7x faster than zlib, which nibabel uses. On a
 # 400 x 400 x 300 CT that is most of the preprocessing I/O time.
 GZIP_LEVEL = 1
-
-
-class VolumeError(ValueError):
-    """A volume file that cannot be used; the message names the file."""
-
-
-@dataclass(frozen=True)
-class Volume:
-    array: np.ndarray
-    affine: np.ndarray
-    path: Path | None = None
-
-    @property
-    def spacing(self) -> np.ndarray:
-        return voxel_spacing(self.affine)
-
-
-def voxel_spacing(affine: np.ndarray) -> np.ndarray:
-    """Length of each voxel axis in world units (mm)."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
 def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_uid: str | None = None) -> Volume:
@@ -53,7 +34,7 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_u
     """
     path = Path(path)
     if path.is_dir():
-        from medsynth.io.dicom import load_series  # it builds on this module
+        from medsynth.io.dicom import load_series  # on first use: SimpleITK costs every other job's start
 
         series = load_series(path, series_uid)
         return Volume(_as_dtype(series.array, dtype, path), series.affine, path)
