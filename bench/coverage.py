@@ -45,12 +45,12 @@ from medsynth.data.intensity import IntensityMap  # noqa: E402
 from medsynth.data.labels import LabelTable  # noqa: E402
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case  # noqa: E402
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case  # noqa: E402
-from medsynth.generate import GenerateSettings, generator_from_state, synthetic_volume  # noqa: E402
+from medsynth.inference.generate_cases import GenerateSettings, generator_from_state, synthetic_volume  # noqa: E402
 from medsynth.inference.canvas import INPLANE_MODES, plan_canvas  # noqa: E402
 from medsynth.io.nifti import load_volume  # noqa: E402
 from medsynth.metrics.intensity import class_intensity_table  # noqa: E402
-from medsynth.select import select_checkpoint  # noqa: E402
-from medsynth.train.checkpoint import load_checkpoint  # noqa: E402
+from medsynth.sharing.selection import select_checkpoint  # noqa: E402
+from medsynth.io.checkpoint import load_checkpoint  # noqa: E402
 from medsynth.train.loop import TrainSettings, train  # noqa: E402
 
 SETTINGS = ("phantom", "real-ct")

@@ -47,17 +47,17 @@ from medsynth.data.intensity import IntensityMap
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
 from medsynth.data.split import split_table
-from medsynth.generate import generator_from_state, synthesize
+from medsynth.inference.generate_cases import generator_from_state, synthesize
 from medsynth.io.nifti import load_volume
 from medsynth.io.tables import read_tsv
 from medsynth.metrics.image import body_dice, intensity_w1, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.intensity import class_intensity_table
 from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
 from medsynth.models.losses import class_targets
-from medsynth.select import select_checkpoint
+from medsynth.sharing.selection import select_checkpoint
 from medsynth.models.presets import get_preset
-from medsynth.train.checkpoint import load_checkpoint
-from medsynth.train.data import SliceSet
+from medsynth.io.checkpoint import load_checkpoint
+from medsynth.data.slice_set import SliceSet
 from medsynth.train.loop import TrainSettings, train
 
 ROOT = Path(__file__).resolve().parents[1]

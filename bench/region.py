@@ -35,12 +35,12 @@ from medsynth.data.phantom import make_case  # noqa: E402
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case  # noqa: E402
 from medsynth.data.slicing import SliceSettings, slice_case  # noqa: E402
 from medsynth.data.split import split_table  # noqa: E402
-from medsynth.generate import generator_from_state, synthesize  # noqa: E402
+from medsynth.inference.generate_cases import generator_from_state, synthesize  # noqa: E402
 from medsynth.io.nifti import load_volume, save_volume  # noqa: E402
 from medsynth.metrics.image import body_dice, intensity_w1  # noqa: E402
 from medsynth.metrics.intensity import class_intensity_table  # noqa: E402
-from medsynth.select import select_checkpoint  # noqa: E402
-from medsynth.train.checkpoint import load_checkpoint  # noqa: E402
+from medsynth.sharing.selection import select_checkpoint  # noqa: E402
+from medsynth.io.checkpoint import load_checkpoint  # noqa: E402
 from medsynth.train.loop import TrainSettings, train  # noqa: E402
 
 REGION_CLASS = "bowel_gas"

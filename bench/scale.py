@@ -210,7 +210,7 @@ def _with_weights(cohort: dict, root: Path) -> dict:
     import torch  # noqa: PLC0415
     from conftest import write_random_weights  # noqa: PLC0415
 
-    from medsynth.batches import slice_chunks  # noqa: PLC0415
+    from medsynth.data.slice_batches import slice_chunks  # noqa: PLC0415
     from medsynth.metrics.perceptual import save_real_stats  # noqa: PLC0415
 
     weights = root / "weights"

@@ -17,8 +17,8 @@ import torch
 
 from medsynth.models import build_discriminator, build_generator, get_preset
 from medsynth.models.losses import labelmix_loss, labelmix_mask, seg_ce_fake, seg_ce_real
-from medsynth.train.data import one_hot
-from medsynth.train.loop import resolve_device
+from medsynth.data.slice_set import one_hot
+from medsynth.models.devices import resolve_device
 from medsynth.train.step import LossWeights, build_nets, paired_step, unpaired_step
 
 

@@ -34,13 +34,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import ROOT, load_config, phantom_parts, real_segmenter, segmenter_dice, to_physical  # noqa: E402
 
-from medsynth.generate import generator_from_state, sample_seed, synthesize  # noqa: E402
+from medsynth.inference.generate_cases import generator_from_state, sample_seed, synthesize  # noqa: E402
 from medsynth.metrics import through_plane  # noqa: E402
 from medsynth.metrics.image import diversity, sample_diversity  # noqa: E402
 from medsynth.metrics.intensity import class_intensity_table  # noqa: E402
-from medsynth.select import select_checkpoint  # noqa: E402
-from medsynth.train.checkpoint import load_checkpoint  # noqa: E402
-from medsynth.train.data import SliceSet  # noqa: E402
+from medsynth.sharing.selection import select_checkpoint  # noqa: E402
+from medsynth.io.checkpoint import load_checkpoint  # noqa: E402
+from medsynth.data.slice_set import SliceSet  # noqa: E402
 from medsynth.train.loop import TrainSettings, train  # noqa: E402
 
 SETTINGS = ("phantom-paired", "phantom-unpaired")

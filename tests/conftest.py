@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsynth.train.data import SliceSet
+from medsynth.data.slice_set import SliceSet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "totalseg-example"

@@ -5,7 +5,7 @@ import torch
 
 from medsynth.cli import main
 from medsynth.io.tables import read_tsv
-from medsynth.train.checkpoint import save_checkpoint
+from medsynth.io.checkpoint import save_checkpoint
 
 
 def test_phantom_command_writes_a_cohort(tmp_path, capsys):

@@ -28,14 +28,14 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from medsynth.train.checkpoint import load_checkpoint
+    from medsynth.io.checkpoint import load_checkpoint
 
     state = load_checkpoint(Path(args.checkpoint))
     if args.card:
         if not state.get("card"):
             raise ValueError(f"{args.checkpoint}: holds no model card (cards come with generators that "
                              "select exported, results/select/<experiment>/generator.pt)")
-        from medsynth.model_card import render
+        from medsynth.sharing.model_card import render
 
         print(render(state["card"]))
         return 0
@@ -79,9 +79,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from medsynth.generate import MANIFEST_COLUMNS, GenerateSettings, generate_from_label_files
+    from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, generate_from_label_files
     from medsynth.io.tables import write_tsv
-    from medsynth.train.loop import resolve_device
+    from medsynth.models.devices import resolve_device
 
     folder = Path(args.labels)
     files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz"))) if folder.is_dir() else []

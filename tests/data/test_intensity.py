@@ -10,7 +10,7 @@ import pytest
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.phantom import make_case
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
-from medsynth.generate import assemble_volume
+from medsynth.inference.generate_cases import assemble_volume
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS

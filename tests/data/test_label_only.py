@@ -12,7 +12,7 @@ from medsynth.data.labels import LabelTable
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import SliceSettings, slice_case
 from medsynth.io.nifti import load_volume, save_volume
-from medsynth.train.data import SliceSet
+from medsynth.data.slice_set import SliceSet
 
 # A TotalSegmentator-like table: no body class of its own, so preprocessing derives one.
 TABLE = LabelTable.from_config([{"name": "background", "values": [0]}, *[{"name": f"c{v}", "values": [v]}

@@ -110,7 +110,7 @@ def write_generation_cohort(root: Path, cases: int, shape: tuple[int, int, int],
     from medsynth.io.nifti import load_volume, save_volume
     from medsynth.models import build_generator
     from medsynth.models.registry import ModelSpec
-    from medsynth.train.checkpoint import save_checkpoint
+    from medsynth.io.checkpoint import save_checkpoint
 
     labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
     table = LabelTable.from_config(labels)

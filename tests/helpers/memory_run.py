@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 # Imported before the stage so that ``ready_mb`` holds them: what a stage adds is peak_mb - ready_mb.
-import medsynth.audit  # noqa: F401
-import medsynth.generate  # noqa: F401
-import medsynth.stages  # noqa: F401
+import medsynth.evaluation.memorisation_audit  # noqa: F401
+import medsynth.inference.generate_cases  # noqa: F401
+import medsynth.evaluation.stages  # noqa: F401
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -37,8 +37,8 @@ def _metrics(c: dict) -> dict:
 
 
 def evaluate(c: dict) -> None:
-    from medsynth.generate import generated_cases
-    from medsynth.stages import evaluate_experiment
+    from medsynth.inference.generate_cases import generated_cases
+    from medsynth.evaluation.stages import evaluate_experiment
 
     evaluate_experiment(generated_cases(c["test"], Path(c["cases_dir"])), meta=c["meta"], reference=c["test"],
                         reference_meta=c["meta"], train_reference=c["train"], real_stats=Path(c["real_stats"]),
@@ -48,7 +48,7 @@ def evaluate(c: dict) -> None:
 
 
 def utility(c: dict) -> None:
-    from medsynth.stages import utility_experiment
+    from medsynth.evaluation.stages import utility_experiment
 
     utility_experiment(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
                        cases_dir=Path(c["cases_dir"]), test=c["test"], split=Path(c["split"]), names=c["names"],
@@ -58,8 +58,8 @@ def utility(c: dict) -> None:
 
 def audit_shared(c: dict) -> None:
     """Every training case exported (paired: each against its own real image too), as the script builds them."""
-    from medsynth.audit import SharedCase, audit_shared
-    from medsynth.generate import generated_cases
+    from medsynth.evaluation.memorisation_audit import SharedCase, audit_shared
+    from medsynth.inference.generate_cases import generated_cases
 
     cases_dir = Path(c["cases_dir"])
     shared = [SharedCase(case, f"p_{case}", Path(real), gen, own=True)
@@ -71,7 +71,7 @@ def audit_shared(c: dict) -> None:
 
 def segmenter(c: dict) -> None:
     from medsynth.metrics.segmentation import train_segmenter
-    from medsynth.train.run import load_slices
+    from medsynth.data.slice_set import load_slices
 
     data = load_slices(c["train"])
     train_segmenter(data.images, data.labels, len(c["names"]), steps=SEGMENTER["segmenter_steps"],
@@ -84,7 +84,7 @@ def train_data(c: dict) -> None:
     train.ram_cache_gb), memory-mapped beyond."""
     import tempfile
 
-    from medsynth.train.run import load_slices
+    from medsynth.data.slice_set import load_slices
 
     with tempfile.TemporaryDirectory() as spill:
         data = load_slices(c["train"], ram_gb=c.get("ram_gb"), spill_dir=Path(spill), context_slices=1)
@@ -93,7 +93,7 @@ def train_data(c: dict) -> None:
 
 
 def real_stats(c: dict) -> None:
-    from medsynth.batches import slice_chunks
+    from medsynth.data.slice_batches import slice_chunks
     from medsynth.metrics.perceptual import save_real_stats
 
     images = (chunk[:, None] for chunk, in slice_chunks(c["train"], ("images",)))
@@ -101,7 +101,7 @@ def real_stats(c: dict) -> None:
 
 
 def generate(c: dict) -> None:
-    from medsynth.generate import GenerateSettings, LabelCase, generate_cases
+    from medsynth.inference.generate_cases import GenerateSettings, LabelCase, generate_cases
 
     cases = [LabelCase(*case) for case in c["label_cases"]]
     generate_cases(Path(c["generator"]), cases, Path(c["out"]), GenerateSettings(2, 0, 16, CPU))

@@ -18,7 +18,7 @@ from medsynth.metrics.segmentation import (
     summarize,
     train_segmenter,
 )
-from medsynth.train.checkpoint import save_checkpoint
+from medsynth.io.checkpoint import save_checkpoint
 
 CPU = torch.device("cpu")
 NAMES = ["background", "outer", "inner"]

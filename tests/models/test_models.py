@@ -6,7 +6,7 @@ from medsynth.models.ema import EMA
 from medsynth.models.losses import (class_balance_weights, class_stats_l1, class_stats_to_targets_l1, class_targets,
                                     diversity_reward, labelmix_mask, seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, check_size
-from medsynth.train.data import one_hot
+from medsynth.data.slice_set import one_hot
 
 TINY = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
 

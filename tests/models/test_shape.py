@@ -12,7 +12,7 @@ from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.io.nifti import save_volume
 from medsynth.models.registry import ModelSpec, build_generator
 from medsynth.models.shape import mask_loss
-from medsynth.train.data import one_hot
+from medsynth.data.slice_set import one_hot
 
 
 def disc(size: int, radius: float) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 from medsynth.models import build_discriminator, build_generator
 from medsynth.models.ema import EMA
 from medsynth.models.registry import ModelSpec
-from medsynth.train.data import one_hot
+from medsynth.data.slice_set import one_hot
 
 TINY = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from medsynth.train.data import evenly_spaced
+from medsynth.data.slice_set import evenly_spaced
 
 
 def test_evenly_spaced_keeps_the_ends_and_at_most_the_limit(make_toy_slices):

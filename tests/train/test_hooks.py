@@ -5,7 +5,7 @@ import signal
 import pytest
 
 from medsynth.io.tables import read_tsv
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from medsynth.train.hooks import after_step, due
 from medsynth.train.records import open_losses
 from medsynth.train.resume import LatestCheckpoint

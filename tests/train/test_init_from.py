@@ -10,7 +10,7 @@ import torch
 
 from toy_run import TOY_SPEC, toy_settings
 
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from medsynth.train.context import build_context
 from medsynth.train.init_from import initialise
 from medsynth.train.loop import train

@@ -8,7 +8,7 @@ import torch
 from medsynth.io.tables import read_tsv
 from medsynth.models.registry import ModelSpec
 from medsynth.train import step as step_module
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from medsynth.train.loop import INTERRUPTED_EXIT, NonFiniteLoss, TrainSettings, train
 
 SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
@@ -124,7 +124,7 @@ def test_slices_beyond_the_ram_budget_are_memory_mapped_with_the_same_content(tm
     import numpy as np
 
     from medsynth.data.slicing import CaseSlices
-    from medsynth.train.run import load_slices
+    from medsynth.data.slice_set import load_slices
 
     data = make_toy_slices(n=6, size=16)
     files = []

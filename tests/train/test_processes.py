@@ -16,7 +16,7 @@ import yaml
 
 from medsynth.data.slicing import CaseSlices
 from medsynth.io.tables import read_tsv, write_tsv
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from medsynth.train.loop import INTERRUPTED_EXIT
 
 

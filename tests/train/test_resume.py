@@ -7,7 +7,7 @@ import torch
 
 from medsynth.io.tables import read_tsv
 from medsynth.models.registry import ModelSpec
-from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.train.loop import TrainSettings, train
 
 SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)

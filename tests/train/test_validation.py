@@ -12,7 +12,7 @@ from medsynth.io.tables import parse_float, read_tsv
 from medsynth.metrics import perceptual as P
 from medsynth.metrics.perceptual import save_real_stats
 from medsynth.models.registry import ModelSpec
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from medsynth.train.loop import TrainSettings, train
 
 SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from medsynth.io.tables import read_tsv
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from tiny_workflow import LABELS, TINY, no_controller_env, planned_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,8 +82,8 @@ def test_outputs_of_every_stage(finished):
     assert int(test_metrics["kid"]["n"]) > 0 and "every subset holds all of it" in test_metrics["kid"]["note"]
     assert all(math.isfinite(float(r[k])) for r in metrics for k in ("fid", "kid"))  # FID during validation
     # Body Dice counts as tissue what the experiment's train.mask_threshold says, at test time too.
-    from medsynth.evaluate import evaluate_cases
-    from medsynth.generate import generated_cases
+    from medsynth.evaluation.test_metrics import evaluate_cases
+    from medsynth.inference.generate_cases import generated_cases
 
     real = [w / "results/slices/phantom/cases" / c / "slices.npz" for c in sorted(test_cases)]
     cases = generated_cases(real, w / "results/generate/tiny/cases")
@@ -262,7 +262,7 @@ def test_export_is_a_dataset_nnunet_accepts(finished):
 @pytest.mark.slow
 def test_every_generator_has_its_model_card(finished):
     """select writes the card into generator.pt; model_card adds the test metrics and shares both."""
-    from medsynth.model_card import PENDING, SECTIONS, missing_fields
+    from medsynth.sharing.model_card import PENDING, SECTIONS, missing_fields
 
     for exp, datasets in (("tiny", ["phantom"]), ("tiny-unpaired", ["phantom", "phantom_mr"])):
         selected = load_checkpoint(finished / f"results/select/{exp}/generator.pt")["card"]
@@ -325,7 +325,7 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
 @pytest.mark.slow
 def test_an_experiment_fine_tunes_another_experiments_generator(finished, snakemake):
     """train.init_from: results/select/tiny/generator.pt is an input; the new run starts from it."""
-    from medsynth.train.checkpoint import load_checkpoint
+    from medsynth.io.checkpoint import load_checkpoint
     from medsynth.train.init_from import file_digest
 
     config = json.loads(json.dumps(TINY))

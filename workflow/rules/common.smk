@@ -135,7 +135,7 @@ for _name, _exp in config["experiments"].items():
 # would otherwise fail every case's preprocessing, or training after all of it. Where Snakemake
 # runs without medsynth installed (e.g. with --use-conda), the jobs make the same checks.
 if importlib.util.find_spec("medsynth") is not None:
-    from medsynth.config_checks import config_errors
+    from medsynth.config.checks import config_errors
 
     # The working directory: where a url dataset's cases.tsv lies once downloaded (its test patients).
     _errors = config_errors(config, _LABEL_FILES, os.getcwd())
@@ -489,7 +489,7 @@ def export_parts():
 
 
 def export_naming():
-    """What names every experiment's nnU-Net dataset (medsynth.export.export_folders derives
+    """What names every experiment's nnU-Net dataset (medsynth.sharing.nnunet_export.export_folders derives
     the names from it): ids and names are assigned across experiments, so each rule sees them all."""
     keys = ("export_id", "export_name")
     return {

@@ -3,10 +3,10 @@
 import logging
 from pathlib import Path
 
-from medsynth.audit import EXPORT_AUDIT_COLUMNS, SharedCase, audit_shared
-from medsynth.generate import generated_cases, samples_file
+from medsynth.evaluation.memorisation_audit import EXPORT_AUDIT_COLUMNS, SharedCase, audit_shared
+from medsynth.inference.generate_cases import generated_cases, samples_file
 from medsynth.io.tables import read_tsv, write_tsv
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from medsynth.data.cohort import case_problems
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 from medsynth.data.cohort import drop_labels, register_layout, register_local, use_image_column
 from medsynth.data.download import extract, fetch
 from medsynth.data.phantom import write_cohort
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     src = snakemake.params.source  # noqa: F821

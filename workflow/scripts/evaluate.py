@@ -3,11 +3,11 @@
 from pathlib import Path
 
 from medsynth.data.labels import LabelTable, table_names
-from medsynth.generate import generated_cases
+from medsynth.inference.generate_cases import generated_cases
 from medsynth.io.tables import write_tsv
-from medsynth.logs import log_to
-from medsynth.stages import EVALUATE_TABLES, evaluate_experiment
-from medsynth.train.loop import resolve_device
+from medsynth.io.logs import log_to
+from medsynth.evaluation.stages import EVALUATE_TABLES, evaluate_experiment
+from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

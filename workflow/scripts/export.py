@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from medsynth.data.labels import LabelTable
-from medsynth.export import export_experiment
-from medsynth.logs import log_to
+from medsynth.sharing.nnunet_export import export_experiment
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

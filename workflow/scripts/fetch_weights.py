@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 from medsynth.metrics.perceptual import fetch_weights
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)

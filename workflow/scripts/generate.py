@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from medsynth.generate import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
+from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
 from medsynth.io.tables import read_tsv, write_tsv
-from medsynth.logs import log_to
-from medsynth.train.loop import resolve_device
+from medsynth.io.logs import log_to
+from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

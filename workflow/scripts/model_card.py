@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from medsynth.logs import log_to
-from medsynth.model_card import shared_audit, write_cards
+from medsynth.io.logs import log_to
+from medsynth.sharing.model_card import shared_audit, write_cards
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from medsynth.data.views import oasis_view
 from medsynth.io.tables import read_tsv
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

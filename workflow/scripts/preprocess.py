@@ -6,7 +6,7 @@ from pathlib import Path
 from medsynth.data.label_only import preprocess_label_only
 from medsynth.data.labels import LabelTable
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

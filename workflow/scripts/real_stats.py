@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from medsynth.batches import slice_chunks
-from medsynth.logs import log_to
+from medsynth.data.slice_batches import slice_chunks
+from medsynth.io.logs import log_to
 from medsynth.metrics.perceptual import save_real_stats
-from medsynth.train.loop import resolve_device
+from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

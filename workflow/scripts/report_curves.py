@@ -2,8 +2,8 @@
 
 import json
 
-from medsynth.logs import log_to
-from medsynth.plots import loss_curves, metric_curves
+from medsynth.io.logs import log_to
+from medsynth.reporting.plots import loss_curves, metric_curves
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from medsynth.logs import log_to
-from medsynth.plots import class_intensity_plot
+from medsynth.io.logs import log_to
+from medsynth.reporting.plots import class_intensity_plot
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

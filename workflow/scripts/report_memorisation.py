@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from medsynth.audit import memorisation_pairs_panels
-from medsynth.logs import log_to
-from medsynth.plots import memorisation_pairs
+from medsynth.evaluation.memorisation_audit import memorisation_pairs_panels
+from medsynth.io.logs import log_to
+from medsynth.reporting.plots import memorisation_pairs
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

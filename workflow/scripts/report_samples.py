@@ -8,10 +8,10 @@ import numpy as np
 
 from medsynth.data.labels import LabelTable
 from medsynth.data.slicing import CaseSlices
-from medsynth.generate import generated_cases
-from medsynth.logs import log_to
-from medsynth.plots import case_strip, test_sample_grid
-from medsynth.side_views import case_views, side_views_figure
+from medsynth.inference.generate_cases import generated_cases
+from medsynth.io.logs import log_to
+from medsynth.reporting.plots import case_strip, test_sample_grid
+from medsynth.reporting.side_views import case_views, side_views_figure
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

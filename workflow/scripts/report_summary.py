@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from medsynth.logs import log_to
-from medsynth.report import write_summary
+from medsynth.io.logs import log_to
+from medsynth.reporting.summary import write_summary
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

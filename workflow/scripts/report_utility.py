@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from medsynth.io.tables import read_tsv
-from medsynth.logs import log_to
-from medsynth.plots import utility_plot
+from medsynth.io.logs import log_to
+from medsynth.reporting.plots import utility_plot
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

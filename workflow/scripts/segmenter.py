@@ -5,10 +5,10 @@ from pathlib import Path
 import torch
 
 from medsynth.data.labels import LabelTable
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 from medsynth.metrics.segmentation import save_segmenter, train_segmenter
-from medsynth.train.loop import resolve_device
-from medsynth.train.run import load_slices
+from medsynth.models.devices import resolve_device
+from medsynth.data.slice_set import load_slices
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import medsynth
-from medsynth.logs import log_to
-from medsynth.model_card import card_before_selection, dataset_entry
-from medsynth.select import select_checkpoint
+from medsynth.io.logs import log_to
+from medsynth.sharing.model_card import card_before_selection, dataset_entry
+from medsynth.sharing.selection import select_checkpoint
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -8,7 +8,7 @@ import numpy as np
 
 from medsynth.data.slicing import SliceSettings, slice_case, write_pngs
 from medsynth.io.nifti import load_volume
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.io.tables import write_tsv
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

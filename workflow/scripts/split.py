@@ -5,7 +5,7 @@ import logging
 from medsynth.data.cohort import read_cases
 from medsynth.data.split import PARTS, SPLIT_COLUMNS, split_table
 from medsynth.io.tables import write_tsv
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

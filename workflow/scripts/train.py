@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medsynth.logs import log_to
+from medsynth.io.logs import log_to
 from medsynth.train.launch import launch, write_spec
 from medsynth.train.run import run_experiment
 

@@ -6,10 +6,10 @@ import torch
 
 from medsynth.data.labels import LabelTable, table_names
 from medsynth.io.tables import write_tsv
-from medsynth.logs import log_to
-from medsynth.stages import utility_experiment
-from medsynth.train.loop import resolve_device
-from medsynth.utility import COLUMNS
+from medsynth.io.logs import log_to
+from medsynth.evaluation.stages import utility_experiment
+from medsynth.models.devices import resolve_device
+from medsynth.evaluation.utility import COLUMNS
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821

@@ -202,7 +202,7 @@ def _verify_or_discard(part: Path, url: str, expected: dict[str, str], size: int
 
 
 def _progress_bar(total: int | None, initial: int, name: str, enabled: bool) -> tqdm:
-    # sys.stderr is looked up per call because medsynth.logs.log_to swaps it for the log file.
+    # sys.stderr is looked up per call because medsynth.io.logs.log_to swaps it for the log file.
     return tqdm(
         total=total,
         initial=initial,

@@ -60,7 +60,7 @@ def preprocess_label_only(case_id: str, label_path: Path, out_dir: Path, table: 
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     if qc_path is not None:
-        from medsynth.plots import preprocess_qc  # matplotlib only when a QC picture is asked for
+        from medsynth.io.figures import preprocess_qc  # matplotlib only when a QC picture is asked for
 
         z = int(np.argmax(((lab_r > 0) & (lab_r != table.body_class)).sum(axis=(0, 1))))
         preprocess_qc(qc_path, image[:, :, z], (-1.0, 1.0), image[:, :, z], mask[:, :, z], lab_r[:, :, z],

@@ -274,7 +274,7 @@ def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     if qc_path is not None:
-        from medsynth.plots import preprocess_qc  # matplotlib only when a QC picture is asked for
+        from medsynth.io.figures import preprocess_qc  # matplotlib only when a QC picture is asked for
 
         # The slice with the most labelled anatomy (every body slice carries the body class); the most
         # body where nothing else is labelled (an image-only case).

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medsynth.data.context import context_labels
+from medsynth.data.slice_context import context_labels
 from medsynth.inference.synthesize import draw_noise, run_generator
 
 INPLANE_MODES = ("canvas", "tiles")

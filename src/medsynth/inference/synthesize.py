@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from medsynth.train.data import generator_input
+from medsynth.data.slice_set import generator_input
 
 NOISE_MODES = ("volume", "slice")
 

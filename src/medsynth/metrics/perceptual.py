@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from medsynth.batches import Rebatch
+from medsynth.data.slice_batches import Rebatch
 from medsynth.data.download import hash_file
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medsynth.data.labels import ORGAN_MEAN, organ_ids, organ_note
-from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
 
 KIND = "segmenter"
 # Four levels: at 64 px the bottleneck is 8 x 8 and the receptive field

@@ -13,8 +13,8 @@ from medsynth.models import get_preset
 from medsynth.models.losses import class_targets
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
-from medsynth.train.data import SliceSet, evenly_spaced
-from medsynth.train.devices import resolve_device, uses_channels_last
+from medsynth.data.slice_set import SliceSet, evenly_spaced
+from medsynth.models.devices import resolve_device, uses_channels_last
 from medsynth.train.init_from import file_digest
 from medsynth.train.settings import TrainSettings, fingerprint
 from medsynth.train.step import LOSS_NAMES, LossWeights

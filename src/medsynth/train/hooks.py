@@ -43,7 +43,7 @@ def due(step: int, steps: int, sample_every: int, eval_every: int, checkpoint_ev
 
 def write_samples(ctx: RunContext, state: RunState) -> Path:
     """``samples/step_XXXXXX.png``: label | generated (EMA) | real, on the fixed validation slices."""
-    from medsynth.plots import sample_grid  # matplotlib only when training runs
+    from medsynth.io.figures import sample_grid  # matplotlib only when training runs
 
     s, fixed = ctx.settings, ctx.fixed
     fake = synthesize(state.nets.ema.model, fixed.labels.long(), ctx.num_classes, s.seed, s.batch_size, ctx.device,

@@ -21,7 +21,7 @@ from medsynth.data.download import hash_file
 from medsynth.data.labels import LabelTable
 from medsynth.models.classes import ClassMatch, match_classes, remap_state
 from medsynth.models.registry import PRESETS, ModelSpec
-from medsynth.train.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint
 from medsynth.train.settings import TrainSettings
 from medsynth.train.step import Nets
 

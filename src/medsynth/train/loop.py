@@ -27,8 +27,9 @@ from tqdm import tqdm
 from medsynth.models.registry import ModelSpec
 from medsynth.train import distributed as ddp
 from medsynth.train.context import RunContext, build_context
-from medsynth.train.data import SliceSet
-from medsynth.train.devices import describe_hardware, prepare_nets, resolve_device
+from medsynth.data.slice_set import SliceSet
+from medsynth.models.devices import describe_hardware
+from medsynth.train.devices import prepare_nets
 from medsynth.train.hooks import after_step
 from medsynth.train.init_from import initialise
 from medsynth.train.iteration import NonFiniteLoss, iterate
@@ -42,7 +43,7 @@ from medsynth.train.validation import evaluate
 
 # The loop's public names, wherever they are defined (workflow scripts, bench and tests import them from here).
 __all__ = ["INTERRUPTED_EXIT", "JOB_COLUMNS", "METRIC_COLUMNS", "MODES", "NonFiniteLoss", "TrainSettings",
-           "evaluate", "finalize", "fingerprint", "record_job_event", "resolve_device", "state_digest", "train"]
+           "evaluate", "finalize", "fingerprint", "record_job_event", "state_digest", "train"]
 
 
 def train(

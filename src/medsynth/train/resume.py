@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from medsynth.train import distributed as ddp
-from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.train.context import RunContext
 from medsynth.train.state import RunState
 from medsynth.train.validation import revalidate

@@ -10,19 +10,10 @@ import torch
 from medsynth.data.labels import LabelTable
 from medsynth.io.tables import read_tsv
 from medsynth.train import distributed as ddp
-from medsynth.train.data import SliceSet
+from medsynth.data.slice_set import load_slices
 from medsynth.train.loop import TrainSettings, train
 
 
-def load_slices(files: Sequence[str | Path], ram_gb: float | None = None, spill_dir: Path | None = None,
-                context_slices: int = 0) -> SliceSet:
-    """``results/slices/<dataset>/cases/<case>/slices.npz`` files -> one set (case id = folder name),
-    with ``context_slices`` neighbouring label maps each side.
-
-    In memory up to ``ram_gb`` gigabytes, memory-mapped under ``spill_dir`` beyond that.
-    """
-    budget = None if ram_gb is None else ram_gb * 1e9
-    return SliceSet.from_files([(Path(f).parent.name, Path(f)) for f in files], budget, spill_dir, context_slices)
 
 
 def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]:
@@ -84,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
     import sys
 
-    from medsynth.logs import log_to
+    from medsynth.io.logs import log_to
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:

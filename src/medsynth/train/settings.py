@@ -67,7 +67,7 @@ class TrainSettings:
         if settings.lambda_diversity > 0 and settings.batch_size % 2:
             raise ValueError(f"train.lambda_diversity needs an even train.batch_size (each label map is drawn twice), "
                              f"got {settings.batch_size}")
-        from medsynth.data.context import context_offsets
+        from medsynth.data.slice_context import context_offsets
 
         context_offsets(settings.context_slices)  # refuses an out-of-range value, naming the key
         if settings.precision not in ("fp32", "bf16"):

@@ -28,7 +28,7 @@ from medsynth.models.losses import (class_stats_l1, class_stats_to_targets_l1, d
                                     labelmix_mask, seg_ce_fake, seg_ce_real)
 from medsynth.models.registry import ModelSpec, build_wavelet_discriminator
 from medsynth.models.shape import mask_loss
-from medsynth.train.data import generator_input, one_hot
+from medsynth.data.slice_set import generator_input, one_hot
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from medsynth.metrics import DIRECTIONS, METRICS_VERSION, is_better
 from medsynth.metrics.image import body_dice, intensity_w1, paired_metrics
 from medsynth.metrics.perceptual import INCEPTION_FILE, perceptual_scores, weight_path
 from medsynth.models.spectral import refresh_spectral_norm
-from medsynth.train.checkpoint import load_checkpoint, save_checkpoint
-from medsynth.train.data import SliceSet
+from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.data.slice_set import SliceSet
 
 log = logging.getLogger(__name__)
 

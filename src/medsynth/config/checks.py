@@ -1,0 +1,382 @@
+"""Checks of a workflow config that need medsynth's own rules, made when the workflow loads it.
+
+The schema checks keys and types; what only the label table or a model preset can say
+(a value listed twice, a slice size a network cannot take) would otherwise surface in
+every case's preprocessing job, or only when training starts after all of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from medsynth.data.labels import LabelError, LabelTable
+from medsynth.data.patients import KnownPatients, listed
+from medsynth.sharing.nnunet_export import export_folders
+from medsynth.models.presets import check_size, get_preset
+
+
+def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None,
+                  workdir: str | Path = Path()) -> list[str]:
+    """Messages naming the config key (and the label-table file it came from, if any); empty when fine.
+
+    ``workdir``: Snakemake's working directory, where downloaded datasets' cases tables lie.
+    """
+    # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
+    size_errors = slice_size_errors(config) or segmenter_size_errors(config)
+    return [*label_table_errors(config["datasets"], label_files or {}), *image_only_errors(config), *size_errors,
+            *require_classes_errors(config), *unpaired_spacing_errors(config), *class_stats_errors(config),
+            *export_errors(config), *generate_from_errors(config), *init_from_errors(config),
+            *leakage_errors(config, KnownPatients(config, workdir))]
+
+
+def unpaired_spacing_errors(config: Mapping) -> list[str]:
+    """Unpaired mode learns the image dataset's images conditioned on the label dataset's maps: at two
+    in-plane spacings, organs would have one size in the maps and another in the images it imitates."""
+    datasets, errors = config["datasets"], []
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        pair = (exp.get("dataset"), exp.get("images_from"))
+        if (exp.get("train") or {}).get("mode") != "unpaired" or not all(d in datasets for d in pair):
+            continue
+        spacing = [(datasets[d].get("preprocess") or {}).get("spacing_xy") for d in pair]
+        if spacing[0] != spacing[1]:
+            errors.append(f"config: experiments.{name} is unpaired with datasets.{pair[0]}.preprocess.spacing_xy "
+                          f"{spacing[0]} but datasets.{pair[1]}.preprocess.spacing_xy {spacing[1]}: set both to "
+                          "one spacing, so organs have one size in the label maps and the images")
+    return errors
+
+
+def require_classes_errors(config: Mapping) -> list[str]:
+    """``slice.require_classes`` names classes of every labelled dataset's table (image-only ones keep all
+    their body slices): a name a table lacks would silently drop every slice of that dataset."""
+    required = list((config.get("slice") or {}).get("require_classes") or [])
+    errors = []
+    for name in sorted(d for d in config["datasets"] if not image_only(config["datasets"][d])):
+        try:
+            names = LabelTable.from_config(config["datasets"][name]["labels"]).names
+        except (LabelError, KeyError, TypeError):
+            continue  # label_table_errors names it
+        missing = [c for c in required if c not in names]
+        if missing:
+            errors.append(f"config: slice.require_classes names {missing}, which datasets.{name}.labels does not "
+                          f"have (its classes: {list(names)}); fix the names or give that table the classes")
+    return errors
+
+
+def image_only(dataset: Mapping) -> bool:
+    """A dataset without a label table: images only (the unpaired mode's real images)."""
+    return "labels" not in dataset
+
+
+def image_only_errors(config: Mapping) -> list[str]:
+    """An image-only dataset has no label maps: it can only give an unpaired experiment its real images
+    (images_from; the class-statistics loss, which needs them, is ``class_stats_errors``'); its layout finds
+    no label files."""
+    datasets, errors = config["datasets"], []
+    for name in sorted(datasets):
+        layout = datasets[name].get("layout") or {}
+        if image_only(datasets[name]) and layout and not layout.get("image"):
+            errors.append(f"config: datasets.{name} is label-only (layout has no image) and has no labels: add "
+                          "its label table (labels:)")
+        elif image_only(datasets[name]) and layout.get("label"):
+            errors.append(f"config: datasets.{name}.layout.label is set, but the dataset has no labels: add its "
+                          "label table (labels:), or leave layout.label out for an image-only dataset")
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        roles = [("dataset", exp.get("dataset"))] + [("generate_from", d) for d in exp.get("generate_from", [])]
+        for key, d in roles:
+            if d in datasets and image_only(datasets[d]):
+                errors.append(f"config: experiments.{name}.{key} names {d!r}, an image-only dataset (no labels): "
+                              "its images have no label maps to train or generate from; it can only be an "
+                              "unpaired experiment's images_from (or give it a label table)")
+    return errors
+
+
+def init_from_errors(config: Mapping) -> list[str]:
+    """``train.init_from`` names a file that exists, or one another experiment's select stage writes."""
+    made = {f"results/select/{name}/generator.pt" for name in config.get("experiments") or {}}
+    errors = []
+    for name, exp in sorted((config.get("experiments") or {}).items()):
+        source = (exp.get("train") or {}).get("init_from")
+        if not source:
+            continue
+        if source == f"results/select/{name}/generator.pt":
+            errors.append(f"config: experiments.{name}.train.init_from is the experiment's own generator; give "
+                          "another experiment's, or a checkpoint file")
+        elif source not in made and not Path(source).is_file():
+            errors.append(f"config: experiments.{name}.train.init_from: {source} does not exist; give an exported "
+                          "generator.pt, a run's latest.pt or an EMA snapshot (or results/select/<other "
+                          "experiment>/generator.pt)")
+    return errors
+
+
+def label_table_errors(datasets: Mapping[str, Mapping], label_files: Mapping[str, str]) -> list[str]:
+    errors = []
+    for name in sorted(d for d in datasets if not image_only(datasets[d])):
+        try:
+            LabelTable.from_config(datasets[name]["labels"])
+        except LabelError as exc:
+            where = f"datasets.{name}.labels" + (f" (from {label_files[name]})" if name in label_files else "")
+            errors.append(f"config: {where}: {exc}; fix the label table")
+    return errors
+
+
+def slice_size_errors(config: Mapping) -> list[str]:
+    experiments = config.get("experiments") or {}
+    if not experiments:
+        return []
+
+    size = config["slice"]["size"]
+    errors = []
+    for name in sorted(experiments):
+        preset = experiments[name]["train"]["model"]
+        spec = get_preset(preset)
+        try:
+            check_size(spec, size, f"slice.size with experiments.{name}.train.model = {preset!r}")
+        except ValueError as exc:
+            m = spec.min_size_multiple
+            nearest = sorted({max(m, size - size % m), size - size % m + m})
+            errors.append(f"config: {exc} (e.g. slice.size: {' or '.join(map(str, nearest))})")
+    return errors
+
+
+def segmenter_size_errors(config: Mapping) -> list[str]:
+    """The segmenter pools len(channels) - 1 times; a size it cannot take would fail only when its rule runs.
+
+    Without the key (a config not yet given the schema's defaults) there is nothing to check;
+    the default's 3 poolings fit every preset's size multiple anyway.
+    """
+    channels = (config.get("metrics") or {}).get("segmenter_channels")
+    if not config.get("experiments") or not channels:
+        return []
+    size, m = config["slice"]["size"], 2 ** (len(channels) - 1)
+    if size % m:
+        return [f"config: slice.size {size} must be a multiple of {m} for metrics.segmenter_channels = "
+                f"{list(channels)} ({len(channels) - 1} poolings); change slice.size or use fewer levels"]
+    return []
+
+
+def _class_names(datasets: Mapping[str, Mapping], a: str, b: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The class names of two datasets' label tables; None when either table cannot be read (a wrong
+    table is reported by label_table_errors, an unknown dataset by the workflow's own checks)."""
+    try:
+        return tuple(LabelTable.from_config(datasets[d]["labels"]).names for d in (a, b))
+    except (LabelError, KeyError, TypeError):
+        return None
+
+
+def class_stats_errors(config: Mapping) -> list[str]:
+    """Unpaired ``lambda_class_stats`` pulls each class to the image dataset's own mean and std for that class id.
+
+    That needs the image dataset labelled with the same classes in the same order (training
+    compares class ids; evaluation matches tables by name and needs neither); an unlabelled MR
+    set (image-only: no labels) cannot give them.
+    """
+    errors = []
+    datasets = config["datasets"]
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        train = exp["train"]
+        if train.get("mode") != "unpaired" or not train.get("lambda_class_stats") or "images_from" not in exp:
+            continue
+        where = f"config: experiments.{name}.train.lambda_class_stats"
+        if exp["images_from"] in datasets and "labels" not in datasets[exp["images_from"]]:
+            errors.append(f"{where} pulls each class to its mean and std in datasets.{exp['images_from']}, which has "
+                          "no labels (image-only): there are none to pull to; set lambda_class_stats: 0, or label "
+                          f"that dataset with the classes of datasets.{exp['dataset']}.labels in their order")
+            continue
+        names = _class_names(datasets, exp["dataset"], exp["images_from"])
+        if names and names[0] != names[1]:
+            names_a, names_b = names
+            errors.append(
+                f"{where} needs datasets.{exp['images_from']}.labels "
+                f"to list the classes of datasets.{exp['dataset']}.labels in the same order "
+                f"({list(names_a)}; it has {list(names_b)}): training compares class ids; reorder or label the "
+                "image dataset, or set lambda_class_stats: 0"
+            )
+    return errors
+
+
+def export_errors(config: Mapping) -> list[str]:
+    """Export takes generated cases of parts generate made, one dataset id per experiment, ids in 1..999."""
+    gen = list((config.get("generate") or {}).get("splits", ["test"]))
+    exp_cfg = config.get("export") or {}
+    errors = []
+    if "test" not in gen:
+        errors.append(f"config: generate.splits is {gen}: add test, the part evaluate scores")
+    missing = [p for p in exp_cfg.get("splits", []) if p not in gen]
+    if missing:
+        errors.append(f"config: export.splits holds {missing}, which generate.splits ({gen}) does not generate; "
+                      "add them to generate.splits")
+    errors += _real_export_errors(config) if exp_cfg.get("include_real") else []
+    try:
+        folders = export_folders(config)
+    except ValueError as err:
+        return [*errors, f"config: {err} (experiments.<name>.export_id / export_name, export.first_id)"]
+    ids: dict[str, list[str]] = {}
+    for name, folder in folders.items():
+        ids.setdefault(folder[len("Dataset"):len("Dataset") + 3], []).append(name)
+    errors += [f"config: experiments {names} export to the same nnU-Net dataset id {i}; "
+               "give them different experiments.<name>.export_id" for i, names in sorted(ids.items()) if len(names) > 1]
+    return errors
+
+
+def _real_export_errors(config: Mapping) -> list[str]:
+    """Real + synthetic in one dataset: an unpaired experiment's real cases are the image dataset's,
+    whose label maps must name the same classes in the same order as the synthetic cases'."""
+    errors = []
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        if exp.get("train", {}).get("mode") != "unpaired" or "images_from" not in exp:
+            continue
+        names = _class_names(config["datasets"], exp["dataset"], exp["images_from"])
+        if names and names[0] != names[1]:
+            names_a, names_b = names
+            errors.append(f"config: export.include_real puts datasets.{exp['images_from']}'s real cases beside "
+                          f"experiments.{name}'s synthetic ones, so its labels must list the classes of "
+                          f"datasets.{exp['dataset']}.labels in the same order ({list(names_a)}; it has "
+                          f"{list(names_b)}); relabel it or set export.include_real: false")
+    return errors
+
+
+def _label_only(dataset: Mapping) -> bool:
+    """A local layout without an image pattern: a dataset of label maps only."""
+    layout = dataset.get("layout") or {}
+    return bool(layout) and not layout.get("image")
+
+
+def generate_from_errors(config: Mapping) -> list[str]:
+    """``generate_from`` datasets get images from a generator trained on another dataset's label maps:
+    the same classes in the same order and the same in-plane spacing, or it paints the wrong organs
+    at the wrong scale. A label-only dataset has no images to train on or imitate."""
+    datasets = config["datasets"]
+    errors = []
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        for key in ("dataset", "images_from"):
+            if exp.get(key) in datasets and _label_only(datasets[exp[key]]):
+                errors.append(f"config: experiments.{name}.{key} is {exp[key]!r}, a label-only dataset (layout "
+                              "has no image); name it in experiments.<name>.generate_from instead")
+        for other in exp.get("generate_from", []):
+            where = f"config: experiments.{name}.generate_from names {other!r}"
+            if other not in datasets:
+                errors.append(f"{where}, which is not one of the datasets {sorted(datasets)}")
+                continue
+            names = _class_names(datasets, exp.get("dataset"), other)
+            if names is None:
+                continue
+            names_a, names_b = names
+            if names_a != names_b:
+                errors.append(f"{where}, whose labels list {list(names_b)}; the generator knows "
+                              f"{list(names_a)} (datasets.{exp['dataset']}.labels): same classes, same order")
+            spacing = [datasets[d].get("preprocess", {}).get("spacing_xy") for d in (exp["dataset"], other)]
+            if spacing[0] != spacing[1]:
+                errors.append(f"{where}, whose preprocess.spacing_xy is {spacing[1]}; the generator was trained at "
+                              f"{spacing[0]} (datasets.{exp['dataset']}.preprocess.spacing_xy): set the same")
+    return errors
+
+
+# --- No test patient in anything shared ---------------------------------------------------------------------------
+# The test part is what evaluate scores and what anyone scores a model trained on the export with; a test
+# patient's label map or image in an exported (or generated-for) training set makes those scores lie.
+
+def leakage_errors(config: Mapping, known: KnownPatients) -> list[str]:
+    """Test patients in what an experiment exports, as far as the datasets' cases are known now
+    (the export refuses the rest when it runs: ``export.leaked_cases``)."""
+    return [*export_test_errors(config, known), *generate_from_trained_errors(config, known),
+            *generate_from_patient_errors(config, known), *export_cross_errors(config, known)]
+
+
+def _patients_of(known: KnownPatients, dataset: str, patients: set[str] | None = None) -> str:
+    shown = known.test(dataset) if patients is None else patients
+    if shown is None:
+        return "patients known once it is downloaded and split"
+    return f"patients {listed(shown)}" if shown else "no patients yet"
+
+
+def _experiment_datasets(exp: Mapping) -> list[tuple[str, str]]:
+    """(key, dataset) of what an experiment trains, validates and tests on: images_from in unpaired mode only."""
+    unpaired = (exp.get("train") or {}).get("mode") == "unpaired"
+    return [(k, exp[k]) for k in ("dataset", "images_from") if exp.get(k) and (k == "dataset" or unpaired)]
+
+
+def export_parts(config: Mapping) -> list[str]:
+    """The parts the export ships: export.splits, else generate.splits other than test (as common.smk)."""
+    return list((config.get("export") or {}).get("splits") or
+                [p for p in (config.get("generate") or {}).get("splits", ["test"]) if p != "test"])
+
+
+def export_test_errors(config: Mapping, known: KnownPatients) -> list[str]:
+    if "test" not in ((config.get("export") or {}).get("splits") or []):
+        return []
+    head = "config: export.splits holds test"
+    tail = "; remove test from export.splits (by default it ships generate.splits' other parts)"
+    experiments = config.get("experiments") or {}
+    if not experiments:
+        return [f"{head}: the test patients must stay out of anything shared{tail}"]
+    real = bool((config.get("export") or {}).get("include_real"))
+    errors = []
+    for name in sorted(experiments):
+        shipped = [d for key, d in _experiment_datasets(experiments[name]) if key == "dataset" or real]
+        what = " and ".join(f"datasets.{d}'s test part ({_patients_of(known, d)})" for d in shipped)
+        errors.append(f"{head}: experiments.{name}'s export would ship {what}, the patients evaluate scores "
+                      f"the generator on and whoever trains on the export must test on{tail}")
+    return errors
+
+
+def generate_from_trained_errors(config: Mapping, known: KnownPatients) -> list[str]:
+    """A generate_from dataset that an experiment trains on has test patients, whose label maps would become
+    exported training cases."""
+    experiments = config.get("experiments") or {}
+    trained: dict[str, str] = {}
+    for name in sorted(experiments):
+        for key in ("dataset", "images_from"):
+            if experiments[name].get(key):
+                trained.setdefault(experiments[name][key], f"experiments.{name}.{key}")
+    return [f"config: experiments.{name}.generate_from names {other!r}, which {trained[other]} trains, validates "
+            f"and tests on: the label maps of its test part ({_patients_of(known, other)}) would become exported "
+            "training cases; generate from datasets no experiment trains on (e.g. label maps of other patients)"
+            for name in sorted(experiments) for other in experiments[name].get("generate_from", [])
+            if other in trained]
+
+
+def generate_from_patient_errors(config: Mapping, known: KnownPatients) -> list[str]:
+    """A generate_from dataset (never split: every case is generated for) holding a test patient of the
+    experiment's own datasets."""
+    experiments, errors = config.get("experiments") or {}, []
+    trained = {e.get(k) for e in experiments.values() for k in ("dataset", "images_from")}
+    for name in sorted(experiments):
+        for other in experiments[name].get("generate_from", []):
+            patients = known.patients(other) if other not in trained else None
+            for key, dataset in _experiment_datasets(experiments[name]) if patients else []:
+                leaked = patients & (known.test(dataset) or set())
+                if leaked:
+                    errors.append(
+                        f"config: experiments.{name}.generate_from names {other!r}, whose "
+                        f"{_patients_of(known, other, leaked)} are in the test part of datasets.{dataset} (experiments.{name}.{key}): their synthetic cases "
+                        f"would be exported as training cases; remove those patients' cases from datasets.{other}")
+    return errors
+
+
+def export_cross_errors(config: Mapping, known: KnownPatients) -> list[str]:
+    """Unpaired: a patient in both datasets, exported from one and in the other's test part. The split puts
+    one patient id in the same part of every dataset, except where the small-cohort rule moved it."""
+    parts, errors = [p for p in export_parts(config) if p != "test"], []  # test: export_test_errors
+    real = bool((config.get("export") or {}).get("include_real"))
+    experiments = config.get("experiments") or {}
+    for name in sorted(experiments) if parts else []:
+        pairs = dict(_experiment_datasets(experiments[name]))
+        if "images_from" not in pairs or pairs["images_from"] == pairs["dataset"]:
+            continue
+        checks = [("export.splits", "synthetic", pairs["dataset"], pairs["images_from"])]
+        checks += [("export.include_real", "real", pairs["images_from"], pairs["dataset"])] if real else []
+        for key, kind, shipped, other in checks:
+            leaked = (known.in_parts(shipped, parts) or set()) & (known.test(other) or set())
+            if leaked:
+                errors.append(
+                    f"config: {key} ships experiments.{name}'s {kind} cases of datasets.{shipped}'s {'/'.join(parts)} "
+                    f"part, but its {_patients_of(known, shipped, leaked)} are in the test part of datasets.{other} "
+                    "(a tiny cohort's split moved them there); remove those patients' cases from one of the two "
+                    "datasets, or add patients to the smaller one")
+    return errors

@@ -1,0 +1,353 @@
+"""Test-set metrics of generated images.
+
+Paired mode: against the real test image of the same label map (SSIM, PSNR,
+RMSE, LPIPS; every sample of a case against that case's real slices). Both
+modes: the body the image shows against the label map's body mask (Dice) and
+the intensity distribution inside the label map's body against the real
+images' (W1) of the image dataset's test split; per class, the intensity of
+generated vs real images (HU for CT).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from medsynth.data.slice_batches import Rebatch, slice_chunks
+from medsynth.data.intensity import IntensityMap
+from medsynth.data.labels import BODY, ORGAN_MEAN, class_lookup, organ_ids, organ_note
+from medsynth.data.slicing import CaseSlices
+from medsynth.metrics import intensity
+from medsynth.metrics.image import IntensityHistogram, body_dice, diversity, paired_metrics, sample_diversity
+from medsynth.metrics.perceptual import PerceptualStream
+from medsynth.metrics.segmentation import (PREDICT_BATCH, UNetSegmenter, confusion, load_segmenter, per_class_scores,
+                                          predict)
+
+COLUMNS = ["metric", "mean", "std", "n", "note"]
+NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
+NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
+CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body",
+                "body_dice"]
+
+
+def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
+                   threshold: float = -0.95, real_stats: Path | None = None, perceptual: dict | None = None,
+                   device: torch.device | None = None,
+                   fake_features: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
+    """``cases``: (case id, real slices.npz, generated samples.npz). Returns (summary, per-case rows).
+
+    ``threshold`` is the experiment's ``train.mask_threshold`` (tissue for body
+    Dice). ``real_stats`` (Inception statistics of the image dataset's test
+    split) and ``perceptual`` (the metrics settings) add FID, KID and LPIPS
+    when the pretrained weights are there; ``fake_features`` are the generated slices' Inception
+    features when the caller has them (``memorisation_features``), so they are not computed twice.
+    Cases are read one at a time; what is kept grows by a few numbers per slice (per-image scores,
+    Inception features, LPIPS values), not by the slices.
+    """
+    per_image: dict[str, list[np.ndarray]] = {}
+    per_case = []
+    spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel variances across samples, body pixels
+    generated = IntensityHistogram()  # intensity W1: every sample inside the body of its label maps
+    scores = (PerceptualStream(real_stats, perceptual, device or torch.device("cpu"), fake_features)
+              if real_stats is not None and perceptual is not None else None)
+    for case_id, real_path, gen_path in sorted(cases):
+        real, fakes = load_case(real_path, gen_path)
+        real_t = torch.from_numpy(real.images)[:, None]
+        body = torch.from_numpy(real.masks)[:, None].float()
+        if len(fakes) > 1:
+            total, pixels = sample_diversity(torch.from_numpy(fakes)[:, :, None], body)
+            spread = [spread[0] + total, spread[1] + pixels]
+        for i in range(len(fakes)):  # diversity: every pair of samples of the same label maps
+            for j in range(i + 1, len(fakes)):
+                if scores is not None:
+                    scores.push_pair(torch.from_numpy(fakes[i])[:, None], torch.from_numpy(fakes[j])[:, None])
+        for k, fake in enumerate(fakes):
+            fake_t = torch.from_numpy(fake)[:, None]
+            m = paired_metrics(fake_t, real_t, body=body) if paired else {}
+            m["body_dice"] = body_dice(fake_t, body, threshold)
+            for name, values in m.items():
+                per_image.setdefault(name, []).append(values.numpy())
+            per_case.append({"case_id": case_id, "sample": k, "slices": len(real.z),
+                             **{name: float(v.mean()) for name, v in m.items()}})
+            # Every sample of a case is paired with that case's real slices (LPIPS), and
+            # scored inside the body of the label maps it was generated from (W1).
+            generated.add(fake_t, body)
+            if scores is not None:
+                scores.push(fake_t, real_t if paired else None)
+    if not per_image:
+        raise ValueError("no test slices to evaluate: is the test split empty?")
+    summary = _pixel_summary(per_image)
+    reference = IntensityHistogram()
+    for images, masks in slice_chunks(reference_files):
+        reference.add(images, masks)
+    n = sum(len(v) for v in per_image["body_dice"])
+    summary.append({"metric": "intensity_w1", "mean": generated.w1(reference), "std": math.nan, "n": n})
+    summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
+                    "std": math.nan, "n": int(spread[1]),
+                    "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
+                    "[-1, 1] units" if spread[1] else "not computed: one sample per label map"})
+    if scores is not None:
+        summary += _perceptual_summary(scores.scores(), scores.counts, paired)
+    return summary, per_case
+
+
+def load_case(real_path: Path, gen_path: Path) -> tuple[CaseSlices, np.ndarray]:
+    real = CaseSlices.load(Path(real_path))
+    with np.load(gen_path) as f:
+        fakes, z = f["samples"].astype(np.float32), f["z"]
+    if not np.array_equal(z, real.z):
+        raise ValueError(f"{gen_path}: slices {z.tolist()} do not match the real slices {real.z.tolist()} "
+                         f"of {real_path}; regenerate the test set")
+    return real, fakes
+
+
+def _pixel_summary(per_image: dict[str, list[np.ndarray]]) -> list[dict]:
+    summary = []
+    for name in ("ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice"):
+        if name not in per_image:
+            summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0, "note": NOT_PAIRED})
+            continue
+        values = np.concatenate(per_image[name])
+        summary.append({"metric": name, "mean": float(values.mean()), "std": float(values.std()), "n": values.size})
+    return summary
+
+
+def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired: bool) -> list[dict]:
+    """Rows of ``PerceptualStream``'s scores; ``counts``: how many generated images and pairs they are over."""
+    rows = []
+    for name, std, n in (("fid", math.nan, counts["fake"]), ("kid", scores["kid_std"], counts["fake"]),
+                         ("lpips", math.nan, counts["lpips"]),
+                         ("lpips_diversity", math.nan, counts["lpips_diversity"])):
+        value = scores[name]
+        note = ""
+        if math.isnan(value):
+            note = NOT_PAIRED if name == "lpips" and not paired else (
+                "not computed: one sample per label map" if name == "lpips_diversity" and not n
+                else NO_WEIGHTS)
+        if name == "kid" and not note and scores.get("kid_whole_set"):
+            note = ("std understates the uncertainty: the test set is no larger than "
+                    "metrics.kid_subset_size, so every subset holds all of it")
+        rows.append({"metric": name, "mean": value, "std": std, "n": 0 if math.isnan(value) else n, "note": note})
+    return rows
+
+
+SEG_COLUMNS = ["class", "dice_generated", "iou_generated", "dice_real", "iou_real", "voxels", "note"]
+NO_LABELS = "not computed: the image dataset has no label maps"  # the caller names the dataset
+UNKNOWN_CLASS = "not scored: the segmenter (trained on the image dataset's labels) does not know this class"
+
+
+def segmentation_consistency(segmenter_path: Path | None, cases: Sequence[tuple[str, Path, Path]],
+                             reference_files: Sequence[Path], class_names: Sequence[str],
+                             reference_names: Sequence[str] | None, device: torch.device | None = None,
+                             not_computed: str = NO_LABELS) -> list[dict]:
+    """Per-class Dice/IoU of a segmenter trained on real images, on generated vs real test images:
+    rows of ``SEG_COLUMNS``, one per class of ``class_names`` (the experiment's table), then ``ORGAN_MEAN``.
+
+    Generated images are scored against the label maps they were generated from; real test images
+    of the image dataset (``reference_files``, labelled by the table ``reference_names``) against
+    their own labels (the upper bound). Both in the segmenter's classes (the image dataset's), which
+    are matched to the experiment's by name: a class the segmenter does not know is NaN (``note``
+    says so) and its pixels are left out of the generated images' confusion, since no prediction
+    there is right or wrong. ``segmenter_path`` or ``reference_names`` None (an image-only image
+    dataset: no labels to train or score a segmenter on): every row NaN, noted ``not_computed``.
+    """
+    if segmenter_path is None or reference_names is None:
+        return [{"class": c, **dict.fromkeys(SEG_COLUMNS[1:5], math.nan), "voxels": 0, "note": not_computed}
+                for c in [*class_names, ORGAN_MEAN]]
+    model, seg_names = load_segmenter(Path(segmenter_path), device)
+    if tuple(seg_names) != tuple(reference_names):
+        raise ValueError(f"{segmenter_path}: the segmenter knows the classes {list(seg_names)}, the image dataset's "
+                         f"label table {list(reference_names)}: it is out of date; rerun the segmenter rule")
+    lookup = class_lookup(class_names, seg_names)  # experiment class id -> segmenter class id, -1: unknown
+    conf_gen, voxels = _generated_confusion(model, cases, lookup, len(class_names), device)
+    conf_real = torch.zeros(model.num_classes, model.num_classes, dtype=torch.int64)
+
+    def add(images: torch.Tensor, labels: torch.Tensor) -> None:
+        conf_real.add_(confusion(predict(model, images[:, None], batch=len(images), device=device), labels.long(),
+                                 model.num_classes))
+
+    run = Rebatch(add, PREDICT_BATCH)  # predict's batches over the whole set: the same predictions
+    for images, labels in slice_chunks(reference_files, ("images", "labels")):
+        run.push(images, labels)
+    run.close()
+    return _rows_by_name(per_class_scores(conf_gen), per_class_scores(conf_real), class_names, lookup, voxels)
+
+
+def _generated_confusion(model: UNetSegmenter, cases: Sequence[tuple[str, Path, Path]], lookup: np.ndarray,
+                         num_classes: int, device: torch.device | None) -> tuple[torch.Tensor, np.ndarray]:
+    """The segmenter's confusion on every generated sample against its label map mapped into the segmenter's
+    classes (``lookup``; -1 leaves a class's pixels out), and the label maps' pixels per class (all samples)."""
+    n = model.num_classes
+    conf = torch.zeros(n, n, dtype=torch.int64)
+    voxels = np.zeros(num_classes, np.int64)
+    for _, real_path, gen_path in sorted(cases):
+        labels = CaseSlices.load(Path(real_path)).labels.astype(np.int64)
+        with np.load(gen_path) as f:
+            fakes = torch.from_numpy(f["samples"].astype(np.float32))
+        voxels += np.bincount(labels.reshape(-1), minlength=num_classes)[:num_classes] * len(fakes)
+        target = torch.from_numpy(lookup[labels])
+        known = target >= 0
+        for fake in fakes:
+            conf += confusion(predict(model, fake[:, None], device=device)[known], target[known], n)
+    return conf, voxels
+
+
+def _rows_by_name(gen: dict[str, list[float]], real: dict[str, list[float]], class_names: Sequence[str],
+                  lookup: np.ndarray, voxels: np.ndarray) -> list[dict]:
+    """``SEG_COLUMNS`` rows of the experiment's classes from scores in the segmenter's classes, then the
+    organ mean over the organs scored on both sides: one set of classes, so their ratio compares like
+    with like (a class absent from one side's test set would otherwise weigh on one mean only)."""
+    rows = []
+    for c, name in enumerate(class_names):
+        j = int(lookup[c])
+        values = ({"dice_generated": gen["dice"][j], "iou_generated": gen["iou"][j], "dice_real": real["dice"][j],
+                   "iou_real": real["iou"][j]} if j >= 0 else dict.fromkeys(SEG_COLUMNS[1:5], math.nan))
+        rows.append({"class": name, **values, "voxels": int(voxels[c]), "note": "" if j >= 0 else UNKNOWN_CLASS})
+    covered = _scored_organs(rows, class_names)
+    mean = {k: float(np.mean([rows[i][k] for i in covered])) if covered else math.nan for k in SEG_COLUMNS[1:5]}
+    unknown = [r["class"] for r in rows if r["note"] == UNKNOWN_CLASS]
+    note = organ_note([class_names[i] for i in covered])
+    note += f"; not scored: {', '.join(unknown)} (unknown to the segmenter)" if unknown else ""
+    organs = organ_ids(class_names)
+    return [*rows, {"class": ORGAN_MEAN, **mean, "voxels": int(voxels[organs].sum()), "note": note}]
+
+
+def _scored_organs(rows: Sequence[dict], class_names: Sequence[str]) -> list[int]:
+    """Ids of the organ classes with a Dice on generated and on real images."""
+    return [i for i in organ_ids(class_names)
+            if not (math.isnan(rows[i]["dice_generated"]) or math.isnan(rows[i]["dice_real"]))]
+
+
+def segmentation_summary(rows: list[dict]) -> list[dict]:
+    """The organ means of ``segmentation_consistency``'s table as test metrics, and their ratio.
+
+    ``n`` is the number of organ classes the means are over (those scored on both sides); ``note``
+    names them, or says why nothing was computed.
+    """
+    mean = rows[-1]
+    n = len(_scored_organs(rows[:-1], [r["class"] for r in rows[:-1]]))
+    out = []
+    for kind, what in (("generated", "segmenter trained on real images, on generated test images vs their "
+                                     "label maps"),
+                       ("real", "the same segmenter on real test images (upper bound)")):
+        note = mean["note"] if math.isnan(mean[f"dice_{kind}"]) else f"{what}; {mean['note']}"
+        out.append({"metric": f"seg_dice_{kind}", "mean": mean[f"dice_{kind}"], "std": math.nan, "n": n,
+                    "note": note})
+    gen, real = mean["dice_generated"], mean["dice_real"]
+    ratio = gen / real if real > 0 else math.nan
+    note = "seg_dice_generated / seg_dice_real (1 = as segmentable as real images)"
+    if math.isnan(ratio):
+        note = "not computed: seg_dice_real is 0" if real == 0 else mean["note"]
+    out.append({"metric": "seg_ratio", "mean": ratio, "std": math.nan, "n": n, "note": note})
+    return out
+
+
+INTENSITY_COLUMNS = ["class", "unit", *intensity.COLUMNS[1:], "note"]
+UNITS = {True: "HU", False: "[-1, 1]"}  # by whether a CT curve converted the images
+
+
+def read_metas(files: Sequence[str | Path]) -> dict[str, dict]:
+    """Case id (its folder's name) -> ``results/preprocess/<dataset>/<case>/meta.json``."""
+    return {Path(f).parent.name: json.loads(Path(f).read_text()) for f in files}
+
+
+def intensity_curve(meta: dict) -> IntensityMap | None:
+    """A CT case's own curve from [-1, 1] into HU; None for MR, which stays in [-1, 1].
+
+    MR has no absolute scale: its units differ between scanners and cases,
+    and each case was mapped onto [-1, 1] by its own percentile window, so
+    [-1, 1] is the one scale the cases share (and in unpaired mode the window
+    of the case a label map came from says nothing about the image dataset).
+    """
+    return IntensityMap.from_meta(meta["intensity"]) if meta["modality"] == "CT" else None
+
+
+NOT_IN_TABLE = "not compared: the image dataset's label table has no class of this name"
+BODY_DIFFERS = ("the two label tables name different classes: the body (the tissue a table does not name) "
+                "holds different tissue on the two sides")
+
+
+def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
+                    class_names: Sequence[str], metas: dict[str, dict], reference_metas: dict[str, dict], *,
+                    reference_names: Sequence[str] | None, not_computed: str = NO_LABELS) -> list[dict]:
+    """Per-class intensity of the generated test set vs real test images: rows of ``INTENSITY_COLUMNS``.
+
+    Generated: every sample of every case (``cases`` as for ``evaluate_cases``),
+    in the label maps it was generated from. Real: the image dataset's test
+    slices (``reference_files``) in their own labels, whose table ``reference_names``
+    names: matched to ``class_names`` by name (its classes the experiment's table
+    lacks are left out; a class it lacks has NaN real statistics, noted). None (an
+    image-only dataset): no real side, every row noted ``not_computed``.
+    ``metas`` and ``reference_metas`` map case ids to their ``meta.json`` (``read_metas``).
+    CT is compared in HU: each real case through its own curve; a generated
+    image through its case's curve in paired mode and, in unpaired mode, the
+    image dataset's, whose [-1, 1] the generator learned to imitate (a CT
+    dataset's curve comes from its settings, one for all its cases).
+    """
+    n = len(class_names)
+    real, generated = intensity.ClassIntensityCounts(n), intensity.ClassIntensityCounts(n)
+    lookup = None if reference_names is None else class_lookup(reference_names, class_names)
+    reference_curves: dict[IntensityMap | None, Path] = {}
+    for path in reference_files:
+        curve = intensity_curve(meta_of(reference_metas, Path(path)))
+        reference_curves.setdefault(curve, Path(path))
+        if lookup is not None:
+            slices = CaseSlices.load(Path(path))
+            labels = lookup[slices.labels.astype(np.int64)]
+            known = labels >= 0
+            real.add(slices.images[known], labels[known], curve, str(path))
+    if not paired and len(reference_curves) > 1:  # the generated side needs the one curve of the dataset
+        files = ", ".join(str(p) for p in reference_curves.values())
+        raise ValueError(f"real test cases with different intensity curves ({files}): their meta.json files come "
+                         "from different preprocessing settings; rerun the preprocessing of that dataset")
+    shared = next(iter(reference_curves), None)
+    for case_id, real_path, gen_path in sorted(cases):
+        slices, fakes = load_case(real_path, gen_path)
+        curve = intensity_curve(meta_of(metas, Path(real_path))) if paired else shared
+        for fake in fakes:
+            generated.add(fake, slices.labels, curve, str(gen_path))
+    rows = intensity.compare(generated.stats(), real.stats(), class_names)
+    notes = _intensity_notes(class_names, reference_names, not_computed)
+    return [{"class": r["class"], "unit": UNITS[shared is not None], **r, "note": note}
+            for r, note in zip(rows, notes)]
+
+
+def _intensity_notes(class_names: Sequence[str], reference_names: Sequence[str] | None,
+                     not_computed: str) -> list[str]:
+    """Per class, why its real side is missing or what to mind (the body when the tables differ)."""
+    if reference_names is None:
+        return [not_computed] * len(class_names)
+    absent = class_lookup(class_names, reference_names) < 0
+    differ = set(class_names[1:]) != set(reference_names[1:])
+    return [NOT_IN_TABLE if absent[i] else BODY_DIFFERS if differ and name == BODY else ""
+            for i, name in enumerate(class_names)]
+
+
+def meta_of(metas: Mapping[str, dict], slices_path: Path) -> dict:
+    """The ``meta.json`` (from ``read_metas``) of the case whose ``slices.npz`` is ``slices_path``."""
+    case = slices_path.parent.name
+    if case not in metas:
+        raise KeyError(f"{slices_path}: no meta.json of case {case!r} among the {len(metas)} given; the preprocess "
+                       "meta.json of every test case must be an input of evaluate")
+    return metas[case]
+
+
+def intensity_summary(rows: Sequence[dict]) -> dict:
+    """``class_intensity``'s flags as one test metric: how many classes, and which (note), and which classes
+    could not be compared for want of labels; NaN with the reason when none could."""
+    names = intensity.flagged(rows)
+    compared = sum(1 for r in rows if r["voxels_real"] > 0 and r["voxels_generated"] > 0)
+    notes = {r.get("note", "") for r in rows}
+    if len(notes) == 1 and next(iter(notes)).startswith("not computed"):  # no real side at all
+        return {"metric": "classes_outside_real_range", "mean": math.nan, "std": math.nan, "n": 0,
+                "note": next(iter(notes))}
+    absent = [r["class"] for r in rows if r.get("note") == NOT_IN_TABLE]
+    parts = [", ".join(names)] + ([f"not compared: {', '.join(absent)} (not in the image dataset's label table)"]
+                                  if absent else [])
+    return {"metric": "classes_outside_real_range", "mean": len(names), "std": math.nan, "n": compared,
+            "note": "; ".join(p for p in parts if p)}

@@ -1,0 +1,312 @@
+"""Test-set generation: K samples per label map, as 2D PNGs and as 3D volumes on the source grid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import medsynth
+
+from medsynth.data.checks import same_grid_up_to_orientation, tissue_at_background
+from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.labels import LabelTable
+from medsynth.data.intensity import IntensityMap
+from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane
+from medsynth.data.slicing import CaseSlices, axial_stack
+from medsynth.inference.canvas import Canvas, crop, generate_stack, paste, plan_canvas
+from medsynth.io.images import display_view, save_png, unit_to_uint8
+from medsynth.io.nifti import Volume, load_volume, save_volume
+from medsynth.models import build_generator
+from medsynth.models.registry import ModelSpec
+from medsynth.io.checkpoint import load_checkpoint
+from medsynth.inference.synthesize import NOISE_MODES, draw_noise, synthesize, volume_noise  # noqa: F401 (callers import them from here)
+
+# Each synthetic volume with its provenance: the label case and split part it came from, the sample
+# index, seed and noise mode that regenerate it, the generator (its training step and selection metric) and the
+# medsynth version that wrote it.
+# ``background``: the value a voxel holds where nothing was generated (outside the body); ``tissue_at_background``:
+# the fraction of the label map's labelled voxels that hold it (0 when generation covered every label).
+MANIFEST_COLUMNS = ["case_id", "dataset", "source_case", "patient_id", "part", "sample", "seed", "noise", "volume",
+                    "label", "pngs", "generator_step", "selected_by", "medsynth_version", "background",
+                    "tissue_at_background"]
+
+
+class LabelCase(NamedTuple):
+    """A preprocessed, sliced label case to generate for."""
+
+    case_id: str  # unique among the experiment's generated cases: its folder under cases/
+    slices: Path
+    preprocess_dir: Path
+    part: str  # its split part, or "generate_from" for a case of experiments.<e>.generate_from
+    dataset: str = ""
+    source_case: str = ""  # the case id in its dataset (default case_id)
+    patient_id: str = ""
+
+
+def sample_seed(base_seed: int, case_id: str, sample: int) -> int:
+    """Seed of one (case, sample): regenerating it needs only these three values."""
+    digest = hashlib.sha256(f"{base_seed}:{case_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
+    return generator_from_state(load_checkpoint(path, map_location=device), path, device)
+
+
+def generator_from_state(state: dict, source: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
+    """The EMA generator held by a loaded checkpoint (``source`` names it in errors), in eval mode."""
+    if "ema" not in state or "model" not in state:
+        raise ValueError(f"{source}: holds no EMA generator; pass the generator exported by the select stage")
+    G = build_generator(ModelSpec.from_dict(state["model"]), state["num_classes"]).to(device)
+    G.load_state_dict(state["ema"])
+    return G.eval(), state["num_classes"]
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """How the synthetic volumes of a run are drawn (``generate`` in the config; ``medsynth generate``)."""
+
+    samples: int = 1  # volumes per label map
+    seed: int = 0  # base seed: each (case, sample) seed derives from it (``sample_seed``)
+    batch: int = 16  # slices per generator call: changes only float rounding
+    device: torch.device = torch.device("cpu")
+    noise: str = "volume"  # see ``inference.synthesize.synthesize``
+    noise_sigma_mm: float = 0.0  # the spatial noise map's smoothing along z
+    inplane: str = "tiles"  # tiles | canvas: see ``inference.canvas`` (bench/coverage.py chose tiles)
+
+
+def synthetic_volume(G: torch.nn.Module, num_classes: int, label: np.ndarray, canvas: Canvas,
+                     grid_affine: np.ndarray, seed: int, settings: GenerateSettings, tile: int) -> np.ndarray:
+    """One synthetic volume on the preprocessed grid ([-1, 1]; -1 outside the body) for a label map (X, Y, Z)
+    with its body class, generated on ``canvas`` (every labelled slice, the whole labelled extent; ``tile``:
+    the training size, for ``tiles``). Noise as ``inference.synthesize.synthesize``, smoothed along z in mm
+    of ``grid_affine``."""
+    labels = crop(label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0)
+    spacing_z = float(np.linalg.norm(np.asarray(grid_affine)[:3, 2]))
+    stack = generate_stack(G, num_classes, labels, canvas.z, seed, settings.batch, settings.device, settings.noise,
+                           settings.noise_sigma_mm / spacing_z, settings.inplane, tile)
+    volume = np.full(label.shape, -1.0, dtype=np.float32)
+    paste(volume, stack, canvas)
+    return volume
+
+
+# Generated tissue is kept this far above the background value (in the volume's units: HU for CT), so
+# that the background value in a written volume means "nothing generated here" (the export checks it).
+TISSUE_MARGIN = {"CT": 1.0}
+MR_TISSUE_MARGIN = 1e-3  # of the window
+
+
+def assemble_volume(volume: np.ndarray, body: np.ndarray, meta: dict) -> np.ndarray:
+    """A generated volume on the preprocessed grid ([-1, 1]) -> physical intensities on the source grid.
+
+    Inside the label map's ``body`` the generated tissue, kept above the background value (the curve's
+    low end, +``TISSUE_MARGIN``); outside it, and beyond the preprocessed grid, the background value.
+    """
+    curve = IntensityMap.from_meta(meta["intensity"])
+    physical = curve.to_physical(volume)
+    margin = TISSUE_MARGIN.get(meta["modality"], MR_TISSUE_MARGIN * (curve.hi - curve.lo))
+    physical[body] = np.maximum(physical[body], curve.lo + margin)
+    physical[~body] = curve.lo
+    return back_to_source(physical, meta, order=1, cval=curve.lo)
+
+
+def generate_case(G: torch.nn.Module, num_classes: int, case: LabelCase, out_dir: Path, table: LabelTable,
+                  settings: GenerateSettings, tile: int, scale: tuple[IntensityMap, str] | None = None) -> list[dict]:
+    """K synthetic volumes of one preprocessed case, on its source grid, with its label map.
+
+    Every slice of the training-grid label map that carries a label, over its whole labelled extent
+    (``inference.canvas``), not only the slices and crops training saw; ``samples.npz`` keeps the crops
+    of the case's ``slices.npz`` (what evaluation compares with the real slices). ``scale`` (curve,
+    modality) writes the images on another dataset's scale than the label case's own: unpaired mode,
+    where CT label maps become MR-like images. ``tile``: the training size.
+    """
+    slices = CaseSlices.load(Path(case.slices))
+    meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
+    if scale is not None:
+        meta = {**meta, "intensity": scale[0].to_meta(), "modality": scale[1]}
+    case_dir = Path(out_dir) / case.case_id
+    source_label = load_volume(Path(meta["source_label"]), np.integer, meta.get("source_series", {}).get("label"))
+    label = label_on_source_grid(source_label, table, tuple(meta["source_shape"]), np.asarray(meta["source_affine"]))
+    grid_label = load_volume(Path(case.preprocess_dir) / "label.nii.gz", np.uint8).array
+    rows, crops = write_samples(G, num_classes, case.case_id, grid_label, label, meta, case_dir, settings, tile,
+                                slices)
+    np.savez_compressed(samples_file(out_dir, case.case_id), samples=np.stack(crops).astype(np.float16), z=slices.z)
+    return rows
+
+
+def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label: np.ndarray, label: np.ndarray,
+                  meta: dict, case_dir: Path, settings: GenerateSettings, tile: int,
+                  slices: CaseSlices | None = None) -> tuple[list[dict], list[np.ndarray]]:
+    """Write ``label`` (source grid) and each sample's volume of one case: (manifest rows, and per sample the
+    crops of ``slices`` cut from it, on the preprocessed grid). With ``slices`` (the workflow) a PNG per
+    sample and labelled slice too."""
+    pngs = slices is not None
+    source_affine = np.asarray(meta["source_affine"])
+    label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
+    canvas = plan_canvas(grid_label, tile, 2 ** getattr(G, "num_up", 0))
+    body = grid_label > 0
+    if pngs:
+        for lab, z in zip(crop(grid_label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0), canvas.z):
+            save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
+    background = IntensityMap.from_meta(meta["intensity"]).lo
+    rows, crops = [], []
+    for k in range(settings.samples):
+        seed = sample_seed(settings.seed, case_id, k)
+        volume = synthetic_volume(G, num_classes, grid_label, canvas, meta["affine"], seed, settings, tile)
+        if pngs:
+            stack = crop(volume, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, -1.0)
+            for img, z in zip(stack, canvas.z):
+                save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
+        image = _physical(assemble_volume(volume, body, meta), meta)
+        vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", image, source_affine)
+        rows.append({"case_id": case_id, "sample": k, "seed": seed,
+                     "noise": noise_label(G, settings.noise, settings.noise_sigma_mm), "volume": str(vol_file),
+                     "label": str(label_file), "pngs": str(case_dir / f"sample_{k}") if pngs else "",
+                     "background": float(background),
+                     "tissue_at_background": tissue_at_background(image, label, background)})
+        if slices is not None:
+            crops.append(_crops_like(volume, slices))
+    return rows, crops
+
+
+def _crops_like(volume: np.ndarray, slices: CaseSlices) -> np.ndarray:
+    """The windows of ``slices`` (its z and crop offsets) cut from a volume on the preprocessed grid."""
+    size = slices.labels.shape[-1]
+    out = np.empty((len(slices.z), size, size), dtype=np.float32)
+    for x0, y0 in {(int(a), int(b)) for a, b in slices.offsets}:
+        pick = (slices.offsets[:, 0] == x0) & (slices.offsets[:, 1] == y0)
+        out[pick] = axial_stack(volume, x0, y0, size, -1.0, slices.z[pick])
+    return out
+
+
+def label_on_source_grid(label: Volume, table: LabelTable, shape: tuple[int, ...],
+                         affine: np.ndarray) -> np.ndarray:
+    """The label map written beside synthetic volumes: the source label map through the label table.
+
+    One rule for the workflow and ``medsynth generate``: class ids of the
+    dataset's own table, read from the source file and never resampled (a map
+    stored in another orientation of the image's grid is reoriented exactly),
+    so a segmentation model trains on the labels the user gave. A derived body
+    class is not in it: no label value maps to it, so unlabelled tissue stays
+    background, as in the source map. (The training-grid map the generator saw
+    holds the body class and was resampled in-plane; sent back to the source
+    grid it differs from the source map along every organ's edge.)
+    """
+    classes = table.apply(label.array, str(label.path))
+    if label.array.shape == tuple(shape) and np.allclose(label.affine, affine, atol=1e-3):
+        return classes
+    if not same_grid_up_to_orientation(label.array.shape, label.affine, shape, affine):
+        raise ValueError(f"{label.path}: label map of shape {label.array.shape} is not on the image's grid {shape}")
+    canonical, affine_c = to_canonical(classes, label.affine)
+    return resample_to_grid(canonical, affine_c, affine, tuple(shape), order=0)
+
+
+def _physical(volume: np.ndarray, meta: dict) -> np.ndarray:
+    """CT in HU as int16 (what the source CT holds); MR as float32."""
+    if meta["modality"] == "CT":
+        return np.clip(np.rint(volume), -32768, 32767).astype(np.int16)
+    return volume
+
+
+def samples_file(out_dir: Path, case_id: str) -> Path:
+    """Where ``generate_case`` stores a case's generated slices (all samples, float16)."""
+    return Path(out_dir) / case_id / "samples.npz"
+
+
+def generated_cases(real_files: Sequence[str | Path], out_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(case id, real slices.npz, generated samples.npz) for the test cases' slice files."""
+    return [(Path(p).parent.name, Path(p), samples_file(out_dir, Path(p).parent.name)) for p in real_files]
+
+
+def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
+                   settings: GenerateSettings) -> list[dict]:
+    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields)."""
+    state = load_checkpoint(generator_path, map_location=settings.device)
+    data = exported_data(state, generator_path)
+    table = LabelTable.from_config(data["labels"])
+    G, num_classes = generator_from_state(state, generator_path, settings.device)
+    tile = int(data["slice"]["size"])
+    rows = []
+    for case in tqdm(sorted(LabelCase(*c) for c in cases), desc="generate", unit="case"):
+        meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
+        # Paired: each case's own curve (an MR case's own percentile window). Unpaired, or a
+        # label-only case (no curve of its own): the scale of the images the generator learned.
+        scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
+        for row in generate_case(G, num_classes, case, Path(out_dir), table, settings, tile, scale):
+            rows.append({**row, "part": case.part, "dataset": case.dataset,
+                         "source_case": case.source_case or case.case_id,
+                         "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)})
+    return rows
+
+
+def noise_label(G: torch.nn.Module, noise: str, noise_sigma_mm: float) -> str:
+    """The manifest's ``noise`` column: the mode, and for volumes the smoothing that regenerates them
+    (only a spatial noise map is smoothed; a noise vector is one draw per volume whatever the setting)."""
+    smoothed = noise == "volume" and noise_sigma_mm > 0 and getattr(G, "spatial_noise", False)
+    return f"volume:{noise_sigma_mm:g}mm" if smoothed else noise
+
+
+def provenance(state: dict) -> dict:
+    """The generator behind a synthetic volume, for its manifest row."""
+    selected = ";".join(f"{k}={v:.6g}" for k, v in (state.get("selected_by") or {}).items())
+    return {"generator_step": state.get("step", ""), "selected_by": selected, "medsynth_version": medsynth.__version__}
+
+
+def image_scale(data: dict) -> tuple[IntensityMap, str]:
+    """(curve, modality) of the images a generator was trained on, from its exported data settings."""
+    if data["modality"] == "CT":
+        pre = data["preprocess"]
+        return IntensityMap.ct(pre.get("ct_window", (-1000.0, 1000.0)), pre.get("ct_soft_window"),
+                               pre.get("ct_soft_share", 0.6)), "CT"
+    return IntensityMap.window(0.0, 1000.0), data["modality"]  # MR has no absolute scale: [-1, 1] as 0..1000
+
+
+def exported_data(state: dict, source: Path) -> dict:
+    """The data settings (label table, modality, spacing, slice size) an exported generator carries."""
+    data = state.get("data") or {}
+    if not data.get("labels"):
+        raise ValueError(f"{source}: holds no data settings (label table, spacing); export it with the "
+                         "select stage of this version")
+    return data
+
+
+def generate_from_label_files(generator_path: Path, label_files: Sequence[Path], out_dir: Path,
+                              settings: GenerateSettings) -> list[dict]:
+    """Synthetic volumes for any label maps, using the data settings stored in the exported generator.
+
+    Each label map is mapped through the training label table, reoriented and
+    resampled (nearest) like the training data, generated on every labelled
+    slice over its whole labelled extent (``inference.canvas``) and written
+    back onto its own grid and affine, together with its class-id label map
+    (``label_on_source_grid``). A label map has no body outline of its own
+    unless its table has a body class: then the body is the labelled region
+    with its in-plane holes filled.
+    """
+    state = load_checkpoint(generator_path, map_location=settings.device)
+    data = exported_data(state, generator_path)
+    table = LabelTable.from_config(data["labels"])
+    G, num_classes = generator_from_state(state, generator_path, settings.device)
+    tile = int(data["slice"]["size"])
+    spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
+    curve, _ = image_scale(data)
+    rows: list[dict] = []
+    for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
+        vol = load_volume(label_file, np.integer)
+        classes = label_on_source_grid(vol, table, vol.array.shape, vol.affine)
+        lab_c, aff_c = to_canonical(classes, vol.affine)
+        shape, affine = inplane_grid(lab_c.shape, aff_c, spacing_xy)
+        lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
+        add_body_class(lab_r, fill_holes_inplane(lab_r > 0), table)
+        meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
+                "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(), "modality": data["modality"]}
+        case_id = label_file.name.split(".")[0]
+        rows += write_samples(G, num_classes, case_id, lab_r, classes, meta, Path(out_dir) / case_id, settings,
+                              tile)[0]
+    return [{**row, "part": "", **provenance(state)} for row in rows]

@@ -1,0 +1,321 @@
+"""The model card: what a generator was trained on, how, how it scored, and what it is for.
+
+Selection writes it into ``generator.pt`` (``card``) with every field known then; the
+test metrics exist only after evaluation, which needs that generator, so the
+``model_card`` rule adds them afterwards and writes ``MODEL_CARD.md`` beside the
+generator and a shareable copy of both (``results/share/<experiment>/``).
+Every value comes from a file of the run (split table, slices, preprocessing meta,
+``jobs.tsv``, ``selected.json``, ``test_metrics.tsv``) or the config; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.data.labels import LabelTable
+from medsynth.io.tables import parse_float, read_tsv
+
+CARD_VERSION = 1
+INTENDED_USE = ("research: synthetic training images for segmentation models, data augmentation studies, and "
+                "method development on label maps like those it was trained on")
+NOT_FOR = ("diagnosis, treatment planning or any clinical decision; images of anatomy, pathology, scanners or "
+           "protocols unlike the training data; claims about a patient (the images are made up from label maps)")
+NOT_STATED = "not stated in the config (datasets.{name}.licence): ask the data's owner before sharing this model"
+PENDING = "not yet evaluated (the model_card rule adds them after the evaluate stage)"
+# The licence is the model_card rule's too: a corrected licence text rewrites the card, not the generator.
+LICENCE_PENDING = "added by the model_card rule (results/share/<experiment>/)"
+# A fine-tuned generator's source: what it learnt came from the source's data too, under their licences.
+SOURCE_WITHOUT_CARD = ("none: {path} holds no model card (a run's latest.pt or an EMA snapshot): the data it was "
+                       "trained on and their licences are not known here; state them before sharing this model, or "
+                       "fine-tune from an exported generator.pt (results/share/<experiment>/generator.pt)")
+SOURCE_NOT_STATED = ("not stated in the source generator's card: ask the owner of the source generator's data "
+                     "before sharing this model")
+# Sections in their order on the card; the keys a complete card holds.
+SECTIONS = ("model", "training_data", "training", "selection", "test_metrics", "use", "licence")
+START_EVENTS, END_EVENTS = ("started", "resumed"), ("stopped", "finished")
+
+
+def dataset_entry(name: str, role: str, dataset: Mapping, split_tsv: Path, train_slices: Sequence[Path]) -> dict:
+    """One dataset: where it came from, its patients per split part and the slices of its training cases."""
+    rows = read_tsv(split_tsv)
+    patients = {part: len({r["patient_id"] for r in rows if r["part"] == part}) for part in ("train", "val", "test")}
+    return {"name": name, "role": role, "source": dataset["source"], "modality": dataset["modality"],
+            "patients": patients,
+            "cases": {part: sum(r["part"] == part for r in rows) for part in ("train", "val", "test")},
+            "train_slices": count_slices(train_slices)}
+
+
+def count_slices(slice_files: Sequence[Path]) -> int:
+    """Training slices in the cases' ``slices.npz`` (their small ``z`` arrays, not the images)."""
+    total = 0
+    for path in slice_files:
+        with np.load(path) as npz:
+            total += int(npz["z"].shape[0])
+    return total
+
+
+def spacing_of(meta_files: Sequence[Path]) -> dict:
+    """The training grid in mm: in-plane spacing and the range of slice thicknesses over the cases."""
+    spacings = np.array([json.loads(Path(p).read_text())["spacing"] for p in meta_files], dtype=float)
+    if spacings.size == 0:
+        return {}
+    return {"in_plane_mm": [round(float(v), 3) for v in spacings[:, :2].mean(axis=0)],
+            "slice_mm": [round(float(spacings[:, 2].min()), 3), round(float(spacings[:, 2].max()), 3)]}
+
+
+def intensity_settings(modality: str, preprocess: Mapping) -> dict:
+    """How intensities were mapped to the networks' [-1, 1]: the CT window (HU) or MR percentiles."""
+    keys = ("ct_window", "ct_soft_window", "ct_soft_share") if modality == "CT" else ("mr_percentiles",)
+    return {k: preprocess[k] for k in keys if k in preprocess}
+
+
+def training_data(datasets: Sequence[dict], modality: str, spacing: dict, table: LabelTable,
+                  intensity: dict) -> dict:
+    """``table``: the generator's classes (the config's table, plus the body class it derives when the
+    table has none, listed with no label values)."""
+    return {"datasets": list(datasets), "modality": modality, "spacing": spacing,
+            "labels": [{"id": i, "name": n, "values": list(v)} for i, (n, v) in enumerate(zip(table.names, table.values))],
+            "intensity": intensity}
+
+
+def job_times(jobs_tsv: Path) -> dict:
+    """Wall time and hardware of a training's chain of jobs (``jobs.tsv``).
+
+    A job's time runs from its start (or resume) to its stop or finish; a job that
+    crashed wrote no end, so its time is not counted and the card says how many did.
+    """
+    rows = read_tsv(jobs_tsv) if Path(jobs_tsv).is_file() else []
+    seconds, uncounted, hardware, start = 0.0, 0, [], None
+    for row in rows:
+        if row["event"] in START_EVENTS:
+            uncounted += start is not None
+            start = datetime.fromisoformat(row["time"])
+            if row.get("detail") and row["detail"] not in hardware:
+                hardware.append(row["detail"])
+        elif row["event"] in END_EVENTS and start is not None:
+            seconds += (datetime.fromisoformat(row["time"]) - start).total_seconds()
+            start = None
+    return {"wall_time_s": seconds, "wall_time": _duration(seconds), "jobs": sum(r["event"] in START_EVENTS for r in rows),
+            "jobs_without_end": uncounted + (start is not None), "hardware": hardware or ["not recorded"]}
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def training(settings: Mapping, jobs: dict, init_from: Mapping | None) -> dict:
+    keys = ("steps", "batch_size", "lr_g", "lr_d", "seed", "precision")  # mode, preset, context: under model
+    return {**{k: settings[k] for k in keys if k in settings}, **jobs,
+            "init_from": dict(init_from) if init_from else None}
+
+
+def source_record(path: str | Path) -> dict:
+    """What a fine-tuned generator's source file says of its own training data: from the model card it
+    holds (an exported ``generator.pt``), the source experiment and each dataset with its role and
+    licence (None where the card has none yet: selection's own card), and the source's own source in
+    turn; a file without a card (``latest.pt``, a snapshot) says so."""
+    from medsynth.io.checkpoint import load_checkpoint  # only a fine-tuned run's card needs torch
+
+    card = load_checkpoint(Path(path)).get("card")
+    if not card:
+        return {"card": SOURCE_WITHOUT_CARD.format(path=path)}
+    licences = card.get("licence") or {}
+    datasets = [{"name": d["name"], "role": d.get("role"), "source": d.get("source"), "modality": d.get("modality"),
+                 "licence": licences.get(d["name"])} for d in card["training_data"]["datasets"]]
+    return {"experiment": card.get("experiment"), "medsynth_version": card.get("medsynth_version"),
+            "datasets": datasets, "init_from": (card.get("training") or {}).get("init_from")}
+
+
+def with_source_licences(init_from: Mapping | None, licences: Mapping[str, str | None]) -> dict | None:
+    """``init_from`` with every source dataset's licence stated, down the chain of sources: the source
+    card's, else ``licences`` (the workflow's config, for other experiments' generators), else said to
+    be unknown."""
+    if not init_from or "datasets" not in init_from:
+        return dict(init_from) if init_from else None
+    datasets = [{**d, "licence": d.get("licence") or licences.get(d["name"]) or SOURCE_NOT_STATED}
+                for d in init_from["datasets"]]
+    return {**init_from, "datasets": datasets, "init_from": with_source_licences(init_from.get("init_from"), licences)}
+
+
+def build_card(experiment: str, model: Mapping, data: dict, train: dict, version: str) -> dict:
+    """Everything but the selection (``select_checkpoint`` adds it) and the test metrics."""
+    return {"card_version": CARD_VERSION, "experiment": experiment, "medsynth_version": version,
+            "model": dict(model), "training_data": data, "training": train, "selection": None,
+            "test_metrics": PENDING, "use": {"intended": INTENDED_USE, "not_for": NOT_FOR},
+            "licence": None}
+
+
+def card_before_selection(experiment: str, datasets: Sequence[dict], labels: Sequence[Mapping], modality: str,
+                          preprocess: Mapping, meta_files: Sequence[Path], settings: Mapping, slice_size: int,
+                          jobs_tsv: Path, version: str) -> dict:
+    """The card from the run's files and the config, as selection completes it.
+
+    ``datasets``: ``dataset_entry`` of each dataset the generator learnt from; ``meta_files``: the
+    preprocessing meta of the image dataset's training cases; ``settings``: the experiment's train settings.
+    """
+    init_from = None
+    if settings.get("init_from"):
+        from medsynth.train.init_from import file_digest
+
+        init_from = {"path": settings["init_from"], "digest": file_digest(settings["init_from"]),
+                     **source_record(settings["init_from"])}
+    model = {"preset": settings.get("model"), "mode": settings.get("mode"), "slice_size": slice_size,
+             "context_slices": settings.get("context_slices", 0)}
+    data = training_data(datasets, modality, spacing_of(meta_files), LabelTable.from_config(labels),
+                         intensity_settings(modality, preprocess))
+    return build_card(experiment, model, data, training(settings, job_times(jobs_tsv), init_from), version)
+
+
+def test_metrics(test_metrics_tsv: Path) -> dict:
+    """``test_metrics.tsv`` as {metric: {mean, std, n}}; metrics that could not be computed keep their note."""
+    out = {}
+    for row in read_tsv(test_metrics_tsv):
+        entry = {"mean": parse_float(row["mean"]), "std": parse_float(row["std"]), "n": int(float(row["n"] or 0))}
+        if row.get("note"):
+            entry["note"] = row["note"]
+        out[row["metric"]] = entry
+    return out
+
+
+def missing_fields(card: Mapping) -> list[str]:
+    """The sections a complete card lacks (empty when none)."""
+    return [s for s in SECTIONS if card.get(s) in (None, "", PENDING, LICENCE_PENDING, {})]
+
+
+def render(card: Mapping) -> str:
+    """The card as Markdown: what MODEL_CARD.md holds and ``medsynth info --card`` prints."""
+    model, data, train = card["model"], card["training_data"], card["training"]
+    licences = card["licence"] or {d["name"]: LICENCE_PENDING for d in data["datasets"]}
+    lines = [f"# Model card: medsynth generator `{card['experiment']}`", "",
+             f"medsynth {card['medsynth_version']}, card version {card['card_version']}.", "",
+             "## Intended use", "", f"**For:** {card['use']['intended']}.", "", f"**Not for:** {card['use']['not_for']}.",
+             "", "## Model", "", *_bullets(model), "", "## Training data", "",
+             "| dataset | role | source | modality | patients (train / val / test) | training slices | licence |",
+             "|---|---|---|---|---|---|---|"]
+    for d in data["datasets"]:
+        p = d["patients"]
+        lines.append(f"| {d['name']} | {d['role']} | {d['source']} | {d['modality']} | "
+                     f"{p['train']} / {p['val']} / {p['test']} | {d['train_slices']} | {licences.get(d['name'])} |")
+    spacing = data["spacing"]
+    lines += ["", f"- spacing: {' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
+                  f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
+              f"- intensity mapping: {_inline(data['intensity'])}", "", "Label table (class id: name ← label values):", "",
+              *[f"- {e['id']}: {e['name']} ← {_inline(e['values']) or 'derived (body mask)'}" for e in data["labels"]],
+              "", "## Training", "",
+              *_bullets({k: v for k, v in train.items() if k not in ("wall_time_s", "init_from")}), ""]
+    lines += _source_lines(train.get("init_from"))
+    lines += ["## Selection (validation split)", "", *_bullets(card["selection"] or {"selection": "none"}), "",
+              "## Test metrics (test split: never seen by training or selection)", ""]
+    lines += _metrics_table(card["test_metrics"]) + [""]
+    if card.get("shared_audit"):
+        lines += ["## Memorisation audit of the shared synthetic cases", "",
+                  "Each exported synthetic volume against the real image of its own label map (paired) and the "
+                  "nearest training slice of another patient, in units of what unseen patients reach "
+                  "(README, Metrics: memorisation).", "", *_bullets(card["shared_audit"]), ""]
+    lines += ["## Licence of the training data", "",
+                                                     *[f"- {n}: {t}" for n, t in licences.items()],
+                                                     *_source_licence_lines(train.get("init_from")), ""]
+    return "\n".join(lines)
+
+
+def _source_lines(init_from: Mapping | None) -> list[str]:
+    """The source of a fine-tuned generator and, in turn, its own source: file, digest, data, licences."""
+    lines = []
+    while init_from:
+        lines += ["## Initialised from" if not lines else "Its source was initialised from:", "",
+                  f"- file: {init_from.get('path')} (SHA-256 {init_from.get('digest')}…)"]
+        if "datasets" not in init_from:
+            lines += [f"- model card: {init_from.get('card', 'not recorded (a card of an older medsynth)')}", ""]
+            break
+        lines += [f"- generator `{init_from.get('experiment')}` (medsynth {init_from.get('medsynth_version')}), "
+                  "trained on:", "", "| dataset | role | source | modality | licence |", "|---|---|---|---|---|",
+                  *[f"| {d['name']} | {d['role']} | {d['source']} | {d['modality']} | "
+                    f"{d.get('licence') or LICENCE_PENDING} |" for d in init_from["datasets"]], ""]
+        init_from = init_from.get("init_from")
+    return lines
+
+
+def _source_licence_lines(init_from: Mapping | None) -> list[str]:
+    lines = []
+    while init_from and "datasets" in init_from:
+        lines += [f"- {d['name']} (initialised from generator `{init_from.get('experiment')}`): "
+                  f"{d.get('licence') or LICENCE_PENDING}" for d in init_from["datasets"]]
+        init_from = init_from.get("init_from")
+    return lines
+
+
+def _bullets(fields: Mapping) -> list[str]:
+    return [f"- {k.replace('_', ' ')}: {_inline(v)}" for k, v in fields.items()]
+
+
+def _inline(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_inline(v)}" for k, v in value.items()) if value else "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_inline(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def _metrics_table(metrics: Mapping | str) -> list[str]:
+    if isinstance(metrics, str):
+        return [metrics]
+    rows = ["| metric | mean | std | n | note |", "|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        mean = "NA" if math.isnan(m["mean"]) else f"{m['mean']:.4g}"
+        std = "" if math.isnan(m["std"]) else f"{m['std']:.4g}"
+        rows.append(f"| {name} | {mean} | {std} | {m['n']} | {m.get('note', '')} |")
+    return rows
+
+
+def shared_audit(table: Path | None, refuse: bool) -> dict:
+    """The memorisation audit of the exported synthetic volumes (``audit.audit_shared``'s table) as the card
+    states it; without an export nothing is shared."""
+    if table is None:
+        return {"exported": "nothing (no export.splits part and no generate_from dataset)"}
+    rows = read_tsv(table)
+    flagged = [f"{r['case_id']} sample {r['sample']}" for r in rows if r["flagged"] == "True"]
+    return {"volumes audited": len(rows), "flagged as possible copies": len(flagged),
+            "flagged volumes": ", ".join(flagged) if flagged else "none",
+            "flagged volumes in the export": "left out (export.refuse_flagged)" if refuse else
+            "shipped, marked as flagged (export.refuse_flagged: false)",
+            "table": f"{Path(table).name} in the export folder"}
+
+
+def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, str | None], card_md: Path,
+                share_dir: Path, source_licences: Mapping[str, str | None] | None = None,
+                audit: Mapping | None = None) -> dict:
+    """The complete card (with the test metrics and ``licences``, each dataset's as the config states
+    it): ``card_md`` beside the generator, and in ``share_dir`` the generator holding that card and the
+    same MODEL_CARD.md, the two files to give a colleague. ``source_licences``: a fine-tuned generator's
+    source datasets' licences where its card holds none (another experiment's selection-stage card);
+    ``audit``: ``shared_audit`` of the exported synthetic cases."""
+    from medsynth.io.checkpoint import load_checkpoint, save_checkpoint  # only this step needs torch
+
+    state = load_checkpoint(Path(generator))
+    if not state.get("card"):
+        raise ValueError(f"{generator}: holds no model card (exported by an older medsynth): run the select "
+                         "stage again (snakemake --forcerun select)")
+    names = [d["name"] for d in state["card"]["training_data"]["datasets"]]
+    card = {**state["card"], "test_metrics": test_metrics(test_metrics_tsv),
+            "licence": {n: licences.get(n) or NOT_STATED.format(name=n) for n in names}}
+    if audit is not None:
+        card["shared_audit"] = dict(audit)
+    train = card.get("training") or {}
+    if train.get("init_from"):
+        card["training"] = {**train, "init_from": with_source_licences(train["init_from"], source_licences or {})}
+    text = render(card)
+    share_dir = Path(share_dir)
+    share_dir.mkdir(parents=True, exist_ok=True)
+    for path in (Path(card_md), share_dir / "MODEL_CARD.md"):
+        path.write_text(text)
+    save_checkpoint(share_dir / "generator.pt", {**state, "card": card})
+    return card

@@ -1,0 +1,322 @@
+"""Synthetic (and real) labelled cases as an nnU-Net v2 raw dataset.
+
+``Dataset<NNN>_<Name>/`` holds ``imagesTr/<case>_0000.nii.gz`` and
+``labelsTr/<case>.nii.gz`` on each case's source grid with its source affine,
+``dataset.json`` (channel names, labels, number of cases, file ending, and
+medsynth's provenance in free fields nnU-Net ignores) and ``splits_final.json``,
+whose folds keep every case of one source patient together: the K synthetic
+variants of a patient and that patient's real scan are all in one fold, so a
+fold's validation never sees a patient its training saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+import medsynth
+from medsynth.data.cohort import read_cases, series_of
+from medsynth.data.labels import LabelTable
+from medsynth.data.patients import patients_in_test
+from medsynth.io.nifti import Volume, load_volume, save_volume
+from medsynth.io.tables import read_tsv
+
+log = logging.getLogger(__name__)
+
+FILE_ENDING = ".nii.gz"
+NAME = re.compile(r"^[A-Za-z0-9_]+$")
+BACKGROUND = "background"  # nnU-Net's key for class 0
+
+
+@dataclass(frozen=True)
+class ExportCase:
+    """One training case of the dataset: an image and its class-id label map on one grid."""
+
+    identifier: str  # nnU-Net's case identifier
+    image: Path
+    label: Path
+    patient: str  # the source patient: folds group by it
+    raw_label: LabelTable | None = None  # a real case: its dataset's label values, mapped through this table
+    provenance: Mapping[str, object] = field(default_factory=dict)
+    series: Mapping[str, str] = field(default_factory=dict)  # DICOM folders: SeriesInstanceUID by file role
+    background: float | None = None  # a synthetic case: the value where nothing was generated (manifest)
+
+
+def dataset_folder(root: Path, dataset_id: int, name: str) -> Path:
+    """``root/Dataset<NNN>_<Name>``; nnU-Net finds datasets by this three-digit id."""
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"export dataset_id {dataset_id} is not in 1..999 (nnU-Net's Dataset<NNN>)")
+    if not NAME.match(name):
+        raise ValueError(f"export name {name!r} may hold only letters, digits and underscores")
+    return Path(root) / f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def default_name(experiment: str) -> str:
+    """An experiment name as an nnU-Net dataset name: ``demo-unpaired`` -> ``DemoUnpaired``."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", experiment) if part)
+
+
+def export_folders(config: Mapping) -> dict[str, str]:
+    """experiment -> its dataset folder name (``Dataset<NNN>_<Name>``), computed here only.
+
+    ``config`` needs ``experiments`` (each with optional ``export_id`` / ``export_name``)
+    and ``export.first_id``: an experiment without an id gets first_id + its position
+    among the experiments sorted by name.
+    """
+    first = int((config.get("export") or {}).get("first_id", 500))
+    out = {}
+    for i, name in enumerate(sorted(config.get("experiments") or {})):
+        exp = config["experiments"][name]
+        out[name] = dataset_folder(Path(), int(exp.get("export_id", first + i)),
+                                   exp.get("export_name") or default_name(name)).name
+    return out
+
+
+def nnunet_labels(table: LabelTable) -> dict[str, int]:
+    """name -> id of the classes an exported label map can hold, consecutive from background 0.
+
+    The written label maps are the source maps through the label table, so a body
+    class the table derived (listed under no label value) never appears in them and
+    is left out; it is the table's last class, so the other ids stay consecutive.
+    Class 0 is always ``background``, whatever the table calls it (e.g. ``unlabelled``):
+    nnU-Net finds the background by that key and refuses a dataset without it.
+    """
+    keep = [i for i in range(table.num_classes) if not (i == table.body_class and table.body_derived)]
+    assert keep == list(range(len(keep))), "a derived body class is always the last"
+    clash = [i for i in keep[1:] if table.names[i] == BACKGROUND]
+    if clash:
+        raise ValueError(f"label table: class {clash[0]} is called {BACKGROUND!r}, the name nnU-Net gives class 0 "
+                         f"({table.names[0]!r} here); rename class {clash[0]} in the dataset's labels")
+    return {(BACKGROUND if i == 0 else table.names[i]): i for i in keep}
+
+
+def channel_names(modality: str) -> dict[str, str]:
+    """nnU-Net normalises a channel named ``CT`` with the dataset's HU statistics, others per image."""
+    return {"0": "CT" if modality == "CT" else modality}
+
+
+def patient_folds(cases: Sequence[ExportCase], n_folds: int) -> list[dict[str, list[str]]]:
+    """Folds over source patients (sorted, dealt round-robin): all cases of a patient in one fold."""
+    patients = sorted({c.patient for c in cases})
+    if len(patients) < 2:
+        raise ValueError(f"export: {len(patients)} source patient(s); cross-validation folds need at least 2")
+    k = min(n_folds, len(patients))
+    fold_of = {p: i % k for i, p in enumerate(patients)}
+    folds = []
+    for f in range(k):
+        val = sorted(c.identifier for c in cases if fold_of[c.patient] == f)
+        train = sorted(c.identifier for c in cases if fold_of[c.patient] != f)
+        folds.append({"train": train, "val": val})
+    return folds
+
+
+def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[str, int]) -> None:
+    image = load_volume(case.image, None, case.series.get("image"))
+    label = load_volume(case.label, np.integer, case.series.get("label"))
+    if case.raw_label is not None:  # a real case: its label values through its table, onto its image's grid
+        from medsynth.inference.generate_cases import label_on_source_grid  # here: config checks import this module, torch-free
+        classes = label_on_source_grid(label, case.raw_label, image.array.shape, image.affine)
+        label = Volume(classes, image.affine, label.path)
+    if image.array.shape != label.array.shape or not np.allclose(image.affine, label.affine, atol=1e-3):
+        raise ValueError(f"{case.label}: label map is not on the grid of its image {case.image} "
+                         f"(shapes {label.array.shape} vs {image.array.shape}); nnU-Net needs both on one grid")
+    top = max(labels.values())
+    if label.array.min() < 0 or label.array.max() > top:
+        raise ValueError(f"{case.label}: holds class ids outside 0..{top} of the label table")
+    if case.background is not None:
+        check_tissue(case, image.array, label.array)
+    data = image.array
+    if modality == "CT":  # HU, as the source CT stores them
+        data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
+    else:
+        data = data.astype(np.float32)
+    save_volume(folder / "imagesTr" / f"{case.identifier}_0000{FILE_ENDING}", data, image.affine)
+    save_volume(folder / "labelsTr" / f"{case.identifier}{FILE_ENDING}", label.array.astype(np.uint8), image.affine)
+
+
+# At most this share of a synthetic case's labelled voxels may hold the background value (edge voxels
+# that the source grid's finer labels put just outside the training grid's body): a segmentation model
+# trained on more would learn that an organ can be air.
+MAX_TISSUE_AT_BACKGROUND = 0.01
+
+
+def check_tissue(case: ExportCase, image: np.ndarray, label: np.ndarray) -> None:
+    """Refuse a synthetic case whose labelled voxels lack generated tissue (hold the background value)."""
+    # Here, not at the top: the config checks import this module at every Snakemake start, and
+    # data.checks brings scipy.ndimage (a fifth of a second).
+    from medsynth.data.checks import tissue_at_background
+
+    share = tissue_at_background(image, label, float(case.background))
+    if share > MAX_TISSUE_AT_BACKGROUND:
+        raise ValueError(f"{case.image}: {share:.1%} of the labelled voxels of {case.identifier} hold the "
+                         f"background value {case.background:g} (no generated tissue; at most "
+                         f"{MAX_TISSUE_AT_BACKGROUND:.0%} allowed): generate it again with this version "
+                         "(snakemake -R generate)")
+
+
+def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, modality: str,
+                  provenance: Mapping[str, object], n_folds: int = 5) -> Path:
+    """Write the dataset into ``folder`` (replacing it); built beside it, then renamed into place."""
+    if not cases:
+        raise ValueError(f"{folder}: no cases to export; check export.splits and generate.splits")
+    ids = [c.identifier for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{folder}: case identifiers repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    labels = nnunet_labels(table)
+    for case in tqdm(sorted(cases, key=lambda c: c.identifier), desc="export", unit="case"):
+        _write_case(case, tmp, modality, labels)
+    meta = {
+        "channel_names": channel_names(modality),
+        "labels": labels,
+        "numTraining": len(cases),
+        "file_ending": FILE_ENDING,
+        "name": folder.name.split("_", 1)[1],
+        "description": "synthetic images from label maps (medsynth); research use, not for diagnosis",
+        "medsynth": {**provenance, "cases": {c.identifier: {"patient": c.patient, **c.provenance}
+                                             for c in sorted(cases, key=lambda c: c.identifier)}},
+    }
+    (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    (tmp / "splits_final.json").write_text(json.dumps(patient_folds(cases, n_folds), indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+def synthetic_cases(manifest: Sequence[Mapping[str, str]], parts: Sequence[str]) -> list[ExportCase]:
+    """The generated volumes of the given split parts and of the generate_from datasets (``generate``'s
+    manifest rows); the identifier is the case's folder name, dots made underscores (nnU-Net splits
+    file names at the channel suffix, so only the suffix's form matters, but plain names travel best)."""
+    out = []
+    for row in manifest:
+        if row["part"] not in parts and row["part"] != "generate_from":
+            continue
+        ident = re.sub(r"[^A-Za-z0-9_\-]", "_", row["case_id"])
+        out.append(ExportCase(
+            identifier=f"{ident}_syn{int(row['sample']):02d}", image=Path(row["volume"]), label=Path(row["label"]),
+            background=_background(row),
+            # One patient id is one patient across datasets: grouping too much costs nothing, too little leaks.
+            patient=row["patient_id"],
+            provenance={"synthetic": True, **{k: row[k] for k in PROVENANCE_COLUMNS if k in row}}))
+    return out
+
+
+def _background(row: Mapping[str, str]) -> float:
+    """A manifest row's background value; a manifest without one comes from a version that generated only
+    the crops training saw, which cannot be shipped."""
+    if not row.get("background"):
+        raise ValueError(f"{row['volume']}: the manifest has no background column (written by a medsynth that "
+                         "generated only the slices and crops training saw); generate again (snakemake -R generate)")
+    return float(row["background"])
+
+
+def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], wanted: Sequence[str],
+               table: LabelTable) -> list[ExportCase]:
+    """The real cases of the given split parts, from a dataset's ``cases.tsv`` rows (absolute paths);
+    ``table`` is that dataset's label table (class ids by the same names as the synthetic cases')."""
+    return [ExportCase(identifier=f"{r['case_id']}_real", image=Path(r["image"]), label=Path(r["label"]),
+                       patient=r.get("patient_id") or r["case_id"], raw_label=table,
+                       provenance={"synthetic": False, "case_id": r["case_id"]}, series=series_of(r))
+            for r in rows if parts.get(r["case_id"]) in wanted]
+
+
+def leaked_cases(cases: Sequence[ExportCase], split_tables: Mapping[str, Path]) -> list[str]:
+    """The cases whose patient is in the test part of one of the datasets (dataset -> ``split.tsv``)."""
+    test = patients_in_test(split_tables)
+    return [f"case {c.identifier} (patient {c.patient}, in the test part of {test[c.patient]}: "
+            f"{split_tables[test[c.patient]]})" for c in sorted(cases, key=lambda c: c.identifier) if c.patient in test]
+
+
+def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
+                      out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
+                      modality: str, split_tables: Mapping[str, Path], audit: Path | None = None) -> Path:
+    """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
+
+    ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
+    cases of the exported parts join the synthetic ones (``export.include_real``).
+    ``split_tables``: dataset -> ``split.tsv`` of the datasets the experiment trains, validates and
+    tests on; a case of one of their test patients is refused before anything is written (the config
+    check sees only the datasets whose cases are known when the workflow loads).
+    ``audit``: the memorisation audit of the synthetic volumes (``audit.audit_shared``'s table):
+    copied into the dataset, summarised in dataset.json, its flagged volumes left out unless
+    ``export.refuse_flagged`` is false.
+    """
+    folder = Path(out_root) / export_folders(naming)[experiment]
+    parts = list(settings["splits"])
+    cases = synthetic_cases(read_tsv(manifest), parts)
+    audit_rows = read_tsv(audit) if audit is not None else None
+    if audit_rows is not None:
+        cases, audit_summary = apply_audit(cases, audit_rows, bool(settings.get("refuse_flagged", True)))
+        if not cases and audit_summary["refused"]:
+            raise ValueError(f"{audit}: the memorisation audit flagged every synthetic volume of {experiment} as a "
+                             "possible copy; look at the table, or set export.refuse_flagged: false to ship them "
+                             "marked as flagged")
+    if real is not None:
+        real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
+        cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
+    leaks = leaked_cases(cases, split_tables)
+    if leaks:
+        shown = "; ".join(leaks[:10]) + (f"; … ({len(leaks)} in all)" if len(leaks) > 10 else "")
+        raise ValueError(f"export of experiments.{experiment}: {len(leaks)} case(s) of test patients, which must "
+                         f"stay out of anything shared: {shown}. Remove test from export.splits, or those patients' "
+                         "cases from the dataset they come from (a generate_from dataset, or with export.include_real "
+                         "the image dataset)")
+    provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
+                  "medsynth_version": medsynth.__version__}
+    if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset
+        provenance["include_real_note"] = ("export.include_real is set, but the image dataset has no label maps "
+                                           "(image-only): only synthetic cases are shipped")
+        log.warning("%s: %s", experiment, provenance["include_real_note"])
+    if audit_rows is not None:
+        provenance["memorisation_audit"] = audit_summary
+    if Path(out_root).exists():
+        shutil.rmtree(out_root)  # the folder is the rule's output: nothing of an older export stays
+    written = write_dataset(folder, cases, LabelTable.from_config(labels), modality, provenance,
+                            int(settings.get("folds", 5)))
+    if audit is not None:  # beside dataset.json: nnU-Net reads only what it knows
+        shutil.copyfile(audit, written / AUDIT_FILE)
+    log.info("%s: %d cases (%d synthetic) of %d patients", written, len(cases),
+             sum(bool(c.provenance.get("synthetic")) for c in cases), len({c.patient for c in cases}))
+    return written
+
+
+AUDIT_FILE = "memorisation_audit.tsv"
+
+
+def apply_audit(cases: Sequence[ExportCase], rows: Sequence[Mapping[str, str]],
+                refuse: bool) -> tuple[list[ExportCase], dict]:
+    """The synthetic cases with their audit in their provenance, the flagged ones left out when ``refuse``;
+    and the audit's summary for dataset.json. Every synthetic case must have been audited."""
+    by_key = {(r["case_id"], int(r["sample"])): r for r in rows}
+    kept, flagged, refused = [], [], []
+    for case in cases:
+        key = (case.provenance.get("case_id"), int(case.provenance.get("sample", -1)))
+        row = by_key.get(key)
+        if row is None:
+            raise ValueError(f"{case.image}: synthetic case {case.identifier} has no row in the memorisation audit; "
+                             "run it again (snakemake -R audit_shared)")
+        marks = {k: row[k] for k in ("own_ratio_min", "nearest_ratio_min", "flagged")}
+        if row["flagged"] == "True":
+            flagged.append(case.identifier)
+            if refuse:
+                refused.append(case.identifier)
+                log.warning("%s: left out, flagged by the memorisation audit (own-image ratio %s, nearest-training "
+                            "ratio %s)", case.identifier, row["own_ratio_min"] or "NA", row["nearest_ratio_min"])
+                continue
+        kept.append(replace(case, provenance={**case.provenance, "memorisation": marks}))
+    return kept, {"audited": len(cases), "flagged": flagged, "refused": refused, "file": AUDIT_FILE}
+
+
+# Provenance columns of generate's manifest carried into dataset.json per case.
+PROVENANCE_COLUMNS = ("case_id", "dataset", "source_case", "part", "sample", "seed", "generator_step", "selected_by",
+                      "medsynth_version")

@@ -1,0 +1,265 @@
+"""Config checks made when the workflow loads its config (medsynth.config.checks)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsynth.config.checks import config_errors
+from medsynth.data.split import split_table
+from medsynth.models.registry import PRESETS
+
+GOOD_LABELS = [{"name": "background", "values": [0]}, {"name": "liver", "values": [5]}]
+
+
+def _config(size: int = 32, labels=GOOD_LABELS, model: str = "tiny") -> dict:
+    return {"datasets": {"ct": {"labels": labels}}, "slice": {"size": size},
+            "experiments": {"exp": {"dataset": "ct", "train": {"model": model}}}}
+
+
+def test_a_good_config_has_no_errors() -> None:
+    assert config_errors(_config()) == []
+
+
+def test_a_value_listed_twice_names_the_key_and_the_file() -> None:
+    labels = [*GOOD_LABELS, {"name": "spleen", "values": [6, 5]}]
+    (inline,) = config_errors(_config(labels=labels))
+    assert inline.startswith("config: datasets.ct.labels: ") and "value 5" in inline and "'spleen'" in inline
+    (from_file,) = config_errors(_config(labels=labels), {"ct": "config/labels/mine.yaml"})
+    assert from_file.startswith("config: datasets.ct.labels (from config/labels/mine.yaml): ")
+
+
+@pytest.mark.parametrize("model", sorted(PRESETS))
+def test_a_slice_size_the_preset_cannot_take_names_size_preset_and_experiment(model: str) -> None:
+    m = PRESETS[model].min_size_multiple
+    assert config_errors(_config(size=4 * m, model=model)) == []
+    (error,) = config_errors(_config(size=4 * m + 2, model=model))
+    assert "slice.size" in error and f"experiments.exp.train.model = {model!r}" in error
+    assert f"multiple of {m}" in error and f"{4 * m} or {5 * m}" in error
+
+
+def test_without_experiments_the_size_is_not_checked() -> None:
+    config = _config(size=50)
+    config["experiments"] = {}
+    assert config_errors(config) == []
+
+
+def test_a_slice_size_the_segmenter_cannot_take_names_its_key() -> None:
+    config = _config(size=32)
+    config["metrics"] = {"segmenter_channels": [8, 8, 8, 8, 8, 8]}  # 5 poolings need a multiple of 32
+    assert config_errors(config) == []
+    config["metrics"]["segmenter_channels"].append(8)  # 6 poolings: 64
+    (error,) = config_errors(config)
+    assert "slice.size 32" in error and "multiple of 64" in error and "metrics.segmenter_channels" in error
+
+
+def test_unpaired_class_stats_needs_the_image_dataset_labelled_with_the_same_table() -> None:
+    config = _config()
+    config["datasets"]["mr"] = {"labels": [GOOD_LABELS[0], {"name": "kidney", "values": [5]}]}
+    config["experiments"]["exp"].update(images_from="mr")
+    config["experiments"]["exp"]["train"].update(mode="unpaired", lambda_class_stats=1.0)
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp.train.lambda_class_stats needs datasets.mr.labels")
+    assert "'kidney'" in error and "lambda_class_stats: 0" in error
+    config["experiments"]["exp"]["train"]["lambda_class_stats"] = 0.0
+    assert config_errors(config) == []
+    config["experiments"]["exp"]["train"]["lambda_class_stats"] = 1.0
+    config["datasets"]["mr"]["labels"] = GOOD_LABELS
+    assert config_errors(config) == []
+    # The same classes in another order: evaluation would match them by name, training cannot.
+    config["datasets"]["mr"]["labels"] = [GOOD_LABELS[0], {"name": "body", "values": [1]}, GOOD_LABELS[1]]
+    (error,) = config_errors(config)  # ... body, liver against liver, body (derived)
+    assert "same order" in error and "training compares class ids" in error
+
+
+def test_unpaired_class_stats_against_an_image_only_dataset_says_it_has_no_labels() -> None:
+    from medsynth.config.checks import class_stats_errors
+
+    config = _config()
+    config["datasets"]["mr"] = {"source": "phantom", "modality": "MR"}  # image-only: no labels
+    config["experiments"]["exp"].update(images_from="mr")
+    config["experiments"]["exp"]["train"].update(mode="unpaired", lambda_class_stats=1.0)
+    (error,) = class_stats_errors(config)
+    assert error.startswith("config: experiments.exp.train.lambda_class_stats pulls each class")
+    assert "datasets.mr, which has no labels (image-only)" in error and "set lambda_class_stats: 0" in error
+
+
+def test_generate_from_needs_the_generators_classes_and_spacing_and_label_only_sets_do_not_train() -> None:
+    config = _config()
+    config["datasets"]["ct"]["preprocess"] = {"spacing_xy": 6.0}
+    config["datasets"]["lo"] = {"labels": GOOD_LABELS, "preprocess": {"spacing_xy": 6.0},
+                                "layout": {"label": "{case}.nii.gz"}}
+    config["experiments"]["exp"]["generate_from"] = ["lo"]
+    assert config_errors(config) == []
+    config["datasets"]["lo"]["preprocess"]["spacing_xy"] = 3.0
+    config["datasets"]["lo"]["labels"] = [GOOD_LABELS[0], {"name": "spleen", "values": [5]}]
+    names, spacing = config_errors(config)
+    assert "experiments.exp.generate_from names 'lo'" in names and "spleen" in names and "'liver'" in names
+    assert "spacing_xy is 3.0" in spacing and "6.0" in spacing
+    config["experiments"]["exp"]["generate_from"] = ["nope"]
+    (missing,) = config_errors(config)
+    assert "'nope', which is not one of the datasets" in missing
+    config["experiments"]["exp"] = {"dataset": "lo", "train": {"model": "tiny"}}
+    (label_only,) = config_errors(config)
+    assert "experiments.exp.dataset is 'lo', a label-only dataset" in label_only and "generate_from" in label_only
+
+
+def test_init_from_names_a_file_or_another_experiments_generator(tmp_path) -> None:
+    config = _config()
+    config["experiments"]["tuned"] = {"dataset": "ct", "train": {"model": "tiny",
+                                                                "init_from": "results/select/exp/generator.pt"}}
+    assert config_errors(config) == []  # the workflow builds it first
+    config["experiments"]["tuned"]["train"]["init_from"] = str(tmp_path / "gone.pt")
+    (missing,) = config_errors(config)
+    assert missing.startswith("config: experiments.tuned.train.init_from: ") and "gone.pt does not exist" in missing
+    (tmp_path / "gone.pt").write_bytes(b"x")
+    assert config_errors(config) == []
+    config["experiments"]["tuned"]["train"]["init_from"] = "results/select/tuned/generator.pt"
+    (own,) = config_errors(config)
+    assert "the experiment's own generator" in own
+
+
+def _image_only_config() -> dict:
+    """An unpaired experiment whose real images come from an image-only MR dataset (no labels)."""
+    config = _config()
+    config["datasets"]["mr"] = {"source": "local", "modality": "MR", "layout": {"image": "{case}/mr.nii.gz"}}
+    config["experiments"]["exp"].update(images_from="mr")
+    config["experiments"]["exp"]["train"].update(mode="unpaired", lambda_class_stats=0.0)
+    return config
+
+
+def test_an_image_only_dataset_can_give_an_unpaired_experiment_its_images() -> None:
+    assert config_errors(_image_only_config()) == []
+
+
+def test_an_image_only_dataset_in_any_other_role_is_refused_naming_the_key() -> None:
+    config = _image_only_config()
+    config["experiments"]["paired"] = {"dataset": "mr", "generate_from": ["mr"], "train": {"model": "tiny"}}
+    errors = config_errors(config)
+    assert any(e.startswith("config: experiments.paired.dataset names 'mr', an image-only dataset") for e in errors)
+    assert any(e.startswith("config: experiments.paired.generate_from names 'mr', an image-only") for e in errors)
+
+
+def test_class_statistics_need_the_labels_an_image_only_dataset_lacks() -> None:
+    config = _image_only_config()
+    config["experiments"]["exp"]["train"]["lambda_class_stats"] = 30.0
+    (error,) = config_errors(config)
+    assert "experiments.exp.train.lambda_class_stats" in error and "datasets.mr, which has no labels" in error
+    assert "set lambda_class_stats: 0" in error
+
+
+def test_a_layout_with_label_files_but_no_label_table_is_refused() -> None:
+    config = _image_only_config()
+    config["datasets"]["mr"]["layout"]["label"] = "{case}/seg.nii.gz"
+    (error,) = config_errors(config)
+    assert error.startswith("config: datasets.mr.layout.label is set, but the dataset has no labels")
+    config["datasets"]["mr"]["layout"] = {"label": "{case}/seg.nii.gz"}
+    assert "config: datasets.mr is label-only (layout has no image) and has no labels: add its label table " \
+        "(labels:)" in config_errors(config)
+
+
+def test_required_classes_must_be_in_every_labelled_table() -> None:
+    config = _image_only_config()
+    config["slice"]["require_classes"] = ["liver"]
+    assert config_errors(config) == []  # the image-only dataset keeps all its slices
+    config["slice"]["require_classes"] = ["liver", "hip"]
+    (error,) = config_errors(config)
+    assert error.startswith("config: slice.require_classes names ['hip'], which datasets.ct.labels does not have")
+
+
+def test_an_unpaired_experiment_needs_one_in_plane_spacing() -> None:
+    config = _image_only_config()
+    config["datasets"]["ct"]["preprocess"] = {"spacing_xy": 2.0}
+    config["datasets"]["mr"]["preprocess"] = {"spacing_xy": 1.5}
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp is unpaired with datasets.ct.preprocess.spacing_xy 2.0 but "
+                            "datasets.mr.preprocess.spacing_xy 1.5")
+    config["datasets"]["mr"]["preprocess"]["spacing_xy"] = 2.0
+    assert config_errors(config) == []
+
+
+# --- No test patient in anything shared --------------------------------------------------------------------------
+# Four phantoms split 0.5 / 0.25 / 0.25 with seed 0: phantom_000 and phantom_001 train, phantom_003 val, and
+# phantom_002 test (moved there by the small-cohort rule). Three patients 000, 001, 003: phantom_000 test.
+SPLIT = {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}}
+
+
+def _phantoms(n: int) -> dict:
+    return {"source": "phantom", "modality": "CT", "phantom": {"n_cases": n, "seed": 1}, "labels": GOOD_LABELS}
+
+
+def _table(path, rows: list[tuple[str, str]], label_only: bool = False) -> dict:
+    """A local dataset from a cases table (case id, patient id); the files need not exist for the checks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("case_id\tpatient_id\timage\tlabel\n" + "".join(
+        f"{c}\t{p}\t{'' if label_only else c + '/ct.nii.gz'}\t{c}/label.nii.gz\n" for c, p in rows))
+    return {"source": "local", "modality": "CT", "local": {"cases_table": str(path)}, "labels": GOOD_LABELS}
+
+
+def _leak_config(**datasets) -> dict:
+    return {"datasets": {"ct": _phantoms(4), **datasets}, "slice": {"size": 32}, "split": SPLIT,
+            "experiments": {"e": {"dataset": "ct", "train": {"model": "tiny"}}},
+            "generate": {"splits": ["train", "test"]}, "export": {"first_id": 500}}
+
+
+def test_exporting_the_test_part_is_refused_naming_the_key_dataset_and_patients() -> None:
+    config = _leak_config()
+    config["export"]["splits"] = ["train"]
+    assert config_errors(config) == []
+    config["export"]["splits"] = ["train", "test"]
+    (error,) = config_errors(config)
+    assert error.startswith("config: export.splits holds test") and "experiments.e" in error
+    assert "datasets.ct" in error and "phantom_002" in error and "remove test from export.splits" in error
+
+
+def test_generating_from_a_dataset_an_experiment_trains_on_is_refused() -> None:
+    config = _leak_config(mr=_phantoms(4))
+    config["experiments"]["f"] = {"dataset": "mr", "generate_from": ["ct"], "train": {"model": "tiny"}}
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.f.generate_from names 'ct'")
+    assert "experiments.e.dataset" in error and "phantom_002" in error
+
+
+def test_generating_for_a_test_patient_of_the_experiments_datasets_is_refused(tmp_path) -> None:
+    other = _table(tmp_path / "lo" / "cases.tsv", [("lo_a", "phantom_002"), ("lo_b", "newcomer")], label_only=True)
+    config = _leak_config(lo=other)
+    config["experiments"]["e"]["generate_from"] = ["lo"]
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.e.generate_from names 'lo'") and "datasets.ct" in error
+    assert "phantom_002" in error and "newcomer" not in error
+    other = _table(tmp_path / "lo" / "cases.tsv", [("lo_b", "newcomer"), ("lo_c", "phantom_000")], label_only=True)
+    assert config_errors(_leak_config(lo=other) | {"experiments": config["experiments"]}) == []
+
+
+def test_an_image_datasets_test_patient_is_found_in_a_downloaded_url_dataset(tmp_path) -> None:
+    config = _leak_config(mr={"source": "url", "modality": "MR", "url": {"href": "https://example.org/mr.zip"},
+                              "layout": {"image": "{case}/mr.nii.gz", "label": "{case}/seg.nii.gz"},
+                              "labels": GOOD_LABELS})
+    config["datasets"]["lo"] = _table(tmp_path / "lo.tsv", [("lo_a", "m0")], label_only=True)
+    config["experiments"]["e"] = {"dataset": "ct", "images_from": "mr", "generate_from": ["lo"],
+                                  "train": {"model": "tiny", "mode": "unpaired"}}
+    assert config_errors(config, workdir=tmp_path) == []  # not downloaded: not known yet, the export checks later
+    _table(tmp_path / "resources/raw/mr/cases.tsv", [(f"m{i}", f"m{i}") for i in range(4)])
+    (error,) = config_errors(config, workdir=tmp_path)
+    test = {r["patient_id"] for r in split_table(
+        [{"case_id": f"m{i}", "patient_id": f"m{i}"} for i in range(4)], SPLIT["ratios"], 0) if r["part"] == "test"}
+    assert test == {"m0"} and "experiments.e.generate_from names 'lo'" in error and "datasets.mr" in error
+    assert "m0" in error
+
+
+def test_a_patient_both_exported_and_in_the_other_datasets_test_part_is_refused(tmp_path) -> None:
+    three = _table(tmp_path / "three.tsv", [(f"c{i}", f"phantom_00{i}") for i in (0, 1, 3)])
+    config = _leak_config(three=three)
+    # u: synthetic cases of ct's train part (phantom_000, phantom_001); phantom_000 is in three's test part.
+    config["experiments"] = {"u": {"dataset": "ct", "images_from": "three", "train": {"model": "tiny",
+                                                                                       "mode": "unpaired"}}}
+    (synthetic,) = config_errors(config)
+    assert synthetic.startswith("config: export.splits") and "experiments.u" in synthetic
+    assert "datasets.ct" in synthetic and "datasets.three" in synthetic and "phantom_000" in synthetic
+    # v: the real cases of ct's train part (images_from) beside three's synthetic ones; phantom_000 is in three's test.
+    config["experiments"] = {"v": {"dataset": "three", "images_from": "ct", "train": {"model": "tiny",
+                                                                                       "mode": "unpaired"}}}
+    assert config_errors(config) == []
+    config["export"]["include_real"] = True
+    (real,) = config_errors(config)
+    assert real.startswith("config: export.include_real") and "experiments.v" in real
+    assert "datasets.ct" in real and "datasets.three" in real and "phantom_000" in real

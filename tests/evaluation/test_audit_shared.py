@@ -1,0 +1,113 @@
+"""The memorisation audit of what is shared (medsynth.evaluation.memorisation_audit.audit_shared) and how the export uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsynth.evaluation.memorisation_audit import audit_shared
+from medsynth.data.slicing import CaseSlices
+
+SIZE, N = 16, 4
+
+
+def _anatomy(rng: np.random.Generator) -> np.ndarray:
+    """Smooth random images in [-1, 1]: one patient's slices."""
+    base = rng.normal(size=(N, SIZE // 4, SIZE // 4))
+    return np.tanh(np.kron(base, np.ones((4, 4)))).astype(np.float32)
+
+
+def _slices(path: Path, images: np.ndarray) -> Path:
+    masks = np.ones(images.shape, np.uint8)
+    return CaseSlices(images, masks.copy(), masks, np.arange(N, dtype=np.int32),
+                      np.zeros((N, 2), np.int32)).save(path / "slices.npz")
+
+
+def _samples(path: Path, fakes: np.ndarray) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    np.savez(path / "samples.npz", samples=fakes.astype(np.float16), z=np.arange(N, dtype=np.int32))
+    return path / "samples.npz"
+
+
+@pytest.fixture
+def cohort(tmp_path: Path):
+    """Paired: patients p0-p3 train (their real images are the training set), p4 and p5 are test patients
+    whose generated images differ from their real ones as an honest generator's do."""
+    rng = np.random.default_rng(0)
+    real = {p: _anatomy(rng) for p in ("p0", "p1", "p2", "p3", "p4", "p5")}
+    honest = lambda p: np.clip(real[p] + rng.normal(0, 0.3, real[p].shape), -1, 1)[None]  # noqa: E731
+    files = {p: _slices(tmp_path / "real" / p, real[p]) for p in real}
+    train = [files[p] for p in ("p0", "p1", "p2", "p3")]
+    test = [(files[p], _samples(tmp_path / "gen" / p, honest(p))) for p in ("p4", "p5")]
+    generated = {"p0": real["p0"][None], "p1": honest("p1"), "p2": real["p3"][None]}  # a copy, honest, another's
+    return real, files, train, test, {p: _samples(tmp_path / "gen" / p, g) for p, g in generated.items()}
+
+
+def test_a_copy_of_its_own_scan_or_of_another_training_patient_is_flagged(cohort) -> None:
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    real, files, train, test, samples = cohort
+    shared = [SharedCase(p, p, files[p], samples[p], own=True) for p in samples]
+    rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
+    by = {r["case_id"]: r for r in rows}
+    assert by["p0"]["own_ratio_min"] == 0 and by["p0"]["flagged"]  # its own real scan, copied
+    assert by["p1"]["own_ratio_median"] > 0.7 and not by["p1"]["flagged"]  # as far as on unseen patients
+    assert by["p2"]["nearest_ratio_min"] < 1e-3 and by["p2"]["nearest_case"] == "p3" and by["p2"]["flagged"]
+    # Paired, a case's own patient is not its "nearest other patient" (the own-image check covers it).
+    assert by["p0"]["nearest_case"] != "p0"
+    assert summary["volumes"] == 3 and summary["flagged"] == 2 and summary["own_scale"] > 0
+
+
+def test_unpaired_has_no_own_image_and_compares_with_every_training_slice(cohort) -> None:
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    _, files, train, test, samples = cohort
+    shared = [SharedCase("p0", "p0", files["p0"], samples["p0"], own=False)]
+    rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired=False, threshold=0.5)
+    (row,) = rows
+    assert row["own_ratio_min"] is None and row["own_ratio_median"] is None  # NA: nothing to compare with
+    assert row["nearest_case"] == "p0" and row["nearest_ratio_min"] < 1e-3 and row["flagged"]
+
+
+def test_the_export_leaves_flagged_volumes_out_and_ships_the_audit(tmp_path: Path) -> None:
+    from medsynth.sharing.nnunet_export import ExportCase, apply_audit
+
+    cases = [ExportCase(f"c{i}_syn00", Path(f"c{i}.nii.gz"), Path("l.nii.gz"), f"p{i}",
+                        provenance={"synthetic": True, "case_id": f"c{i}", "sample": "0"}) for i in range(3)]
+    rows = [{"case_id": f"c{i}", "sample": "0", "own_ratio_min": "0.9", "nearest_ratio_min": "1.1",
+             "flagged": "True" if i == 1 else "False"} for i in range(3)]
+    kept, summary = apply_audit(cases, rows, refuse=True)
+    assert [c.identifier for c in kept] == ["c0_syn00", "c2_syn00"]
+    assert summary["flagged"] == summary["refused"] == ["c1_syn00"]
+    assert kept[0].provenance["memorisation"] == {"own_ratio_min": "0.9", "nearest_ratio_min": "1.1",
+                                                  "flagged": "False"}
+    shipped, summary = apply_audit(cases, rows, refuse=False)
+    assert len(shipped) == 3 and summary["refused"] == [] and shipped[1].provenance["memorisation"]["flagged"] == "True"
+    with pytest.raises(ValueError, match="c2_syn00 has no row in the memorisation audit"):
+        apply_audit(cases, rows[:2], refuse=True)
+
+
+def test_the_closest_pairs_panels_show_each_generated_slice_beside_its_nearest_training_slice(tmp_path: Path) -> None:
+    """The figure reads only the training cases its rows name; each panel holds the slices the row names."""
+    from memory_cohort import write_cohort
+
+    from medsynth.evaluation.memorisation_audit import (MEMORISATION_COLUMNS, generated_images, memorisation_cases,
+                                memorisation_pairs_panels)
+    from medsynth.inference.generate_cases import generated_cases
+    from medsynth.io.tables import write_tsv
+
+    c = write_cohort(tmp_path, 2, 3, slices=6, size=16)
+    cases = generated_cases(c["test"], Path(c["cases_dir"]))
+    rows, _, _ = memorisation_cases(generated_images(cases), c["train"], c["test"], 0.5)
+    table = write_tsv(tmp_path / "memorisation.tsv", rows, MEMORISATION_COLUMNS)
+    panels = memorisation_pairs_panels(table, Path(c["cases_dir"]), c["test"], c["train"], count=4)
+    assert len(panels) == 4
+    for (generated, nearest, title, flagged), row in zip(panels, rows):
+        train = CaseSlices.load(tmp_path / "slices" / row["nearest_case"] / "slices.npz")
+        with np.load(Path(c["cases_dir"]) / row["case_id"] / "samples.npz") as f:
+            sample = f["samples"][row["sample"]][list(f["z"]).index(row["z"])].astype(np.float32)
+        np.testing.assert_array_equal(nearest, train.images[list(train.z).index(row["nearest_z"])])
+        np.testing.assert_array_equal(generated, sample)
+        assert title.startswith(f"{row['case_id']} z{row['z']} s{row['sample']}") and flagged == row["flagged"]

@@ -1,0 +1,524 @@
+"""Test-set metrics (medsynth.evaluation.test_metrics): a perfect generator scores perfectly, every metric.
+
+Perfect generator: its samples are the real test slices. Checked on the CT and
+MR phantoms and on the real CT in ../shared/data, through preprocessing and
+slicing as the workflow does it (lung air, bowel gas and dark MR tissue inside
+the body are what made body Dice and intensity W1 biased before).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsynth.data.intensity import IntensityMap
+from medsynth.data.labels import LabelTable
+from medsynth.data.phantom import PHANTOM_LABELS, make_case
+from medsynth.data.slicing import CaseSlices
+from medsynth.evaluation.test_metrics import (BODY_DIFFERS, class_intensity, evaluate_cases, intensity_summary, read_metas,
+                               segmentation_summary)
+from medsynth.io.nifti import load_volume, save_volume
+
+PHANTOM_TABLE = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
+GRID = dict(shape=(96, 96, 12), spacing=(4.0, 4.0, 6.0))
+
+
+def _phantom_slices(root: Path, modality: str, prepare, indices=(0, 1)) -> list[Path]:
+    files = []
+    for i in indices:
+        case = make_case(i, seed=0, **GRID)
+        folder = root / f"{modality}{i}"
+        save_volume(folder / "image.nii.gz", case.ct if modality == "CT" else case.mr, case.affine)
+        save_volume(folder / "label.nii.gz", case.label, case.affine)
+        slices = prepare(folder / "pre", folder / "image.nii.gz", folder / "label.nii.gz", PHANTOM_TABLE, modality,
+                         96)
+        files.append(slices.save(folder / folder.name / "slices.npz"))
+    return files
+
+
+def _write_samples(real_files: list[Path], make_fake, samples: int = 2) -> list[tuple[str, Path, Path]]:
+    """samples.npz beside each case's slices: ``make_fake(real images, case index, k)`` per sample."""
+    cases = []
+    for c, real_file in enumerate(real_files):
+        real = CaseSlices.load(real_file)
+        fakes = np.stack([make_fake(real, c, k) for k in range(samples)]).astype(np.float16)
+        gen = real_file.with_name("samples.npz")
+        np.savez(gen, samples=fakes, z=real.z)
+        cases.append((real_file.parent.name, real_file, gen))
+    return cases
+
+
+def _perfect(real: CaseSlices, case: int, k: int) -> np.ndarray:
+    return real.images
+
+
+def _assert_perfect(summary: list[dict], dice_tolerance: float = 1e-6) -> None:
+    m = {r["metric"]: r["mean"] for r in summary}
+    for name in ("ssim", "ssim_body"):
+        assert m[name] == pytest.approx(1.0, abs=1e-6), name
+    assert m["body_dice"] == pytest.approx(1.0, abs=dice_tolerance)
+    for name in ("rmse", "rmse_body", "intensity_w1"):
+        assert m[name] == pytest.approx(0.0, abs=1e-6), name
+    assert m["psnr"] > 100 and m["psnr_body"] > 100
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, modality: str, slice_volumes) -> None:
+    real = _phantom_slices(tmp_path, modality, slice_volumes)
+    summary, per_case = evaluate_cases(_write_samples(real, _perfect), True, real)
+    # MR: a labelled skin voxel may be as dark as air (seen: 1 pixel of 19,000, Dice 0.999994).
+    _assert_perfect(summary, 1e-6 if modality == "CT" else 1e-4)
+    assert len(per_case) == 4 and all(r["body_dice"] == pytest.approx(1.0, abs=1e-4) for r in per_case)
+
+
+def test_a_perfect_generator_scores_perfectly_on_the_real_ct(tmp_path: Path, real_ct, slice_volumes) -> None:
+    ct, label, table = real_ct
+    real = [slice_volumes(tmp_path / "pre", ct, label, table, "CT", 128).save(tmp_path / "real" / "slices.npz")]
+    summary, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
+    _assert_perfect(summary)
+
+
+def test_dark_tissue_painted_grey_scores_worse(tmp_path: Path, slice_volumes) -> None:
+    """The bias the old definitions had: a generator that paints lung air grey must not score better."""
+    real = _phantom_slices(tmp_path, "MR", slice_volumes)
+
+    def grey(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        out = r.images.copy()
+        out[(r.masks > 0) & (out < -0.8)] = -0.3
+        return out
+
+    perfect, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
+    painted, _ = evaluate_cases(_write_samples(real, grey), True, real)
+    w1 = {name: {r["metric"]: r["mean"] for r in s}["intensity_w1"] for name, s in (("perfect", perfect),
+                                                                                    ("grey", painted))}
+    assert w1["perfect"] == 0.0 < 0.01 < w1["grey"]
+
+
+def test_ssim_inside_the_body_ignores_what_lies_outside(tmp_path: Path, slice_volumes) -> None:
+    real = _phantom_slices(tmp_path, "CT", slice_volumes, indices=(0,))
+
+    def noisy(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        rng = np.random.default_rng(k)
+        return np.clip(r.images + rng.normal(0, 0.1, r.images.shape), -1, 1)
+
+    def noisy_and_bright_outside(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        out = noisy(r, case, k)
+        out[r.masks == 0] = 1.0
+        return out
+
+    a, _ = evaluate_cases(_write_samples(real, noisy), True, real)
+    b, _ = evaluate_cases(_write_samples(real, noisy_and_bright_outside), True, real)
+    a, b = ({r["metric"]: r["mean"] for r in s} for s in (a, b))
+    assert a["ssim_body"] == pytest.approx(b["ssim_body"], abs=2e-3)  # float16 storage of the samples
+    assert a["ssim"] > b["ssim"] + 0.1
+
+
+def _toy_cases(root: Path, sizes=(3, 2), seed: int = 0) -> list[Path]:
+    """Small slice files of two cases with distinct content (LPIPS runs AlexNet on each slice)."""
+    rng = np.random.default_rng(seed)
+    files = []
+    for c, n in enumerate(sizes):
+        labels = np.zeros((n, 32, 32), np.uint8)
+        labels[:, 8:24, 6 + 4 * c : 20 + 4 * c] = 1
+        images = np.where(labels > 0, 0.2 + 0.3 * rng.random((n, 32, 32)), -1.0).astype(np.float32)
+        slices = CaseSlices(images, labels, (labels > 0).astype(np.uint8), np.arange(n, dtype=np.int32),
+                            np.zeros((n, 2), np.int32))
+        files.append(slices.save(root / f"case{c}" / "slices.npz"))
+    return files
+
+
+def test_lpips_pairs_every_sample_with_its_own_cases_real_slices(tmp_path: Path, random_weights_dir: Path) -> None:
+    """Two test cases, two samples each (every shipped config): a perfect generator has LPIPS 0."""
+    real = _toy_cases(tmp_path)
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "check_hash": False,
+                "kid_subsets": 5, "kid_subset_size": 10, "batch_size": 8}
+    # No Inception statistics: only LPIPS runs (FID and KID are "not computed").
+    stats = tmp_path / "inception_test.npz"
+    np.savez(stats, available=False, reason="not computed: weights unavailable")
+    summary, _ = evaluate_cases(_write_samples(real, _perfect), True, real, real_stats=stats, perceptual=settings)
+    m = {r["metric"]: r for r in summary}
+    assert float(m["lpips"]["mean"]) == pytest.approx(0.0, abs=1e-6)
+    assert m["lpips"]["n"] == 2 * 5  # every sample of every case, each with its own case's slice
+    assert float(m["lpips_diversity"]["mean"]) == pytest.approx(0.0, abs=1e-6)  # both samples are the same
+    assert math.isnan(m["fid"]["mean"]) and m["fid"]["note"]
+
+    # Real slices of the other case for every label map: LPIPS sees the mismatch.
+    def other_case(r: CaseSlices, c: int, k: int) -> np.ndarray:
+        other = CaseSlices.load(real[1 - c]).images
+        return other[np.arange(len(r.z)) % len(other)]
+
+    worse, _ = evaluate_cases(_write_samples(real, other_case), True, real, real_stats=stats, perceptual=settings)
+    assert float({r["metric"]: r for r in worse}["lpips"]["mean"]) > 1e-3
+
+
+def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_path: Path,
+                                                                        random_weights_dir: Path) -> None:
+    """The audit in feature space through the real loading code (with weights the test writes): a
+    "generator" that returns training slices is flagged; one that makes new patients is not."""
+    from medsynth.evaluation.memorisation_audit import generated_images, memorisation_cases, memorisation_features, memorisation_summary
+    from medsynth.metrics.perceptual import save_real_stats
+    from medsynth.data.slice_set import load_slices
+
+    train, test = _toy_cases(tmp_path / "train", (4, 4), seed=1), _toy_cases(tmp_path / "test")
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "check_hash": False,
+                "batch_size": 8}
+    cpu = torch.device("cpu")
+    for files, name in ((train, "inception_train.npz"), (test, "inception_test.npz")):
+        assert save_real_stats(load_slices(files).images, tmp_path / name, settings, cpu)
+    stats = (tmp_path / "inception_test.npz", tmp_path / "inception_train.npz")
+
+    def copies(r: CaseSlices, c: int, k: int) -> np.ndarray:
+        return CaseSlices.load(train[1]).images[k:k + len(r.z)]  # training case 1's slices, from slice k
+
+    cases = _write_samples(test, copies)
+    generated = generated_images(cases)
+    features = memorisation_features(generated, *stats, settings, cpu)
+    assert [len(f) for f in features] == [10, 5, 8]  # 2 samples x 5 test slices; 5 test; 8 training slices
+    rows, pixel, feature = memorisation_cases(generated, train, test, 0.5, features)
+    assert feature["flagged"] == feature["slices"] == 10 and feature["ratio_median"] < 0.1
+    assert all(r["flagged"] and r["feature_nearest_case"] == "case1" for r in rows)
+    # Each copy's nearest training slice in feature space is its original: slice k + its index.
+    by_key = {(r["case_id"], r["sample"], r["z"]): r["feature_nearest_z"] for r in rows}
+    assert all(by_key[(c, k, z)] == k + z for c, k, z in by_key)
+    m = {r["metric"]: r["mean"] for r in memorisation_summary(pixel, feature)}
+    assert m["memorisation_flagged_inception"] == 10 and m["memorisation_ratio_inception"] < 0.1
+
+    # New patients (the real test slices themselves): as far from the training set as real unseen data.
+    generated = generated_images(_write_samples(test, _perfect))
+    _, _, feature = memorisation_cases(generated, train, test, 0.5,
+                                       memorisation_features(generated, *stats, settings, cpu))
+    assert feature["flagged"] == 0 and feature["ratio_median"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> None:
+    from medsynth.evaluation.memorisation_audit import generated_images, memorisation_cases, memorisation_features, memorisation_summary
+
+    train, test = _toy_cases(tmp_path / "train", (4, 4), seed=1), _toy_cases(tmp_path / "test")
+    for name in ("inception_train.npz", "inception_test.npz"):
+        np.savez(tmp_path / name, available=False, reason="not computed: weights unavailable")
+    generated = generated_images(_write_samples(test, _perfect))
+    features = memorisation_features(generated, tmp_path / "inception_test.npz", tmp_path / "inception_train.npz",
+                                     {"weights_dir": str(tmp_path), "perceptual": "auto"}, torch.device("cpu"))
+    assert features is None
+    rows, pixel, feature = memorisation_cases(generated, train, test, 0.5, features)
+    assert feature is None and pixel["flagged"] == 0
+    assert all(r["feature_ratio"] is None for r in rows)  # written as NA
+    m = {r["metric"]: r for r in memorisation_summary(pixel, feature)}
+    assert math.isnan(m["memorisation_ratio_inception"]["mean"]) and "weights" in m["memorisation_ratio_inception"]["note"]
+    assert m["memorisation_ratio"]["mean"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_segmentation_summary_is_the_organ_mean_and_names_its_classes() -> None:
+    nan = math.nan
+    rows = [{"class": "background", "dice_generated": 0.9, "dice_real": 0.95},
+            {"class": "liver", "dice_generated": 0.5, "dice_real": 0.8},
+            {"class": "kidney", "dice_generated": 0.7, "dice_real": 0.9},
+            {"class": "spleen", "dice_generated": nan, "dice_real": nan},  # absent from the test set
+            {"class": "body", "dice_generated": 0.99, "dice_real": 0.99},  # easy: left out of the mean
+            {"class": "mean (organs)", "dice_generated": 0.6, "dice_real": 0.85,
+             "note": "organ mean over liver, kidney (background and body left out)"}]
+    out = {r["metric"]: r for r in segmentation_summary(rows)}
+    assert out["seg_dice_generated"]["mean"] == 0.6 and out["seg_dice_real"]["mean"] == 0.85
+    assert out["seg_dice_generated"]["n"] == 2 == out["seg_dice_real"]["n"]  # liver and kidney
+    assert "organ mean over liver, kidney" in out["seg_dice_real"]["note"]
+    assert out["seg_ratio"]["mean"] == pytest.approx(0.6 / 0.85)
+    rows[-1]["dice_generated"] = 0.85
+    assert {r["metric"]: r for r in segmentation_summary(rows)}["seg_ratio"]["mean"] == 1.0  # as good as real
+
+
+SEG_NAMES = ["background", "body", "liver", "kidney"]
+LEVELS = {"background": -1.0, "body": 0.0, "liver": 0.6, "kidney": 0.2}  # the kidney is nearer the body
+
+
+def _anatomy(c: int, n: int) -> np.ndarray:
+    """Case c's label map in SEG_NAMES' ids: a body with a liver and a kidney."""
+    labels = np.zeros((n, 32, 32), np.uint8)
+    labels[:, 4:28, 4:28] = 1
+    labels[:, 8:18, 6 + c:16 + c] = 2
+    labels[:, 20:26, 8:14] = 3
+    return labels
+
+
+def _level_cases(root: Path, names: list[str], sizes=(3, 2)) -> list[Path]:
+    """The same anatomy labelled by the table ``names`` (a class it lacks is body tissue), each class at its
+    intensity in ``LEVELS``, and a meta.json per case."""
+    files = []
+    ids = np.array([names.index(n) if n in names else names.index("body") for n in SEG_NAMES])
+    for c, n in enumerate(sizes):
+        anatomy = _anatomy(c, n)
+        images = np.array([LEVELS[name] for name in SEG_NAMES], np.float32)[anatomy]
+        slices = CaseSlices(images, ids[anatomy].astype(np.uint8), (anatomy > 0).astype(np.uint8),
+                            np.arange(n, dtype=np.int32), np.zeros((n, 2), np.int32))
+        files.append(slices.save(root / f"case{c}" / "slices.npz"))
+        (root / f"case{c}" / "meta.json").write_text(json.dumps({"modality": "MR"}))
+    return files
+
+
+def _consistency(tmp_path: Path, level_segmenter, image_names: list[str],
+                 segmenter_levels: list[float] | None = None) -> tuple[list[dict], list[dict]]:
+    """segmentation_consistency of a perfect generator (the label dataset's own images) against an image
+    dataset labelled by ``image_names``, with a level segmenter trained, as it were, on the latter."""
+    from medsynth.evaluation.test_metrics import segmentation_consistency
+
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    images = _level_cases(tmp_path / "images", image_names)
+    levels = segmenter_levels or [LEVELS[n] for n in image_names]
+    segmenter = level_segmenter(levels, image_names, tmp_path / "segmenter.pt")
+    rows = segmentation_consistency(segmenter, _write_samples(real, _perfect), images, SEG_NAMES, image_names)
+    return rows, segmentation_summary(rows)
+
+
+def test_segmentation_consistency_matches_the_classes_by_name(tmp_path: Path, make_level_segmenter) -> None:
+    """The image dataset lists the same classes in another order: its segmenter's liver is the liver.
+    (Compared by position, a perfect generator scored liver and kidney 0.)"""
+    rows, summary = _consistency(tmp_path, make_level_segmenter, ["background", "body", "kidney", "liver"])
+    assert [r["class"] for r in rows] == [*SEG_NAMES, "mean (organs)"]
+    for r in rows:
+        assert r["dice_generated"] == r["dice_real"] == r["iou_generated"] == 1.0, r["class"]
+    assert rows[2]["voxels"] == 2 * 5 * 100  # liver pixels of every sample
+    m = {r["metric"]: r for r in summary}
+    assert m["seg_ratio"]["mean"] == 1.0 and m["seg_dice_generated"]["n"] == 2  # a perfect generator
+    assert "organ mean over liver, kidney" in m["seg_dice_generated"]["note"]
+
+
+def test_a_class_the_image_dataset_does_not_label_is_na_not_an_error(tmp_path: Path, make_level_segmenter) -> None:
+    # No kidney: there it is body tissue.
+    rows, summary = _consistency(tmp_path, make_level_segmenter, ["background", "liver", "body"])
+    by = {r["class"]: r for r in rows}
+    assert math.isnan(by["kidney"]["dice_generated"]) and math.isnan(by["kidney"]["dice_real"])
+    assert "does not know this class" in by["kidney"]["note"] and by["kidney"]["voxels"] == 2 * 5 * 36
+    # The kidney's pixels are left out of the generated images' confusion: body and liver stay perfect.
+    assert by["liver"]["dice_generated"] == by["body"]["dice_generated"] == by["liver"]["dice_real"] == 1.0
+    mean = by["mean (organs)"]
+    assert mean["dice_generated"] == 1.0 and "over liver" in mean["note"] and "not scored: kidney" in mean["note"]
+    m = {r["metric"]: r for r in summary}
+    assert m["seg_ratio"]["mean"] == 1.0 and m["seg_ratio"]["n"] == 1
+
+
+def test_a_segmenter_right_on_the_body_and_wrong_on_the_organs_scores_low(tmp_path: Path,
+                                                                         make_level_segmenter) -> None:
+    """Every organ called body: the body's Dice stays high, the organ mean is 0."""
+    rows, summary = _consistency(tmp_path, make_level_segmenter, SEG_NAMES, segmenter_levels=[-1.0, 0.0, 5.0, 6.0])
+    by = {r["class"]: r for r in rows}
+    assert by["body"]["dice_real"] > 0.85 and by["liver"]["dice_real"] == by["kidney"]["dice_real"] == 0.0
+    m = {r["metric"]: r["mean"] for r in summary}
+    assert m["seg_dice_real"] == m["seg_dice_generated"] == 0.0 and math.isnan(m["seg_ratio"])
+    assert {r["metric"]: r for r in summary}["seg_ratio"]["note"] == "not computed: seg_dice_real is 0"
+
+
+def test_without_a_segmenter_every_row_is_na_with_the_reason(tmp_path: Path) -> None:
+    from medsynth.evaluation.test_metrics import segmentation_consistency
+
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    reason = "not computed: the image dataset mr has no label maps"
+    rows = segmentation_consistency(None, _write_samples(real, _perfect), real, SEG_NAMES, None,
+                                    not_computed=reason)
+    assert [r["class"] for r in rows] == [*SEG_NAMES, "mean (organs)"]
+    assert all(math.isnan(r["dice_generated"]) and math.isnan(r["dice_real"]) and r["note"] == reason for r in rows)
+    summary = segmentation_summary(rows)
+    assert [r["metric"] for r in summary] == ["seg_dice_generated", "seg_dice_real", "seg_ratio"]
+    assert all(math.isnan(r["mean"]) and r["n"] == 0 and r["note"] == reason for r in summary)
+
+
+def test_a_segmenter_of_another_table_is_out_of_date(tmp_path: Path, make_level_segmenter) -> None:
+    from medsynth.evaluation.test_metrics import segmentation_consistency
+
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    segmenter = make_level_segmenter([-1.0, 0.0, 0.6], ["background", "body", "liver"], tmp_path / "segmenter.pt")
+    with pytest.raises(ValueError, match="segmenter.pt: the segmenter knows.*rerun the segmenter rule"):
+        segmentation_consistency(segmenter, _write_samples(real, _perfect), real, SEG_NAMES, SEG_NAMES)
+
+
+def test_pixel_diversity_is_zero_for_copies_and_the_std_across_samples_inside_the_body(tmp_path: Path,
+                                                                                     slice_volumes) -> None:
+    real = _phantom_slices(tmp_path, "CT", slice_volumes)
+    copies, _ = evaluate_cases(_write_samples(real, _perfect), True, real)
+    assert {r["metric"]: r["mean"] for r in copies}["pixel_diversity"] == 0.0  # noise that changes nothing
+
+    def shifted(r: CaseSlices, case: int, k: int) -> np.ndarray:
+        out = r.images.copy()
+        out[r.masks > 0] += 0.1 * k  # sample 1 is 0.1 brighter inside the body: std 0.1 / sqrt(2) per pixel
+        out[r.masks == 0] += 0.5 * k  # outside the body: not counted
+        return out
+
+    apart, _ = evaluate_cases(_write_samples(real, shifted), True, real)
+    assert {r["metric"]: r["mean"] for r in apart}["pixel_diversity"] == pytest.approx(0.1 / math.sqrt(2), abs=1e-3)
+    one, _ = evaluate_cases(_write_samples(real, _perfect, samples=1), True, real)
+    row = {r["metric"]: r for r in one}["pixel_diversity"]
+    assert math.isnan(row["mean"]) and "one sample" in row["note"]
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_per_class_intensity_of_a_perfect_generator_is_perfect(tmp_path: Path, slice_volumes, modality: str) -> None:
+    """The phantoms through preprocessing: CT in HU through each case's meta.json curve, MR as stored."""
+    real = _phantom_slices(tmp_path, modality, slice_volumes)
+    metas = {f"{modality}{i}": json.loads((tmp_path / f"{modality}{i}" / "pre" / "meta.json").read_text())
+             for i in (0, 1)}
+    rows = {r["class"]: r for r in class_intensity(_write_samples(real, _perfect), True, real,
+                                                    PHANTOM_TABLE.names, metas, metas,
+                                                    reference_names=PHANTOM_TABLE.names)}
+    assert list(rows) == list(PHANTOM_TABLE.names)
+    assert {r["unit"] for r in rows.values()} == {"HU" if modality == "CT" else "[-1, 1]"}
+    for name, r in rows.items():
+        assert r["voxels_generated"] == 2 * r["voxels_real"] > 0, name  # both samples of every case count
+        assert r["mean_abs_error"] == 0.0 and not r["outside_real_range"], name
+        assert r["std_ratio"] == 1.0 or (name == "background" and math.isnan(r["std_ratio"])), name
+    assert intensity_summary(list(rows.values())) == {
+        "metric": "classes_outside_real_range", "mean": 0, "std": pytest.approx(math.nan, nan_ok=True), "n": 10,
+        "note": ""}
+    if modality == "MR":
+        assert all(-1 <= r["p05_real"] <= r["p95_real"] <= 1 for r in rows.values())
+        return
+    # The source CT's own HU per class (all slices, source grid: partial volumes differ a little).
+    source = {name: [] for name in ("liver", "kidney", "aorta", "lung", "bone")}
+    for i in (0, 1):
+        ct, label = (load_volume(tmp_path / f"CT{i}" / f).array for f in ("image.nii.gz", "label.nii.gz"))
+        for name in source:
+            source[name].append(ct[label == PHANTOM_TABLE.names.index(name)])
+    for name, values in source.items():
+        assert rows[name]["mean_real"] == pytest.approx(np.concatenate(values).mean(), abs=20), name
+
+
+def _organ_cases(root: Path, curve: IntensityMap, modality: str = "CT", shift: dict[int, float] | None = None,
+                 sizes=(3, 2)) -> tuple[list[Path], dict[str, dict]]:
+    """Slice files of small cases whose classes have their own HU, stored through ``curve`` as preprocessing
+    stores them, and their meta.json files. ``shift``: HU added per class (a generator that drifts)."""
+    hu = np.array([-1000.0, -50.0, 60.0, 150.0])  # background, body, liver, kidney
+    rng = np.random.default_rng(0)
+    files = []
+    for c, n in enumerate(sizes):
+        labels = np.zeros((n, 32, 32), np.uint8)
+        labels[:, 4:28, 4:28] = 1
+        labels[:, 8:18, 6 + c:16 + c] = 2
+        labels[:, 20:26, 8:14] = 3
+        image = hu[labels] + rng.normal(0, 10, labels.shape) * (labels > 0)
+        for k, v in (shift or {}).items():
+            image[labels == k] += v
+        slices = CaseSlices(curve.to_unit(image), labels, (labels > 0).astype(np.uint8), np.arange(n, dtype=np.int32),
+                            np.zeros((n, 2), np.int32))
+        files.append(slices.save(root / f"case{c}" / "slices.npz"))
+        (root / f"case{c}" / "meta.json").write_text(json.dumps({"modality": modality, "intensity": curve.to_meta()}))
+    return files, read_metas(sorted(root.glob("case*/meta.json")))
+
+
+SOFT = IntensityMap.ct((-1000, 1000), (-150, 250), 0.6)  # not one slope: the conversion must use the knots
+
+
+def test_an_organ_painted_300_hu_too_bright_is_flagged(tmp_path: Path) -> None:
+    real, metas = _organ_cases(tmp_path / "real", SOFT)
+    bright, _ = _organ_cases(tmp_path / "bright", SOFT, shift={2: 300.0})
+
+    def liver_300_hu_brighter(r: CaseSlices, c: int, k: int) -> np.ndarray:
+        return CaseSlices.load(bright[c]).images
+
+    names = ["background", "body", "liver", "kidney"]
+    rows = class_intensity(_write_samples(real, liver_300_hu_brighter), True, real, names, metas, metas,
+                           reference_names=names)
+    by_name = {r["class"]: r for r in rows}
+    assert by_name["liver"]["outside_real_range"] and by_name["liver"]["unit"] == "HU"
+    assert by_name["liver"]["mean_abs_error"] == pytest.approx(300.0, abs=1.0)  # float16 storage: < 1 HU
+    assert by_name["liver"]["std_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert by_name["kidney"]["mean_abs_error"] < 1.0 and not by_name["kidney"]["outside_real_range"]
+    summary = intensity_summary(rows)
+    assert summary["mean"] == 1 and summary["note"] == "liver" and summary["n"] == 4
+
+
+def test_unpaired_mode_compares_in_the_image_datasets_units(tmp_path: Path) -> None:
+    """Generated images imitate the image dataset: they go through its curve, not their label maps' case's."""
+    labels_ct, label_metas = _organ_cases(tmp_path / "labels", IntensityMap.window(-1000, 1000))
+    names = ["background", "body", "liver", "kidney"]
+    narrow = IntensityMap.window(-1200, 300)
+    images_ct, image_metas = _organ_cases(tmp_path / "images", narrow)
+
+    def like_the_image_dataset(r: CaseSlices, c: int, k: int) -> np.ndarray:  # same anatomy in both datasets
+        return CaseSlices.load(images_ct[c]).images
+
+    cases = _write_samples(labels_ct, like_the_image_dataset)
+    rows = class_intensity(cases, False, images_ct, names, label_metas, image_metas, reference_names=names)
+    assert all(r["mean_abs_error"] == 0.0 and r["unit"] == "HU" for r in rows)
+    assert rows[2]["mean_real"] == pytest.approx(60.0, abs=5.0)  # liver in HU through the image dataset's curve
+    # The label cases' own curve would have read the same pixels as other HU: the wrong choice shows.
+    wrong = class_intensity(cases, True, images_ct, names, label_metas, image_metas, reference_names=names)
+    assert wrong[2]["mean_abs_error"] > 50 and wrong[2]["outside_real_range"]
+
+    mr, mr_metas = _organ_cases(tmp_path / "mr", IntensityMap.window(-1000, 1000), modality="MR")
+    rows = class_intensity(_write_samples(labels_ct, like_the_image_dataset), False, mr, names, label_metas,
+                           mr_metas, reference_names=names)
+    assert {r["unit"] for r in rows} == {"[-1, 1]"}  # MR has no absolute scale: compared as stored
+    mr_liver = np.concatenate([s.images[s.labels == 2] for s in map(CaseSlices.load, mr)])
+    assert rows[2]["mean_real"] == pytest.approx(mr_liver.mean(), abs=1e-6)
+    assert rows[2]["mean_generated"] == pytest.approx(float(narrow.to_unit(np.array(60.0))), abs=0.01)
+
+
+def test_unpaired_reference_with_two_curves_or_a_missing_meta_is_an_error(tmp_path: Path) -> None:
+    labels_ct, metas = _organ_cases(tmp_path / "labels", SOFT)
+    other, other_metas = _organ_cases(tmp_path / "other", IntensityMap.window(-500, 500))
+    cases = _write_samples(labels_ct, _perfect)
+    mixed = {"case0": metas["case0"], "case1": other_metas["case1"]}
+    with pytest.raises(ValueError, match="different intensity curves.*rerun the preprocessing"):
+        class_intensity(cases, False, labels_ct, ["a", "b", "c", "d"], metas, mixed,
+                        reference_names=["a", "b", "c", "d"])
+    with pytest.raises(KeyError, match="case1/slices.npz: no meta.json of case 'case1'"):
+        class_intensity(cases, True, labels_ct, ["a", "b", "c", "d"], {"case0": metas["case0"]}, metas,
+                        reference_names=["a", "b", "c", "d"])
+
+
+def _intensity_against(tmp_path: Path, image_names: list[str] | None, edit=None, **kwargs) -> list[dict]:
+    """class_intensity of a perfect generator (unpaired: the label dataset's own images) against an image
+    dataset of the same anatomy labelled by ``image_names`` (``edit(slices)`` changes its cases first)."""
+    real = _level_cases(tmp_path / "labels", SEG_NAMES)
+    folder = tmp_path / ("images" if image_names is None else "-".join(image_names))
+    images = _level_cases(folder, image_names or ["background", "body"])
+    for path in images if edit else []:
+        edit(CaseSlices.load(path)).save(path)
+    metas, image_metas = (read_metas(sorted(f.glob("case*/meta.json"))) for f in (tmp_path / "labels", folder))
+    return class_intensity(_write_samples(real, _perfect), False, images, SEG_NAMES, metas, image_metas,
+                           reference_names=image_names, **kwargs)
+
+
+def test_class_intensity_matches_the_image_datasets_classes_by_name(tmp_path: Path) -> None:
+    """Another order: each class against its namesake (by position, the liver met the kidney's intensities)."""
+    rows = _intensity_against(tmp_path, ["background", "body", "kidney", "liver"])
+    assert [r["class"] for r in rows] == SEG_NAMES
+    for r in rows:
+        assert r["mean_real"] == r["mean_generated"] == pytest.approx(LEVELS[r["class"]], abs=1e-3), r["class"]
+        assert r["voxels_generated"] == 2 * r["voxels_real"] > 0 and r["mean_abs_error"] == 0.0
+        assert r["note"] == ""
+    assert intensity_summary(rows) == {"metric": "classes_outside_real_range", "mean": 0, "n": 4, "note": "",
+                                       "std": pytest.approx(math.nan, nan_ok=True)}
+
+
+def test_class_intensity_leaves_out_classes_only_the_image_dataset_labels(tmp_path: Path) -> None:
+    def with_spleen(slices: CaseSlices) -> CaseSlices:  # a bright spleen in the body, id 4 in its table
+        slices.images[:, 22:27, 20:26], slices.labels[:, 22:27, 20:26] = 0.9, 4
+        return slices
+
+    rows = {r["class"]: r for r in _intensity_against(tmp_path, ["background", "liver", "kidney", "body", "spleen"],
+                                                      with_spleen)}
+    # Its pixels are not the body's: the real body keeps its own intensity, and 30 pixels a slice fewer.
+    assert rows["body"]["mean_real"] == pytest.approx(LEVELS["body"], abs=1e-6)
+    assert rows["body"]["voxels_generated"] == 2 * (rows["body"]["voxels_real"] + 5 * 30)
+    assert rows["body"]["note"] == BODY_DIFFERS and rows["liver"]["mean_abs_error"] == 0.0
+
+
+def test_class_intensity_of_a_class_the_image_dataset_lacks_is_na_and_noted(tmp_path: Path) -> None:
+    rows = {r["class"]: r for r in _intensity_against(tmp_path, ["background", "liver", "body"])}  # kidney: body
+    assert rows["kidney"]["voxels_real"] == 0 and math.isnan(rows["kidney"]["mean_abs_error"])
+    assert rows["kidney"]["voxels_generated"] > 0 and "no class of this name" in rows["kidney"]["note"]
+    assert not rows["kidney"]["outside_real_range"] and rows["liver"]["mean_abs_error"] == 0.0
+    summary = intensity_summary(list(rows.values()))
+    assert summary["n"] == 3 and summary["note"] == "not compared: kidney (not in the image dataset's label table)"
+
+
+def test_class_intensity_against_an_image_only_dataset_is_na_with_the_reason(tmp_path: Path) -> None:
+    reason = "not computed: the image dataset mr has no label maps"
+    rows = _intensity_against(tmp_path, None, not_computed=reason)
+    assert all(r["voxels_real"] == 0 and math.isnan(r["mean_real"]) and r["note"] == reason for r in rows)
+    assert all(r["voxels_generated"] > 0 and not r["outside_real_range"] for r in rows)
+    summary = intensity_summary(rows)
+    assert math.isnan(summary["mean"]) and summary["n"] == 0 and summary["note"] == reason

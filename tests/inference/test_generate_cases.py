@@ -1,0 +1,279 @@
+"""Generation puts slices back onto the source grid: geometry and alignment."""
+
+import numpy as np
+import pytest
+import torch
+
+import medsynth
+from medsynth.data.labels import LabelTable
+from medsynth.data.phantom import PHANTOM_LABELS, make_case
+from medsynth.data.preprocess import PreprocessSettings, preprocess_case
+from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
+from medsynth.inference.generate_cases import (GenerateSettings, LabelCase, assemble_volume, generate_case, load_generator,
+                               sample_seed)
+from medsynth.io.nifti import load_volume, save_volume
+from medsynth.models import build_generator
+from medsynth.models.registry import ModelSpec
+from medsynth.io.checkpoint import save_checkpoint
+
+TABLE = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
+SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
+CPU = torch.device("cpu")
+
+
+def _settings(samples: int, seed: int, batch: int = 4, **kw) -> GenerateSettings:
+    return GenerateSettings(samples=samples, seed=seed, batch=batch, device=CPU, **kw)
+
+
+def _case(tmp, pre) -> LabelCase:
+    return LabelCase("c", tmp / "slices.npz", pre, "test")
+
+
+def _grid(pre) -> tuple[np.ndarray, np.ndarray]:
+    """The preprocessed image and its body (label > 0) on the training grid."""
+    label = load_volume(pre / "label.nii.gz", np.uint8).array
+    return load_volume(pre / "image.nii.gz", np.float32).array, label > 0
+
+
+@pytest.fixture(params=[0, 1], ids=["RAS", "LPS"])
+def prepared(request, tmp_path):
+    case = make_case(request.param, seed=3, shape=(64, 64, 10), spacing=(6.0, 6.0, 8.0))
+    src = tmp_path / "src"
+    save_volume(src / "ct.nii.gz", case.ct, case.affine)
+    save_volume(src / "label.nii.gz", case.label, case.affine)
+    pre = tmp_path / "pre"
+    meta = preprocess_case("c", src / "ct.nii.gz", src / "label.nii.gz", pre, TABLE,
+                           PreprocessSettings(modality="CT", spacing_xy=None, ct_window=(-1000, 1000)))
+    image = load_volume(pre / "image.nii.gz", np.float32).array
+    slices = slice_case(image, load_volume(pre / "label.nii.gz", np.uint8).array,
+                        load_volume(pre / "mask.nii.gz", np.uint8).array, SliceSettings(size=64))
+    slices.save(tmp_path / "slices.npz")
+    return case, pre, meta, CaseSlices.load(tmp_path / "slices.npz"), tmp_path
+
+
+def test_real_slices_reassemble_into_the_source_ct(prepared):
+    """Feeding the real slices through the inverse path must give back the source CT (an oracle generator)."""
+    case, pre, meta, _, _ = prepared
+    volume = assemble_volume(*_grid(pre), meta)
+    assert volume.shape == case.ct.shape
+    region = case.label > 0
+    # Tissue is kept 1 HU above the background value -1000 (where nothing is generated).
+    expected = np.clip(case.ct, -999, 1000)[region]
+    assert np.abs(volume[region] - expected).max() < 1e-3
+    assert (volume[~region & (case.ct <= -1000)] == -1000).all()
+
+
+def test_generate_case_writes_volumes_on_the_source_grid(prepared):
+    case, pre, meta, slices, tmp = prepared
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes)
+    ckpt = save_checkpoint(tmp / "generator.pt", {"ema": G.state_dict(), "model": SPEC.to_dict(),
+                                                  "num_classes": TABLE.num_classes})
+    G2, n = load_generator(ckpt, torch.device("cpu"))
+    rows = generate_case(G2, n, _case(tmp, pre), tmp / "out", TABLE, _settings(2, 5), 64)
+    assert [r["sample"] for r in rows] == [0, 1]
+    assert rows[0]["seed"] == sample_seed(5, "c", 0) != rows[1]["seed"]
+    label = load_volume(tmp / "out" / "c" / "label.nii.gz")
+    np.testing.assert_array_equal(label.affine, case.affine)
+    np.testing.assert_array_equal(label.array, case.label)  # same grid, nearest path: exact
+    vols = [load_volume(r["volume"]) for r in rows]
+    for v in vols:
+        np.testing.assert_allclose(v.affine, case.affine, atol=1e-6)
+        assert v.array.shape == case.ct.shape and v.array.dtype == np.int16
+        assert v.array.min() >= -1000 and v.array.max() <= 1000  # inside the CT window, in HU
+    assert not np.array_equal(vols[0].array, vols[1].array)  # noise resampled per sample
+    # Regenerating with the recorded seed reproduces sample 0 exactly; another batch size
+    # changes only float rounding in the convolutions (the noise is drawn up front).
+    again = generate_case(G2, n, _case(tmp, pre), tmp / "again", TABLE, _settings(1, 5), 64)
+    np.testing.assert_array_equal(load_volume(again[0]["volume"]).array, vols[0].array)
+    rebatched = generate_case(G2, n, _case(tmp, pre), tmp / "rebatched", TABLE, _settings(1, 5, batch=3), 64)
+    assert np.abs(load_volume(rebatched[0]["volume"]).array.astype(int) - vols[0].array).max() <= 1
+    # A PNG per labelled slice (every body slice), the crops of the sliced ones in samples.npz.
+    pngs = sorted((tmp / "out" / "c" / "sample_0").glob("*.png"))
+    labelled = np.flatnonzero((load_volume(pre / "label.nii.gz").array > 0).any(axis=(0, 1)))
+    assert [p.name for p in pngs] == [f"z{z:03d}.png" for z in labelled]
+    with np.load(tmp / "out" / "c" / "samples.npz") as f:
+        assert f["samples"].shape == (2, *slices.labels.shape) and np.array_equal(f["z"], slices.z)
+    # Generated tissue under every labelled voxel of the label map written beside the volumes.
+    assert all(r["background"] == -1000.0 and r["tissue_at_background"] == 0.0 for r in rows)
+
+
+def test_resampled_grid_goes_back_to_the_source_grid(tmp_path):
+    case = make_case(1, seed=4, shape=(64, 64, 8), spacing=(6.0, 6.0, 8.0))
+    save_volume(tmp_path / "ct.nii.gz", case.ct, case.affine)
+    save_volume(tmp_path / "label.nii.gz", case.label, case.affine)
+    meta = preprocess_case("c", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", tmp_path / "pre", TABLE,
+                           PreprocessSettings(modality="CT", spacing_xy=9.0))
+    volume = assemble_volume(*_grid(tmp_path / "pre"), meta)
+    assert volume.shape == case.ct.shape
+    liver = case.label == 3
+    # Linear resampling blurs edges, but organ interiors keep their HU.
+    assert abs(np.median(volume[liver]) - np.median(case.ct[liver])) < 40
+
+
+def test_both_generation_paths_write_the_source_label_map_exactly(tmp_path):
+    """The workflow (preprocessed case, resampled in-plane) and ``medsynth generate`` (any label file)
+    write the same label map: the source map through the label table, on the source grid, unresampled."""
+    from medsynth.inference.generate_cases import generate_from_label_files
+
+    case = make_case(1, seed=4, shape=(64, 64, 8), spacing=(6.0, 6.0, 8.0))  # stored LPS
+    src = tmp_path / "src"
+    save_volume(src / "ct.nii.gz", case.ct, case.affine)
+    save_volume(src / "c.nii.gz", case.label, case.affine)
+    settings = PreprocessSettings(modality="CT", spacing_xy=9.0)
+    preprocess_case("c", src / "ct.nii.gz", src / "c.nii.gz", tmp_path / "pre", TABLE, settings)
+    pre = [load_volume(tmp_path / "pre" / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
+    slice_case(pre[0].astype(np.float32), *pre[1:], SliceSettings(size=64)).save(tmp_path / "slices.npz")
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    ckpt = save_checkpoint(tmp_path / "generator.pt", {
+        "ema": G.state_dict(), "model": SPEC.to_dict(), "num_classes": TABLE.num_classes,
+        "data": {"labels": labels, "modality": "CT", "preprocess": {"spacing_xy": 9.0, "ct_window": [-1000, 1000]},
+                 "slice": {"size": 64}}})
+    G2, n = load_generator(ckpt, torch.device("cpu"))
+    workflow = generate_case(G2, n, _case(tmp_path, tmp_path / "pre"), tmp_path / "wf", TABLE, _settings(1, 0), 64)
+    cli = generate_from_label_files(ckpt, [src / "c.nii.gz"], tmp_path / "cli", _settings(1, 0))
+    a, b = load_volume(workflow[0]["label"]), load_volume(cli[0]["label"])
+    np.testing.assert_array_equal(a.array, case.label)  # the phantom's values are its class ids
+    np.testing.assert_array_equal(b.array, case.label)
+    np.testing.assert_array_equal(a.affine, case.affine)
+    np.testing.assert_array_equal(b.affine, case.affine)
+    sample = load_volume(workflow[0]["volume"])
+    assert sample.array.shape == case.label.shape and np.allclose(sample.affine, case.affine)
+
+
+def test_unpaired_generation_writes_the_image_datasets_scale(prepared):
+    """CT label maps -> MR-like images: written as MR (float, 0..1000), not in the label CT's HU."""
+    from medsynth.inference.generate_cases import generate_cases
+
+    case, pre, _, _, tmp = prepared
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    for mode, modality in (("unpaired", "MR"), ("paired", "CT")):
+        ckpt = save_checkpoint(tmp / f"{mode}.pt", {
+            "ema": G.state_dict(), "model": SPEC.to_dict(), "num_classes": TABLE.num_classes,
+            "step": 300, "selected_by": {"ssim": 0.51234567},
+            "data": {"labels": labels, "modality": modality, "mode": mode,
+                     "preprocess": {"spacing_xy": None}, "slice": {"size": 64}}})
+        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre, "test")], tmp / mode, _settings(1, 0))
+        vol = load_volume(rows[0]["volume"]).array
+        # Provenance: the split part, and the generator's step and selection metric behind the volume.
+        assert (rows[0]["part"], rows[0]["generator_step"], rows[0]["selected_by"]) == ("test", 300, "ssim=0.512346")
+        assert rows[0]["medsynth_version"] == medsynth.__version__ and rows[0]["seed"] == sample_seed(0, "c", 0)
+        if mode == "unpaired":
+            assert vol.dtype == np.float32 and 0.0 <= vol.min() and vol.max() <= 1000.0
+            assert rows[0]["background"] == 0.0 and rows[0]["tissue_at_background"] == 0.0
+        else:
+            assert vol.dtype == np.int16 and vol.min() >= -1000 and vol.max() <= 1000
+    # The same images on the two scales: the MR volume is the CT one's [-1, 1] mapped onto 0..1000.
+    ct = load_volume(tmp / "paired" / "c" / "sample_0.nii.gz").array.astype(np.float32)
+    mr = load_volume(tmp / "unpaired" / "c" / "sample_0.nii.gz").array
+    body = case.label > 0
+    np.testing.assert_allclose(mr[body], (ct[body] + 1000.0) / 2.0, atol=1.0)
+    assert (ct[~body] == -1000).all() and (mr[~body] == 0).all()  # the background value outside the body
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_volume_noise_is_one_draw_shared_by_every_slice(spatial):
+    """Per-volume noise: slices with the same label map get the same image (one patient along z);
+    per-slice noise: they differ. Either way the seed reproduces the sample."""
+    from medsynth.inference.generate_cases import synthesize
+
+    torch.manual_seed(0)
+    G = build_generator(ModelSpec(**{**SPEC.to_dict(), "spatial_noise": spatial}), 3).eval()
+    labels = torch.zeros(5, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 4:12] = 1
+    labels[:, 6:9, 6:9] = 2  # five identical label slices
+    cpu = torch.device("cpu")
+    volume = synthesize(G, labels, 3, seed=7, batch=2, device=cpu, noise="volume")
+    per_slice = synthesize(G, labels, 3, seed=7, batch=2, device=cpu, noise="slice")
+    assert all(torch.allclose(volume[i], volume[0], atol=1e-6) for i in range(1, 5))
+    assert all((per_slice[i] - per_slice[0]).abs().max() > 1e-4 for i in range(1, 5))
+    again = synthesize(G, labels, 3, seed=7, batch=5, device=cpu, noise="volume")
+    torch.testing.assert_close(again, volume, atol=1e-5, rtol=0)
+    other = synthesize(G, labels, 3, seed=8, batch=2, device=cpu, noise="volume")
+    assert (other - volume).abs().max() > 1e-4  # another sample
+    # Slices of many cases (validation, sample grids) keep a draw each unless told otherwise.
+    torch.testing.assert_close(synthesize(G, labels, 3, seed=7, batch=2, device=cpu), per_slice)
+    with pytest.raises(ValueError, match="generate.noise"):
+        synthesize(G, labels, 3, seed=7, batch=2, device=cpu, noise="case")
+
+
+def test_volume_noise_map_is_smooth_along_z_and_unit_variance():
+    """With noise_sigma_mm the spatial map varies along z: neighbours correlate, distant slices do not."""
+    from medsynth.inference.generate_cases import draw_noise
+
+    G = build_generator(ModelSpec(**{**SPEC.to_dict(), "spatial_noise": True}), 3)
+    z = list(range(40))
+    lazy = draw_noise(G, 40, 32, 32, seed=3, noise="volume", z=z, sigma_slices=2.0)
+    field = lazy[:]  # computed for the slices asked for: any batches read the same field
+    torch.testing.assert_close(torch.cat([lazy[0:7], lazy[7:40]]), field)
+    torch.testing.assert_close(lazy[:, :, 4:9, 2:3], field[:, :, 4:9, 2:3])
+    assert abs(float(field.std()) - 1.0) < 0.05  # as white noise: the generator sees unit-variance noise
+    flat = field.reshape(40, -1)
+
+    def corr(d):
+        return float(torch.nn.functional.cosine_similarity(flat[:-d], flat[d:], dim=1).mean())
+    assert corr(1) > 0.8 and abs(corr(12)) < 0.1  # exp(-1/16) ~ 0.94 one slice apart, none 6 sigma apart
+    assert not torch.equal(field[0], field[1])
+    # Only the slices asked for, at their own positions: a subset of z reads the same field.
+    part = draw_noise(G, 3, 32, 32, seed=3, noise="volume", z=[5, 6, 20], sigma_slices=2.0)[:]
+    sub = draw_noise(G, 16, 32, 32, seed=3, noise="volume", z=list(range(5, 21)), sigma_slices=2.0)[:]
+    torch.testing.assert_close(part, sub[[0, 1, 15]])
+    flat_map = draw_noise(G, 4, 8, 8, seed=3, noise="volume", z=[0, 1, 2, 3], sigma_slices=0.0)
+    assert all(torch.equal(flat_map[i], flat_map[0]) for i in range(4))
+
+
+def test_a_generator_trained_with_context_generates_with_its_neighbours(prepared):
+    """context_slices travels in the exported model; generation feeds each slice's neighbours' maps,
+    and a generator with context refuses a bare label map."""
+    from medsynth.inference.generate_cases import synthesize
+
+    _, pre, _, slices, tmp = prepared
+    spec = ModelSpec(**{**SPEC.to_dict(), "context_slices": 1})
+    torch.manual_seed(0)
+    G = build_generator(spec, TABLE.num_classes)
+    assert G.fc.in_channels == 3 * TABLE.num_classes + SPEC.z_dim
+    ckpt = save_checkpoint(tmp / "generator.pt", {"ema": G.state_dict(), "model": spec.to_dict(),
+                                                  "num_classes": TABLE.num_classes})
+    G2, n = load_generator(ckpt, torch.device("cpu"))
+    assert G2.context_slices == 1
+    rows = generate_case(G2, n, _case(tmp, pre), tmp / "out", TABLE, _settings(1, 5), 64)
+    assert load_volume(rows[0]["volume"]).array.shape == load_volume(rows[0]["label"]).array.shape
+    with pytest.raises(ValueError, match="label channels"):
+        synthesize(G2, torch.from_numpy(slices.labels).long(), n, seed=0, batch=4, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("inplane", ["canvas", "tiles"])
+def test_generated_tissue_lies_under_every_label_wider_than_the_crop_and_on_low_body_slices(tmp_path, inplane):
+    """A body wider than slice.size and an organ tip on a slice with too little body for the slice rule:
+    the crops training saw miss much of the labelled tissue, the synthetic volume misses none of it."""
+    case = make_case(1, seed=4, shape=(64, 64, 10), spacing=(6.0, 6.0, 8.0))  # stored LPS, ~30 cm wide
+    ct, label = case.ct.copy(), case.label.copy()
+    ct[:, :, 0], label[:, :, 0] = -1000, 0
+    ct[30:33, 30:33, 0], label[30:33, 30:33, 0] = 60, 3  # the liver's tip, 9 px of body on the slice
+    src = tmp_path / "src"
+    save_volume(src / "ct.nii.gz", ct, case.affine)
+    save_volume(src / "label.nii.gz", label, case.affine)
+    pre = tmp_path / "pre"
+    preprocess_case("c", src / "ct.nii.gz", src / "label.nii.gz", pre, TABLE, PreprocessSettings("CT", 6.0))
+    grid = [load_volume(pre / f"{n}.nii.gz").array for n in ("image", "label", "mask")]
+    slices = slice_case(grid[0].astype(np.float32), grid[1], grid[2], SliceSettings(size=32))
+    slices.save(tmp_path / "slices.npz")
+    assert 0 not in slices.z.tolist()  # the tip's slice is below min_body_fraction
+    covered = np.zeros(grid[1].shape, bool)  # what crop-only generation covered
+    for z, (x0, y0) in zip(slices.z, slices.offsets):
+        covered[max(x0, 0):x0 + 32, max(y0, 0):y0 + 32, z] = True
+    assert ((grid[1] > 0) & ~covered).sum() / (grid[1] > 0).sum() > 0.2
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes).eval()
+    rows = generate_case(G, TABLE.num_classes, _case(tmp_path, pre), tmp_path / "out", TABLE,
+                         _settings(1, 0, inplane=inplane), 32)
+    image, written = load_volume(rows[0]["volume"]).array, load_volume(rows[0]["label"]).array
+    assert rows[0]["tissue_at_background"] <= 0.01, rows[0]["tissue_at_background"]
+    from medsynth.data.checks import tissue_at_background
+    assert tissue_at_background(image, written, -1000.0) == rows[0]["tissue_at_background"]
+    assert (image[:, :, 0][written[:, :, 0] == 3] > -1000).all()  # the organ tip has generated tissue
+    assert (image[written == 0] == -1000).sum() > 0.5 * (ct == -1000).sum()  # air stays at the background value
