@@ -70,7 +70,7 @@ def snakemake(work: Path, cfg: dict, *args: str, timeout: int = 1800) -> tuple[s
     """Run Snakemake on ``work`` with ``cfg``: (result, seconds, peak RSS in MB) of that process."""
     cfg_file = work / f"config-{abs(hash(json.dumps(cfg, sort_keys=True)))}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
            "--directory", str(work), "--configfile", str(cfg_file), "--cores", "2", *args]
     t = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=no_controller_env())

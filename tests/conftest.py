@@ -152,7 +152,7 @@ def level_segmenter(levels, names, path: Path) -> Path:
     pixel, the second passes them on, and the head forms ``-|x - level_k| = (x - level_k) - 2 relu(x -
     level_k)`` from them.
     """
-    from medsynth.metrics.segmentation import UNetSegmenter, save_segmenter
+    from medsynth.models.segmenter import UNetSegmenter, save_segmenter
 
     levels = [float(v) for v in levels]
     c = len(levels)

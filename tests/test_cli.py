@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import nibabel as nib
 import torch
@@ -54,3 +55,21 @@ def test_generate_from_a_folder_of_label_maps(tmp_path, capsys):
     np.testing.assert_array_equal(load_volume(rows[0]["label"]).array, case.label)
     assert main(["generate", "--labels", str(tmp_path / "empty"), "--checkpoint", str(tmp_path / "g.pt"),
                  "--out", str(tmp_path / "o")]) == 2
+
+
+def test_each_workflow_stage_has_a_command_that_plans_only_up_to_it(tmp_path, monkeypatch, capfd):
+    from tiny_workflow import no_controller_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", no_controller_env()["PATH"])
+    config = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(config.read_text())
+    assert main(["evaluate", "--experiment", "demo", "--dry-run"]) == 0
+    out = capfd.readouterr().out
+    stats = out[out.index("Job stats"):].split("\n\n")[0].splitlines()[3:]  # "rule  count" rows, then total
+    planned = {line.split()[0] for line in stats} - {"total"}
+    assert {"evaluate", "generate", "train", "split"} <= planned  # the stage and what it needs
+    assert not planned & {"report_summary", "export", "utility"} and "demo-unpaired" not in out
+    assert main(["split", "--experiment", "demo"]) == 2  # a per-dataset stage takes no experiment
+    assert "leave out --experiment" in capfd.readouterr().err

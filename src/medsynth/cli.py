@@ -7,6 +7,9 @@
                    [--run-dir DIR] [--results DIR]    stages' results (multi-GPU: torchrun ... -m medsynth.cli train)
     medsynth generate --labels DIR --checkpoint G     synthetic volumes for any folder of label maps
                       --out DIR [--samples K]         (G: results/select/<experiment>/generator.pt)
+    medsynth STAGE [--config CFG] [--experiment NAME] one workflow stage and what it needs, as the workflow
+                   [--cores N] [--dry-run]            runs it (STAGE: preprocess, slice, split, select, evaluate,
+                                                      utility, export, report; Snakemake plans the inputs)
 """
 
 from __future__ import annotations
@@ -49,20 +52,17 @@ def _info(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import logging
 
-    import yaml
-
+    from medsynth.config.load import load_config
     from medsynth.train.run import run_experiment, split_files
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = yaml.safe_load(Path(args.config).read_text())
-    experiments = config.get("experiments") or {}
+    config = load_config(Path(args.config))  # the schema and checks the workflow applies
+    experiments = config["experiments"]
     if args.experiment not in experiments:
         raise KeyError(f"{args.config}: no experiment {args.experiment!r}; experiments: {sorted(experiments)}")
     exp = experiments[args.experiment]
-    settings = dict(exp.get("train") or {})
+    settings = dict(exp["train"])
     labels = config["datasets"][exp["dataset"]]["labels"]
-    if isinstance(labels, str):  # a label table in its own file
-        labels = yaml.safe_load(Path(labels).read_text())
     results = Path(args.results)
     run_dir = Path(args.run_dir) if args.run_dir else results / "train" / args.experiment
     images = exp.get("images_from", exp["dataset"])
@@ -93,6 +93,37 @@ def _generate(args: argparse.Namespace) -> int:
     table = write_tsv(Path(args.out) / "manifest.tsv", rows, MANIFEST_COLUMNS)
     print(f"wrote {len(rows)} volumes for {len(files)} label maps; manifest: {table}")
     return 0
+
+
+# A workflow stage by its rule, and by the file it makes for one experiment.
+STAGE_RULES = {"preprocess": "preprocess", "slice": "slice", "split": "split", "select": "select",
+               "evaluate": "evaluate", "utility": "utility", "export": "export", "report": "report_summary"}
+EXPERIMENT_TARGETS = {"select": "results/select/{}/generator.pt", "evaluate": "results/evaluate/{}/test_metrics.tsv",
+                      "utility": "results/utility/{}/utility.tsv", "export": "results/export/{}/nnUNet_raw",
+                      "report": "reports/{}/summary.html"}
+
+
+def stage_command(stage: str, config: str | None, experiment: str | None, cores: int, dry_run: bool) -> list[str]:
+    """The Snakemake command that runs ``stage`` (for one experiment, or every one) and what it needs: the
+    stage's function gets exactly the inputs the workflow gives it."""
+    snakefile = Path(__file__).resolve().parents[2] / "workflow" / "Snakefile"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--cores", str(cores)]
+    cmd += ["--configfile", config] if config else []
+    if experiment and stage in EXPERIMENT_TARGETS:
+        cmd.append(EXPERIMENT_TARGETS[stage].format(experiment))
+    elif experiment:
+        raise ValueError(f"{stage} runs per dataset, not per experiment: leave out --experiment")
+    else:
+        cmd += ["--until", STAGE_RULES[stage]]
+    return cmd + (["--dry-run"] if dry_run else [])
+
+
+def _stage(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cmd = stage_command(args.command, args.config, args.experiment, args.cores, args.dry_run)
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--card", action="store_true", help="print the generator's model card (Markdown)")
     p.set_defaults(func=_info)
+
+    for stage in STAGE_RULES:
+        p = sub.add_parser(stage, help=f"run the workflow's {stage} stage and what it needs")
+        p.add_argument("--config", help="workflow config (default: the demo's config/config.yaml)")
+        p.add_argument("--experiment", help="only this experiment's outputs (stages after training)")
+        p.add_argument("--cores", type=int, default=1)
+        p.add_argument("--dry-run", action="store_true", help="print what would run")
+        p.set_defaults(func=_stage)
 
     args = parser.parse_args(argv)
     try:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from medsynth.data.download import ChecksumError, DownloadError, UnsafeArchiveError, extract, fetch
+from medsynth.data.archives import UnsafeArchiveError, extract
+from medsynth.data.download import ChecksumError, DownloadError, fetch
 
 PAYLOAD = os.urandom(200 * 1024)
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

@@ -57,7 +57,7 @@ def write_cohort(root: Path, test_cases: int, train_cases: int, slices: int = 32
     """Test and training cases of one dataset (paired: it is its own image dataset), every case generated
     ``samples`` times, as the workflow lays them out; a segmenter and Inception statistics without weights.
     Returns the paths the stages take (JSON-ready)."""
-    from medsynth.metrics.segmentation import UNetSegmenter, save_segmenter
+    from medsynth.models.segmenter import UNetSegmenter, save_segmenter
 
     rng = np.random.default_rng(seed)
     root = Path(root)

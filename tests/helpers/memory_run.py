@@ -38,22 +38,22 @@ def _metrics(c: dict) -> dict:
 
 def evaluate(c: dict) -> None:
     from medsynth.inference.generate_cases import generated_cases
-    from medsynth.evaluation.stages import evaluate_experiment
+    from medsynth.evaluation.stages import EvaluateInputs, EvaluateSettings, evaluate_experiment
 
-    evaluate_experiment(generated_cases(c["test"], Path(c["cases_dir"])), meta=c["meta"], reference=c["test"],
-                        reference_meta=c["meta"], train_reference=c["train"], real_stats=Path(c["real_stats"]),
-                        train_stats=Path(c["train_stats"]), segmenter=Path(c["segmenter"]), paired=True,
-                        threshold=-0.95, metrics=_metrics(c), names=c["names"], reference_names=c["names"],
-                        not_computed="", device=CPU)
+    inputs = EvaluateInputs(generated_cases(c["test"], Path(c["cases_dir"])), meta=c["meta"], reference=c["test"],
+                            reference_meta=c["meta"], train_reference=c["train"], real_stats=Path(c["real_stats"]),
+                            train_stats=Path(c["train_stats"]), segmenter=Path(c["segmenter"]))
+    evaluate_experiment(inputs, EvaluateSettings(paired=True, threshold=-0.95, metrics=_metrics(c), names=c["names"],
+                                                 reference_names=c["names"], not_computed=""), CPU)
 
 
 def utility(c: dict) -> None:
-    from medsynth.evaluation.stages import utility_experiment
+    from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
 
-    utility_experiment(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
-                       cases_dir=Path(c["cases_dir"]), test=c["test"], split=Path(c["split"]), names=c["names"],
-                       image_names=c["names"], source="", segmenter=SEGMENTER,
-                       utility={"bootstrap": 1000, "seed": 0, "real_share": 0.75}, device=CPU)
+    inputs = UtilityInputs(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
+                           cases_dir=Path(c["cases_dir"]), test=c["test"], split=Path(c["split"]))
+    utility_experiment(inputs, UtilitySettings(names=c["names"], image_names=c["names"], source="", segmenter=SEGMENTER,
+                                               utility={"bootstrap": 1000, "seed": 0, "real_share": 0.75}), CPU)
 
 
 def audit_shared(c: dict) -> None:

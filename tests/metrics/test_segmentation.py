@@ -5,19 +5,9 @@ import math
 import pytest
 import torch
 
-from medsynth.metrics.segmentation import (
-    DEFAULT_CHANNELS,
-    UNetSegmenter,
-    class_weights,
-    confusion,
-    load_segmenter,
-    per_class_scores,
-    predict,
-    save_segmenter,
-    soft_dice_loss,
-    summarize,
-    train_segmenter,
-)
+from medsynth.metrics.segmentation import (class_weights, confusion, per_class_scores, predict, soft_dice_loss,
+                                          summarize, train_segmenter)
+from medsynth.models.segmenter import DEFAULT_CHANNELS, UNetSegmenter, load_segmenter, save_segmenter
 from medsynth.io.checkpoint import save_checkpoint
 
 CPU = torch.device("cpu")

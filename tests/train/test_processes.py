@@ -32,7 +32,7 @@ def project(tmp_path, make_toy_slices):
                    np.zeros((4, 2), np.int32)).save(tmp_path / "results/slices/toy/cases" / case / "slices.npz")
     write_tsv(tmp_path / "results/split/toy/split.tsv", [{"case_id": c, "part": p} for c, p in parts.items()],
               ["case_id", "part"])
-    config = {"datasets": {"toy": {"labels": [{"name": n, "values": [i]} for i, n in enumerate("abc")]}},
+    config = {"datasets": {"toy": {"source": "phantom", "modality": "CT", "labels": [{"name": n, "values": [i]} for i, n in enumerate("abc")]}},
               "experiments": {"exp": {"dataset": "toy", "train": {
                   "model": "tiny", "steps": 40, "batch_size": 2, "eval_every": 5, "sample_every": 100,
                   "checkpoint_every": 5, "val_max_slices": 4, "device": "cpu"}}}}

@@ -29,19 +29,6 @@ def test_another_modes_loss_weights_keep_the_fingerprint_and_its_own_change_it()
     assert fp(lambda_labelmix=3.0) != fp() and fp(mode="unpaired", lambda_seg=3.0) != fp(mode="unpaired")
 
 
-def test_the_workflow_reruns_for_the_same_mode_only_keys():
-    """common.smk cannot import the package; its TRAIN_MODE_KEYS must say what MODE_ONLY says."""
-    import ast
-    from pathlib import Path
-
-    from medsynth.train.settings import MODE_ONLY
-
-    text = (Path(__file__).resolve().parents[2] / "workflow/rules/common.smk").read_text()
-    start = text.index("TRAIN_MODE_KEYS = ")
-    node = ast.parse(text[start:text.index("}\n", start) + 1]).body[0].value
-    assert {k: tuple(v) for k, v in ast.literal_eval(node).items()} == MODE_ONLY
-
-
 def test_unknown_mode_and_precision_and_an_odd_mode_seeking_batch_are_refused():
     with pytest.raises(ValueError, match="train.mode"):
         TrainSettings.from_dict({"mode": "cyclic"})

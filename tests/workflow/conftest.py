@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(cfg), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=no_controller_env())
 

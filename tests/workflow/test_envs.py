@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_conda_env_pins_agree_with_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    env = yaml.safe_load((REPO / "envs/medsynth.yaml").read_text())
+    env = yaml.safe_load((REPO / "workflow/envs/medsynth.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     pins = [p for p in pip if not p.startswith("-e")]
     assert sorted(pins) == sorted(project)

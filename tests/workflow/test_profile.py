@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _job_resources(workdir: Path, config: dict, rule: str) -> dict[str, str]:
     shutil.copytree(REPO / "config", workdir / "config")  # the label table path is relative to the run folder
     (workdir / "run.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "-n",
            "--workflow-profile", str(REPO / "profiles/slurm"), "--configfile", "run.yaml"]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=no_controller_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -52,7 +52,7 @@ def test_per_case_jobs_run_in_batches_of_cases_through_the_profile(tmp_path):
         "phantom": {"n_cases": 300, "seed": 1, "shape": [32, 32, 8], "spacing": [6.0, 6.0, 8.0]}}},
         "slice": {"size": 16}, "split": {"seed": 0, "ratios": {"train": 0.8, "val": 0.1, "test": 0.1}}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", "run.yaml"]
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "run.yaml"]
 
     def run(*args: str) -> str:
         result = subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,

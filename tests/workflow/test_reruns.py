@@ -371,7 +371,7 @@ def reversed_keys(value):
 def dry_run(work: Path, config_file: Path) -> dict[str, int] | str:
     from tiny_workflow import no_controller_env
 
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work),
            "--configfile", str(config_file), "--cores", "2", "-n"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=no_controller_env())
     return planned_jobs(result) if result.returncode == 0 else f"dry run failed: {result.stderr[-2000:]}"

@@ -1,146 +1,81 @@
-# Helpers shared by the stage files: config validation, case lists, parameters.
-# Each rule gets only the slice of the config it uses, so changing one setting
-# reruns only the stages that depend on it (Snakemake's params rerun trigger).
+# Helpers shared by the stage files: the config loaded through medsynth.config, case lists, input
+# functions, resources. Each rule gets only the slice of the config it uses (medsynth/config/keys.py),
+# so changing one setting reruns only the stages that depend on it (Snakemake's params rerun trigger).
 
 import csv
 import importlib.util
 import os
+import sys
 from types import SimpleNamespace
 
-import yaml
 from snakemake.utils import validate
+
+# medsynth's config modules need only PyYAML and Snakemake: where Snakemake runs without medsynth
+# installed (e.g. with --use-conda), they are read from the checkout.
+MEDSYNTH_INSTALLED = importlib.util.find_spec("medsynth") is not None
+if not MEDSYNTH_INSTALLED:
+    sys.path.insert(0, os.path.join(workflow.basedir, "..", "src"))
+
+from medsynth.config.keys import (
+    CARD_TRAIN_KEYS,
+    PERCEPTUAL_KEYS,
+    SEGMENTER_KEYS,
+    canonical,
+    only,
+)
+from medsynth.config import keys as _keys
+from medsynth.config.load import inline_label_files, normalise, reference_errors
+from medsynth.inference.generator_contract import card_inputs, generator_data
 
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
-# A label table may live in its own file (e.g. config/labels/totalsegmentator_v2_grouped.yaml):
-# read it once here, then validate the config with the table in it like an inline one (one
-# validation: it is a tenth of a second of every Snakemake start; a malformed config reaches it
-# unharmed, as this loop only reads what has the shape it expects).
-_LABEL_FILES = {}
-_DATASETS = config.get("datasets") if isinstance(config.get("datasets"), dict) else {}
-for _name, _ds in _DATASETS.items():
-    if isinstance(_ds, dict) and isinstance(_ds.get("labels"), str):
-        if not os.path.isfile(_ds["labels"]):
-            raise ValueError(f"config: datasets.{_name}.labels names {_ds['labels']!r}, which does not exist")
-        with open(_ds["labels"]) as _fh:
-            _LABEL_FILES[_name], _ds["labels"] = _ds["labels"], yaml.safe_load(_fh)
+# Label tables in their own files (e.g. config/labels/totalsegmentator_v2_grouped.yaml) are read into
+# the config, which is then validated like an inline one (one validation: it is a tenth of a second of
+# every Snakemake start).
+_LABEL_FILES = inline_label_files(config)
 validate(config, SCHEMA)
-if config["metrics"]["perceptual"] is False:  # YAML reads an unquoted off as false
-    config["metrics"]["perceptual"] = "off"
-
-
-def canonical(value):
-    """``value`` with every mapping's keys in sorted order, recursively (lists keep theirs).
-
-    Snakemake compares a rule's params by their repr, in which a dict's key order counts:
-    without this, the same config with its keys in another order would rerun everything."""
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value)}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    return value
-
-
-def only(section, keys):
-    """The ``keys`` of a config section that one job uses, canonical (see above). Its params hold
-    nothing else, so a setting reruns exactly the rules that use it (README, "What reruns")."""
-    return canonical({k: section[k] for k in keys if k in section})
-
-
-# The preprocessing settings each modality uses.
-PREPROCESS_KEYS = {
-    "CT": ("spacing_xy", "ct_window", "ct_soft_window", "ct_soft_share", "body_threshold_hu", "opening_mm"),
-    "MR": ("spacing_xy", "mr_percentiles", "mr_body_fraction", "opening_mm"),
-}
-TRAIN_MODE_KEYS = {  # the loss weights only one mode uses
-    "paired": ("lambda_labelmix",),
-    "unpaired": ("lambda_seg", "lambda_adv", "r1_gamma", "r1_every"),
-}
-# Settings that change how a job runs, not what it makes (devices, inference batch sizes,
-# memory, cadences of a run that resumes): rules do not take them as params, so changing one
-# reruns nothing; the scripts read them from the config.
-TRAIN_HOW_KEYS = ("device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile")
-# What validation (train) and evaluation compute FID/KID with; metrics.batch_size is a how-key.
-PERCEPTUAL_KEYS = ("perceptual", "weights_dir", "kid_subsets", "kid_subset_size")
-SEGMENTER_KEYS = ("segmenter_steps", "segmenter_batch", "segmenter_channels")
-# What the model card tells of a training (model_card.training, model_card.card_before_selection).
-CARD_TRAIN_KEYS = ("model", "mode", "steps", "batch_size", "lr_g", "lr_d", "seed", "precision", "context_slices",
-                   "init_from")
-
-
-def image_only(dataset):
-    """A dataset without a label table: images only (the unpaired mode's real images, e.g. unlabelled MR)."""
-    return "labels" not in config["datasets"][dataset]
-
-
-def labels_of(dataset):
-    """A dataset's label table as the config gives it, canonical; None for an image-only dataset (whose
-    table medsynth makes: background and body, data/labels.py)."""
-    return None if image_only(dataset) else canonical(config["datasets"][dataset]["labels"])
-
-
-def slice_settings(dataset):
-    """How a dataset is sliced: slice.size and min_body_fraction, and the class ids of
-    slice.require_classes in its label table (an image-only dataset keeps every body slice; the key is
-    there only when set, so configs without it keep their slices)."""
-    settings = only(config["slice"], ("size", "min_body_fraction"))
-    required = config["slice"].get("require_classes") or []
-    if required and not image_only(dataset):
-        names = [e["name"] for e in config["datasets"][dataset]["labels"]]
-        names += [] if "body" in names else ["body"]
-        settings["require_classes"] = [names.index(n) for n in required if n in names]
-    return settings
-
-
-def download_source(dataset):
-    """What the download of a dataset depends on; an image-only dataset's table holds no label maps
-    (the key is there only then, so the other datasets' downloads do not rerun for it)."""
-    source = only(config["datasets"][dataset], ("source", "modality", "phantom", "local", "url", "layout"))
-    return {**source, "image_only": True} if image_only(dataset) else source
-
-
-def preprocess_settings(dataset):
-    """A dataset's preprocessing settings that its modality uses (a CT's MR percentiles rerun nothing)."""
-    ds = config["datasets"][dataset]
-    return only(ds["preprocess"], PREPROCESS_KEYS[ds["modality"]])
-
-
-def train_settings(wildcards):
-    """An experiment's training settings that decide what it learns (and ``steps``, which extends
-    it; ``mask_threshold``, which changes validation; ``init_from``): not another mode's weights,
-    nor the how-keys, with which a finished run would resume and do nothing."""
-    train = config["experiments"][wildcards.experiment]["train"]
-    other = [k for mode, keys in TRAIN_MODE_KEYS.items() if mode != train["mode"] for k in keys]
-    return only(train, [k for k in train if k not in TRAIN_HOW_KEYS and k not in other])
-
-
-ENV = "../../envs/medsynth.yaml"
-DATASETS = sorted(config["datasets"])
-EXPERIMENTS = sorted(config["experiments"])
-
-for _name, _exp in config["experiments"].items():
-    for _key in ("dataset", "images_from"):
-        if _key in _exp and _exp[_key] not in config["datasets"]:
-            raise ValueError(
-                f"config: experiments.{_name}.{_key} is {_exp[_key]!r}, "
-                f"which is not one of the datasets {DATASETS}"
-            )
-    if _exp["train"]["mode"] == "unpaired" and "images_from" not in _exp:
-        raise ValueError(
-            f"config: experiments.{_name} is unpaired: set images_from to the dataset of real images"
-        )
-
-# What only medsynth can tell (a label value listed twice, a slice size a preset cannot take)
-# would otherwise fail every case's preprocessing, or training after all of it. Where Snakemake
-# runs without medsynth installed (e.g. with --use-conda), the jobs make the same checks.
-if importlib.util.find_spec("medsynth") is not None:
+normalise(config)
+_errors = reference_errors(config)
+# What only medsynth can tell (a label value listed twice, a slice size a preset cannot take) would
+# otherwise fail every case's preprocessing, or training after all of it. Without medsynth installed
+# where Snakemake runs, the jobs make the same checks.
+if not _errors and MEDSYNTH_INSTALLED:
     from medsynth.config.checks import config_errors
 
     # The working directory: where a url dataset's cases.tsv lies once downloaded (its test patients).
     _errors = config_errors(config, _LABEL_FILES, os.getcwd())
-    if _errors:
-        raise ValueError("\n".join(_errors))
+if _errors:
+    raise ValueError("\n".join(_errors))
+
+
+def image_only(dataset):
+    return _keys.image_only(config, dataset)
+
+
+def labels_of(dataset):
+    return _keys.labels_of(config, dataset)
+
+
+def slice_settings(dataset):
+    return _keys.slice_settings(config, dataset)
+
+
+def download_source(dataset):
+    return _keys.download_source(config, dataset)
+
+
+def preprocess_settings(dataset):
+    return _keys.preprocess_settings(config, dataset)
+
+
+def train_settings(wildcards):
+    return _keys.train_settings(config, wildcards.experiment)
+
+
+ENV = "../envs/medsynth.yaml"
+DATASETS = sorted(config["datasets"])
+EXPERIMENTS = sorted(config["experiments"])
 
 
 wildcard_constraints:

@@ -20,21 +20,13 @@ rule select:
         fallback=lambda w: config["experiments"][w.experiment].get("select_fallback", config["select"]["fallback"]),
         # What medsynth generate needs inside generator.pt (the image dataset's intensity mapping;
         # the label dataset's grid).
-        data=lambda w: canonical({
-            "labels": config["datasets"][experiment_dataset(w)]["labels"],
-            "modality": config["datasets"][image_dataset(w)]["modality"],
-            "mode": config["experiments"][w.experiment]["train"]["mode"],
-            "preprocess": preprocess_settings(image_dataset(w)),
-            "label_preprocess": only(config["datasets"][experiment_dataset(w)]["preprocess"], ("spacing_xy",)),
-            "slice": config["slice"],
-        }),
-        card=lambda w: canonical({
-            "datasets": {d: {k: config["datasets"][d][k] for k in ("source", "modality")}
-                         for d in card_datasets(w)},
-            "roles": [[d, role] for d, role in card_datasets(w).items()],  # a list: its order is the splits' order
-            "train": only(config["experiments"][w.experiment]["train"], CARD_TRAIN_KEYS),
-            "slice_size": config["slice"]["size"],
-        }),
+        data=lambda w: canonical(generator_data(
+            labels_of(experiment_dataset(w)), config["datasets"][image_dataset(w)]["modality"],
+            config["experiments"][w.experiment]["train"]["mode"], preprocess_settings(image_dataset(w)),
+            only(config["datasets"][experiment_dataset(w)]["preprocess"], ("spacing_xy",)), config["slice"])),
+        card=lambda w: canonical(card_inputs(
+            config["datasets"], card_datasets(w), only(config["experiments"][w.experiment]["train"], CARD_TRAIN_KEYS),
+            config["slice"]["size"])),
     log:
         "logs/select/{experiment}.log",
     conda:

@@ -4,7 +4,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from medsynth.data.cohort import drop_labels, register_layout, register_local, use_image_column
-from medsynth.data.download import extract, fetch
+from medsynth.data.archives import extract
+from medsynth.data.download import fetch
 from medsynth.data.phantom import write_cohort
 from medsynth.io.logs import log_to
 

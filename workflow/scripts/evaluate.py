@@ -6,7 +6,7 @@ from medsynth.data.labels import LabelTable, table_names
 from medsynth.inference.generate_cases import generated_cases
 from medsynth.io.tables import write_tsv
 from medsynth.io.logs import log_to
-from medsynth.evaluation.stages import EVALUATE_TABLES, evaluate_experiment
+from medsynth.evaluation.stages import EVALUATE_TABLES, EvaluateInputs, EvaluateSettings, evaluate_experiment
 from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
@@ -15,14 +15,15 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     metrics = {**sm.params.metrics, "batch_size": sm.config["metrics"]["batch_size"]}
     # The image dataset's classes, matched to the experiment's by name; None: image-only (no label maps).
     reference_names = None if sm.params.reference_labels is None else table_names(sm.params.reference_labels)
-    tables = evaluate_experiment(
+    inputs = EvaluateInputs(
         generated_cases(sm.input.real, Path(sm.input.cases)), meta=sm.input.meta, reference=sm.input.reference,
         reference_meta=sm.input.reference_meta, train_reference=sm.input.train_reference,
         real_stats=Path(sm.input.real_stats), train_stats=Path(sm.input.train_stats),
-        segmenter=sm.input.get("segmenter"),  # an input only when the image dataset is labelled
+        segmenter=sm.input.get("segmenter"))  # an input only when the image dataset is labelled
+    settings = EvaluateSettings(
         paired=sm.params.mode == "paired", threshold=sm.params.threshold, metrics=metrics,
         names=LabelTable.from_config(sm.params.labels).names, reference_names=reference_names,
-        not_computed=f"not computed: the image dataset {sm.params.image_dataset} has no label maps",
-        device=resolve_device("auto"))
+        not_computed=f"not computed: the image dataset {sm.params.image_dataset} has no label maps")
+    tables = evaluate_experiment(inputs, settings, resolve_device("auto"))
     for name, columns in EVALUATE_TABLES.items():
         write_tsv(sm.output[name], tables[name], columns)

@@ -6,7 +6,8 @@ import torch
 
 from medsynth.data.labels import LabelTable
 from medsynth.io.logs import log_to
-from medsynth.metrics.segmentation import save_segmenter, train_segmenter
+from medsynth.metrics.segmentation import train_segmenter
+from medsynth.models.segmenter import save_segmenter
 from medsynth.models.devices import resolve_device
 from medsynth.data.slice_set import load_slices
 

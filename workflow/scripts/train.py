@@ -11,7 +11,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     # One training process per GPU (torchrun inside the job) when the experiment asks for several.
     processes = max(1, int(sm.resources.gpu))
     # params.settings decide what the run learns (the rerun trigger); the settings that change only how
-    # it runs (device, cadences, memory; common.smk TRAIN_HOW_KEYS) and other modes' weights come from
+    # it runs (device, cadences, memory; medsynth.train.keys.HOW_KEYS) and other modes' weights come from
     # the config, so changing them reruns nothing (a finished run would resume and do nothing).
     settings = {**sm.config["experiments"][sm.wildcards.experiment]["train"], **sm.params.settings}
     spec = dict(

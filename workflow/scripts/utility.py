@@ -7,7 +7,7 @@ import torch
 from medsynth.data.labels import LabelTable, table_names
 from medsynth.io.tables import write_tsv
 from medsynth.io.logs import log_to
-from medsynth.evaluation.stages import utility_experiment
+from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
 from medsynth.models.devices import resolve_device
 from medsynth.evaluation.utility import COLUMNS
 
@@ -16,10 +16,12 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(sm.threads)
     # The image dataset's real slices in the experiment's classes, matched by name (planned only when it
     # labels every one of them).
-    rows = utility_experiment(
+    inputs = UtilityInputs(
         real_model=Path(sm.input.real_model), real_train=sm.input.real_train, label_train=sm.input.label_train,
-        cases_dir=Path(sm.input.cases), test=sm.input.test, split=Path(sm.input.split),
+        cases_dir=Path(sm.input.cases), test=sm.input.test, split=Path(sm.input.split))
+    settings = UtilitySettings(
         names=LabelTable.from_config(sm.params.labels).names, image_names=table_names(sm.params.image_labels),
         source=f"the image dataset {sm.params.image_dataset}", segmenter=sm.params.segmenter,
-        utility=sm.params.utility, device=resolve_device("auto"))
+        utility=sm.params.utility)
+    rows = utility_experiment(inputs, settings, resolve_device("auto"))
     write_tsv(sm.output[0], rows, COLUMNS)

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -183,106 +183,148 @@ def preprocess_case(
     of the NIfTI files, which release the GIL.
     """
     workers = workers or default_workers()
+    files = CaseFiles(case_id, Path(image_path), None if label_path is None else Path(label_path), Path(out_dir),
+                      None if mask_path is None else Path(mask_path), None if qc_path is None else Path(qc_path),
+                      dict(series or {}))
     with ThreadPoolExecutor(max(2, workers)) as pool:
-        return _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers,
-                           pool, dict(series or {}))
+        return _preprocess(files, table, settings, workers, pool)
 
 
-def _preprocess(case_id, image_path, label_path, out_dir, table, settings, mask_path, qc_path, workers, pool,
-                series) -> dict:
-    # The file's own type: an int16 CT stays int16 (half the memory traffic) until interpolation makes it float32.
-    image_job = pool.submit(load_volume, image_path, None, series.get("image"))
-    mask_job = pool.submit(load_volume, mask_path, np.int32, series.get("mask")) if mask_path is not None else None
-    label_vol = load_volume(label_path, np.integer, series.get("label")) if label_path is not None else None
-    image = image_job.result()
-    label_affine = reorientation_affine(image, label_vol) if label_vol is not None else None
-    given_mask = None
-    if mask_job is not None:
-        given_mask = mask_job.result()
-        mask_affine = reorientation_affine(image, given_mask)
-    if float(image.array.max()) == float(image.array.min()):
-        raise ValueError(f"{image_path}: image is constant ({image.array.min()}); nothing to learn from")
+@dataclass(frozen=True)
+class CaseFiles:
+    """One case's inputs (any may be a DICOM series folder, ``series`` naming the series by file role)
+    and where its outputs go."""
+    case_id: str
+    image: Path
+    label: Path | None  # None: a case of an image-only dataset
+    out_dir: Path
+    mask: Path | None = None  # replaces the computed body mask
+    qc: Path | None = None
+    series: Mapping[str, str] = field(default_factory=dict)
 
+
+@dataclass(frozen=True)
+class _Grids:
+    """The source grid made canonical (RAS, no interpolation) and the training grid in-plane resampled from it."""
+    canonical: np.ndarray
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def _preprocess(files: CaseFiles, table: LabelTable, settings: PreprocessSettings, workers: int,
+                pool: ThreadPoolExecutor) -> dict:
+    image, label_vol, label_affine, given_mask = _read_case(files, pool)
     source = image.array
     if np.issubdtype(source.dtype, np.floating) and source.dtype != np.float32:
         source = source.astype(np.float32)  # float64 (scaled integers) holds no precision a scanner has
     shape_c, aff_c = canonical_grid(source.shape, image.affine)
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
+    grids = _Grids(aff_c, affine, shape)
     # The label map goes its own way (table, grid) while this thread resamples the image; its file
-    # is written while the body mask is found.
-    # An image-only case has an empty map, which the body class fills below.
+    # is written while the intensity curve is found. An image-only case has an empty map, which
+    # the body class fills below.
     label_job = (pool.submit(labels_on_grid, label_vol, label_affine, table, aff_c, affine, shape)
                  if label_vol is not None else pool.submit(np.zeros, shape, np.uint8))
     img_c, _ = to_canonical(source, image.affine)
     background = float(img_c.min())
     img_r = resample_to_grid(img_c, aff_c, affine, shape, order=1, cval=background, workers=workers)
     lab_r = label_job.result()
-    if label_path is not None:
-        check_has_labels(lab_r, label_path, table)
-    make_dir(out_dir)
-    spacing = voxel_spacing(affine)
-    if given_mask is not None:
-        mask_c, _ = to_canonical(given_mask.array > 0, mask_affine)
-        mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
-    elif shape[0] * shape[1] < img_c.shape[0] * img_c.shape[1]:
-        # Downsampling: find the body on the smaller training grid (the opening radius is in mm
-        # on either grid); a fine source grid would cost several times as much for the same outline.
-        mask = find_body(img_r, spacing, settings, workers)
-    else:
-        # Same or finer grid: find the body before interpolation blurs the skin, carry it over
-        # with nearest neighbour like the labels.
-        mask_c = find_body(img_c, voxel_spacing(aff_c), settings, workers)
-        mask = resample_to_grid(mask_c.astype(np.uint8), aff_c, affine, shape, order=0).astype(bool)
-
-    # Every labelled voxel must be inside the mask; widen by the labels rather than drop anatomy.
-    outside = int(np.count_nonzero((lab_r > 0) & ~mask))
-    if outside:
-        log.warning("%s: %d labelled voxels were outside the body mask; mask widened to include them", case_id, outside)
-        mask |= lab_r > 0
-
+    if files.label is not None:
+        check_has_labels(lab_r, files.label, table)
+    make_dir(files.out_dir)
+    mask = _body_mask(img_c, img_r, grids, given_mask, settings, workers)
+    outside = _widen_to_labels(mask, lab_r, files.case_id)
     body_voxels = add_body_class(lab_r, mask, table)
-    label_write = pool.submit(save_volume, out_dir / "label.nii.gz", lab_r, affine)
+    writes = [pool.submit(save_volume, files.out_dir / "label.nii.gz", lab_r, affine)]
     class_voxels = pool.submit(lambda: np.bincount(lab_r.ravel(), minlength=table.num_classes).tolist())
     curve = intensity_map(img_r, mask, settings)
     unit = curve.to_unit(img_r)
     unit[~mask] = -1.0
-
-    writes = [label_write, pool.submit(save_volume, out_dir / "image.nii.gz", unit, affine),
-              pool.submit(save_volume, out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)]
+    writes += [pool.submit(save_volume, files.out_dir / "image.nii.gz", unit, affine),
+               pool.submit(save_volume, files.out_dir / "mask.nii.gz", mask.astype(np.uint8), affine)]
     for job in writes:
         job.result()
-    meta = {
-        "case_id": case_id,
-        "source_image": str(image_path),
-        "source_label": "" if label_path is None else str(label_path),
-        "image_only": label_path is None,
-        "source_series": series,  # DICOM folders: the series read (by file role)
+    meta = {**_source_meta(files, image), "shape": list(shape), "affine": affine.tolist(),
+            "spacing": voxel_spacing(affine).tolist(), "modality": settings.modality,
+            "intensity": {**curve.to_meta(), "background": background}, "labelled_voxels_outside_mask": outside,
+            "body_class": table.body_class, "body_derived": table.body_derived,
+            "body_class_voxels_from_mask": body_voxels, "class_voxels": class_voxels.result(),
+            "settings": asdict(settings)}
+    (files.out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    if files.qc is not None:
+        _write_qc(files, img_c, (curve.lo, curve.hi), unit, mask, lab_r, table)
+    return meta
+
+
+def _read_case(files: CaseFiles, pool: ThreadPoolExecutor
+               ) -> tuple[Volume, Volume | None, np.ndarray | None, tuple[Volume, np.ndarray] | None]:
+    """The image, the label map with the affine to reorient it by, and a given mask with its affine."""
+    # The file's own type: an int16 CT stays int16 (half the memory traffic) until interpolation makes it float32.
+    image_job = pool.submit(load_volume, files.image, None, files.series.get("image"))
+    mask_job = (pool.submit(load_volume, files.mask, np.int32, files.series.get("mask"))
+                if files.mask is not None else None)
+    label = load_volume(files.label, np.integer, files.series.get("label")) if files.label is not None else None
+    image = image_job.result()
+    label_affine = reorientation_affine(image, label) if label is not None else None
+    given_mask = None
+    if mask_job is not None:
+        mask = mask_job.result()
+        given_mask = (mask, reorientation_affine(image, mask))
+    if float(image.array.max()) == float(image.array.min()):
+        raise ValueError(f"{files.image}: image is constant ({image.array.min()}); nothing to learn from")
+    return image, label, label_affine, given_mask
+
+
+def _body_mask(img_c: np.ndarray, img_r: np.ndarray, grids: _Grids, given: tuple[Volume, np.ndarray] | None,
+               settings: PreprocessSettings, workers: int) -> np.ndarray:
+    """The body on the training grid: the given mask resampled, or found on the coarser of the two grids."""
+    if given is not None:
+        mask_c, _ = to_canonical(given[0].array > 0, given[1])
+        return resample_to_grid(mask_c.astype(np.uint8), grids.canonical, grids.affine, grids.shape,
+                                order=0).astype(bool)
+    if grids.shape[0] * grids.shape[1] < img_c.shape[0] * img_c.shape[1]:
+        # Downsampling: find the body on the smaller training grid (the opening radius is in mm
+        # on either grid); a fine source grid would cost several times as much for the same outline.
+        return find_body(img_r, voxel_spacing(grids.affine), settings, workers)
+    # Same or finer grid: find the body before interpolation blurs the skin, carry it over
+    # with nearest neighbour like the labels.
+    mask_c = find_body(img_c, voxel_spacing(grids.canonical), settings, workers)
+    return resample_to_grid(mask_c.astype(np.uint8), grids.canonical, grids.affine, grids.shape, order=0).astype(bool)
+
+
+def _widen_to_labels(mask: np.ndarray, label: np.ndarray, case_id: str) -> int:
+    """Every labelled voxel must be inside the mask: widen it by the labels (in place) rather than drop
+    anatomy; returns how many were outside."""
+    outside = int(np.count_nonzero((label > 0) & ~mask))
+    if outside:
+        log.warning("%s: %d labelled voxels were outside the body mask; mask widened to include them", case_id, outside)
+        mask |= label > 0
+    return outside
+
+
+def _source_meta(files: CaseFiles, image: Volume) -> dict:
+    return {
+        "case_id": files.case_id,
+        "source_image": str(files.image),
+        "source_label": "" if files.label is None else str(files.label),
+        "image_only": files.label is None,
+        "source_series": dict(files.series),  # DICOM folders: the series read (by file role)
         "source_shape": list(image.array.shape),
         "source_affine": image.affine.tolist(),
-        "shape": list(shape),
-        "affine": affine.tolist(),
-        "spacing": spacing.tolist(),
-        "modality": settings.modality,
-        "mask_source": str(mask_path) if mask_path is not None else "computed",
-        "intensity": {**curve.to_meta(), "background": background},
-        "labelled_voxels_outside_mask": outside,
-        "body_class": table.body_class,
-        "body_derived": table.body_derived,
-        "body_class_voxels_from_mask": body_voxels,
-        "class_voxels": class_voxels.result(),
-        "settings": asdict(settings),
+        "mask_source": str(files.mask) if files.mask is not None else "computed",
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
-    if qc_path is not None:
-        from medsynth.io.figures import preprocess_qc  # matplotlib only when a QC picture is asked for
 
-        # The slice with the most labelled anatomy (every body slice carries the body class); the most
-        # body where nothing else is labelled (an image-only case).
-        organs = (lab_r > 0) & (lab_r != table.body_class)
-        z = int(np.argmax((organs if organs.any() else lab_r > 0).sum(axis=(0, 1))))
-        preprocess_qc(qc_path, img_c[:, :, z], (curve.lo, curve.hi), unit[:, :, z], mask[:, :, z], lab_r[:, :, z],
-                      table.num_classes, title=f"{case_id}, axial slice {z}")
-    return meta
+
+def _write_qc(files: CaseFiles, source: np.ndarray, window: tuple[float, float], unit: np.ndarray,
+              mask: np.ndarray, label: np.ndarray, table: LabelTable) -> None:
+    from medsynth.io.figures import preprocess_qc  # matplotlib only when a QC picture is asked for
+
+    # The slice with the most labelled anatomy (every body slice carries the body class); the most
+    # body where nothing else is labelled (an image-only case).
+    organs = (label > 0) & (label != table.body_class)
+    z = int(np.argmax((organs if organs.any() else label > 0).sum(axis=(0, 1))))
+    preprocess_qc(files.qc, source[:, :, z], window, unit[:, :, z], mask[:, :, z], label[:, :, z],
+                  table.num_classes, title=f"{files.case_id}, axial slice {z}")
 
 
 def add_body_class(label: np.ndarray, mask: np.ndarray, table: LabelTable) -> int:

@@ -4,69 +4,114 @@ what they measure is what a rule's ``mem_mb`` must hold."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
-from medsynth.evaluation.memorisation_audit import (MEMORISATION_COLUMNS, generated_images, memorisation_cases, memorisation_features,
-                            memorisation_summary)
+from medsynth.evaluation.memorisation_audit import (MEMORISATION_COLUMNS, generated_images, memorisation_cases,
+                                                    memorisation_features, memorisation_summary)
 from medsynth.evaluation.test_metrics import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
-                               evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
-                               segmentation_summary)
-from medsynth.metrics.segmentation import load_segmenter
+                                              evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
+                                              segmentation_summary)
 from medsynth.evaluation.utility import patients_of, utility_rows
 from medsynth.evaluation.utility_data import TestCases, load_training_sets
 from medsynth.evaluation.volume_metrics import three_plane_summary, through_plane_summary
+from medsynth.models.segmenter import load_segmenter
 
 # evaluate's tables (its outputs' names) and their columns.
 EVALUATE_TABLES = {"memorisation": MEMORISATION_COLUMNS, "segmentation": SEG_COLUMNS,
                    "class_intensity": INTENSITY_COLUMNS, "metrics": COLUMNS, "per_case": CASE_COLUMNS}
 
 
-def evaluate_experiment(cases: Sequence[tuple[str, Path, Path]], *, meta: Sequence[Path],
-                        reference: Sequence[Path], reference_meta: Sequence[Path], train_reference: Sequence[Path],
-                        real_stats: Path, train_stats: Path, segmenter: Path | None, paired: bool, threshold: float,
-                        metrics: dict, names: Sequence[str], reference_names: Sequence[str] | None,
-                        not_computed: str, device: torch.device) -> dict[str, list[dict]]:
-    """Every test metric of a generated test set (``cases``: ``generate.generated_cases``) against the image
-    dataset's test slices (``reference``), with the memorisation audit against its training slices
-    (``train_reference``): ``EVALUATE_TABLES``' rows by name. ``metrics``: the metrics settings (with
-    ``batch_size``); ``reference_names`` None: an image-only image dataset (``not_computed`` says so)."""
-    metas, reference_metas = read_metas(meta), read_metas(reference_meta)
+@dataclass(frozen=True)
+class EvaluateInputs:
+    """The evaluate rule's files. ``cases``: (case id, real slices, generated samples) of the generated test
+    set (``generate_cases.generated_cases``); ``reference``: the image dataset's test slices; ``train_reference``:
+    its training slices (the memorisation audit); ``segmenter`` None: an image-only image dataset."""
+    cases: Sequence[tuple[str, Path, Path]]
+    meta: Sequence[Path]
+    reference: Sequence[Path]
+    reference_meta: Sequence[Path]
+    train_reference: Sequence[Path]
+    real_stats: Path
+    train_stats: Path
+    segmenter: Path | None
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """``metrics``: the metrics settings (with ``batch_size``); ``names``: the experiment's classes;
+    ``reference_names`` None: an image-only image dataset, which ``not_computed`` says in the tables."""
+    paired: bool
+    threshold: float
+    metrics: Mapping
+    names: Sequence[str]
+    reference_names: Sequence[str] | None
+    not_computed: str
+
+
+def evaluate_experiment(inputs: EvaluateInputs, settings: EvaluateSettings,
+                        device: torch.device) -> dict[str, list[dict]]:
+    """Every test metric of a generated test set against the image dataset's test slices, with the
+    memorisation audit against its training slices: ``EVALUATE_TABLES``' rows by name."""
+    i, s = inputs, settings
+    metas, reference_metas = read_metas(i.meta), read_metas(i.reference_meta)
     # The generated slices' Inception features, computed once: for FID/KID and for the audit in feature space.
-    generated = generated_images(cases)
-    features = memorisation_features(generated, Path(real_stats), Path(train_stats), metrics, device)
-    summary, per_case = evaluate_cases(cases, paired, reference, threshold=threshold, real_stats=Path(real_stats),
-                                       perceptual=metrics, device=device,
+    generated = generated_images(i.cases)
+    features = memorisation_features(generated, Path(i.real_stats), Path(i.train_stats), s.metrics, device)
+    summary, per_case = evaluate_cases(i.cases, s.paired, i.reference, threshold=s.threshold,
+                                       real_stats=Path(i.real_stats), perceptual=s.metrics, device=device,
                                        fake_features=None if features is None else features[0])
-    seg = segmentation_consistency(None if segmenter is None else Path(segmenter), cases, reference, names,
-                                   reference_names, device, not_computed)
+    seg = segmentation_consistency(None if i.segmenter is None else Path(i.segmenter), i.cases, i.reference, s.names,
+                                   s.reference_names, device, s.not_computed)
     summary += segmentation_summary(seg)
-    intensity = class_intensity(cases, paired, reference, names, metas, reference_metas,
-                                reference_names=reference_names, not_computed=not_computed)
+    intensity = class_intensity(i.cases, s.paired, i.reference, s.names, metas, reference_metas,
+                                reference_names=s.reference_names, not_computed=s.not_computed)
     summary.append(intensity_summary(intensity))
-    summary += through_plane_summary(cases, reference, metas, reference_metas)
-    summary += three_plane_summary(cases, reference, metas, reference_metas, metrics, device)
-    copies, pixel_audit, feature_audit = memorisation_cases(generated, train_reference, reference,
-                                                            metrics["memorisation_threshold"], features)
+    summary += through_plane_summary(i.cases, i.reference, metas, reference_metas)
+    summary += three_plane_summary(i.cases, i.reference, metas, reference_metas, s.metrics, device)
+    copies, pixel_audit, feature_audit = memorisation_cases(generated, i.train_reference, i.reference,
+                                                            s.metrics["memorisation_threshold"], features)
     summary += memorisation_summary(pixel_audit, feature_audit)
     return {"memorisation": copies, "segmentation": seg, "class_intensity": intensity, "metrics": summary,
             "per_case": per_case}
 
 
-def utility_experiment(*, real_model: Path, real_train: Sequence[Path], label_train: Sequence[Path], cases_dir: Path,
-                       test: Sequence[Path], split: Path, names: Sequence[str], image_names: Sequence[str],
-                       source: str, segmenter: Mapping, utility: Mapping, device: torch.device) -> list[dict]:
-    """The utility benchmark's rows: the image dataset's real training slices (``real_train``) and the
-    generated samples of the label dataset's training label maps (``label_train``, under ``cases_dir``) in
-    one float16 set, the test slices (``test``) read a case at a time, both relabelled from the image
-    dataset's table ``image_names`` into the experiment's ``names`` (``source`` names it in messages)."""
-    sets = load_training_sets(real_train, image_names, names, label_train, Path(cases_dir), source)
-    model, model_names = load_segmenter(Path(real_model), device)
+@dataclass(frozen=True)
+class UtilityInputs:
+    """The utility rule's files: the image dataset's segmenter (training (a)), real training slices and test
+    slices with its ``split.tsv``; the label dataset's training slices, their samples under ``cases_dir``."""
+    real_model: Path
+    real_train: Sequence[Path]
+    label_train: Sequence[Path]
+    cases_dir: Path
+    test: Sequence[Path]
+    split: Path
+
+
+@dataclass(frozen=True)
+class UtilitySettings:
+    """``names``: the experiment's classes; ``image_names``: the image dataset's, relabelled into them by name
+    (``source`` names that dataset in messages); ``segmenter``: the metrics' segmenter keys; ``utility``: the
+    ``utility`` section."""
+    names: Sequence[str]
+    image_names: Sequence[str]
+    source: str
+    segmenter: Mapping
+    utility: Mapping
+
+
+def utility_experiment(inputs: UtilityInputs, settings: UtilitySettings, device: torch.device) -> list[dict]:
+    """The utility benchmark's rows: the real training slices and the generated samples of the training
+    label maps in one float16 set, the test slices read a case at a time, all in the experiment's classes."""
+    i, s = inputs, settings
+    sets = load_training_sets(i.real_train, s.image_names, s.names, i.label_train, Path(i.cases_dir), s.source)
+    model, model_names = load_segmenter(Path(i.real_model), device)
     # Training (a) is the segmenter rule's model when it knows the experiment's classes in their order;
     # otherwise utility_rows trains it on the relabelled slices, like (b) and (c).
-    return utility_rows(model if tuple(model_names) == tuple(names) else None, sets.real, sets.synthetic,
-                        TestCases(test, image_names, names, source), names, segmenter, n_boot=utility["bootstrap"],
-                        seed=utility["seed"], device=device, real_share=utility["real_share"],
-                        patients=patients_of(Path(split)), both=sets.both)
+    return utility_rows(model if tuple(model_names) == tuple(s.names) else None, sets.real, sets.synthetic,
+                        TestCases(i.test, s.image_names, s.names, s.source), s.names, s.segmenter,
+                        n_boot=s.utility["bootstrap"], seed=s.utility["seed"], device=device,
+                        real_share=s.utility["real_share"], patients=patients_of(Path(i.split)), both=sets.both)

@@ -25,8 +25,8 @@ from medsynth.data.slicing import CaseSlices
 from medsynth.metrics import intensity
 from medsynth.metrics.image import IntensityHistogram, body_dice, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import PerceptualStream
-from medsynth.metrics.segmentation import (PREDICT_BATCH, UNetSegmenter, confusion, load_segmenter, per_class_scores,
-                                          predict)
+from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
+from medsynth.models.segmenter import UNetSegmenter, load_segmenter
 
 COLUMNS = ["metric", "mean", "std", "n", "note"]
 NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"

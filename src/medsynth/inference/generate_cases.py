@@ -25,6 +25,7 @@ from medsynth.io.images import display_view, save_png, unit_to_uint8
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
+from medsynth.inference.generator_contract import exported_data, label_spacing_xy
 from medsynth.io.checkpoint import load_checkpoint
 from medsynth.inference.synthesize import NOISE_MODES, draw_noise, synthesize, volume_noise  # noqa: F401 (callers import them from here)
 
@@ -268,13 +269,6 @@ def image_scale(data: dict) -> tuple[IntensityMap, str]:
     return IntensityMap.window(0.0, 1000.0), data["modality"]  # MR has no absolute scale: [-1, 1] as 0..1000
 
 
-def exported_data(state: dict, source: Path) -> dict:
-    """The data settings (label table, modality, spacing, slice size) an exported generator carries."""
-    data = state.get("data") or {}
-    if not data.get("labels"):
-        raise ValueError(f"{source}: holds no data settings (label table, spacing); export it with the "
-                         "select stage of this version")
-    return data
 
 
 def generate_from_label_files(generator_path: Path, label_files: Sequence[Path], out_dir: Path,
@@ -294,7 +288,7 @@ def generate_from_label_files(generator_path: Path, label_files: Sequence[Path],
     table = LabelTable.from_config(data["labels"])
     G, num_classes = generator_from_state(state, generator_path, settings.device)
     tile = int(data["slice"]["size"])
-    spacing_xy = data.get("label_preprocess", data["preprocess"]).get("spacing_xy")
+    spacing_xy = label_spacing_xy(data)
     curve, _ = image_scale(data)
     rows: list[dict] = []
     for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):

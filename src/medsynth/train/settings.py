@@ -8,17 +8,13 @@ import json
 from dataclasses import dataclass
 
 from medsynth.models.registry import ModelSpec
+from medsynth.train.keys import HOW_KEYS, MODE_ONLY, MODES  # noqa: F401 (MODES: callers import it from here)
 from medsynth.train.step import LossWeights
-
-MODES = ("paired", "unpaired")
 
 # Settings that change how a run is carried out or observed, not what it learns: changing them resumes.
 # mask_threshold only decides what body Dice counts as tissue: part of the validation identity instead.
 # init_from enters the identity by its file's digest, not its path (context.build_context).
-# Loss weights only one mode uses (the workflow's common.smk TRAIN_MODE_KEYS lists the same).
-MODE_ONLY = {"paired": ("lambda_labelmix",), "unpaired": ("lambda_seg", "lambda_adv", "r1_gamma", "r1_every")}
-NOT_IDENTITY = ("steps", "device", "eval_every", "sample_every", "checkpoint_every", "ram_cache_gb", "compile",
-                "mask_threshold", "init_from")
+NOT_IDENTITY = ("steps", *HOW_KEYS, "mask_threshold", "init_from")
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data
     """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it.
 
     Another mode's loss weights count at their defaults: the run never uses them, and the workflow
-    does not rerun it for them (common.smk TRAIN_MODE_KEYS); a run whose config leaves them at
+    does not rerun it for them (``train.keys.MODE_ONLY``, which the train rule's params use too); a run whose config leaves them at
     their defaults keeps the fingerprint it had before this rule.
     """
     ident = dataclasses.asdict(settings)

@@ -1,6 +1,7 @@
-"""The package's imports point only downward: no module or package imports in a circle, and no package
-imports one above it in the declared order. Every import counts, those inside functions included:
-a lazy import hides a cycle from Python, not from the next engineer."""
+"""The package's shape: imports point only downward (no module or package imports in a circle, no package
+imports one above it in the declared order; every import counts, those inside functions included: a lazy
+import hides a cycle from Python, not from the next engineer), few loose modules, small functions and
+modules."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medsynth"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "medsynth"
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
 
 # Bottom to top, as docs/architecture.md draws them; each may import only the ones before it.
 LAYERS = ["io", "data", "models", "metrics", "inference", "train", "evaluation", "sharing", "reporting",
@@ -132,3 +135,23 @@ def test_the_checks_see_imports_inside_functions(tmp_path, source, expected):
     for name, text in source.items():
         (root / f"{name}.py").write_text(text + "\n")
     assert cycles(import_graph(root)) == expected
+
+
+def _our_python_files() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py")) + sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+
+
+def test_every_module_stays_under_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in _our_python_files()
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, "split these modules by concept"
+
+
+def test_every_function_stays_under_60_lines():
+    long = {}
+    for path in _our_python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = n
+    assert long == {}, "split these functions into named steps"

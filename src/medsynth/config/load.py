@@ -1,0 +1,97 @@
+"""A workflow config read, validated and normalised the same way wherever it is used: by the Snakefile
+when it starts (``common.smk``) and by ``medsynth`` commands given a config file.
+
+The steps, in order: label tables kept in their own files are read into the config (``inline_label_files``),
+the schema validates it and fills its defaults, ``normalise`` settles what YAML reads two ways,
+``reference_errors`` checks the names experiments give datasets, and ``config.checks`` what only
+medsynth's own rules can tell (it needs numpy and the model presets, so the Snakefile runs it only
+where medsynth is installed). The first four need only PyYAML and Snakemake.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+# The workflow's schema; the package is used from the repository (an editable install).
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names every key at fault and what to do."""
+
+
+def inline_label_files(config: dict) -> dict[str, str]:
+    """Read each label table kept in its own file (``datasets.<d>.labels: path.yaml``) into the config, in
+    place; returns the files by dataset (the checks name them). Only what has the expected shape is
+    read: a malformed config reaches the schema unharmed."""
+    files = {}
+    datasets = config.get("datasets") if isinstance(config.get("datasets"), dict) else {}
+    for name, ds in datasets.items():
+        if isinstance(ds, dict) and isinstance(ds.get("labels"), str):
+            if not os.path.isfile(ds["labels"]):
+                raise ConfigError(f"config: datasets.{name}.labels names {ds['labels']!r}, which does not exist "
+                                  "(a path relative to the working directory, or the table inline)")
+            with open(ds["labels"]) as fh:
+                files[name], ds["labels"] = ds["labels"], yaml.safe_load(fh)
+    return files
+
+
+def normalise(config: dict) -> dict:
+    """Settle values YAML reads in two ways, in place: an unquoted ``off`` is false."""
+    if config["metrics"]["perceptual"] is False:
+        config["metrics"]["perceptual"] = "off"
+    return config
+
+
+def reference_errors(config: Mapping) -> list[str]:
+    """Experiments that name a dataset the config does not have, or an unpaired one without real images."""
+    datasets = sorted(config["datasets"])
+    errors = []
+    for name, exp in sorted(config["experiments"].items()):
+        for key in ("dataset", "images_from"):
+            if key in exp and exp[key] not in config["datasets"]:
+                errors.append(f"config: experiments.{name}.{key} is {exp[key]!r}, which is not one of the "
+                              f"datasets {datasets}")
+        if exp["train"]["mode"] == "unpaired" and "images_from" not in exp:
+            errors.append(f"config: experiments.{name} is unpaired: set images_from to the dataset of real images")
+    return errors
+
+
+def validate(config: dict, schema: Path = SCHEMA) -> None:
+    """The schema's checks, its defaults filled in (Snakemake's validator, which the Snakefile uses too)."""
+    from snakemake.utils import validate as snakemake_validate
+
+    if not schema.is_file():
+        raise ConfigError(f"{schema}: the config schema is missing; run medsynth from its repository checkout")
+    try:
+        snakemake_validate(config, str(schema))
+    except Exception as exc:  # Snakemake's WorkflowError wraps jsonschema's ValidationError
+        cause = exc
+        while cause is not None and not hasattr(cause, "absolute_path"):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise ConfigError(str(exc)) from exc
+        key = ".".join(str(k) for k in cause.absolute_path) or "(top level)"
+        raise ConfigError(f"config: {key}: {cause.message} (the schema: {schema})") from exc
+
+
+def load_config(path: Path, workdir: Path | None = None) -> dict:
+    """A config file as the workflow would run it: label files read, validated with defaults, normalised
+    and checked (``workdir``: where a url dataset's downloaded ``cases.tsv`` would lie; default the
+    working directory). Raises ``ConfigError`` naming every problem."""
+    from medsynth.config.checks import config_errors
+
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections (datasets, experiments, ...)")
+    label_files = inline_label_files(config)
+    validate(config)
+    normalise(config)
+    errors = reference_errors(config) or config_errors(config, label_files, str(workdir or os.getcwd()))
+    if errors:
+        raise ConfigError(f"{path}:\n" + "\n".join(errors))
+    return config

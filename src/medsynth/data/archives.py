@@ -1,0 +1,136 @@
+"""Unpacking downloaded archives without trusting them.
+
+``extract`` inspects every member before writing anything and refuses the
+whole archive if a single member could land outside the target folder or is
+not a plain file or directory. It unpacks into a sibling staging folder, so a
+failed extraction leaves no half-filled target behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member could escape the target folder or is not a plain file or directory."""
+
+
+def extract(archive: Path, target: Path) -> Path:
+    """Unpack a zip or tar (plain, gz, bz2, xz; detected by content) into ``target``; return ``target``.
+
+    Every member is checked before anything is written, and the whole archive is
+    refused (``UnsafeArchiveError`` naming the member) if any member has an
+    absolute path, a Windows drive letter or leading backslash, a ``..``
+    component, or is anything but a regular file or a directory. That includes
+    *all* symbolic and hard links, even ones that stay inside the tree: proving a
+    chain of links harmless is subtle, and dataset archives do not need them.
+
+    Members are unpacked into ``<target>.extracting`` next to ``target`` and moved
+    into ``target`` only after extraction succeeded; top-level entries of the
+    same name already in ``target`` are replaced. On any failure the staging
+    folder is removed and ``target`` is left as it was.
+    """
+    archive, target = Path(archive), Path(target)
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive}: archive does not exist; download it first (or check the path)")
+    # Tar first: a zip detector scans the file's tail and can be fooled by a tar whose last member is a zip.
+    if tarfile.is_tarfile(archive):
+        unpack = _check_and_unpack_tar
+    elif zipfile.is_zipfile(archive):
+        unpack = _check_and_unpack_zip
+    else:
+        raise ValueError(f"{archive}: neither a zip nor a tar archive; check the download or unpack it by hand")
+
+    staging = target.parent / (target.name + ".extracting")
+    if staging.exists():
+        shutil.rmtree(staging)  # left by a crashed earlier run; it never holds anything we need
+    try:
+        unpack(archive, staging)
+        _move_contents(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _refuse(archive: Path, member: str, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"{archive}: refusing to extract, member {member!r} {why}; nothing was extracted. "
+        "Use an archive from a trusted source, or inspect and unpack this one by hand"
+    )
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a member name could point outside the target folder, or None if it cannot."""
+    if not name or "\x00" in name:
+        return "has an empty or invalid name"
+    if name.startswith(("/", "\\")):
+        return "has an absolute path"
+    if re.match(r"[A-Za-z]:", name):
+        return "has a Windows drive letter"
+    # Backslashes count as separators too: the archive may have been made on Windows.
+    if ".." in re.split(r"[\\/]", name):
+        return "has a '..' path component"
+    return None
+
+
+def _check_and_unpack_zip(archive: Path, staging: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if why := _name_problem(info.filename):
+                raise _refuse(archive, info.filename, why)
+            # Unix zips keep st_mode in the high 16 bits; 0 there means "no type recorded" (e.g. Windows).
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if kind == stat.S_IFLNK:
+                raise _refuse(archive, info.filename, "is a symbolic link")
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise _refuse(archive, info.filename, "is a special file (device, FIFO or socket)")
+        staging.mkdir(parents=True)
+        zf.extractall(staging)
+
+
+def _tar_member_problem(member: tarfile.TarInfo) -> str | None:
+    if why := _name_problem(member.name):
+        return why
+    if member.issym():
+        return f"is a symbolic link (to {member.linkname!r}); links are not extracted"
+    if member.islnk():
+        return f"is a hard link (to {member.linkname!r}); links are not extracted"
+    if member.ischr() or member.isblk():
+        return "is a device file"
+    if member.isfifo():
+        return "is a FIFO"
+    if not (member.isreg() or member.isdir()):
+        return "is not a regular file or directory"
+    return None
+
+
+def _check_and_unpack_tar(archive: Path, staging: Path) -> None:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()  # reads the whole index before anything is written
+        for member in members:
+            if why := _tar_member_problem(member):
+                raise _refuse(archive, member.name, why)
+        staging.mkdir(parents=True)
+        if hasattr(tarfile, "data_filter"):
+            # Defence in depth (Python >= 3.11.4): the stdlib re-checks each member as it writes it.
+            tf.extractall(staging, members=members, filter="data")
+        else:
+            tf.extractall(staging, members=members)
+
+
+def _move_contents(staging: Path, target: Path) -> None:
+    """Move the unpacked entries into ``target``, replacing same-named ones (a re-extraction)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(staging.iterdir()):
+        dest = target / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.replace(entry, dest)

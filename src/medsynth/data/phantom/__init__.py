@@ -1,0 +1,19 @@
+"""The built-in synthetic cohort: label maps with matching CT and MR, made by code.
+
+The pipeline must be runnable (and testable end to end) without any licensed
+or downloaded data, so this module invents patients. Each case is a function
+of ``(index, seed, shape, spacing)`` only, which makes a cohort reproducible
+bit for bit and lets any single case be regenerated on its own.
+
+The anatomy is drawn in millimetres, not voxels, so the same patient appears
+on any voxel grid; what the model later learns (label -> intensity) is the
+same whatever grid the cohort is written on. The parts of a real scan that
+have no label (CT table, foam pad, a cable) are included on purpose: real
+training data have them, and the preprocessing must cope with them.
+"""
+
+from medsynth.data.phantom.cohort import (DEFAULT_SHAPE, DEFAULT_SPACING, PHANTOM_LABELS, PhantomCase, case_id,
+                                          case_ids, make_case, write_cohort)
+
+__all__ = ["DEFAULT_SHAPE", "DEFAULT_SPACING", "PHANTOM_LABELS", "PhantomCase", "case_id", "case_ids", "make_case",
+           "write_cohort"]
