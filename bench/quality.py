@@ -13,7 +13,7 @@ Settings (all numbers on held-out slices, never trained on or selected with):
 
 ``--dataset-set phantom.seed=7`` changes the phantom datasets (another cohort: other patients);
 ``--set init_from=results/select/demo/generator.pt`` fine-tunes from a trained generator (the
-comparison in the README's fine-tuning section: the same steps from it and from scratch).
+comparison in docs/how-to/fine-tune-and-share.md: the same steps from it and from scratch).
 
 Per setting one line of numbers, then a per-class table: mean intensity (HU for CT, the
 0..1000 scale of generated volumes for MR) inside each class in generated vs real images, its

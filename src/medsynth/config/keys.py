@@ -1,5 +1,5 @@
 """Which config keys each rule takes as params, so that changing one setting reruns exactly the stages
-that use it (Snakemake's params rerun trigger; README "What reruns").
+that use it (Snakemake's params rerun trigger; docs/reference/reruns.md).
 
 Plain Python on a validated config, no third-party imports: the Snakefile loads this module at every
 start, with or without medsynth installed where Snakemake runs.

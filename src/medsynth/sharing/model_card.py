@@ -218,7 +218,7 @@ def render(card: Mapping) -> str:
         lines += ["## Memorisation audit of the shared synthetic cases", "",
                   "Each exported synthetic volume against the real image of its own label map (paired) and the "
                   "nearest training slice of another patient, in units of what unseen patients reach "
-                  "(README, Metrics: memorisation).", "", *_bullets(card["shared_audit"]), ""]
+                  "(docs/reference/metrics.md, memorisation).", "", *_bullets(card["shared_audit"]), ""]
     lines += ["## Licence of the training data", "",
                                                      *[f"- {n}: {t}" for n, t in licences.items()],
                                                      *_source_licence_lines(train.get("init_from")), ""]
