@@ -3,7 +3,7 @@
     python bench/scale.py [--cases 100 300 1000] [--parts planning overhead memory] [--cache DIR]
 
 Phantom cohorts of small volumes (32 x 32 x 8 at 12 mm; cached under ``--cache``, default
-/tmp/medsynth-scale), with the tiny experiment of the workflow tests so that every stage is in
+<temp dir>/medsynth-scale), with the tiny experiment of the workflow tests so that every stage is in
 the plan. Per cohort size:
 
 - ``plan before``: ``snakemake -n`` once the download and split checkpoints have run (the per-case
@@ -37,6 +37,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -270,7 +271,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, nargs="+", default=[100, 300, 1000])
     ap.add_argument("--parts", nargs="+", choices=["planning", "overhead", "memory"],
                     default=["planning", "overhead", "memory"])
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/medsynth-scale"))
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "medsynth-scale")
     ap.add_argument("--demo", type=Path, help="a finished demo's folder, for the demo's snakemake -n time")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")

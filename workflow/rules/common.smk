@@ -24,7 +24,7 @@ from medsynth.config.keys import (
     only,
 )
 from medsynth.config import keys as _keys
-from medsynth.config.load import inline_label_files, normalise, reference_errors
+from medsynth.config.load import config_problems, inline_label_files, normalise
 from medsynth.inference.generator_contract import card_inputs, generator_data
 
 
@@ -36,15 +36,11 @@ SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 _LABEL_FILES = inline_label_files(config)
 validate(config, SCHEMA)
 normalise(config)
-_errors = reference_errors(config)
 # What only medsynth can tell (a label value listed twice, a slice size a preset cannot take) would
 # otherwise fail every case's preprocessing, or training after all of it. Without medsynth installed
-# where Snakemake runs, the jobs make the same checks.
-if not _errors and MEDSYNTH_INSTALLED:
-    from medsynth.config.checks import config_errors
-
-    # The working directory: where a url dataset's cases.tsv lies once downloaded (its test patients).
-    _errors = config_errors(config, _LABEL_FILES, os.getcwd())
+# where Snakemake runs, the jobs make the same checks. The working directory: where a url dataset's
+# cases.tsv lies once downloaded (its test patients).
+_errors = config_problems(config, _LABEL_FILES, os.getcwd(), medsynth_checks=MEDSYNTH_INSTALLED)
 if _errors:
     raise ValueError("\n".join(_errors))
 

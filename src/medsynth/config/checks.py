@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from medsynth.config.keys import is_image_only as image_only
 from medsynth.data.labels import LabelError, LabelTable
 from medsynth.data.patients import KnownPatients, listed
 from medsynth.sharing.nnunet_export import export_folders
@@ -62,11 +63,6 @@ def require_classes_errors(config: Mapping) -> list[str]:
             errors.append(f"config: slice.require_classes names {missing}, which datasets.{name}.labels does not "
                           f"have (its classes: {list(names)}); fix the names or give that table the classes")
     return errors
-
-
-def image_only(dataset: Mapping) -> bool:
-    """A dataset without a label table: images only (the unpaired mode's real images)."""
-    return "labels" not in dataset
 
 
 def image_only_errors(config: Mapping) -> list[str]:
@@ -181,7 +177,7 @@ def class_stats_errors(config: Mapping) -> list[str]:
         if train.get("mode") != "unpaired" or not train.get("lambda_class_stats") or "images_from" not in exp:
             continue
         where = f"config: experiments.{name}.train.lambda_class_stats"
-        if exp["images_from"] in datasets and "labels" not in datasets[exp["images_from"]]:
+        if exp["images_from"] in datasets and image_only(datasets[exp["images_from"]]):
             errors.append(f"{where} pulls each class to its mean and std in datasets.{exp['images_from']}, which has "
                           "no labels (image-only): there are none to pull to; set lambda_class_stats: 0, or label "
                           f"that dataset with the classes of datasets.{exp['dataset']}.labels in their order")

@@ -46,9 +46,15 @@ def only(section: Mapping, keys: Iterable[str]) -> dict:
     return canonical({k: section[k] for k in keys if k in section})
 
 
+def is_image_only(dataset: Mapping) -> bool:
+    """A dataset (its config section) without a label table: images only (the unpaired mode's real images,
+    e.g. unlabelled MR)."""
+    return "labels" not in dataset
+
+
 def image_only(config: Mapping, dataset: str) -> bool:
-    """A dataset without a label table: images only (the unpaired mode's real images, e.g. unlabelled MR)."""
-    return "labels" not in config["datasets"][dataset]
+    """Whether the config's dataset of that name is image-only (``is_image_only``)."""
+    return is_image_only(config["datasets"][dataset])
 
 
 def labels_of(config: Mapping, dataset: str) -> list | None:

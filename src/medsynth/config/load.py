@@ -79,19 +79,30 @@ def validate(config: dict, schema: Path = SCHEMA) -> None:
         raise ConfigError(f"config: {key}: {cause.message} (the schema: {schema})") from exc
 
 
+def config_problems(config: Mapping, label_files: Mapping[str, str], workdir: str | Path,
+                    medsynth_checks: bool = True) -> list[str]:
+    """What is wrong with a validated config: the datasets experiments name, then (``medsynth_checks``; they
+    need numpy and the model presets) ``config.checks``. ``workdir``: where a url dataset's downloaded
+    ``cases.tsv`` would lie."""
+    errors = reference_errors(config)
+    if errors or not medsynth_checks:
+        return errors
+    from medsynth.config.checks import config_errors
+
+    return config_errors(config, label_files, str(workdir))
+
+
 def load_config(path: Path, workdir: Path | None = None) -> dict:
     """A config file as the workflow would run it: label files read, validated with defaults, normalised
     and checked (``workdir``: where a url dataset's downloaded ``cases.tsv`` would lie; default the
     working directory). Raises ``ConfigError`` naming every problem."""
-    from medsynth.config.checks import config_errors
-
     config = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a config is a mapping of sections (datasets, experiments, ...)")
     label_files = inline_label_files(config)
     validate(config)
     normalise(config)
-    errors = reference_errors(config) or config_errors(config, label_files, str(workdir or os.getcwd()))
+    errors = config_problems(config, label_files, workdir or os.getcwd())
     if errors:
         raise ConfigError(f"{path}:\n" + "\n".join(errors))
     return config

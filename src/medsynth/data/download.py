@@ -46,7 +46,6 @@ class ChecksumError(DownloadError):
     """The downloaded bytes do not match the expected checksum."""
 
 
-
 class _Transient(Exception):
     """A failure worth retrying; carries a human-readable reason for the final error message."""
 

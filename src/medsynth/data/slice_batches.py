@@ -65,7 +65,6 @@ class Rebatch:
             self.results.append(result)
 
 
-
 def slice_chunks(files: Sequence[str | Path], keys: Sequence[str] = ("images", "masks")
                  ) -> Iterator[tuple[torch.Tensor, ...]]:
     """The arrays ``keys`` of each ``slices.npz`` as stored (images float16), a case at a time, in the order of

@@ -269,8 +269,6 @@ def image_scale(data: dict) -> tuple[IntensityMap, str]:
     return IntensityMap.window(0.0, 1000.0), data["modality"]  # MR has no absolute scale: [-1, 1] as 0..1000
 
 
-
-
 def generate_from_label_files(generator_path: Path, label_files: Sequence[Path], out_dir: Path,
                               settings: GenerateSettings) -> list[dict]:
     """Synthetic volumes for any label maps, using the data settings stored in the exported generator.

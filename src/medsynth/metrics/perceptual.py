@@ -199,7 +199,6 @@ def _lpips_of(model: torch.nn.Module, device: torch.device):
     return distances
 
 
-
 def save_real_stats(images: torch.Tensor | Iterable[torch.Tensor], path: Path, settings: dict,
                     device: torch.device) -> bool:
     """Inception mean/covariance/features of real [-1, 1] images (N, 1, H, W), or of chunks of them

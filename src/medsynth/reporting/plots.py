@@ -112,8 +112,6 @@ def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: in
                        row_names=[p[0] for p in picks], dpi=dpi, real_name=real_name)
 
 
-
-
 def case_strip(path: Path, case_id: str, labels, samples, reals, num_classes: int, columns: int = 8,
                dpi: int = 100, real_name: str = "real") -> Path:
     """One test case across its slices: rows label | sample 1..K | real, columns evenly spaced slices."""

@@ -9,12 +9,6 @@ from medsynth.models.devices import uses_channels_last
 from medsynth.train.step import Nets
 
 
-
-
-
-
-
-
 def prepare_nets(nets: Nets, device: torch.device, channels_last: bool, compile: bool, world_size: int) -> None:
     """Device placement, channels_last, torch.compile and DDP wrapping of the forward callables.
 

@@ -14,8 +14,6 @@ from medsynth.data.slice_set import load_slices
 from medsynth.train.loop import TrainSettings, train
 
 
-
-
 def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]:
     """Slice files of a dataset's cases in the given split parts, found from ``split.tsv``."""
     table = Path(results) / "split" / dataset / "split.tsv"
