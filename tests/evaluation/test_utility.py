@@ -1,6 +1,6 @@
-"""The utility benchmark: the same segmenter trained on real, synthetic and both, scored on real test slices."""
+"""The utility benchmark's scoring and data: bootstrap intervals over test patients, paired differences, the
+training pool with each slice's patient, the test set read a case at a time, relabelling by name."""
 
-import math
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import torch
 
 from medsynth.metrics.segmentation import train_segmenter
 from medsynth.data.slice_set import SliceSet
-from medsynth.evaluation.utility import SETTINGS, bootstrap_dice, utility_rows
+from medsynth.evaluation.utility import bootstrap_dice, bootstrap_units, score_confusions
 
 NAMES = ("background", "body", "organ")
 SEG = {"segmenter_steps": 6, "segmenter_batch": 4, "segmenter_channels": [4, 8]}
@@ -49,33 +49,11 @@ def test_bootstrap_interval_holds_the_point_and_widens_with_spread() -> None:
     assert lo[1] < point[1] < hi[1] and hi[1] - lo[1] > 0.02
 
 
-def test_a_perfect_generator_helps_exactly_as_much_as_real_data(tmp_path) -> None:
-    """Synthetic = the real training images: training (b) is training (a), so their scores are equal."""
-    real, test = _set(24, 0, 4), _set(12, 1, 6)
-    model = train_segmenter(real.images, real.labels, 3, steps=SEG["segmenter_steps"],
-                            batch_size=SEG["segmenter_batch"], channels=tuple(SEG["segmenter_channels"]))
-    rows = utility_rows(model, real, real, test, NAMES, SEG, n_boot=100, patients=_each_its_own(test))
-    by = {(r["setting"], r["class"]): r for r in rows}
-    assert {r["setting"] for r in rows} == set(SETTINGS) and len(rows) == 3 * (len(NAMES) + 1)
-    for cls in (*NAMES, "mean (organs)"):
-        assert by[("synthetic", cls)]["dice"] == by[("real", cls)]["dice"]
-        assert by[("synthetic", cls)]["ci_low"] == by[("real", cls)]["ci_low"]
-    assert by[("synthetic", "mean (organs)")]["delta_vs_real"] == 0.0  # the same model's scores
-    assert by[("synthetic", "organ")]["delta_ci_low"] == by[("synthetic", "organ")]["delta_ci_high"] == 0.0
-    assert by[("real", "organ")]["delta_vs_real"] is None  # written NA
-    assert by[("real+synthetic", "organ")]["train_slices"] == 48
-    assert "over 6 test patients (6 cases)" in by[("real", "organ")]["note"]
-    assert by[("real", "organ")]["test_patients"] == 6
-    fg = by[("real", "mean (organs)")]
-    assert fg["ci_low"] <= fg["dice"] <= fg["ci_high"] and not math.isnan(fg["dice"])
-
-
 def test_few_test_cases_resample_slices_and_say_so() -> None:
-    real, test = _set(16, 0, 4), _set(8, 1, 2)
-    model = train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8))
-    rows = utility_rows(model, real, real, test, NAMES, {**SEG, "segmenter_steps": 2}, n_boot=100,
-                        patients=_each_its_own(test))
-    assert "over 8 test slices: only 2 test patient(s)" in rows[0]["note"] and "too narrow" in rows[0]["note"]
+    test = _set(8, 1, 2)
+    unit, units, note = bootstrap_units(test.case_ids, _each_its_own(test))
+    assert units == 8 and list(unit) == list(range(8))
+    assert "over 8 test slices: only 2 test patient(s)" in note and "too narrow" in note
 
 
 def _case_files(root, case: str, labels: np.ndarray, images: np.ndarray, samples: np.ndarray | None = None):
@@ -92,33 +70,53 @@ def _case_files(root, case: str, labels: np.ndarray, images: np.ndarray, samples
     return path
 
 
-def test_the_training_sets_pair_every_sample_with_its_label_map_in_one_float16_set(tmp_path) -> None:
-    """Real slices relabelled by name, then every sample of every label map; real and synthetic are views
-    of the one set real+synthetic trains on (nothing is copied to join them)."""
-    from medsynth.evaluation.utility_data import load_training_sets
+def _manifest(path, rows: list[tuple[str, str, str, str, str]]):
+    from medsynth.io.tables import write_tsv
+
+    return write_tsv(path, [dict(zip(("case_id", "dataset", "source_case", "patient_id", "part"), r)) for r in rows
+                            for _ in range(2)], ["case_id", "dataset", "source_case", "patient_id", "part"])
+
+
+def test_the_training_pool_pairs_every_sample_with_its_label_map_and_patient_in_one_float16_set(tmp_path) -> None:
+    """Real slices relabelled by name, then every sample of every generated case of the training label maps
+    and the generate_from cohorts (not of the test part), each slice with its patient."""
+    from medsynth.evaluation.utility_data import load_training_pool, synthetic_cases
 
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[1, 2:6, 2:6], labels[1, 3, 3] = 1, 2
     samples = np.stack([np.full((3, 8, 8), k / 2, np.float32) for k in range(2)])
-    label_case = _case_files(tmp_path / "label", "l0", labels, np.zeros((3, 8, 8), np.float32), samples)
+    root = tmp_path / "results"
+    own = _case_files(root / "ct", "l0", labels, np.zeros((3, 8, 8), np.float32))
+    extra = _case_files(root / "lo", "l0", labels, np.zeros((3, 8, 8), np.float32))  # the same case id elsewhere
+    test = _case_files(root / "ct", "t0", labels, np.zeros((3, 8, 8), np.float32))
+    gen = tmp_path / "gen"
+    for case in ("l0", "lo.l0", "t0"):
+        (gen / case).mkdir(parents=True)
+        np.savez_compressed(gen / case / "samples.npz", samples=samples.astype(np.float16), z=np.arange(3, 6))
+    manifest = _manifest(tmp_path / "manifest.tsv", [("l0", "ct", "l0", "pa", "train"), ("t0", "ct", "t0", "pt", "test"),
+                                                     ("lo.l0", "lo", "l0", "px", "generate_from")])
+    cases = synthetic_cases(manifest, [own, extra], gen)
+    assert [(c.case_id, c.patient_id, c.slices) for c in cases] == [("l0", "pa", own), ("lo.l0", "px", extra)]
     image_labels = np.array([0, 2, 1], np.uint8)[labels]  # the same anatomy, organ and body swapped in its table
-    real = _case_files(tmp_path / "image", "r0", image_labels, np.full((3, 8, 8), -0.5, np.float32))
-    sets = load_training_sets([real], ("background", "organ", "body"), NAMES, [label_case], tmp_path / "label" / "gen",
-                              "mr")
-    assert (len(sets.real), len(sets.synthetic), len(sets.both)) == (3, 6, 9)
-    assert sets.both.images.dtype == torch.float16 and sets.both.images.shape == (9, 1, 8, 8)
-    assert torch.equal(sets.real.labels, torch.from_numpy(labels))  # relabelled into the experiment's table
+    real = _case_files(root / "mr", "r0", image_labels, np.full((3, 8, 8), -0.5, np.float32))
+    pool = load_training_pool([real], {"r0": "pr"}, ("background", "organ", "body"), NAMES, cases, "mr")
+    assert pool.real == 3 and pool.data.images.dtype == torch.float16 and pool.data.images.shape == (15, 1, 8, 8)
+    assert list(pool.patients) == ["pr"] * 3 + ["pa"] * 6 + ["px"] * 6
+    assert torch.equal(pool.data.labels[:3], torch.from_numpy(labels))  # relabelled into the experiment's table
     for k in range(2):  # sample k, slice i: its own image with the label map of slice i
-        assert torch.equal(sets.synthetic.labels[3 * k:3 * k + 3], torch.from_numpy(labels))
-        assert float(sets.synthetic.images[3 * k + 1].max()) == k / 2
-    assert sets.synthetic.z == [3, 4, 5, 3, 4, 5] and sets.synthetic.masks[1].sum() == 16
-    assert sets.synthetic.images.data_ptr() == sets.both.images[3:].data_ptr()  # a view, not a copy
+        assert torch.equal(pool.data.labels[3 + 3 * k:6 + 3 * k], torch.from_numpy(labels))
+        assert float(pool.data.images[3 + 3 * k + 1].max()) == k / 2
+    assert pool.data.z[3:9] == [3, 4, 5, 3, 4, 5] and pool.data.masks[4].sum() == 16
+    with pytest.raises(ValueError, match="not in the image dataset's split.tsv"):
+        load_training_pool([real], {}, NAMES, NAMES, cases, "mr")
+    with pytest.raises(ValueError, match="rerun generate"):
+        synthetic_cases(manifest, [own], gen)  # generate_from's slices missing from the inputs
     with pytest.raises(ValueError, match="generate.splits"):
-        load_training_sets([real], NAMES, NAMES, [], tmp_path / "label" / "gen", "mr")
+        synthetic_cases(_manifest(tmp_path / "only_test.tsv", [("t0", "ct", "t0", "pt", "test")]), [test], gen)
 
 
 def test_the_test_cases_read_a_case_at_a_time_score_as_the_whole_set(tmp_path) -> None:
-    """``TestCases`` (read per file) and the joined set give the same rows: integer confusions summed."""
+    """``TestCases`` (read per file) and the joined set give the same confusions: integer counts summed."""
     from medsynth.evaluation.utility_data import TestCases
 
     real, test = _set(16, 0, 4), _set(12, 1, 6)
@@ -127,12 +125,13 @@ def test_the_test_cases_read_a_case_at_a_time_score_as_the_whole_set(tmp_path) -
     joined = SliceSet(torch.cat([test.images[i::6] for i in range(6)]), torch.cat([test.labels[i::6] for i in range(6)]),
                       torch.cat([test.masks[i::6] for i in range(6)]), [f"c{c}" for c in range(6) for _ in range(2)],
                       list(range(12)))
-    model = train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8))
-    seg = {**SEG, "segmenter_steps": 2}
-    patients = {f"c{c}": f"c{c}" for c in range(6)}
-    streamed = utility_rows(model, real, real, TestCases(files, NAMES, NAMES, "mr"), NAMES, seg, n_boot=50,
-                            patients=patients)
-    assert streamed == utility_rows(model, real, real, joined, NAMES, seg, n_boot=50, patients=patients)
+    models = {"a": train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8)),
+              "b": train_segmenter(real.images, real.labels, 3, steps=3, batch_size=4, channels=(4, 8))}
+    streamed_set = TestCases(files, NAMES, NAMES, "mr")
+    unit, units, _ = bootstrap_units(streamed_set.case_ids, {f"c{c}": f"c{c}" for c in range(6)})
+    streamed = score_confusions(models, streamed_set, unit, units, 3)
+    whole = score_confusions(models, joined, unit, units, 3)
+    assert all(torch.equal(streamed[k], whole[k]) for k in models) and int(whole["a"].sum()) == 12 * 16 * 16
 
 
 def test_the_difference_to_real_is_a_paired_bootstrap() -> None:
@@ -181,31 +180,13 @@ def test_the_image_datasets_slices_are_relabelled_into_the_experiments_classes_b
         in_table(data, ("background", "body", "kidney"), NAMES, "the image dataset mr")
 
 
-def test_an_image_dataset_in_another_order_trains_and_scores_the_right_classes() -> None:
-    """Training (a) retrained in the experiment's classes: a perfect generator again equals real data."""
-    from medsynth.reporting.plots import _utility_label
-    from medsynth.evaluation.utility import in_table
-
-    order = ("background", "organ", "body")
-    real = in_table(_relabelled(_set(24, 0, 4), [0, 2, 1]), order, NAMES, "mr")
-    test = in_table(_relabelled(_set(12, 1, 6), [0, 2, 1]), order, NAMES, "mr")
-    rows = utility_rows(None, real, real, test, NAMES, {**SEG, "segmenter_steps": 60}, n_boot=50,
-                        patients=_each_its_own(test))
-    by = {(r["setting"], r["class"]): r for r in rows}
-    assert by[("real", "organ")]["dice"] == by[("synthetic", "organ")]["dice"] > 0.9  # the organ, not the body
-    assert by[("real", "mean (organs)")]["dice"] == by[("real", "organ")]["dice"]  # the body left out
-    assert by[("real", "mean (organs)")]["note"].endswith("organ mean over organ (background and body left out)")
-    assert by[("real", "organ")]["train_slices"] == 24
-    assert _utility_label(rows, "real").startswith("real: organ mean ")
-
-
 def test_the_bootstrap_resamples_patients_not_their_studies(tmp_path) -> None:
     """Six patients with two identical studies each: twelve cases, six units, each study with its twin."""
     from medsynth.io.tables import write_tsv
-    from medsynth.evaluation.utility import _unit_confusions, _unit_of, patients_of
+    from medsynth.evaluation.utility import _unit_confusions, patients_of
 
-    def _units(pred, data, num_classes, patients):  # the test set's per-unit confusions, as utility_rows counts them
-        unit, units, note = _unit_of(data.case_ids, patients)
+    def _units(pred, data, num_classes, patients):  # the test set's per-unit confusions, as the benchmark counts them
+        unit, units, note = bootstrap_units(data.case_ids, patients)
         return _unit_confusions(pred, data.labels, torch.from_numpy(unit), units, num_classes), note
 
     one = _set(12, 2, 6)  # six studies, two slices each

@@ -74,11 +74,16 @@ def write_cohort(root: Path, test_cases: int, train_cases: int, slices: int = 32
     split = root / "split.tsv"
     split.write_text("case_id\tpatient_id\tpart\n" + "".join(f"{c}\tp_{c}\t{part}\n" for part, cases in parts.items()
                                                              for c in cases))
+    # generate's manifest: the utility curve's synthetic cases and their patients (the slices' dataset folder is root).
+    (root / "generate" / "manifest.tsv").write_text(
+        "case_id\tdataset\tsource_case\tpatient_id\tpart\n"
+        + "".join(f"{c}\t{root.name}\t{c}\tp_{c}\t{part}\n" for part, cases in parts.items() for c in cases))
     for part in ("test", "train"):
         np.savez(root / f"inception_{part}.npz", available=False)
     segmenter = save_segmenter(UNetSegmenter(len(NAMES), channels=(4, 8)).eval(), root / "segmenter.pt", len(NAMES),
                                (4, 8), NAMES)
-    return {**files, "cases_dir": str(root / "generate" / "cases"), "split": str(split),
+    return {**files, "cases_dir": str(root / "generate" / "cases"), "manifest": str(root / "generate" / "manifest.tsv"),
+            "split": str(split),
             "segmenter": str(segmenter), "real_stats": str(root / "inception_test.npz"),
             "train_stats": str(root / "inception_train.npz"), "names": NAMES}
 

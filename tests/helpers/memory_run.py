@@ -51,9 +51,11 @@ def utility(c: dict) -> None:
     from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
 
     inputs = UtilityInputs(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
-                           cases_dir=Path(c["cases_dir"]), test=c["test"], split=Path(c["split"]))
+                           manifest=Path(c["manifest"]), cases_dir=Path(c["cases_dir"]), test=c["test"],
+                           split=Path(c["split"]))
+    utility = {"real_patients": [1, "all"], "draws": 1, "bootstrap": 1000, "seed": 0, "real_share": 0.75}
     utility_experiment(inputs, UtilitySettings(names=c["names"], image_names=c["names"], source="", segmenter=SEGMENTER,
-                                               utility={"bootstrap": 1000, "seed": 0, "real_share": 0.75}), CPU)
+                                               utility=utility), CPU)
 
 
 def audit_shared(c: dict) -> None:

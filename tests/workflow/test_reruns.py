@@ -138,6 +138,8 @@ CHANGES = {
     "generate.inplane": [{"generate.inplane": "canvas"}],
     "generate.batch_size": [{"generate.batch_size": 4}],
     "generate.device": [{"generate.device": "cpu"}],
+    "utility.real_patients": [{"utility.real_patients": [1]}],
+    "utility.draws": [{"utility.draws": 2}],
     "utility.bootstrap": [{"utility.bootstrap": 100}],
     "utility.seed": [{"utility.seed": 1}],
     "utility.real_share": [{"utility.real_share": 0.5}],
@@ -282,9 +284,9 @@ EXPECTED = {
     "generate.noise_sigma_mm": [after_generate(*BOTH)],
     "generate.batch_size": [NOTHING],
     "generate.device": [NOTHING],
-    "utility.bootstrap": [{"utility": 1, "report_utility": 1, "report_summary": 1, "all": 1}],
-    "utility.seed": [{"utility": 1, "report_utility": 1, "report_summary": 1, "all": 1}],
-    "utility.real_share": [{"utility": 1, "report_utility": 1, "report_summary": 1, "all": 1}],
+    # The curve, its figure, and the two pages that state it.
+    **{f"utility.{k}": [{"utility": 1, "report_utility": 1, "report_summary": 1, "model_card": 1, "all": 1}]
+       for k in ("real_patients", "draws", "bootstrap", "seed", "real_share")},
     "generate.inplane": [after_generate(*BOTH)],
     "export.refuse_flagged": [{"export": 2, "model_card": 2, "all": 1}],
     # Only the labelled datasets' slices (phantom, labels_only); the image-only phantom_mr keeps its own.

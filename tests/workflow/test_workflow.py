@@ -124,31 +124,49 @@ def test_outputs_of_every_stage(finished):
         assert int(test_metrics[f"memorisation_flagged{suffix}"]["mean"]) == below
     assert sum(r["flagged"] == "True" for r in audit) == sum(min(float(r["ratio"]), float(r["feature_ratio"])) < 0.5
                                                              for r in audit)
-    # Utility: the same segmenter trained on real, synthetic (every sample of the training label maps) and both.
+    # Utility curve: k = 1 and 2 (all) of the 2 training patients; (b) adds the synthetic slices of every other
+    # patient's label maps (the training label maps' and labels_only's), (c) trains on all of them.
     utility = read_tsv(w / "results/utility/tiny/utility.tsv")
-    assert [r["setting"] for r in utility] == [s for s in ("real", "synthetic", "real+synthetic")
-                                               for _ in range(len(LABELS) + 1)]
-    train_slices = sum(len(np.load(w / "results/slices/phantom/cases" / c / "slices.npz")["z"])
-                       for c, p in split.items() if p == "train")
-    sizes = {r["setting"]: int(r["train_slices"]) for r in utility}
-    assert sizes == {"real": train_slices, "synthetic": 2 * train_slices, "real+synthetic": 3 * train_slices}
+    points = [(r["arm"], int(r["real_patients"])) for r in utility]
+    assert points == [p for p in [("real", 1), ("real", 2), ("real+synthetic", 1), ("real+synthetic", 2),
+                                  ("synthetic", 0)] for _ in range(len(LABELS) + 1)]
+    slices = {(f.parents[2].name, f.parent.name): len(np.load(f)["z"]) for f in w.glob("results/slices/*/cases/*/slices.npz")}
+    manifest = {r["case_id"]: r for r in read_tsv(w / "results/generate/tiny/manifest.tsv")
+                if r["part"] in ("train", "generate_from")}
+    synthetic = [(r["patient_id"], 2 * slices[(r["dataset"], r["source_case"])]) for r in manifest.values()]
+    draws = read_tsv(w / "results/utility/tiny/draws.tsv")
+    train_patients = sorted(c for c, p in split.items() if p == "train")  # phantom: one case per patient
+    for d in draws:
+        chosen = d["patients"].split()
+        real_slices = sum(slices[("phantom", c)] for c in chosen)
+        other = sum(n for patient, n in synthetic if patient not in chosen)
+        expected = {"real": (real_slices, 0), "real+synthetic": (real_slices, other),
+                    "synthetic": (0, sum(n for _, n in synthetic))}[d["arm"]]
+        assert set(chosen) <= set(train_patients) and len(chosen) == int(d["real_patients"]), d
+        assert (d["organ_dice"] == "NA") == (d["arm"] == "real+synthetic" and other == 0), d
+        assert (int(d["real_slices"]), int(d["synthetic_slices"])) == expected, d
     for r in utility:
         if r["dice"] != "NA":
             assert float(r["ci_low"]) - 1e-9 <= float(r["dice"]) <= float(r["ci_high"]) + 1e-9 <= 1 + 1e-9
-    real_dice = {r["class"]: r["dice"] for r in utility if r["setting"] == "real"}
-    for r in utility:  # the difference to real, from the same table's numbers
-        if r["setting"] == "real" or "NA" in (r["dice"], real_dice[r["class"]]):
-            assert r["setting"] != "real" or r["delta_vs_real"] == "NA"
+    dice = {(r["arm"], r["real_patients"], r["class"]): r["dice"] for r in utility}
+    for r in utility:  # (b) - (a) of the same patients, from the same table's numbers (one draw per k)
+        a = dice[("real", r["real_patients"], r["class"])] if r["arm"] == "real+synthetic" else "NA"
+        if "NA" in (r["dice"], a):
+            assert r["delta"] == "NA", r
             continue
-        assert float(r["delta_vs_real"]) == pytest.approx(float(r["dice"]) - float(real_dice[r["class"]]))
+        assert float(r["delta"]) == pytest.approx(float(r["dice"]) - float(a))
     # The image-only MR has no labels to train or score segmenters on: no utility benchmark, and the summary
     # says why.
     assert not (w / "results/utility/tiny-unpaired").exists()
     assert "not run: the image dataset phantom_mr has no label maps" in (w / "reports/tiny-unpaired/summary.md"
                                                                           ).read_text()
-    assert "Utility benchmark" in (w / "reports/tiny/summary.md").read_text()
+    assert "Utility curve" in (w / "reports/tiny/summary.md").read_text()
+    card = (w / "results/select/tiny/MODEL_CARD.md").read_text()
+    assert "## Does the synthetic data help?" in card and "- With 1 real training patient, adding synthetic images of other" in card
+    assert "not run: the image dataset phantom_mr has no label maps" in (w / "results/select/tiny-unpaired/"
+                                                                          "MODEL_CARD.md").read_text()
     for name in ("metric_curves.png", "loss_curves.png", "samples.png", "case_strip.png", "class_intensity.png",
-                 "memorisation.png", "utility.png"):
+                 "memorisation.png", "utility_curve.png"):
         with Image.open(w / "reports/tiny" / name) as img:
             img.load()
             assert img.size[0] > 100 and img.size[1] > 100

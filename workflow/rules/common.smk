@@ -437,6 +437,26 @@ def generate_only_datasets():
     return extra - named
 
 
+def utility_label_slices(wildcards):
+    """The label cases whose synthetic images the utility curve trains on: the training label maps and
+    every case of the generate_from datasets (generate's SYNTHETIC_PARTS)."""
+    exp = config["experiments"][wildcards.experiment]
+    slices = case_slices(experiment_dataset(wildcards), ("train",))
+    for dataset in exp.get("generate_from", []):
+        slices += case_paths(dataset, sorted(cases_of(dataset)), "results/slices/{dataset}/cases/{case}/slices.npz")
+    return slices
+
+
+def utility_card_input(wildcards):
+    """The utility curve's table for the model card, when the curve is planned."""
+    return {"utility": f"results/utility/{wildcards.experiment}/utility.tsv"} if utility_planned(wildcards.experiment) else {}
+
+
+def utility_trainings():
+    """At most how many segmenters the utility curve trains: per k and draw two, and one synthetic only."""
+    return 2 * len(config["utility"]["real_patients"]) * config["utility"]["draws"] + 1
+
+
 def utility_planned(experiment):
     """The utility benchmark needs training label maps with synthetic images, and (unpaired) an image
     dataset that labels every class of the experiment's table (by name, in any order), whose real cases
@@ -474,7 +494,7 @@ def all_targets():
         )
         targets.append(f"results/select/{exp}/MODEL_CARD.md")
         if utility_planned(exp):
-            targets.append(f"reports/{exp}/utility.png")
+            targets.append(f"reports/{exp}/utility_curve.png")
         if exports(exp):  # training cases were made
             targets.append(f"results/export/{exp}/nnUNet_raw")
     return targets

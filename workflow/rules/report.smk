@@ -109,10 +109,11 @@ rule report_memorisation:
 
 rule report_utility:
     input:
-        table=rules.utility.output[0],
+        table=rules.utility.output.table,
+        draws=rules.utility.output.draws,
     output:
         figure=report(
-            "reports/{experiment}/utility.png",
+            "reports/{experiment}/utility_curve.png",
             caption="../report/utility.rst",
             category="{experiment}",
         ),
@@ -140,7 +141,7 @@ rule report_summary:
         side=rules.report_samples.output.side,
         intensity_plot=rules.report_intensity.output.figure,
         memorisation_plot=rules.report_memorisation.output.figure,
-        utility=lambda w: [rules.utility.output[0], rules.report_utility.output.figure] if utility_planned(w.experiment) else [],
+        utility=lambda w: [rules.utility.output.table, rules.report_utility.output.figure] if utility_planned(w.experiment) else [],
     output:
         md="reports/{experiment}/summary.md",
         html="reports/{experiment}/summary.html",

@@ -38,6 +38,7 @@ rule select:
 rule model_card:
     input:
         unpack(shared_audit_input),  # the memorisation audit of what the export ships
+        unpack(utility_card_input),  # the utility curve, stated in sentences
         generator=rules.select.output.generator,
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
     output:
@@ -47,6 +48,7 @@ rule model_card:
         licences=lambda w: {d: config["datasets"][d].get("licence") for d in card_datasets(w)},
         source_licences=source_licences,  # a fine-tuned generator's sources among the experiments
         refuse_flagged=config["export"]["refuse_flagged"],
+        utility_skipped=lambda w: utility_skipped(w.experiment),
     log:
         "logs/model_card/{experiment}.log",
     localrule: True

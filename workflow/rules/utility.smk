@@ -1,20 +1,23 @@
-# Stage 9b: does synthetic data help? The segmenter trained on real, synthetic and real + synthetic
-# training images, scored on the real test split.
+# Stage 9b: does synthetic data help when labelled images are scarce? The low-data utility curve: segmenters
+# on k real training patients, with and without synthetic images of label maps they do not cover, and on
+# synthetic images only, scored on the real test split.
 
 
 rule utility:
     input:
-        # Training (a) is the segmenter rule's: the same U-Net, budget and seed as (b) and (c).
+        # (a) with every training patient is the segmenter rule's model: the same U-Net, budget and seed.
         real_model=lambda w: f"results/segmenter/{image_dataset(w)}/segmenter.pt",
         real_train=lambda w: case_slices(image_dataset(w), ("train",)),
-        # Synthetic: the generated samples of the label dataset's training label maps.
-        label_train=lambda w: case_slices(experiment_dataset(w), ("train",)),
+        # Synthetic: the generated samples of the training label maps and of the generate_from cohorts.
+        label_train=utility_label_slices,
+        manifest=rules.generate.output.manifest,
         cases=rules.generate.output.cases,
         test=lambda w: case_slices(image_dataset(w), ("test",)),
-        # The test cases' patients: the bootstrap resamples patients (several studies of one are alike).
+        # Patients: of the training cases (the draws) and the test cases (the bootstrap resamples patients).
         split=lambda w: checkpoints.split.get(dataset=image_dataset(w)).output.split,
     output:
-        "results/utility/{experiment}/utility.tsv",
+        table="results/utility/{experiment}/utility.tsv",
+        draws="results/utility/{experiment}/draws.tsv",
     params:
         segmenter=only(config["metrics"], SEGMENTER_KEYS),
         utility=canonical(config["utility"]),
@@ -30,7 +33,8 @@ rule utility:
     resources:
         # Real and synthetic training slices, float16 images with uint8 labels and masks: 4 bytes a pixel.
         mem_mb=stage_mem_mb("utility", held_bytes(("real_train", 4), ("label_train", 4 * config["generate"]["samples"]))),
-        runtime=grows(120),
+        # Per k and draw two segmenters, and one on synthetic images only.
+        runtime=grows(60 * utility_trainings()),
     conda:
         ENV
     script:

@@ -2,17 +2,23 @@
 
 from pathlib import Path
 
+from medsynth.evaluation.utility_curve import findings, organ_rows
 from medsynth.io.logs import log_to
+from medsynth.io.tables import read_tsv
 from medsynth.reporting.summary import write_summary
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     figures, tables = {}, {}
-    if sm.input.utility:  # [utility.tsv, utility.png] when the utility benchmark runs
-        figures["Utility: segmenters trained on real / synthetic / both, Dice on the real test split"] = \
-            Path(sm.input.utility[1])
-        tables["Utility benchmark (Dice per class, 95 % bootstrap interval)"] = Path(sm.input.utility[0])
-    notes = {"Utility benchmark": sm.params.utility_skipped} if sm.params.utility_skipped else {}
+    title = "Utility curve: does synthetic data help when labelled patients are few?"
+    if sm.input.utility:  # [utility.tsv, utility_curve.png] when the utility curve runs
+        rows = read_tsv(sm.input.utility[0])
+        figures[title] = Path(sm.input.utility[1])
+        tables["Utility curve (organ-mean Dice on the real test split, 95 % bootstrap interval; per class in "
+               "utility.tsv)"] = organ_rows(rows)
+        notes = {title: " ".join(findings(rows))}
+    else:
+        notes = {"Utility curve": sm.params.utility_skipped}
     write_summary(
         sm.wildcards.experiment,
         Path(sm.input.selected),

@@ -1,15 +1,16 @@
-"""Snakemake script: segmenters trained on real, synthetic and real + synthetic images, on the real test split."""
+"""Snakemake script: the low-data utility curve, segmenters on k real patients, with and without synthetic
+images of other patients' label maps, and on synthetic images only, scored on the real test split."""
 
 from pathlib import Path
 
 import torch
 
 from medsynth.data.labels import LabelTable, table_names
-from medsynth.io.tables import write_tsv
-from medsynth.io.logs import log_to
 from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
+from medsynth.evaluation.utility_curve import COLUMNS, DRAW_COLUMNS
+from medsynth.io.logs import log_to
+from medsynth.io.tables import write_tsv
 from medsynth.models.devices import resolve_device
-from medsynth.evaluation.utility import COLUMNS
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -18,10 +19,12 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     # labels every one of them).
     inputs = UtilityInputs(
         real_model=Path(sm.input.real_model), real_train=sm.input.real_train, label_train=sm.input.label_train,
-        cases_dir=Path(sm.input.cases), test=sm.input.test, split=Path(sm.input.split))
+        manifest=Path(sm.input.manifest), cases_dir=Path(sm.input.cases), test=sm.input.test,
+        split=Path(sm.input.split))
     settings = UtilitySettings(
         names=LabelTable.from_config(sm.params.labels).names, image_names=table_names(sm.params.image_labels),
         source=f"the image dataset {sm.params.image_dataset}", segmenter=sm.params.segmenter,
         utility=sm.params.utility)
-    rows = utility_experiment(inputs, settings, resolve_device("auto"))
-    write_tsv(sm.output[0], rows, COLUMNS)
+    rows, draws = utility_experiment(inputs, settings, resolve_device("auto"))
+    write_tsv(sm.output.draws, draws, DRAW_COLUMNS)
+    write_tsv(sm.output.table, rows, COLUMNS)

@@ -15,8 +15,9 @@ from medsynth.evaluation.memorisation_audit import (MEMORISATION_COLUMNS, genera
 from medsynth.evaluation.test_metrics import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
                                               evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
                                               segmentation_summary)
-from medsynth.evaluation.utility import patients_of, utility_rows
-from medsynth.evaluation.utility_data import TestCases, load_training_sets
+from medsynth.evaluation.utility import patients_of
+from medsynth.evaluation.utility_curve import utility_curve
+from medsynth.evaluation.utility_data import TestCases, load_training_pool, synthetic_cases
 from medsynth.evaluation.volume_metrics import three_plane_summary, through_plane_summary
 from medsynth.models.segmenter import load_segmenter
 
@@ -81,11 +82,13 @@ def evaluate_experiment(inputs: EvaluateInputs, settings: EvaluateSettings,
 
 @dataclass(frozen=True)
 class UtilityInputs:
-    """The utility rule's files: the image dataset's segmenter (training (a)), real training slices and test
-    slices with its ``split.tsv``; the label dataset's training slices, their samples under ``cases_dir``."""
+    """The utility rule's files: the image dataset's segmenter (training (a) with every patient), real training
+    slices and test slices with its ``split.tsv``; generate's ``manifest`` and ``cases_dir``, and the slices of
+    the label cases it generated for (``label_train``: the training label maps' and generate_from's)."""
     real_model: Path
     real_train: Sequence[Path]
     label_train: Sequence[Path]
+    manifest: Path
     cases_dir: Path
     test: Sequence[Path]
     split: Path
@@ -103,15 +106,18 @@ class UtilitySettings:
     utility: Mapping
 
 
-def utility_experiment(inputs: UtilityInputs, settings: UtilitySettings, device: torch.device) -> list[dict]:
-    """The utility benchmark's rows: the real training slices and the generated samples of the training
-    label maps in one float16 set, the test slices read a case at a time, all in the experiment's classes."""
+def utility_experiment(inputs: UtilityInputs, settings: UtilitySettings,
+                       device: torch.device) -> tuple[list[dict], list[dict]]:
+    """The utility curve's tables (``utility_curve.COLUMNS`` and ``DRAW_COLUMNS`` rows): the real training
+    slices and every synthetic one in one float16 set, the test slices read a case at a time, all in the
+    experiment's classes."""
     i, s = inputs, settings
-    sets = load_training_sets(i.real_train, s.image_names, s.names, i.label_train, Path(i.cases_dir), s.source)
+    patients = patients_of(Path(i.split))
+    synthetic = synthetic_cases(Path(i.manifest), i.label_train, Path(i.cases_dir))
+    pool = load_training_pool(i.real_train, patients, s.image_names, s.names, synthetic, s.source)
     model, model_names = load_segmenter(Path(i.real_model), device)
-    # Training (a) is the segmenter rule's model when it knows the experiment's classes in their order;
-    # otherwise utility_rows trains it on the relabelled slices, like (b) and (c).
-    return utility_rows(model if tuple(model_names) == tuple(s.names) else None, sets.real, sets.synthetic,
-                        TestCases(i.test, s.image_names, s.names, s.source), s.names, s.segmenter,
-                        n_boot=s.utility["bootstrap"], seed=s.utility["seed"], device=device,
-                        real_share=s.utility["real_share"], patients=patients_of(Path(i.split)), both=sets.both)
+    # (a) with every patient is the segmenter rule's model when it knows the experiment's classes in their
+    # order; otherwise it is trained on the relabelled slices, like every other point.
+    reuse = model if tuple(model_names) == tuple(s.names) else None
+    return utility_curve(pool, TestCases(i.test, s.image_names, s.names, s.source), patients, s.names, s.segmenter,
+                         s.utility, device, reuse)

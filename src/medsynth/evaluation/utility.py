@@ -1,11 +1,10 @@
-"""Does synthetic data help? The project's segmenter trained on real, synthetic and real + synthetic
-training images, each scored on the real test split with bootstrap confidence intervals.
+"""How the utility benchmark scores a segmenter on the real test split: confusions per test patient, Dice
+per class and the organ mean, and bootstrap intervals that resample test patients.
 
-The three trainings share everything but their training images: the same U-Net,
-steps, batch, learning rate and seed as the ``segmenter`` rule's (which is training
-(a) itself, so it is reused, not retrained). Synthetic images are the generated
-samples of the training label maps (every sample, each with its label map); the test
-split is the image dataset's real test cases, never seen by any of the three.
+Every model of the benchmark is scored on the same test units with the same
+resamples (they depend only on the seed and the number of units), so draw i of
+any two models resamples the same patients: their difference is a paired
+bootstrap (``utility_curve``).
 """
 
 from __future__ import annotations
@@ -17,18 +16,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from medsynth.data.labels import ORGAN_MEAN, organ_ids, organ_note
 from medsynth.data.slice_batches import Rebatch
 from medsynth.io.tables import read_tsv
-from medsynth.metrics.segmentation import PREDICT_BATCH, per_class_scores, predict, train_segmenter
+from medsynth.metrics.segmentation import PREDICT_BATCH, per_class_scores, predict
 from medsynth.data.slice_set import SliceSet
 from medsynth.evaluation.utility_data import TestCases, relabelling
 
-SETTINGS = ("real", "synthetic", "real+synthetic")
-COLUMNS = ["setting", "class", "dice", "ci_low", "ci_high", "delta_vs_real", "delta_ci_low", "delta_ci_high",
-           "train_slices", "test_cases", "test_patients", "note"]
 MIN_PATIENTS = 5  # fewer test patients: resample slices instead (and say so)
-DEFAULT_REAL_SHARE = 0.75  # real+synthetic: synthetic slices as augmentation, a quarter of each batch
 
 
 def patients_of(split_tsv: Path) -> dict[str, str]:
@@ -36,7 +30,7 @@ def patients_of(split_tsv: Path) -> dict[str, str]:
     return {row["case_id"]: row["patient_id"] for row in read_tsv(split_tsv)}
 
 
-def _unit_of(case_ids: Sequence[str], patients: Mapping[str, str]) -> tuple[np.ndarray, int, str]:
+def bootstrap_units(case_ids: Sequence[str], patients: Mapping[str, str]) -> tuple[np.ndarray, int, str]:
     """The bootstrap's resampling unit of each test slice (its index among the units), how many units, and
     the note saying which: a test patient (all its cases: studies of one patient are alike, so resampling
     them apart would make the interval too narrow), or a slice when there are few patients."""
@@ -90,7 +84,7 @@ def bootstrap_draws(confs: torch.Tensor, n_boot: int, seed: int,
     return _dice_of(confs.sum(0), organs), draws
 
 
-def _interval(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def interval(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(all="ignore"):
         return np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
 
@@ -99,47 +93,10 @@ def bootstrap_dice(confs: torch.Tensor, n_boot: int, seed: int,
                    organs: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dice per class and its 2.5 / 97.5 % bootstrap percentiles; the last column is the organ mean."""
     point, draws = bootstrap_draws(confs, n_boot, seed, organs)
-    return (point, *_interval(draws))
+    return (point, *interval(draws))
 
 
-def utility_rows(real_model: torch.nn.Module | None, real_train: SliceSet, synthetic: SliceSet,
-                 test: SliceSet | TestCases, names: Sequence[str], seg: Mapping, n_boot: int = 1000, seed: int = 0,
-                 device: torch.device | None = None, real_share: float = DEFAULT_REAL_SHARE, *,
-                 patients: Mapping[str, str], both: SliceSet | None = None) -> list[dict]:
-    """Rows of ``COLUMNS``: per setting, each class and the organ mean (``ORGAN_MEAN``) with its interval,
-    and (synthetic, real+synthetic) the difference to real with its paired bootstrap interval.
-
-    Every set is labelled in the experiment's table ``names`` (``in_table``). ``real_model``: training (a)
-    when it was trained in those classes (the segmenter rule's), else None and it is trained here.
-    ``patients``: the test cases' patients (``patients_of``), the bootstrap's units. ``test``: the test
-    slices, or ``TestCases`` (read a case at a time). ``both``: real then synthetic slices in one set when
-    the caller holds them so (``load_training_sets``), else they are joined here (a copy of both).
-    """
-    models = _trained(real_model, real_train, synthetic, len(names), seg, device, real_share, both)
-    unit, units, note = _unit_of(test.case_ids, patients)
-    confusions = _test_confusions({s: m for s, (m, _) in models.items()}, test, unit, units, len(names))
-    organs = organ_ids(names)
-    rows, scored = [], {}
-    for setting in SETTINGS:
-        n_train = models[setting][1]
-        point, draws = scored[setting] = bootstrap_draws(confusions[setting], n_boot, seed, organs)
-        lo, hi = _interval(draws)
-        delta = point - scored["real"][0]
-        delta_lo, delta_hi = _interval(draws - scored["real"][1])
-        mean_note = f"{note}; {organ_note([names[i] for i in organs if not math.isnan(point[i])])}"
-        for i, cls in enumerate([*names, ORGAN_MEAN]):
-            other = setting != "real"
-            rows.append({"setting": setting, "class": cls, "dice": float(point[i]), "ci_low": float(lo[i]),
-                         "ci_high": float(hi[i]), "delta_vs_real": float(delta[i]) if other else None,
-                         "delta_ci_low": float(delta_lo[i]) if other else None,
-                         "delta_ci_high": float(delta_hi[i]) if other else None,
-                         "train_slices": n_train, "test_cases": len(set(test.case_ids)),
-                         "test_patients": len({patients[c] for c in test.case_ids}),
-                         "note": mean_note if cls == ORGAN_MEAN else note})
-    return rows
-
-
-def _test_confusions(models: Mapping[str, torch.nn.Module], test: SliceSet | TestCases, unit: np.ndarray,
+def score_confusions(models: Mapping[str, torch.nn.Module], test: SliceSet | TestCases, unit: np.ndarray,
                      units: int, num_classes: int) -> dict[str, torch.Tensor]:
     """Per model its (units, C, C) confusions on the test slices, read once, a part at a time; each model
     predicts in ``predict``'s batches over the whole set, so its predictions are those of one call."""
@@ -161,36 +118,6 @@ def _test_confusions(models: Mapping[str, torch.nn.Module], test: SliceSet | Tes
     for run in runs:
         run.close()
     return confs
-
-
-def _trained(real_model: torch.nn.Module | None, real_train: SliceSet, synthetic: SliceSet, num_classes: int,
-             seg: Mapping, device: torch.device | None, real_share: float,
-             both: SliceSet | None = None) -> dict[str, tuple[torch.nn.Module, int]]:
-    """Per setting, its segmenter and how many training slices it had.
-
-    real+synthetic draws a real slice with probability ``real_share`` and a
-    synthetic one otherwise, so the mix does not depend on how many samples
-    per label map were generated. Every segmenter trains from the float16
-    storage, converting a batch at a time (``train_segmenter``).
-    """
-    if both is None:
-        both = SliceSet(torch.cat([real_train.images, synthetic.images]),
-                        torch.cat([real_train.labels, synthetic.labels]),
-                        torch.cat([real_train.masks, synthetic.masks]), [], [])
-    if len(both) != len(real_train) + len(synthetic):
-        raise ValueError(f"utility: {len(both)} slices in real+synthetic, {len(real_train)} real and "
-                         f"{len(synthetic)} synthetic")
-    draw = torch.cat([torch.full((len(real_train),), real_share / len(real_train), dtype=torch.float64),
-                      torch.full((len(synthetic),), (1 - real_share) / len(synthetic), dtype=torch.float64)])
-    models = {} if real_model is None else {"real": (real_model, len(real_train))}
-    for name, data, weights in (("real", real_train, None), ("synthetic", synthetic, None),
-                                ("real+synthetic", both, draw)):
-        if name not in models:
-            models[name] = (train_segmenter(data.images, data.labels, num_classes, steps=seg["segmenter_steps"],
-                                            batch_size=seg["segmenter_batch"], device=device,
-                                            channels=tuple(seg["segmenter_channels"]), sample_weights=weights),
-                            len(data))
-    return models
 
 
 def in_table(data: SliceSet, names: Sequence[str], target: Sequence[str], source: str) -> SliceSet:

@@ -1,20 +1,22 @@
 """The utility benchmark's slices as it reads them, in memory that does not grow with the test set:
 
-- the real and the synthetic training slices in one float16 set, filled case by case, the two parts
-  views of it (``TrainingSets``): the three segmenters train from it, converting a batch at a time,
-  and real+synthetic trains on the whole without a joined copy;
+- the real and the synthetic training slices in one float16 set, filled case by case, with each slice's
+  patient (``TrainingPool``): every segmenter of the curve trains from it by sample weights, converting a
+  batch at a time, so no training copies its slices;
 - the test slices a case at a time (``TestCases``), relabelled into the experiment's table.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from medsynth.inference.generate_cases import samples_file
 from medsynth.io.npz import npz_shape
+from medsynth.io.tables import read_tsv
 from medsynth.data.labels import BODY, class_lookup
 from medsynth.data.slice_set import SliceSet
 
@@ -38,47 +40,80 @@ def _by_case(files: Sequence[str | Path]) -> list[tuple[str, Path]]:
     return sorted((Path(f).parent.name, Path(f)) for f in files)
 
 
-class TrainingSets(NamedTuple):
-    """Real then synthetic training slices in one set (``both``); ``real`` and ``synthetic`` are views of it."""
-    real: SliceSet
-    synthetic: SliceSet
-    both: SliceSet
+class SyntheticCase(NamedTuple):
+    """A generated case the benchmark can train on: generate's case id (its folder under ``cases/``), the
+    patient its label map is of, the label case's ``slices.npz`` and generate's ``samples.npz``."""
+    case_id: str
+    patient_id: str
+    slices: Path
+    samples: Path
 
 
-def load_training_sets(real_files: Sequence[str | Path], real_names: Sequence[str], names: Sequence[str],
-                       label_files: Sequence[str | Path], cases_dir: Path, source: str) -> TrainingSets:
-    """The image dataset's real training slices (``real_files``, labelled by ``real_names``, relabelled into the
-    experiment's table ``names``) and every generated sample of the label dataset's training label maps
-    (``label_files``, generate's ``samples.npz`` under ``cases_dir``), each with its label map, filled into
-    one preallocated float16 set: no float32 or joined copy of either."""
-    from medsynth.inference.generate_cases import generated_cases
+# generate's parts whose synthetic cases train: the training label maps and the label-only cohorts.
+SYNTHETIC_PARTS = ("train", "generate_from")
 
-    real = _by_case(real_files)
-    synthetic = generated_cases(label_files, cases_dir)
-    if not synthetic:
+
+def synthetic_cases(manifest: Path, label_files: Sequence[str | Path], cases_dir: Path) -> list[SyntheticCase]:
+    """Every generated case of ``SYNTHETIC_PARTS`` in generate's ``manifest``, in case id order, with its
+    patient and the label case's slices among ``label_files`` (``results/slices/<dataset>/cases/<case>/``)."""
+    files = {(Path(f).parents[2].name, Path(f).parent.name): Path(f) for f in label_files}
+    cases = {}
+    for row in read_tsv(manifest):
+        if row["part"] not in SYNTHETIC_PARTS or row["case_id"] in cases:
+            continue
+        slices = files.get((row["dataset"], row["source_case"]))
+        if slices is None:
+            raise ValueError(f"utility: {manifest} lists {row['case_id']} ({row['dataset']} {row['source_case']}), whose "
+                             "slices are not among the rule's inputs; rerun generate (snakemake --forcerun generate)")
+        cases[row["case_id"]] = SyntheticCase(row["case_id"], row["patient_id"], slices,
+                                              samples_file(cases_dir, row["case_id"]))
+    if not cases:
         raise ValueError("utility: no synthetic training slices; add train to generate.splits")
+    return [cases[c] for c in sorted(cases)]
+
+
+class TrainingPool(NamedTuple):
+    """Every training slice of the benchmark in one float16 set (``data``): the image dataset's real training
+    slices first (``real`` of them), then every synthetic one; ``patients``: each slice's patient id. A
+    training takes its slices by weight (``train_segmenter``'s ``sample_weights``), so none is copied."""
+    data: SliceSet
+    real: int
+    patients: np.ndarray
+
+
+def load_training_pool(real_files: Sequence[str | Path], real_patients: Mapping[str, str], real_names: Sequence[str],
+                       names: Sequence[str], synthetic: Sequence[SyntheticCase], source: str) -> TrainingPool:
+    """The image dataset's real training slices (``real_files``, labelled by ``real_names``, relabelled into the
+    experiment's table ``names``; ``real_patients``: case id -> patient) and every sample of the ``synthetic``
+    cases, each with its label map, filled into one preallocated float16 set: no float32 or joined copy."""
+    real = _by_case(real_files)
+    missing = sorted(c for c, _ in real if c not in real_patients)
+    if missing:
+        raise ValueError(f"utility: training case(s) {missing[:5]} are not in the image dataset's split.tsv; rerun "
+                         "its split (snakemake --forcerun split)")
     real_n = [npz_shape(p, "images")[0] for _, p in real]
-    synthetic_n = [int(np.prod(npz_shape(Path(g), "samples")[:2])) for _, _, g in synthetic]
-    size = npz_shape(Path(synthetic[0][1]), "labels")[1:]
+    synthetic_n = [int(np.prod(npz_shape(c.samples, "samples")[:2])) for c in synthetic]
+    size = npz_shape(synthetic[0].slices, "labels")[1:]
     n = sum(real_n) + sum(synthetic_n)
     images, labels = np.empty((n, 1, *size), np.float16), np.empty((n, *size), np.uint8)
     masks = np.empty((n, 1, *size), np.uint8)
     lookup = relabelling(real_names, names, source)
-    ids, zs, at = [], [], 0
+    ids, zs, patients, at = [], [], [], 0
     for (case_id, path), count in zip(real, real_n):
         with np.load(path) as f:
             images[at:at + count, 0], masks[at:at + count, 0] = f["images"], f["masks"]
             labels[at:at + count] = f["labels"] if lookup is None else lookup[f["labels"]]
             zs += [int(v) for v in f["z"]]
         ids += [case_id] * count
+        patients += [real_patients[case_id]] * count
         at += count
-    for (case_id, real_path, gen_path), count in zip(synthetic, synthetic_n):
-        at, z = _fill_samples(Path(real_path), Path(gen_path), images, labels, masks, at)
-        ids += [case_id] * count
+    for case, count in zip(synthetic, synthetic_n):
+        at, z = _fill_samples(case.slices, case.samples, images, labels, masks, at)
+        ids += [case.case_id] * count
+        patients += [case.patient_id] * count
         zs += z
-    both = SliceSet(*(torch.from_numpy(a) for a in (images, labels, masks)), ids, zs)
-    cut = sum(real_n)
-    return TrainingSets(_part(both, 0, cut), _part(both, cut, n), both)
+    data = SliceSet(*(torch.from_numpy(a) for a in (images, labels, masks)), ids, zs)
+    return TrainingPool(data, sum(real_n), np.array(patients, dtype=object))
 
 
 def _fill_samples(real_path: Path, gen_path: Path, images: np.ndarray, labels: np.ndarray, masks: np.ndarray,
@@ -97,12 +132,6 @@ def _fill_samples(real_path: Path, gen_path: Path, images: np.ndarray, labels: n
         masks[at:at + len(z), 0] = label > 0
         at += len(z)
     return at, [int(v) for v in z] * len(samples)
-
-
-def _part(data: SliceSet, start: int, stop: int) -> SliceSet:
-    """Slices ``start:stop`` of ``data`` as views (basic slicing copies nothing)."""
-    return SliceSet(data.images[start:stop], data.labels[start:stop], data.masks[start:stop],
-                    data.case_ids[start:stop], data.z[start:stop], data.context[start:stop])
 
 
 class TestCases:

@@ -69,19 +69,31 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1 - ((2 * inter + eps) / (total + eps))[present].mean()
 
 
-def class_weights(labels: torch.Tensor, num_classes: int, power: float, chunk: int = 256) -> torch.Tensor:
+def class_weights(labels: torch.Tensor, num_classes: int, power: float, chunk: int = 256,
+                  sample_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy weights ``frequency ** -power`` from the training labels (N, H, W), mean 1 over pixels.
 
     Unweighted cross-entropy (power 0) can settle on calling an organ of a few
     pixels its surroundings; full inverse frequency (1) scored no better than
     0.5 on the demo phantom. A class absent from the labels gets weight 1 (it
-    is never a target, so its weight is never used). Counted in chunks, so a
-    large uint8 set is never copied whole to int64.
+    is never a target, so its weight is never used). ``sample_weights`` (N,):
+    the frequencies as training draws the slices (slice i counted by its
+    weight; a slice of weight 0 is never seen). Counted in chunks, so a large
+    uint8 set is never copied whole to int64.
     """
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for i in range(0, labels.shape[0], chunk):
-        counts += torch.bincount(labels[i : i + chunk].reshape(-1).long().cpu(), minlength=num_classes).double()
-    freq = counts / counts.sum().clamp(min=1)
+        part = labels[i : i + chunk].reshape(min(chunk, labels.shape[0] - i), -1).long().cpu()
+        if sample_weights is None:
+            counts += torch.bincount(part.reshape(-1), minlength=num_classes).double()
+            continue
+        w = sample_weights[i : i + chunk].double()
+        if not w.any():
+            continue
+        per_slice = torch.bincount((part + num_classes * torch.arange(len(part))[:, None]).reshape(-1),
+                                   minlength=len(part) * num_classes).reshape(len(part), num_classes)
+        counts += (w[:, None] * per_slice.double()).sum(0)
+    freq = counts / counts.sum().clamp(min=1e-300)
     w = torch.where(counts > 0, freq.clamp(min=1e-12) ** -float(power), torch.ones_like(freq))
     w = w / (w * freq).sum().clamp(min=1e-12)  # pixel-weighted mean 1: the loss keeps its scale
     return w.float()
@@ -155,7 +167,8 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     if sample_weights is not None and (sample_weights.shape != (images.shape[0],) or not (sample_weights >= 0).all()
                                        or not sample_weights.sum() > 0):
         raise ValueError(f"sample_weights must be {images.shape[0]} non-negative numbers, not all 0")
-    weight = class_weights(labels, num_classes, class_weight_power).to(device) if class_weight_power else None
+    weight = (class_weights(labels, num_classes, class_weight_power, sample_weights=sample_weights).to(device)
+              if class_weight_power else None)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps):

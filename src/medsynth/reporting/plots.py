@@ -1,16 +1,14 @@
 """The report's figures: test-sample grids and case strips, metric and loss curves, the memorisation
-pairs, the utility chart and class intensities. Headless (Agg, set in ``io.figures``)."""
+pairs and class intensities (the utility curve: ``utility_plots``). Headless (Agg, set in ``io.figures``)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.patches import Patch
 
-from medsynth.data.labels import ORGAN_MEAN
 from medsynth.io.figures import label_to_rgb, plt, sample_grid, save_figure, show_panel
 from medsynth.io.images import display_view
 from medsynth.io.tables import parse_float, read_tsv
@@ -151,49 +149,6 @@ def memorisation_pairs(path: Path, pairs: Sequence[tuple[np.ndarray, np.ndarray,
     axes[1, 0].set_ylabel("nearest training", fontsize=7)
     fig.suptitle("memorisation audit: the closest pairs (ratio: distance / real test slices' median)", fontsize=8)
     return save_figure(fig, path)
-
-
-def utility_plot(rows: Sequence[dict], path: Path, dpi: int = 100) -> Path:
-    """Dice per class on the real test split for the segmenters trained on real, synthetic and both,
-    with their 95 % bootstrap intervals as error bars (rows of ``utility.tsv``)."""
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    classes = [c for c in dict.fromkeys(r["class"] for r in rows) if c != "background"]
-    value = {(r["setting"], r["class"]): tuple(parse_float(str(r[k])) for k in ("dice", "ci_low", "ci_high"))
-             for r in rows}
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(classes)), 4.2), dpi=dpi)
-    width = 0.8 / max(1, len(settings))
-    x = np.arange(len(classes))
-    for k, setting in enumerate(settings):
-        d, lo, hi = (np.array([value.get((setting, c), (np.nan,) * 3)[i] for c in classes]) for i in range(3))
-        ax.bar(x + (k - (len(settings) - 1) / 2) * width, np.nan_to_num(d), width, label=_utility_label(rows, setting),
-               yerr=np.nan_to_num(np.vstack([d - lo, hi - d]).clip(min=0)), capsize=2, error_kw={"lw": 0.8})
-    ax.set_xticks(x)
-    ax.set_xticklabels(classes, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("Dice on the real test split", fontsize=8)
-    # Below the axes: the legend carries the means and differences, and would hide bars inside.
-    ax.legend(fontsize=7, ncols=1, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
-    ax.set_title("segmenter trained on real, synthetic and real + synthetic images\n"
-                 "(95 % intervals; vs real: paired bootstrap difference of the mean)", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def _utility_label(rows: Sequence[dict], setting: str) -> str:
-    """A setting's legend entry: its organ-mean Dice and, beside real, the paired difference."""
-    mean = next((r for r in rows if r["setting"] == setting and r["class"] == ORGAN_MEAN), None)
-    if mean is None:
-        return setting
-    def num(key: str) -> float:
-        value = mean.get(key)
-        return math.nan if value is None else parse_float(str(value))
-
-    label = f"{setting}: organ mean {num('dice'):.3f}"
-    delta = num("delta_vs_real")
-    if not math.isnan(delta):
-        lo, hi = num("delta_ci_low"), num("delta_ci_high")
-        label += f", vs real {delta:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    return label
 
 
 FLAG_COLOR = "tab:red"

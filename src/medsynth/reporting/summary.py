@@ -70,15 +70,17 @@ def write_summary(
     figures: Mapping[str, Path],
     md_path: Path,
     html_path: Path,
-    tables: Mapping[str, Path] | None = None,
+    tables: Mapping[str, Path | list[dict]] | None = None,
     class_intensity: Path | None = None,
     notes: Mapping[str, str] | None = None,
 ) -> None:
-    """``class_intensity``: evaluate's class_intensity.tsv, shown with its flagged classes highlighted;
+    """``tables``: title -> a TSV file or its rows; ``class_intensity``: evaluate's class_intensity.tsv, shown
+    with its flagged classes highlighted;
     ``notes``: title -> why a part of the report is missing (e.g. a benchmark that could not run)."""
     selected = json.loads(Path(selected_json).read_text())
     metrics = read_tsv(test_metrics_tsv)
-    extra = {title: read_tsv(p) for title, p in (tables or {}).items()}
+    extra = {title: read_tsv(t) if isinstance(t, (str, Path)) else [dict(r) for r in t]
+             for title, t in (tables or {}).items()}
     intensity = intensity_rows(class_intensity) if class_intensity is not None else None
     md_dir = Path(md_path).parent
     rel = {title: Path(p).resolve().relative_to(md_dir.resolve()) for title, p in figures.items()}

@@ -219,6 +219,11 @@ def render(card: Mapping) -> str:
                   "Each exported synthetic volume against the real image of its own label map (paired) and the "
                   "nearest training slice of another patient, in units of what unseen patients reach "
                   "(docs/reference/metrics.md, memorisation).", "", *_bullets(card["shared_audit"]), ""]
+    if card.get("utility"):
+        lines += ["## Does the synthetic data help? (utility curve, real test split)", "",
+                  "The project's segmenter trained on k real training patients, with and without synthetic images "
+                  "of label maps they do not cover (docs/how-to/utility-benchmark.md); 95 % bootstrap intervals.", "",
+                  *[f"- {line}" for line in card["utility"]], ""]
     lines += ["## Licence of the training data", "",
                                                      *[f"- {n}: {t}" for n, t in licences.items()],
                                                      *_source_licence_lines(train.get("init_from")), ""]
@@ -292,12 +297,13 @@ def shared_audit(table: Path | None, refuse: bool) -> dict:
 
 def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, str | None], card_md: Path,
                 share_dir: Path, source_licences: Mapping[str, str | None] | None = None,
-                audit: Mapping | None = None) -> dict:
+                audit: Mapping | None = None, utility: Sequence[str] | None = None) -> dict:
     """The complete card (with the test metrics and ``licences``, each dataset's as the config states
     it): ``card_md`` beside the generator, and in ``share_dir`` the generator holding that card and the
     same MODEL_CARD.md, the two files to give a colleague. ``source_licences``: a fine-tuned generator's
     source datasets' licences where its card holds none (another experiment's selection-stage card);
-    ``audit``: ``shared_audit`` of the exported synthetic cases."""
+    ``audit``: ``shared_audit`` of the exported synthetic cases; ``utility``: the utility curve in sentences
+    (``utility_curve.findings``), or why it was not run."""
     from medsynth.io.checkpoint import load_checkpoint, save_checkpoint  # only this step needs torch
 
     state = load_checkpoint(Path(generator))
@@ -309,6 +315,8 @@ def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, 
             "licence": {n: licences.get(n) or NOT_STATED.format(name=n) for n in names}}
     if audit is not None:
         card["shared_audit"] = dict(audit)
+    if utility:
+        card["utility"] = list(utility)
     train = card.get("training") or {}
     if train.get("init_from"):
         card["training"] = {**train, "init_from": with_source_licences(train["init_from"], source_licences or {})}

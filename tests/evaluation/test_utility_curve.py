@@ -1,0 +1,162 @@
+"""The low-data utility curve: reproducible draws of patients, what each training sees, and two honesty
+checks: a perfect generator helps at k = 1 with an interval above 0, noise does not."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medsynth.data.labels import ORGAN_MEAN
+from medsynth.data.slice_set import SliceSet
+from medsynth.evaluation.utility_curve import (BOTH, REAL, SYNTHETIC, curve_ks, findings, organ_rows,
+                                               patient_draws, plan_trainings, utility_curve)
+from medsynth.evaluation.utility_data import TrainingPool
+
+NAMES = ("background", "body", "organ")
+SEG = {"segmenter_steps": 150, "segmenter_batch": 8, "segmenter_channels": [8, 16]}
+SETTINGS = {"real_patients": [1], "draws": 1, "bootstrap": 400, "seed": 0, "real_share": 0.5}
+
+
+def test_draws_are_reproducible_distinct_and_keep_the_first_ones() -> None:
+    patients = [f"p{i}" for i in range(6)]
+    three = patient_draws(patients, 2, 3, seed=0)
+    assert three == patient_draws(list(reversed(patients)), 2, 3, seed=0)  # the order given does not matter
+    assert len(set(three)) == 3 and all(len(d) == 2 and list(d) == sorted(d) for d in three)
+    assert patient_draws(patients, 2, 5, seed=0)[:3] == three  # more draws keep the first ones
+    assert patient_draws(patients, 2, 3, seed=1) != three
+    assert sorted(patient_draws(patients[:3], 2, 10, seed=0)) == [("p0", "p1"), ("p0", "p2"), ("p1", "p2")]
+    assert patient_draws(patients, 6, 4, seed=0) == [tuple(patients)]  # one set of all of them
+
+
+def test_the_curves_k_values_count_all_and_cap_at_the_cohort() -> None:
+    assert curve_ks([1, 2, "all", 10], 4) == [1, 2, 4]
+    assert curve_ks(["all"], 7) == [7]
+    with pytest.raises(ValueError, match="no training patient"):
+        curve_ks([1], 0)
+
+
+def _pool(real_patients: list[str], synthetic_patients: list[str], per_case: int = 2) -> TrainingPool:
+    """A pool of ``per_case`` slices per case: the real cases first, then the synthetic ones."""
+    who = [p for p in real_patients + synthetic_patients for _ in range(per_case)]
+    n = len(who)
+    labels = torch.zeros(n, 8, 8, dtype=torch.uint8)
+    labels[:, 2:6, 2:6] = 1
+    labels[:, 3:5, 3:5] = 2
+    data = SliceSet(torch.zeros(n, 1, 8, 8, dtype=torch.float16), labels, (labels > 0)[:, None], who, [0] * n)
+    return TrainingPool(data, per_case * len(real_patients), np.array(who, dtype=object))
+
+
+def test_each_training_sees_its_patients_real_slices_and_only_other_patients_synthetic_ones() -> None:
+    pool = _pool(["a", "b", "c"], ["a", "b", "c", "x"])  # "x": a generate_from patient
+    plan = {t.key: t for t in plan_trainings(pool, [1, 3], draws=2, seed=0, real_share=0.75)}
+    assert sorted(plan) == sorted([(REAL, 1, 1), (REAL, 1, 2), (REAL, 3, 1), (BOTH, 1, 1), (BOTH, 1, 2),
+                                   (BOTH, 3, 1), (SYNTHETIC, 0, 1)])
+    is_real = np.arange(len(pool.patients)) < pool.real
+    for (arm, k, draw), t in plan.items():
+        if t.weights is None:
+            continue
+        w = t.weights.numpy()
+        assert w.sum() == pytest.approx(1.0) and len(t.patients) == k
+        seen = w > 0
+        mine = np.isin(pool.patients, t.patients)
+        if arm == REAL:
+            assert (seen == (is_real & mine)).all() and t.real_slices == 2 * k and t.synthetic_slices == 0
+        if arm == BOTH:
+            assert (seen == ((is_real & mine) | (~is_real & ~mine))).all()
+            assert w[is_real].sum() == pytest.approx(0.75)  # the real share, whatever the counts
+            assert t.synthetic_slices == 2 * (4 - k)
+        if arm == SYNTHETIC:
+            assert (seen == ~is_real).all() and t.patients == ()
+    # With all three patients only x's synthetic slices are another patient's.
+    assert plan[(BOTH, 3, 1)].synthetic_slices == 2
+    only_own = {t.key: t for t in plan_trainings(_pool(["a", "b"], ["a", "b"]), [2], 1, 0, 0.75)}
+    assert only_own[(BOTH, 2, 1)].weights is None and "generate_from" in only_own[(BOTH, 2, 1)].note
+
+
+def _patient(p: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n slices of patient p: an organ in a body, brighter than the body for even p and darker for odd p (two
+    kinds of patient a segmenter must both see to find the organ), anywhere in the body."""
+    labels = torch.zeros(n, 16, 16, dtype=torch.uint8)
+    labels[:, 2:14, 2:14] = 1
+    for i in range(n):
+        y, x = (int(v) for v in torch.randint(3, 9, (2,), generator=g))
+        labels[i, y:y + 4, x:x + 4] = 2
+    sign = 1.0 if p % 2 == 0 else -1.0
+    images = torch.where(labels == 2, 0.6 * sign, 0.0) + torch.where(labels == 0, -1.0, 0.0)
+    return (images + 0.05 * torch.randn(n, 16, 16, generator=g))[:, None], labels
+
+
+def _cohort(synthetic: str) -> tuple[TrainingPool, SliceSet, dict]:
+    """Six training patients (real slices, then one synthetic case per patient: ``copies`` of its real images,
+    what a perfect generator paints on its label maps, or ``noise``) and six test patients."""
+    g = torch.Generator().manual_seed(0)
+    train = [_patient(p, 6, g) for p in range(6)]
+    test = [_patient(p, 4, g) for p in range(6)]
+    fake = [x if synthetic == "copies" else torch.randn(x.shape, generator=g) for x, _ in train]
+    images = torch.cat([x for x, _ in train] + fake).half()
+    labels = torch.cat([y for _, y in train] * 2)
+    who = [f"p{p}" for p in range(6) for _ in range(6)] * 2
+    pool = TrainingPool(SliceSet(images, labels, (labels > 0)[:, None], who, [0] * len(who)), 36,
+                        np.array(who, dtype=object))
+    test_ids = [f"t{p}" for p in range(6) for _ in range(4)]
+    test_set = SliceSet(torch.cat([x for x, _ in test]), torch.cat([y for _, y in test]),
+                        torch.cat([(y > 0)[:, None] for _, y in test]), test_ids, [0] * len(test_ids))
+    return pool, test_set, {c: c for c in test_ids}
+
+
+def _organ(rows: list[dict], arm: str, k: int) -> dict:
+    return next(r for r in rows if (r["arm"], r["real_patients"], r["class"]) == (arm, k, ORGAN_MEAN))
+
+
+@pytest.mark.slow
+def test_a_perfect_generator_helps_one_real_patient_with_an_interval_above_zero() -> None:
+    pool, test, patients = _cohort("copies")
+    rows, draws = utility_curve(pool, test, patients, NAMES, SEG, SETTINGS)
+    a, b = _organ(rows, REAL, 1), _organ(rows, BOTH, 1)
+    assert b["dice"] >= a["dice"] and b["delta"] > 0 and b["delta_ci_low"] > 0, (a, b)
+    assert b["delta"] == pytest.approx(b["dice"] - a["dice"])
+    assert b["synthetic_slices"] == 30 and b["real_slices"] == 6 and b["real_share"] == 0.5
+    assert "over 6 test patients (6 cases)" in b["note"]
+    assert [(d["arm"], d["real_patients"]) for d in draws] == [(REAL, 1), (BOTH, 1), (SYNTHETIC, 0)]
+    assert draws[0]["patients"] == draws[1]["patients"] and draws[0]["organ_dice"] == pytest.approx(a["dice"])
+    # Synthetic only: copies of every training patient, the whole real cohort in all but name.
+    assert _organ(rows, SYNTHETIC, 0)["dice"] > a["dice"]
+    assert findings(rows)[0].startswith("With 1 real training patient, adding synthetic images of other patients' "
+                                        "label maps (30 slices, 50% of each batch) changed the organ-mean Dice by "
+                                        f"{b['delta']:+.3f} (95 % interval {b['delta_ci_low']:+.3f} to ")
+
+
+@pytest.mark.slow
+def test_noise_as_synthetic_images_does_not_help() -> None:
+    pool, test, patients = _cohort("noise")
+    rows, _ = utility_curve(pool, test, patients, NAMES, SEG, SETTINGS)
+    b = _organ(rows, BOTH, 1)
+    assert not b["delta_ci_low"] > 0, b
+    assert _organ(rows, SYNTHETIC, 0)["dice"] < _organ(rows, REAL, 1)["dice"]
+
+
+def test_a_point_that_cannot_run_is_na_with_its_reason_and_the_summary_skips_it() -> None:
+    pool, test, patients = _cohort("copies")
+    pool = TrainingPool(pool.data, pool.real, np.array([f"p{i // 6 % 6}" for i in range(72)], dtype=object))
+    seg = {**SEG, "segmenter_steps": 2}
+    rows, draws = utility_curve(pool, test, patients, NAMES, seg, {**SETTINGS, "real_patients": ["all"]})
+    b = _organ(rows, BOTH, 6)
+    assert b.get("dice") is None and b["note"].startswith("not run: every synthetic case is of one of these 6")
+    assert len([r for r in rows if r["arm"] == BOTH]) == len(NAMES) + 1
+    assert [d["organ_dice"] for d in draws if d["arm"] == BOTH] == [None]
+    assert [r["arm"] for r in organ_rows(rows)] == [REAL, BOTH, SYNTHETIC]
+    assert len(findings(rows)) == 1 and findings(rows)[0].startswith("Synthetic images alone")
+    assert not math.isnan(_organ(rows, REAL, 6)["dice"])
+
+
+def test_copies_of_every_real_slice_train_the_model_real_slices_train() -> None:
+    """A perfect generator: synthetic = each training patient's own real slices. Synthetic only (c) then
+    draws the very slices (a) draws with every patient, and scores exactly as it does."""
+    pool, test, patients = _cohort("copies")
+    seg = {**SEG, "segmenter_steps": 20}
+    rows, _ = utility_curve(pool, test, patients, NAMES, seg, {**SETTINGS, "real_patients": ["all"]})
+    for cls in (*NAMES, ORGAN_MEAN):
+        a = next(r for r in rows if (r["arm"], r["class"]) == (REAL, cls))
+        c = next(r for r in rows if (r["arm"], r["class"]) == (SYNTHETIC, cls))
+        assert (a["dice"], a["ci_low"], a["ci_high"]) == (c["dice"], c["ci_low"], c["ci_high"]), cls
