@@ -160,3 +160,15 @@ def test_copies_of_every_real_slice_train_the_model_real_slices_train() -> None:
         a = next(r for r in rows if (r["arm"], r["class"]) == (REAL, cls))
         c = next(r for r in rows if (r["arm"], r["class"]) == (SYNTHETIC, cls))
         assert (a["dice"], a["ci_low"], a["ci_high"]) == (c["dice"], c["ci_low"], c["ci_high"]), cls
+
+
+def test_the_segmenter_rules_model_stands_in_only_for_every_real_patient() -> None:
+    from medsynth.evaluation.utility_curve import train_all
+
+    pool, _, _ = _cohort("copies")
+    sentinel = torch.nn.Identity()
+    seg = {**SEG, "segmenter_steps": 1}
+    for ks, used in (([1, 2], False), ([1, 6], True)):
+        plan = plan_trainings(pool, ks, 1, 0, 0.5)
+        models = train_all(plan, pool, len(NAMES), seg, None, reuse=sentinel)
+        assert [key for key, m in models.items() if m is sentinel] == ([(REAL, 6, 1)] if used else []), ks

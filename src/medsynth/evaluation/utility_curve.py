@@ -111,11 +111,12 @@ def plan_trainings(pool: TrainingPool, ks: Sequence[int], draws: int, seed: int,
     return plan
 
 
-def train_all(plan: Sequence[Training], data: SliceSet, num_classes: int, seg: Mapping,
+def train_all(plan: Sequence[Training], pool: TrainingPool, num_classes: int, seg: Mapping,
               device: torch.device | None, reuse: torch.nn.Module | None = None) -> dict[tuple, torch.nn.Module]:
     """The segmenters of ``plan`` (those with weights), by key. ``reuse``: the model of (a) with every real
-    slice, trained with this budget already (the segmenter rule's), used for (a) at the largest k."""
-    everyone = max((t.k for t in plan if t.arm == REAL), default=0)
+    training patient, trained with this budget already (the segmenter rule's), used for that point."""
+    everyone = len(set(pool.patients[:pool.real]))
+    data = pool.data
     models = {}
     for t in tqdm([t for t in plan if t.weights is not None], desc="utility", unit="segmenter"):
         if reuse is not None and t.arm == REAL and t.k == everyone:
@@ -209,7 +210,7 @@ def utility_curve(pool: TrainingPool, test: SliceSet | TestCases, test_patients:
     n = len(set(pool.patients[:pool.real]))
     ks = curve_ks(settings["real_patients"], n)
     plan = plan_trainings(pool, ks, settings["draws"], settings["seed"], settings["real_share"])
-    models = train_all(plan, pool.data, len(names), seg, device, reuse)
+    models = train_all(plan, pool, len(names), seg, device, reuse)
     unit, units, note = bootstrap_units(test.case_ids, test_patients)
     confusions = score_confusions(models, test, unit, units, len(names))
     counts = HeldOut(len(set(test.case_ids)), len({test_patients[c] for c in test.case_ids}), note)
