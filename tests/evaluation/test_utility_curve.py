@@ -146,7 +146,8 @@ def test_a_point_that_cannot_run_is_na_with_its_reason_and_the_summary_skips_it(
     assert len([r for r in rows if r["arm"] == BOTH]) == len(NAMES) + 1
     assert [d["organ_dice"] for d in draws if d["arm"] == BOTH] == [None]
     assert [r["arm"] for r in organ_rows(rows)] == [REAL, BOTH, SYNTHETIC]
-    assert len(findings(rows)) == 1 and findings(rows)[0].startswith("Synthetic images alone")
+    assert len(findings(rows)) == 2 and findings(rows)[0].startswith("Synthetic images alone")
+    assert findings(rows)[1] == "Intervals: 95 % bootstrap interval over 6 test patients (6 cases)."
     assert not math.isnan(_organ(rows, REAL, 6)["dice"])
 
 

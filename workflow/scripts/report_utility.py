@@ -9,4 +9,4 @@ from medsynth.reporting.utility_plots import utility_curve_plot
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     utility_curve_plot(read_tsv(sm.input.table), read_tsv(sm.input.draws), Path(sm.output.figure),
-                       dpi=sm.params.settings["dpi"])
+                       dpi=sm.params.settings["dpi"], experiment=sm.wildcards.experiment)

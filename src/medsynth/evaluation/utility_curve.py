@@ -252,4 +252,8 @@ def findings(rows: Sequence[Mapping]) -> list[str]:
                    f"{_num(synthetic['dice']):.3f} (95 % interval {_num(synthetic['ci_low']):.3f} to "
                    f"{_num(synthetic['ci_high']):.3f}), against {_num(a['dice']):.3f} with all {max(real_ks)} real "
                    "training patients.")
-    return out or ["No point of the curve could be scored (see utility.tsv's notes)."]
+    if not out:
+        return ["No point of the curve could be scored (see utility.tsv's notes)."]
+    # What the intervals resample: test patients, or (few of them) slices, which makes them too narrow.
+    unit = next((str(r["note"]).split(";")[0] for r in organ.values() if not math.isnan(_num(r.get("dice")))), "")
+    return out + [f"Intervals: {unit}."] if unit else out

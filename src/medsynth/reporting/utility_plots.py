@@ -68,7 +68,8 @@ def _delta_panel(ax, rows: Sequence[Mapping], x_of: Mapping[int, int]) -> None:
     ax.set_ylabel("(b) − (a): paired difference", fontsize=8)
 
 
-def utility_curve_plot(rows: Sequence[Mapping], draws: Sequence[Mapping], path: Path, dpi: int = 100) -> Path:
+def utility_curve_plot(rows: Sequence[Mapping], draws: Sequence[Mapping], path: Path, dpi: int = 100,
+                       experiment: str = "") -> Path:
     """``utility.tsv``'s organ-mean rows (and ``draws.tsv``'s per-draw scores) as two panels over k: Dice of
     (a), (b) and (c) with 95 % bands, and (b) − (a) with its paired interval; the interval's unit below."""
     ks = sorted({int(r["real_patients"]) for r in rows if r["arm"] != SYNTHETIC})
@@ -85,7 +86,8 @@ def utility_curve_plot(rows: Sequence[Mapping], draws: Sequence[Mapping], path: 
         ax.grid(True, alpha=0.3)
         ax.set_xlim(-0.3, len(ks) - 0.7)
     note = next((str(r["note"]).split(";")[0] for r in rows if r["class"] == ORGAN_MEAN and r["arm"] == REAL), "")
-    fig.suptitle("Does synthetic data help when labelled patients are few?", fontsize=10)
+    fig.suptitle(f"{experiment + ': ' if experiment else ''}does synthetic data help when labelled patients are few?",
+                 fontsize=10)
     fig.text(0.5, 0.01, f"bands: {note}", ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save_figure(fig, path)
