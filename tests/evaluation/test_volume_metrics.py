@@ -96,7 +96,7 @@ def test_three_plane_fid_through_the_real_loading_code(tmp_path: Path, random_we
     settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "batch_size": 16,
                 "kid_subsets": 5, "kid_subset_size": 50}
     metas = {"case0": META}
-    cases, files = _cases(tmp_path, lambda im: im, indices=(0,), shape=(32, 32, 8))
+    cases, files = _cases(tmp_path, lambda im: im, indices=(0,), shape=(16, 16, 8))
     rows = {r["metric"]: r for r in three_plane_summary(cases, files, metas, metas, settings, torch.device("cpu"))}
     assert list(rows) == THREE_PLANE
     body = np.load(files[0])["masks"].any(0)  # (x, y): coronal planes are the y with body, sagittal the x
@@ -105,6 +105,9 @@ def test_three_plane_fid_through_the_real_loading_code(tmp_path: Path, random_we
             row = rows[f"{metric}_{plane}"]
             assert row["n"] == 2 * int(crossing.sum())  # both samples
             assert row["mean"] == pytest.approx(0.0, abs=1e-9) and f"{int(crossing.sum())} real" in row["note"]
+        # A few dozen planes against 2048 features: FID is computed, and its note says it reads high.
+        assert "fewer planes than Inception's 2048 features" in rows[f"fid_{plane}"]["note"]
+        assert "fewer planes" not in rows[f"kid_{plane}"]["note"]
 
 
 def test_three_plane_without_weights_says_so(tmp_path: Path) -> None:

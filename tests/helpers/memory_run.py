@@ -53,7 +53,8 @@ def utility(c: dict) -> None:
     inputs = UtilityInputs(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
                            manifest=Path(c["manifest"]), cases_dir=Path(c["cases_dir"]), test=c["test"],
                            split=Path(c["split"]))
-    utility = {"real_patients": [1, "all"], "draws": 1, "bootstrap": 1000, "seed": 0, "real_share": 0.75}
+    # Every real patient: (a) is the rule's segmenter, (c) one training; the pool memory holds is the same for any k.
+    utility = {"real_patients": ["all"], "draws": 1, "bootstrap": 1000, "seed": 0, "real_share": 0.75}
     utility_experiment(inputs, UtilitySettings(names=c["names"], image_names=c["names"], source="", segmenter=SEGMENTER,
                                                utility=utility), CPU)
 

@@ -34,7 +34,7 @@ rule utility:
         # Real and synthetic training slices, float16 images with uint8 labels and masks: 4 bytes a pixel.
         mem_mb=stage_mem_mb("utility", held_bytes(("real_train", 4), ("label_train", 4 * config["generate"]["samples"]))),
         # Per k and draw two segmenters, and one on synthetic images only: 20 minutes each (a few on a GPU
-        # at 256 px), within a day's partition limit for autopet.yaml's 31; a retry gets more.
+        # at 256 px): autopet.yaml's 31 fit in a cluster's usual one-day limit; a retry gets more.
         runtime=grows(60 + 20 * utility_trainings()),
     conda:
         ENV

@@ -21,7 +21,7 @@ from medsynth.io.npz import npz_shape
 from medsynth.data.slicing import CaseSlices
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case, meta_of
 from medsynth.metrics import planes, through_plane
-from medsynth.metrics.perceptual import (INCEPTION_FILE, available, frechet_distance, gaussian_stats,
+from medsynth.metrics.perceptual import (FEATURES, INCEPTION_FILE, available, frechet_distance, gaussian_stats,
                                          inception_features, kernel_inception_distance, load_inception)
 
 THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
@@ -136,10 +136,10 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
                                                  settings.get("kid_subset_size", 1000))
         note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
                 "to the in-plane spacing")
-        try:
-            fid, fid_note = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr)), note
-        except ValueError as exc:  # a few dozen planes cannot fill a 2048-d covariance
-            fid, fid_note = math.nan, f"not computed: {exc} ({note}; read KID, which is unbiased for small sets)"
+        fid = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr))
+        # Fewer planes than features leave the covariances singular: FID is then biased upward.
+        fid_note = note if min(len(fg), len(fr)) >= FEATURES else (
+            f"{note}; fewer planes than Inception's {FEATURES} features: FID reads high, compare KID (unbiased)")
         rows += [{"metric": f"fid_{plane}", "mean": fid, "std": math.nan, "n": len(fg), "note": fid_note},
                  {"metric": f"kid_{plane}", "mean": kid, "std": kid_std, "n": len(fg), "note": note}]
     return rows
