@@ -2,6 +2,7 @@
 checks: a perfect generator helps at k = 1 with an interval above 0, noise does not."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,40 @@ def test_the_segmenter_rules_model_stands_in_only_for_every_real_patient() -> No
         plan = plan_trainings(pool, ks, 1, 0, 0.5)
         models = train_all(plan, pool, len(NAMES), seg, None, reuse=sentinel)
         assert [key for key, m in models.items() if m is sentinel] == ([(REAL, 6, 1)] if used else []), ks
+
+
+def test_the_stage_reads_its_files_and_reuses_the_segmenter_only_in_the_experiments_classes(tmp_path) -> None:
+    """``utility_experiment`` on the files the rule gives it: (a) with every patient is the segmenter rule's
+    model when it names the experiment's classes in their order, and is trained here otherwise."""
+    from memory_cohort import write_cohort
+
+    from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
+    from medsynth.evaluation.utility import bootstrap_units, score_confusions
+    from medsynth.evaluation.utility_data import TestCases
+    from medsynth.models.segmenter import load_segmenter, save_segmenter
+
+    c = write_cohort(tmp_path / "cohort", test_cases=5, train_cases=3, slices=4, size=16)
+    inputs = UtilityInputs(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
+                           manifest=Path(c["manifest"]), cases_dir=Path(c["cases_dir"]), test=c["test"],
+                           split=Path(c["split"]))
+    seg = {"segmenter_steps": 2, "segmenter_batch": 4, "segmenter_channels": [4, 8]}
+    settings = UtilitySettings(names=c["names"], image_names=c["names"], source="the image dataset x", segmenter=seg,
+                               utility={**SETTINGS, "real_patients": [1, "all"], "bootstrap": 100})
+    rows, draws = utility_experiment(inputs, settings, torch.device("cpu"))
+    assert [(d["arm"], d["real_patients"]) for d in draws] == [(REAL, 1), (BOTH, 1), (REAL, 3), (BOTH, 3),
+                                                                (SYNTHETIC, 0)]
+    assert draws[1]["synthetic_slices"] == 2 * 2 * 4  # two other patients, two samples of four slices
+    # The rule's model scored by itself: what (a) with every patient reads when it is reused.
+    model, _ = load_segmenter(Path(c["segmenter"]), torch.device("cpu"))
+    test = TestCases(c["test"], c["names"], c["names"], "x")
+    unit, units, _ = bootstrap_units(test.case_ids, {f"test{i:03d}": f"p_test{i:03d}" for i in range(5)})
+    own = score_confusions({"m": model}, test, unit, units, len(c["names"]))["m"].sum(0)
+    reused = next(r for r in rows if (r["arm"], r["real_patients"], r["class"]) == (REAL, 3, "liver"))
+    assert reused["dice"] == pytest.approx(float(2 * own[1, 1] / (own[1].sum() + own[:, 1].sum())))
+    # The same weights under another class order: retrained in the experiment's classes, so (a) differs.
+    other = save_segmenter(model, tmp_path / "other.pt", len(c["names"]), (4, 8),
+                           [c["names"][0], *reversed(c["names"][1:])])
+    other_rows, _ = utility_experiment(UtilityInputs(**{**inputs.__dict__, "real_model": other}), settings,
+                                       torch.device("cpu"))
+    retrained = next(r for r in other_rows if (r["arm"], r["real_patients"], r["class"]) == (REAL, 3, "liver"))
+    assert retrained["dice"] != reused["dice"]
