@@ -211,3 +211,21 @@ def test_the_stage_reads_its_files_and_reuses_the_segmenter_only_in_the_experime
                                        torch.device("cpu"))
     retrained = next(r for r in other_rows if (r["arm"], r["real_patients"], r["class"]) == (REAL, 3, "liver"))
     assert retrained["dice"] != reused["dice"]
+
+
+def test_several_draws_average_and_report_their_spread() -> None:
+    """Two draws of one patient each: the point is their mean, the spread their lowest and highest (what the
+    intervals over test patients leave out), and (b) - (a) is paired draw by draw."""
+    pool, test, patients = _cohort("copies")
+    rows, draws = utility_curve(pool, test, patients, NAMES, {**SEG, "segmenter_steps": 30},
+                                {**SETTINGS, "draws": 2})
+    by_draw = {(d["arm"], d["draw"]): d["organ_dice"] for d in draws}
+    a, b = _organ(rows, REAL, 1), _organ(rows, BOTH, 1)
+    assert a["draws"] == b["draws"] == 2 and draws[0]["patients"] != draws[2]["patients"]
+    assert a["dice"] == pytest.approx((by_draw[(REAL, 1)] + by_draw[(REAL, 2)]) / 2)
+    assert (a["draw_dice_min"], a["draw_dice_max"]) == (min(by_draw[(REAL, 1)], by_draw[(REAL, 2)]),
+                                                        max(by_draw[(REAL, 1)], by_draw[(REAL, 2)]))
+    deltas = sorted(by_draw[(BOTH, d)] - by_draw[(REAL, d)] for d in (1, 2))
+    assert (b["draw_delta_min"], b["draw_delta_max"]) == pytest.approx(deltas)
+    assert b["delta"] == pytest.approx(sum(deltas) / 2) and a["draw_delta_min"] is None
+    assert f"(each draw: {deltas[0]:+.3f} to {deltas[1]:+.3f})." in findings(rows)[0]

@@ -37,7 +37,8 @@ from medsynth.metrics.segmentation import train_segmenter
 REAL, BOTH, SYNTHETIC = "real", "real+synthetic", "synthetic"
 ARMS = (REAL, BOTH, SYNTHETIC)
 COLUMNS = ["arm", "real_patients", "class", "dice", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
-           "draws", "real_slices", "synthetic_slices", "real_share", "test_cases", "test_patients", "note"]
+           "draws", "draw_dice_min", "draw_dice_max", "draw_delta_min", "draw_delta_max", "real_slices",
+           "synthetic_slices", "real_share", "test_cases", "test_patients", "note"]
 DRAW_COLUMNS = ["arm", "real_patients", "draw", "patients", "real_slices", "synthetic_slices", "real_share",
                 "organ_dice", "note"]
 ALL = "all"
@@ -142,6 +143,13 @@ def _mean(scored: Sequence[Scored]) -> Scored:
         return Scored(np.nanmean([s.point for s in scored], 0), np.nanmean([s.draws for s in scored], 0))
 
 
+def _spread(name: str, values: np.ndarray) -> dict:
+    """The lowest and highest of one value over the draws of patients (NaN for a class no test slice shows)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {f"{name}_min": float(np.nanmin(values)), f"{name}_max": float(np.nanmax(values))}
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """The real test split as the rows describe it: how many cases and patients, and the interval's unit."""
@@ -166,18 +174,21 @@ def _point_rows(arm: str, k: int, runs: Sequence[Training], scored: Mapping[tupl
     skipped = "" if not missed else f"draw(s) {', '.join(str(t.draw) for t in missed)} {missed[0].note}"
     mean = _mean([scored[t.key] for t in done])
     lo, hi = interval(mean.draws)
-    delta = None
+    per_draw = np.array([scored[t.key].point for t in done])  # the spread the intervals (over patients) leave out
+    delta = per_delta = None
     if arm == BOTH:
         pairs = [(scored[t.key], scored[(REAL, t.k, t.draw)]) for t in done]
         delta = _mean([Scored(b.point - a.point, b.draws - a.draws) for b, a in pairs])
         delta_lo, delta_hi = interval(delta.draws)
+        per_delta = np.array([b.point - a.point for b, a in pairs])
     note = "; ".join(n for n in (test.note, skipped) if n)
     rows = []
     for i, cls in enumerate([*names, ORGAN_MEAN]):
         row = {**base, "class": cls, "dice": float(mean.point[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
-               "note": f"{note}; {organ_text}" if cls == ORGAN_MEAN else note}
+               **_spread("draw_dice", per_draw[:, i]), "note": f"{note}; {organ_text}" if cls == ORGAN_MEAN else note}
         if delta is not None:
-            row.update(delta=float(delta.point[i]), delta_ci_low=float(delta_lo[i]), delta_ci_high=float(delta_hi[i]))
+            row.update(delta=float(delta.point[i]), delta_ci_low=float(delta_lo[i]), delta_ci_high=float(delta_hi[i]),
+                       **_spread("draw_delta", per_delta[:, i]))
         rows.append(row)
     return rows
 
@@ -243,7 +254,9 @@ def findings(rows: Sequence[Mapping]) -> list[str]:
                    f"label maps ({r['synthetic_slices']} slices, {1 - _num(r['real_share']):.0%} of each batch) changed "
                    f"the organ-mean Dice by {_num(r['delta']):+.3f} (95 % interval {_num(r['delta_ci_low']):+.3f} to "
                    f"{_num(r['delta_ci_high']):+.3f}): {_num(a['dice']):.3f} to {_num(r['dice']):.3f}, "
-                   f"{draws} draw{'s' if draws > 1 else ''} of patients.")
+                   f"{draws} draw{'s' if draws > 1 else ''} of patients"
+                   + (f" (each draw: {_num(r['draw_delta_min']):+.3f} to {_num(r['draw_delta_max']):+.3f})."
+                      if draws > 1 else "."))
     real_ks = [k for arm, k in organ if arm == REAL]
     synthetic = organ.get((SYNTHETIC, 0))
     if real_ks and synthetic and not math.isnan(_num(synthetic.get("dice"))):
