@@ -162,9 +162,16 @@ def _relabelled(data: SliceSet, ids: list[int]) -> SliceSet:
     return SliceSet(data.images, labels, data.masks, data.case_ids, data.z)
 
 
-def test_the_image_datasets_slices_are_relabelled_into_the_experiments_classes_by_name() -> None:
-    from medsynth.evaluation.utility import in_table
+def in_table(data: SliceSet, names, target, source: str) -> SliceSet:
+    """``data`` relabelled from the table ``names`` into ``target`` as the pool and the test cases read it."""
+    from medsynth.evaluation.utility_data import relabelling
 
+    lookup = relabelling(names, target, source)
+    labels = data.labels if lookup is None else torch.from_numpy(lookup[data.labels.numpy()])
+    return SliceSet(data.images, labels, data.masks, data.case_ids, data.z)
+
+
+def test_the_image_datasets_slices_are_relabelled_into_the_experiments_classes_by_name() -> None:
     data = _set(6, 0, 2)
     other_order = _relabelled(data, [0, 2, 1])  # ("background", "organ", "body")
     back = in_table(other_order, ("background", "organ", "body"), NAMES, "mr")

@@ -20,7 +20,7 @@ from medsynth.data.slice_batches import Rebatch
 from medsynth.io.tables import read_tsv
 from medsynth.metrics.segmentation import PREDICT_BATCH, per_class_scores, predict
 from medsynth.data.slice_set import SliceSet
-from medsynth.evaluation.utility_data import TestCases, relabelling
+from medsynth.evaluation.utility_data import TestCases
 
 MIN_PATIENTS = 5  # fewer test patients: resample slices instead (and say so)
 
@@ -118,14 +118,3 @@ def score_confusions(models: Mapping[str, torch.nn.Module], test: SliceSet | Tes
     for run in runs:
         run.close()
     return confs
-
-
-def in_table(data: SliceSet, names: Sequence[str], target: Sequence[str], source: str) -> SliceSet:
-    """``data``, labelled by the table ``names``, relabelled into the table ``target`` by name (``source``
-    names the data in messages). A class ``target`` does not name becomes its body: a table's body is the
-    tissue it does not name, and every pixel needs a class to train on."""
-    lookup = relabelling(names, target, source)
-    if lookup is None:
-        return data
-    labels = torch.from_numpy(lookup[data.labels.numpy()])
-    return SliceSet(data.images, labels, data.masks, data.case_ids, data.z)

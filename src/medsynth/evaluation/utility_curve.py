@@ -32,6 +32,7 @@ from medsynth.data.labels import ORGAN_MEAN, organ_ids, organ_note
 from medsynth.evaluation.utility import bootstrap_draws, bootstrap_units, interval, score_confusions
 from medsynth.evaluation.utility_data import TestCases, TrainingPool
 from medsynth.data.slice_set import SliceSet
+from medsynth.io.tables import parse_float
 from medsynth.metrics.segmentation import train_segmenter
 
 REAL, BOTH, SYNTHETIC = "real", "real+synthetic", "synthetic"
@@ -237,36 +238,32 @@ def organ_rows(rows: Sequence[Mapping]) -> list[dict]:
     return [{c: r.get(c) for c in SUMMARY_COLUMNS} for r in rows if r["class"] == ORGAN_MEAN]
 
 
-def _num(value: object) -> float:
-    return math.nan if value in (None, "", "NA", "nan") else float(value)
-
-
 def findings(rows: Sequence[Mapping]) -> list[str]:
     """The curve in sentences (the model card's and the summary's): per k where (b) ran, what adding the
     synthetic images changed; and synthetic images alone against every real patient."""
     organ = {(r["arm"], int(r["real_patients"])): r for r in rows if r["class"] == ORGAN_MEAN}
     out = []
     for (arm, k), r in sorted(organ.items(), key=lambda item: item[0][1]):
-        if arm != BOTH or math.isnan(_num(r.get("dice"))):
+        if arm != BOTH or math.isnan(parse_float(r.get("dice"))):
             continue
         a, draws = organ[(REAL, k)], int(r["draws"])
         out.append(f"With {k} real training patient{'s' if k > 1 else ''}, adding synthetic images of other patients' "
-                   f"label maps ({r['synthetic_slices']} slices, {1 - _num(r['real_share']):.0%} of each batch) changed "
-                   f"the organ-mean Dice by {_num(r['delta']):+.3f} (95 % interval {_num(r['delta_ci_low']):+.3f} to "
-                   f"{_num(r['delta_ci_high']):+.3f}): {_num(a['dice']):.3f} to {_num(r['dice']):.3f}, "
+                   f"label maps ({r['synthetic_slices']} slices, {1 - parse_float(r['real_share']):.0%} of each batch) changed "
+                   f"the organ-mean Dice by {parse_float(r['delta']):+.3f} (95 % interval {parse_float(r['delta_ci_low']):+.3f} to "
+                   f"{parse_float(r['delta_ci_high']):+.3f}): {parse_float(a['dice']):.3f} to {parse_float(r['dice']):.3f}, "
                    f"{draws} draw{'s' if draws > 1 else ''} of patients"
-                   + (f" (each draw: {_num(r['draw_delta_min']):+.3f} to {_num(r['draw_delta_max']):+.3f})."
+                   + (f" (each draw: {parse_float(r['draw_delta_min']):+.3f} to {parse_float(r['draw_delta_max']):+.3f})."
                       if draws > 1 else "."))
     real_ks = [k for arm, k in organ if arm == REAL]
     synthetic = organ.get((SYNTHETIC, 0))
-    if real_ks and synthetic and not math.isnan(_num(synthetic.get("dice"))):
+    if real_ks and synthetic and not math.isnan(parse_float(synthetic.get("dice"))):
         a = organ[(REAL, max(real_ks))]
         out.append(f"Synthetic images alone ({synthetic['synthetic_slices']} slices): organ-mean Dice "
-                   f"{_num(synthetic['dice']):.3f} (95 % interval {_num(synthetic['ci_low']):.3f} to "
-                   f"{_num(synthetic['ci_high']):.3f}), against {_num(a['dice']):.3f} with all {max(real_ks)} real "
+                   f"{parse_float(synthetic['dice']):.3f} (95 % interval {parse_float(synthetic['ci_low']):.3f} to "
+                   f"{parse_float(synthetic['ci_high']):.3f}), against {parse_float(a['dice']):.3f} with all {max(real_ks)} real "
                    "training patients.")
     if not out:
         return ["No point of the curve could be scored (see utility.tsv's notes)."]
     # What the intervals resample: test patients, or (few of them) slices, which makes them too narrow.
-    unit = next((str(r["note"]).split(";")[0] for r in organ.values() if not math.isnan(_num(r.get("dice")))), "")
+    unit = next((str(r["note"]).split(";")[0] for r in organ.values() if not math.isnan(parse_float(r.get("dice")))), "")
     return out + [f"Intervals: {unit}."] if unit else out

@@ -42,5 +42,6 @@ def format_value(value: object) -> str:
     return str(value)
 
 
-def parse_float(text: str) -> float:
-    return math.nan if text in ("", "NA", "nan") else float(text)
+def parse_float(value: object) -> float:
+    """A table cell as a number, read (a string, ``NA`` for a missing metric) or not yet written (None)."""
+    return math.nan if value is None or value in ("", "NA", "nan") else float(value)

@@ -12,33 +12,36 @@ import numpy as np
 from medsynth.data.labels import ORGAN_MEAN
 from medsynth.evaluation.utility_curve import BOTH, REAL, SYNTHETIC
 from medsynth.io.figures import plt, save_figure
+from medsynth.io.tables import parse_float
 
 STYLE = {REAL: ("tab:gray", "o", "(a) k real patients"), BOTH: ("tab:blue", "s", "(b) k real + synthetic"),
          SYNTHETIC: ("tab:orange", None, "(c) synthetic only")}
 
 
-def _num(value: object) -> float:
-    return math.nan if value in (None, "", "NA", "nan") else float(value)
-
-
-def _series(rows: Sequence[Mapping], arm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """k, Dice and its interval of one arm's organ-mean rows (NaN where a point was not run)."""
+def _series(rows: Sequence[Mapping], arm: str, columns: Sequence[str] = ("dice", "ci_low", "ci_high")
+            ) -> tuple[np.ndarray, ...]:
+    """k and the ``columns`` (a value and its interval) of one arm's organ-mean rows, by k (NaN where a point
+    was not run)."""
     mine = sorted((int(r["real_patients"]), r) for r in rows if r["arm"] == arm and r["class"] == ORGAN_MEAN)
     k = np.array([k for k, _ in mine], dtype=float)
-    return k, *(np.array([_num(r[c]) for _, r in mine]) for c in ("dice", "ci_low", "ci_high"))
+    return k, *(np.array([parse_float(r[c]) for _, r in mine]) for c in columns)
+
+
+def _with_interval(ax, x: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, **line) -> None:
+    """Values and their intervals, as a band and as error bars: a point without neighbours (the others not
+    run) shows its interval too."""
+    ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+    ax.errorbar(x, d, yerr=np.nan_to_num(np.vstack([d - lo, hi - d]).clip(min=0)), color=color, capsize=3, **line)
 
 
 def _dice_panel(ax, rows: Sequence[Mapping], draws: Sequence[Mapping], x_of: Mapping[int, int]) -> None:
     for arm in (REAL, BOTH):
         color, marker, label = STYLE[arm]
         k, d, lo, hi = _series(rows, arm)
-        x = np.array([x_of[int(v)] for v in k], dtype=float)
-        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
-        # Error bars as well as the band: a point without neighbours (the others not run) shows its interval.
-        ax.errorbar(x, d, yerr=np.nan_to_num(np.vstack([d - lo, hi - d]).clip(min=0)), color=color, marker=marker,
-                    capsize=3, label=label)
+        _with_interval(ax, np.array([x_of[int(v)] for v in k], dtype=float), d, lo, hi, color, marker=marker,
+                       label=label)
         side = -0.08 if arm == REAL else 0.08  # beside the point and its error bar, (a) left and (b) right
-        dots = [(x_of[int(r["real_patients"])] + side, _num(r["organ_dice"])) for r in draws if r["arm"] == arm]
+        dots = [(x_of[int(r["real_patients"])] + side, parse_float(r["organ_dice"])) for r in draws if r["arm"] == arm]
         if len(dots) > len(k):  # several draws per point: each draw's own score
             ax.scatter(*zip(*dots), color=color, s=10, alpha=0.6, zorder=3)
     _, d, lo, hi = _series(rows, SYNTHETIC)
@@ -53,13 +56,10 @@ def _dice_panel(ax, rows: Sequence[Mapping], draws: Sequence[Mapping], x_of: Map
 
 
 def _delta_panel(ax, rows: Sequence[Mapping], x_of: Mapping[int, int]) -> None:
-    mine = sorted((int(r["real_patients"]), r) for r in rows if r["arm"] == BOTH and r["class"] == ORGAN_MEAN)
-    x = np.array([x_of[k] for k, _ in mine], dtype=float)
-    d, lo, hi = (np.array([_num(r[c]) for _, r in mine]) for c in ("delta", "delta_ci_low", "delta_ci_high"))
+    k, d, lo, hi = _series(rows, BOTH, ("delta", "delta_ci_low", "delta_ci_high"))
+    x = np.array([x_of[int(v)] for v in k], dtype=float)
     ax.axhline(0, color="black", lw=0.8)
-    ax.fill_between(x, lo, hi, color=STYLE[BOTH][0], alpha=0.2, lw=0)
-    ax.errorbar(x, d, yerr=np.nan_to_num(np.vstack([d - lo, hi - d]).clip(min=0)), color=STYLE[BOTH][0], marker="s",
-                capsize=3)
+    _with_interval(ax, x, d, lo, hi, STYLE[BOTH][0], marker="s")
     for xi, di in zip(x, d):
         if math.isnan(di):
             ax.annotate("not run", (xi, 0), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
