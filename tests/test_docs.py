@@ -108,6 +108,20 @@ def test_config_reference_check_fails_on_a_stale_page(tmp_path):
     assert missing.returncode == 1
 
 
+def test_the_json_schema_is_the_yaml_one_and_a_stale_one_fails_the_check(tmp_path):
+    """Snakemake and medsynth validate with the JSON twin; it must say what the YAML people edit says."""
+    import json
+
+    twin = json.loads((REPO / "workflow" / "schemas" / "config.schema.json").read_text(encoding="utf-8"))
+    assert twin.pop("$comment").endswith("edit that file, not this one.")
+    assert twin == yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    stale = tmp_path / "config.schema.json"
+    stale.write_text(json.dumps({**twin, "required": []}), encoding="utf-8")
+    result = run_script("--check", "--json", str(stale))
+    assert result.returncode == 1
+    assert f"{stale.as_posix()} is out of date" in result.stderr
+
+
 def test_config_reference_lists_every_key_path():
     text = CONFIG_MD.read_text(encoding="utf-8")
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))

@@ -9,8 +9,8 @@ import pytest
 
 from medsynth.config.checks import export_errors
 from medsynth.data.labels import LabelTable
-from medsynth.sharing.nnunet_export import (ExportCase, channel_names, default_name, export_experiment, export_folders, nnunet_labels,
-                             patient_folds, write_dataset)
+from medsynth.sharing.nnunet_export import (ExportCase, channel_names, export_experiment, nnunet_labels, patient_folds,
+                                            write_dataset)
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.io.tables import write_tsv
 
@@ -108,15 +108,6 @@ def test_a_label_map_off_its_images_grid_is_refused_naming_the_file(tmp_path: Pa
     with pytest.raises(ValueError, match="shifted.nii.gz.*not on the grid"):
         write_dataset(tmp_path / "Dataset500_Demo", broken, TABLE, "CT", {})
     assert not (tmp_path / "Dataset500_Demo").exists()
-
-
-def test_dataset_names_and_ids() -> None:
-    assert default_name("demo-unpaired") == "DemoUnpaired"
-    config = {"export": {"first_id": 500}, "experiments": {"demo": {}, "demo-unpaired": {}, "ct2mr": {"export_id": 7}}}
-    assert export_folders(config) == {"ct2mr": "Dataset007_Ct2mr", "demo": "Dataset501_Demo",
-                                      "demo-unpaired": "Dataset502_DemoUnpaired"}
-    with pytest.raises(ValueError, match="1..999"):
-        export_folders({"export": {"first_id": 999}, "experiments": {"a": {}, "b": {}}})
 
 
 def test_config_checks_name_the_keys() -> None:

@@ -13,7 +13,7 @@ from typing import Mapping
 from medsynth.config.keys import is_image_only as image_only
 from medsynth.data.labels import LabelError, LabelTable
 from medsynth.data.patients import KnownPatients, listed
-from medsynth.sharing.nnunet_export import export_folders
+from medsynth.sharing.nnunet_naming import export_folders
 from medsynth.models.presets import check_size, get_preset
 
 
