@@ -52,7 +52,7 @@ from medsynth.io.nifti import load_volume
 from medsynth.io.tables import read_tsv
 from medsynth.metrics.image import body_dice, intensity_w1, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.intensity import class_intensity_table
-from medsynth.metrics.segmentation import confusion, predict, summarize, train_segmenter
+from medsynth.metrics.segmentation import SegmenterRecipe, confusion, predict, summarize, train_segmenter
 from medsynth.models.losses import class_targets
 from medsynth.sharing.selection import select_checkpoint
 from medsynth.models.presets import get_preset
@@ -138,8 +138,7 @@ def to_physical(images: torch.Tensor, meta: dict) -> np.ndarray:
 def real_segmenter(real_train: SliceSet, num_classes: int, metrics: dict, seed: int) -> torch.nn.Module:
     """The pipeline's segmentation-consistency U-Net, trained on real training slices (``metrics.segmenter_*``)."""
     return train_segmenter(real_train.images.float(), real_train.labels.long(), num_classes,
-                           steps=metrics["segmenter_steps"], batch_size=metrics["segmenter_batch"], seed=seed,
-                           channels=metrics["segmenter_channels"])
+                           SegmenterRecipe.from_settings(metrics, seed=seed))
 
 
 def segmenter_dice(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from medsynth.metrics.segmentation import train_segmenter
+from medsynth.metrics.segmentation import SegmenterRecipe, train_segmenter
 from medsynth.data.slice_set import SliceSet
 from medsynth.evaluation.utility import bootstrap_dice, bootstrap_units, score_confusions
 
 NAMES = ("background", "body", "organ")
-SEG = {"segmenter_steps": 6, "segmenter_batch": 4, "segmenter_channels": [4, 8]}
 
 
 def _set(n: int, seed: int, cases: int) -> SliceSet:
@@ -125,8 +124,8 @@ def test_the_test_cases_read_a_case_at_a_time_score_as_the_whole_set(tmp_path) -
     joined = SliceSet(torch.cat([test.images[i::6] for i in range(6)]), torch.cat([test.labels[i::6] for i in range(6)]),
                       torch.cat([test.masks[i::6] for i in range(6)]), [f"c{c}" for c in range(6) for _ in range(2)],
                       list(range(12)))
-    models = {"a": train_segmenter(real.images, real.labels, 3, steps=2, batch_size=4, channels=(4, 8)),
-              "b": train_segmenter(real.images, real.labels, 3, steps=3, batch_size=4, channels=(4, 8))}
+    models = {name: train_segmenter(real.images, real.labels, 3, SegmenterRecipe(steps, 4, (4, 8)))
+              for name, steps in (("a", 2), ("b", 3))}
     streamed_set = TestCases(files, NAMES, NAMES, "mr")
     unit, units, _ = bootstrap_units(streamed_set.case_ids, {f"c{c}": f"c{c}" for c in range(6)})
     streamed = score_confusions(models, streamed_set, unit, units, 3)

@@ -2,6 +2,7 @@
 checks: a perfect generator helps at k = 1 with an interval above 0, noise does not."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ from medsynth.data.slice_set import SliceSet
 from medsynth.evaluation.utility_curve import (BOTH, REAL, SYNTHETIC, curve_ks, findings, organ_rows,
                                                patient_draws, plan_trainings, utility_curve)
 from medsynth.evaluation.utility_data import TrainingPool
+from medsynth.metrics.segmentation import SegmenterRecipe
 
 NAMES = ("background", "body", "organ")
-SEG = {"segmenter_steps": 150, "segmenter_batch": 8, "segmenter_channels": [8, 16]}
+SEG = SegmenterRecipe(steps=150, batch_size=8, channels=(8, 16))
 SETTINGS = {"real_patients": [1], "draws": 1, "bootstrap": 400, "seed": 0, "real_share": 0.5}
 
 
@@ -140,7 +142,7 @@ def test_noise_as_synthetic_images_does_not_help() -> None:
 def test_a_point_that_cannot_run_is_na_with_its_reason_and_the_summary_skips_it() -> None:
     pool, test, patients = _cohort("copies")
     pool = TrainingPool(pool.data, pool.real, np.array([f"p{i // 6 % 6}" for i in range(72)], dtype=object))
-    seg = {**SEG, "segmenter_steps": 2}
+    seg = replace(SEG, steps=2)
     rows, draws = utility_curve(pool, test, patients, NAMES, seg, {**SETTINGS, "real_patients": ["all"]})
     b = _organ(rows, BOTH, 6)
     assert b.get("dice") is None and b["note"].startswith("not run: every synthetic case is of one of these 6")
@@ -156,7 +158,7 @@ def test_copies_of_every_real_slice_train_the_model_real_slices_train() -> None:
     """A perfect generator: synthetic = each training patient's own real slices. Synthetic only (c) then
     draws the very slices (a) draws with every patient, and scores exactly as it does."""
     pool, test, patients = _cohort("copies")
-    seg = {**SEG, "segmenter_steps": 20}
+    seg = replace(SEG, steps=20)
     rows, _ = utility_curve(pool, test, patients, NAMES, seg, {**SETTINGS, "real_patients": ["all"]})
     for cls in (*NAMES, ORGAN_MEAN):
         a = next(r for r in rows if (r["arm"], r["class"]) == (REAL, cls))
@@ -169,7 +171,7 @@ def test_the_segmenter_rules_model_stands_in_only_for_every_real_patient() -> No
 
     pool, _, _ = _cohort("copies")
     sentinel = torch.nn.Identity()
-    seg = {**SEG, "segmenter_steps": 1}
+    seg = replace(SEG, steps=1)
     for ks, used in (([1, 2], False), ([1, 6], True)):
         plan = plan_trainings(pool, ks, 1, 0, 0.5)
         models = train_all(plan, pool, len(NAMES), seg, None, reuse=sentinel)
@@ -190,7 +192,7 @@ def test_the_stage_reads_its_files_and_reuses_the_segmenter_only_in_the_experime
     inputs = UtilityInputs(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
                            manifest=Path(c["manifest"]), cases_dir=Path(c["cases_dir"]), test=c["test"],
                            split=Path(c["split"]))
-    seg = {"segmenter_steps": 2, "segmenter_batch": 4, "segmenter_channels": [4, 8]}
+    seg = SegmenterRecipe(steps=40, batch_size=4, channels=(4, 8))  # trained: apart from the rule's untrained model
     settings = UtilitySettings(names=c["names"], image_names=c["names"], source="the image dataset x", segmenter=seg,
                                utility={**SETTINGS, "real_patients": [1, "all"], "bootstrap": 100})
     rows, draws = utility_experiment(inputs, settings, torch.device("cpu"))
@@ -210,14 +212,14 @@ def test_the_stage_reads_its_files_and_reuses_the_segmenter_only_in_the_experime
     other_rows, _ = utility_experiment(UtilityInputs(**{**inputs.__dict__, "real_model": other}), settings,
                                        torch.device("cpu"))
     retrained = next(r for r in other_rows if (r["arm"], r["real_patients"], r["class"]) == (REAL, 3, "liver"))
-    assert retrained["dice"] != reused["dice"]
+    assert retrained["dice"] > reused["dice"] + 0.2, (retrained["dice"], reused["dice"])
 
 
 def test_several_draws_average_and_report_their_spread() -> None:
     """Two draws of one patient each: the point is their mean, the spread their lowest and highest (what the
     intervals over test patients leave out), and (b) - (a) is paired draw by draw."""
     pool, test, patients = _cohort("copies")
-    rows, draws = utility_curve(pool, test, patients, NAMES, {**SEG, "segmenter_steps": 30},
+    rows, draws = utility_curve(pool, test, patients, NAMES, replace(SEG, steps=30),
                                 {**SETTINGS, "draws": 2})
     by_draw = {(d["arm"], d["draw"]): d["organ_dice"] for d in draws}
     a, b = _organ(rows, REAL, 1), _organ(rows, BOTH, 1)

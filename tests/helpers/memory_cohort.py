@@ -57,6 +57,8 @@ def write_cohort(root: Path, test_cases: int, train_cases: int, slices: int = 32
     """Test and training cases of one dataset (paired: it is its own image dataset), every case generated
     ``samples`` times, as the workflow lays them out; a segmenter and Inception statistics without weights.
     Returns the paths the stages take (JSON-ready)."""
+    import torch
+
     from medsynth.models.segmenter import UNetSegmenter, save_segmenter
 
     rng = np.random.default_rng(seed)
@@ -80,8 +82,10 @@ def write_cohort(root: Path, test_cases: int, train_cases: int, slices: int = 32
         + "".join(f"{c}\t{root.name}\t{c}\tp_{c}\t{part}\n" for part, cases in parts.items() for c in cases))
     for part in ("test", "train"):
         np.savez(root / f"inception_{part}.npz", available=False)
-    segmenter = save_segmenter(UNetSegmenter(len(NAMES), channels=(4, 8)).eval(), root / "segmenter.pt", len(NAMES),
-                               (4, 8), NAMES)
+    with torch.random.fork_rng(devices=[]):  # the same untrained weights whatever ran before
+        torch.manual_seed(0)
+        untrained = UNetSegmenter(len(NAMES), channels=(4, 8)).eval()
+    segmenter = save_segmenter(untrained, root / "segmenter.pt", len(NAMES), (4, 8), NAMES)
     return {**files, "cases_dir": str(root / "generate" / "cases"), "manifest": str(root / "generate" / "manifest.tsv"),
             "split": str(split),
             "segmenter": str(segmenter), "real_stats": str(root / "inception_test.npz"),

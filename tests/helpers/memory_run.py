@@ -49,14 +49,15 @@ def evaluate(c: dict) -> None:
 
 def utility(c: dict) -> None:
     from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
+    from medsynth.metrics.segmentation import SegmenterRecipe
 
     inputs = UtilityInputs(real_model=Path(c["segmenter"]), real_train=c["train"], label_train=c["train"],
                            manifest=Path(c["manifest"]), cases_dir=Path(c["cases_dir"]), test=c["test"],
                            split=Path(c["split"]))
     # Every real patient: (a) is the rule's segmenter, (c) one training; the pool memory holds is the same for any k.
     utility = {"real_patients": ["all"], "draws": 1, "bootstrap": 1000, "seed": 0, "real_share": 0.75}
-    utility_experiment(inputs, UtilitySettings(names=c["names"], image_names=c["names"], source="", segmenter=SEGMENTER,
-                                               utility=utility), CPU)
+    utility_experiment(inputs, UtilitySettings(names=c["names"], image_names=c["names"], source="",
+                                               segmenter=SegmenterRecipe.from_settings(SEGMENTER), utility=utility), CPU)
 
 
 def audit_shared(c: dict) -> None:
@@ -73,13 +74,11 @@ def audit_shared(c: dict) -> None:
 
 
 def segmenter(c: dict) -> None:
-    from medsynth.metrics.segmentation import train_segmenter
+    from medsynth.metrics.segmentation import SegmenterRecipe, train_segmenter
     from medsynth.data.slice_set import load_slices
 
     data = load_slices(c["train"])
-    train_segmenter(data.images, data.labels, len(c["names"]), steps=SEGMENTER["segmenter_steps"],
-                    batch_size=SEGMENTER["segmenter_batch"], device=CPU,
-                    channels=tuple(SEGMENTER["segmenter_channels"]))
+    train_segmenter(data.images, data.labels, len(c["names"]), SegmenterRecipe.from_settings(SEGMENTER), CPU)
 
 
 def train_data(c: dict) -> None:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from medsynth.metrics.segmentation import (class_weights, confusion, per_class_scores, predict, soft_dice_loss,
-                                          summarize, train_segmenter)
+from medsynth.metrics.segmentation import (SegmenterRecipe, class_weights, confusion, per_class_scores, predict,
+                                          soft_dice_loss, summarize, train_segmenter)
 from medsynth.models.segmenter import DEFAULT_CHANNELS, UNetSegmenter, load_segmenter, save_segmenter
 from medsynth.io.checkpoint import save_checkpoint
 
@@ -40,8 +40,7 @@ def trained(toy_data) -> UNetSegmenter:
     # Trained once and shared: make_toy_slices is function-scoped, so a module-scoped fixture cannot use it.
     if "model" not in _TRAINED:
         train, _ = toy_data
-        _TRAINED["model"] = train_segmenter(train.images, train.labels, num_classes=3, steps=STEPS, seed=0,
-                                            device=CPU)
+        _TRAINED["model"] = train_segmenter(train.images, train.labels, 3, SegmenterRecipe(steps=STEPS, seed=0), CPU)
     return _TRAINED["model"]
 
 
@@ -186,11 +185,11 @@ def test_unet_output_shape_and_size_check():
 def test_train_rejects_mismatched_inputs(make_toy_slices):
     s = make_toy_slices(n=4, size=32)
     with pytest.raises(ValueError, match="outside 0..1"):
-        train_segmenter(s.images, s.labels, num_classes=2, steps=1, device=CPU)
+        train_segmenter(s.images, s.labels, 2, SegmenterRecipe(steps=1), CPU)
     with pytest.raises(ValueError, match="do not match"):
-        train_segmenter(s.images[:3], s.labels, num_classes=3, steps=1, device=CPU)
+        train_segmenter(s.images[:3], s.labels, 3, SegmenterRecipe(steps=1), CPU)
     with pytest.raises(ValueError, match="30x30"):
-        train_segmenter(s.images[..., :30, :30], s.labels[..., :30, :30], num_classes=3, steps=1, device=CPU)
+        train_segmenter(s.images[..., :30, :30], s.labels[..., :30, :30], 3, SegmenterRecipe(steps=1), CPU)
 
 
 # --------------------------------------------------------------------------- training
@@ -198,7 +197,7 @@ def test_train_rejects_mismatched_inputs(make_toy_slices):
 
 def test_training_learns_the_toy_classes(trained, toy_data):
     _, test = toy_data
-    untrained = train_segmenter(test.images, test.labels, num_classes=3, steps=0, seed=0, device=CPU)
+    untrained = train_segmenter(test.images, test.labels, 3, SegmenterRecipe(steps=0, seed=0), CPU)
     good = foreground_dice(trained, test.images, test.labels)
     bad = foreground_dice(untrained, test.images, test.labels)
     assert good > 0.8
@@ -209,7 +208,7 @@ def test_training_is_deterministic_given_the_seed(toy_data):
     train, _ = toy_data
 
     def weights(seed: int) -> list[torch.Tensor]:
-        model = train_segmenter(train.images, train.labels, num_classes=3, steps=15, seed=seed, device=CPU)
+        model = train_segmenter(train.images, train.labels, 3, SegmenterRecipe(steps=15, seed=seed), CPU)
         return list(model.state_dict().values())
 
     a, b, other = weights(0), weights(0), weights(1)
@@ -220,7 +219,7 @@ def test_training_is_deterministic_given_the_seed(toy_data):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train_segmenter(train.images, train.labels, num_classes=3, steps=1, seed=7, device=CPU)
+    train_segmenter(train.images, train.labels, 3, SegmenterRecipe(steps=1, seed=7), CPU)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -276,8 +275,8 @@ def class_dice(model, images, labels) -> list[float]:
 
 def test_a_rare_small_class_is_learnt_thanks_to_the_class_weights():
     (x, y), (x_test, y_test) = rare_dot_slices(24, seed=0), rare_dot_slices(16, seed=5)
-    weighted = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU)
-    plain = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU, class_weight_power=0.0)
+    weighted = train_segmenter(x, y, 3, SegmenterRecipe(steps=STEPS, seed=0), CPU)
+    plain = train_segmenter(x, y, 3, SegmenterRecipe(steps=STEPS, seed=0, class_weight_power=0.0), CPU)
     disc, dot = class_dice(weighted, x_test, y_test)
     assert disc > 0.9 and dot > 0.6
     # unweighted cross-entropy (as the segmenter had before) misses the dot in as many steps
@@ -286,8 +285,8 @@ def test_a_rare_small_class_is_learnt_thanks_to_the_class_weights():
 
 def test_flips_would_confuse_classes_told_apart_by_their_side():
     (x, y), (x_test, y_test) = sided_slices(24, seed=0), sided_slices(16, seed=5)
-    kept = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU)
-    flipped = train_segmenter(x, y, num_classes=3, steps=STEPS, seed=0, device=CPU, flips=True)
+    kept = train_segmenter(x, y, 3, SegmenterRecipe(steps=STEPS, seed=0), CPU)
+    flipped = train_segmenter(x, y, 3, SegmenterRecipe(steps=STEPS, seed=0, flips=True), CPU)
     assert min(class_dice(kept, x_test, y_test)) > 0.9
     assert max(class_dice(flipped, x_test, y_test)) < 0.7
 
@@ -298,20 +297,29 @@ def test_sample_weights_choose_which_slices_training_sees(toy_data):
     images = torch.cat([train.images, train.images])
     labels = torch.cat([train.labels, torch.zeros_like(train.labels)])
     good = torch.cat([torch.ones(n), torch.zeros(n)]).double()
-    on_good = train_segmenter(images, labels, 3, steps=STEPS, seed=0, device=CPU, sample_weights=good)
-    on_wiped = train_segmenter(images, labels, 3, steps=STEPS, seed=0, device=CPU, sample_weights=1 - good)
+    on_good = train_segmenter(images, labels, 3, SegmenterRecipe(steps=STEPS, seed=0), CPU, sample_weights=good)
+    on_wiped = train_segmenter(images, labels, 3, SegmenterRecipe(steps=STEPS, seed=0), CPU, 1 - good)
     assert foreground_dice(on_good, train.images, train.labels) > 0.8
     assert foreground_dice(on_wiped, train.images, train.labels) < 0.1
     with pytest.raises(ValueError, match="sample_weights"):
-        train_segmenter(images, labels, 3, steps=1, device=CPU, sample_weights=good[:3])
+        train_segmenter(images, labels, 3, SegmenterRecipe(steps=1), CPU, sample_weights=good[:3])
 
 
-def test_train_rejects_bad_settings(make_toy_slices):
-    s = make_toy_slices(n=4, size=32)
-    with pytest.raises(ValueError, match="lr_schedule"):
-        train_segmenter(s.images, s.labels, num_classes=3, steps=1, device=CPU, lr_schedule="cosine")
-    with pytest.raises(ValueError, match="class_weight_power"):
-        train_segmenter(s.images, s.labels, num_classes=3, steps=1, device=CPU, class_weight_power=-1.0)
+def test_a_recipe_refuses_bad_settings_naming_them():
+    for bad, word in (({"steps": -1}, "steps"), ({"batch_size": 0}, "batch_size"),
+                      ({"lr_schedule": "cosine"}, "lr_schedule"), ({"class_weight_power": -1.0}, "class_weight_power")):
+        with pytest.raises(ValueError, match=word):
+            SegmenterRecipe(**{"steps": 1, **bad})
+
+
+def test_the_recipe_of_a_config_is_its_segmenter_keys():
+    """The segmenter rule and the utility curve both build theirs from these keys: one recipe, so the curve
+    may take the rule's model for its own point with every real patient."""
+    recipe = SegmenterRecipe.from_settings({"segmenter_steps": 300, "segmenter_batch": 4,
+                                            "segmenter_channels": [8, 16, 32]})
+    assert recipe == SegmenterRecipe(steps=300, batch_size=4, channels=(8, 16, 32), seed=0)
+    assert SegmenterRecipe.from_settings({"segmenter_steps": 1, "segmenter_batch": 2, "segmenter_channels": [4]},
+                                         seed=3).seed == 3
 
 
 # --------------------------------------------------------------------------- files

@@ -10,6 +10,7 @@ from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_e
 from medsynth.evaluation.utility_curve import COLUMNS, DRAW_COLUMNS
 from medsynth.io.logs import log_to
 from medsynth.io.tables import write_tsv
+from medsynth.metrics.segmentation import SegmenterRecipe
 from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
@@ -23,7 +24,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         split=Path(sm.input.split))
     settings = UtilitySettings(
         names=LabelTable.from_config(sm.params.labels).names, image_names=table_names(sm.params.image_labels),
-        source=f"the image dataset {sm.params.image_dataset}", segmenter=sm.params.segmenter,
+        source=f"the image dataset {sm.params.image_dataset}", segmenter=SegmenterRecipe.from_settings(sm.params.segmenter),
         utility=sm.params.utility)
     rows, draws = utility_experiment(inputs, settings, resolve_device("auto"))
     write_tsv(sm.output.draws, draws, DRAW_COLUMNS)

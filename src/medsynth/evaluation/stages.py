@@ -19,6 +19,7 @@ from medsynth.evaluation.utility import patients_of
 from medsynth.evaluation.utility_curve import utility_curve
 from medsynth.evaluation.utility_data import TestCases, load_training_pool, synthetic_cases
 from medsynth.evaluation.volume_metrics import three_plane_summary, through_plane_summary
+from medsynth.metrics.segmentation import SegmenterRecipe
 from medsynth.models.segmenter import load_segmenter
 
 # evaluate's tables (its outputs' names) and their columns.
@@ -97,12 +98,12 @@ class UtilityInputs:
 @dataclass(frozen=True)
 class UtilitySettings:
     """``names``: the experiment's classes; ``image_names``: the image dataset's, relabelled into them by name
-    (``source`` names that dataset in messages); ``segmenter``: the metrics' segmenter keys; ``utility``: the
-    ``utility`` section."""
+    (``source`` names that dataset in messages); ``segmenter``: how every segmenter of the curve trains (the
+    segmenter rule's recipe); ``utility``: the ``utility`` section."""
     names: Sequence[str]
     image_names: Sequence[str]
     source: str
-    segmenter: Mapping
+    segmenter: SegmenterRecipe
     utility: Mapping
 
 

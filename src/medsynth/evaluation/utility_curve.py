@@ -33,7 +33,7 @@ from medsynth.evaluation.utility import bootstrap_draws, bootstrap_units, interv
 from medsynth.evaluation.utility_data import TestCases, TrainingPool
 from medsynth.data.slice_set import SliceSet
 from medsynth.io.tables import parse_float
-from medsynth.metrics.segmentation import train_segmenter
+from medsynth.metrics.segmentation import SegmenterRecipe, train_segmenter
 
 REAL, BOTH, SYNTHETIC = "real", "real+synthetic", "synthetic"
 ARMS = (REAL, BOTH, SYNTHETIC)
@@ -113,10 +113,11 @@ def plan_trainings(pool: TrainingPool, ks: Sequence[int], draws: int, seed: int,
     return plan
 
 
-def train_all(plan: Sequence[Training], pool: TrainingPool, num_classes: int, seg: Mapping,
+def train_all(plan: Sequence[Training], pool: TrainingPool, num_classes: int, recipe: SegmenterRecipe,
               device: torch.device | None, reuse: torch.nn.Module | None = None) -> dict[tuple, torch.nn.Module]:
-    """The segmenters of ``plan`` (those with weights), by key. ``reuse``: the model of (a) with every real
-    training patient, trained with this budget already (the segmenter rule's), used for that point."""
+    """The segmenters of ``plan`` (those with weights), by key, each trained by ``recipe``. ``reuse``: the
+    model of (a) with every real training patient, trained by this recipe already (the segmenter rule's),
+    used for that point."""
     everyone = len(set(pool.patients[:pool.real]))
     data = pool.data
     models = {}
@@ -124,9 +125,7 @@ def train_all(plan: Sequence[Training], pool: TrainingPool, num_classes: int, se
         if reuse is not None and t.arm == REAL and t.k == everyone:
             models[t.key] = reuse
             continue
-        models[t.key] = train_segmenter(data.images, data.labels, num_classes, steps=seg["segmenter_steps"],
-                                        batch_size=seg["segmenter_batch"], device=device,
-                                        channels=tuple(seg["segmenter_channels"]), sample_weights=t.weights)
+        models[t.key] = train_segmenter(data.images, data.labels, num_classes, recipe, device, t.weights)
     return models
 
 
@@ -214,7 +213,7 @@ def curve_rows(plan: Sequence[Training], confusions: Mapping[tuple, torch.Tensor
 
 
 def utility_curve(pool: TrainingPool, test: SliceSet | TestCases, test_patients: Mapping[str, str],
-                  names: Sequence[str], seg: Mapping, settings: Mapping, device: torch.device | None = None,
+                  names: Sequence[str], recipe: SegmenterRecipe, settings: Mapping, device: torch.device | None = None,
                   reuse: torch.nn.Module | None = None) -> tuple[list[dict], list[dict]]:
     """The curve's two tables (``curve_rows``) for the training ``pool`` and the real ``test`` split
     (``test_patients``: its case id -> patient, the bootstrap's unit); ``settings``: the utility section
@@ -222,7 +221,7 @@ def utility_curve(pool: TrainingPool, test: SliceSet | TestCases, test_patients:
     n = len(set(pool.patients[:pool.real]))
     ks = curve_ks(settings["real_patients"], n)
     plan = plan_trainings(pool, ks, settings["draws"], settings["seed"], settings["real_share"])
-    models = train_all(plan, pool, len(names), seg, device, reuse)
+    models = train_all(plan, pool, len(names), recipe, device, reuse)
     unit, units, note = bootstrap_units(test.case_ids, test_patients)
     confusions = score_confusions(models, test, unit, units, len(names))
     counts = HeldOut(len(set(test.case_ids)), len({test_patients[c] for c in test.case_ids}), note)

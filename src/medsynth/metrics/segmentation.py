@@ -15,7 +15,8 @@ columns = predicted class.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,6 +24,50 @@ import torch.nn.functional as F
 
 from medsynth.data.labels import ORGAN_MEAN, organ_ids, organ_note
 from medsynth.models.segmenter import DEFAULT_CHANNELS, UNetSegmenter
+
+LR_SCHEDULES = ("poly", "constant")
+
+
+@dataclass(frozen=True)
+class SegmenterRecipe:
+    """How a U-Net of segmentation consistency or of the utility curve trains. Every segmenter of a run
+    trains by one recipe (``from_settings``), so their scores compare and the utility curve can take
+    the segmenter rule's model for its own point with every real patient.
+
+    Adam on class-weighted cross-entropy (``class_weights`` with ``class_weight_power``) + foreground
+    soft Dice, ``steps`` batches of ``batch_size`` drawn at random (with replacement) by a generator
+    seeded with ``seed``, the learning rate decayed from ``lr`` by ``lr_schedule``. ``flips`` flips
+    samples left-right and up-down; off by default because preprocessed slices share one orientation
+    (RAS): the side tells organs of alike intensity apart (liver and spleen), and flipped anatomy never
+    occurs at test time.
+    """
+
+    steps: int
+    batch_size: int = 8
+    channels: tuple[int, ...] = DEFAULT_CHANNELS
+    lr: float = 5e-3
+    lr_schedule: str = "poly"
+    flips: bool = False
+    class_weight_power: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.class_weight_power < 0:
+            raise ValueError(f"class_weight_power must be >= 0, got {self.class_weight_power}")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping, seed: int = 0) -> SegmenterRecipe:
+        """The recipe of a config's ``metrics.segmenter_*`` keys (``config.keys.SEGMENTER_KEYS``)."""
+        return cls(steps=int(settings["segmenter_steps"]), batch_size=int(settings["segmenter_batch"]),
+                   channels=tuple(settings["segmenter_channels"]), seed=seed)
+
 
 def _default_device(device: torch.device | None) -> torch.device:
     if device is not None:
@@ -110,78 +155,54 @@ def _random_flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple
     return x, y
 
 
-LR_SCHEDULES = ("poly", "constant")
-
-
 def _lr_factor(schedule: str, step: int, steps: int) -> float:
     """nnU-Net's poly decay (1 - t) ** 0.9: a large step early, small ones to settle at the end."""
     return (1 - step / steps) ** 0.9 if schedule == "poly" else 1.0
 
 
-def _check_train_args(steps: int, batch_size: int, lr_schedule: str, class_weight_power: float) -> None:
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if class_weight_power < 0:
-        raise ValueError(f"class_weight_power must be >= 0, got {class_weight_power}")
+def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: SegmenterRecipe,
+                    device: torch.device | None = None, sample_weights: torch.Tensor | None = None) -> UNetSegmenter:
+    """Train a U-Net by ``recipe`` on (real) ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N, H, W);
+    return it in eval mode.
 
-
-def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int, batch_size: int = 8,
-                    lr: float = 5e-3, seed: int = 0, device: torch.device | None = None,
-                    channels: Sequence[int] = DEFAULT_CHANNELS, *, lr_schedule: str = "poly",
-                    flips: bool = False, class_weight_power: float = 0.5,
-                    sample_weights: torch.Tensor | None = None) -> UNetSegmenter:
-    """Train a U-Net on (real) ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N, H, W); return it in eval mode.
-
-    Adam on class-weighted cross-entropy (``class_weights`` with
-    ``class_weight_power``) + foreground soft Dice, ``steps`` batches drawn at
-    random (with replacement) from a generator seeded with ``seed``, the
-    learning rate decayed from ``lr`` by ``lr_schedule``. ``flips`` flips
-    samples left-right and up-down; it is off by default because preprocessed
-    slices share one orientation (RAS): the side tells organs of alike
-    intensity apart (liver and spleen), and flipped anatomy never occurs at
-    test time. The initial weights come from the same seed, without touching
-    torch's global RNG, so the same call gives the same weights (on the same
-    device and thread count). ``sample_weights`` (N,): draw slice i with
-    probability proportional to its weight instead of uniformly (e.g. a fixed
-    share of real slices in a real + synthetic set).
+    The initial weights come from the recipe's seed, without touching torch's global RNG, so the same call
+    gives the same weights (on the same device and thread count). ``sample_weights`` (N,): draw slice i with
+    probability proportional to its weight instead of uniformly (e.g. a fixed share of real slices in a
+    real + synthetic set).
     """
-    _check_train_args(steps, batch_size, lr_schedule, class_weight_power)
     _check_pairs(images, labels, num_classes)
     device = _default_device(device)
+    r = recipe
 
     # A private RNG scope: seeds the initial weights without changing the caller's random stream.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = UNetSegmenter(num_classes, image_channels=images.shape[1], channels=channels)
+        torch.manual_seed(r.seed)
+        model = UNetSegmenter(num_classes, image_channels=images.shape[1], channels=r.channels)
     model.to(device).train()
     # Pooling needs the size multiple; fail here with the argument's name rather than inside forward.
     h, w = images.shape[-2:]
     if h % model.size_multiple or w % model.size_multiple:
-        raise ValueError(f"images are {h}x{w}, not divisible by {model.size_multiple} for channels={list(channels)}; "
+        raise ValueError(f"images are {h}x{w}, not divisible by {model.size_multiple} for channels={list(r.channels)}; "
                          "pad or crop them, or use fewer levels")
 
     if sample_weights is not None and (sample_weights.shape != (images.shape[0],) or not (sample_weights >= 0).all()
                                        or not sample_weights.sum() > 0):
         raise ValueError(f"sample_weights must be {images.shape[0]} non-negative numbers, not all 0")
-    weight = (class_weights(labels, num_classes, class_weight_power, sample_weights=sample_weights).to(device)
-              if class_weight_power else None)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for step in range(steps):
+    weight = (class_weights(labels, num_classes, r.class_weight_power, sample_weights=sample_weights).to(device)
+              if r.class_weight_power else None)
+    g = torch.Generator().manual_seed(r.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=r.lr)
+    for step in range(r.steps):
         for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(lr_schedule, step, steps)
+            group["lr"] = r.lr * _lr_factor(r.lr_schedule, step, r.steps)
         if sample_weights is None:
-            idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+            idx = torch.randint(0, images.shape[0], (r.batch_size,), generator=g)
         else:
-            idx = torch.multinomial(sample_weights, batch_size, replacement=True, generator=g)
+            idx = torch.multinomial(sample_weights, r.batch_size, replacement=True, generator=g)
         # Only the batch is converted: the stored set may be float16/uint8 to save memory.
         x = images[idx].to(device).float()
         y = labels[idx].to(device).long()
-        if flips:
+        if r.flips:
             x, y = _random_flips(x, y, g)
         logits = model(x)
         loss = F.cross_entropy(logits, y, weight=weight) + soft_dice_loss(logits, y)
