@@ -216,8 +216,8 @@ def test_the_stage_reads_its_files_and_reuses_the_segmenter_only_in_the_experime
 
 
 def test_several_draws_average_and_report_their_spread() -> None:
-    """Two draws of one patient each: the point is their mean, the spread their lowest and highest (what the
-    intervals over test patients leave out), and (b) - (a) is paired draw by draw."""
+    """Two draws of one patient each: the point is their mean, the spread their lowest and highest, and
+    (b) - (a) is paired draw by draw."""
     pool, test, patients = _cohort("copies")
     rows, draws = utility_curve(pool, test, patients, NAMES, replace(SEG, steps=30),
                                 {**SETTINGS, "draws": 2})
@@ -231,3 +231,30 @@ def test_several_draws_average_and_report_their_spread() -> None:
     assert (b["draw_delta_min"], b["draw_delta_max"]) == pytest.approx(deltas)
     assert b["delta"] == pytest.approx(sum(deltas) / 2) and a["draw_delta_min"] is None
     assert f"(each draw: {deltas[0]:+.3f} to {deltas[1]:+.3f})." in findings(rows)[0]
+    assert findings(rows)[-1].endswith(", and over the draws of patients where a point has several.")
+
+
+def test_with_several_draws_the_interval_resamples_the_draws_too() -> None:
+    """Two draws of one patient, one scoring 1.0 and one 0.667 on every one of 10 test patients: the test
+    patients alone would give the interval [0.833, 0.833], as if the patient one has did not matter. The
+    two-level bootstrap spans the two draws; one draw keeps the test patients' interval."""
+    from medsynth.evaluation.utility_curve import HeldOut, Training, curve_rows, draw_picks
+
+    good, half = torch.zeros(10, 3, 3, dtype=torch.int64), torch.zeros(10, 3, 3, dtype=torch.int64)
+    good[:, 0, 0] = half[:, 0, 0] = 50
+    good[:, 2, 2] = 10
+    half[:, 2, 2], half[:, 2, 0] = 5, 5  # organ Dice 2 * 5 / (10 + 5)
+    plan = [Training(REAL, 1, d, (f"p{d}",), None, 8, 0, 1.0) for d in (1, 2)]
+    held = HeldOut(10, 10, "95 % bootstrap interval over 10 test patients (10 cases)")
+    rows, _ = curve_rows(plan, {(REAL, 1, 1): good, (REAL, 1, 2): half}, NAMES, held, 400, 0)
+    a = _organ(rows, REAL, 1)
+    assert a["dice"] == pytest.approx((1 + 2 / 3) / 2)
+    assert a["ci_low"] == pytest.approx(2 / 3) and a["ci_high"] == pytest.approx(1.0)
+    assert "resamples its 2 draws of patients too" in a["note"]
+    one, _ = curve_rows(plan[:1], {(REAL, 1, 1): good}, NAMES, held, 400, 0)
+    assert _organ(one, REAL, 1)["ci_low"] == _organ(one, REAL, 1)["ci_high"] == 1.0
+    # Reproducible, with replacement, and the same for (a) and (b) at one k.
+    picks = draw_picks(3, 1000, 0, 1)
+    assert np.array_equal(picks, draw_picks(3, 1000, 0, 1)) and not np.array_equal(picks, draw_picks(3, 1000, 0, 2))
+    assert set(np.unique(picks)) == {0, 1, 2} and (picks[:, 0] == picks[:, 1]).mean() == pytest.approx(1 / 3, abs=0.05)
+    assert np.array_equal(draw_picks(1, 5, 0, 1), np.zeros((5, 1)))

@@ -11,9 +11,11 @@ For k real labelled training patients (``utility.real_patients``, each k in
   not depend on k).
 
 Every training has the same U-Net, steps, batch, schedule and seed (the metrics'
-segmenter settings); each is scored on the real test split, its intervals
-resampling test patients, and (b) - (a) is a paired bootstrap (the same draw of
-patients, the same test resamples). (a) with every patient is the ``segmenter``
+segmenter settings); each is scored on the real test split. A point's interval
+is a two-level bootstrap: each resample draws the test patients and, with
+several draws of k patients, the draws (which k patients one happens to have
+matters most when k is small). (b) - (a) is paired: the same draws of
+patients, the same resamples. (a) with every patient is the ``segmenter``
 rule's model when it knows the experiment's classes (same data, same budget).
 """
 
@@ -136,11 +138,24 @@ class Scored:
     draws: np.ndarray
 
 
-def _mean(scored: Sequence[Scored]) -> Scored:
-    """The mean over draws of patients: its resample i is the draws' resample i averaged (paired)."""
+def draw_picks(n_draws: int, n_boot: int, seed: int, k: int) -> np.ndarray:
+    """(n_boot, n_draws): the draws of patients each bootstrap resample averages, picked with replacement,
+    the bootstrap's second level (which k patients a user happens to have). Seeded by seed, k and the
+    number of draws, so (a) and (b) at one k pick alike. One draw picks itself: the interval is then the
+    test patients' alone."""
+    if n_draws == 1:
+        return np.zeros((n_boot, 1), dtype=np.int64)
+    return np.random.default_rng([seed, k, n_draws]).integers(0, n_draws, (n_boot, n_draws))
+
+
+def _mean(scored: Sequence[Scored], picks: np.ndarray) -> Scored:
+    """The mean over draws of patients; its resample i averages the draws ``picks[i]`` names, each at its
+    test resample i (the same test patients for every draw: paired)."""
+    stack = np.stack([s.draws for s in scored])  # (draws, n_boot, C + 1)
+    resampled = stack[picks, np.arange(picks.shape[0])[:, None]]  # (n_boot, picked draws, C + 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a class no test slice shows stays NaN, said as such
-        return Scored(np.nanmean([s.point for s in scored], 0), np.nanmean([s.draws for s in scored], 0))
+        return Scored(np.nanmean([s.point for s in scored], 0), np.nanmean(resampled, 1))
 
 
 def _spread(name: str, values: np.ndarray) -> dict:
@@ -159,9 +174,10 @@ class HeldOut:
 
 
 def _point_rows(arm: str, k: int, runs: Sequence[Training], scored: Mapping[tuple, Scored],
-                names: Sequence[str], test: HeldOut, organ_text: str) -> list[dict]:
-    """The rows of one point of the curve: each class and the organ mean, averaged over its draws; (b) with
-    its paired difference to (a) of the same draws."""
+                names: Sequence[str], test: HeldOut, organ_text: str, seed: int) -> list[dict]:
+    """The rows of one point of the curve: each class and the organ mean, averaged over its draws (the
+    intervals resampling the draws too: ``draw_picks``); (b) with its paired difference to (a) of the same
+    draws."""
     done = [t for t in runs if t.key in scored]
     base = {**dict.fromkeys(COLUMNS), "arm": arm, "real_patients": k, "draws": len(done),
             "real_share": runs[0].real_share,
@@ -172,16 +188,18 @@ def _point_rows(arm: str, k: int, runs: Sequence[Training], scored: Mapping[tupl
     if not done:
         return [{**base, "class": c, "note": missed[0].note} for c in [*names, ORGAN_MEAN]]
     skipped = "" if not missed else f"draw(s) {', '.join(str(t.draw) for t in missed)} {missed[0].note}"
-    mean = _mean([scored[t.key] for t in done])
+    picks = draw_picks(len(done), len(scored[done[0].key].draws), seed, k)
+    mean = _mean([scored[t.key] for t in done], picks)
     lo, hi = interval(mean.draws)
     per_draw = np.array([scored[t.key].point for t in done])  # the spread the intervals (over patients) leave out
     delta = per_delta = None
     if arm == BOTH:
         pairs = [(scored[t.key], scored[(REAL, t.k, t.draw)]) for t in done]
-        delta = _mean([Scored(b.point - a.point, b.draws - a.draws) for b, a in pairs])
+        delta = _mean([Scored(b.point - a.point, b.draws - a.draws) for b, a in pairs], picks)
         delta_lo, delta_hi = interval(delta.draws)
         per_delta = np.array([b.point - a.point for b, a in pairs])
-    note = "; ".join(n for n in (test.note, skipped) if n)
+    resampled = f"the interval resamples its {len(done)} draws of patients too" if len(done) > 1 else ""
+    note = "; ".join(n for n in (test.note, resampled, skipped) if n)
     rows = []
     for i, cls in enumerate([*names, ORGAN_MEAN]):
         row = {**base, "class": cls, "dice": float(mean.point[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
@@ -204,7 +222,7 @@ def curve_rows(plan: Sequence[Training], confusions: Mapping[tuple, torch.Tensor
     for arm in ARMS:
         for k in sorted({t.k for t in plan if t.arm == arm}):
             runs = [t for t in plan if (t.arm, t.k) == (arm, k)]
-            rows += _point_rows(arm, k, runs, scored, names, test, organ_note(present))
+            rows += _point_rows(arm, k, runs, scored, names, test, organ_note(present), seed)
     draws = [{"arm": t.arm, "real_patients": t.k, "draw": t.draw, "patients": " ".join(t.patients),
               "real_slices": t.real_slices, "synthetic_slices": t.synthetic_slices, "real_share": t.real_share,
               "organ_dice": float(scored[t.key].point[-1]) if t.key in scored else None, "note": t.note}
@@ -263,6 +281,9 @@ def findings(rows: Sequence[Mapping]) -> list[str]:
                    "training patients.")
     if not out:
         return ["No point of the curve could be scored (see utility.tsv's notes)."]
-    # What the intervals resample: test patients, or (few of them) slices, which makes them too narrow.
+    # What the intervals resample: test patients, or (few of them) slices, which makes them too narrow; and
+    # the draws of patients where a point has several.
     unit = next((str(r["note"]).split(";")[0] for r in organ.values() if not math.isnan(parse_float(r.get("dice")))), "")
-    return out + [f"Intervals: {unit}."] if unit else out
+    several = any(parse_float(r.get("draws")) > 1 for r in organ.values())
+    return out + [f"Intervals: {unit}" + (", and over the draws of patients where a point has several." if several
+                                          else ".")] if unit else out
