@@ -258,3 +258,25 @@ def test_with_several_draws_the_interval_resamples_the_draws_too() -> None:
     assert np.array_equal(picks, draw_picks(3, 1000, 0, 1)) and not np.array_equal(picks, draw_picks(3, 1000, 0, 2))
     assert set(np.unique(picks)) == {0, 1, 2} and (picks[:, 0] == picks[:, 1]).mean() == pytest.approx(1 / 3, abs=0.05)
     assert np.array_equal(draw_picks(1, 5, 0, 1), np.zeros((5, 1)))
+
+
+def test_a_class_no_test_slice_shows_is_scored_for_no_arm() -> None:
+    """Spleen is in training but in no test slice: a model marking a few pixels of it would score 0 there
+    and one marking none NaN, so the arms' organ means would cover different classes. Neither is scored."""
+    from medsynth.evaluation.utility_curve import HeldOut, Training, curve_rows
+
+    names = ("background", "liver", "spleen")
+    clean, stray = torch.zeros(6, 3, 3, dtype=torch.int64), torch.zeros(6, 3, 3, dtype=torch.int64)
+    clean[:, 0, 0] = stray[:, 0, 0] = 100
+    clean[:, 1, 1] = stray[:, 1, 1] = 8
+    clean[:, 1, 0] = stray[:, 1, 0] = 2  # liver Dice 16 / 18 for both
+    stray[:, 0, 0], stray[:, 0, 2] = 97, 3  # three background pixels called spleen
+    plan = [Training(REAL, 1, 1, ("p0",), None, 8, 0, 1.0), Training(SYNTHETIC, 0, 1, (), None, 0, 8, 0.0)]
+    held = HeldOut(6, 6, "95 % bootstrap interval over 6 test patients (6 cases)")
+    rows, _ = curve_rows(plan, {(REAL, 1, 1): clean, (SYNTHETIC, 0, 1): stray}, names, held, 200, 0)
+    for arm, k in ((REAL, 1), (SYNTHETIC, 0)):
+        spleen = next(r for r in rows if (r["arm"], r["real_patients"], r["class"]) == (arm, k, "spleen"))
+        assert math.isnan(spleen["dice"]) and spleen["note"].endswith("no test slice shows spleen: not scored")
+        organ = _organ(rows, arm, k)
+        assert organ["dice"] == pytest.approx(16 / 18) and organ["note"].endswith("organ mean over liver "
+                                                                               "(background and body left out)")

@@ -63,8 +63,13 @@ def _unit_confusions(pred: torch.Tensor, labels: torch.Tensor, unit: torch.Tenso
 
 def _dice_of(conf: torch.Tensor, organs: Sequence[int]) -> np.ndarray:
     """Dice per class of a (C, C) confusion; the last entry is the mean over the ``organs`` (class ids)
-    that have one (``labels.organ_ids``: background and body left out)."""
+    that have one (``labels.organ_ids``: background and body left out).
+
+    A class no test slice (of this resample) shows has no Dice, whatever a model predicts: scored 0 for
+    a model that marks a few pixels of it and NaN for one that marks none, it would enter the first's
+    organ mean only, and models (the curve's arms) would be averaged over different classes."""
     d = np.asarray(per_class_scores(conf)["dice"], dtype=np.float64)
+    d[(conf.sum(dim=1) == 0).numpy()] = math.nan
     scored = d[list(organs)]
     scored = scored[~np.isnan(scored)]
     return np.append(d, scored.mean() if scored.size else math.nan)

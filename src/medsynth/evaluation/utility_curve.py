@@ -203,12 +203,18 @@ def _point_rows(arm: str, k: int, runs: Sequence[Training], scored: Mapping[tupl
     rows = []
     for i, cls in enumerate([*names, ORGAN_MEAN]):
         row = {**base, "class": cls, "dice": float(mean.point[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
-               **_spread("draw_dice", per_draw[:, i]), "note": f"{note}; {organ_text}" if cls == ORGAN_MEAN else note}
+               **_spread("draw_dice", per_draw[:, i]), "note": _class_note(cls, mean.point[i], note, organ_text)}
         if delta is not None:
             row.update(delta=float(delta.point[i]), delta_ci_low=float(delta_lo[i]), delta_ci_high=float(delta_hi[i]),
                        **_spread("draw_delta", per_delta[:, i]))
         rows.append(row)
     return rows
+
+
+def _class_note(cls: str, dice: float, note: str, organ_text: str) -> str:
+    if cls == ORGAN_MEAN:
+        return f"{note}; {organ_text}"
+    return f"{note}; no test slice shows {cls}: not scored" if math.isnan(dice) else note
 
 
 def curve_rows(plan: Sequence[Training], confusions: Mapping[tuple, torch.Tensor], names: Sequence[str],
