@@ -71,6 +71,43 @@ def test_unpaired_has_no_own_image_and_compares_with_every_training_slice(cohort
     assert row["nearest_case"] == "p0" and row["nearest_ratio_min"] < 1e-3 and row["flagged"]
 
 
+def test_one_training_patient_keeps_the_own_image_check_and_says_why_the_other_is_na(cohort) -> None:
+    """Paired, every training slice is the case's own patient's (a 1/1/1 split, or one patient's studies):
+    no other patient to compare with. The own-image check still flags a copy of the scan."""
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    real, files, _, test, samples = cohort
+    shared = [SharedCase(p, "p0", files[p], samples[p], own=True) for p in ("p0", "p1")]
+    rows, _ = audit_shared(shared, [files["p0"]], {"p0": "p0"}, [files["p4"], files["p5"]], test, paired=True,
+                           threshold=0.5)
+    by = {r["case_id"]: r for r in rows}
+    for row in rows:
+        assert row["nearest_ratio_min"] is None and row["nearest_case"] is None
+        assert "the training set has no other patient" in row["note"]
+    assert by["p0"]["own_ratio_min"] == 0 and by["p0"]["flagged"]
+    assert by["p1"]["own_ratio_min"] > 0.5 and not by["p1"]["flagged"]
+
+
+def test_a_volume_without_generated_slices_is_audited_as_such(cohort, tmp_path: Path) -> None:
+    """slice.require_classes kept none of a label map's slices: generate wrote no sample slice for it."""
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    _, files, train, test, samples = cohort
+    empty = CaseSlices(np.zeros((0, SIZE, SIZE), np.float32), *(np.zeros((0, SIZE, SIZE), np.uint8),) * 2,
+                       np.zeros(0, np.int32), np.zeros((0, 2), np.int32)).save(tmp_path / "empty" / "slices.npz")
+    (tmp_path / "gen" / "e").mkdir(parents=True)
+    np.savez(tmp_path / "gen" / "e" / "samples.npz", samples=np.zeros((2, 0, SIZE, SIZE), np.float16),
+             z=np.zeros(0, np.int32))
+    shared = [SharedCase("e", "p9", empty, tmp_path / "gen" / "e" / "samples.npz", own=True),
+              SharedCase("p1", "p1", files["p1"], samples["p1"], own=True)]
+    for paired in (True, False):
+        rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired, threshold=0.5)
+        e = [r for r in rows if r["case_id"] == "e"]
+        assert len(e) == 2 and all(r["slices"] == 0 and not r["flagged"] and r["nearest_ratio_min"] is None
+                                   and r["note"].startswith("no generated slice") for r in e)
+        assert next(r for r in rows if r["case_id"] == "p1")["nearest_ratio_min"] > 0  # the others still scored
+
+
 def test_the_export_leaves_flagged_volumes_out_and_ships_the_audit(tmp_path: Path) -> None:
     from medsynth.sharing.nnunet_export import ExportCase, apply_audit
 

@@ -42,8 +42,12 @@ def test_a_float16_training_set_searched_in_chunks_finds_what_one_search_finds()
     sub = nearest_training(train[[4, 2]], torch.ones(2, 32, 32), train[kept])
     np.testing.assert_array_equal(near.index, kept[sub.index])
     np.testing.assert_allclose(near.distance, sub.distance, rtol=1e-12)
-    with pytest.raises(ValueError, match="no slices"):
+    with pytest.raises(ValueError, match="no training slice is a candidate"):
         nearest_training(queries, masks, train, allowed=np.zeros(20, bool))
+    with pytest.raises(ValueError, match="no slices"):
+        nearest_training(queries, masks, train[:0])
+    none = nearest_training(queries[:0], masks[:0], train)  # a case whose slicing kept no slice
+    assert none.distance.shape == none.index.shape == (0,)
 
 
 def test_a_generator_that_returns_training_slices_is_flagged() -> None:

@@ -89,6 +89,8 @@ def nearest_of(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], train: torch
     for images, masks in chunks:
         run.push(images, masks)
     found = run.close()
+    if not found:  # no slice at all: every case's slicing kept none
+        return Nearest(np.zeros(0), np.zeros(0, np.int64))
     return Nearest(np.concatenate([f.distance for f in found]), np.concatenate([f.index for f in found]))
 
 
@@ -198,7 +200,7 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
 # The audit of what is shared: every exported synthetic volume (the training label maps' and generate_from's).
 EXPORT_AUDIT_COLUMNS = ["case_id", "sample", "patient_id", "slices", "own_ratio_median", "own_ratio_min",
                         "nearest_ratio_median", "nearest_ratio_min", "nearest_case", "nearest_z", "flagged_slices",
-                        "flagged"]
+                        "flagged", "note"]
 
 
 class SharedCase(NamedTuple):
@@ -237,34 +239,52 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], train
     on it), in units of ``own_scale`` over the test cases, and (b) its nearest training slice of the image
     dataset, of another patient when paired, in units of the real test slices' median nearest-training
     distance (``metrics.memorisation``). A volume is flagged when any of its slices is below ``threshold``
-    in either."""
+    in either. A check that has nothing to compare with (one training patient, paired: no other patient's
+    slices; a volume without generated slices) is NA and its ``note`` says why; the other still counts."""
     train = training_images(train_files)
-    scale = float(np.median(nearest_of(slice_chunks(reference_files), train.images).distance))
+    reference = nearest_of(slice_chunks(reference_files), train.images).distance
+    scale = float(np.median(reference)) if reference.size else math.nan
     own = own_scale(test_cases) if paired else math.nan
     patient_of = np.array([train_patients.get(c, c) for c in train.case_ids])
     rows = []
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
-        masks = torch.from_numpy(real.masks).float()
         others = patient_of != case.patient if paired else None  # paired: the own patient is the own-image check
         for k, fake in enumerate(torch.from_numpy(fakes)):
-            near = nearest_training(fake, masks, train.images, allowed=others)
-            nearest_ratio = near.distance / scale
-            own_ratio = (rms_inside(fake, torch.from_numpy(real.images), masks) / own if case.own and own > 0
-                         else np.full(len(real.z), np.nan))
-            j = int(np.argmin(nearest_ratio))
-            flagged = (nearest_ratio < threshold) | (own_ratio < threshold)
             rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
-                         "own_ratio_median": _nan_stat(np.median, own_ratio),
-                         "own_ratio_min": _nan_stat(np.min, own_ratio),
-                         "nearest_ratio_median": float(np.median(nearest_ratio)),
-                         "nearest_ratio_min": float(nearest_ratio[j]),
-                         "nearest_case": train.case_ids[int(near.index[j])],
-                         "nearest_z": train.z[int(near.index[j])],
-                         "flagged_slices": int(flagged.sum()), "flagged": bool(flagged.any())})
+                         **_audit_volume(fake, real, case.own, train, others, (scale, own), threshold)})
     summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
                "nearest_scale": scale, "own_scale": own, "paired": paired}
     return rows, summary
+
+
+def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.ndarray | None,
+                  scales: tuple[float, float], threshold: float) -> dict:
+    """One exported volume's columns: its slices against their own real images and the nearest training
+    slice (``others``: the candidates), flagged where either ratio is below ``threshold``."""
+    scale, own = scales
+    masks, n = torch.from_numpy(real.masks).float(), len(real.z)
+    notes, nearest_ratio, j = [], np.full(n, np.nan), None
+    if n == 0:
+        notes.append("no generated slice (the label map has no slice the slicing kept)")
+    elif others is not None and not others.any():
+        notes.append("nearest training slice: NA, the training set has no other patient (the own-image "
+                     "check covers this patient's)")
+    elif not scale > 0:
+        notes.append("nearest training slice: NA, no real test slice to scale the distance")
+    else:
+        near = nearest_training(fake, masks, train.images, allowed=others)
+        nearest_ratio = near.distance / scale
+        j = int(np.argmin(nearest_ratio))
+    own_ratio = (rms_inside(fake, torch.from_numpy(real.images), masks) / own if own_check and own > 0 and n
+                 else np.full(n, np.nan))
+    flagged = (nearest_ratio < threshold) | (own_ratio < threshold)
+    return {"own_ratio_median": _nan_stat(np.median, own_ratio), "own_ratio_min": _nan_stat(np.min, own_ratio),
+            "nearest_ratio_median": _nan_stat(np.median, nearest_ratio),
+            "nearest_ratio_min": _nan_stat(np.min, nearest_ratio),
+            "nearest_case": None if j is None else train.case_ids[int(near.index[j])],
+            "nearest_z": None if j is None else train.z[int(near.index[j])],
+            "flagged_slices": int(flagged.sum()), "flagged": bool(flagged.any()), "note": "; ".join(notes)}
 
 
 def _nan_stat(stat, values: np.ndarray) -> float | None:

@@ -43,8 +43,13 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
     of equal distances, as one search over the whole set does. ``allowed`` (M,) bool:
     only those training slices are candidates (the others of the query's patient).
     """
-    if train.shape[0] == 0 or (allowed is not None and not allowed.any()):
+    if train.shape[0] == 0:
         raise ValueError("memorisation audit: the training set has no slices")
+    if allowed is not None and not allowed.any():
+        raise ValueError("memorisation audit: no training slice is a candidate (every one belongs to the "
+                         "query's own patient)")
+    if queries.shape[0] == 0:
+        return Nearest(np.zeros(0), np.zeros(0, np.int64))
     flat = train.reshape(train.shape[0], -1)
     dists, idx = [], []
     for at in range(0, queries.shape[0], chunk):
