@@ -36,6 +36,16 @@ def test_plane_sets_pad_cases_of_different_size_to_one_square() -> None:
     assert float(sets["sagittal"][0, 0, 0, 0]) == -1.0  # a's 8 x 3 plane padded with air
 
 
+def test_a_case_without_slices_or_body_has_no_planes_and_the_others_keep_theirs() -> None:
+    """A test case whose slicing kept no slice (slice.require_classes) stops nothing: it adds no plane."""
+    empty = (np.zeros((0, 8, 8), np.float32), np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64), 1.0, 1.0)
+    air = (np.zeros((3, 8, 8), np.float32), np.zeros((3, 8, 8), np.uint8), np.arange(3), 1.0, 1.0)
+    body = (np.zeros((3, 8, 8), np.float32), np.ones((3, 8, 8), np.uint8), np.arange(3), 1.0, 1.0)
+    for plane in ("coronal", "sagittal"):
+        assert side_planes(*empty, plane).shape[0] == side_planes(*air, plane).shape[0] == 0
+    assert plane_sets([empty, body, air])["coronal"].shape == plane_sets([body])["coronal"].shape == (8, 1, 8, 8)
+
+
 @pytest.mark.parametrize("spacing_xy, spacing_z, z", [(1.0, 2.0, [0, 1, 2, 3]), (6.0, 3.0, [2, 3, 4, 7, 8]),
                                                       (0.8, 2.5, list(range(13))), (1.0, 1.0, [5])])
 def test_the_square_size_is_known_before_the_images(spacing_xy: float, spacing_z: float, z: list[int]) -> None:

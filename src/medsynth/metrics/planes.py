@@ -43,6 +43,8 @@ def side_planes(images: np.ndarray, masks: np.ndarray, z: np.ndarray, spacing_xy
     """Every ``plane`` (coronal or sagittal) cut of one case's stack that crosses its body, (m, S, S)."""
     if plane not in SIDE_PLANES:
         raise ValueError(f"plane must be one of {SIDE_PLANES}, got {plane!r}")
+    if len(z) == 0 or not np.asarray(masks).any():  # a case whose slicing kept no slice, or no body
+        return np.zeros((0, 1, 1), np.float32)
     vol = isotropic(stack(np.asarray(images, np.float32), z, -1.0), spacing_xy, spacing_z)
     body = np.asarray(masks).any(axis=0)  # (H, W): which planes cross the body
     cut, keep = (coronal, body.any(axis=0)) if plane == "coronal" else (sagittal, body.any(axis=1))
