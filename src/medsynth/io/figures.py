@@ -47,6 +47,14 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+def message_figure(path: Path, text: str, dpi: int = 100) -> Path:
+    """A picture that says why there is nothing to draw, where a figure is expected (a report's output)."""
+    fig, ax = plt.subplots(figsize=(6, 1.2), dpi=dpi)
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, transform=ax.transAxes)
+    return save_figure(fig, path)
+
+
 def sample_grid(
     path: Path,
     labels,

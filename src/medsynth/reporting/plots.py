@@ -83,6 +83,14 @@ def loss_curves(losses_tsv: Path, path: Path, window: int = 25, dpi: int = 100) 
     return save_figure(fig, path)
 
 
+def cases_with_slices(cases) -> list:
+    """The (case id, real slices.npz, generated samples.npz) whose slicing kept at least one slice, sorted
+    (``slice.require_classes`` may keep none of a test case's: it has nothing to show)."""
+    from medsynth.io.npz import npz_shape
+
+    return [c for c in sorted(cases) if npz_shape(Path(c[1]), "z")[0] > 0]
+
+
 def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: int = 100,
                      real_name: str = "real") -> Path:
     """Grid over test cases: ``cases`` = (case id, real slices.npz, generated samples.npz).
@@ -93,7 +101,9 @@ def test_sample_grid(cases, num_classes: int, path: Path, rows: int = 6, dpi: in
     from medsynth.data.slicing import CaseSlices
 
     picks = []
-    cases = sorted(cases)
+    cases = cases_with_slices(cases)
+    if not cases:
+        raise ValueError("test_sample_grid: no test case has a slice to show")
     per_case = max(1, -(-rows // max(1, len(cases))))
     for case_id, real_path, gen_path in cases:
         real = CaseSlices.load(Path(real_path))
