@@ -300,6 +300,26 @@ def test_a_class_the_image_dataset_does_not_label_is_na_not_an_error(tmp_path: P
     assert m["seg_ratio"]["mean"] == 1.0 and m["seg_ratio"]["n"] == 1
 
 
+def test_a_class_one_sides_test_labels_lack_is_not_scored_on_that_side() -> None:
+    """Unpaired: the CT test label maps have no spleen, the MR test slices do. The segmenter calls a few
+    pixels of the generated images spleen: scored 0, that class would enter the generated organ mean only
+    (0.4 against 0.875); not scored, both means are over liver."""
+    from medsynth.evaluation.test_metrics import _rows_by_name
+
+    names = ["background", "body", "liver", "spleen"]
+    gen = {"dice": [0.99, 0.98, 0.8, 0.0], "iou": [0.98, 0.96, 0.67, 0.0]}
+    real = {"dice": [0.99, 0.98, 0.9, 0.85], "iou": [0.98, 0.96, 0.82, 0.74]}
+    rows = _rows_by_name(gen, real, names, np.arange(4), np.array([900, 500, 20, 0]), np.ones(4, bool))
+    spleen, mean = rows[3], rows[-1]
+    assert math.isnan(spleen["dice_generated"]) and spleen["dice_real"] == 0.85
+    assert spleen["note"] == "no generated test label map has it"
+    assert (mean["dice_generated"], mean["dice_real"]) == (0.8, 0.9) and "over liver (" in mean["note"]
+    # And the other way round: a class no real test slice has is not scored on the real side.
+    rows = _rows_by_name(real, gen, names, np.arange(4), np.array([900, 500, 20, 30]), np.array([1, 1, 1, 0], bool))
+    assert math.isnan(rows[3]["dice_real"]) and rows[3]["note"] == "no real test slice has it"
+    assert (rows[-1]["dice_generated"], rows[-1]["dice_real"]) == (0.9, 0.8)
+
+
 def test_a_segmenter_right_on_the_body_and_wrong_on_the_organs_scores_low(tmp_path: Path,
                                                                          make_level_segmenter) -> None:
     """Every organ called body: the body's Dice stays high, the organ mean is 0."""

@@ -175,7 +175,9 @@ def segmentation_consistency(segmenter_path: Path | None, cases: Sequence[tuple[
     for images, labels in slice_chunks(reference_files, ("images", "labels")):
         run.push(images, labels)
     run.close()
-    return _rows_by_name(per_class_scores(conf_gen), per_class_scores(conf_real), class_names, lookup, voxels)
+    real_shown = (conf_real.sum(dim=1) > 0).numpy()  # per segmenter class: a real test slice has it
+    return _rows_by_name(per_class_scores(conf_gen), per_class_scores(conf_real), class_names, lookup,
+                         voxels, real_shown)
 
 
 def _generated_confusion(model: UNetSegmenter, cases: Sequence[tuple[str, Path, Path]], lookup: np.ndarray,
@@ -198,16 +200,30 @@ def _generated_confusion(model: UNetSegmenter, cases: Sequence[tuple[str, Path, 
 
 
 def _rows_by_name(gen: dict[str, list[float]], real: dict[str, list[float]], class_names: Sequence[str],
-                  lookup: np.ndarray, voxels: np.ndarray) -> list[dict]:
+                  lookup: np.ndarray, voxels: np.ndarray, real_shown: np.ndarray) -> list[dict]:
     """``SEG_COLUMNS`` rows of the experiment's classes from scores in the segmenter's classes, then the
     organ mean over the organs scored on both sides: one set of classes, so their ratio compares like
-    with like (a class absent from one side's test set would otherwise weigh on one mean only)."""
+    with like (a class absent from one side's test set would otherwise weigh on one mean only). A side
+    whose test labels lack a class does not score it (``voxels``: the generated side's label pixels per
+    class; ``real_shown``: per segmenter class, whether a real test slice has it): a few stray pixels
+    predicted would score 0 there and enter that side's mean only."""
     rows = []
     for c, name in enumerate(class_names):
         j = int(lookup[c])
-        values = ({"dice_generated": gen["dice"][j], "iou_generated": gen["iou"][j], "dice_real": real["dice"][j],
-                   "iou_real": real["iou"][j]} if j >= 0 else dict.fromkeys(SEG_COLUMNS[1:5], math.nan))
-        rows.append({"class": name, **values, "voxels": int(voxels[c]), "note": "" if j >= 0 else UNKNOWN_CLASS})
+        if j < 0:
+            rows.append({"class": name, **dict.fromkeys(SEG_COLUMNS[1:5], math.nan), "voxels": int(voxels[c]),
+                         "note": UNKNOWN_CLASS})
+            continue
+        values = {"dice_generated": gen["dice"][j], "iou_generated": gen["iou"][j], "dice_real": real["dice"][j],
+                  "iou_real": real["iou"][j]}
+        notes = []
+        if not voxels[c]:
+            values.update(dice_generated=math.nan, iou_generated=math.nan)
+            notes.append("no generated test label map has it")
+        if not real_shown[j]:
+            values.update(dice_real=math.nan, iou_real=math.nan)
+            notes.append("no real test slice has it")
+        rows.append({"class": name, **values, "voxels": int(voxels[c]), "note": "; ".join(notes)})
     covered = _scored_organs(rows, class_names)
     mean = {k: float(np.mean([rows[i][k] for i in covered])) if covered else math.nan for k in SEG_COLUMNS[1:5]}
     unknown = [r["class"] for r in rows if r["note"] == UNKNOWN_CLASS]
