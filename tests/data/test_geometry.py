@@ -222,3 +222,23 @@ def test_threaded_slabs_give_the_same_volume(flipped_affine: np.ndarray, order: 
     one = resample_to_grid(img, flipped_affine, new_aff, new_shape, order=order, cval=-2.0)
     three = resample_to_grid(img, flipped_affine, new_aff, new_shape, order=order, cval=-2.0, workers=3)
     np.testing.assert_array_equal(three, one)
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_a_volume_stored_lps_comes_back_from_a_coarser_grid_with_its_edges(order: int) -> None:
+    """Generation writes volumes back onto their source grid. Stored LPS (x and y flipped, as ITK and
+    TotalSegmentator write them), the outer in-plane ring came back as cval (air under labels), where a
+    RAS volume keeps the edge value within half a voxel: both must match, flipped."""
+    shape = (40, 40, 4)
+    lps = np.array([[-3.0, 0, 0, 60.0], [0, -3.0, 0, 40.0], [0, 0, 8.0, -20.0], [0, 0, 0, 1]])
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = shape[0] - 1
+    ras = lps @ flip  # the same voxel centres, indexed from the patient's right and posterior
+    field = np.full(shape, 7.0, np.float32) if order else np.full(shape, 3, np.uint8)
+    new_shape, new_aff = inplane_grid(shape, ras, 6.0)
+    back = {}
+    for name, affine, stored in (("lps", lps, field), ("ras", ras, field[::-1, ::-1].copy())):
+        down = resample_to_grid(stored, affine, new_aff, new_shape, order=order, cval=0)
+        back[name] = resample_to_grid(down, new_aff, affine, shape, order=order, cval=0)
+    np.testing.assert_array_equal(back["lps"], field)  # every voxel, the ring included
+    np.testing.assert_array_equal(back["lps"], back["ras"][::-1, ::-1])

@@ -76,7 +76,11 @@ def resample_to_grid(
     if np.allclose(vox, np.eye(4), atol=1e-6) and tuple(array.shape) == tuple(dst_shape):
         return array.astype(out_dtype)
     scale, shift = np.diag(vox)[:3], vox[:3, 3]
-    if (np.allclose(vox[:3, :3], np.diag(scale), atol=1e-9) and np.all(scale > 0)
+    # In-plane scaling and flips (a volume stored LPS, as ITK and TotalSegmentator write them, against a
+    # RAS grid): the fast path, which keeps the edge value within half a voxel of the edge. The general
+    # path below gives cval there, which made the outer ring of every volume written back to an LPS
+    # source air under its labels.
+    if (np.allclose(vox[:3, :3], np.diag(scale), atol=1e-9) and np.all(np.abs(scale) > 1e-9) and scale[2] > 0
             and abs(scale[2] - 1) < 1e-9 and abs(shift[2]) < 1e-6 and dst_shape[2] == array.shape[2]):
         return per_slab(lambda v: _resample_xy(v, scale[:2], shift[:2], tuple(dst_shape[:2]), order, cval, out_dtype),
                         array, workers)
