@@ -34,6 +34,21 @@ def test_two_placeholders_form_sorted_case_ids_and_find_labels(autopet_like):
     assert "mask" not in rows[0]
 
 
+def test_folder_names_with_spaces_give_case_ids_without_and_still_find_their_labels(tmp_path):
+    """AutoPET's TCIA study folders hold spaces; a case id may not (the split refuses such a table)."""
+    from medsynth.data.cohort import read_cases
+
+    study = "03-23-2003-NA-PET-CT Ganzkoerper  primaer mit KM-10445"
+    touch(tmp_path / "FDG" / "PETCT_0011f3deaf" / study / "CTres.nii.gz")
+    touch(tmp_path / "seg" / f"PETCT_0011f3deaf_{study}.nii.gz")
+    table = register_layout(tmp_path / "FDG", {"image": "{patient}/{study}/CTres.nii.gz",
+                                               "label": "{patient}_{study}.nii.gz"},
+                            tmp_path / "cases.tsv", "CT", label_root=tmp_path / "seg")
+    (row,) = read_cases(table)
+    assert row["case_id"] == "PETCT_0011f3deaf_03-23-2003-NA-PET-CT_Ganzkoerper_primaer_mit_KM-10445"
+    assert row["patient_id"] == "PETCT_0011f3deaf" and Path(row["label"]).is_file()
+
+
 def test_case_placeholder_and_mask(tmp_path):
     for cid in ("1PA001", "1PA004"):
         for name in ("mr", "ct", "mask"):

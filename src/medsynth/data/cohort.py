@@ -183,12 +183,16 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
         if not match:
             continue
         values = {n: match.group(n) for n in names}
-        case_id = "_".join(values[n] for n in names)
+        joined = "_".join(values[n] for n in names)
+        # Folder names may hold spaces (AutoPET's TCIA study folders: "03-23-2003-NA-PET-CT Ganzkoerper  primaer
+        # mit KM-10445"), which a case id may not: each run of them becomes one "_". {case} in the label and
+        # mask patterns stays the names as found.
+        case_id = re.sub(r"\s+", "_", joined.strip())
         if case_id in seen:
             raise ValueError(f"{base}: {found} and {seen[case_id]} both give case id {case_id!r}; "
                              f"add a placeholder to layout.{key} that tells them apart")
         seen[case_id] = found
-        fields = {"patient": case_id, **values, "case": case_id}
+        fields = {"patient": case_id, **values, "case": joined}
         row = {"case_id": case_id, "patient_id": fields["patient"], "image": "", key: str(found.resolve())}
         for other, folder in (("label", label_root), ("mask", root)):
             if other != key and layout.get(other):
