@@ -157,3 +157,28 @@ def test_split_table_has_a_patient_column(tmp_path) -> None:
     assert SPLIT_COLUMNS == ["case_id", "patient_id", "part"] and all(list(r) == SPLIT_COLUMNS for r in table)
     assert [(r["case_id"], r["patient_id"]) for r in table] == [("a_1", "a"), ("a_2", "a"), ("b_1", "b"), ("c", "c")]
     assert table[0]["part"] == table[1]["part"]
+
+
+def test_an_unpaired_pair_of_tiny_cohorts_sharing_patients_is_refused_before_training(tmp_path) -> None:
+    """One hospital's CT (3 patients) and MR (4, the same ids and one more): filling the tiny cohorts'
+    empty parts puts phantom_000 in the CT's test part and the MR's train part. The generator would learn
+    that patient's MR and be tested on its CT label map. Large cohorts keep every shared patient in one part."""
+    from medsynth.data.split import check_unpaired_splits, crossed_patients
+    from medsynth.io.tables import write_tsv
+
+    ratios = {"train": 0.5, "val": 0.25, "test": 0.25}
+    ct = split_table([{"case_id": f"phantom_{i:03d}"} for i in range(3)], ratios, 0)
+    mr = split_table([{"case_id": f"phantom_{i:03d}"} for i in range(4)], ratios, 0)
+    crossed = crossed_patients(ct, mr)
+    assert ("phantom_000", "test", "train") in crossed
+    write_tsv(tmp_path / "ct.tsv", ct, SPLIT_COLUMNS)
+    write_tsv(tmp_path / "mr.tsv", mr, SPLIT_COLUMNS)
+    with pytest.raises(ValueError, match=r"ct.tsv and .*mr.tsv: patient\(s\) phantom_000 \(test in the label "
+                                         r"dataset, train in the image dataset\)"):
+        check_unpaired_splits(tmp_path / "ct.tsv", tmp_path / "mr.tsv")
+    big_ct = split_table([{"case_id": f"p{i:03d}"} for i in range(200)], ratios, 0)
+    big_mr = split_table([{"case_id": f"p{i:03d}"} for i in range(50, 300)], ratios, 0)
+    assert crossed_patients(big_ct, big_mr) == []
+    write_tsv(tmp_path / "big_ct.tsv", big_ct, SPLIT_COLUMNS)
+    write_tsv(tmp_path / "big_mr.tsv", big_mr, SPLIT_COLUMNS)
+    check_unpaired_splits(tmp_path / "big_ct.tsv", tmp_path / "big_mr.tsv")  # no error

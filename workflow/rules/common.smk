@@ -226,6 +226,8 @@ def unpaired_image_inputs(wildcards):
     return {
         "images_train": case_slices(exp["images_from"], ("train",)),
         "images_val": case_slices(exp["images_from"], ("val",)),
+        # Checked against the label dataset's split: no patient trained on in one and held out in the other.
+        "image_split": checkpoints.split.get(dataset=exp["images_from"]).output.split,
     }
 
 

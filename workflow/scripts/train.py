@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from medsynth.data.split import check_unpaired_splits
 from medsynth.io.logs import log_to
 from medsynth.train.launch import launch, write_spec
 from medsynth.train.run import run_experiment
@@ -26,6 +27,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         perceptual={**sm.params.metrics, "batch_size": sm.config["metrics"]["batch_size"]},
         real_stats=sm.input.real_stats,
     )
+    if "image_split" in sm.input.keys():  # unpaired: two datasets, which may share patients
+        check_unpaired_splits(Path(sm.input.split), Path(sm.input.image_split))
     if processes == 1:
         run_experiment(**spec)
     else:

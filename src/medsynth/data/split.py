@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
+
+from medsynth.io.tables import read_tsv
 
 PARTS = ("train", "val", "test")
 SPLIT_COLUMNS = ["case_id", "patient_id", "part"]
@@ -77,3 +80,37 @@ def split_table(rows: Iterable[Mapping[str, str]], ratios: Mapping[str, float], 
     patients = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
     parts = split_cases([r["case_id"] for r in rows], ratios, seed, patients)
     return [{"case_id": c, "patient_id": patients[c], "part": parts[c]} for c in sorted(parts)]
+
+
+HELD_OUT = ("val", "test")
+
+
+def crossed_patients(label_rows: Iterable[Mapping[str, str]],
+                     image_rows: Iterable[Mapping[str, str]]) -> list[tuple[str, str, str]]:
+    """(patient, part in the label dataset, part in the image dataset) of every patient an unpaired
+    experiment would train on in one dataset while the other holds it out (val or test), from the two
+    ``split.tsv``. Patients keep one part across datasets by their number, except where the small-cohort
+    rule moved one to fill an empty part (``split_patients``)."""
+    label = {r["patient_id"]: r["part"] for r in label_rows}
+    image = {r["patient_id"]: r["part"] for r in image_rows}
+    return sorted((p, label[p], image[p]) for p in set(label) & set(image)
+                  if label[p] != image[p] and "train" in (label[p], image[p]))
+
+
+def crossed_message(crossed: Sequence[tuple[str, str, str]], label_table: str, image_table: str) -> str:
+    """The error ``crossed_patients`` calls for: which patients, where, and what to do."""
+    listed = ", ".join(f"{p} ({a} in the label dataset, {b} in the image dataset)" for p, a, b in crossed[:5])
+    more = f" and {len(crossed) - 5} more" if len(crossed) > 5 else ""
+    return (f"{label_table} and {image_table}: patient(s) {listed}{more} would be trained on in one dataset and "
+            "held out in the other, so the generator would learn from a patient it is then validated or "
+            "tested on. With so few patients the split moved some to fill an empty part; give both datasets "
+            "enough patients (or set split.ratios.val to 0), or, if the ids are different people, different "
+            "patient ids")
+
+
+def check_unpaired_splits(label_table: Path, image_table: Path) -> None:
+    """Refuse, before an unpaired training starts, a patient trained on in one dataset and held out in the
+    other (``crossed_patients``)."""
+    crossed = crossed_patients(read_tsv(Path(label_table)), read_tsv(Path(image_table)))
+    if crossed:
+        raise ValueError(crossed_message(crossed, str(label_table), str(image_table)))
