@@ -182,3 +182,24 @@ def test_an_unpaired_pair_of_tiny_cohorts_sharing_patients_is_refused_before_tra
     write_tsv(tmp_path / "big_ct.tsv", big_ct, SPLIT_COLUMNS)
     write_tsv(tmp_path / "big_mr.tsv", big_mr, SPLIT_COLUMNS)
     check_unpaired_splits(tmp_path / "big_ct.tsv", tmp_path / "big_mr.tsv")  # no error
+
+
+def test_a_fine_tuning_whose_source_trained_on_a_patient_it_holds_out_is_refused(tmp_path) -> None:
+    """Experiment pre trains on big (4 patients), ft fine-tunes from it on small (3, the same ids): the
+    tiny cohorts' splits put phantom_000 in big's train part and small's test part."""
+    from medsynth.data.split import check_training_patients, trained_then_held_out
+    from medsynth.io.tables import write_tsv
+
+    ratios = {"train": 0.5, "val": 0.25, "test": 0.25}
+    for name, n in (("big", 4), ("small", 3)):
+        write_tsv(tmp_path / f"{name}.tsv", split_table([{"case_id": f"phantom_{i:03d}"} for i in range(n)],
+                                                       ratios, 0), SPLIT_COLUMNS)
+    leaked = trained_then_held_out([tmp_path / "big.tsv"], [tmp_path / "small.tsv"])
+    assert ("phantom_000", "test", str(tmp_path / "small.tsv")) in leaked
+    with pytest.raises(ValueError, match=r"train.init_from results/select/pre/generator.pt: .* patient\(s\) "
+                                         r"phantom_000 \(test in .*small.tsv\)"):
+        check_training_patients(tmp_path / "small.tsv", None, "results/select/pre/generator.pt",
+                                str(tmp_path / "big.tsv"))
+    # The same patients split the same way: nothing to refuse.
+    check_training_patients(tmp_path / "big.tsv", None, "results/select/pre/generator.pt", [tmp_path / "big.tsv"])
+    check_training_patients(tmp_path / "small.tsv")  # no source, paired: nothing to check

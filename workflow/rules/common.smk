@@ -232,9 +232,25 @@ def unpaired_image_inputs(wildcards):
 
 
 def init_from_input(wildcards):
-    """Fine-tuning: the checkpoint the run starts from, an input so that a new file reruns training."""
+    """Fine-tuning: the checkpoint the run starts from, an input so that a new file reruns training; from
+    an experiment of this config, also the splits it trained by (none of its training patients may be
+    one this run holds out)."""
     source = config["experiments"][wildcards.experiment]["train"].get("init_from")
-    return {"init_from": source} if source else {}
+    if not source:
+        return {}
+    found = source_experiment(source)
+    if found is None:
+        return {"init_from": source}
+    exp = config["experiments"][found]
+    datasets = [exp["dataset"], *([exp["images_from"]] if exp["train"]["mode"] == "unpaired" else [])]
+    return {"init_from": source,
+            "source_splits": [checkpoints.split.get(dataset=d).output.split for d in datasets]}
+
+
+def source_experiment(path):
+    """The experiment of this config whose results hold ``path`` (results/<stage>/<experiment>/...), or None."""
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[2] if len(parts) > 3 and parts[0] == "results" and parts[2] in config["experiments"] else None
 
 
 def case_slices(dataset, parts):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medsynth.data.split import check_unpaired_splits
+from medsynth.data.split import check_training_patients
 from medsynth.io.logs import log_to
 from medsynth.train.launch import launch, write_spec
 from medsynth.train.run import run_experiment
@@ -27,8 +27,10 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         perceptual={**sm.params.metrics, "batch_size": sm.config["metrics"]["batch_size"]},
         real_stats=sm.input.real_stats,
     )
-    if "image_split" in sm.input.keys():  # unpaired: two datasets, which may share patients
-        check_unpaired_splits(Path(sm.input.split), Path(sm.input.image_split))
+    # Before anything trains: no patient learnt from here (or by the generator it starts from) is one it
+    # is validated or tested on.
+    check_training_patients(Path(sm.input.split), sm.input.get("image_split"), sm.input.get("init_from"),
+                            sm.input.get("source_splits", []))
     if processes == 1:
         run_experiment(**spec)
     else:
