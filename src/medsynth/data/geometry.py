@@ -84,8 +84,26 @@ def resample_to_grid(
             and abs(scale[2] - 1) < 1e-9 and abs(shift[2]) < 1e-6 and dst_shape[2] == array.shape[2]):
         return per_slab(lambda v: _resample_xy(v, scale[:2], shift[:2], tuple(dst_shape[:2]), order, cval, out_dtype),
                         array, workers)
-    return ndimage.affine_transform(array, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape),
-                                    output=out_dtype, order=order, mode="constant", cval=cval)
+    # Any other grid (oblique, or resampled along z): the edge value within half a voxel of the edge, as on
+    # the fast path, cval beyond (scipy's "constant" gives cval beyond the edge voxels' centres).
+    out = ndimage.affine_transform(array, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape),
+                                   output=out_dtype, order=order, mode="nearest")
+    _fill_outside(out, vox, array.shape, cval)
+    return out
+
+
+def _fill_outside(out: np.ndarray, vox: np.ndarray, src_shape: tuple[int, ...], cval: float) -> None:
+    """Set ``cval`` (in place) where ``out``'s voxels map (by ``vox``) more than half a voxel beyond the
+    source's voxel centres; computed a z-slice at a time (a coordinate array of the whole grid would be
+    three times the volume in float64)."""
+    i, j = np.meshgrid(np.arange(out.shape[0]), np.arange(out.shape[1]), indexing="ij")
+    plane = vox[:3, 0, None, None] * i + vox[:3, 1, None, None] * j + vox[:3, 3, None, None]  # (3, X, Y)
+    hi = np.asarray(src_shape[:3], np.float64)[:, None, None] - 0.5
+    for k in range(out.shape[2]):
+        src = plane + vox[:3, 2, None, None] * k
+        outside = ((src < -0.5) | (src > hi)).any(axis=0)
+        if outside.any():
+            out[:, :, k][outside] = cval
 
 
 def per_slab(func: Callable[[np.ndarray], np.ndarray], volume: np.ndarray, workers: int) -> np.ndarray:
