@@ -20,9 +20,10 @@ its preprocessed label maps are its body masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 UNKNOWN = 255  # class ids are stored as uint8; this value marks labels the table does not list
@@ -79,6 +80,8 @@ class LabelTable:
 
     def lookup(self) -> np.ndarray:
         """Array mapping source value -> class id, -1 for values not in the table."""
+        import numpy as np  # here, not at the top: the config checks build tables at every Snakemake start
+
         top = max(max(v) for v in self.values if v)
         table = np.full(top + 1, -1, dtype=np.int16)
         for cls_id, vals in enumerate(self.values):
@@ -95,6 +98,8 @@ class LabelTable:
 
     def apply(self, label: np.ndarray, source: str) -> np.ndarray:
         """Map a label map to class ids; unknown values stop with their list and the file."""
+        import numpy as np
+
         unknown = UNKNOWN
         if self.num_classes > unknown:  # ids 0..254 are classes, 255 marks unknown values
             raise LabelError(f"the label table has {self.num_classes} classes; at most {unknown} are supported")
@@ -127,6 +132,8 @@ def class_lookup(source: Sequence[str], target: Sequence[str], unknown: int = -1
     class is which. Class 0 is the background in every table (its first entry holds value 0),
     whatever it is called, so it maps to 0.
     """
+    import numpy as np
+
     where = {name: i for i, name in enumerate(target)}
     lut = np.array([0] + [where.get(name, unknown) for name in list(source)[1:]], dtype=np.int64)
     return lut[: len(source)]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from medsynth.data.cohort import discover_cases, read_cases
+from medsynth.data.phantom.ids import case_ids
 from medsynth.data.split import split_table
 from medsynth.io.tables import read_tsv
 
@@ -30,10 +31,6 @@ def known_cases(name: str, dataset: Mapping, workdir: Path = Path()) -> list[dic
     layout = dataset.get("layout") or {}
     try:
         if source == "phantom":
-            # Here, not at the top: the config checks call this at every Snakemake start, and the phantom
-            # module brings nibabel (0.07 s) with it.
-            from medsynth.data.phantom import case_ids
-
             n = (dataset.get("phantom") or {}).get("n_cases")
             return None if n is None else [{"case_id": c, "patient_id": c} for c in case_ids(int(n))]
         if source == "local" and local.get("cases_table"):

@@ -12,8 +12,17 @@ have no label (CT table, foam pad, a cable) are included on purpose: real
 training data have them, and the preprocessing must cope with them.
 """
 
-from medsynth.data.phantom.cohort import (DEFAULT_SHAPE, DEFAULT_SPACING, PHANTOM_LABELS, PhantomCase, case_id,
-                                          case_ids, make_case, write_cohort)
+from medsynth.data.phantom.ids import case_id, case_ids
 
-__all__ = ["DEFAULT_SHAPE", "DEFAULT_SPACING", "PHANTOM_LABELS", "PhantomCase", "case_id", "case_ids", "make_case",
-           "write_cohort"]
+# The drawing code brings numpy and nibabel; the config checks, at every Snakemake start, need only the ids.
+_COHORT = ("DEFAULT_SHAPE", "DEFAULT_SPACING", "PHANTOM_LABELS", "PhantomCase", "make_case", "write_cohort")
+
+__all__ = ["case_id", "case_ids", *_COHORT]
+
+
+def __getattr__(name: str):
+    if name in _COHORT:
+        from medsynth.data.phantom import cohort
+
+        return getattr(cohort, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ import numpy as np
 
 from medsynth.io.nifti import save_volume
 from medsynth.data.phantom.anatomy import paint_tissues
+from medsynth.data.phantom.ids import case_id
 from medsynth.data.phantom.grid import (body_on_grid, check_grid, draw_body, draw_table, fit_to_fov, flip_xy, make_grid,
                                         ras_affine)
 from medsynth.data.phantom.render import render_ct, render_mr, texture_field
@@ -44,17 +45,6 @@ class PhantomCase:
     label: np.ndarray  # uint8 class ids (keys of PHANTOM_LABELS), same grid
     affine: np.ndarray  # 4x4 float64 voxel-to-world (RAS+ world, mm), the file's affine
     orientation: str  # "RAS" or "LPS": axis codes of the stored array
-
-
-def case_id(index: int) -> str:
-    """The id of case ``index`` in every phantom cohort, whatever its seed: a cohort's ids (its patients:
-    the table has no patient_id) are known from ``n_cases`` alone, before anything is drawn."""
-    return f"phantom_{index:03d}"
-
-
-def case_ids(n_cases: int) -> list[str]:
-    """The case ids ``write_cohort`` lists for a cohort of ``n_cases``."""
-    return [case_id(i) for i in range(n_cases)]
 
 
 def make_case(
