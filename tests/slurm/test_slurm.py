@@ -87,6 +87,12 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     states = [j[3] for j in train]
     assert "TIMEOUT" in states and states[-1] == "COMPLETED", states
 
+    # Segmentation consistency's U-Net on one GPU: the experiment trains on GPUs.
+    ids = [j.split("|")[0] for j in jobs if j.split("|")[2].startswith("rule_segmenter_")]
+    assert len(ids) == 1, jobs
+    detail = subprocess.run(["scontrol", "show", "job", ids[0]], capture_output=True, text=True).stdout
+    assert "Partition=gpu " in detail and ("gres:gpu:1" in detail or "gres/gpu=1" in detail), detail
+
     # The 44 cases' preprocessing and slicing: 2 SLURM jobs (4 cases; 40), none per case.
     assert not any(j.split("|")[2].startswith(("rule_preprocess_", "rule_slice_")) for j in jobs), jobs
     batches = [j.split("|") for j in jobs if j.split("|")[2] == "rule_cases_preprocess_slice_slice_batch"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -12,18 +13,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_workflow import no_controller_env, planned_jobs
+from tiny_workflow import TINY, no_controller_env, planned_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _job_resources(workdir: Path, config: dict, rule: str) -> dict[str, str]:
+def _job_resources(workdir: Path, config: dict, rule: str, first: tuple[str, ...] = ()) -> dict[str, str]:
+    """The resources of ``rule``'s first job in a dry run through the profile; ``first``: targets made
+    before it (locally), e.g. the split, after which the jobs that read a split enter the plan."""
     shutil.copytree(REPO / "config", workdir / "config")  # the label table path is relative to the run folder
     (workdir / "run.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "-n",
-           "--workflow-profile", str(REPO / "profiles/slurm"), "--configfile", "run.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=no_controller_env())
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+            "--configfile", "run.yaml"]
+    for args in ([["--cores", "2", *first]] if first else []) + [["-n", "--workflow-profile", str(REPO / "profiles/slurm")]]:
+        result = subprocess.run([*base, *args], cwd=workdir, capture_output=True, text=True, timeout=300,
+                                env=no_controller_env())
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     block = re.search(rf"^rule {rule}:\n(.*?)\n\n", result.stdout, re.S | re.M)
     assert block, result.stdout[-3000:]
     line = re.search(r"resources: (.*)", block.group(1)).group(1)
@@ -81,3 +86,19 @@ def test_partitions_and_accounts_live_only_in_the_profile():
     for smk in sorted((REPO / "workflow/rules").glob("*.smk")):
         text = smk.read_text()
         assert "slurm_" not in text and "partition" not in text, smk.name
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_segmenters_run_on_a_gpu_when_the_experiments_train_on_gpus(tmp_path, gpus):
+    """The utility curve's up to 31 U-Nets each predict every real test slice (0.11 s per 256-px slice on
+    two CPU threads: a day of CPU for AutoPET's test split); the segmenter rule's U-Net likewise. One GPU
+    when the experiment whose real images they score trains on GPUs."""
+    config = copy.deepcopy(TINY)
+    del config["datasets"]["labels_only"], config["experiments"]["tiny"]["generate_from"]
+    config["experiments"]["tiny"]["gpus"] = gpus
+    config["experiments"]["tiny"]["train"]["device"] = "auto"
+    first = ("results/split/phantom/split.tsv",)
+    for rule in ("segmenter", "utility"):
+        res = _job_resources(tmp_path / rule, config, rule, first)
+        assert res["gpu"] == str(min(gpus, 1)), rule
+        assert res["slurm_partition"] == "CHANGE_ME_gpu", rule

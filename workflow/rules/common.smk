@@ -176,6 +176,13 @@ def experiment_gpus(wildcards):
     return int(config["experiments"][wildcards.experiment].get("gpus", 0))
 
 
+def dataset_gpu(wildcards):
+    """One GPU for a dataset's segmenter when an experiment whose real images it holds trains on GPUs (the
+    U-Net's prediction: 0.11 s per 256-px slice on two CPU threads, a second per thousand on a GPU)."""
+    return int(any(x.get("gpus", 0) > 0 and image_dataset(SimpleNamespace(experiment=e)) == wildcards.dataset
+                   for e, x in config["experiments"].items()))
+
+
 def image_dataset(wildcards):
     """The dataset of an experiment's real images (dataset B in unpaired mode)."""
     exp = config["experiments"][wildcards.experiment]

@@ -55,6 +55,7 @@ rule segmenter:
         "benchmarks/metrics/{dataset}_segmenter.tsv"
     threads: config["metrics"]["segmenter_threads"]
     resources:
+        gpu=dataset_gpu,
         mem_mb=stage_mem_mb("segmenter", held_bytes(("slices", 4))),  # float16 images, uint8 labels and masks
         runtime=grows(120),
     conda:
