@@ -98,3 +98,23 @@ def test_autopet_to_synthrad_plans_every_stage_on_release_shaped_folders(tmp_pat
     # consistency (NA in the test metrics) and no utility benchmark.
     assert "segmenter" not in jobs and "utility" not in jobs
     assert "Task1/brain" not in (work / "resources/raw/synthrad_mr/cases.tsv").read_text()
+
+
+@pytest.mark.slow
+def test_autopet_plans_the_synthetic_training_set_and_the_utility_curve(tmp_path, snakemake):
+    """config/autopet.yaml on AutoPET-shaped folders (studies of one patient, RAS and LPS): what the cohort
+    is for, synthetic CT of the training label maps exported for nnU-Net, and whether it helps."""
+    images, labels = autopet_like(tmp_path / "autopet")
+    config = yaml.safe_load((REPO / "config/autopet.yaml").read_text())
+    config["datasets"]["autopet"]["local"]["root"] = str(images)
+    config["datasets"]["autopet"]["layout"]["label_root"] = str(labels)
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    first = snakemake(work, config, "results/split/autopet/split.tsv")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    plan = snakemake(work, config, "-n")
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    jobs = planned_jobs(plan)
+    assert jobs["preprocess"] == 8 and jobs["slice"] == 8
+    for rule in ("train", "generate", "evaluate", "segmenter", "utility", "audit_shared", "export", "model_card"):
+        assert jobs[rule] == 1, rule
