@@ -277,3 +277,73 @@ def test_generated_tissue_lies_under_every_label_wider_than_the_crop_and_on_low_
     assert tissue_at_background(image, written, -1000.0) == rows[0]["tissue_at_background"]
     assert (image[:, :, 0][written[:, :, 0] == 3] > -1000).all()  # the organ tip has generated tissue
     assert (image[written == 0] == -1000).sum() > 0.5 * (ct == -1000).sum()  # air stays at the background value
+
+
+def test_a_stopped_generation_keeps_its_finished_cases_for_the_next_run(prepared, monkeypatch):
+    """A generation job stopped at its time limit: Snakemake deletes its outputs before the retry, so the
+    cases are written in a work folder; the retry takes up the closed ones, generates only the rest, and
+    gives what one uninterrupted run gives. Other settings: nothing is taken up."""
+    from medsynth.inference import generate_cases as gc
+
+    case, pre, _, _, tmp = prepared
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    ckpt = save_checkpoint(tmp / "g.pt", {
+        "ema": G.state_dict(), "model": SPEC.to_dict(), "num_classes": TABLE.num_classes, "step": 1,
+        "data": {"labels": labels, "modality": "CT", "mode": "paired", "preprocess": {"spacing_xy": None},
+                 "slice": {"size": 64}}})
+    cases = [(c, tmp / "slices.npz", pre, "train") for c in ("a", "b", "c")]
+    straight = gc.generate_cases(ckpt, cases, tmp / "straight", _settings(1, 0), work_dir=tmp / "straight.work")
+    assert not (tmp / "straight.work").exists() and not list((tmp / "straight").rglob("done.json"))
+
+    made, real = [], gc.generate_case
+
+    def stopped_after(n: int):
+        def generate_case(G, num_classes, case, *args):
+            if len(made) == n:
+                raise KeyboardInterrupt("time limit")
+            made.append(case.case_id)
+            return real(G, num_classes, case, *args)
+        return generate_case
+
+    out, work = tmp / "out", tmp / "out.work"
+    monkeypatch.setattr(gc, "generate_case", stopped_after(2))
+    with pytest.raises(KeyboardInterrupt):
+        gc.generate_cases(ckpt, cases, out, _settings(1, 0), work_dir=work)
+    assert made == ["a", "b"] and not out.exists() and sorted(p.parent.name for p in work.glob("*/done.json")) == ["a", "b"]
+    (work / "b" / "done.json").unlink()  # as if stopped while closing b: b is made again
+
+    made.clear()
+    monkeypatch.setattr(gc, "generate_case", stopped_after(99))
+    rows = gc.generate_cases(ckpt, cases, out, _settings(1, 0), work_dir=work)
+    assert made == ["b", "c"] and not work.exists()
+    assert rows == [{**r, "volume": r["volume"].replace(str(tmp / "straight"), str(out)),
+                     "label": r["label"].replace(str(tmp / "straight"), str(out)),
+                     "pngs": r["pngs"].replace(str(tmp / "straight"), str(out))} for r in straight]
+    for r in rows:
+        assert (load_volume(r["volume"]).array == load_volume(r["volume"].replace(str(out), str(tmp / "straight"))).array).all()
+    assert not list(out.rglob("done.json"))
+
+    # Stopped again, then run with another seed: the closed case is of other settings and is made again.
+    made.clear()
+    monkeypatch.setattr(gc, "generate_case", stopped_after(1))
+    with pytest.raises(KeyboardInterrupt):
+        gc.generate_cases(ckpt, cases, tmp / "out2", _settings(1, 0), work_dir=tmp / "out2.work")
+    made.clear()
+    monkeypatch.setattr(gc, "generate_case", stopped_after(99))
+    gc.generate_cases(ckpt, cases, tmp / "out2", _settings(1, 1), work_dir=tmp / "out2.work")
+    assert made == ["a", "b", "c"]
+
+
+def test_a_closed_case_of_another_key_is_removed_and_the_code_has_a_digest(tmp_path, monkeypatch):
+    from medsynth.inference import resume
+
+    case_dir = tmp_path / "a"
+    case_dir.mkdir()
+    (case_dir / "sample_0.nii.gz").write_bytes(b"old")
+    resume.close_case(case_dir, "key-of-old-code", [{"case_id": "a"}])
+    assert resume.finished_rows(case_dir, "key-of-old-code") == [{"case_id": "a"}]
+    assert resume.finished_rows(case_dir, "key-of-new-code") is None and not case_dir.exists()
+    digest = resume.code_digest()
+    assert len(digest) == 64 and digest == resume.code_digest()

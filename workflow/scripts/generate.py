@@ -28,5 +28,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                                    case, patient))
     settings = GenerateSettings(s["samples"], s["seed"], s["batch_size"], resolve_device(s["device"]), s["noise"],
                                 s["noise_sigma_mm"], s["inplane"])
-    rows = generate_cases(Path(sm.input.generator), cases, Path(sm.output.cases), settings)
+    # Cases are written beside the output first and kept there when the job is stopped (a time limit):
+    # Snakemake deletes a job's outputs before running it again, and the retry takes up the closed cases.
+    out = Path(sm.output.cases)
+    rows = generate_cases(Path(sm.input.generator), cases, out, settings, work_dir=out.with_name("cases.unfinished"))
     write_tsv(sm.output.manifest, rows, MANIFEST_COLUMNS)

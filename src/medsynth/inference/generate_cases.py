@@ -20,6 +20,7 @@ from medsynth.data.labels import LabelTable
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane
 from medsynth.data.slicing import CaseSlices, axial_stack
+from medsynth.inference import resume
 from medsynth.inference.canvas import Canvas, crop, generate_stack, paste, plan_canvas
 from medsynth.io.images import display_view, save_png, unit_to_uint8
 from medsynth.io.nifti import Volume, load_volume, save_volume
@@ -227,24 +228,41 @@ def generated_cases(real_files: Sequence[str | Path], out_dir: Path) -> list[tup
 
 
 def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
-                   settings: GenerateSettings) -> list[dict]:
-    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields)."""
+                   settings: GenerateSettings, work_dir: Path | None = None) -> list[dict]:
+    """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields).
+
+    ``work_dir`` (the workflow): the cases are written there first, each closed once complete, and the
+    folder becomes ``out_dir`` at the end; a run stopped midway (a time limit) leaves its closed cases for
+    the next run with the same generator, settings and inputs (``inference.resume``).
+    """
     state = load_checkpoint(generator_path, map_location=settings.device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
     G, num_classes = generator_from_state(state, generator_path, settings.device)
     tile = int(data["slice"]["size"])
+    target = Path(work_dir) if work_dir is not None else Path(out_dir)
+    cases = sorted(LabelCase(*c) for c in cases)
     rows = []
-    for case in tqdm(sorted(LabelCase(*c) for c in cases), desc="generate", unit="case"):
+    for case in tqdm(cases, desc="generate", unit="case"):
         meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
+        key = resume.case_key(generator_path, settings, case, meta["source_label"]) if work_dir is not None else ""
+        done = resume.finished_rows(target / case.case_id, key) if work_dir is not None else None
+        if done is not None:
+            rows += done
+            continue
         # Paired: each case's own curve (an MR case's own percentile window). Unpaired, or a
         # label-only case (no curve of its own): the scale of the images the generator learned.
         scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
-        for row in generate_case(G, num_classes, case, Path(out_dir), table, settings, tile, scale):
-            rows.append({**row, "part": case.part, "dataset": case.dataset,
-                         "source_case": case.source_case or case.case_id,
-                         "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)})
-    return rows
+        case_rows = [{**row, "part": case.part, "dataset": case.dataset,
+                      "source_case": case.source_case or case.case_id,
+                      "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)}
+                     for row in generate_case(G, num_classes, case, target, table, settings, tile, scale)]
+        if work_dir is not None:
+            resume.close_case(target / case.case_id, key, case_rows)
+        rows += case_rows
+    if work_dir is None:
+        return rows
+    return resume.publish(target, Path(out_dir), [c.case_id for c in cases], rows)
 
 
 def noise_label(G: torch.nn.Module, noise: str, noise_sigma_mm: float) -> str:

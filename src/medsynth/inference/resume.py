@@ -1,0 +1,88 @@
+"""Finished cases of a generation that was stopped, kept for the next run.
+
+A generation job for a real cohort runs for hours (AutoPET: ~900 label maps x 4 samples). Snakemake
+deletes a job's declared outputs before it runs it again, so a job stopped at its time limit would
+lose every case it had written. The workflow therefore writes the cases into a work folder beside
+its output, each case closed by a record of what made it (``done.json``: a key over the generator
+file, the settings and the case's input files, and its manifest rows); the next run with the same
+key takes a closed case as it is, and at the end the work folder becomes the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+RECORD = "done.json"
+
+
+@functools.cache
+def code_digest() -> str:
+    """The code that makes a case's files (medsynth's data and inference packages): a case closed by a run
+    of other code (a crash, then a fix) is made again."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*(root / "data").rglob("*.py"), *(root / "inference").rglob("*.py"), *root.glob("io/*.py")]):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def case_key(generator: Path, settings: Any, case: Sequence, source_label: str) -> str:
+    """What decides a case's files: the generator file, the settings but the device (how fast, not what),
+    the case (its id, inputs, part and patient), its input files' sizes and times, and the code."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "device"}
+    case = [str(v) for v in case]
+    files = [Path(generator), Path(case[1]), Path(case[2]) / "meta.json", Path(case[2]) / "label.nii.gz",
+             Path(source_label)]
+    stats = []
+    for f in files:
+        st = f.stat()  # a source label map given as a DICOM folder: its folder's time
+        stats.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    text = json.dumps({"settings": fields, "case": case, "files": stats, "code": code_digest()}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished_rows(case_dir: Path, key: str) -> list[dict] | None:
+    """The manifest rows of a case closed with ``key``; None when it is not (then its folder is removed:
+    what is there is half written or of other settings)."""
+    record = case_dir / RECORD
+    try:
+        data = json.loads(record.read_text())
+        if data.get("key") == key:
+            return data["rows"]
+    except (OSError, ValueError, KeyError):
+        pass
+    shutil.rmtree(case_dir, ignore_errors=True)
+    return None
+
+
+def close_case(case_dir: Path, key: str, rows: list[dict]) -> None:
+    """Mark a case complete: its record is written last, atomically."""
+    tmp = case_dir / (RECORD + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "rows": rows}))
+    os.replace(tmp, case_dir / RECORD)
+
+
+def publish(work_dir: Path, out_dir: Path, case_ids: Sequence[str], rows: list[dict]) -> list[dict]:
+    """Move the work folder to ``out_dir`` (records and cases of other runs left out) and point the rows'
+    paths there."""
+    keep = set(case_ids)
+    for child in work_dir.iterdir():
+        if child.name not in keep:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for case_id in keep:
+        (work_dir / case_id / RECORD).unlink(missing_ok=True)
+    if out_dir.exists():
+        out_dir.rmdir()  # Snakemake removed its output before the job; anything in it is not ours to delete
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(work_dir, out_dir)
+    old, new = str(work_dir) + os.sep, str(out_dir) + os.sep
+    return [{k: new + v[len(old):] if isinstance(v, str) and v.startswith(old) else v for k, v in r.items()}
+            for r in rows]
