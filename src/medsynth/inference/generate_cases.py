@@ -245,7 +245,9 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
     rows = []
     for case in tqdm(cases, desc="generate", unit="case"):
         meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
-        key = resume.case_key(generator_path, settings, case, meta["source_label"]) if work_dir is not None else ""
+        inputs = [case.slices, Path(case.preprocess_dir) / "meta.json", Path(case.preprocess_dir) / "label.nii.gz",
+                  meta["source_label"]]
+        key = resume.case_key(generator_path, settings, case, inputs) if work_dir is not None else ""
         done = resume.finished_rows(target / case.case_id, key) if work_dir is not None else None
         if done is not None:
             rows += done

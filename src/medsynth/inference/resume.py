@@ -4,7 +4,7 @@ A generation job for a real cohort runs for hours (AutoPET: ~900 label maps x 4 
 deletes a job's declared outputs before it runs it again, so a job stopped at its time limit would
 lose every case it had written. The workflow therefore writes the cases into a work folder beside
 its output, each case closed by a record of what made it (``done.json``: a key over the generator
-file, the settings and the case's input files, and its manifest rows); the next run with the same
+file, the settings, the case's input files and the code, and its manifest rows); the next run with the same
 key takes a closed case as it is, and at the end the work folder becomes the output folder.
 """
 
@@ -24,28 +24,25 @@ RECORD = "done.json"
 
 @functools.cache
 def code_digest() -> str:
-    """The code that makes a case's files (medsynth's data and inference packages): a case closed by a run
-    of other code (a crash, then a fix) is made again."""
+    """medsynth's code (every module: the generator's architecture in ``models`` as much as the volume
+    writing in ``data`` and ``io``): a case closed by a run of other code (a crash, then a fix) is made again."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted([*(root / "data").rglob("*.py"), *(root / "inference").rglob("*.py"), *root.glob("io/*.py")]):
+    for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()
 
 
-def case_key(generator: Path, settings: Any, case: Sequence, source_label: str) -> str:
+def case_key(generator: Path, settings: Any, case: Sequence, inputs: Sequence[Path]) -> str:
     """What decides a case's files: the generator file, the settings but the device (how fast, not what),
-    the case (its id, inputs, part and patient), its input files' sizes and times, and the code."""
+    the case's fields (id, inputs, part, patient), the sizes and times of its ``inputs`` files, and the code."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "device"}
-    case = [str(v) for v in case]
-    files = [Path(generator), Path(case[1]), Path(case[2]) / "meta.json", Path(case[2]) / "label.nii.gz",
-             Path(source_label)]
     stats = []
-    for f in files:
+    for f in [Path(generator), *map(Path, inputs)]:
         st = f.stat()  # a source label map given as a DICOM folder: its folder's time
         stats.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-    text = json.dumps({"settings": fields, "case": case, "files": stats, "code": code_digest()}, sort_keys=True,
-                      default=str)
+    text = json.dumps({"settings": fields, "case": [str(v) for v in case], "files": stats, "code": code_digest()},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
