@@ -176,6 +176,12 @@ def experiment_gpus(wildcards):
     return int(config["experiments"][wildcards.experiment].get("gpus", 0))
 
 
+def one_gpu(wildcards):
+    """One GPU for an experiment's jobs after training (generation, evaluation, the utility curve) when it
+    trains on GPUs; none on a CPU-only run."""
+    return min(1, experiment_gpus(wildcards))
+
+
 def dataset_gpu(wildcards):
     """One GPU for a dataset's segmenter when an experiment whose real images it holds trains on GPUs (the
     U-Net's prediction: 0.11 s per 256-px slice on two CPU threads, a second per thousand on a GPU)."""

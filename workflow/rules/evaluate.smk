@@ -35,7 +35,7 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{experiment}.tsv"
     resources:
-        gpu=lambda w: min(1, experiment_gpus(w)),  # Inception and AlexNet features
+        gpu=one_gpu,  # Inception and AlexNet features
         mem_mb=stage_mem_mb("evaluate", held_bytes(("train_reference", 2))),  # images, float16
         runtime=grows(120),
     conda:

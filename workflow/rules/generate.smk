@@ -17,7 +17,7 @@ rule generate:
     benchmark:
         "benchmarks/generate/{experiment}.tsv"
     resources:
-        gpu=lambda w: min(1, experiment_gpus(w)),
+        gpu=one_gpu,
         mem_mb=grows(16000),
         runtime=grows(120),
     conda:

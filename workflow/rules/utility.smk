@@ -33,7 +33,7 @@ rule utility:
     resources:
         # Up to 31 segmenters (autopet.yaml), each predicting every real test slice: on two CPU threads
         # 0.11 s per 256-px slice, AutoPET's ~25 k test slices in 46 minutes per segmenter.
-        gpu=lambda w: min(1, experiment_gpus(w)),
+        gpu=one_gpu,
         # Real and synthetic training slices, float16 images with uint8 labels and masks: 4 bytes a pixel.
         mem_mb=stage_mem_mb("utility", held_bytes(("real_train", 4), ("label_train", 4 * config["generate"]["samples"]))),
         # Per k and draw two segmenters, and one on synthetic images only: 20 minutes each (a few on a GPU
