@@ -240,15 +240,15 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
     table = LabelTable.from_config(data["labels"])
     G, num_classes = generator_from_state(state, generator_path, settings.device)
     tile = int(data["slice"]["size"])
-    target = Path(work_dir) if work_dir is not None else Path(out_dir)
+    store = resume.Resumable(out_dir, work_dir, generator_path, settings) if work_dir is not None \
+        else resume.Straight(out_dir)
     cases = sorted(LabelCase(*c) for c in cases)
     rows = []
     for case in tqdm(cases, desc="generate", unit="case"):
         meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
         inputs = [case.slices, Path(case.preprocess_dir) / "meta.json", Path(case.preprocess_dir) / "label.nii.gz",
                   meta["source_label"]]
-        key = resume.case_key(generator_path, settings, case, inputs) if work_dir is not None else ""
-        done = resume.finished_rows(target / case.case_id, key) if work_dir is not None else None
+        done = store.finished(case, inputs)
         if done is not None:
             rows += done
             continue
@@ -258,13 +258,10 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
         case_rows = [{**row, "part": case.part, "dataset": case.dataset,
                       "source_case": case.source_case or case.case_id,
                       "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)}
-                     for row in generate_case(G, num_classes, case, target, table, settings, tile, scale)]
-        if work_dir is not None:
-            resume.close_case(target / case.case_id, key, case_rows)
+                     for row in generate_case(G, num_classes, case, store.folder, table, settings, tile, scale)]
+        store.close(case.case_id, case_rows)
         rows += case_rows
-    if work_dir is None:
-        return rows
-    return resume.publish(target, Path(out_dir), [c.case_id for c in cases], rows)
+    return store.publish([c.case_id for c in cases], rows)
 
 
 def noise_label(G: torch.nn.Module, noise: str, noise_sigma_mm: float) -> str:

@@ -83,3 +83,42 @@ def publish(work_dir: Path, out_dir: Path, case_ids: Sequence[str], rows: list[d
     old, new = str(work_dir) + os.sep, str(out_dir) + os.sep
     return [{k: new + v[len(old):] if isinstance(v, str) and v.startswith(old) else v for k, v in r.items()}
             for r in rows]
+
+
+class Straight:
+    """Cases written straight into the output folder, nothing kept between runs (``medsynth generate``,
+    the benches): the interface of ``Resumable`` with nothing to resume."""
+
+    def __init__(self, out_dir: Path):
+        self.folder = Path(out_dir)
+
+    def finished(self, case: Sequence, inputs: Sequence[Path]) -> list[dict] | None:
+        return None
+
+    def close(self, case_id: str, rows: list[dict]) -> None:
+        pass
+
+    def publish(self, case_ids: Sequence[str], rows: list[dict]) -> list[dict]:
+        return rows
+
+
+class Resumable(Straight):
+    """Cases written into ``work_dir``, each closed with its key (``case_key``) once complete; the work
+    folder becomes ``out_dir`` at the end (``publish``). A case closed by an earlier run with the same key
+    is taken as it is."""
+
+    def __init__(self, out_dir: Path, work_dir: Path, generator: Path, settings: Any):
+        super().__init__(work_dir)
+        self.out_dir, self.generator, self.settings = Path(out_dir), Path(generator), settings
+        self.keys: dict[str, str] = {}
+
+    def finished(self, case: Sequence, inputs: Sequence[Path]) -> list[dict] | None:
+        case_id = case[0]
+        self.keys[case_id] = case_key(self.generator, self.settings, case, inputs)
+        return finished_rows(self.folder / case_id, self.keys[case_id])
+
+    def close(self, case_id: str, rows: list[dict]) -> None:
+        close_case(self.folder / case_id, self.keys[case_id], rows)
+
+    def publish(self, case_ids: Sequence[str], rows: list[dict]) -> list[dict]:
+        return publish(self.folder, self.out_dir, case_ids, rows)
