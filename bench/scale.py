@@ -175,25 +175,32 @@ def overhead(cache: Path) -> dict:
             "no-op placeholders s": noop_fake}
 
 
+ONE_RULE = 'rule a:\n    output: "a.txt"\n    log: "a.log"\n    shell: "touch {output} {log}"\n'
+
+
 def demo_plan(demo: Path) -> dict:
     """``snakemake -n`` on a finished demo (its own config), with the demo's own ``.venv`` where it has one
-    (what ``make demo`` installed; else this Python): median of 5, and Snakemake's import alone. Whether
-    pandas is installed there matters: Snakemake's params check imports it when it is (0.2 s)."""
-    python = demo / ".venv" / "bin" / "python"
+    (what ``make demo`` installed; else this Python): median of 5; beside it Snakemake's import alone and
+    its floor, ``-n`` on a finished one-rule workflow. Whether pandas is installed there matters:
+    Snakemake's params check imports it when it is (0.2 s)."""
+    python = demo.resolve() / ".venv" / "bin" / "python"
     python = str(python) if python.exists() else sys.executable
-    runs, imports = [], []
-    for _ in range(5):
-        t = time.perf_counter()
-        subprocess.run([python, "-m", "snakemake", "-n", "--quiet"], cwd=demo, capture_output=True,
-                       env=no_controller_env(), check=True)
-        runs.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        subprocess.run([python, "-c", "import snakemake.cli"], env=no_controller_env(), check=True)
-        imports.append(time.perf_counter() - t)
+    env = no_controller_env()
+    with tempfile.TemporaryDirectory() as floor:
+        Path(floor, "Snakefile").write_text(ONE_RULE)
+        subprocess.run([python, "-m", "snakemake", "-c1", "--quiet"], cwd=floor, capture_output=True, env=env,
+                       check=True)
+        times = {"demo -n s": [], "one-rule -n s": [], "import snakemake.cli s": []}
+        for _ in range(5):  # interleaved: a slow moment of the machine falls on all three
+            for key, cmd, cwd in (("demo -n s", ["-m", "snakemake", "-n", "--quiet"], demo),
+                                  ("one-rule -n s", ["-m", "snakemake", "-n", "--quiet"], floor),
+                                  ("import snakemake.cli s", ["-c", "import snakemake.cli"], None)):
+                t = time.perf_counter()
+                subprocess.run([python, *cmd], cwd=cwd, capture_output=True, env=env, check=True)
+                times[key].append(time.perf_counter() - t)
     probe = "import importlib.util as u; print(u.find_spec('pandas') is not None)"
     pandas = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    return {"demo -n s": statistics.median(runs), "import snakemake.cli s": statistics.median(imports),
-            "pandas installed": pandas == "True"}
+    return {**{k: statistics.median(v) for k, v in times.items()}, "pandas installed": pandas == "True"}
 
 
 MEMORY_STAGES = ("train_data", "generate", "evaluate", "audit_shared", "utility")
