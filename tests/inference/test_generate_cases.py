@@ -175,6 +175,29 @@ def test_unpaired_generation_writes_the_image_datasets_scale(prepared):
     assert (ct[~body] == -1000).all() and (mr[~body] == 0).all()  # the background value outside the body
 
 
+def test_a_generate_from_case_with_images_is_written_on_the_generators_scale(prepared):
+    """A labelled cohort no experiment trains on keeps its own preprocess.ct_window ([-1000, 1000] here); the
+    generator learnt [-1024, 1500]: its volumes are in the generator's HU, not mapped by the case's window."""
+    from medsynth.inference.generate_cases import generate_cases
+
+    case, pre, _, _, tmp = prepared
+    torch.manual_seed(0)
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    ckpt = save_checkpoint(tmp / "g.pt", {
+        "ema": build_generator(SPEC, TABLE.num_classes).state_dict(), "model": SPEC.to_dict(),
+        "num_classes": TABLE.num_classes, "data": {"labels": labels, "modality": "CT", "mode": "paired",
+                                                   "preprocess": {"spacing_xy": None, "ct_window": [-1024, 1500]},
+                                                   "slice": {"size": 64}}})
+    vols = {}
+    for part in ("test", "generate_from"):  # same case id, same seed: the same [-1, 1] images
+        rows = generate_cases(ckpt, [("c", tmp / "slices.npz", pre, part)], tmp / part, _settings(1, 0))
+        vols[part] = load_volume(rows[0]["volume"]).array.astype(np.float32)
+    body = case.label > 0
+    unit = vols["test"][body] / 1000.0  # the case's own window
+    np.testing.assert_allclose(vols["generate_from"][body], (unit + 1.0) / 2.0 * 2524.0 - 1024.0, atol=2.0)
+    assert (vols["generate_from"][~body] == -1024).all() and vols["generate_from"].max() <= 1500
+
+
 @pytest.mark.parametrize("spatial", [False, True])
 def test_volume_noise_is_one_draw_shared_by_every_slice(spatial):
     """Per-volume noise: slices with the same label map get the same image (one patient along z);

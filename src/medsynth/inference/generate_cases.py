@@ -252,9 +252,12 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
         if done is not None:
             rows += done
             continue
-        # Paired: each case's own curve (an MR case's own percentile window). Unpaired, or a
-        # label-only case (no curve of its own): the scale of the images the generator learned.
-        scale = image_scale(data) if data.get("mode") == "unpaired" or meta.get("label_only") else None
+        # Paired, the generator's own dataset: each case's own curve (an MR case's own percentile window).
+        # Unpaired, a label-only case (no curve of its own) or a generate_from case (its dataset's
+        # preprocess settings, e.g. another ct_window, are not what the generator learned): the scale of
+        # the images the generator learned.
+        own_scale = data.get("mode") != "unpaired" and not meta.get("label_only") and case.part != "generate_from"
+        scale = None if own_scale else image_scale(data)
         case_rows = [{**row, "part": case.part, "dataset": case.dataset,
                       "source_case": case.source_case or case.case_id,
                       "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)}
