@@ -43,16 +43,28 @@ def test_generate_from_a_folder_of_label_maps(tmp_path, capsys):
                                         "num_classes": 10, "data": data})
     case = make_case(1, seed=0, shape=(48, 48, 6), spacing=(6.0, 6.0, 8.0))  # stored LPS
     save_volume(tmp_path / "maps" / "p1.nii.gz", case.label, case.affine)
+    other = make_case(0, seed=1, shape=(40, 40, 5), spacing=(5.0, 5.0, 5.0))  # another study of p1
+    save_volume(tmp_path / "maps" / "p1.study2.nii.gz", other.label, other.affine)
     code = main(["generate", "--labels", str(tmp_path / "maps"), "--checkpoint", str(tmp_path / "g.pt"),
                  "--out", str(tmp_path / "out"), "--samples", "2", "--device", "cpu"])
     assert code == 0 and "manifest" in capsys.readouterr().out
     rows = read_tsv(tmp_path / "out" / "manifest.tsv")
-    assert [(r["case_id"], r["sample"]) for r in rows] == [("p1", "0"), ("p1", "1")]
+    # Names that differ after a first dot are two cases, each in its own folder.
+    assert [(r["case_id"], r["sample"]) for r in rows] == [("p1", "0"), ("p1", "1"), ("p1.study2", "0"),
+                                                           ("p1.study2", "1")]
     for r in rows:
+        source = case if r["case_id"] == "p1" else other
         vol = load_volume(r["volume"])
-        np.testing.assert_allclose(vol.affine, case.affine, atol=1e-6)  # back on the label map's own grid
-        assert vol.array.shape == case.label.shape and vol.array.dtype == np.int16
-    np.testing.assert_array_equal(load_volume(rows[0]["label"]).array, case.label)
+        np.testing.assert_allclose(vol.affine, source.affine, atol=1e-6)  # back on the label map's own grid
+        assert vol.array.shape == source.label.shape and vol.array.dtype == np.int16
+        np.testing.assert_array_equal(load_volume(r["label"]).array, source.label)
+    # Two maps of one name would overwrite each other: refused before any is generated, naming both.
+    save_volume(tmp_path / "twice" / "p2.nii.gz", case.label, case.affine)
+    save_volume(tmp_path / "twice" / "p2.nii", case.label, case.affine)
+    assert main(["generate", "--labels", str(tmp_path / "twice"), "--checkpoint", str(tmp_path / "g.pt"),
+                 "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "p2.nii and" in err and "p2.nii.gz" in err and "'p2'" in err and not (tmp_path / "o2").exists()
     assert main(["generate", "--labels", str(tmp_path / "empty"), "--checkpoint", str(tmp_path / "g.pt"),
                  "--out", str(tmp_path / "o")]) == 2
 

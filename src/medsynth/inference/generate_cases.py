@@ -23,7 +23,7 @@ from medsynth.data.slicing import CaseSlices, axial_stack
 from medsynth.inference import resume
 from medsynth.inference.canvas import Canvas, crop, generate_stack, paste, plan_canvas
 from medsynth.io.images import display_view, save_png, unit_to_uint8
-from medsynth.io.nifti import Volume, load_volume, save_volume
+from medsynth.io.nifti import Volume, load_volume, nifti_stem, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
 from medsynth.inference.generator_contract import exported_data, label_spacing_xy
@@ -309,7 +309,7 @@ def generate_from_label_files(generator_path: Path, label_files: Sequence[Path],
     spacing_xy = label_spacing_xy(data)
     curve, _ = image_scale(data)
     rows: list[dict] = []
-    for label_file in tqdm(sorted(Path(f) for f in label_files), desc="generate", unit="volume"):
+    for case_id, label_file in tqdm(label_map_ids(label_files), desc="generate", unit="volume"):
         vol = load_volume(label_file, np.integer)
         classes = label_on_source_grid(vol, table, vol.array.shape, vol.affine)
         lab_c, aff_c = to_canonical(classes, vol.affine)
@@ -318,7 +318,19 @@ def generate_from_label_files(generator_path: Path, label_files: Sequence[Path],
         add_body_class(lab_r, fill_holes_inplane(lab_r > 0), table)
         meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
                 "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(), "modality": data["modality"]}
-        case_id = label_file.name.split(".")[0]
         rows += write_samples(G, num_classes, case_id, lab_r, classes, meta, Path(out_dir) / case_id, settings,
                               tile)[0]
     return [{**row, "part": "", **provenance(state)} for row in rows]
+
+
+def label_map_ids(label_files: Sequence[Path]) -> list[tuple[str, Path]]:
+    """(case id, file) of label maps, sorted: the file name without its NIfTI suffix, each the name of its
+    output folder. Two maps with one id (``a.nii`` beside ``a.nii.gz``) would write into one folder."""
+    ids: dict[str, Path] = {}
+    for label_file in sorted(Path(f) for f in label_files):
+        case_id = nifti_stem(label_file)
+        if case_id in ids:
+            raise ValueError(f"{ids[case_id]} and {label_file}: both name case {case_id!r}, whose volumes "
+                             "would overwrite each other; rename one or move it to another folder")
+        ids[case_id] = label_file
+    return list(ids.items())

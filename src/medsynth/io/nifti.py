@@ -131,6 +131,16 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     return path
 
 
+def nifti_stem(path: Path) -> str:
+    """A NIfTI file's name without ``.nii.gz`` / ``.nii``: the whole rest, dots included (``pat01.study2``,
+    DICOM UIDs), so names that differ only after a first dot stay apart."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _single_file_map(stream) -> dict:
     """A single-file NIfTI (header and voxels in one stream), for nibabel's file-map interface."""
     return {"header": nib.FileHolder(fileobj=stream), "image": nib.FileHolder(fileobj=stream)}
