@@ -238,6 +238,31 @@ def test_back_to_source_gives_source_grid(preprocessed, index, spacing_xy) -> No
         assert set(np.unique(back).tolist()) <= set(np.unique(src).tolist())
 
 
+@pytest.mark.parametrize("storage", ["RAS", "LPS", "PLS"])
+@pytest.mark.parametrize("order", [0, 1])
+def test_back_to_source_covers_the_whole_field_of_view_when_the_grid_rounds_short(storage, order) -> None:
+    """50 voxels of 0.7 mm on a 1.5 mm grid: 23 voxels, 0.5 mm short of the source's 35 mm. The source's
+    last row and column (index 0 stored LPS) came back as cval, i.e. background under labels that reach
+    the field of view's edge (a body cut by the scan's field of view). PLS: axes swapped, the general path."""
+    from medsynth.data.geometry import inplane_grid
+
+    n = 50
+    # The world direction (x, y, z) of voxel axes 0 and 1.
+    axis0, axis1 = {"RAS": ([0.7, 0, 0], [0, 0.7, 0]), "LPS": ([-0.7, 0, 0], [0, -0.7, 0]),
+                    "PLS": ([0, -0.7, 0], [-0.7, 0, 0])}[storage]
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = axis0, axis1, [0, 0, 2.5], [17.0, 17.0, -100.0]
+    assert "".join(nib.aff2axcodes(affine)) == storage
+    src = np.full((n, n, 3), 5.0, np.float32) if order else np.full((n, n, 3), 2, np.uint8)
+    canonical, aff_c = to_canonical(src, affine)
+    shape, grid_affine = inplane_grid(canonical.shape, aff_c, 1.5)
+    assert shape[:2] == (23, 23)
+    grid = resample_to_grid(canonical, aff_c, grid_affine, shape, order=order, cval=0)
+    meta = {"affine": grid_affine.tolist(), "source_affine": affine.tolist(), "source_shape": [n, n, 3]}
+    back = back_to_source(grid, meta, order=order, cval=0)
+    np.testing.assert_array_equal(back, src)  # every voxel, the last row and column included
+
+
 def test_same_patient_stored_lps_gives_identical_outputs(tmp_path: Path, preprocessed) -> None:
     ras = preprocessed(0, 8.0)
     case = ras.case

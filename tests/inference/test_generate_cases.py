@@ -302,6 +302,31 @@ def test_generated_tissue_lies_under_every_label_wider_than_the_crop_and_on_low_
     assert (image[written == 0] == -1000).sum() > 0.5 * (ct == -1000).sum()  # air stays at the background value
 
 
+def test_a_body_cut_by_the_field_of_view_has_generated_tissue_up_to_its_edge(tmp_path):
+    """A large patient fills the scan's field of view (labels on every edge voxel), stored LPS at 0.7 mm
+    and trained at 1.5 mm: the 23-voxel grid stops 0.5 mm short of the 35 mm field of view. The source's
+    last row and column (index 0, stored LPS) had come back at -1000 under their labels (4 % of them)."""
+    n = 50
+    affine = np.diag([-0.7, -0.7, 2.5, 1.0])
+    affine[:3, 3] = [17.0, 17.0, -100.0]
+    ct, label = np.full((n, n, 4), 40, np.int16), np.full((n, n, 4), 2, np.uint8)  # body everywhere
+    ct[15:35, 15:35], label[15:35, 15:35] = 60, 3
+    save_volume(tmp_path / "ct.nii.gz", ct, affine)
+    save_volume(tmp_path / "label.nii.gz", label, affine)
+    pre = tmp_path / "pre"
+    meta = preprocess_case("c", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", pre, TABLE,
+                           PreprocessSettings("CT", 1.5))
+    assert meta["shape"][:2] == [23, 23]
+    grid = [load_volume(pre / f"{k}.nii.gz").array for k in ("image", "label", "mask")]
+    slice_case(grid[0].astype(np.float32), grid[1], grid[2], SliceSettings(size=16)).save(tmp_path / "slices.npz")
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes).eval()
+    rows = generate_case(G, TABLE.num_classes, _case(tmp_path, pre), tmp_path / "out", TABLE, _settings(1, 0), 16)
+    image = load_volume(rows[0]["volume"]).array
+    assert rows[0]["tissue_at_background"] == 0.0
+    assert (image > -1000).all()  # every voxel is labelled: tissue everywhere, the edge rows included
+
+
 def test_a_stopped_generation_keeps_its_finished_cases_for_the_next_run(prepared, monkeypatch):
     """A generation job stopped at its time limit: Snakemake deletes its outputs before the retry, so the
     cases are written in a work folder; the retry takes up the closed ones, generates only the rest, and

@@ -64,12 +64,15 @@ def resample_to_grid(
     order: int,
     cval: float = 0.0,
     workers: int = 1,
+    edge: float = 0.5,
 ) -> np.ndarray:
     """Resample ``array`` (on ``src_affine``) onto the grid (``dst_affine``, ``dst_shape``).
 
     ``order=0`` is nearest neighbour, the only order allowed for label maps; it
     keeps the dtype. Interpolating an integer volume (an int16 CT) gives float32.
-    ``workers`` threads share the in-plane path slab by slab.
+    ``workers`` threads share the in-plane path slab by slab. Up to ``edge`` source voxels beyond the
+    outer voxel centres a sample takes the edge value (half a voxel: the source's field of view), cval
+    further out.
     """
     out_dtype = array.dtype if order == 0 or np.issubdtype(array.dtype, np.floating) else np.dtype(np.float32)
     vox = np.linalg.inv(src_affine) @ dst_affine
@@ -82,26 +85,26 @@ def resample_to_grid(
     # source air under its labels.
     if (np.allclose(vox[:3, :3], np.diag(scale), atol=1e-9) and np.all(np.abs(scale) > 1e-9) and scale[2] > 0
             and abs(scale[2] - 1) < 1e-9 and abs(shift[2]) < 1e-6 and dst_shape[2] == array.shape[2]):
-        return per_slab(lambda v: _resample_xy(v, scale[:2], shift[:2], tuple(dst_shape[:2]), order, cval, out_dtype),
-                        array, workers)
+        return per_slab(lambda v: _resample_xy(v, scale[:2], shift[:2], tuple(dst_shape[:2]), order, cval, out_dtype,
+                                               edge), array, workers)
     # Any other grid (oblique, or resampled along z): the edge value within half a voxel of the edge, as on
     # the fast path, cval beyond (scipy's "constant" gives cval beyond the edge voxels' centres).
     out = ndimage.affine_transform(array, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape),
                                    output=out_dtype, order=order, mode="nearest")
-    _fill_outside(out, vox, array.shape, cval)
+    _fill_outside(out, vox, array.shape, cval, edge)
     return out
 
 
-def _fill_outside(out: np.ndarray, vox: np.ndarray, src_shape: tuple[int, ...], cval: float) -> None:
-    """Set ``cval`` (in place) where ``out``'s voxels map (by ``vox``) more than half a voxel beyond the
+def _fill_outside(out: np.ndarray, vox: np.ndarray, src_shape: tuple[int, ...], cval: float, edge: float) -> None:
+    """Set ``cval`` (in place) where ``out``'s voxels map (by ``vox``) more than ``edge`` voxels beyond the
     source's voxel centres; computed a z-slice at a time (a coordinate array of the whole grid would be
     three times the volume in float64)."""
     i, j = np.meshgrid(np.arange(out.shape[0]), np.arange(out.shape[1]), indexing="ij")
     plane = vox[:3, 0, None, None] * i + vox[:3, 1, None, None] * j + vox[:3, 3, None, None]  # (3, X, Y)
-    hi = np.asarray(src_shape[:3], np.float64)[:, None, None] - 0.5
+    hi = np.asarray(src_shape[:3], np.float64)[:, None, None] - 1.0 + edge
     for k in range(out.shape[2]):
         src = plane + vox[:3, 2, None, None] * k
-        outside = ((src < -0.5) | (src > hi)).any(axis=0)
+        outside = ((src < -edge) | (src > hi)).any(axis=0)
         if outside.any():
             out[:, :, k][outside] = cval
 
@@ -117,7 +120,7 @@ def per_slab(func: Callable[[np.ndarray], np.ndarray], volume: np.ndarray, worke
 
 
 def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], order: int, cval: float,
-                 out_dtype: np.dtype) -> np.ndarray:
+                 out_dtype: np.dtype, edge: float = 0.5) -> np.ndarray:
     """In-plane scaling, z untouched: two 1-D passes of index arithmetic.
 
     This is the preprocessing path (canonical volume -> training grid), several
@@ -127,8 +130,8 @@ def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], ord
     for axis in (0, 1):
         n_in = array.shape[axis]
         raw = np.arange(shape_xy[axis]) * scale[axis] + shift[axis]
-        # Within half a voxel of the edge a sample takes the edge value; further out it is cval.
-        outside = (raw < -0.5) | (raw > n_in - 0.5)
+        # Within ``edge`` voxels of the edge voxel's centre a sample takes the edge value; further out cval.
+        outside = (raw < -edge) | (raw > n_in - 1 + edge)
         pos = np.clip(raw, 0, n_in - 1)
         if order == 0:
             # floor(p + 0.5): ties go up, as with scipy's nearest neighbour

@@ -356,7 +356,13 @@ def labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable, 
 
 
 def back_to_source(volume: np.ndarray, meta: dict, *, order: int, cval: float) -> np.ndarray:
-    """Map a volume on the preprocessed grid back onto the source grid (shape and affine)."""
+    """Map a volume on the preprocessed grid back onto the source grid (shape and affine).
+
+    The grid covers the source's field of view up to the rounding of its voxel count (``inplane_grid``):
+    it can stop up to half a grid voxel short of the source's edge, so the edge value reaches a whole grid
+    voxel beyond its outer centres. With half a voxel, as resampling elsewhere, the source's last row and
+    column (0.7 mm voxels on a 1.5 mm grid) came back as background under their labels.
+    """
     return resample_to_grid(
         volume,
         np.asarray(meta["affine"]),
@@ -364,6 +370,7 @@ def back_to_source(volume: np.ndarray, meta: dict, *, order: int, cval: float) -
         tuple(meta["source_shape"]),
         order=order,
         cval=cval,
+        edge=1.0,
     )
 
 
