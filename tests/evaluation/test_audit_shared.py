@@ -108,18 +108,37 @@ def test_a_volume_without_generated_slices_is_audited_as_such(cohort, tmp_path: 
         assert next(r for r in rows if r["case_id"] == "p1")["nearest_ratio_min"] > 0  # the others still scored
 
 
+def test_the_audit_says_how_much_of_each_volume_its_crops_cover(cohort, tmp_path: Path) -> None:
+    """The audit sees the crops of the kept slices; the volume covers every labelled slice over the whole
+    labelled extent (a body wider than the crop, slices with too little body for the slicing)."""
+    from medsynth.evaluation.memorisation_audit import SharedCase
+    from medsynth.io.nifti import save_volume
+
+    _, files, train, test, samples = cohort
+    grid = np.zeros((24, 24, 6), np.uint8)
+    grid[:, :, :5] = 2  # 5 labelled slices of 24 x 24; the crops: 4 slices of 16 x 16 labelled voxels
+    label = save_volume(tmp_path / "pre" / "p1" / "label.nii.gz", grid, np.diag([6.0, 6.0, 8.0, 1.0]))
+    shared = [SharedCase("p1", "p1", files["p1"], samples["p1"], own=True, grid_label=label),
+              SharedCase("p2", "p2", files["p2"], samples["p2"], own=True)]  # no grid label: NA
+    rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
+    by = {r["case_id"]: r for r in rows}
+    assert by["p1"]["audited_share"] == pytest.approx(4 * 16 * 16 / (5 * 24 * 24))
+    assert by["p2"]["audited_share"] is None
+    assert summary["audited_share"] == pytest.approx(4 * 16 * 16 / (5 * 24 * 24))
+
+
 def test_the_export_leaves_flagged_volumes_out_and_ships_the_audit(tmp_path: Path) -> None:
     from medsynth.sharing.nnunet_export import ExportCase, apply_audit
 
     cases = [ExportCase(f"c{i}_syn00", Path(f"c{i}.nii.gz"), Path("l.nii.gz"), f"p{i}",
                         provenance={"synthetic": True, "case_id": f"c{i}", "sample": "0"}) for i in range(3)]
     rows = [{"case_id": f"c{i}", "sample": "0", "own_ratio_min": "0.9", "nearest_ratio_min": "1.1",
-             "flagged": "True" if i == 1 else "False"} for i in range(3)]
+             "audited_share": "0.7", "flagged": "True" if i == 1 else "False"} for i in range(3)]
     kept, summary = apply_audit(cases, rows, refuse=True)
     assert [c.identifier for c in kept] == ["c0_syn00", "c2_syn00"]
     assert summary["flagged"] == summary["refused"] == ["c1_syn00"]
     assert kept[0].provenance["memorisation"] == {"own_ratio_min": "0.9", "nearest_ratio_min": "1.1",
-                                                  "flagged": "False"}
+                                                  "audited_share": "0.7", "flagged": "False"}
     shipped, summary = apply_audit(cases, rows, refuse=False)
     assert len(shipped) == 3 and summary["refused"] == [] and shipped[1].provenance["memorisation"]["flagged"] == "True"
     with pytest.raises(ValueError, match="c2_syn00 has no row in the memorisation audit"):

@@ -265,6 +265,11 @@ def test_export_is_a_dataset_nnunet_accepts(finished):
         flagged = {(r["case_id"], int(r["sample"])) for r in audit if r["flagged"] == "True"}
         assert shipped == audited - flagged and meta["medsynth"]["memorisation_audit"]["audited"] == len(audit)
         assert all(r["own_ratio_median"] != "NA" for r in audit if exp == "tiny" and "." not in r["case_id"])
+        # How much of each volume the audit's crops saw: a share, carried into dataset.json per case.
+        shares = {(r["case_id"], int(r["sample"])): r["audited_share"] for r in audit}
+        assert all(0 < float(v) <= 1 for v in shares.values())
+        assert all(c["memorisation"]["audited_share"] == shares[(c["case_id"], int(c["sample"]))]
+                   for c in meta["medsynth"]["cases"].values() if c["synthetic"])
         folds = json.loads((root / folder / "splits_final.json").read_text())
         patient = {i: c["patient"] for i, c in meta["medsynth"]["cases"].items()}
         for f in folds:  # a patient's synthetic variants and real scan never straddle a fold

@@ -430,7 +430,8 @@ def export_inputs(wildcards):
 
 def audit_shared_inputs(wildcards):
     """What the memorisation audit of the exported cases reads: the slices each exported case was generated
-    from (its body masks; paired, the real image of its label map), the test cases' real slices (paired:
+    from (its body masks; paired, the real image of its label map) and its whole label map on the training
+    grid (how much of the volume the crops audit), the test cases' real slices (paired:
     the unit of the own-image distance), and the image dataset's training slices (and their patients) and
     test slices (the unit of the nearest-training distance)."""
     exp = config["experiments"][wildcards.experiment]
@@ -438,6 +439,7 @@ def audit_shared_inputs(wildcards):
     shared = [(own, split_of(own, export_parts()))] + [(d, sorted(cases_of(d))) for d in exp.get("generate_from", [])]
     return {
         "shared": [p for d, cases in shared for p in case_paths(d, cases, "results/slices/{dataset}/cases/{case}/slices.npz")],
+        "grid_labels": [p for d, cases in shared for p in case_paths(d, cases, "results/preprocess/{dataset}/{case}/label.nii.gz")],
         "test": case_slices(own, ("test",)),
         "train_images": case_slices(images, ("train",)),
         "train_split": checkpoints.split.get(dataset=images).output.split,

@@ -12,9 +12,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
     cases_dir = Path(sm.input.cases)
     slices = {(Path(p).parents[2].name, Path(p).parent.name): Path(p) for p in sm.input.shared}
+    grid = {(Path(p).parents[1].name, Path(p).parent.name): Path(p) for p in sm.input.grid_labels}
     shared = [SharedCase(r["case_id"], r["patient_id"], slices[(r["dataset"], r["source_case"])],
                          samples_file(cases_dir, r["case_id"]),
-                         own=sm.params.paired and r["part"] != "generate_from")
+                         own=sm.params.paired and r["part"] != "generate_from",
+                         grid_label=grid[(r["dataset"], r["source_case"])])
               for r in read_tsv(sm.input.manifest) if r["part"] in sm.params.parts or r["part"] == "generate_from"]
     shared = sorted(set(shared))  # the manifest has a row per sample
     patients = {r["case_id"]: r["patient_id"] for r in read_tsv(sm.input.train_split)}
@@ -23,5 +25,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                                  sm.params.paired, sm.params.threshold)
     write_tsv(sm.output[0], rows, EXPORT_AUDIT_COLUMNS)
     logging.getLogger("medsynth").info(
-        "audited %d exported volumes: %d flagged (threshold %g, own-image unit %.4g, nearest unit %.4g)",
-        summary["volumes"], summary["flagged"], summary["threshold"], summary["own_scale"], summary["nearest_scale"])
+        "audited %d exported volumes: %d flagged (threshold %g, own-image unit %.4g, nearest unit %.4g); the crops "
+        "audited hold %.1f %% of their labelled voxels", summary["volumes"], summary["flagged"], summary["threshold"],
+        summary["own_scale"], summary["nearest_scale"], 100 * summary["audited_share"])

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from medsynth.data.slice_batches import Rebatch, slice_chunks
+from medsynth.io.nifti import load_volume
 from medsynth.io.npz import npz_shape
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case
 from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training
@@ -198,7 +199,8 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
 
 
 # The audit of what is shared: every exported synthetic volume (the training label maps' and generate_from's).
-EXPORT_AUDIT_COLUMNS = ["case_id", "sample", "patient_id", "slices", "own_ratio_median", "own_ratio_min",
+EXPORT_AUDIT_COLUMNS = ["case_id", "sample", "patient_id", "slices", "audited_share", "own_ratio_median",
+                        "own_ratio_min",
                         "nearest_ratio_median", "nearest_ratio_min", "nearest_case", "nearest_z", "flagged_slices",
                         "flagged", "note"]
 
@@ -210,6 +212,7 @@ class SharedCase(NamedTuple):
     slices: Path  # its slices.npz: body masks and z (and, with ``own``, the real image of its label map)
     samples: Path  # generate's samples.npz of the case
     own: bool  # a paired generator trained on the real image of this label map: compare with it
+    grid_label: Path | None = None  # its label map on the training grid (preprocess): the body the volume covers
 
 
 def rms_inside(a: torch.Tensor, b: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
@@ -240,22 +243,38 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], train
     dataset, of another patient when paired, in units of the real test slices' median nearest-training
     distance (``metrics.memorisation``). A volume is flagged when any of its slices is below ``threshold``
     in either. A check that has nothing to compare with (one training patient, paired: no other patient's
-    slices; a volume without generated slices) is NA and its ``note`` says why; the other still counts."""
+    slices; a volume without generated slices) is NA and its ``note`` says why; the other still counts.
+    The audit sees the crops of the slices training kept; a volume covers its whole body (every labelled
+    slice, the whole labelled extent): ``audited_share`` says how much of it was audited."""
     train = training_images(train_files)
     reference = nearest_of(slice_chunks(reference_files), train.images).distance
     scale = float(np.median(reference)) if reference.size else math.nan
     own = own_scale(test_cases) if paired else math.nan
     patient_of = np.array([train_patients.get(c, c) for c in train.case_ids])
-    rows = []
+    rows, audited, body = [], 0, 0
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
         others = patient_of != case.patient if paired else None  # paired: the own patient is the own-image check
+        seen, whole = audited_voxels(real.labels, case.grid_label)
+        if whole:
+            audited, body = audited + seen * len(fakes), body + whole * len(fakes)
         for k, fake in enumerate(torch.from_numpy(fakes)):
             rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
+                         "audited_share": seen / whole if whole else None,
                          **_audit_volume(fake, real, case.own, train, others, (scale, own), threshold)})
     summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
-               "nearest_scale": scale, "own_scale": own, "paired": paired}
+               "nearest_scale": scale, "own_scale": own, "paired": paired,
+               "audited_share": audited / body if body else math.nan}
     return rows, summary
+
+
+def audited_voxels(crop_labels: np.ndarray, grid_label: Path | None) -> tuple[int, int]:
+    """(labelled voxels in the audited crops, labelled voxels of the whole label map on the training grid);
+    one crop per kept slice, so the crops do not overlap. Without the grid label map: (crops', 0)."""
+    seen = int(np.count_nonzero(crop_labels))
+    if grid_label is None:
+        return seen, 0
+    return seen, int(np.count_nonzero(load_volume(Path(grid_label), np.uint8).array))
 
 
 def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.ndarray | None,

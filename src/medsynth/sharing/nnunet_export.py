@@ -275,7 +275,7 @@ def apply_audit(cases: Sequence[ExportCase], rows: Sequence[Mapping[str, str]],
         if row is None:
             raise ValueError(f"{case.image}: synthetic case {case.identifier} has no row in the memorisation audit; "
                              "run it again (snakemake -R audit_shared)")
-        marks = {k: row[k] for k in ("own_ratio_min", "nearest_ratio_min", "flagged")}
+        marks = {k: row.get(k, "") for k in ("own_ratio_min", "nearest_ratio_min", "audited_share", "flagged")}
         if row["flagged"] == "True":
             flagged.append(case.identifier)
             if refuse:
