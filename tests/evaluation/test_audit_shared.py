@@ -50,7 +50,7 @@ def test_a_copy_of_its_own_scan_or_of_another_training_patient_is_flagged(cohort
 
     real, files, train, test, samples = cohort
     shared = [SharedCase(p, p, files[p], samples[p], own=True) for p in samples]
-    rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
+    rows, summary = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
     by = {r["case_id"]: r for r in rows}
     assert by["p0"]["own_ratio_min"] == 0 and by["p0"]["flagged"]  # its own real scan, copied
     assert by["p1"]["own_ratio_median"] > 0.7 and not by["p1"]["flagged"]  # as far as on unseen patients
@@ -65,27 +65,54 @@ def test_unpaired_has_no_own_image_and_compares_with_every_training_slice(cohort
 
     _, files, train, test, samples = cohort
     shared = [SharedCase("p0", "p0", files["p0"], samples["p0"], own=False)]
-    rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired=False, threshold=0.5)
+    rows, summary = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired=False, threshold=0.5)
     (row,) = rows
     assert row["own_ratio_min"] is None and row["own_ratio_median"] is None  # NA: nothing to compare with
     assert row["nearest_case"] == "p0" and row["nearest_ratio_min"] < 1e-3 and row["flagged"]
 
 
-def test_one_training_patient_keeps_the_own_image_check_and_says_why_the_other_is_na(cohort) -> None:
-    """Paired, every training slice is the case's own patient's (a 1/1/1 split, or one patient's studies):
-    no other patient to compare with. The own-image check still flags a copy of the scan."""
+def test_one_training_scan_keeps_the_own_image_check_and_says_why_the_other_is_na(cohort) -> None:
+    """Paired, every training slice is the case's own scan's (a 1/1/1 split): nothing else to search. The
+    own-image check still flags a copy of the scan. Another study of the same patient (p1 here) is searched:
+    its nearest training slices are p0's."""
     from medsynth.evaluation.memorisation_audit import SharedCase
 
     real, files, _, test, samples = cohort
     shared = [SharedCase(p, "p0", files[p], samples[p], own=True) for p in ("p0", "p1")]
-    rows, _ = audit_shared(shared, [files["p0"]], {"p0": "p0"}, [files["p4"], files["p5"]], test, paired=True,
-                           threshold=0.5)
+    rows, _ = audit_shared(shared, [files["p0"]], [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
     by = {r["case_id"]: r for r in rows}
-    for row in rows:
-        assert row["nearest_ratio_min"] is None and row["nearest_case"] is None
-        assert "the training set has no other patient" in row["note"]
+    assert by["p0"]["nearest_ratio_min"] is None and by["p0"]["nearest_case"] is None
+    assert "the training set holds only this case's own slices" in by["p0"]["note"]
     assert by["p0"]["own_ratio_min"] == 0 and by["p0"]["flagged"]
+    assert by["p1"]["nearest_case"] == "p0" and by["p1"]["nearest_ratio_min"] > 0.5 and by["p1"]["note"] == ""
     assert by["p1"]["own_ratio_min"] > 0.5 and not by["p1"]["flagged"]
+
+
+def test_a_copy_of_another_study_of_a_training_patient_is_flagged(cohort) -> None:
+    """A generate_from study of training patient p3 (no own-image check: the generator never saw this scan),
+    whose volume reproduces p3's training scan; and a training scan of p3's whose volume copies p3's other
+    training scan. The own patient's other scans are searched: both flagged, nearest p3."""
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    _, files, train, test, samples = cohort
+    shared = [SharedCase("followup.p2", "p3", files["p2"], samples["p2"], own=False),  # samples["p2"]: p3's scan
+              SharedCase("p2", "p3", files["p2"], samples["p2"], own=True)]  # p2 and p3: two studies of p3
+    rows, _ = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
+    for row in rows:
+        assert row["nearest_case"] == "p3" and row["nearest_ratio_min"] < 1e-3 and row["flagged"], row
+
+
+def test_without_generated_test_slices_the_own_scan_is_searched_and_the_note_says_why(cohort) -> None:
+    """No generated test slice: the own-image check has no unit. A copy of its own scan must still flag."""
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    _, files, train, _, samples = cohort
+    rows, summary = audit_shared([SharedCase("p0", "p0", files["p0"], samples["p0"], own=True)], train,
+                                 [files["p4"], files["p5"]], [], paired=True, threshold=0.5)
+    (row,) = rows
+    assert np.isnan(summary["own_scale"]) and row["own_ratio_min"] is None
+    assert row["note"].startswith("own image: NA, no generated test slice")
+    assert row["nearest_case"] == "p0" and row["nearest_ratio_min"] < 1e-3 and row["flagged"]
 
 
 def test_a_volume_without_generated_slices_is_audited_as_such(cohort, tmp_path: Path) -> None:
@@ -101,7 +128,7 @@ def test_a_volume_without_generated_slices_is_audited_as_such(cohort, tmp_path: 
     shared = [SharedCase("e", "p9", empty, tmp_path / "gen" / "e" / "samples.npz", own=True),
               SharedCase("p1", "p1", files["p1"], samples["p1"], own=True)]
     for paired in (True, False):
-        rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired, threshold=0.5)
+        rows, summary = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired, threshold=0.5)
         e = [r for r in rows if r["case_id"] == "e"]
         assert len(e) == 2 and all(r["slices"] == 0 and not r["flagged"] and r["nearest_ratio_min"] is None
                                    and r["note"].startswith("no generated slice") for r in e)
@@ -120,7 +147,7 @@ def test_the_audit_says_how_much_of_each_volume_its_crops_cover(cohort, tmp_path
     label = save_volume(tmp_path / "pre" / "p1" / "label.nii.gz", grid, np.diag([6.0, 6.0, 8.0, 1.0]))
     shared = [SharedCase("p1", "p1", files["p1"], samples["p1"], own=True, grid_label=label),
               SharedCase("p2", "p2", files["p2"], samples["p2"], own=True)]  # no grid label: NA
-    rows, summary = audit_shared(shared, train, {}, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
+    rows, summary = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
     by = {r["case_id"]: r for r in rows}
     assert by["p1"]["audited_share"] == pytest.approx(4 * 16 * 16 / (5 * 24 * 24))
     assert by["p2"]["audited_share"] is None

@@ -68,9 +68,8 @@ def audit_shared(c: dict) -> None:
     cases_dir = Path(c["cases_dir"])
     shared = [SharedCase(case, f"p_{case}", Path(real), gen, own=True)
               for case, real, gen in generated_cases(c["train"], cases_dir)]
-    patients = {Path(f).parent.name: f"p_{Path(f).parent.name}" for f in c["train"]}
     test = [(real, gen) for _, real, gen in generated_cases(c["test"], cases_dir)]
-    audit_shared(shared, c["train"], patients, c["test"], test, True, 0.5)
+    audit_shared(shared, c["train"], c["test"], test, True, 0.5)
 
 
 def segmenter(c: dict) -> None:

@@ -432,8 +432,8 @@ def audit_shared_inputs(wildcards):
     """What the memorisation audit of the exported cases reads: the slices each exported case was generated
     from (its body masks; paired, the real image of its label map) and its whole label map on the training
     grid (how much of the volume the crops audit), the test cases' real slices (paired:
-    the unit of the own-image distance), and the image dataset's training slices (and their patients) and
-    test slices (the unit of the nearest-training distance)."""
+    the unit of the own-image distance), and the image dataset's training slices and test slices (the unit
+    of the nearest-training distance)."""
     exp = config["experiments"][wildcards.experiment]
     own, images = experiment_dataset(wildcards), image_dataset(wildcards)
     shared = [(own, split_of(own, export_parts()))] + [(d, sorted(cases_of(d))) for d in exp.get("generate_from", [])]
@@ -442,7 +442,6 @@ def audit_shared_inputs(wildcards):
         "grid_labels": [p for d, cases in shared for p in case_paths(d, cases, "results/preprocess/{dataset}/{case}/label.nii.gz")],
         "test": case_slices(own, ("test",)),
         "train_images": case_slices(images, ("train",)),
-        "train_split": checkpoints.split.get(dataset=images).output.split,
         "reference": case_slices(images, ("test",)),
     }
 

@@ -19,10 +19,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                          grid_label=grid[(r["dataset"], r["source_case"])])
               for r in read_tsv(sm.input.manifest) if r["part"] in sm.params.parts or r["part"] == "generate_from"]
     shared = sorted(set(shared))  # the manifest has a row per sample
-    patients = {r["case_id"]: r["patient_id"] for r in read_tsv(sm.input.train_split)}
     test = [(real, gen) for _, real, gen in generated_cases(sm.input.test, cases_dir)]
-    rows, summary = audit_shared(shared, sm.input.train_images, patients, sm.input.reference, test,
-                                 sm.params.paired, sm.params.threshold)
+    rows, summary = audit_shared(shared, sm.input.train_images, sm.input.reference, test, sm.params.paired,
+                                 sm.params.threshold)
     write_tsv(sm.output[0], rows, EXPORT_AUDIT_COLUMNS)
     logging.getLogger("medsynth").info(
         "audited %d exported volumes: %d flagged (threshold %g, own-image unit %.4g, nearest unit %.4g); the crops "

@@ -233,39 +233,48 @@ def own_scale(test_cases: Sequence[tuple[Path, Path]]) -> float:
     return float(np.median(np.concatenate(dists))) if dists else math.nan
 
 
-def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], train_patients: Mapping[str, str],
-                 reference_files: Sequence[Path], test_cases: Sequence[tuple[Path, Path]], paired: bool,
-                 threshold: float) -> tuple[list[dict], dict]:
+def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], reference_files: Sequence[Path],
+                 test_cases: Sequence[tuple[Path, Path]], paired: bool, threshold: float) -> tuple[list[dict], dict]:
     """Rows of ``EXPORT_AUDIT_COLUMNS`` per exported volume (case, sample) and the summary.
 
     Each generated slice against (a) the real image of its own label map (paired: the generator was trained
     on it), in units of ``own_scale`` over the test cases, and (b) its nearest training slice of the image
-    dataset, of another patient when paired, in units of the real test slices' median nearest-training
-    distance (``metrics.memorisation``). A volume is flagged when any of its slices is below ``threshold``
-    in either. A check that has nothing to compare with (one training patient, paired: no other patient's
-    slices; a volume without generated slices) is NA and its ``note`` says why; the other still counts.
+    dataset, in units of the real test slices' median nearest-training distance (``metrics.memorisation``):
+    every training slice but those (a) covers, so another study of the same patient is searched (a
+    generate_from case of a training patient, or a patient with several training studies). A volume is
+    flagged when any of its slices is below ``threshold`` in either. A check that has nothing to compare
+    with (no generated test slice for (a)'s unit: then (b) searches the own slices too; no training slice
+    but the case's own; a volume without generated slices) is NA and its ``note`` says why.
     The audit sees the crops of the slices training kept; a volume covers its whole body (every labelled
     slice, the whole labelled extent): ``audited_share`` says how much of it was audited."""
     train = training_images(train_files)
     reference = nearest_of(slice_chunks(reference_files), train.images).distance
     scale = float(np.median(reference)) if reference.size else math.nan
     own = own_scale(test_cases) if paired else math.nan
-    patient_of = np.array([train_patients.get(c, c) for c in train.case_ids])
+    train_cases = np.array(train.case_ids)
     rows, audited, body = [], 0, 0
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
-        others = patient_of != case.patient if paired else None  # paired: the own patient is the own-image check
+        own_check = paired and case.own and own > 0  # the generator trained on this label map's real image
+        own_na = paired and case.own and not own > 0 and len(real.z) > 0
+        others = train_cases != Path(case.slices).parent.name if own_check else None
         seen, whole = audited_voxels(real.labels, case.grid_label)
         if whole:
             audited, body = audited + seen * len(fakes), body + whole * len(fakes)
         for k, fake in enumerate(torch.from_numpy(fakes)):
             rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
                          "audited_share": seen / whole if whole else None,
-                         **_audit_volume(fake, real, case.own, train, others, (scale, own), threshold)})
+                         **_audit_volume(fake, real, own_check, train, others, (scale, own), threshold)})
+            if own_na:
+                rows[-1]["note"] = "; ".join(filter(None, [OWN_NA, rows[-1]["note"]]))
     summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
                "nearest_scale": scale, "own_scale": own, "paired": paired,
                "audited_share": audited / body if body else math.nan}
     return rows, summary
+
+
+OWN_NA = ("own image: NA, no generated test slice to scale the distance (its own training slices are "
+          "searched as nearest training slices instead)")
 
 
 def audited_voxels(crop_labels: np.ndarray, grid_label: Path | None) -> tuple[int, int]:
@@ -287,8 +296,8 @@ def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.n
     if n == 0:
         notes.append("no generated slice (the label map has no slice the slicing kept)")
     elif others is not None and not others.any():
-        notes.append("nearest training slice: NA, the training set has no other patient (the own-image "
-                     "check covers this patient's)")
+        notes.append("nearest training slice: NA, the training set holds only this case's own slices (the "
+                     "own-image check covers them)")
     elif not scale > 0:
         notes.append("nearest training slice: NA, no real test slice to scale the distance")
     else:
