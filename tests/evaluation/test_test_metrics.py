@@ -213,6 +213,31 @@ def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> N
     assert m["memorisation_ratio"]["mean"] == pytest.approx(1.0, abs=0.02)
 
 
+def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Path) -> None:
+    """Every test case's slicing kept no slice (slice.require_classes, a one-patient test split): each metric
+    is NA and says why, none reads as a score, nothing raises."""
+    from medsynth.evaluation.memorisation_audit import memorisation_summary
+    from medsynth.evaluation.test_metrics import NO_SLICES, TOO_FEW, _perceptual_summary
+    from medsynth.metrics.memorisation import Nearest, compare
+
+    empty = CaseSlices(np.zeros((0, 16, 16), np.float32), *(np.zeros((0, 16, 16), np.uint8),) * 2,
+                       np.zeros(0, np.int32), np.zeros((0, 2), np.int32)).save(tmp_path / "c" / "slices.npz")
+    np.savez(tmp_path / "c" / "samples.npz", samples=np.zeros((2, 0, 16, 16), np.float16), z=np.zeros(0, np.int32))
+    summary, per_case = evaluate_cases([("c", empty, tmp_path / "c" / "samples.npz")], True, [empty])
+    assert len(per_case) == 2 and {r["slices"] for r in per_case} == {0}
+    for row in summary:
+        assert math.isnan(row["mean"]) and row["n"] == 0 and row["note"] == NO_SLICES, row
+    nan = float("nan")
+    scores = {"fid": nan, "kid": nan, "kid_std": nan, "lpips": nan, "lpips_diversity": nan}
+    rows = {r["metric"]: r["note"] for r in _perceptual_summary(scores, {"fake": 1, "lpips": 1, "lpips_diversity": 0},
+                                                                 True)}
+    assert rows["fid"] == rows["kid"] == TOO_FEW
+    none = Nearest(np.zeros(0), np.zeros(0, np.int64))
+    rows = memorisation_summary(compare(none, Nearest(np.ones(3), np.zeros(3, np.int64)), 0.5).summary, None)
+    assert all(math.isnan(r["mean"]) and "no generated test slice" in r["note"] for r in rows if "inception" not in
+               r["metric"])
+
+
 def test_segmentation_summary_is_the_organ_mean_and_names_its_classes() -> None:
     nan = math.nan
     rows = [{"class": "background", "dice_generated": 0.9, "dice_real": 0.95},

@@ -327,6 +327,18 @@ def test_a_body_cut_by_the_field_of_view_has_generated_tissue_up_to_its_edge(tmp
     assert (image > -1000).all()  # every voxel is labelled: tissue everywhere, the edge rows included
 
 
+def test_a_generator_giving_nan_is_refused_naming_the_case(prepared):
+    """Broken weights (a diverged training) give NaN; written as int16 HU it would be any number."""
+    case, pre, _, _, tmp = prepared
+    torch.manual_seed(0)
+    G = build_generator(SPEC, TABLE.num_classes).eval()
+    with torch.no_grad():
+        next(p for p in G.parameters() if p.dim() > 1).fill_(float("nan"))
+    with pytest.raises(ValueError, match="case c, sample 0: the generator gave .* non-finite values"):
+        generate_case(G, TABLE.num_classes, _case(tmp, pre), tmp / "out", TABLE, _settings(1, 0), 64)
+    assert not list((tmp / "out").rglob("sample_0.nii.gz"))
+
+
 def test_a_stopped_generation_keeps_its_finished_cases_for_the_next_run(prepared, monkeypatch):
     """A generation job stopped at its time limit: Snakemake deletes its outputs before the retry, so the
     cases are written in a work folder; the retry takes up the closed ones, generates only the rest, and

@@ -39,6 +39,19 @@ def test_a_perfect_generator_scores_perfectly() -> None:
     assert flagged(rows) == []
 
 
+def test_a_perfect_generator_of_a_skewed_class_is_not_flagged() -> None:
+    """A bladder of urine (~10 HU) with 4 % layered excreted contrast (~2000 HU): its real mean (~90 HU) lies
+    above its own 95th percentile, so a mean-based flag marked a perfect generator."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    hu = np.where(rng.random(n) < 0.04, rng.normal(2000, 100, n), rng.normal(10, 8, n)).astype(np.float32)
+    images = np.concatenate([np.full(n, -1000, np.float32), hu]).reshape(1, 2, n)
+    labels = np.concatenate([np.zeros(n, np.uint8), np.ones(n, np.uint8)]).reshape(1, 2, n)
+    rows = class_intensity_table(images, labels, images.copy(), labels, ["background", "urinary_bladder"])
+    assert rows[1]["mean_real"] > rows[1]["p95_real"]  # the case that tripped the mean
+    assert flagged(rows) == [] and rows[1]["mean_abs_error"] == 0.0
+
+
 def test_one_organ_painted_300_hu_too_bright_is_flagged() -> None:
     real, labels = ct_slices(seed=0)
     fake, _ = ct_slices(seed=1)  # another draw of the same anatomy: noise differs, organ HU do not

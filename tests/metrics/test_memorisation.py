@@ -69,6 +69,17 @@ def test_test_slices_inside_the_training_set_are_refused() -> None:
         audit(_slices(3, 2), torch.ones(3, 32, 32), train, torch.ones(5, 32, 32), train)
 
 
+def test_nothing_to_compare_is_na_with_the_reason() -> None:
+    """No generated test slice, or no real one for the unit: NaN and a note, not an IndexError."""
+    from medsynth.metrics.memorisation import Nearest, compare
+
+    some, none = Nearest(np.array([0.2, 0.3]), np.array([0, 1])), Nearest(np.zeros(0), np.zeros(0, np.int64))
+    for gen, ref, why in ((none, some, "no generated test slice"), (some, none, "no real test slice")):
+        result = compare(gen, ref, 0.5)
+        assert np.isnan(result.summary["ratio_median"]) and result.summary["flagged"] == 0
+        assert why in result.summary["note"] and not result.flagged.any() and len(result.ratio) == len(gen.distance)
+
+
 def test_nearest_features_matches_a_brute_force_search_and_flags_copies() -> None:
     g = np.random.default_rng(0)
     train, real = g.normal(size=(40, 16)) * 1e-3, g.normal(size=(9, 16)) * 1e-3  # no fixed unit

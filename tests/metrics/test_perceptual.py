@@ -258,6 +258,17 @@ def test_kid_with_fewer_than_two_samples_is_nan(na, nb):
     assert np.isnan(mean) and np.isnan(std)
 
 
+@pytest.mark.parametrize("n", [0, 1])
+def test_frechet_distance_of_fewer_than_two_images_is_nan_not_an_error(n):
+    """One generated image has no covariance (np.cov gives NaN, eigh raised); a NaN must never read as 0."""
+    rng = np.random.default_rng(2)
+    real = P.gaussian_stats(rng.normal(size=(30, 6)))
+    assert np.isnan(P.frechet_distance(*P.gaussian_stats(rng.normal(loc=100.0, size=(n, 6))), *real))
+    with_nan = rng.normal(size=(30, 6))
+    with_nan[0, 0] = np.nan
+    assert np.isnan(P.frechet_distance(*P.gaussian_stats(with_nan), *real))
+
+
 # --------------------------------------------------------------------------------------------- weight folder
 
 

@@ -160,6 +160,10 @@ def memorisation_summary(pixel: dict, feature: dict | None) -> list[dict]:
             rows += [{"metric": f"memorisation_{name}{suffix}", "mean": math.nan, "std": math.nan, "n": 0,
                       "note": NO_WEIGHTS} for name in ("ratio", "flagged")]
             continue
+        if "note" in summary:  # nothing to compare: no generated or no real test slice
+            rows += [{"metric": f"memorisation_{name}{suffix}", "mean": math.nan, "std": math.nan, "n": 0,
+                      "note": summary["note"]} for name in ("ratio", "flagged")]
+            continue
         note = (f"{space} to the nearest training slice / the real test slices' median "
                 f"({summary['real_median_distance']:.3g}); flagged below {summary['threshold']:g}")
         rows += [{"metric": f"memorisation_ratio{suffix}", "mean": summary["ratio_median"], "std": math.nan,

@@ -31,6 +31,8 @@ from medsynth.models.segmenter import UNetSegmenter, load_segmenter
 COLUMNS = ["metric", "mean", "std", "n", "note"]
 NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
 NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
+NO_SLICES = "not computed: no generated test slice (the slicing kept none of the test label maps' slices)"
+TOO_FEW = "not computed: fewer than 2 generated test slices (a distribution needs two)"
 CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body",
                 "body_dice"]
 
@@ -79,18 +81,19 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             generated.add(fake_t, body)
             if scores is not None:
                 scores.push(fake_t, real_t if paired else None)
-    if not per_image:
-        raise ValueError("no test slices to evaluate: is the test split empty?")
+    if not per_case:
+        raise ValueError("no test cases to evaluate: is the test split empty?")
     summary = _pixel_summary(per_image)
     reference = IntensityHistogram()
     for images, masks in slice_chunks(reference_files):
         reference.add(images, masks)
     n = sum(len(v) for v in per_image["body_dice"])
-    summary.append({"metric": "intensity_w1", "mean": generated.w1(reference), "std": math.nan, "n": n})
+    summary.append({"metric": "intensity_w1", "mean": generated.w1(reference) if n else math.nan, "std": math.nan,
+                    "n": n, "note": "" if n else NO_SLICES})
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
                     "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
-                    "[-1, 1] units" if spread[1] else "not computed: one sample per label map"})
+                    "[-1, 1] units" if spread[1] else NO_SLICES if not n else "not computed: one sample per label map"})
     if scores is not None:
         summary += _perceptual_summary(scores.scores(), scores.counts, paired)
     return summary, per_case
@@ -113,6 +116,9 @@ def _pixel_summary(per_image: dict[str, list[np.ndarray]]) -> list[dict]:
             summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0, "note": NOT_PAIRED})
             continue
         values = np.concatenate(per_image[name])
+        if not values.size:
+            summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0, "note": NO_SLICES})
+            continue
         summary.append({"metric": name, "mean": float(values.mean()), "std": float(values.std()), "n": values.size})
     return summary
 
@@ -127,6 +133,8 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
         note = ""
         if math.isnan(value):
             note = NOT_PAIRED if name == "lpips" and not paired else (
+                NO_SLICES if not counts["fake"] else
+                TOO_FEW if name in ("fid", "kid") and counts["fake"] < 2 else
                 "not computed: one sample per label map" if name == "lpips_diversity" and not n
                 else NO_WEIGHTS)
         if name == "kid" and not note and scores.get("kid_whole_set"):

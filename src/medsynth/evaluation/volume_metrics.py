@@ -140,6 +140,9 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
         # Fewer planes than features leave the covariances singular: FID is then biased upward.
         fid_note = note if min(len(fg), len(fr)) >= FEATURES else (
             f"{note}; fewer planes than Inception's {FEATURES} features: FID reads high, compare KID (unbiased)")
+        if min(len(fg), len(fr)) < 2:  # FID and KID are NaN: a distribution needs two planes
+            note = fid_note = (f"not computed: {len(fg)} generated vs {len(fr)} real {plane} planes (a distribution "
+                               "needs two)")
         rows += [{"metric": f"fid_{plane}", "mean": fid, "std": math.nan, "n": len(fg), "note": fid_note},
                  {"metric": f"kid_{plane}", "mean": kid, "std": kid_std, "n": len(fg), "note": note}]
     return rows

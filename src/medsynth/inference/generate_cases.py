@@ -162,6 +162,7 @@ def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label
     for k in range(settings.samples):
         seed = sample_seed(settings.seed, case_id, k)
         volume = synthetic_volume(G, num_classes, grid_label, canvas, meta["affine"], seed, settings, tile)
+        check_finite(volume, case_id, k)
         if pngs:
             stack = crop(volume, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, -1.0)
             for img, z in zip(stack, canvas.z):
@@ -176,6 +177,15 @@ def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label
         if slices is not None:
             crops.append(_crops_like(volume, slices))
     return rows, crops
+
+
+def check_finite(volume: np.ndarray, case_id: str, sample: int) -> None:
+    """Refuse a generated volume holding NaN: written as int16 HU it would be any number, and evaluation's
+    histograms skip NaN (a generator giving NaN on part of the body scored a near-perfect intensity W1)."""
+    bad = volume.size - int(np.count_nonzero(np.isfinite(volume)))
+    if bad:
+        raise ValueError(f"case {case_id}, sample {sample}: the generator gave {bad} non-finite values (NaN): its "
+                         "weights are broken (did training diverge? see its losses.tsv); select another checkpoint")
 
 
 def _crops_like(volume: np.ndarray, slices: CaseSlices) -> np.ndarray:

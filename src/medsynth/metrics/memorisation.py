@@ -85,6 +85,8 @@ def nearest_features(queries: np.ndarray, train: np.ndarray, chunk: int = 1024,
     stored (float32 in the statistics files), ``train_chunk`` of its vectors in float64 at a time."""
     if train.shape[0] == 0:
         raise ValueError("memorisation audit: the training set has no slices")
+    if queries.shape[0] == 0:
+        return Nearest(np.zeros(0), np.zeros(0, np.int64))
     dists, idx = [], []
     for at in range(0, queries.shape[0], chunk):
         q = torch.from_numpy(np.asarray(queries[at:at + chunk], np.float64))
@@ -126,7 +128,15 @@ def audit_features(generated: np.ndarray, real: np.ndarray, train: np.ndarray,
 
 def compare(gen: Nearest, ref: Nearest, threshold: float, floor: float = 1e-6) -> Audit:
     """Generated slices' nearest-training distances against the real held-out slices' median;
-    a median at or below ``floor`` means the held-out slices are training slices."""
+    a median at or below ``floor`` means the held-out slices are training slices. Without generated or real
+    held-out slices the summary is NaN and its ``note`` says why."""
+    if not gen.distance.size or not ref.distance.size:
+        missing = "generated test slice" if not gen.distance.size else "real test slice to scale the distance"
+        nan = float("nan")
+        summary = {"real_median_distance": nan, "generated_median_distance": nan, "ratio_p05": nan,
+                   "ratio_median": nan, "ratio_min": nan, "threshold": threshold, "flagged": 0,
+                   "slices": int(gen.distance.size), "real_ratio_min": nan, "note": f"not computed: no {missing}"}
+        return Audit(summary, gen, np.full(gen.distance.size, nan), np.zeros(gen.distance.size, bool))
     scale = float(np.median(ref.distance))
     if not scale > floor:  # the expanded square leaves rounding noise where slices are identical
         raise ValueError("memorisation audit: real held-out slices have distance 0 to the training set; "

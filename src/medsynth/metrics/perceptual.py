@@ -139,6 +139,10 @@ def inception_features(model: torch.nn.Module, images: torch.Tensor | Iterable[t
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance; NaN for fewer than two feature vectors (``frechet_distance`` then gives NaN)."""
+    d = features.shape[1]
+    if len(features) < 2:
+        return np.full(d, np.nan), np.full((d, d), np.nan)
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -153,12 +157,14 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     ridge: round-off below 0 is clipped, never complex, and so is a distance
     below 0 (identical statistics read -1e-7 of their trace).
     """
+    if not all(np.isfinite(x).all() for x in (mu1, sigma1, mu2, sigma2)):
+        return float("nan")  # fewer than two images (no covariance), or non-finite features: NA, not an error
     diff = mu1 - mu2
     w, v = np.linalg.eigh(sigma1)
     root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     inner = np.linalg.eigvalsh(root @ sigma2 @ root)
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
-    return max(0.0, float(value))
+    return max(0.0, float(value)) if np.isfinite(value) else float("nan")  # max(0.0, nan) would read 0
 
 
 def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,

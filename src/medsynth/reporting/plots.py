@@ -174,7 +174,7 @@ def class_intensity_figure(rows: Sequence[dict], dpi: int = 100):
     """Box 25-75 %, median, whiskers 5-95 %, mean as a diamond, from the table's percentiles (no pixels).
 
     Classes with no pixel on either side are left out. A class whose
-    generated mean lies outside the real 5-95 % range has its name in red.
+    generated median lies outside the real 5-95 % range has its name in red.
     """
     rows = [r for r in rows if int(r["voxels_real"]) > 0 or int(r["voxels_generated"]) > 0]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2.0), 4.2), dpi=dpi)
@@ -195,7 +195,7 @@ def class_intensity_figure(rows: Sequence[dict], dpi: int = 100):
     unit = rows[0]["unit"] if rows else ""
     ax.set_ylabel("HU" if unit == "HU" else f"intensity {unit} (no absolute scale)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_xlabel("class (in red: generated mean outside the real 5-95 % range)", fontsize=8)
+    ax.set_xlabel("class (in red: generated median outside the real 5-95 % range)", fontsize=8)
     ax.legend(handles=[Patch(facecolor=c, edgecolor="black", label=s) for s, _, c in SIDES],
               fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a box
     ax.set_title("per-class intensity, test split: box 25-75 %, median, whiskers 5-95 %, mean \u25c7", fontsize=9)

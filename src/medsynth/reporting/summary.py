@@ -13,7 +13,7 @@ from medsynth.io.tables import read_tsv
 INTENSITY_SUMMARY_COLUMNS = ["class", "voxels_real", "voxels_generated", "mean_real", "mean_generated",
                              "mean_abs_error", "std_ratio", "p05_real", "p95_real", "outside_real_range"]
 INTENSITY_NOTE = ("Mean intensity per class of the generated test images (in the label maps they came from) and of "
-                  "the real test images (in their own labels), in {unit}. A row is flagged when the generated mean "
+                  "the real test images (in their own labels), in {unit}. A row is flagged when the generated median "
                   "lies outside the real 5-95 % range; std_ratio is generated / real standard deviation (texture: "
                   "1 is right, below 1 too smooth).")
 
