@@ -177,6 +177,27 @@ def test_an_unpaired_experiment_needs_one_in_plane_spacing() -> None:
     assert config_errors(config) == []
 
 
+def test_an_unpaired_experiment_cannot_be_selected_by_pixel_aligned_metrics() -> None:
+    """Unpaired validation has no ssim/psnr/rmse and fid is NA without its weights: the demo's select defaults
+    (fid, fallback ssim) would fail after the whole training."""
+    config = _image_only_config()
+    config["select"] = {"metric": "fid", "fallback": "ssim"}
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp.select_fallback is ssim") and "unpaired" in error
+    assert error.endswith("set experiments.exp.select_fallback: intensity_w1 (or body_dice)")
+    config["experiments"]["exp"]["select_metric"] = "psnr"
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp.select_metric is psnr")
+    config["experiments"]["exp"]["select_metric"] = "intensity_w1"
+    assert config_errors(config) == []
+    del config["experiments"]["exp"]["select_metric"]
+    config["experiments"]["exp"]["select_fallback"] = "body_dice"
+    assert config_errors(config) == []
+    config["experiments"]["exp"]["train"]["mode"] = "paired"  # paired validation computes ssim
+    config["experiments"]["exp"].pop("images_from")
+    assert config_errors(config) == []
+
+
 # --- No test patient in anything shared --------------------------------------------------------------------------
 # Four phantoms split 0.5 / 0.25 / 0.25 with seed 0: phantom_000 and phantom_001 train, phantom_003 val, and
 # phantom_002 test (moved there by the small-cohort rule). Three patients 000, 001, 003: phantom_000 test.

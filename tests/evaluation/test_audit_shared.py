@@ -194,3 +194,9 @@ def test_the_closest_pairs_panels_show_each_generated_slice_beside_its_nearest_t
         np.testing.assert_array_equal(nearest, train.images[list(train.z).index(row["nearest_z"])])
         np.testing.assert_array_equal(generated, sample)
         assert title.startswith(f"{row['case_id']} z{row['z']} s{row['sample']}") and flagged == row["flagged"]
+    # No real test slice of the image dataset: every ratio is NA (memorisation.tsv's "NA"); the figure has no
+    # panel to show rather than failing to read the table.
+    for row in rows:
+        row["ratio"], row["flagged"] = None, False
+    table = write_tsv(tmp_path / "memorisation_na.tsv", rows, MEMORISATION_COLUMNS)
+    assert memorisation_pairs_panels(table, Path(c["cases_dir"]), c["test"], c["train"], count=4) == []

@@ -85,7 +85,8 @@ CHANGES = {
     "experiments.<name>.export_name": [{f"{T}.export_name": "Renamed"}],
     "experiments.<name>.threads": [{f"{T}.threads": 1}],
     "experiments.<name>.gpus": [{f"{T}.gpus": 1}],
-    "experiments.<name>.train.mode": [{f"{T}.train.mode": "unpaired", f"{T}.images_from": "phantom_mr"}],
+    "experiments.<name>.train.mode": [{f"{T}.train.mode": "unpaired", f"{T}.images_from": "phantom_mr",
+                                       f"{T}.select_metric": "intensity_w1"}],  # unpaired computes no ssim
     "experiments.<name>.train.lambda_mask": [{f"{T}.train.lambda_mask": 2.0}],
     "experiments.<name>.train.lambda_class_stats": [{f"{T}.train.lambda_class_stats": 1.0}],
     "experiments.<name>.train.lambda_diversity": [{f"{T}.train.lambda_diversity": 1.0}],

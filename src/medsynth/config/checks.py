@@ -26,7 +26,8 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None,
     # One message per wrong slice.size: the segmenter's is only worth reading once the generator's is fixed.
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
     return [*label_table_errors(config["datasets"], label_files or {}), *image_only_errors(config), *size_errors,
-            *require_classes_errors(config), *unpaired_spacing_errors(config), *class_stats_errors(config),
+            *require_classes_errors(config), *unpaired_spacing_errors(config), *unpaired_select_errors(config),
+            *class_stats_errors(config),
             *export_errors(config), *generate_from_errors(config), *init_from_errors(config),
             *leakage_errors(config, KnownPatients(config, workdir))]
 
@@ -45,6 +46,31 @@ def unpaired_spacing_errors(config: Mapping) -> list[str]:
             errors.append(f"config: experiments.{name} is unpaired with datasets.{pair[0]}.preprocess.spacing_xy "
                           f"{spacing[0]} but datasets.{pair[1]}.preprocess.spacing_xy {spacing[1]}: set both to "
                           "one spacing, so organs have one size in the label maps and the images")
+    return errors
+
+
+PIXEL_ALIGNED = ("ssim", "psnr", "rmse")  # validation computes them against the label map's own image only
+
+
+def unpaired_select_errors(config: Mapping) -> list[str]:
+    """Unpaired validation has no pixel-aligned image (SSIM, PSNR, RMSE are NA), and FID/KID are NA without
+    the Inception weights: a selection by those alone would fail after the whole training."""
+    errors, select = [], config.get("select") or {}
+    for name in sorted(config.get("experiments") or {}):
+        exp = config["experiments"][name]
+        if (exp.get("train") or {}).get("mode") != "unpaired":
+            continue
+        metric = exp.get("select_metric", select.get("metric"))
+        fallback = exp.get("select_fallback", select.get("fallback"))
+        if metric in PIXEL_ALIGNED:
+            key, value, why = "select_metric", metric, ""
+        elif metric in ("fid", "kid") and (fallback is None or fallback in PIXEL_ALIGNED):
+            key, value, why = "select_fallback", fallback, f", and {metric} is NA without the Inception weights"
+        else:
+            continue
+        errors.append(f"config: experiments.{name}.{key} is {value} (or its default under select:), but the "
+                      f"experiment is unpaired: validation computes no ssim, psnr or rmse{why}, so selection "
+                      f"would find nothing after training; set experiments.{name}.{key}: intensity_w1 (or body_dice)")
     return errors
 
 

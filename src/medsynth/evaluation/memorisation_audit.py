@@ -17,6 +17,7 @@ from tqdm import tqdm
 from medsynth.data.slice_batches import Rebatch, slice_chunks
 from medsynth.io.nifti import load_volume
 from medsynth.io.npz import npz_shape
+from medsynth.io.tables import parse_float
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case
 from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training
 from medsynth.metrics.perceptual import generated_features
@@ -130,10 +131,10 @@ def memorisation_cases(generated: GeneratedSlices, train_files: Sequence[Path], 
 
 
 def _closest_ratio(row: Mapping) -> float:
-    """A memorisation row's smaller ratio: pixel, or Inception where computed (a written row reads back as text)."""
-    feature = row.get("feature_ratio")
-    feature = math.inf if feature in (None, "", "NA") else float(feature)
-    return min(float(row["ratio"]), feature)
+    """A memorisation row's smaller ratio: pixel, or Inception where computed (a written row reads back as text);
+    inf where neither was (no real test slice to scale the distances: NA)."""
+    ratios = [parse_float(row.get(k)) for k in ("ratio", "feature_ratio")]
+    return min((r for r in ratios if math.isfinite(r)), default=math.inf)
 
 
 def memorisation_features(generated: GeneratedSlices, real_stats: Path, train_stats: Path, settings: dict,
@@ -180,7 +181,7 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
     from medsynth.inference.generate_cases import generated_cases
     from medsynth.io.tables import read_tsv
 
-    rows = read_tsv(table)[:count]
+    rows = [r for r in read_tsv(table)[:count] if math.isfinite(_closest_ratio(r))]  # NA: nothing to show
     named = {r[f"{space}nearest_case"] for r in rows for space in ("", "feature_")}
     train = training_images([f for f in train_files if Path(f).parent.name in named])  # only the cases shown
     where = {(c, z): i for i, (c, z) in enumerate(zip(train.case_ids, train.z))}
@@ -194,7 +195,7 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
         fakes, index = samples[r["case_id"]]
         generated = fakes[int(r["sample"])][index[int(r["z"])]]
         # The nearest slice of the space that puts it closest: pixels, or Inception features.
-        space = "" if _closest_ratio(r) == float(r["ratio"]) else "feature_"
+        space = "" if _closest_ratio(r) == parse_float(r["ratio"]) else "feature_"
         nearest = train.images[where[(r[f"{space}nearest_case"], int(r[f"{space}nearest_z"]))]].float().numpy()
         title = (f"{r['case_id']} z{int(r['z'])} s{r['sample']}\n"
                  f"{'Inception ' if space else ''}ratio {_closest_ratio(r):.2f}")
