@@ -70,6 +70,19 @@ def test_save_leaves_no_temporary_file(tmp_path: Path, flipped_affine: np.ndarra
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.nii.gz"]
 
 
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii"])
+def test_a_dotted_name_near_the_file_systems_limit_is_written(tmp_path: Path, flipped_affine: np.ndarray,
+                                                               ending: str) -> None:
+    """Two DICOM UIDs in a case id (~120 characters, dots throughout): the temporary name had every suffix
+    again, twice the name, past the file system's 255 bytes."""
+    uid = "1.3.6.1.4.1.14519.5.2.1.4219.6651.27088469123456789012345678901234"
+    name = f"{uid}.{uid}_0000{ending}"
+    assert 2 * len(name) > 255
+    path = save_volume(tmp_path / name, _data(np.int16), flipped_affine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    np.testing.assert_array_equal(load_volume(path).array, _data(np.int16))
+
+
 @pytest.mark.parametrize("name", ["vol.nii.gz", "vol.nii"])
 def test_failed_save_leaves_nothing_behind(tmp_path: Path, flipped_affine: np.ndarray, name: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:

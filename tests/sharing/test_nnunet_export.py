@@ -86,6 +86,18 @@ def test_written_dataset_passes_nnunets_integrity_check(tmp_path: Path, cases: l
     assert not (tmp_path / "raw" / "Dataset500_Demo.part").exists()
 
 
+def test_one_source_patient_is_exported_without_folds_and_says_why(tmp_path: Path, cases: list[ExportCase]) -> None:
+    """A 1/1/1 split (or an audit refusing every other patient): no fold by patient exists. The dataset is
+    written, nnU-Net-valid, without splits_final.json, and dataset.json says what to do instead."""
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity").verify_dataset_integrity
+    one = [c for c in cases if c.patient == "p0"]
+    folder = write_dataset(tmp_path / "raw" / "Dataset502_One", one, TABLE, "CT", {"experiment": "demo"})
+    verify(str(folder), num_processes=1)
+    assert not (folder / "splits_final.json").exists() and len(list((folder / "imagesTr").iterdir())) == 3
+    note = json.loads((folder / "dataset.json").read_text())["medsynth"]["splits_note"]
+    assert "one source patient" in note and "all" in note
+
+
 def test_a_table_whose_class_0_has_another_name_still_declares_nnunets_background(tmp_path: Path,
                                                                                    cases: list[ExportCase]) -> None:
     verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity").verify_dataset_integrity

@@ -117,7 +117,10 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    tmp = path.with_name(path.name + ".part" + "".join(path.suffixes))
+    # The name, then ``.part`` and the format's ending again (nibabel reads the format from it); not every
+    # suffix: a case id with dots (DICOM UIDs) doubled the name past the file system's 255 bytes.
+    ending = next((e for e in (".nii.gz", ".nii") if path.name.endswith(e)), "")
+    tmp = path.with_name(path.name + ".part" + ending)
     try:
         if path.name.endswith(".nii.gz"):
             with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:

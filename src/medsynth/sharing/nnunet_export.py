@@ -132,6 +132,11 @@ def check_tissue(case: ExportCase, image: np.ndarray, label: np.ndarray) -> None
                          "(snakemake -R generate)")
 
 
+ONE_PATIENT = ("every case comes from one source patient: no cross-validation fold by patient exists, so no "
+               "splits_final.json (nnU-Net's own random split would validate on variants of the training "
+               "patient); train on all of it (nnUNetv2_train ... all) and validate elsewhere")
+
+
 def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, modality: str,
                   provenance: Mapping[str, object], n_folds: int = 5) -> Path:
     """Write the dataset into ``folder`` (replacing it); built beside it, then renamed into place."""
@@ -141,6 +146,13 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
     if len(set(ids)) != len(ids):
         raise ValueError(f"{folder}: case identifiers repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
     folder = Path(folder)
+    # One source patient (a 1/1/1 split, or the audit refusing every other patient's volumes): no fold by
+    # patient exists; nnU-Net's own random split would validate on variants of the training patient.
+    one_patient = len({c.patient for c in cases}) < 2
+    folds = None if one_patient else patient_folds(cases, n_folds)
+    if one_patient:
+        provenance = {**provenance, "splits_note": ONE_PATIENT}
+        log.warning("%s: %s", folder.name, ONE_PATIENT)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     labels = nnunet_labels(table)
@@ -157,7 +169,8 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
                                              for c in sorted(cases, key=lambda c: c.identifier)}},
     }
     (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    (tmp / "splits_final.json").write_text(json.dumps(patient_folds(cases, n_folds), indent=1) + "\n")
+    if folds is not None:
+        (tmp / "splits_final.json").write_text(json.dumps(folds, indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return folder
