@@ -152,6 +152,15 @@ def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None
     )
     with pytest.raises(ValueError, match="slashes"):
         read_cases(slash)
+    # Two DICOM UIDs joined (~130 bytes) are fine; an id whose export file names pass 255 bytes is refused.
+    uid = "1.3.6.1.4.1.14519.5.2.1.4219.6651.270884691234567890"
+    ok = _write_table(cohort_dir / "t4.tsv", ["case_id", "image", "label"],
+                      [[f"{uid}.{uid}", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    assert read_cases(ok)[0]["case_id"] == f"{uid}.{uid}"
+    long = _write_table(cohort_dir / "t5.tsv", ["case_id", "image", "label"],
+                        [["x" * 200, "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    with pytest.raises(ValueError, match="line 2: case id 'x+' is 200 bytes.*shorten it to at most 180"):
+        read_cases(long)
 
 
 def test_row_with_missing_cell_raises_naming_table_and_line(cohort_dir: Path) -> None:

@@ -59,12 +59,21 @@ def _numbered_rows(path: Path, labelled: bool | None = None) -> list[tuple[int, 
     return numbered
 
 
+# The longest name built from a case id, export's "<dataset>.<id>_syn00_0000.nii.gz.part.nii.gz", adds ~60 bytes
+# with a dataset name of 20: within 255 for ids up to 180 (two DICOM UIDs joined are ~130).
+MAX_CASE_ID_BYTES = 180
+
+
 def _check_row(path: Path, line: int, row: Mapping[str, str], labelled: bool | None) -> None:
     """A row's required cells: a case id, and an image, a label or both as the dataset's kind says."""
     cid = (row.get("case_id") or "").strip()
     if not cid or any(ch in cid for ch in "/\\ \t"):
         raise ValueError(f"{path}, line {line}: case id {row.get('case_id')!r} must be non-empty without slashes "
                          "or spaces")
+    if len(cid.encode()) > MAX_CASE_ID_BYTES:
+        raise ValueError(f"{path}, line {line}: case id {cid!r} is {len(cid.encode())} bytes; file names built "
+                         f"from it (export's <id>_syn00_0000.nii.gz and its temporary twin) would pass the file "
+                         f"system's 255: shorten it to at most {MAX_CASE_ID_BYTES}")
     has = {c: bool((row.get(c) or "").strip()) for c in ("image", "label")}
     if labelled and not has["label"]:
         raise ValueError(f"{path}, line {line}: empty or missing ['label']; every row of a dataset with a label "
