@@ -109,3 +109,19 @@ def test_intensity_w1_of_a_set_added_in_chunks_is_that_of_the_whole_set() -> Non
     whole = intensity_w1(fake.half().float(), fake_body, real, real_body)
     assert generated.w1(reference) == whole > 0.05
     assert intensity_w1(real, real_body, real, real_body) == 0.0  # a perfect generator
+
+
+def test_nan_pixels_make_w1_and_body_dice_na_not_near_perfect() -> None:
+    """A broken generator giving NaN on part of the body: histc skipped those pixels (W1 read 0.02 with 75 %
+    of them NaN) and body Dice counted them as air."""
+    from medsynth.metrics.image import body_dice, intensity_w1
+
+    torch.manual_seed(0)
+    real = torch.rand(4, 1, 16, 16) * 2 - 1
+    body = torch.ones(4, 1, 16, 16)
+    fake = real.clone()
+    fake[:2, :, :12] = float("nan")
+    assert np.isnan(intensity_w1(fake, body, real, body))
+    assert intensity_w1(real, body, real, body) == 0.0  # a perfect generator still scores perfectly
+    dice = body_dice(fake, body)
+    assert torch.isnan(dice[:2]).all() and torch.equal(dice[2:], body_dice(real, body)[2:])

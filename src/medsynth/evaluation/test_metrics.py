@@ -90,7 +90,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     n = sum(len(v) for v in per_image["body_dice"])
     no_reference = "not computed: no real test slice of the image dataset" if not reference.counts.sum() else ""
     summary.append({"metric": "intensity_w1", "mean": generated.w1(reference) if n else math.nan, "std": math.nan,
-                    "n": n, "note": "" if n and not no_reference else no_reference or NO_SLICES})
+                    "n": n, "note": no_reference if n else NO_SLICES})
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
                     "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "

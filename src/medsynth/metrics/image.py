@@ -119,7 +119,10 @@ def body_dice(image: torch.Tensor, body: torch.Tensor, threshold: float = -0.95)
     body = (body.cpu() > 0.5).float()
     inter = (hard * body).sum(dim=(1, 2, 3))
     total = hard.sum(dim=(1, 2, 3)) + body.sum(dim=(1, 2, 3))
-    return ((2 * inter + 1.0) / (total + 1.0)).float()
+    dice = ((2 * inter + 1.0) / (total + 1.0)).float()
+    # A NaN pixel is neither tissue nor air: NA, not a slice scored as if it were air there.
+    dice[~torch.isfinite(image.cpu()).flatten(1).all(dim=1)] = float("nan")
+    return dice
 
 
 def intensity_w1(fake: torch.Tensor, fake_body: torch.Tensor, real: torch.Tensor, real_body: torch.Tensor,
@@ -147,9 +150,11 @@ class IntensityHistogram:
     def __init__(self, bins: int = 256) -> None:
         self.bins = bins
         self.counts = torch.zeros(bins, dtype=torch.float64)  # exact integers far beyond float32's 2 ** 24
+        self.nonfinite = 0  # NaN pixels inside the body: histc skips them, so W1 is NA, not their absence
 
     def add(self, images: torch.Tensor, body: torch.Tensor) -> None:
         values = images[body > 0.5].float().clamp(-1, 1).cpu()
+        self.nonfinite += int((~torch.isfinite(values)).sum())
         if values.numel():
             self.counts += torch.histc(values, bins=self.bins, min=-1, max=1).double()
 
@@ -161,7 +166,9 @@ class IntensityHistogram:
         return torch.cumsum(hist, 0) / hist.sum()
 
     def w1(self, other: "IntensityHistogram") -> float:
-        """W1 between this distribution and ``other``'s, in [-1, 1] units."""
+        """W1 between this distribution and ``other``'s, in [-1, 1] units; NaN where either holds NaN pixels."""
+        if self.nonfinite or other.nonfinite:
+            return float("nan")
         width = torch.linspace(-1, 1, self.bins + 1)
         return float((self.cdf() - other.cdf()).abs().sum() * (width[1] - width[0]))
 
