@@ -53,15 +53,11 @@ PIXEL_ALIGNED = ("ssim", "psnr", "rmse")  # validation computes them against the
 
 
 def unpaired_select_errors(config: Mapping) -> list[str]:
-    """Unpaired validation has no pixel-aligned image (SSIM, PSNR, RMSE are NA), and FID/KID are NA without
-    the Inception weights: a selection by those alone would fail after the whole training."""
-    errors, select = [], config.get("select") or {}
-    for name in sorted(config.get("experiments") or {}):
-        exp = config["experiments"][name]
-        if (exp.get("train") or {}).get("mode") != "unpaired":
-            continue
-        metric = exp.get("select_metric", select.get("metric"))
-        fallback = exp.get("select_fallback", select.get("fallback"))
+    """Unpaired validation has no SSIM/PSNR/RMSE, FID/KID none without weights: select would fail after training."""
+    errors, select, experiments = [], config.get("select") or {}, config.get("experiments") or {}
+    for name in sorted(e for e in experiments if (experiments[e].get("train") or {}).get("mode") == "unpaired"):
+        metric = experiments[name].get("select_metric", select.get("metric"))
+        fallback = experiments[name].get("select_fallback", select.get("fallback"))
         if metric in PIXEL_ALIGNED:
             key, value, why = "select_metric", metric, ""
         elif metric in ("fid", "kid") and (fallback is None or fallback in PIXEL_ALIGNED):

@@ -88,9 +88,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     for images, masks in slice_chunks(reference_files):
         reference.add(images, masks)
     n = sum(len(v) for v in per_image["body_dice"])
-    no_reference = "not computed: no real test slice of the image dataset" if not reference.counts.sum() else ""
-    summary.append({"metric": "intensity_w1", "mean": generated.w1(reference) if n else math.nan, "std": math.nan,
-                    "n": n, "note": no_reference if n else NO_SLICES})
+    summary.append(_w1_row(generated, reference, n))
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
                     "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
@@ -98,6 +96,14 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     if scores is not None:
         summary += _perceptual_summary(scores.scores(), scores.counts, paired)
     return summary, per_case
+
+
+def _w1_row(generated: IntensityHistogram, reference: IntensityHistogram, n: int) -> dict:
+    """``intensity_w1``'s row over ``n`` generated slices; NA, saying why, without slices on either side."""
+    note = NO_SLICES if not n else "not computed: no real test slice of the image dataset" \
+        if not reference.counts.sum() else ""
+    return {"metric": "intensity_w1", "mean": generated.w1(reference) if n else math.nan, "std": math.nan, "n": n,
+            "note": note}
 
 
 def load_case(real_path: Path, gen_path: Path) -> tuple[CaseSlices, np.ndarray]:
