@@ -261,7 +261,7 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
         own_check = paired and case.own and own > 0  # the generator trained on this label map's real image
-        own_na = paired and case.own and not own > 0 and len(real.z) > 0
+        own_na = [OWN_NA] if paired and case.own and not own > 0 and len(real.z) > 0 else []
         others = train_cases != Path(case.slices).parent.name if own_check else None
         seen, whole = audited_voxels(real.labels, case.grid_label)
         if whole:
@@ -269,9 +269,7 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
         for k, fake in enumerate(torch.from_numpy(fakes)):
             rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
                          "audited_share": seen / whole if whole else None,
-                         **_audit_volume(fake, real, own_check, train, others, (scale, own), threshold)})
-            if own_na:
-                rows[-1]["note"] = "; ".join(filter(None, [OWN_NA, rows[-1]["note"]]))
+                         **_audit_volume(fake, real, own_check, train, others, (scale, own), threshold, own_na)})
     summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
                "nearest_scale": scale, "own_scale": own, "paired": paired,
                "audited_share": audited / body if body else math.nan}
@@ -292,12 +290,13 @@ def audited_voxels(crop_labels: np.ndarray, grid_label: Path | None) -> tuple[in
 
 
 def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.ndarray | None,
-                  scales: tuple[float, float], threshold: float) -> dict:
+                  scales: tuple[float, float], threshold: float, notes: Sequence[str] = ()) -> dict:
     """One exported volume's columns: its slices against their own real images and the nearest training
-    slice (``others``: the candidates), flagged where either ratio is below ``threshold``."""
+    slice (``others``: the candidates), flagged where either ratio is below ``threshold``; ``notes``: why a
+    check the caller decided on is NA, put before this volume's own."""
     scale, own = scales
     masks, n = torch.from_numpy(real.masks).float(), len(real.z)
-    notes, nearest_ratio, j = [], np.full(n, np.nan), None
+    notes, nearest_ratio, j = list(notes), np.full(n, np.nan), None
     if n == 0:
         notes.append("no generated slice (the label map has no slice the slicing kept)")
     elif others is not None and not others.any():
@@ -309,8 +308,7 @@ def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.n
         near = nearest_training(fake, masks, train.images, allowed=others)
         nearest_ratio = near.distance / scale
         j = int(np.argmin(nearest_ratio))
-    own_ratio = (rms_inside(fake, torch.from_numpy(real.images), masks) / own if own_check and own > 0 and n
-                 else np.full(n, np.nan))
+    own_ratio = rms_inside(fake, torch.from_numpy(real.images), masks) / own if own_check and n else np.full(n, np.nan)
     flagged = (nearest_ratio < threshold) | (own_ratio < threshold)
     return {"own_ratio_median": _nan_stat(np.median, own_ratio), "own_ratio_min": _nan_stat(np.min, own_ratio),
             "nearest_ratio_median": _nan_stat(np.median, nearest_ratio),
