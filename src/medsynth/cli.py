@@ -80,11 +80,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, generate_from_label_files
+    from medsynth.io.nifti import nifti_ending
     from medsynth.io.tables import write_tsv
     from medsynth.models.devices import resolve_device
 
     folder = Path(args.labels)
-    files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz"))) if folder.is_dir() else []
+    files = sorted(p for p in folder.iterdir() if nifti_ending(p)) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder}: no .nii or .nii.gz label maps found")
     settings = GenerateSettings(args.samples, args.seed, args.batch, resolve_device(args.device), args.noise,

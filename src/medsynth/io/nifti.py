@@ -119,8 +119,7 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     img.header.set_xyzt_units("mm")
     # The name, then ``.part`` and the format's ending again (nibabel reads the format from it); not every
     # suffix: a case id with dots (DICOM UIDs) doubled the name past the file system's 255 bytes.
-    ending = next((e for e in (".nii.gz", ".nii") if path.name.endswith(e)), "")
-    tmp = path.with_name(path.name + ".part" + ending)
+    tmp = path.with_name(path.name + ".part" + nifti_ending(path))
     try:
         if path.name.endswith(".nii.gz"):
             with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
@@ -134,14 +133,19 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     return path
 
 
-def nifti_stem(path: Path) -> str:
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+def nifti_ending(path: str | Path) -> str:
+    """``.nii.gz`` or ``.nii`` as the file's name ends, else ``""`` (``Path.suffixes`` would take every dot)."""
+    return next((e for e in NIFTI_ENDINGS if Path(path).name.endswith(e)), "")
+
+
+def nifti_stem(path: str | Path) -> str:
     """A NIfTI file's name without ``.nii.gz`` / ``.nii``: the whole rest, dots included (``pat01.study2``,
     DICOM UIDs), so names that differ only after a first dot stay apart."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return name[: len(name) - len(nifti_ending(name))]
 
 
 def _single_file_map(stream) -> dict:
