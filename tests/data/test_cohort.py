@@ -283,3 +283,16 @@ def test_oasis_view_case_without_split_row_raises(tmp_path: Path) -> None:
     png = _png_dir(tmp_path / "png", "lost", [0])
     with pytest.raises(KeyError, match="lost"):
         oasis_view({"other": "train"}, {"lost": png}, tmp_path / "view")
+
+
+def test_oasis_view_refuses_cases_sliced_without_pngs(tmp_path: Path) -> None:
+    """slice.pngs: none leaves the PNG folder empty; a view of it would silently miss the case."""
+    kept = _png_dir(tmp_path / "kept" / "png", "kept", [0])
+    bare = tmp_path / "bare" / "png"
+    bare.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"'bare'.*slice\.pngs"):
+        oasis_view({"kept": "train", "bare": "test"}, {"kept": kept, "bare": bare}, tmp_path / "view")
+    # A case whose slicing kept no slice still has its (empty) folders and is no error.
+    (bare / "images").mkdir()
+    (bare / "labels").mkdir()
+    assert oasis_view({"kept": "train", "bare": "test"}, {"kept": kept, "bare": bare}, tmp_path / "view2") == 2

@@ -88,6 +88,12 @@ def test_generate_case_writes_volumes_on_the_source_grid(prepared):
     np.testing.assert_array_equal(load_volume(again[0]["volume"]).array, vols[0].array)
     rebatched = generate_case(G2, n, _case(tmp, pre), tmp / "rebatched", TABLE, _settings(1, 5, batch=3), 64)
     assert np.abs(load_volume(rebatched[0]["volume"]).array.astype(int) - vols[0].array).max() <= 1
+    # generate.pngs none: the same volume and crops, no PNG at all (a cluster's file count).
+    bare = generate_case(G2, n, _case(tmp, pre), tmp / "bare", TABLE, _settings(1, 5, pngs=False), 64)
+    np.testing.assert_array_equal(load_volume(bare[0]["volume"]).array, vols[0].array)
+    assert bare[0]["pngs"] == "" and not list((tmp / "bare").rglob("*.png"))
+    assert sorted(p.name for p in (tmp / "bare" / "c").iterdir()) == ["label.nii.gz", "sample_0.nii.gz",
+                                                                       "samples.npz"]
     # A PNG per labelled slice (every body slice), the crops of the sliced ones in samples.npz.
     pngs = sorted((tmp / "out" / "c" / "sample_0").glob("*.png"))
     labelled = np.flatnonzero((load_volume(pre / "label.nii.gz").array > 0).any(axis=(0, 1)))

@@ -68,6 +68,7 @@ CHANGES = {
     "slice.size": [{"slice.size": 64}],
     "slice.min_body_fraction": [{"slice.min_body_fraction": 0.1}],
     "slice.require_classes": [{"slice.require_classes": ["liver"]}],
+    "slice.pngs": [{"slice.pngs": "none"}],
     # Seed 4 keeps the label-only maps' patients (phantom_000, phantom_001) out of phantom's test part (seed 1:
     # phantom_001 in test, refused at load: generate_from would export a test patient's label map).
     "split.seed": [{"split.seed": 4}],
@@ -139,6 +140,7 @@ CHANGES = {
     "generate.inplane": [{"generate.inplane": "canvas"}],
     "generate.batch_size": [{"generate.batch_size": 4}],
     "generate.device": [{"generate.device": "cpu"}],
+    "generate.pngs": [{"generate.pngs": "none"}],
     "utility.real_patients": [{"utility.real_patients": [1]}],
     "utility.draws": [{"utility.draws": 2}],
     "utility.bootstrap": [{"utility.bootstrap": 100}],
@@ -225,6 +227,7 @@ EXPECTED = {
     "datasets.<name>.preprocess.opening_mm": [MR_CASES],
     "slice.size": [{"slice": 10, **EVERY_DATASET}],
     "slice.min_body_fraction": [{"slice": 10, **EVERY_DATASET}],
+    "slice.pngs": [NOTHING],  # files for people: no slice reruns (and the folder views are not asked for)
     "split.seed": [{"split": 2, **EVERY_DATASET}],
     "split.ratios.train": [{"split": 2, **EVERY_DATASET}],
     "split.ratios.val": [{"split": 2, **EVERY_DATASET}],
@@ -285,6 +288,7 @@ EXPECTED = {
     "generate.noise_sigma_mm": [after_generate(*BOTH)],
     "generate.batch_size": [NOTHING],
     "generate.device": [NOTHING],
+    "generate.pngs": [NOTHING],
     # The curve, its figure, and the two pages that state it.
     **{f"utility.{k}": [{"utility": 1, "report_utility": 1, "report_summary": 1, "model_card": 1, "all": 1}]
        for k in ("real_patients", "draws", "bootstrap", "seed", "real_share")},

@@ -22,6 +22,7 @@ from medsynth.config.keys import (
     CARD_TRAIN_KEYS,
     PERCEPTUAL_KEYS,
     SEGMENTER_KEYS,
+    SLICE_KEYS,
     canonical,
     only,
 )
@@ -528,7 +529,9 @@ def utility_skipped(experiment):
 
 
 def all_targets():
-    targets = expand("results/slices/{dataset}/oasis", dataset=sorted(set(DATASETS) - generate_only_datasets()))
+    targets = []
+    if config["slice"]["pngs"] == "all":  # the folder view links the slice PNGs
+        targets = expand("results/slices/{dataset}/oasis", dataset=sorted(set(DATASETS) - generate_only_datasets()))
     for exp in EXPERIMENTS:
         targets += expand(
             "reports/{experiment}/{name}",

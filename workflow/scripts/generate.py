@@ -9,9 +9,9 @@ from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    # params hold what decides the images; the device and batch size only how fast (not params, so
-    # changing them reruns nothing) come from the config.
-    s = {**sm.params.settings, **{k: sm.config["generate"][k] for k in ("batch_size", "device")}}
+    # params hold what decides the images; the device and batch size (how fast) and the PNGs (files for
+    # people, none downstream) are not params, so changing them reruns nothing: they come from the config.
+    s = {**sm.params.settings, **{k: sm.config["generate"][k] for k in ("batch_size", "device", "pngs")}}
     own = sm.params.dataset
     split = {r["case_id"]: r for r in read_tsv(sm.input.split)}
     extra = {(Path(t).parent.name, r["case_id"]): r for t in sm.input.case_tables for r in read_tsv(t)}
@@ -27,7 +27,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             cases.append(LabelCase(f"{dataset}.{case}", Path(slices), Path(meta).parent, "generate_from", dataset,
                                    case, patient))
     settings = GenerateSettings(s["samples"], s["seed"], s["batch_size"], resolve_device(s["device"]), s["noise"],
-                                s["noise_sigma_mm"], s["inplane"])
+                                s["noise_sigma_mm"], s["inplane"], s["pngs"] == "all")
     # Cases are written beside the output first and kept there when the job is stopped (a time limit):
     # Snakemake deletes a job's outputs before running it again, and the retry takes up the closed cases.
     out = Path(sm.output.cases)

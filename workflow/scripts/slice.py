@@ -22,5 +22,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     slices = slice_case(image, label, mask, settings)
     slices.save(Path(sm.output.slices))
     Path(sm.output.png).mkdir(parents=True, exist_ok=True)
-    write_pngs(sm.wildcards.case, slices, Path(sm.output.png), workers=sm.threads)
+    # For people and the OASIS folder view only (training reads slices.npz): slice.pngs none spares a
+    # cluster file system two files per slice. Not a param: changing it reruns nothing.
+    if sm.config["slice"]["pngs"] == "all":
+        write_pngs(sm.wildcards.case, slices, Path(sm.output.png), workers=sm.threads)
     logging.getLogger("medsynth").info("%s: kept %d slices (z = %s)", sm.wildcards.case, len(slices.z), slices.z.tolist())

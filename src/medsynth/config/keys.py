@@ -63,6 +63,11 @@ def labels_of(config: Mapping, dataset: str) -> list | None:
     return None if image_only(config, dataset) else canonical(config["datasets"][dataset]["labels"])
 
 
+# What decides the slices (slice.pngs only whether people get PNGs of them): the slice settings a
+# generator file records.
+SLICE_KEYS = ("size", "min_body_fraction", "require_classes")
+
+
 def slice_settings(config: Mapping, dataset: str) -> dict:
     """How a dataset is sliced: slice.size and min_body_fraction, and the class ids of
     slice.require_classes in its label table (an image-only dataset keeps every body slice; the key is

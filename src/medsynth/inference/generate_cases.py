@@ -82,6 +82,7 @@ class GenerateSettings:
     noise: str = "volume"  # see ``inference.synthesize.synthesize``
     noise_sigma_mm: float = 0.0  # the spatial noise map's smoothing along z
     inplane: str = "tiles"  # tiles | canvas: see ``inference.canvas`` (bench/coverage.py chose tiles)
+    pngs: bool = True  # a PNG per generated slice, where the workflow asks (``write_samples``): generate.pngs
 
 
 def synthetic_volume(G: torch.nn.Module, num_classes: int, label: np.ndarray, canvas: Canvas,
@@ -147,9 +148,9 @@ def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label
                   meta: dict, case_dir: Path, settings: GenerateSettings, tile: int,
                   slices: CaseSlices | None = None) -> tuple[list[dict], list[np.ndarray]]:
     """Write ``label`` (source grid) and each sample's volume of one case: (manifest rows, and per sample the
-    crops of ``slices`` cut from it, on the preprocessed grid). With ``slices`` (the workflow) a PNG per
-    sample and labelled slice too."""
-    pngs = slices is not None
+    crops of ``slices`` cut from it, on the preprocessed grid). With ``slices`` (the workflow) and
+    ``settings.pngs`` a PNG per sample and labelled slice too."""
+    pngs = slices is not None and settings.pngs
     source_affine = np.asarray(meta["source_affine"])
     label_file = save_volume(case_dir / "label.nii.gz", label, source_affine)
     canvas = plan_canvas(grid_label, tile, 2 ** getattr(G, "num_up", 0))
