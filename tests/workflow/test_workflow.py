@@ -384,6 +384,26 @@ def test_config_errors_name_the_key(tmp_path, snakemake):
     assert result.returncode != 0 and "experiments.tiny.dataset" in result.stdout + result.stderr
 
 
+def test_slices_without_pngs_write_no_picture_and_no_folder_view(tmp_path, snakemake):
+    """slice.pngs: none (a cohort's file count): slices.npz as always, an empty png folder, no OASIS view;
+    asked for, the view names the setting instead of linking nothing."""
+    cfg = {"datasets": {"phantom": TINY["datasets"]["phantom"]}, "slice": {"size": 32, "pngs": "none"},
+           "split": TINY["split"]}
+    result = snakemake(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = sorted((tmp_path / "results/slices/phantom/cases").iterdir())
+    assert len(cases) == 4
+    for case in cases:
+        with np.load(case / "slices.npz") as f:
+            assert len(f["z"]) > 0
+        assert (case / "png").is_dir() and not list((case / "png").rglob("*.png"))
+    assert not (tmp_path / "results/slices/phantom/oasis").exists()
+    view = snakemake(tmp_path, cfg, "results/slices/phantom/oasis")
+    assert view.returncode != 0
+    log = (tmp_path / "logs/split/phantom_oasis_view.log").read_text()
+    assert "slice.pngs: none" in log and "--forcerun slice" in log
+
+
 def test_default_config_is_valid_and_plans_every_stage():
     result = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
                             timeout=300, env=no_controller_env())

@@ -379,6 +379,14 @@ def batch_tables(wildcards):
     return [f"results/slices/{d}/batches/{i:03d}.tsv" for d in DATASETS for i in range(len(case_batches(d)))]
 
 
+def all_slices(wildcards):
+    """Every case's slices, for rule all when no folder view asks for them (slice.pngs: none): a config
+    without experiments still preprocesses and slices its cohort."""
+    if config["slice"]["pngs"] == "all":
+        return []
+    return [f for d in sliced_datasets() for f in case_slices(d, ("train", "val", "test"))]
+
+
 def batch_slices(wildcards):
     cases = case_batches(wildcards.dataset)[int(wildcards.batch)]
     return expand("results/slices/{dataset}/cases/{case}/slices.npz", dataset=wildcards.dataset, case=cases)
@@ -528,10 +536,14 @@ def utility_skipped(experiment):
     return ""
 
 
+def sliced_datasets():
+    return sorted(set(DATASETS) - generate_only_datasets())
+
+
 def all_targets():
     targets = []
     if config["slice"]["pngs"] == "all":  # the folder view links the slice PNGs
-        targets = expand("results/slices/{dataset}/oasis", dataset=sorted(set(DATASETS) - generate_only_datasets()))
+        targets = expand("results/slices/{dataset}/oasis", dataset=sliced_datasets())
     for exp in EXPERIMENTS:
         targets += expand(
             "reports/{experiment}/{name}",
