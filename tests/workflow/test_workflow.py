@@ -404,6 +404,15 @@ def test_slices_without_pngs_write_no_picture_and_no_folder_view(tmp_path, snake
     assert "slice.pngs: none" in log and "--forcerun slice" in log
 
 
+def test_the_workflow_is_lint_clean():
+    """Snakemake's linter on the default config (its checks are text patterns: a docstring in common.smk
+    reading "rule all when ...: " made it see rules mixed with functions)."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env=no_controller_env())
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr, (
+        result.stdout[-3000:] + result.stderr[-3000:])
+
+
 def test_default_config_is_valid_and_plans_every_stage():
     result = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
                             timeout=300, env=no_controller_env())

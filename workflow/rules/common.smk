@@ -380,8 +380,8 @@ def batch_tables(wildcards):
 
 
 def all_slices(wildcards):
-    """Every case's slices, for rule all when no folder view asks for them (slice.pngs: none): a config
-    without experiments still preprocesses and slices its cohort."""
+    """Every case's slices, as the default target's input when no folder view asks for them (slice.pngs
+    none), so that a config without experiments still preprocesses and slices its cohort."""
     if config["slice"]["pngs"] == "all":
         return []
     return [f for d in sliced_datasets() for f in case_slices(d, ("train", "val", "test"))]
