@@ -23,7 +23,8 @@ rule select:
         data=lambda w: canonical(generator_data(
             labels_of(experiment_dataset(w)), config["datasets"][image_dataset(w)]["modality"],
             config["experiments"][w.experiment]["train"]["mode"], preprocess_settings(image_dataset(w)),
-            only(config["datasets"][experiment_dataset(w)]["preprocess"], ("spacing_xy",)), only(config["slice"], SLICE_KEYS))),
+            only(config["datasets"][experiment_dataset(w)]["preprocess"], ("spacing_xy",)),
+            only(config["slice"], SLICE_KEYS))),
         card=lambda w: canonical(card_inputs(
             config["datasets"], card_datasets(w), only(config["experiments"][w.experiment]["train"], CARD_TRAIN_KEYS),
             config["slice"]["size"])),
