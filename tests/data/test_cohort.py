@@ -152,6 +152,15 @@ def test_missing_columns_empty_table_and_bad_ids_raise(cohort_dir: Path) -> None
     )
     with pytest.raises(ValueError, match="slashes"):
         read_cases(slash)
+    # Outside the workflow's {case} wildcard: refused here, naming the line (Snakemake's own error named no case).
+    plus = _write_table(cohort_dir / "t6.tsv", ["case_id", "image", "label"],
+                        [["CT+KM", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    with pytest.raises(ValueError, match=r"t6.tsv, line 2: case id 'CT\+KM' .*letters, digits"):
+        read_cases(plus)
+    # A stray space after an id (a spreadsheet's) is not kept: it would name a folder 'a '.
+    spaced = _write_table(cohort_dir / "t7.tsv", ["case_id", "image", "label"],
+                          [["a ", "scans/a_img.nii.gz", "scans/a_lab.nii.gz"]])
+    assert [r["case_id"] for r in read_cases(spaced)] == ["a"]
     # Two DICOM UIDs joined (~130 bytes) are fine; an id whose export file names pass 255 bytes is refused.
     uid = "1.3.6.1.4.1.14519.5.2.1.4219.6651.270884691234567890"
     ok = _write_table(cohort_dir / "t4.tsv", ["case_id", "image", "label"],

@@ -103,12 +103,18 @@ def test_no_match_and_missing_root_and_pattern_without_placeholder(tmp_path):
         discover_cases(tmp_path, {"image": "ct.nii.gz", "label": "x"})
 
 
-def test_a_layout_without_image_finds_label_only_cases_by_the_label_pattern(autopet_like):
+def test_a_layout_without_image_finds_label_only_cases_by_the_label_pattern(autopet_like, tmp_path):
     _, labels = autopet_like
-    rows = discover_cases(labels, {"label": "{patient}_{study}.nii.gz"})
+    # AutoPET's flat names hold '_' inside the patient id: PETCT_a + 2001-05, or PETCT + a_2001-05?
+    with pytest.raises(ValueError, match="reads this name two ways"):
+        discover_cases(labels, {"label": "{patient}_{study}.nii.gz"})
+    for f in sorted(labels.iterdir()):
+        patient, study = f.name[:7], f.name[8:]
+        touch(tmp_path / "by_patient" / patient / study)
+    rows = discover_cases(tmp_path / "by_patient", {"label": "{patient}/{study}.nii.gz"})
     assert [r["case_id"] for r in rows] == ["PETCT_a_2001-05", "PETCT_a_2003-07", "PETCT_b_2002-01"]
     assert [r["patient_id"] for r in rows] == ["PETCT_a", "PETCT_a", "PETCT_b"]  # studies of a patient together
-    assert all(r["image"] == "" for r in rows) and rows[0]["label"].endswith("PETCT_a_2001-05.nii.gz")
+    assert all(r["image"] == "" for r in rows) and rows[0]["label"].endswith("PETCT_a/2001-05.nii.gz")
     with pytest.raises(ValueError, match="layout.label"):
         discover_cases(labels, {"label": "{case}/nothing.nii.gz"})
 
@@ -122,3 +128,38 @@ def test_a_layout_pattern_may_name_dicom_series_folders(tmp_path):
     assert [r["case_id"] for r in rows] == ["a01", "b02"]
     assert rows[0]["image"] == str((tmp_path / "a01" / "ct").resolve())
     assert not missing_files(rows[0])
+
+
+def test_a_pattern_that_reads_a_name_two_ways_is_refused(tmp_path):
+    """'{patient}_{study}' on P01_2020_01: patient P01 or P01_2020? A wrong reading gives each study its own
+    patient id, and one patient's studies land in several split parts."""
+    for patient in ("P01", "P02"):
+        for study in ("2020_01", "2021_06"):
+            touch(tmp_path / "flat" / f"{patient}_{study}.nii.gz")
+    with pytest.raises(ValueError, match=r"P01_2020_01.nii.gz: layout.label = '\{patient\}_\{study\}.nii.gz' reads "
+                                         r"this name two ways.*own folders"):
+        discover_cases(tmp_path / "flat", {"label": "{patient}_{study}.nii.gz"})
+    # One '_' per name: one reading, the patient's studies share its id.
+    for patient in ("P01", "P02"):
+        for study in ("2020-01", "2021-06"):
+            touch(tmp_path / "dashes" / f"{patient}_{study}.nii.gz")
+    rows = discover_cases(tmp_path / "dashes", {"label": "{patient}_{study}.nii.gz"})
+    assert [r["patient_id"] for r in rows] == ["P01", "P01", "P02", "P02"]
+
+
+def test_folder_names_outside_the_case_wildcard_become_case_ids_inside_it(tmp_path):
+    """'CT Thorax+Abdomen' made the id P00_CT_Thorax+Abdomen, which the workflow's {case} cannot match (the
+    whole plan failed with a bare MissingInputException)."""
+    for study in ("CT Thorax+Abdomen", "CT Abdomen"):
+        touch(tmp_path / "data" / "P00" / study / "ct.nii.gz")
+    rows = discover_cases(tmp_path / "data", {"image": "{patient}/{study}/ct.nii.gz"})
+    assert [r["case_id"] for r in rows] == ["P00_CT_Abdomen", "P00_CT_Thorax_Abdomen"]
+    assert {r["patient_id"] for r in rows} == {"P00"}
+
+
+def test_the_case_wildcard_is_the_case_id_rule():
+    from medsynth.data.cohort import CASE_ID
+
+    common = (Path(__file__).resolve().parents[2] / "workflow" / "rules" / "common.smk").read_text()
+    assert "case=CASE_ID" in common and "from medsynth.data.cohort import CASE_ID" in common
+    assert CASE_ID == r"[A-Za-z0-9_.\-]+"

@@ -27,6 +27,7 @@ from medsynth.config.keys import (
     only,
 )
 from medsynth.config import keys as _keys
+from medsynth.data.cohort import CASE_ID
 from medsynth.config.load import config_problems, inline_label_files, normalise
 from medsynth.inference.generator_contract import card_inputs, generator_data
 
@@ -83,7 +84,7 @@ EXPERIMENTS = sorted(config["experiments"])
 wildcard_constraints:
     dataset="|".join(DATASETS),
     experiment="|".join(EXPERIMENTS),
-    case=r"[A-Za-z0-9_.\-]+",
+    case=CASE_ID,  # what a cases table may name (data/cohort.py checks every id against it)
 
 
 def read_table(path):

@@ -46,7 +46,7 @@ def _numbered_rows(path: Path, labelled: bool | None = None) -> list[tuple[int, 
     numbered = []
     for i, row in enumerate(rows, start=2):
         _check_row(path, i, row, labelled)
-        cid = row["case_id"]
+        cid = row["case_id"] = row["case_id"].strip()
         if cid in seen:
             raise ValueError(f"{path}, line {i}: duplicate case id {cid!r}; every case id must be unique")
         seen.add(cid)
@@ -64,12 +64,19 @@ def _numbered_rows(path: Path, labelled: bool | None = None) -> list[tuple[int, 
 MAX_CASE_ID_BYTES = 180
 
 
+# What a case id may hold: the workflow's {case} wildcard (common.smk's wildcard_constraints; a test keeps
+# the two equal). An id outside it made Snakemake refuse the whole plan with a bare MissingInputException.
+CASE_ID_CHARS = r"A-Za-z0-9_.\-"
+CASE_ID = f"[{CASE_ID_CHARS}]+"
+
+
 def _check_row(path: Path, line: int, row: Mapping[str, str], labelled: bool | None) -> None:
     """A row's required cells: a case id, and an image, a label or both as the dataset's kind says."""
     cid = (row.get("case_id") or "").strip()
-    if not cid or any(ch in cid for ch in "/\\ \t"):
-        raise ValueError(f"{path}, line {line}: case id {row.get('case_id')!r} must be non-empty without slashes "
-                         "or spaces")
+    if not re.fullmatch(CASE_ID, cid):
+        raise ValueError(f"{path}, line {line}: case id {row.get('case_id')!r} must be non-empty and hold only "
+                         "letters, digits, '_', '.' and '-' (no slashes, spaces or '+'): it names the case's files "
+                         "and folders; rename it in the table")
     if len(cid.encode()) > MAX_CASE_ID_BYTES:
         raise ValueError(f"{path}, line {line}: case id {cid!r} is {len(cid.encode())} bytes; file names built "
                          f"from it (export's <id>_syn00_0000.nii.gz and its temporary twin) would pass the file "
@@ -152,7 +159,9 @@ def register_local(table: Path, out_tsv: Path, modality: str, labelled: bool = T
     return write_tsv(out_tsv, rows, CASE_COLUMNS)
 
 
-def _pattern_regex(pattern: str) -> tuple[re.Pattern, list[str]]:
+def _pattern_regex(pattern: str, lazy: bool = False) -> tuple[re.Pattern, list[str]]:
+    """The regex of a layout pattern, each placeholder one path part or a piece of one: as long as it can be
+    (or, ``lazy``, as short: where the two read a name differently, the pattern is ambiguous)."""
     names = re.findall(r"\{(\w+)\}", pattern)
     if not names:
         raise ValueError(f"layout pattern {pattern!r} has no {{placeholder}}; use e.g. '{{case}}/ct.nii.gz'")
@@ -160,7 +169,7 @@ def _pattern_regex(pattern: str) -> tuple[re.Pattern, list[str]]:
     for literal, name in re.findall(r"([^{]*)(?:\{(\w+)\})?", pattern):
         regex += re.escape(literal)
         if name:
-            regex += f"(?P={name})" if name in used else f"(?P<{name}>[^/]+)"
+            regex += f"(?P={name})" if name in used else f"(?P<{name}>[^/]+{'?' if lazy else ''})"
             used.add(name)
     return re.compile(regex + r"\Z"), list(dict.fromkeys(names))
 
@@ -185,6 +194,7 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
     key = "image" if layout.get("image") else "label"  # the files that identify a case
     base = root if key == "image" else label_root
     regex, names = _pattern_regex(layout[key])
+    lazy, _ = _pattern_regex(layout[key], lazy=True)
     glob = re.sub(r"\{\w+\}", "*", layout[key])
     rows, seen = [], {}
     for found in sorted(base.glob(glob)):
@@ -192,11 +202,12 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
         if not match:
             continue
         values = {n: match.group(n) for n in names}
+        _check_unambiguous(values, lazy.match(found.relative_to(base).as_posix()), found, key, layout[key])
         joined = "_".join(values[n] for n in names)
         # Folder names may hold spaces (AutoPET's TCIA study folders: "03-23-2003-NA-PET-CT Ganzkoerper  primaer
-        # mit KM-10445"), which a case id may not: each run of them becomes one "_". {case} in the label and
-        # mask patterns stays the names as found.
-        case_id = re.sub(r"\s+", "_", joined.strip())
+        # mit KM-10445") or "+" ("CT Thorax+Abdomen"), which a case id may not (CASE_ID): each run of them
+        # becomes one "_". {case} in the label and mask patterns stays the names as found.
+        case_id = re.sub(f"[^{CASE_ID_CHARS}]+", "_", joined.strip())
         if case_id in seen:
             raise ValueError(f"{base}: {found} and {seen[case_id]} both give case id {case_id!r}; "
                              f"add a placeholder to layout.{key} that tells them apart")
@@ -210,6 +221,16 @@ def discover_cases(root: Path, layout: Mapping[str, str], label_root: Path | Non
     if not rows:
         raise ValueError(f"{base}: no files match layout.{key} = {layout[key]!r}")
     return rows
+
+
+def _check_unambiguous(values: Mapping[str, str], lazy: re.Match | None, found: Path, key: str, pattern: str) -> None:
+    """Refuse a file name the pattern reads two ways: '{patient}_{study}.nii.gz' on P01_2020_01.nii.gz is
+    patient P01 or P01_2020, and a wrong patient id puts one patient's studies in several split parts."""
+    other = {n: lazy.group(n) for n in values} if lazy else values
+    if other != values:
+        raise ValueError(f"{found}: layout.{key} = {pattern!r} reads this name two ways ({values} or {other}); "
+                         "put the placeholders in their own folders (e.g. '{patient}/{study}.nii.gz'), separate "
+                         "them by a text their values do not hold, or list the cases in a cases table")
 
 
 def _format(layout: Mapping[str, str], key: str, fields: Mapping[str, str], by: str = "image") -> str:
