@@ -35,3 +35,54 @@ def test_mr_mask_holds_almost_no_air(tmp_path: Path, index: int, spacing_xy: flo
     air = np.count_nonzero(mask & (label == 0)) / np.count_nonzero(mask)
     assert air <= 0.03, f"{air:.1%} of the MR body mask is air"
     assert np.count_nonzero(~mask & (label > 0)) <= 0.001 * np.count_nonzero(label > 0)
+
+
+@pytest.mark.parametrize("source_mm", [3.0, 2.0])  # the mask found on the source grid / on the coarser training grid
+def test_arms_apart_from_the_trunk_stay_body_where_their_bones_are_labelled(tmp_path: Path, source_mm: float) -> None:
+    """Arms down at the sides, 2 cm of air from the trunk (abdominal, trauma, PET/CT): with the largest
+    component alone their tissue became air in the training image, around labelled humeri floating in it."""
+    n = int(round(528 / source_mm))
+    x = (np.arange(n) - n / 2 + 0.5) * source_mm
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    hu, lab = np.full((n, n), -1000, np.int16), np.zeros((n, n), np.uint8)
+    hu[(X / 160) ** 2 + (Y / 110) ** 2 <= 1] = 40
+    lab[(X / 60) ** 2 + (Y / 50) ** 2 <= 1] = 1
+    for side in (-1, 1):
+        hu[((X - side * 215) / 35) ** 2 + (Y / 40) ** 2 <= 1] = 40
+        bone = ((X - side * 215) / 12) ** 2 + (Y / 12) ** 2 <= 1
+        hu[bone], lab[bone] = 700, 2
+    table = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "liver", "values": [1]},
+                                    {"name": "humerus", "values": [2]}])
+    affine = np.diag([source_mm, source_mm, 5.0, 1.0])
+    save_volume(tmp_path / "ct.nii.gz", np.repeat(hu[..., None], 4, 2), affine)
+    save_volume(tmp_path / "label.nii.gz", np.repeat(lab[..., None], 4, 2), affine)
+    meta = preprocess_case("arms", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", tmp_path / "out", table,
+                           PreprocessSettings("CT", spacing_xy=3.0))
+    mask = load_volume(tmp_path / "out" / "mask.nii.gz").array[:, :, 1] > 0
+    image = load_volume(tmp_path / "out" / "image.nii.gz").array[:, :, 1]
+    g = (np.arange(mask.shape[0]) - mask.shape[0] / 2 + 0.5) * 3.0
+    GX, GY = np.meshgrid(g, g, indexing="ij")
+    for side in (-1, 1):
+        arm_soft = (((GX - side * 215) / 30) ** 2 + (GY / 35) ** 2 <= 1) & (((GX - side * 215) / 16) ** 2 + (GY / 16) ** 2 > 1)
+        assert mask[arm_soft].all(), side
+        assert (image[arm_soft] > -0.9).all()  # soft tissue, not air
+    assert meta["labelled_voxels_outside_mask"] == 0
+    air = ((GX / 175) ** 2 + (GY / 125) ** 2 > 1) & (np.abs(np.abs(GX) - 215) > 45)
+    assert not mask[air].any()  # and no air between or around them
+
+
+def test_an_unlabelled_island_apart_from_the_body_is_still_left_out(tmp_path: Path) -> None:
+    """The seeds keep labelled components only: a table pad (no label) away from the body stays out."""
+    n = 120
+    hu, lab = np.full((n, n, 4), -1000, np.int16), np.zeros((n, n, 4), np.uint8)
+    hu[20:80, 20:100] = 40
+    lab[40:60, 40:80] = 1
+    hu[95:110, 10:110] = 0  # a thick pad, 5 voxels of air below the body
+    table = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "liver", "values": [1]}])
+    affine = np.diag([3.0, 3.0, 5.0, 1.0])
+    save_volume(tmp_path / "ct.nii.gz", hu, affine)
+    save_volume(tmp_path / "label.nii.gz", lab, affine)
+    preprocess_case("pad", tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", tmp_path / "out", table,
+                    PreprocessSettings("CT", spacing_xy=3.0))
+    mask = load_volume(tmp_path / "out" / "mask.nii.gz").array > 0
+    assert mask[20:80, 20:100].all() and not mask[90:, :].any()

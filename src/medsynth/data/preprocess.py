@@ -87,40 +87,50 @@ def fill_holes_inplane(mask: np.ndarray, workers: int = 1) -> np.ndarray:
     return out
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
+def largest_component(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """The largest 3D component of ``mask``, and every component that holds a ``seeds`` voxel."""
     labels, n = ndimage.label(mask)
     if n <= 1:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == sizes.argmax()
+    keep = labels == sizes.argmax()
+    if seeds is not None:
+        seeded = np.unique(labels[seeds & mask])
+        keep |= np.isin(labels, seeded[seeded > 0])
+    return keep
 
 
-def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: float, workers: int = 1) -> np.ndarray:
-    """Body = tissue with holes filled, opened, largest 3D component, edges given back.
+def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: float, workers: int = 1,
+              seeds: np.ndarray | None = None) -> np.ndarray:
+    """Body = tissue with holes filled, opened, largest 3D component (and every one holding a labelled
+    voxel, ``seeds``), edges given back.
 
     Holes (lungs, bowel gas) are filled first, so an opening that thins the
     chest wall cannot open the lungs to the outside. The opening cuts thin
     bridges (table pad, cables) before the largest component is chosen; the
     skin detail it shaved off is then restored from the tissue within one
-    element of the body, which a table further away does not reach.
+    element of the body, which a table further away does not reach. Arms at the sides, a few cm of
+    air from the trunk, are components of their own: with the largest alone their tissue became air
+    in the training image around labelled bones floating in it; the labels say they are body.
     """
     filled = fill_holes_inplane(tissue, workers)
     opened, size = open_inplane(filled, opening_mm, spacing_xy, workers)
     if not opened.any():
         return opened
-    body = largest_component(opened)
+    body = largest_component(opened, seeds)
     grown = per_slab(lambda v: ndimage.maximum_filter(v, size=size), body.view(np.uint8), workers)
     return grown.astype(bool) & filled
 
 
-def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings, workers: int = 1) -> np.ndarray:
-    """Body mask of a canonical volume: tissue threshold, then ``body_mask``."""
+def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings, workers: int = 1,
+              seeds: np.ndarray | None = None) -> np.ndarray:
+    """Body mask of a canonical volume: tissue threshold, then ``body_mask`` (``seeds``: labelled voxels)."""
     if settings.modality == "CT":
         tissue = image > settings.body_threshold_hu
     else:
         tissue = mr_tissue(image, settings.mr_body_fraction, workers)
-    return body_mask(tissue, (float(spacing[0]), float(spacing[1])), settings.opening_mm, workers)
+    return body_mask(tissue, (float(spacing[0]), float(spacing[1])), settings.opening_mm, workers, seeds)
 
 
 # Median of a Rayleigh distribution in units of its sigma: the magnitude of complex Gaussian
@@ -232,7 +242,7 @@ def _preprocess(files: CaseFiles, table: LabelTable, settings: PreprocessSetting
     if files.label is not None:
         check_has_labels(lab_r, files.label, table)
     make_dir(files.out_dir)
-    mask = _body_mask(img_c, img_r, grids, given_mask, settings, workers)
+    mask = _body_mask(img_c, img_r, grids, given_mask, settings, workers, lab_r > 0)
     outside = _widen_to_labels(mask, lab_r, files.case_id)
     body_voxels = add_body_class(lab_r, mask, table)
     writes = [pool.submit(save_volume, files.out_dir / "label.nii.gz", lab_r, affine)]
@@ -276,8 +286,9 @@ def _read_case(files: CaseFiles, pool: ThreadPoolExecutor
 
 
 def _body_mask(img_c: np.ndarray, img_r: np.ndarray, grids: _Grids, given: tuple[Volume, np.ndarray] | None,
-               settings: PreprocessSettings, workers: int) -> np.ndarray:
-    """The body on the training grid: the given mask resampled, or found on the coarser of the two grids."""
+               settings: PreprocessSettings, workers: int, labelled: np.ndarray) -> np.ndarray:
+    """The body on the training grid: the given mask resampled, or found on the coarser of the two grids
+    (keeping every tissue component that holds a ``labelled`` voxel, training grid)."""
     if given is not None:
         mask_c, _ = to_canonical(given[0].array > 0, given[1])
         return resample_to_grid(mask_c.astype(np.uint8), grids.canonical, grids.affine, grids.shape,
@@ -285,10 +296,11 @@ def _body_mask(img_c: np.ndarray, img_r: np.ndarray, grids: _Grids, given: tuple
     if grids.shape[0] * grids.shape[1] < img_c.shape[0] * img_c.shape[1]:
         # Downsampling: find the body on the smaller training grid (the opening radius is in mm
         # on either grid); a fine source grid would cost several times as much for the same outline.
-        return find_body(img_r, voxel_spacing(grids.affine), settings, workers)
+        return find_body(img_r, voxel_spacing(grids.affine), settings, workers, labelled)
     # Same or finer grid: find the body before interpolation blurs the skin, carry it over
     # with nearest neighbour like the labels.
-    mask_c = find_body(img_c, voxel_spacing(grids.canonical), settings, workers)
+    seeds = resample_to_grid(labelled.view(np.uint8), grids.affine, grids.canonical, img_c.shape, order=0)
+    mask_c = find_body(img_c, voxel_spacing(grids.canonical), settings, workers, seeds.astype(bool))
     return resample_to_grid(mask_c.astype(np.uint8), grids.canonical, grids.affine, grids.shape, order=0).astype(bool)
 
 
