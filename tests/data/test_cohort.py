@@ -234,14 +234,16 @@ def test_register_local_writes_cases_table_with_modality(cohort_dir: Path, tmp_p
     assert [r["case_id"] for r in read_cases(out)] == ["a", "b"]
 
 
-def test_register_local_keeps_given_modality_and_fills_empty(cohort_dir: Path, tmp_path: Path) -> None:
-    table = _write_table(
-        cohort_dir / "my_cases.tsv",
-        ["case_id", "image", "label", "modality"],
-        [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz", "MR"], ["b", "scans/b_img.nii.gz", "scans/b_lab.nii.gz", ""]],
-    )
-    rows = _read_tsv(register_local(table, tmp_path / "cases.tsv", "CT"))
-    assert {r["case_id"]: r["modality"] for r in rows} == {"a": "MR", "b": "CT"}
+def test_register_local_refuses_a_row_of_another_modality_and_fills_empty(cohort_dir: Path, tmp_path: Path) -> None:
+    """Preprocessing takes the dataset's modality: an MR row in a CT dataset was thresholded and windowed as CT."""
+    rows = [["a", "scans/a_img.nii.gz", "scans/a_lab.nii.gz", "ct"], ["b", "scans/b_img.nii.gz", "scans/b_lab.nii.gz", ""]]
+    table = _write_table(cohort_dir / "my_cases.tsv", ["case_id", "image", "label", "modality"], rows)
+    written = _read_tsv(register_local(table, tmp_path / "cases.tsv", "CT"))
+    assert {r["case_id"]: r["modality"] for r in written} == {"a": "CT", "b": "CT"}
+    rows[1][3] = "MR"
+    table = _write_table(cohort_dir / "mixed.tsv", ["case_id", "image", "label", "modality"], rows)
+    with pytest.raises(ValueError, match=r"mixed.tsv, line 3: case 'b' is MR, its dataset .* CT"):
+        register_local(table, tmp_path / "cases2.tsv", "CT")
 
 
 # ------------------------------------------------------------------ oasis_view
@@ -305,3 +307,10 @@ def test_oasis_view_refuses_cases_sliced_without_pngs(tmp_path: Path) -> None:
     (bare / "images").mkdir()
     (bare / "labels").mkdir()
     assert oasis_view({"kept": "train", "bare": "test"}, {"kept": kept, "bare": bare}, tmp_path / "view2") == 2
+
+
+def test_a_table_saved_with_a_byte_order_mark_reads_its_first_column(cohort_dir: Path) -> None:
+    """Spreadsheets save UTF-8 with a byte-order mark: the table was told it had no case_id column."""
+    table = cohort_dir / "excel.tsv"
+    table.write_text("\ufeffcase_id\timage\tlabel\na\tscans/a_img.nii.gz\tscans/a_lab.nii.gz\n", encoding="utf-8")
+    assert [r["case_id"] for r in read_cases(table)] == ["a"]

@@ -152,10 +152,16 @@ def register_local(table: Path, out_tsv: Path, modality: str, labelled: bool = T
     (``labelled``: the dataset has a label table; False for an image-only dataset)."""
     numbered = _numbered_rows(Path(table), labelled)
     _warn_missing([(f"{table}, line {i}", row) for i, row in numbered], str(table))
+    for i, row in numbered:
+        # Preprocessing takes the dataset's modality (threshold, window): an MR row in a CT dataset was
+        # windowed as CT in silence.
+        given = (row.get("modality") or "").strip()
+        if given and given.upper() != modality.upper():
+            raise ValueError(f"{table}, line {i}: case {row['case_id']!r} is {given}, its dataset "
+                             f"(datasets.<name>.modality) {modality}: put the {given} cases in a dataset of "
+                             "their own, or correct the cell")
+        row["modality"] = modality
     rows = sorted((row for _, row in numbered), key=lambda r: r["case_id"])
-    for row in rows:
-        row.setdefault("modality", modality)
-        row["modality"] = row["modality"] or modality
     return write_tsv(out_tsv, rows, CASE_COLUMNS)
 
 

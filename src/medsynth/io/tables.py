@@ -13,7 +13,9 @@ def read_tsv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: table not found")
-    with path.open(newline="") as fh:
+    # utf-8-sig: a table saved by a spreadsheet starts with a byte-order mark, which would otherwise be part
+    # of the first column's name ('\ufeffcase_id': "missing column case_id").
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
