@@ -86,3 +86,23 @@ def test_an_unlabelled_island_apart_from_the_body_is_still_left_out(tmp_path: Pa
                     PreprocessSettings("CT", spacing_xy=3.0))
     mask = load_volume(tmp_path / "out" / "mask.nii.gz").array > 0
     assert mask[20:80, 20:100].all() and not mask[90:, :].any()
+
+
+def test_a_ct_that_is_not_in_hounsfield_units_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Raw scanner values without their intercept (air 24): the whole field of view became body and the
+    body class filled the air, without a word."""
+    hu = np.full((48, 48, 4), -1000, np.int16)
+    hu[10:38, 12:36] = 40
+    lab = np.zeros(hu.shape, np.uint8)
+    lab[20:28, 20:28] = 1
+    table = LabelTable.from_config([{"name": "background", "values": [0]}, {"name": "liver", "values": [1]}])
+    affine = np.diag([3.0, 3.0, 5.0, 1.0])
+    save_volume(tmp_path / "raw.nii.gz", (hu.astype(np.int32) + 1024).astype(np.uint16), affine)
+    save_volume(tmp_path / "label.nii.gz", lab, affine)
+    with pytest.raises(ValueError, match=r"raw.nii.gz: no voxel below the body threshold \(-500 HU; lowest 24\).*scl_inter"):
+        preprocess_case("raw", tmp_path / "raw.nii.gz", tmp_path / "label.nii.gz", tmp_path / "out", table,
+                        PreprocessSettings("CT", spacing_xy=3.0))
+    save_volume(tmp_path / "hu.nii.gz", hu, affine)  # the same scan in HU is taken
+    preprocess_case("hu", tmp_path / "hu.nii.gz", tmp_path / "label.nii.gz", tmp_path / "hu", table,
+                    PreprocessSettings("CT", spacing_xy=3.0))
+    assert (load_volume(tmp_path / "hu" / "mask.nii.gz").array > 0).mean() < 0.5

@@ -43,6 +43,17 @@ def check_has_labels(classes: np.ndarray, path: object, table: LabelTable) -> No
         )
 
 
+def check_ct_has_air(path: object, lowest: float, threshold: float, label: np.ndarray) -> None:
+    """Refuse a CT without a voxel below the body threshold where the labels leave voxels unclaimed: raw
+    scanner values without their intercept (air 24) made the whole field of view body, the body class filling
+    the air, without a word. A field of view the labels fill (a large patient) is taken."""
+    if lowest > threshold and bool((label == 0).any()):
+        raise ValueError(f"{path}: no voxel below the body threshold ({threshold:g} HU; lowest {lowest:g}), so the "
+                         "whole field of view would be body: is this CT in Hounsfield units (air about -1000)? "
+                         "Check its rescale slope and intercept (scl_slope, scl_inter; DICOM RescaleIntercept). A "
+                         "field of view without any air needs a body mask (the mask column or layout.mask)")
+
+
 def tissue_at_background(image: np.ndarray, label: np.ndarray, background: float) -> float:
     """The fraction of a label map's labelled voxels whose image voxel holds the background value: 0 when
     generated tissue lies under every label (generation keeps tissue above that value; an integer image,

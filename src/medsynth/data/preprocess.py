@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage
 
-from medsynth.data.checks import check_has_labels, reorientation_affine
+from medsynth.data.checks import check_ct_has_air, check_has_labels, reorientation_affine
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.geometry import inplane_grid, per_slab, resample_to_grid, to_canonical, canonical_grid
 from medsynth.data.labels import LabelTable
@@ -241,6 +241,8 @@ def _preprocess(files: CaseFiles, table: LabelTable, settings: PreprocessSetting
     lab_r = label_job.result()
     if files.label is not None:
         check_has_labels(lab_r, files.label, table)
+    if settings.modality == "CT" and given_mask is None:
+        check_ct_has_air(files.image, background, settings.body_threshold_hu, lab_r)
     make_dir(files.out_dir)
     mask = _body_mask(img_c, img_r, grids, given_mask, settings, workers, lab_r > 0)
     outside = _widen_to_labels(mask, lab_r, files.case_id)
