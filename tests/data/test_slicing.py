@@ -295,3 +295,20 @@ def test_required_classes_keep_only_the_slices_that_carry_one() -> None:
     assert slice_case(image, label, mask, SliceSettings(16)).z.tolist() == [0, 1, 2, 3, 4, 5]
     assert slice_case(image, label, mask, SliceSettings(16, require=(4,))).z.tolist() == [1, 2]
     assert slice_case(image, label, mask, SliceSettings(16, require=(4, 5))).z.tolist() == [1, 2, 4]
+
+
+def test_a_body_wider_than_the_crop_is_said_with_its_share(caplog) -> None:
+    """512 px at 0.8 mm on a 1.5 mm grid is 273 px: a 256 crop cut the flanks without a word."""
+    image = np.full((40, 24, 3), -1.0, np.float32)
+    label, mask = np.zeros(image.shape, np.uint8), np.zeros(image.shape, np.uint8)
+    mask[2:38, 4:20] = 1  # 36 px wide, cropped to 32: 4 columns of 16 px on 3 slices leave
+    label[10:30, 8:16] = 1
+    with caplog.at_level("WARNING", logger="medsynth"):
+        slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.0))
+    assert "192 of the kept slices' 1728 body voxels (11.1 %) lie outside the 32 x 32 crop" in caplog.text
+    caplog.clear()
+    mask[:] = 0
+    mask[6:34, 4:20] = 1
+    with caplog.at_level("WARNING", logger="medsynth"):
+        slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.0))
+    assert "outside" not in caplog.text

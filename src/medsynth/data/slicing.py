@@ -15,6 +15,7 @@ dataset of pelvis scans covers.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 from medsynth.io.heap import release_freed
 from medsynth.io.images import display_view, save_png, unit_to_uint8
+
+log = logging.getLogger("medsynth")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings:
     if settings.require:
         has_labels &= np.isin(cropped, settings.require).any(axis=(0, 1))
     keep = np.flatnonzero((body_fraction >= settings.min_body_fraction) & has_labels)
+    _warn_cut_body(mask, body_fraction, keep, size)
     return CaseSlices(
         images=axial_stack(image.astype(np.float32, copy=False), x0, y0, size, -1.0, keep),
         labels=axial_stack(label, x0, y0, size, 0, keep),
@@ -128,6 +132,17 @@ def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings:
         z=keep.astype(np.int32),
         offsets=np.tile(np.array([[x0, y0]], dtype=np.int32), (len(keep), 1)),
     )
+
+
+def _warn_cut_body(mask: np.ndarray, body_fraction: np.ndarray, keep: np.ndarray, size: int) -> None:
+    """Say how much of the kept slices' body the crop leaves out (a body wider than size x spacing_xy):
+    training sees those slices cut at the crop's edge. Generation covers the whole body either way."""
+    total = int(mask[:, :, keep].sum(dtype=np.int64))
+    lost = total - int(round(float(body_fraction[keep].sum()) * size * size))
+    if lost > 0:
+        log.warning("%d of the kept slices' %d body voxels (%.1f %%) lie outside the %d x %d crop: training "
+                    "sees the body cut there; a larger slice.size or datasets.<name>.preprocess.spacing_xy "
+                    "takes it in", lost, total, 100.0 * lost / total, size, size)
 
 
 def write_pngs(case_id: str, slices: CaseSlices, out_dir: Path, workers: int = 2) -> list[str]:
