@@ -1,8 +1,7 @@
 """Per-case preprocessing: canonical orientation, in-plane spacing, body mask, intensity window.
 
-Writes image (float32 in [-1, 1]), label (uint8 class ids) and mask (uint8)
-NIfTIs on the preprocessed grid, plus ``meta.json`` holding everything needed
-to map a generated volume back onto the source grid and intensity scale.
+Writes image (float32 in [-1, 1]), label (uint8 class ids) and mask (uint8) NIfTIs on the preprocessed grid,
+plus ``meta.json`` holding everything needed to map a generated volume back onto the source grid and scale.
 """
 
 from __future__ import annotations
@@ -87,9 +86,13 @@ def fill_holes_inplane(mask: np.ndarray, workers: int = 1) -> np.ndarray:
     return out
 
 
-def largest_component(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
-    """The largest 3D component of ``mask``, and every component that holds a ``seeds`` voxel."""
-    labels, n = ndimage.label(mask)
+_INPLANE = np.pad(np.ones((3, 3, 1), bool), ((0, 0), (0, 0), (1, 1)))  # neighbours within a slice
+
+
+def largest_component(mask: np.ndarray, seeds: np.ndarray | None = None, inplane: bool = False) -> np.ndarray:
+    """The largest component of ``mask`` (3D, or ``inplane`` each slice's own) and every one holding a ``seeds``
+    voxel."""
+    labels, n = ndimage.label(mask, structure=_INPLANE if inplane else None)
     if n <= 1:
         return mask
     sizes = np.bincount(labels.ravel())
@@ -104,15 +107,12 @@ def largest_component(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.n
 def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: float, workers: int = 1,
               seeds: np.ndarray | None = None) -> np.ndarray:
     """Body = tissue with holes filled, opened, largest 3D component (and every one holding a labelled
-    voxel, ``seeds``), edges given back.
+    voxel, ``seeds``: arms apart from the trunk had become air around labelled bones), edges given back.
 
-    Holes (lungs, bowel gas) are filled first, so an opening that thins the
-    chest wall cannot open the lungs to the outside. The opening cuts thin
-    bridges (table pad, cables) before the largest component is chosen; the
-    skin detail it shaved off is then restored from the tissue within one
-    element of the body, which a table further away does not reach. Arms at the sides, a few cm of
-    air from the trunk, are components of their own: with the largest alone their tissue became air
-    in the training image around labelled bones floating in it; the labels say they are body.
+    Holes (lungs, bowel gas) are filled first, so an opening that thins the chest wall cannot open the
+    lungs to the outside. The opening cuts thin bridges (table pad, cables) before the largest component
+    is chosen; the skin detail it shaved off is then restored from the tissue within one element of the
+    body, which a table further away does not reach.
     """
     filled = fill_holes_inplane(tissue, workers)
     opened, size = open_inplane(filled, opening_mm, spacing_xy, workers)
@@ -120,7 +120,9 @@ def body_mask(tissue: np.ndarray, spacing_xy: tuple[float, float], opening_mm: f
         return opened
     body = largest_component(opened, seeds)
     grown = per_slab(lambda v: ndimage.maximum_filter(v, size=size), body.view(np.uint8), workers)
-    return grown.astype(bool) & filled
+    # Only what joins the body in its own slice: pieces of the table within one element of the back came
+    # back as islands (in 3D they join the body through other slices).
+    return largest_component(grown.astype(bool) & filled, body, inplane=True)
 
 
 def find_body(image: np.ndarray, spacing: np.ndarray, settings: PreprocessSettings, workers: int = 1,
