@@ -174,7 +174,20 @@ def test_multi_volume_4d_is_refused_naming_file(tmp_path: Path, flipped_affine: 
     with pytest.raises(VolumeError, match="3D") as exc:
         load_volume(path)
     assert str(path) in str(exc.value)
-    assert "(7, 6, 5, 2)" in str(exc.value)
+    assert "(7, 6, 5, 2)" in str(exc.value) and "split them" in str(exc.value)
+
+
+def test_singleton_dimensions_past_3d_are_one_volume_and_a_slice_is_refused(tmp_path: Path,
+                                                                           flipped_affine: np.ndarray) -> None:
+    """(x, y, z, 1, 1) is how some converters write a plain volume; a 2D file was told to split a 4D series."""
+    data = _data(np.int16)
+    path = tmp_path / "five.nii.gz"
+    nib.save(nib.Nifti1Image(data.reshape(*SHAPE, 1, 1), flipped_affine), str(path))
+    np.testing.assert_array_equal(load_volume(path).array, data)
+    flat = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(data[:, :, 0], flipped_affine), str(flat))
+    with pytest.raises(VolumeError, match=r"slice.nii.gz: expected a 3D volume, found shape \(7, 6\): a single slice"):
+        load_volume(flat)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -45,10 +45,12 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_u
     except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
             nib.wrapstruct.WrapStructError, nib.spatialimages.HeaderDataError) as exc:
         raise VolumeError(f"{path}: not a readable NIfTI volume ({exc}); re-export or re-download it") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
+    if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):  # (x, y, z, 1) and (x, y, z, 1, 1): one volume
+        data = data.reshape(data.shape[:3])
     if data.ndim != 3:
-        raise VolumeError(f"{path}: expected a 3D volume, found shape {data.shape}; split 4D series first")
+        what = ("a single slice: medsynth needs the whole scan" if data.ndim < 3 else
+                "several volumes (a time series or channels): split them into one file each")
+        raise VolumeError(f"{path}: expected a 3D volume, found shape {data.shape}: {what}")
     return Volume(c_order(_as_dtype(data, dtype, path)), np.asarray(img.affine, dtype=np.float64), path)
 
 
