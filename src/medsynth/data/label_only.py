@@ -21,7 +21,8 @@ import numpy as np
 from medsynth.data.checks import check_has_labels, reorientation_affine
 from medsynth.data.geometry import canonical_grid, inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
-from medsynth.data.preprocess import PreprocessSettings, add_body_class, fill_holes_inplane, labels_on_grid
+from medsynth.data.body_mask import fill_holes_inplane
+from medsynth.data.preprocess import PreprocessSettings, add_body_class, labels_on_grid
 from medsynth.io.nifti import load_volume, make_dir, save_volume, voxel_spacing
 
 

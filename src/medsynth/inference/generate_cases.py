@@ -18,7 +18,8 @@ from medsynth.data.checks import same_grid_up_to_orientation, tissue_at_backgrou
 from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.intensity import IntensityMap
-from medsynth.data.preprocess import add_body_class, back_to_source, fill_holes_inplane
+from medsynth.data.body_mask import fill_holes_inplane
+from medsynth.data.preprocess import add_body_class, back_to_source
 from medsynth.data.slicing import CaseSlices, axial_stack
 from medsynth.inference import resume
 from medsynth.inference.canvas import Canvas, crop, generate_stack, paste, plan_canvas

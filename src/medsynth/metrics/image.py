@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.data.preprocess import fill_holes_inplane
+from medsynth.data.body_mask import fill_holes_inplane
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5, device=None, dtype=torch.float32) -> torch.Tensor:
