@@ -7,7 +7,9 @@ import yaml
 
 from medsynth.cli import main
 from medsynth.config.keys import canonical, only, slice_settings, train_settings
-from medsynth.config.load import ConfigError, inline_label_files, load_config, normalise, reference_errors
+from medsynth.config import load
+from medsynth.config.load import (ConfigError, inline_label_files, load_config, normalise, reference_errors,
+                                  validate_once)
 from medsynth.train.keys import MODE_ONLY
 from medsynth.train.settings import NOT_IDENTITY
 
@@ -49,6 +51,45 @@ def test_schema_errors_name_the_key_and_medsynths_checks_run_too(tmp_path, monke
     path.write_text(yaml.safe_dump(broken))
     with pytest.raises(ConfigError, match="datasets.ct"):
         load_config(path)
+
+
+def small_config() -> dict:
+    return {"datasets": {"ct": {"source": "phantom", "modality": "CT", "labels": LABELS}},
+            "experiments": {"exp": {"dataset": "ct", "train": {"model": "tiny"}}}}
+
+
+def test_a_config_validated_once_takes_its_defaults_from_the_cache_and_an_edit_validates_again(
+        tmp_path, monkeypatch):
+    cache = tmp_path / "validated"
+    first = small_config()
+    validate_once(first, cache=cache)
+    assert first["experiments"]["exp"]["train"]["mode"] == "paired" and len(list(cache.glob("*.json"))) == 1
+
+    def no_validator(*args):
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(load, "validate", no_validator)
+    again = small_config()
+    validate_once(again, cache=cache)
+    assert again == first
+    monkeypatch.undo()
+    broken = small_config()
+    broken["experiments"]["exp"]["train"]["mode"] = "sideways"
+    with pytest.raises(ConfigError, match=r"experiments\.exp\.train\.mode"):
+        validate_once(broken, cache=cache)
+    assert len(list(cache.glob("*.json"))) == 1  # a config that failed is never remembered
+
+
+def test_a_config_json_cannot_spell_or_an_unwritable_cache_is_validated_every_time(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(load, "validate", lambda config, schema: calls.append(1))  # accepts anything
+    for _ in range(2):
+        validate_once({"extra": {1: "one"}}, cache=tmp_path / "validated")  # JSON would bring "1" back
+    assert len(calls) == 2 and not (tmp_path / "validated").exists()
+    (tmp_path / "file").write_text("")
+    for _ in range(2):
+        validate_once({"extra": "x"}, cache=tmp_path / "file" / "validated")  # a file where the folder belongs
+    assert len(calls) == 4
 
 
 def test_the_train_command_applies_the_same_checks(tmp_path, monkeypatch, capsys):

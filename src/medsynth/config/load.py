@@ -10,6 +10,8 @@ where medsynth is installed). The first four need only PyYAML and Snakemake.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Mapping
@@ -79,6 +81,35 @@ def validate(config: dict, schema: Path = SCHEMA_JSON) -> None:
             raise ConfigError(str(exc)) from exc
         key = ".".join(str(k) for k in cause.absolute_path) or "(top level)"
         raise ConfigError(f"config: {key}: {cause.message} (the schema: {SCHEMA})") from exc
+
+
+def validate_once(config: dict, schema: Path = SCHEMA_JSON, cache: str | Path | None = None) -> None:
+    """``validate``, remembered in ``cache`` (a folder): a config validated before, with the same schema,
+    takes its filled-in defaults from there. The Snakefile validates at every start, every job's on a
+    cluster too, and importing the validator (jsonschema) alone is 0.03 s of a 1 s dry run. The key is the
+    config's and the schema's content, so any edit validates afresh; a config JSON cannot spell exactly (a
+    date or an integer key YAML read) is never remembered."""
+    try:
+        text = json.dumps(config, sort_keys=True)
+    except (TypeError, ValueError):
+        text = None
+    if cache is None or text is None or json.loads(text) != config:  # e.g. integer keys would come back str
+        validate(config, schema)
+        return
+    key = hashlib.sha256(text.encode() + b"\0" + Path(schema).read_bytes()).hexdigest()[:32]
+    remembered = Path(cache, f"{key}.json")
+    if remembered.is_file():
+        config.clear()
+        config.update(json.loads(remembered.read_text()))
+        return
+    validate(config, schema)
+    try:  # where the working directory is read-only, validating every time is all that is lost
+        remembered.parent.mkdir(parents=True, exist_ok=True)
+        partial = remembered.with_name(f".{key}.{os.getpid()}.part")
+        partial.write_text(json.dumps(config))
+        partial.replace(remembered)  # atomic: jobs starting together never read half a file
+    except OSError:
+        pass
 
 
 def config_problems(config: Mapping, label_files: Mapping[str, str], workdir: str | Path,
