@@ -30,7 +30,7 @@ TINY = {
             "source": "local",
             "modality": "CT",
             "local": {"root": "set-by-the-fixture"},
-            "layout": {"label": "{case}/label.nii.gz"},
+            "layout": {"label": "{patient}/{study}/label.nii.gz"},
             "labels": LABELS,
             "preprocess": {"spacing_xy": 12.0},
         },
@@ -61,12 +61,29 @@ def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
 
 
 def label_only_cohort(root: Path) -> Path:
-    """Two phantom label maps (other patients: another seed), their images deleted."""
-    from medsynth.data.phantom import write_cohort
+    """Label maps without images shaped like a real cohort's: two studies of one patient
+    (``P9/s1``, ``P9/s2``: ``{patient}/{study}/label.nii.gz``), the second stored LPS, both with 7.5 mm
+    columns beside 6 mm rows (a body of ~435 mm, wider than the 384 mm of the 32-px crop at 12 mm), and
+    the top slice of the second labelled only in a 3 x 3 patch of muscle at the edge of the body (a slice
+    with little body)."""
+    import nibabel as nib
+    import numpy as np
 
-    write_cohort(root, 2, 9, (64, 64, 10), (6.0, 6.0, 8.0))
-    for image in [*root.glob("*/ct.nii.gz"), *root.glob("*/mr.nii.gz"), root / "cases.tsv"]:
-        image.unlink()
+    from medsynth.data.phantom import make_case
+    from medsynth.io.nifti import save_volume
+
+    for index, study in enumerate(("s1", "s2")):
+        case = make_case(index, seed=9, shape=(64, 64, 10), spacing=(6.0, 6.0, 8.0))
+        label, affine = case.label.copy(), case.affine.copy()
+        affine[:3, 0] *= 7.5 / 6.0
+        if study == "s2":
+            top = label[..., -1]
+            xs, ys = np.nonzero(top)
+            edge = int(np.argmin(xs))
+            top[:] = 0
+            top[xs[edge]:xs[edge] + 3, ys[edge]:ys[edge] + 3] = 2
+        save_volume(root / "P9" / study / "label.nii.gz", label, affine)
+        assert nib.aff2axcodes(affine) == (("R", "A", "S") if index == 0 else ("L", "P", "S"))
     return root
 
 

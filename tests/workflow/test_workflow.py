@@ -183,24 +183,32 @@ def test_outputs_of_every_stage(finished):
 
 @pytest.mark.slow
 def test_label_only_cases_get_synthetic_volumes_on_their_own_grid(finished):
+    """Label maps shaped like a real cohort's (tiny_workflow.label_only_cohort: two studies of one patient,
+    one stored LPS, wider than the crop, a top slice with a 3 x 3 patch of label): each gets volumes on its
+    own grid, generated tissue under every labelled voxel, its studies under one patient."""
     w = finished
     manifest = [r for r in read_tsv(w / "results/generate/tiny/manifest.tsv") if r["dataset"] == "labels_only"]
-    assert sorted({r["case_id"] for r in manifest}) == ["labels_only.phantom_000", "labels_only.phantom_001"]
+    assert sorted({r["case_id"] for r in manifest}) == ["labels_only.P9_s1", "labels_only.P9_s2"]
     assert {r["part"] for r in manifest} == {"generate_from"} and len(manifest) == 4  # 2 cases x 2 samples
-    meta = json.loads((w / "results/preprocess/labels_only/phantom_000/meta.json").read_text())
+    assert {r["patient_id"] for r in manifest} == {"P9"}
+    meta = json.loads((w / "results/preprocess/labels_only/P9_s1/meta.json").read_text())
     assert meta["label_only"] and meta["mask_source"] == "labels"
     for row in manifest:
-        source = nib.load(w / "label_maps" / row["source_case"] / "label.nii.gz")
+        source = nib.load(w / "label_maps" / "P9" / row["source_case"][3:] / "label.nii.gz")
         volume = nib.load(w / row["volume"])
         np.testing.assert_allclose(volume.affine, source.affine, atol=1e-6)  # its own grid, not a training case's
         hu = np.asarray(volume.dataobj)
-        body = np.asarray(source.dataobj) > 0
+        labelled = np.asarray(source.dataobj) > 0
         # HU through the generator's CT window (the 12-step generator paints values around 0 HU)
         assert volume.get_data_dtype() == np.int16 and -1000 <= hu.min() and hu.max() <= 1000
-        assert hu[body].std() > 1  # a painted image, not the placeholder's constant
+        assert hu[labelled].std() > 1  # a painted image, not the placeholder's constant
+        # Tissue under every label, the flanks beyond the crop and the 3 x 3 patch included; air elsewhere.
+        background = float(row["background"])
+        assert hu[labelled].min() > background and float(row["tissue_at_background"]) == 0, row
+        assert (hu[~labelled] == background).mean() > 0.5
         np.testing.assert_array_equal(np.asarray(nib.load(w / row["label"]).dataobj), np.asarray(source.dataobj))
     exported = json.loads((w / "results/export/tiny/nnUNet_raw/Dataset500_Tiny/dataset.json").read_text())
-    assert {"labels_only_phantom_000_syn00", "labels_only_phantom_001_syn01"} <= set(exported["medsynth"]["cases"])
+    assert {"labels_only_P9_s1_syn00", "labels_only_P9_s2_syn01"} <= set(exported["medsynth"]["cases"])
 
 
 @pytest.mark.slow
