@@ -80,11 +80,13 @@ def fid_inception_architecture() -> torch.nn.Module:
     return net
 
 
-def write_random_weights(folder: Path) -> Path:
+def write_random_weights(folder: Path, calibrated: bool = False) -> Path:
     """Random weights with the exact architectures and file names of the pretrained ones.
 
     The real loading code then runs offline; the numbers it produces test the
-    plumbing, not image quality.
+    plumbing, not image quality. Through the deep random Inception every feature
+    shrinks towards 0; ``calibrated`` sets its batch-norm statistics from one
+    random batch, which keeps them O(1): features then tell images apart.
     """
     import torchvision
 
@@ -92,6 +94,15 @@ def write_random_weights(folder: Path) -> Path:
 
     torch.manual_seed(0)
     net = fid_inception_architecture()
+    if calibrated:
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average: one batch sets the running stats to its own
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(2, 3, 299, 299) * 2 - 1)
+        net.eval()
     weight_path(folder, INCEPTION_FILE).parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), weight_path(folder, INCEPTION_FILE))
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weight_path(folder, ALEXNET_FILE))
@@ -107,6 +118,12 @@ def fid_inception_builder():
 @pytest.fixture(scope="session")
 def random_weights_dir(tmp_path_factory) -> Path:
     return write_random_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def calibrated_weights_dir(tmp_path_factory) -> Path:
+    """Random weights whose Inception features tell images apart (``write_random_weights``)."""
+    return write_random_weights(tmp_path_factory.mktemp("calibrated-weights"), calibrated=True)
 
 
 def preprocess_and_slice(out: Path, image: Path, label: Path, table, modality: str, size: int,

@@ -130,9 +130,34 @@ def test_a_volume_without_generated_slices_is_audited_as_such(cohort, tmp_path: 
     for paired in (True, False):
         rows, summary = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired, threshold=0.5)
         e = [r for r in rows if r["case_id"] == "e"]
-        assert len(e) == 2 and all(r["slices"] == 0 and not r["flagged"] and r["nearest_ratio_min"] is None
-                                   and r["note"].startswith("no generated slice") for r in e)
+        assert len(e) == 2 and all(r["slices"] == 0 and r["flagged"] is None and r["nearest_ratio_min"] is None
+                                   and r["note"].startswith("no generated slice") and "not audited" in r["note"]
+                                   for r in e)
+        assert summary["not_audited"] == 2 and summary["volumes"] == 3
         assert next(r for r in rows if r["case_id"] == "p1")["nearest_ratio_min"] > 0  # the others still scored
+
+
+def test_volumes_no_check_could_compare_are_not_audited_and_the_export_leaves_them_out(cohort, tmp_path) -> None:
+    """No real test slice and no generated one (a test split whose slicing kept nothing): neither distance
+    has its unit. Copies of training scans must not read "not flagged" and ship as audited."""
+    from medsynth.evaluation.memorisation_audit import EXPORT_AUDIT_COLUMNS, SharedCase
+    from medsynth.io.tables import read_tsv, write_tsv
+    from medsynth.sharing.nnunet_export import ExportCase, apply_audit
+
+    _, files, train, _, samples = cohort
+    shared = [SharedCase(p, p, files[p], samples[p], own=True) for p in samples]
+    rows, summary = audit_shared(shared, train, [], [], paired=True, threshold=0.5)
+    assert all(r["flagged"] is None and r["flagged_slices"] is None and "not audited" in r["note"] for r in rows)
+    assert summary["flagged"] == 0 and summary["not_audited"] == 3
+    table = read_tsv(write_tsv(tmp_path / "audit.tsv", rows, EXPORT_AUDIT_COLUMNS))
+    assert {r["flagged"] for r in table} == {"NA"}
+    cases = [ExportCase(f"{p}_syn00", Path(f"{p}.nii.gz"), Path("l.nii.gz"), p,
+                        provenance={"synthetic": True, "case_id": p, "sample": "0"}) for p in samples]
+    kept, result = apply_audit(cases, table, refuse=True)
+    assert kept == [] and result["not_audited"] == result["refused"] == [c.identifier for c in cases]
+    assert result["audited"] == 0 and result["flagged"] == []
+    shipped, _ = apply_audit(cases, table, refuse=False)
+    assert [c.provenance["memorisation"]["flagged"] for c in shipped] == ["NA"] * 3
 
 
 def test_the_audit_says_how_much_of_each_volume_its_crops_cover(cohort, tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from medsynth.data.intensity import IntensityMap
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.data.slicing import CaseSlices
-from medsynth.evaluation.test_metrics import (BODY_DIFFERS, class_intensity, evaluate_cases, intensity_summary, read_metas,
-                               segmentation_summary)
+from medsynth.evaluation.class_intensity import BODY_DIFFERS, NO_PIXELS, NO_SPREAD, class_intensity, intensity_summary
+from medsynth.evaluation.test_metrics import evaluate_cases, read_metas, segmentation_summary
 from medsynth.io.nifti import load_volume, save_volume
 
 PHANTOM_TABLE = LabelTable.from_config([{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())])
@@ -238,6 +238,35 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
                r["metric"])
 
 
+def test_fid_over_one_real_test_slice_says_so_not_that_weights_are_missing(tmp_path: Path,
+                                                                          random_weights_dir: Path) -> None:
+    """One real test slice (a one-patient test split): FID and KID are NA naming the real slices; without
+    the weights they say so."""
+    from medsynth.evaluation.test_metrics import NO_WEIGHTS, TOO_FEW_REAL, _perceptual_summary
+    from medsynth.metrics.perceptual import PerceptualStream, save_real_stats
+
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "batch_size": 8,
+                "kid_subsets": 5, "kid_subset_size": 10}
+    images = torch.rand(5, 1, 32, 32) * 2 - 1
+    cpu = torch.device("cpu")
+    assert save_real_stats(images[:1], tmp_path / "real.npz", settings, cpu)
+    stream = PerceptualStream(tmp_path / "real.npz", settings, cpu)
+    stream.push(images[1:], None)
+    rows = {r["metric"]: r for r in _perceptual_summary(stream.scores(), stream.counts, False, stream.real)}
+    assert rows["fid"]["note"] == rows["kid"]["note"] == TOO_FEW_REAL.format(1) and math.isnan(rows["fid"]["mean"])
+    assert save_real_stats(images[:2], tmp_path / "two.npz", settings, cpu)
+    stream = PerceptualStream(tmp_path / "two.npz", settings, cpu)
+    stream.push(images[2:], None)
+    rows = {r["metric"]: r for r in _perceptual_summary(stream.scores(), stream.counts, False, stream.real)}
+    assert not math.isnan(rows["fid"]["mean"]) and rows["fid"]["note"] == ""
+    missing = {**settings, "weights_dir": str(tmp_path / "none"), "perceptual": "auto"}
+    assert not save_real_stats(images[:2], tmp_path / "none.npz", missing, cpu)
+    stream = PerceptualStream(tmp_path / "none.npz", missing, cpu)
+    stream.push(images[2:], None)
+    rows = {r["metric"]: r for r in _perceptual_summary(stream.scores(), stream.counts, False, stream.real)}
+    assert rows["fid"]["note"] == rows["kid"]["note"] == NO_WEIGHTS
+
+
 def test_segmentation_summary_is_the_organ_mean_and_names_its_classes() -> None:
     nan = math.nan
     rows = [{"class": "background", "dice_generated": 0.9, "dice_real": 0.95},
@@ -413,6 +442,7 @@ def test_per_class_intensity_of_a_perfect_generator_is_perfect(tmp_path: Path, s
         assert r["voxels_generated"] == 2 * r["voxels_real"] > 0, name  # both samples of every case count
         assert r["mean_abs_error"] == 0.0 and not r["outside_real_range"], name
         assert r["std_ratio"] == 1.0 or (name == "background" and math.isnan(r["std_ratio"])), name
+        assert r["note"] == (NO_SPREAD if math.isnan(r["std_ratio"]) else ""), name  # NA says why
     assert intensity_summary(list(rows.values())) == {
         "metric": "classes_outside_real_range", "mean": 0, "std": pytest.approx(math.nan, nan_ok=True), "n": 10,
         "note": ""}
@@ -533,7 +563,7 @@ def test_class_intensity_matches_the_image_datasets_classes_by_name(tmp_path: Pa
     for r in rows:
         assert r["mean_real"] == r["mean_generated"] == pytest.approx(LEVELS[r["class"]], abs=1e-3), r["class"]
         assert r["voxels_generated"] == 2 * r["voxels_real"] > 0 and r["mean_abs_error"] == 0.0
-        assert r["note"] == ""
+        assert r["note"] == (NO_SPREAD if r["std_real"] == 0 else "")  # some classes are one level here
     assert intensity_summary(rows) == {"metric": "classes_outside_real_range", "mean": 0, "n": 4, "note": "",
                                        "std": pytest.approx(math.nan, nan_ok=True)}
 
@@ -548,7 +578,7 @@ def test_class_intensity_leaves_out_classes_only_the_image_dataset_labels(tmp_pa
     # Its pixels are not the body's: the real body keeps its own intensity, and 30 pixels a slice fewer.
     assert rows["body"]["mean_real"] == pytest.approx(LEVELS["body"], abs=1e-6)
     assert rows["body"]["voxels_generated"] == 2 * (rows["body"]["voxels_real"] + 5 * 30)
-    assert rows["body"]["note"] == BODY_DIFFERS and rows["liver"]["mean_abs_error"] == 0.0
+    assert rows["body"]["note"].startswith(BODY_DIFFERS) and rows["liver"]["mean_abs_error"] == 0.0
 
 
 def test_class_intensity_of_a_class_the_image_dataset_lacks_is_na_and_noted(tmp_path: Path) -> None:
@@ -558,6 +588,20 @@ def test_class_intensity_of_a_class_the_image_dataset_lacks_is_na_and_noted(tmp_
     assert not rows["kidney"]["outside_real_range"] and rows["liver"]["mean_abs_error"] == 0.0
     summary = intensity_summary(list(rows.values()))
     assert summary["n"] == 3 and summary["note"] == "not compared: kidney (not in the image dataset's label table)"
+
+
+def test_a_class_no_real_test_slice_shows_is_na_and_noted(tmp_path: Path) -> None:
+    """Both tables name the kidney, but no real test slice holds one (relabelled body): NA, saying so, and
+    the summary names it among the classes not compared."""
+    def no_kidney(slices: CaseSlices) -> CaseSlices:
+        slices.labels[slices.labels == SEG_NAMES.index("kidney")] = SEG_NAMES.index("body")
+        return slices
+
+    rows = {r["class"]: r for r in _intensity_against(tmp_path, SEG_NAMES, no_kidney)}
+    assert rows["kidney"]["voxels_real"] == 0 and rows["kidney"]["voxels_generated"] > 0
+    assert math.isnan(rows["kidney"]["mean_abs_error"]) and rows["kidney"]["note"] == NO_PIXELS.format("real")
+    summary = intensity_summary(list(rows.values()))
+    assert summary["n"] == 3 and "not compared: kidney (no test pixel of the class on one side)" in summary["note"]
 
 
 def test_class_intensity_against_an_image_only_dataset_is_na_with_the_reason(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import torch
 
 from medsynth.data.phantom import make_case
 from medsynth.data.slicing import CaseSlices
-from medsynth.evaluation.volume_metrics import THREE_PLANE, three_plane_summary, through_plane_summary
+from medsynth.evaluation.volume_metrics import (THREE_PLANE, _plane_features, _real_stacks, plane_sizes,
+                                               three_plane_summary, through_plane_summary)
+from medsynth.metrics import planes
+from medsynth.metrics.perceptual import load_inception
 
 META = {"spacing": [6.0, 6.0, 3.0]}
 
@@ -108,6 +111,28 @@ def test_three_plane_fid_through_the_real_loading_code(tmp_path: Path, random_we
         # A few dozen planes against 2048 features: FID is computed, and its note says it reads high.
         assert "fewer planes than Inception's 2048 features" in rows[f"fid_{plane}"]["note"]
         assert "fewer planes" not in rows[f"kid_{plane}"]["note"]
+
+
+def test_both_sides_planes_are_padded_alike_whatever_the_other_volumes_extent(tmp_path: Path,
+                                                                           calibrated_weights_dir: Path) -> None:
+    """The same volume on both sides, one side also holding a longer volume (unpaired: two datasets'
+    extents differ): its planes, padded to one square, give the same features on both sides (padded each
+    to its own side's largest they were seen at two scales)."""
+    _, short = _cases(tmp_path / "short", lambda im: im, indices=(0,), shape=(16, 16, 6))
+    _, long = _cases(tmp_path / "long", lambda im: im, indices=(1,), shape=(16, 16, 48))  # 144 mm: 24 px
+    metas = {"case0": META, "case1": META}
+    one, both = (lambda images, f=f: _real_stacks(f, metas, images) for f in (short, short + long))
+    size = plane_sizes(one, both)
+    assert size == plane_sizes(both) and size != plane_sizes(one)
+    model = load_inception(calibrated_weights_dir, torch.device("cpu"))
+    alone, beside = (_plane_features(s, size, model, 16, torch.device("cpu")) for s in (one, both))
+    for plane in planes.SIDE_PLANES:
+        n = len(alone[plane])
+        assert n > 0 and len(beside[plane]) > n
+        np.testing.assert_allclose(alone[plane], beside[plane][:n], rtol=1e-4, atol=1e-4)
+        # padded to its own side's square the same planes read other features
+        own = _plane_features(one, plane_sizes(one), model, 16, torch.device("cpu"))[plane]
+        assert not np.allclose(own, alone[plane], rtol=1e-2, atol=1e-2)
 
 
 def test_three_plane_without_weights_says_so(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medsynth.evaluation.test_metrics import INTENSITY_COLUMNS
+from medsynth.evaluation.class_intensity import INTENSITY_COLUMNS
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.metrics.intensity import class_intensity_table
 from medsynth.reporting.plots import FLAG_COLOR, class_intensity_figure, class_intensity_plot

@@ -186,6 +186,7 @@ def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_pa
               ["metric", "mean", "std", "n", "note"])
     rows = [{"case_id": c, "sample": k, "flagged": c == "p0_s0" and k == 1, "audited_share": share}
             for c, share in (("p0_s0", 0.62), ("p1_s0", 0.4)) for k in (0, 1)]
+    rows.append({"case_id": "p2_s0", "sample": 0, "flagged": None, "audited_share": None})  # no check could run
     write_tsv(tmp_path / "memorisation_audit.tsv", rows, EXPORT_AUDIT_COLUMNS)
     audit = shared_audit(tmp_path / "memorisation_audit.tsv", refuse=True)
     full = write_cards(tmp_path / "generator.pt", tmp_path / "test_metrics.tsv", {"ct": "CC BY 4.0"},
@@ -193,9 +194,10 @@ def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_pa
     assert full["shared_audit"]["volumes audited"] == 4 and full["shared_audit"]["flagged as possible copies"] == 1
     text = (tmp_path / "share/MODEL_CARD.md").read_text()
     for needle in ("## Memorisation audit of the shared synthetic cases", "volumes audited: 4",
-                   "flagged volumes: p0_s0 sample 1", "flagged volumes in the export: left out",
+                   "flagged volumes: p0_s0 sample 1", "not audited): p2_s0 sample 0",
+                   "flagged or not audited volumes in the export: left out",
                    "labelled voxels of a volume audited: median 62 %, smallest 40 %"):
         assert needle in text, needle
-    assert "shipped, marked as flagged" in render({**full, "shared_audit": shared_audit(
+    assert "shipped, marked as they are" in render({**full, "shared_audit": shared_audit(
         tmp_path / "memorisation_audit.tsv", refuse=False)})
     assert "nothing" in render({**full, "shared_audit": shared_audit(None, refuse=True)})

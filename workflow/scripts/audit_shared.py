@@ -24,6 +24,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                                  sm.params.threshold)
     write_tsv(sm.output[0], rows, EXPORT_AUDIT_COLUMNS)
     logging.getLogger("medsynth").info(
-        "audited %d exported volumes: %d flagged (threshold %g, own-image unit %.4g, nearest unit %.4g); the crops "
-        "audited hold %.1f %% of their labelled voxels", summary["volumes"], summary["flagged"], summary["threshold"],
+        "audited %d exported volumes: %d flagged, %d not audited (threshold %g, own-image unit %.4g, nearest unit "
+        "%.4g); the crops audited hold %.1f %% of their labelled voxels", summary["volumes"], summary["flagged"],
+        summary["not_audited"], summary["threshold"],
         summary["own_scale"], summary["nearest_scale"], 100 * summary["audited_share"])

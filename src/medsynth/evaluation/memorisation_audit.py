@@ -249,7 +249,8 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
     generate_from case of a training patient, or a patient with several training studies). A volume is
     flagged when any of its slices is below ``threshold`` in either. A check that has nothing to compare
     with (no generated test slice for (a)'s unit: then (b) searches the own slices too; no training slice
-    but the case's own; a volume without generated slices) is NA and its ``note`` says why.
+    but the case's own; a volume without generated slices) is NA and its ``note`` says why; a volume
+    neither check could compare is not audited (``flagged`` NA), never "not flagged".
     The audit sees the crops of the slices training kept; a volume covers its whole body (every labelled
     slice, the whole labelled extent): ``audited_share`` says how much of it was audited."""
     train = training_images(train_files)
@@ -270,7 +271,8 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
             rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
                          "audited_share": seen / whole if whole else None,
                          **_audit_volume(fake, real, own_check, train, others, (scale, own), threshold, own_na)})
-    summary = {"volumes": len(rows), "flagged": sum(r["flagged"] for r in rows), "threshold": threshold,
+    summary = {"volumes": len(rows), "flagged": sum(r["flagged"] is True for r in rows),
+               "not_audited": sum(r["flagged"] is None for r in rows), "threshold": threshold,
                "nearest_scale": scale, "own_scale": own, "paired": paired,
                "audited_share": audited / body if body else math.nan}
     return rows, summary
@@ -310,12 +312,20 @@ def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.n
         j = int(np.argmin(nearest_ratio))
     own_ratio = rms_inside(fake, torch.from_numpy(real.images), masks) / own if own_check and n else np.full(n, np.nan)
     flagged = (nearest_ratio < threshold) | (own_ratio < threshold)
+    if np.isnan(nearest_ratio).all() and np.isnan(own_ratio).all():  # nothing compared: not "not flagged"
+        notes.append("not audited: neither check could run")
+        return {**_NOT_AUDITED, "note": "; ".join(notes)}
     return {"own_ratio_median": _nan_stat(np.median, own_ratio), "own_ratio_min": _nan_stat(np.min, own_ratio),
             "nearest_ratio_median": _nan_stat(np.median, nearest_ratio),
             "nearest_ratio_min": _nan_stat(np.min, nearest_ratio),
             "nearest_case": None if j is None else train.case_ids[int(near.index[j])],
             "nearest_z": None if j is None else train.z[int(near.index[j])],
             "flagged_slices": int(flagged.sum()), "flagged": bool(flagged.any()), "note": "; ".join(notes)}
+
+
+_NOT_AUDITED = {"own_ratio_median": None, "own_ratio_min": None, "nearest_ratio_median": None,
+                "nearest_ratio_min": None, "nearest_case": None, "nearest_z": None, "flagged_slices": None,
+                "flagged": None}
 
 
 def _nan_stat(stat, values: np.ndarray) -> float | None:

@@ -12,9 +12,9 @@ import torch
 
 from medsynth.evaluation.memorisation_audit import (MEMORISATION_COLUMNS, generated_images, memorisation_cases,
                                                     memorisation_features, memorisation_summary)
-from medsynth.evaluation.test_metrics import (CASE_COLUMNS, COLUMNS, INTENSITY_COLUMNS, SEG_COLUMNS, class_intensity,
-                                              evaluate_cases, intensity_summary, read_metas, segmentation_consistency,
-                                              segmentation_summary)
+from medsynth.evaluation.class_intensity import INTENSITY_COLUMNS, class_intensity, intensity_summary
+from medsynth.evaluation.test_metrics import (CASE_COLUMNS, COLUMNS, SEG_COLUMNS, evaluate_cases, read_metas,
+                                              segmentation_consistency, segmentation_summary)
 from medsynth.evaluation.utility import patients_of
 from medsynth.evaluation.utility_curve import utility_curve
 from medsynth.evaluation.utility_data import TestCases, load_training_pool, synthetic_cases

@@ -5,7 +5,7 @@ RMSE, LPIPS; every sample of a case against that case's real slices). Both
 modes: the body the image shows against the label map's body mask (Dice) and
 the intensity distribution inside the label map's body against the real
 images' (W1) of the image dataset's test split; per class, the intensity of
-generated vs real images (HU for CT).
+generated vs real images (HU for CT): ``evaluation/class_intensity.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import numpy as np
 import torch
 
 from medsynth.data.slice_batches import Rebatch, slice_chunks
-from medsynth.data.intensity import IntensityMap
-from medsynth.data.labels import BODY, ORGAN_MEAN, class_lookup, organ_ids, organ_note
+from medsynth.data.labels import ORGAN_MEAN, class_lookup, organ_ids, organ_note
 from medsynth.data.slicing import CaseSlices
-from medsynth.metrics import intensity
 from medsynth.metrics.image import IntensityHistogram, body_dice, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import PerceptualStream
 from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
@@ -33,6 +31,7 @@ NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
 NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
 NO_SLICES = "not computed: no generated test slice (the slicing kept none of the test label maps' slices)"
 TOO_FEW = "not computed: fewer than 2 generated test slices (a distribution needs two)"
+TOO_FEW_REAL = "not computed: {} real test slice(s) of the image dataset (a distribution needs two)"
 CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body",
                 "body_dice"]
 
@@ -94,7 +93,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
                     "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
                     "[-1, 1] units" if spread[1] else NO_SLICES if not n else "not computed: one sample per label map"})
     if scores is not None:
-        summary += _perceptual_summary(scores.scores(), scores.counts, paired)
+        summary += _perceptual_summary(scores.scores(), scores.counts, paired, scores.real)
     return summary, per_case
 
 
@@ -130,8 +129,10 @@ def _pixel_summary(per_image: dict[str, list[np.ndarray]]) -> list[dict]:
     return summary
 
 
-def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired: bool) -> list[dict]:
-    """Rows of ``PerceptualStream``'s scores; ``counts``: how many generated images and pairs they are over."""
+def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired: bool,
+                        real: int | None = None) -> list[dict]:
+    """Rows of ``PerceptualStream``'s scores; ``counts``: how many generated images and pairs they are over;
+    ``real``: how many real test slices the Inception statistics are of (None: not computed)."""
     rows = []
     for name, std, n in (("fid", math.nan, counts["fake"]), ("kid", scores["kid_std"], counts["fake"]),
                          ("lpips", math.nan, counts["lpips"]),
@@ -142,6 +143,7 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
             note = NOT_PAIRED if name == "lpips" and not paired else (
                 NO_SLICES if not counts["fake"] else
                 TOO_FEW if name in ("fid", "kid") and counts["fake"] < 2 else
+                TOO_FEW_REAL.format(real) if name in ("fid", "kid") and real is not None and real < 2 else
                 "not computed: one sample per label map" if name == "lpips_diversity" and not n
                 else NO_WEIGHTS)
         if name == "kid" and not note and scores.get("kid_whole_set"):
@@ -278,85 +280,9 @@ def segmentation_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-INTENSITY_COLUMNS = ["class", "unit", *intensity.COLUMNS[1:], "note"]
-UNITS = {True: "HU", False: "[-1, 1]"}  # by whether a CT curve converted the images
-
-
 def read_metas(files: Sequence[str | Path]) -> dict[str, dict]:
     """Case id (its folder's name) -> ``results/preprocess/<dataset>/<case>/meta.json``."""
     return {Path(f).parent.name: json.loads(Path(f).read_text()) for f in files}
-
-
-def intensity_curve(meta: dict) -> IntensityMap | None:
-    """A CT case's own curve from [-1, 1] into HU; None for MR, which stays in [-1, 1].
-
-    MR has no absolute scale: its units differ between scanners and cases,
-    and each case was mapped onto [-1, 1] by its own percentile window, so
-    [-1, 1] is the one scale the cases share (and in unpaired mode the window
-    of the case a label map came from says nothing about the image dataset).
-    """
-    return IntensityMap.from_meta(meta["intensity"]) if meta["modality"] == "CT" else None
-
-
-NOT_IN_TABLE = "not compared: the image dataset's label table has no class of this name"
-BODY_DIFFERS = ("the two label tables name different classes: the body (the tissue a table does not name) "
-                "holds different tissue on the two sides")
-
-
-def class_intensity(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
-                    class_names: Sequence[str], metas: dict[str, dict], reference_metas: dict[str, dict], *,
-                    reference_names: Sequence[str] | None, not_computed: str = NO_LABELS) -> list[dict]:
-    """Per-class intensity of the generated test set vs real test images: rows of ``INTENSITY_COLUMNS``.
-
-    Generated: every sample of every case (``cases`` as for ``evaluate_cases``),
-    in the label maps it was generated from. Real: the image dataset's test
-    slices (``reference_files``) in their own labels, whose table ``reference_names``
-    names: matched to ``class_names`` by name (its classes the experiment's table
-    lacks are left out; a class it lacks has NaN real statistics, noted). None (an
-    image-only dataset): no real side, every row noted ``not_computed``.
-    ``metas`` and ``reference_metas`` map case ids to their ``meta.json`` (``read_metas``).
-    CT is compared in HU: each real case through its own curve; a generated
-    image through its case's curve in paired mode and, in unpaired mode, the
-    image dataset's, whose [-1, 1] the generator learned to imitate (a CT
-    dataset's curve comes from its settings, one for all its cases).
-    """
-    n = len(class_names)
-    real, generated = intensity.ClassIntensityCounts(n), intensity.ClassIntensityCounts(n)
-    lookup = None if reference_names is None else class_lookup(reference_names, class_names)
-    reference_curves: dict[IntensityMap | None, Path] = {}
-    for path in reference_files:
-        curve = intensity_curve(meta_of(reference_metas, Path(path)))
-        reference_curves.setdefault(curve, Path(path))
-        if lookup is not None:
-            slices = CaseSlices.load(Path(path))
-            labels = lookup[slices.labels.astype(np.int64)]
-            known = labels >= 0
-            real.add(slices.images[known], labels[known], curve, str(path))
-    if not paired and len(reference_curves) > 1:  # the generated side needs the one curve of the dataset
-        files = ", ".join(str(p) for p in reference_curves.values())
-        raise ValueError(f"real test cases with different intensity curves ({files}): their meta.json files come "
-                         "from different preprocessing settings; rerun the preprocessing of that dataset")
-    shared = next(iter(reference_curves), None)
-    for case_id, real_path, gen_path in sorted(cases):
-        slices, fakes = load_case(real_path, gen_path)
-        curve = intensity_curve(meta_of(metas, Path(real_path))) if paired else shared
-        for fake in fakes:
-            generated.add(fake, slices.labels, curve, str(gen_path))
-    rows = intensity.compare(generated.stats(), real.stats(), class_names)
-    notes = _intensity_notes(class_names, reference_names, not_computed)
-    return [{"class": r["class"], "unit": UNITS[shared is not None], **r, "note": note}
-            for r, note in zip(rows, notes)]
-
-
-def _intensity_notes(class_names: Sequence[str], reference_names: Sequence[str] | None,
-                     not_computed: str) -> list[str]:
-    """Per class, why its real side is missing or what to mind (the body when the tables differ)."""
-    if reference_names is None:
-        return [not_computed] * len(class_names)
-    absent = class_lookup(class_names, reference_names) < 0
-    differ = set(class_names[1:]) != set(reference_names[1:])
-    return [NOT_IN_TABLE if absent[i] else BODY_DIFFERS if differ and name == BODY else ""
-            for i, name in enumerate(class_names)]
 
 
 def meta_of(metas: Mapping[str, dict], slices_path: Path) -> dict:
@@ -366,19 +292,3 @@ def meta_of(metas: Mapping[str, dict], slices_path: Path) -> dict:
         raise KeyError(f"{slices_path}: no meta.json of case {case!r} among the {len(metas)} given; the preprocess "
                        "meta.json of every test case must be an input of evaluate")
     return metas[case]
-
-
-def intensity_summary(rows: Sequence[dict]) -> dict:
-    """``class_intensity``'s flags as one test metric: how many classes, and which (note), and which classes
-    could not be compared for want of labels; NaN with the reason when none could."""
-    names = intensity.flagged(rows)
-    compared = sum(1 for r in rows if r["voxels_real"] > 0 and r["voxels_generated"] > 0)
-    notes = {r.get("note", "") for r in rows}
-    if len(notes) == 1 and next(iter(notes)).startswith("not computed"):  # no real side at all
-        return {"metric": "classes_outside_real_range", "mean": math.nan, "std": math.nan, "n": 0,
-                "note": next(iter(notes))}
-    absent = [r["class"] for r in rows if r.get("note") == NOT_IN_TABLE]
-    parts = [", ".join(names)] + ([f"not compared: {', '.join(absent)} (not in the image dataset's label table)"]
-                                  if absent else [])
-    return {"metric": "classes_outside_real_range", "mean": len(names), "std": math.nan, "n": compared,
-            "note": "; ".join(p for p in parts if p)}

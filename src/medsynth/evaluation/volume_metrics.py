@@ -9,6 +9,7 @@ reference is the image dataset's test volumes, as for FID and intensity W1.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -93,14 +94,21 @@ def _real_stacks(files: Sequence[Path], metas: Mapping[str, dict], images: bool)
         yield image, masks, z, *_spacing(metas[Path(path).parent.name])
 
 
-def _plane_features(stacks: Callable[[bool], Iterator[Stack]], model: torch.nn.Module, batch: int,
-                    device: torch.device) -> dict[str, np.ndarray]:
-    """Per side plane the Inception features of every cut through the body of the ``stacks``, padded to the
-    largest square among them (found first from the masks and z), computed in the batches of the joined
-    set of cuts (``inception_features``): one case's cuts held at a time."""
-    size = {plane: max((planes.side_plane_size(m.shape[1:], z, sxy, sz, plane)
-                        for _, m, z, sxy, sz in stacks(False) if m.any()), default=1)
+def plane_sizes(*stack_sets: Callable[[bool], Iterator[Stack]]) -> dict[str, int]:
+    """Per side plane the largest square among the cuts through the body of every set of ``stack_sets``
+    (found from the masks and z). Both sides of a comparison are padded to it: padded each to its own
+    largest, the same anatomy was seen at two scales wherever the sets' extents differ (unpaired: the
+    label dataset's volumes against the image dataset's), and FID between identical planes read 35 000."""
+    return {plane: max((planes.side_plane_size(m.shape[1:], z, sxy, sz, plane)
+                        for stacks in stack_sets for _, m, z, sxy, sz in stacks(False) if m.any()), default=1)
             for plane in planes.SIDE_PLANES}
+
+
+def _plane_features(stacks: Callable[[bool], Iterator[Stack]], size: Mapping[str, int], model: torch.nn.Module,
+                    batch: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Per side plane the Inception features of every cut through the body of the ``stacks``, padded to
+    ``size`` (``plane_sizes``), computed in the batches of the joined set of cuts (``inception_features``):
+    one case's cuts held at a time."""
     runs = {plane: Rebatch(lambda x: inception_features(model, x, len(x), device), batch)
             for plane in planes.SIDE_PLANES}
     for images, masks, z, sxy, sz in stacks(True):
@@ -127,8 +135,9 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
         return [{"metric": m, "mean": math.nan, "std": math.nan, "n": 0, "note": NO_WEIGHTS} for m in THREE_PLANE]
     model = load_inception(folder, device)
     batch = settings.get("batch_size", 32)
-    gen = _plane_features(lambda images: _generated_stacks(cases, metas, images), model, batch, device)
-    ref = _plane_features(lambda images: _real_stacks(reference_files, reference_metas, images), model, batch, device)
+    generated, real = partial(_generated_stacks, cases, metas), partial(_real_stacks, reference_files, reference_metas)
+    size = plane_sizes(generated, real)
+    gen, ref = (_plane_features(stacks, size, model, batch, device) for stacks in (generated, real))
     rows = []
     for plane in planes.SIDE_PLANES:
         fg, fr = gen[plane], ref[plane]

@@ -292,6 +292,8 @@ class PerceptualStream:
                                      settings.get("batch_size", 32))
         self.lpips: dict[str, Rebatch] = {}
         self.counts = {"fake": 0, "lpips": 0, "lpips_diversity": 0}
+        # Real test slices behind the statistics (None: not computed, no weights): FID and KID need two.
+        self.real = int(self.stats["n"]) if self.scored else None
         self._lpips_model: torch.nn.Module | None | bool = False  # False: not looked for yet
 
     def push(self, fake: torch.Tensor, paired_real: torch.Tensor | None) -> None:

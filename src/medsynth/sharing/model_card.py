@@ -288,14 +288,16 @@ def shared_audit(table: Path | None, refuse: bool) -> dict:
         return {"exported": "nothing (no export.splits part and no generate_from dataset)"}
     rows = read_tsv(table)
     flagged = [f"{r['case_id']} sample {r['sample']}" for r in rows if r["flagged"] == "True"]
-    shares = sorted(float(r["audited_share"]) for r in rows if r.get("audited_share"))
+    unaudited = [f"{r['case_id']} sample {r['sample']}" for r in rows if r["flagged"] not in ("True", "False")]
+    shares = sorted(v for v in (parse_float(r.get("audited_share", "")) for r in rows) if not math.isnan(v))
     covered = (f"median {100 * shares[len(shares) // 2]:.0f} %, smallest {100 * shares[0]:.0f} % (the crops of the "
                "slices training kept; the rest of each volume is not audited)") if shares else "NA"
-    return {"volumes audited": len(rows), "labelled voxels of a volume audited": covered,
+    return {"volumes audited": len(rows) - len(unaudited), "labelled voxels of a volume audited": covered,
             "flagged as possible copies": len(flagged),
             "flagged volumes": ", ".join(flagged) if flagged else "none",
-            "flagged volumes in the export": "left out (export.refuse_flagged)" if refuse else
-            "shipped, marked as flagged (export.refuse_flagged: false)",
+            "volumes no check could compare (not audited)": ", ".join(unaudited) if unaudited else "none",
+            "flagged or not audited volumes in the export": "left out (export.refuse_flagged)" if refuse else
+            "shipped, marked as they are (export.refuse_flagged: false)",
             "table": f"{Path(table).name} in the export folder"}
 
 

@@ -231,8 +231,8 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     tests on; a case of one of their test patients is refused before anything is written (the config
     check sees only the datasets whose cases are known when the workflow loads).
     ``audit``: the memorisation audit of the synthetic volumes (``audit.audit_shared``'s table):
-    copied into the dataset, summarised in dataset.json, its flagged volumes left out unless
-    ``export.refuse_flagged`` is false.
+    copied into the dataset, summarised in dataset.json, the volumes it flagged or could not audit left
+    out unless ``export.refuse_flagged`` is false.
     """
     folder = Path(out_root) / export_folders(naming)[experiment]
     parts = list(settings["splits"])
@@ -241,9 +241,10 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     if audit_rows is not None:
         cases, audit_summary = apply_audit(cases, audit_rows, bool(settings.get("refuse_flagged", True)))
         if not cases and audit_summary["refused"]:
-            raise ValueError(f"{audit}: the memorisation audit flagged every synthetic volume of {experiment} as a "
-                             "possible copy; look at the table, or set export.refuse_flagged: false to ship them "
-                             "marked as flagged")
+            raise ValueError(f"{audit}: the memorisation audit cleared no synthetic volume of {experiment} "
+                             f"({len(audit_summary['flagged'])} flagged as possible copies, "
+                             f"{len(audit_summary['not_audited'])} not audited: its note column says why); look "
+                             "at the table, or set export.refuse_flagged: false to ship them marked as they are")
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
@@ -278,10 +279,11 @@ AUDIT_FILE = "memorisation_audit.tsv"
 
 def apply_audit(cases: Sequence[ExportCase], rows: Sequence[Mapping[str, str]],
                 refuse: bool) -> tuple[list[ExportCase], dict]:
-    """The synthetic cases with their audit in their provenance, the flagged ones left out when ``refuse``;
-    and the audit's summary for dataset.json. Every synthetic case must have been audited."""
+    """The synthetic cases with their audit in their provenance; when ``refuse``, only those the audit
+    cleared: the flagged ones and those it could not audit (``flagged`` NA, its note says why) are left
+    out. The audit's summary for dataset.json. Every synthetic case must have a row in the audit."""
     by_key = {(r["case_id"], int(r["sample"])): r for r in rows}
-    kept, flagged, refused = [], [], []
+    kept, flagged, unaudited, refused = [], [], [], []
     for case in cases:
         key = (case.provenance.get("case_id"), int(case.provenance.get("sample", -1)))
         row = by_key.get(key)
@@ -289,15 +291,17 @@ def apply_audit(cases: Sequence[ExportCase], rows: Sequence[Mapping[str, str]],
             raise ValueError(f"{case.image}: synthetic case {case.identifier} has no row in the memorisation audit; "
                              "run it again (snakemake -R audit_shared)")
         marks = {k: row.get(k, "") for k in ("own_ratio_min", "nearest_ratio_min", "audited_share", "flagged")}
-        if row["flagged"] == "True":
-            flagged.append(case.identifier)
+        if row["flagged"] != "False":
+            (flagged if row["flagged"] == "True" else unaudited).append(case.identifier)
             if refuse:
                 refused.append(case.identifier)
-                log.warning("%s: left out, flagged by the memorisation audit (own-image ratio %s, nearest-training "
-                            "ratio %s)", case.identifier, row["own_ratio_min"] or "NA", row["nearest_ratio_min"])
+                log.warning("%s: left out, %s (own-image ratio %s, nearest-training ratio %s; %s)", case.identifier,
+                            "flagged by the memorisation audit" if row["flagged"] == "True" else "not audited",
+                            row["own_ratio_min"], row["nearest_ratio_min"], row.get("note") or "no note")
                 continue
         kept.append(replace(case, provenance={**case.provenance, "memorisation": marks}))
-    return kept, {"audited": len(cases), "flagged": flagged, "refused": refused, "file": AUDIT_FILE}
+    return kept, {"audited": len(cases) - len(unaudited), "flagged": flagged, "not_audited": unaudited,
+                  "refused": refused, "file": AUDIT_FILE}
 
 
 # Provenance columns of generate's manifest carried into dataset.json per case.
