@@ -431,14 +431,23 @@ def test_good_tar_extracts_completely(tmp_path: Path, work: Path, mode: str) -> 
     assert sorted(p.name for p in (work / "nested").iterdir()) == ["out"]
 
 
-def test_reextracting_replaces_and_keeps_unrelated_files(tmp_path: Path, work: Path) -> None:
+def test_reextracting_leaves_only_the_new_archives_tree(tmp_path: Path, work: Path) -> None:
+    """A new version of the archive (a case withdrawn from the release): what only the old one held goes."""
     target = work / "out"
     (target / "dataset").mkdir(parents=True)
-    (target / "dataset" / "stale.txt").write_bytes(b"old")
-    (target / "unrelated.txt").write_bytes(b"keep")
+    (target / "dataset" / "withdrawn_case.nii.gz").write_bytes(b"old")
+    (target / "old_top_level.txt").write_bytes(b"old")
     archive = make_tar(tmp_path / "archives" / "good.tgz", list(TREE.items()), mode="w:gz")
     extract(archive, target)
-    assert tree_of(target) == {**TREE, "unrelated.txt": b"keep"}
+    assert tree_of(target) == TREE
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+
+
+def test_a_zip_written_with_backslashes_unpacks_into_its_folders(tmp_path: Path, work: Path) -> None:
+    """Old Windows tools store p001\\ct.nii.gz: a file in p001/, not one of that literal name."""
+    archive = make_zip(tmp_path / "archives" / "win.zip", [(zip_info(name.replace("/", "\\")), data)
+                                                           for name, data in TREE.items()])
+    assert tree_of(extract(archive, work / "out")) == TREE
 
 
 def test_not_an_archive_names_the_file(tmp_path: Path, work: Path) -> None:

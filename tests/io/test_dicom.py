@@ -115,6 +115,40 @@ def test_refuses_a_gantry_tilt(tmp_path, hu):
         load_series(tmp_path / "ct")
 
 
+def test_a_slight_tilt_over_a_long_series_is_refused_and_rounded_positions_are_not(tmp_path):
+    """Positions written to 2 decimals (0.625 mm slices: -99.38, -98.75, ...; an oblique MR) are one
+    regular grid; a drift of 0.2 mm over the series is a tilt, however small per slice."""
+    from dicom_series import oblique_direction
+
+    values = np.zeros((6, 5, 40), np.float32)
+    origin = np.array([-123.4567, 87.6543, -301.2345])
+    for name, spacing, direction in (("axial", (0.7, 0.7, 0.625), np.eye(3)),
+                                     ("oblique", (0.9, 0.9, 4.0), oblique_direction())):
+        positions = np.round([origin + k * spacing[2] * direction[:, 2] for k in range(40)], 2)
+        write_series(tmp_path / name, values, spacing, direction, origin, positions=positions)
+        assert load_series(tmp_path / name).array.shape == values.shape
+    sheared = np.array([[0.0, 0.005 * k, 1.0 * k] for k in range(40)])  # 0.2 mm over 39 mm: 0.29 degrees
+    write_series(tmp_path / "tilted", values, (0.7, 0.7, 1.0), origin=(0, 0, 0), positions=sheared)
+    with pytest.raises(VolumeError, match=r"tilted: gantry tilt of about 0\.29 degrees .*0\.195 mm over"):
+        load_series(tmp_path / "tilted")
+
+
+def test_slices_with_their_own_rescale_keep_their_fractions(tmp_path):
+    """PET and Philips MR scale each slice on its own: a first slice of slope 1 must not make the series an
+    integer one (8.094 was read as 8)."""
+    values = np.round(np.random.default_rng(0).uniform(0, 30, (6, 5, 4)), 3).astype(np.float32)
+    values[..., 0] = np.round(values[..., 0])
+    whole = write_series(tmp_path / "slope1", values, SPACING, slope=1, intercept=0)
+    fine = write_series(tmp_path / "slope0.001", values, SPACING, slope=0.001, intercept=0)
+    (tmp_path / "mixed").mkdir()
+    for a, b in zip(sorted(whole), sorted(fine)):
+        first = a.name == "IM0000.dcm"  # slice 0 (files are named out of slice order)
+        shutil.copyfile(a if first else b, tmp_path / "mixed" / a.name)
+    volume = load_series(tmp_path / "mixed")
+    assert volume.array.dtype == np.float32
+    np.testing.assert_allclose(volume.array, values, atol=1e-3)
+
+
 def test_refuses_a_series_that_is_not_an_image(tmp_path, hu):
     write_series(tmp_path / "rt", hu, SPACING, modality="RTSTRUCT")
     with pytest.raises(VolumeError, match="rt: IM0000.dcm is not an image slice \\(modality RTSTRUCT"):

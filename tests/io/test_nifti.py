@@ -282,6 +282,20 @@ def test_non_integer_float_labels_refused_for_integer_dtype(
     assert load_volume(path, np.float32).array[2, 2, 2] == 2.5
 
 
+def test_float_labels_are_rounded_within_one_tolerance_for_every_value(tmp_path: Path,
+                                                                       flipped_affine: np.ndarray) -> None:
+    """Stored as float: 1e-7 near background is as integer as 117.00001 near a TotalSegmentator class
+    (allclose's relative tolerance refused the first and would have let 117.0005 pass as 117)."""
+    labels = (_data(np.uint8) % 5).astype(np.float32) * 29  # 0, 29, ..., 116
+    labels[labels == 0] = 1e-7
+    labels[labels == 116] = 117.00001
+    rounded = load_volume(save_volume(tmp_path / "label.nii.gz", labels, flipped_affine), np.integer).array
+    np.testing.assert_array_equal(rounded, np.rint(labels))
+    labels[1, 1, 1] = 117.0005 + 1e-3
+    with pytest.raises(VolumeError, match=r"non-integer values \(e\.g\. 117\.00"):
+        load_volume(save_volume(tmp_path / "off.nii.gz", labels, flipped_affine), np.integer)
+
+
 # ------------------------------------------------------------------ grids
 
 

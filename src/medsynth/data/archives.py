@@ -31,10 +31,12 @@ def extract(archive: Path, target: Path) -> Path:
     *all* symbolic and hard links, even ones that stay inside the tree: proving a
     chain of links harmless is subtle, and dataset archives do not need them.
 
-    Members are unpacked into ``<target>.extracting`` next to ``target`` and moved
-    into ``target`` only after extraction succeeded; top-level entries of the
-    same name already in ``target`` are replaced. On any failure the staging
-    folder is removed and ``target`` is left as it was.
+    Members are unpacked into ``<target>.extracting`` next to ``target``, which
+    they replace as a whole only after extraction succeeded: nothing an older
+    version of the archive held stays (a case withdrawn from a release would
+    otherwise be trained on). On any failure the staging folder is removed and
+    ``target`` is left as it was. Zip member names written with backslashes
+    (old Windows tools) are unpacked into their folders.
     """
     archive, target = Path(archive), Path(target)
     if not archive.is_file():
@@ -52,7 +54,7 @@ def extract(archive: Path, target: Path) -> Path:
         shutil.rmtree(staging)  # left by a crashed earlier run; it never holds anything we need
     try:
         unpack(archive, staging)
-        _move_contents(staging, target)
+        _replace_target(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -84,6 +86,8 @@ def _check_and_unpack_zip(archive: Path, staging: Path) -> None:
         for info in zf.infolist():
             if why := _name_problem(info.filename):
                 raise _refuse(archive, info.filename, why)
+            # p001\ct.nii.gz from an old Windows zip: a file in p001/, not a file of that literal name.
+            info.filename = info.filename.replace("\\", "/")
             # Unix zips keep st_mode in the high 16 bits; 0 there means "no type recorded" (e.g. Windows).
             kind = stat.S_IFMT(info.external_attr >> 16)
             if kind == stat.S_IFLNK:
@@ -91,7 +95,7 @@ def _check_and_unpack_zip(archive: Path, staging: Path) -> None:
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _refuse(archive, info.filename, "is a special file (device, FIFO or socket)")
         staging.mkdir(parents=True)
-        zf.extractall(staging)
+        zf.extractall(staging, members=zf.infolist())
 
 
 def _tar_member_problem(member: tarfile.TarInfo) -> str | None:
@@ -124,13 +128,10 @@ def _check_and_unpack_tar(archive: Path, staging: Path) -> None:
             tf.extractall(staging, members=members)
 
 
-def _move_contents(staging: Path, target: Path) -> None:
-    """Move the unpacked entries into ``target``, replacing same-named ones (a re-extraction)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(staging.iterdir()):
-        dest = target / entry.name
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        elif dest.exists() or dest.is_symlink():
-            dest.unlink()
-        os.replace(entry, dest)
+def _replace_target(staging: Path, target: Path) -> None:
+    """The unpacked tree becomes ``target``; an earlier extraction there is removed first."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    os.replace(staging, target)

@@ -34,8 +34,13 @@ from medsynth.io.volume import Volume, VolumeError
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Modalities of series that hold no image grid (structures, segmentations, plans, documents).
 NOT_IMAGES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "PR", "KO", "REG", "DOC", "PLAN"}
-POSITION_TOL = 0.01  # of the slice spacing: DICOM positions carry a few decimals
-TILT_TOL_MM = 0.01   # in-plane drift between neighbouring slices that still counts as no tilt
+# Scanners round positions to a few decimals (0.625 mm slices written as -99.38, -98.75, ...): a step may
+# differ from the median by this much (the larger of the two) and still be regular; a missing slice is +100 %.
+POSITION_TOL = 0.1  # of the slice spacing
+POSITION_TOL_MM = 0.05
+# In-plane drift over the whole series, fitted as a line (a tilt shears every slice by the same step), above
+# which the series is refused as tilted: rounding moves single slices, never the fitted line this far.
+TILT_TOL_MM = 0.1
 # Transfer syntaxes the GDCM inside SimpleITK decodes: native, deflated, JPEG (baseline, extended,
 # lossless), JPEG-LS, JPEG 2000, RLE. Newer ones (HTJ2K, JPEG XL, video) it reads as garbage or not at all.
 DECODABLE = {
@@ -55,6 +60,7 @@ class SliceHeader:
     position: np.ndarray  # ImagePositionPatient, LPS mm
     orientation: np.ndarray  # ImageOrientationPatient: row and column direction cosines
     size: tuple[int, int]  # Rows, Columns
+    rescale: tuple[str, str] = ("", "")  # RescaleSlope, RescaleIntercept as written
 
 
 @contextmanager
@@ -96,6 +102,10 @@ def load_series(folder: str | Path, series_uid: str | None = None) -> Volume:
     _check_grid(folder, headers)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([h.file for h in headers])
+    if _fractional_rescale(headers):
+        # The reader takes its pixel type from the first slice: integer there, the others' values would be
+        # cut to integers (PET and Philips MR scale each slice on its own; 8.094 was read as 8).
+        reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -159,8 +169,18 @@ def _tags(file: str, keys: tuple[str, ...]) -> dict[str, str]:
     return {k: reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in keys}
 
 
+def _fractional_rescale(headers: list[SliceHeader]) -> bool:
+    """True when the slices' rescale slopes or intercepts differ, or one is not a whole number."""
+    if len({h.rescale for h in headers}) > 1:
+        return True
+    try:
+        return any(v and not float(v).is_integer() for v in headers[0].rescale)
+    except ValueError:
+        return True
+
+
 def _header(folder: Path, file: str) -> SliceHeader:
-    keys = ("0008|0060", "0020|0032", "0020|0037", "0028|0010", "0028|0011")
+    keys = ("0008|0060", "0020|0032", "0020|0037", "0028|0010", "0028|0011", "0028|1053", "0028|1052")
     tags = _tags(file, keys)
     modality = tags["0008|0060"].upper()
     if modality in NOT_IMAGES or not (tags["0020|0032"] and tags["0020|0037"] and tags["0028|0010"]):
@@ -175,7 +195,7 @@ def _header(folder: Path, file: str) -> SliceHeader:
         raise VolumeError(f"{folder}: {Path(file).name} has an unreadable position or orientation ({exc})") from exc
     if position.shape != (3,) or orientation.shape != (6,):
         raise VolumeError(f"{folder}: {Path(file).name} has a malformed image position or orientation")
-    return SliceHeader(file, modality, position, orientation, size)
+    return SliceHeader(file, modality, position, orientation, size, (tags["0028|1053"], tags["0028|1052"]))
 
 
 def _check_grid(folder: Path, headers: list[SliceHeader]) -> None:
@@ -198,17 +218,29 @@ def _check_grid(folder: Path, headers: list[SliceHeader]) -> None:
     spacing = float(np.median(along))
     if spacing <= 0 or (np.abs(along) < 1e-3).any():
         raise VolumeError(f"{folder}: two slices share one position; remove duplicates (or split the series)")
-    uneven = np.abs(along - spacing) > POSITION_TOL * spacing
+    uneven = np.abs(along - spacing) > max(POSITION_TOL * spacing, POSITION_TOL_MM)
     if uneven.any():
         i = int(np.argmax(uneven))
-        raise VolumeError(f"{folder}: uneven slice spacing ({along[i]:.3g} mm between {Path(headers[i].file).name} "
-                          f"and {Path(headers[i + 1].file).name}, {spacing:.3g} mm elsewhere): slices are missing; "
+        raise VolumeError(f"{folder}: uneven slice spacing ({along[i]:.4g} mm between {Path(headers[i].file).name} "
+                          f"and {Path(headers[i + 1].file).name}, {spacing:.4g} mm elsewhere): slices are missing; "
                           "complete the series or resample it to a regular grid")
-    drift = np.linalg.norm(steps - np.outer(along, normal), axis=1)
-    if drift.max() > TILT_TOL_MM:
-        angle = float(np.degrees(np.arctan2(drift.max(), spacing)))
-        raise VolumeError(f"{folder}: gantry tilt of about {angle:.1f} degrees (slices sheared along the normal); "
-                          "resample it to an orthogonal grid first (e.g. dcm2niix corrects tilt)")
+    _check_tilt(folder, positions, normal, spacing)
+
+
+def _check_tilt(folder: Path, positions: np.ndarray, normal: np.ndarray, spacing: float) -> None:
+    """Refuse slices sheared along the normal: their in-plane offsets, fitted as a line over the slice index
+    (one slice's rounding moves no line), drift more than ``TILT_TOL_MM`` over the series."""
+    offsets = positions - positions[0]
+    offsets -= np.outer(offsets @ normal, normal)
+    k = np.arange(len(positions)) - (len(positions) - 1) / 2
+    per_slice = (k @ offsets) / (k @ k)  # least-squares slope, mm of in-plane drift per slice
+    drift = float(np.linalg.norm(per_slice)) * (len(positions) - 1)
+    if drift > TILT_TOL_MM:
+        angle = float(np.degrees(np.arctan2(np.linalg.norm(per_slice), spacing)))
+        shown = f"{angle:.1f}" if angle >= 1 else f"{angle:.2g}"
+        raise VolumeError(f"{folder}: gantry tilt of about {shown} degrees (slices sheared along the normal, "
+                          f"{drift:.3g} mm over the series); resample it to an orthogonal grid first (e.g. dcm2niix "
+                          "corrects tilt)")
 
 
 def transfer_syntax(file: Path) -> str | None:
