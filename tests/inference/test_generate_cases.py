@@ -5,12 +5,13 @@ import pytest
 import torch
 
 import medsynth
+from medsynth.data.intensity import IntensityMap
 from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
-from medsynth.inference.generate_cases import (GenerateSettings, LabelCase, assemble_volume, generate_case, load_generator,
-                               sample_seed)
+from medsynth.inference.generate_cases import (GenerateSettings, LabelCase, assemble_volume, generate_case,
+                                               load_generator, sample_seed, source_body)
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
@@ -102,6 +103,48 @@ def test_generate_case_writes_volumes_on_the_source_grid(prepared):
         assert f["samples"].shape == (2, *slices.labels.shape) and np.array_equal(f["z"], slices.z)
     # Generated tissue under every labelled voxel of the label map written beside the volumes.
     assert all(r["background"] == -1000.0 and r["tissue_at_background"] == 0.0 for r in rows)
+
+
+def test_a_label_map_finer_than_the_grid_gets_tissue_under_every_label_not_a_blend_with_air(tmp_path):
+    """TotalSegmentator-like: organs at 0.75 mm, stored LPS, a 0.75 mm gap of unlabelled tissue between two of
+    them, thin edges, a 2 x 2 patch; generated on a 1.5 mm grid with one intensity everywhere (an oracle).
+    Back on the source grid every labelled voxel holds that intensity: blended with the air outside the
+    grid's body, 3 % of such voxels had read below -500 HU while counting as tissue."""
+    from medsynth.data.label_only import preprocess_label_only
+
+    label = np.zeros((96, 80, 4), np.uint8)
+    label[10:40, 20:60] = 3  # liver
+    label[41:70, 20:60] = 4  # spleen, one voxel of gap after the liver
+    label[73:76, 30:31] = 5  # a thin kidney strip
+    label[84:86, 50:52, 1] = 5  # a 2 x 2 patch
+    affine = np.diag([-0.75, -0.75, 3.0, 1.0])
+    affine[:3, 3] = [40.0, 30.0, -5.0]
+    save_volume(tmp_path / "label.nii.gz", label, affine)
+    meta = preprocess_label_only("c", tmp_path / "label.nii.gz", tmp_path / "pre", TABLE,
+                                 PreprocessSettings(modality="CT", spacing_xy=1.5))
+    # A label-only case is written on the scale of the experiment's image dataset (generate_case's scale).
+    meta = {**meta, "intensity": IntensityMap.ct((-1000, 1000), (-150, 250), 0.6).to_meta(), "modality": "CT"}
+    grid_label = load_volume(tmp_path / "pre" / "label.nii.gz", np.uint8).array
+    volume = np.where(grid_label > 0, 0.25, -1.0).astype(np.float32)  # the oracle: one intensity in the body
+    out = assemble_volume(volume, grid_label > 0, meta, source_body(grid_label > 0, meta, label > 0))
+    painted = IntensityMap.from_meta(meta["intensity"]).to_physical(np.float32(0.25))
+    assert out.shape == label.shape
+    organs = label > 0
+    organs[60, 5:7, 2] = False  # below: a label the grid may drop
+    np.testing.assert_allclose(out[organs], painted, atol=1e-3)
+    assert (out[:5] == -1000).all() and (out[90:] == -1000).all()  # air far from the body stays air
+    # A label two source voxels wide, far from any tissue: nothing generated there, so it holds the
+    # background value (counted by tissue_at_background), never a blend that reads as tissue.
+    lone = label.copy()
+    lone[60, 5:7, 2] = 5
+    save_volume(tmp_path / "lone.nii.gz", lone, affine)
+    meta = {**preprocess_label_only("c", tmp_path / "lone.nii.gz", tmp_path / "lone", TABLE,
+                                    PreprocessSettings(modality="CT", spacing_xy=1.5)),
+            "intensity": meta["intensity"], "modality": "CT"}
+    grid_label = load_volume(tmp_path / "lone" / "label.nii.gz", np.uint8).array
+    body = grid_label > 0
+    out = assemble_volume(np.where(body, 0.25, -1.0).astype(np.float32), body, meta, source_body(body, meta, lone > 0))
+    assert set(np.round(out[lone > 0], 3).tolist()) <= {round(float(painted), 3), -1000.0}
 
 
 def test_resampled_grid_goes_back_to_the_source_grid(tmp_path):
