@@ -107,63 +107,43 @@ TISSUE_MARGIN = {"CT": 1.0}
 MR_TISSUE_MARGIN = 1e-3  # of the window
 
 
-def assemble_volume(volume: np.ndarray, body: np.ndarray, meta: dict, inside: np.ndarray | None = None) -> np.ndarray:
+class SourceBody(NamedTuple):
+    """Where a case's volumes hold tissue on the source grid (``source_body``): the same for every sample."""
+
+    share: np.ndarray  # float32: the grid's body resampled linearly, the tissue share of a voxel's neighbours
+    inside: np.ndarray  # bool: the voxels that hold tissue
+
+
+def source_body(body: np.ndarray, meta: dict, labelled: np.ndarray | None = None) -> SourceBody:
+    """The grid's ``body`` on the source grid: inside where it covers half a voxel or more, and every voxel
+    ``labelled`` (the source label map > 0) that has tissue among its grid neighbours. A label the grid
+    dropped far from any tissue (smaller than a grid voxel) keeps the background value, which
+    ``tissue_at_background`` counts."""
+    share = back_to_source(body.astype(np.float32), meta, order=1, cval=0.0)
+    inside = share >= 0.5
+    if labelled is not None:
+        inside |= labelled & (share > 1e-3)
+    return SourceBody(share, inside)
+
+
+def assemble_volume(volume: np.ndarray, body: np.ndarray, meta: dict, where: SourceBody | None = None) -> np.ndarray:
     """A generated volume on the preprocessed grid ([-1, 1]) -> physical intensities on the source grid.
 
-    Inside the body (``inside``, on the source grid: ``source_body``, by default the grid's ``body``
-    resampled) the generated tissue, kept above the background value (the curve's low end,
-    +``TISSUE_MARGIN``); outside it, and beyond the preprocessed grid, the background value. Tissue is
-    spread ``SPREAD_SHELLS`` grid voxels past the grid's body before the linear resampling, so a source
-    voxel at its edge blends tissue with tissue, never with air: a label map finer than the grid, whose
-    organs TotalSegmentator leaves gaps between, had 3 % of its labelled voxels blended below -500 HU.
+    Inside the body (``where``: ``source_body``, by default of the grid's ``body`` alone) the generated
+    tissue, kept above the background value (the curve's low end, +``TISSUE_MARGIN``); outside it, and
+    beyond the preprocessed grid, the background value. A source voxel is the linear interpolation of its
+    grid neighbours in the body alone (the tissue resampled, divided by the body's share): resampled with
+    the air around it, a label map finer than the grid, whose organs TotalSegmentator leaves gaps between,
+    had 3 % of its labelled voxels blended below -500 HU.
     """
     curve = IntensityMap.from_meta(meta["intensity"])
     physical = curve.to_physical(volume)
     floor = curve.lo + TISSUE_MARGIN.get(meta["modality"], MR_TISSUE_MARGIN * (curve.hi - curve.lo))
-    physical[body] = np.maximum(physical[body], floor)
-    out = back_to_source(spread_tissue(physical, body, SPREAD_SHELLS), meta, order=1, cval=curve.lo)
-    inside = source_body(body, meta) if inside is None else inside
-    out[inside] = np.maximum(out[inside], floor)
-    out[~inside] = curve.lo
-    return out
-
-
-SPREAD_SHELLS = 2  # grid voxels: a source voxel's linear interpolation reads grid voxels up to one away
-
-
-def source_body(body: np.ndarray, meta: dict, labelled: np.ndarray | None = None) -> np.ndarray:
-    """Where a case's volumes hold tissue on the source grid: the grid's ``body`` resampled, and each voxel
-    ``labelled`` (the source label map > 0) whose every grid neighbour holds tissue after the spread. One
-    the grid dropped far from any (a label smaller than a grid voxel) keeps the background value, which
-    ``tissue_at_background`` counts. The same for every sample of the case: computed once."""
-    from scipy.ndimage import maximum_filter
-
-    inside = back_to_source(body.astype(np.float32), meta, order=1, cval=0.0) >= 0.5
-    if labelled is not None:
-        reached = maximum_filter(body.astype(np.uint8), size=2 * SPREAD_SHELLS + 1, mode="constant")
-        inside |= labelled & (back_to_source(reached.astype(np.float32), meta, order=1, cval=0.0) > 1 - 1e-4)
-    return inside
-
-
-def spread_tissue(values: np.ndarray, body: np.ndarray, shells: int) -> np.ndarray:
-    """``values`` with each of ``shells`` rings of voxels around ``body`` (26-neighbours: what a cube of
-    ``2 * shells + 1`` around the body holds) set to the mean of its neighbours already set, the body's
-    first; further out unchanged."""
-    from scipy.ndimage import uniform_filter
-
-    out = values.astype(np.float32, copy=True)
-    if not body.any():
-        return out
-    # Only around the body: the filters' cost is the box's, not the field of view's.
-    spans = [np.flatnonzero(body.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)]
-    box = tuple(slice(max(int(v[0]) - shells - 1, 0), int(v[-1]) + shells + 2) for v in spans)
-    inner, known = out[box], body[box].copy()  # inner: a view, filled in place
-    for _ in range(shells):
-        weight = uniform_filter(known.astype(np.float32), size=3, mode="constant")
-        ring = ~known & (weight > 1e-6)
-        total = uniform_filter(np.where(known, inner, 0.0).astype(np.float32), size=3, mode="constant")
-        inner[ring] = total[ring] / weight[ring]
-        known |= ring
+    physical = np.where(body, np.maximum(physical, floor), 0.0).astype(np.float32)
+    where = source_body(body, meta) if where is None else where
+    tissue = back_to_source(physical, meta, order=1, cval=0.0)
+    out = np.full(tissue.shape, curve.lo, dtype=np.float32)
+    out[where.inside] = np.maximum(tissue[where.inside] / where.share[where.inside], floor)
     return out
 
 
@@ -206,7 +186,7 @@ def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label
         for lab, z in zip(crop(grid_label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0), canvas.z):
             save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
     background = IntensityMap.from_meta(meta["intensity"]).lo
-    inside = source_body(body, meta, label > 0)
+    where = source_body(body, meta, label > 0)
     rows, crops = [], []
     for k in range(settings.samples):
         seed = sample_seed(settings.seed, case_id, k)
@@ -216,7 +196,7 @@ def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label
             stack = crop(volume, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, -1.0)
             for img, z in zip(stack, canvas.z):
                 save_png(case_dir / f"sample_{k}" / f"z{int(z):03d}.png", unit_to_uint8(display_view(img)))
-        image = _physical(assemble_volume(volume, body, meta, inside), meta)
+        image = _physical(assemble_volume(volume, body, meta, where), meta)
         vol_file = save_volume(case_dir / f"sample_{k}.nii.gz", image, source_affine)
         rows.append({"case_id": case_id, "sample": k, "seed": seed,
                      "noise": noise_label(G, settings.noise, settings.noise_sigma_mm), "volume": str(vol_file),
