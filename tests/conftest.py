@@ -80,6 +80,19 @@ def fid_inception_architecture() -> torch.nn.Module:
     return net
 
 
+def calibrate_batch_norm(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` (in eval mode after) with its batch-norm running statistics set from one random batch of
+    299 px images in [-1, 1]: through a deep random Inception its features then stay O(1)."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch sets the running stats to its own
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(2, 3, 299, 299) * 2 - 1)
+    return net.eval()
+
+
 def write_random_weights(folder: Path, calibrated: bool = False) -> Path:
     """Random weights with the exact architectures and file names of the pretrained ones.
 
@@ -95,14 +108,7 @@ def write_random_weights(folder: Path, calibrated: bool = False) -> Path:
     torch.manual_seed(0)
     net = fid_inception_architecture()
     if calibrated:
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average: one batch sets the running stats to its own
-        net.train()
-        with torch.no_grad():
-            net(torch.rand(2, 3, 299, 299) * 2 - 1)
-        net.eval()
+        calibrate_batch_norm(net)
     weight_path(folder, INCEPTION_FILE).parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), weight_path(folder, INCEPTION_FILE))
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weight_path(folder, ALEXNET_FILE))
@@ -113,6 +119,12 @@ def write_random_weights(folder: Path, calibrated: bool = False) -> Path:
 def fid_inception_builder():
     """The FID-Inception architecture builder, for tests that make their own weights from it."""
     return fid_inception_architecture
+
+
+@pytest.fixture(scope="session")
+def batch_norm_calibrator():
+    """``calibrate_batch_norm``, for tests that make their own weights."""
+    return calibrate_batch_norm
 
 
 @pytest.fixture(scope="session")

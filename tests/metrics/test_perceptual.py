@@ -58,7 +58,7 @@ def offline(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory, fid_inception_builder):
+def inception_weights(tmp_path_factory, fid_inception_builder, batch_norm_calibrator):
     """A weights folder holding random FID-Inception weights under the upstream name (~95 MB, once).
 
     The batch-norm running statistics are calibrated on one random batch, so the stored buffers
@@ -66,15 +66,8 @@ def inception_weights(tmp_path_factory, fid_inception_builder):
     """
     with torch.random.fork_rng():
         torch.manual_seed(1234)
-        net = fid_inception_builder()
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average: one batch sets the running stats to its own
-        net.train()
-        with torch.no_grad():
-            net(torch.rand(2, 3, 299, 299) * 2 - 1)
-    state = {k: v.clone() for k, v in net.eval().state_dict().items()}
+        net = batch_norm_calibrator(fid_inception_builder())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
     folder = tmp_path_factory.mktemp("weights-inception")
     P.weight_path(folder, P.INCEPTION_FILE).parent.mkdir(parents=True)
     torch.save(state, P.weight_path(folder, P.INCEPTION_FILE))

@@ -304,7 +304,8 @@ def case_problem(dataset, case):
 
 @functools.cache
 def _case_problem(dataset, case, files):
-    # Once per case and table version: the DAG asks ~10 times a case (0.03 s of the demo's dry run).
+    # Once per case and its files in this Snakemake process: the DAG asks ~10 times a case (0.03 s of the
+    # demo's dry run).
     if not all(os.path.exists(f) for f in files if f):
         return True
     return any(map(blocked, case_outputs(dataset, case)))

@@ -99,7 +99,7 @@ NO_SPREAD = "std_ratio NA: every real pixel of this class has one value (no spre
 def _row_note(row: Mapping, note: str) -> str:
     """A class row's note: the tables' reason, else why its numbers are NA (no pixel of the class on a
     side; no real spread for the ratio)."""
-    if note.startswith("not co"):  # not computed / not compared: the real side is missing altogether
+    if note not in ("", BODY_DIFFERS):  # not computed / not in the table: the real side is missing altogether
         return note
     side = "real" if not row["voxels_real"] else "generated" if not row["voxels_generated"] else None
     why = NO_PIXELS.format(side) if side else NO_SPREAD if not row["std_real"] > 0 else ""

@@ -292,11 +292,12 @@ def apply_audit(cases: Sequence[ExportCase], rows: Sequence[Mapping[str, str]],
                              "run it again (snakemake -R audit_shared)")
         marks = {k: row.get(k, "") for k in ("own_ratio_min", "nearest_ratio_min", "audited_share", "flagged")}
         if row["flagged"] != "False":
-            (flagged if row["flagged"] == "True" else unaudited).append(case.identifier)
+            copy = row["flagged"] == "True"
+            (flagged if copy else unaudited).append(case.identifier)
             if refuse:
                 refused.append(case.identifier)
                 log.warning("%s: left out, %s (own-image ratio %s, nearest-training ratio %s; %s)", case.identifier,
-                            "flagged by the memorisation audit" if row["flagged"] == "True" else "not audited",
+                            "flagged by the memorisation audit" if copy else "not audited",
                             row["own_ratio_min"], row["nearest_ratio_min"], row.get("note") or "no note")
                 continue
         kept.append(replace(case, provenance={**case.provenance, "memorisation": marks}))
