@@ -1,6 +1,9 @@
 """Median seconds per training iteration (G, D, Du steps; R1 and EMA amortised) for a preset.
 
-    python bench/train_step.py --preset oasis-256 --size 64 --batch 2 [--mode unpaired] [--bf16]
+    python bench/train_step.py --preset oasis-256 --size 64 --batch 2 [--mode unpaired] [--bf16] [--compile]
+
+The networks are made ready as training makes them (``train.devices.prepare_nets``:
+channels_last on CUDA unless ``--no-channels-last``, torch.compile with ``--compile``).
 
 ``--straightforward`` also times a plain implementation of the same paired
 step for comparison: EMA through one state_dict() call per key, the generator
@@ -12,14 +15,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 
 from medsynth.models import build_discriminator, build_generator, get_preset
 from medsynth.models.losses import labelmix_loss, labelmix_mask, seg_ce_fake, seg_ce_real
 from medsynth.data.slice_set import one_hot
-from medsynth.models.devices import resolve_device
-from medsynth.train.step import LossWeights, build_nets, paired_step, unpaired_step
+from medsynth.models.devices import resolve_device, uses_channels_last
+from medsynth.train.devices import prepare_nets
+from medsynth.train.step import LossWeights, Nets, build_nets, paired_step, unpaired_step
 
 
 def timed(fn, iters: int, warmup: int, device: torch.device) -> list[float]:
@@ -69,6 +74,31 @@ def straightforward(spec, classes, labels, device):
     return step
 
 
+def build_step(preset: str, classes: int, mode: str, size: int, batch: int, bf16: bool, channels_last: bool,
+               compile: bool, device: torch.device) -> tuple[Callable[[int], dict], Nets]:
+    """One training iteration of random data as a function of the step number, and its networks.
+
+    Random class ids per pixel: a convolution costs the same whatever the label map holds.
+    """
+    torch.manual_seed(0)
+    spec = get_preset(preset)
+    nets = build_nets(spec, classes, mode, 1e-4, 4e-4, (0.0, 0.999), 0.999, device)
+    prepare_nets(nets, device, channels_last, compile, world_size=1)
+    fmt = torch.channels_last if uses_channels_last(device, channels_last) else torch.contiguous_format
+    labels = torch.randint(0, classes, (batch, size, size), device=device)
+    body = (labels > 0).float()[:, None]
+    real = (torch.rand(batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=fmt)
+    w = LossWeights()
+    rng = torch.Generator().manual_seed(0)
+    if mode == "paired":
+        def fn(i: int) -> dict:
+            return paired_step(nets, real, labels, body, classes, w, rng, bf16)
+    else:
+        def fn(i: int) -> dict:  # step i + 1: the lazy R1 falls on every 16th iteration, as in training
+            return unpaired_step(nets, real, labels, body, classes, w, i + 1, bf16)
+    return fn, nets
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
@@ -80,37 +110,26 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-channels-last", action="store_true", help="keep the default memory format (CUDA)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile G and the discriminators")
     ap.add_argument("--straightforward", action="store_true", help="also time the plain implementation")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    spec = get_preset(args.preset)
-    nets = build_nets(spec, args.classes, args.mode, 1e-4, 4e-4, (0.0, 0.999), 0.999, device)
-    if device.type == "cuda":
-        for net in (nets.G, nets.D, nets.Du, nets.ema.model):
-            if net is not None:
-                net.to(memory_format=torch.channels_last)
-    labels = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=device)
-    body = (labels > 0).float()[:, None]
-    real = (torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1)
-    w = LossWeights()
-    rng = torch.Generator().manual_seed(0)
-    if args.mode == "paired":
-        def fn(i):
-            paired_step(nets, real, labels, body, args.classes, w, rng, args.bf16)
-    else:
-        def fn(i):
-            unpaired_step(nets, real, labels, body, args.classes, w, i + 1, args.bf16)
+    fn, nets = build_step(args.preset, args.classes, args.mode, args.size, args.batch, args.bf16,
+                          not args.no_channels_last, args.compile, device)
     times = timed(fn, args.iters, args.warmup, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     n_g = sum(p.numel() for p in nets.G.parameters()) / 1e6
     n_d = sum(p.numel() for p in nets.D.parameters()) / 1e6
     print(f"medsynth {args.mode}: device={device} ({name}), threads={torch.get_num_threads()}, preset={args.preset} "
           f"(G {n_g:.1f} M, D {n_d:.1f} M), size={args.size}, batch={args.batch}, bf16={args.bf16}: "
-          f"median {statistics.median(times):.4f} s/iter over {len(times)} (min {min(times):.4f}, max {max(times):.4f})")
+          f"median {statistics.median(times):.4f} s/iter over {len(times)} "
+          f"(min {min(times):.4f}, max {max(times):.4f})")
     if args.straightforward:
-        times = timed(straightforward(spec, args.classes, labels, device), args.iters, args.warmup, device)
+        labels = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=device)
+        step = straightforward(get_preset(args.preset), args.classes, labels, device)
+        times = timed(step, args.iters, args.warmup, device)
         print(f"straightforward paired: median {statistics.median(times):.4f} s/iter over {len(times)} "
               f"(min {min(times):.4f}, max {max(times):.4f})")
 
