@@ -95,7 +95,7 @@ def test_refuses_missing_slices(tmp_path, hu):
 def test_refuses_mixed_orientations(tmp_path, hu):
     tilted = {3: {"0020|0037": "1\\0\\0\\0\\0.9950041653\\0.0998334166"}}
     write_series(tmp_path / "ct", hu, SPACING, tag_overrides=tilted)
-    with pytest.raises(VolumeError, match="ct: mixed slice orientations"):
+    with pytest.raises(VolumeError, match="ct: mixed slice orientations.*folder of their own"):
         load_series(tmp_path / "ct")
 
 
@@ -162,6 +162,44 @@ def test_refuses_pixel_data_it_cannot_decode(tmp_path, hu):
     with pytest.raises(VolumeError, match=rf"ct: {files[2].name} is encoded in transfer syntax "
                                           r"1\.2\.840\.10008\.1\.2\.4\.110, which the DICOM reader cannot decode; "
                                           "decompress"):
+        load_series(tmp_path / "ct")
+
+
+# GDCM lists the HTJ2K files as a series of their own and leaves the JPEG XL ones out of its listing.
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.110"])
+def test_an_undecodable_file_of_another_series_blocks_only_that_series(tmp_path, hu, syntax):
+    """A hospital folder mixes series: a file the reader cannot decode keeps its own series from being read,
+    not the CT named in the cases table; unnamed, the folder lists it among its series."""
+    escaped = syntax.replace(".", r"\.")
+    write_series(tmp_path / "ct", hu, SPACING, series_uid="1.2.3.1")
+    other = write_series(tmp_path / "other", hu + 100, SPACING, series_uid="1.2.3.2")
+    for f in other:
+        set_transfer_syntax(f, syntax)  # HTJ2K, JPEG XL: newer than the reader
+        shutil.move(f, tmp_path / "ct" / f"b_{f.name}")
+    np.testing.assert_array_equal(load_series(tmp_path / "ct", "1.2.3.1").array, hu)
+    with pytest.raises(VolumeError, match=r"ct: 2 DICOM series, 1\.2\.3\.1 \(CT.*; 1\.2\.3\.2 \(.*5 file\(s\), 5 in "
+                                          rf"transfer syntax {escaped}, which the reader cannot decode\)"):
+        load_series(tmp_path / "ct")
+    with pytest.raises(VolumeError, match=rf"b_IM\d+\.dcm is encoded in transfer syntax {escaped}"):
+        load_series(tmp_path / "ct", "1.2.3.2")
+
+
+def test_a_localizer_in_the_series_is_left_out(tmp_path, hu):
+    """Some scanners store the scout view under the axial series' UID; it is no slice of the volume, and
+    sorting along its (sagittal) normal must not reorder the axial slices."""
+    uid = "1.2.826.0.1.3680043.2.1125.7.1"
+    write_series(tmp_path / "ct", hu, SPACING, origin=ORIGIN, series_uid=uid)
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # rows along y, columns along -z
+    scout = {0: {"0008|0008": "ORIGINAL\\PRIMARY\\LOCALIZER", "0008|0018": uid + ".999"}}
+    (loc,) = write_series(tmp_path / "scout", np.ones((9, 4, 1), np.float32), (1.0, 1.0, 1.0), sagittal,
+                          (0.0, -50.0, 60.0), series_uid=uid, tag_overrides=scout)
+    shutil.move(loc, tmp_path / "ct" / "AA_scout.dcm")
+    vol = load_series(tmp_path / "ct")
+    np.testing.assert_array_equal(vol.array, hu)
+    np.testing.assert_allclose(vol.affine, lps_geometry_affine(SPACING, np.eye(3), ORIGIN), atol=1e-6)
+    for f in (tmp_path / "ct").glob("IM*.dcm"):
+        f.unlink()
+    with pytest.raises(VolumeError, match="only localizer"):
         load_series(tmp_path / "ct")
 
 

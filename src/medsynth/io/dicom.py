@@ -14,7 +14,8 @@ A series that cannot be one regular grid is refused, naming the folder:
 missing slices (uneven spacing along the normal), mixed orientations or
 sizes, a gantry tilt (slices sheared along the normal), a series that is not
 an image (RT structure sets, segmentations, reports), pixel data the reader
-cannot decode.
+cannot decode. Localizer (scout) images that share the series' UID are left
+out: they are never part of the volume, and no series UID could separate them.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class SliceHeader:
     orientation: np.ndarray  # ImageOrientationPatient: row and column direction cosines
     size: tuple[int, int]  # Rows, Columns
     rescale: tuple[str, str] = ("", "")  # RescaleSlope, RescaleIntercept as written
+    localizer: bool = False  # ImageType (0008,0008) names it LOCALIZER: a scout view, not a slice of the volume
 
 
 @contextmanager
@@ -96,9 +98,8 @@ def load_series(folder: str | Path, series_uid: str | None = None) -> Volume:
     folder = Path(folder)
     if not folder.is_dir():
         raise VolumeError(f"{folder}: DICOM folder not found")
-    _check_syntaxes(folder)
-    files = _pick_series(folder, series_uid)
-    headers = [_header(folder, f) for f in files]
+    files = _pick_series(folder, series_uid, _undecodable(folder))
+    headers = _without_localizers(folder, [_header(folder, f) for f in files])
     _check_grid(folder, headers)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([h.file for h in headers])
@@ -126,36 +127,68 @@ def lps_affine(image: sitk.Image) -> np.ndarray:
     return affine
 
 
-def _check_syntaxes(folder: Path) -> None:
-    """Refuse undecodable files before listing series: the series scanner silently leaves them out,
-    which would read as missing slices."""
+def _undecodable(folder: Path) -> dict[str, tuple[str, str | None]]:
+    """Files the reader cannot decode -> (their transfer syntax, their SeriesInstanceUID if it can be read).
+
+    The series scanner leaves such files out without a word: in the series read, they would be missing
+    slices; in another series of the folder, they are no concern of this one.
+    """
+    out = {}
     for f in sorted(p for p in folder.iterdir() if p.is_file()):
         syntax = transfer_syntax(f)
         if syntax is not None and syntax not in DECODABLE:
-            raise VolumeError(f"{folder}: {f.name} is encoded in transfer syntax {syntax}, which the DICOM "
-                              f"reader cannot decode; {DECOMPRESS_HINT}")
+            out[str(f)] = (syntax, series_uid_of(f))
+    return out
 
 
-def _pick_series(folder: Path, series_uid: str | None) -> list[str]:
+def _pick_series(folder: Path, series_uid: str | None, undecodable: dict[str, tuple[str, str | None]]) -> list[str]:
     series = series_in(folder)
+    others = {uid for _, uid in undecodable.values() if uid not in series}
+    if series_uid is None and len(series) + len(others) == 1:
+        series_uid = next(iter(series), None) or next(iter(others), None)
+    # Undecodable files of the series read, or of a series that cannot be told, would be missing slices.
+    blocking = [(f, syntax) for f, (syntax, uid) in undecodable.items() if uid is None or uid == series_uid]
+    if blocking:
+        name, syntax = Path(blocking[0][0]).name, blocking[0][1]
+        raise VolumeError(f"{folder}: {name} is encoded in transfer syntax {syntax}, which the DICOM reader cannot "
+                          f"decode; {DECOMPRESS_HINT}")
     if not series:
         raise VolumeError(f"{folder}: no DICOM series found; is this the folder of a series' slice files?")
     if series_uid:
         if series_uid not in series:
-            raise VolumeError(f"{folder}: no series {series_uid!r}; it holds {_describe(series)}")
+            raise VolumeError(f"{folder}: no series {series_uid!r}; it holds {_describe(series, undecodable)}")
         return series[series_uid]
-    if len(series) > 1:
-        raise VolumeError(f"{folder}: {len(series)} DICOM series, {_describe(series)}; give the one to use as its "
-                          "SeriesInstanceUID in the cases table (column image_series, label_series or mask_series)")
-    return next(iter(series.values()))
+    raise VolumeError(f"{folder}: {len(series) + len(others)} DICOM series, {_describe(series, undecodable)}; give "
+                      "the one to use as its SeriesInstanceUID in the cases table (column image_series, "
+                      "label_series or mask_series)")
 
 
-def _describe(series: dict[str, list[str]]) -> str:
+def _without_localizers(folder: Path, headers: list[SliceHeader]) -> list[SliceHeader]:
+    """The series' slices without its localizer images, in order of position along their normal (the
+    scanner ordered them along the first file's normal, which may have been a localizer's)."""
+    kept = [h for h in headers if not h.localizer]
+    if not kept:
+        raise VolumeError(f"{folder}: the series holds only localizer (scout) images; point the table at the "
+                          "axial series")
+    if len(kept) == len(headers):
+        return headers
+    normal = np.cross(kept[0].orientation[:3], kept[0].orientation[3:])
+    return sorted(kept, key=lambda h: float(h.position @ normal))
+
+
+def _describe(series: dict[str, list[str]], undecodable: dict[str, tuple[str, str | None]]) -> str:
+    bad: dict[str, list[str]] = {}  # series UID -> transfer syntaxes of its undecodable files
+    for syntax, uid in undecodable.values():
+        bad.setdefault(uid, []).append(syntax)
     parts = []
-    for uid, files in series.items():
-        meta = _tags(files[0], ("0008|0060", "0008|103e"))
+    for uid in sorted(set(series) | set(bad)):
+        files = series.get(uid, [])
+        meta = _tags(files[0], ("0008|0060", "0008|103e")) if files else {"0008|0060": "", "0008|103e": ""}
+        count = len(set(files) | {f for f, (_, u) in undecodable.items() if u == uid})
+        note = (f", {len(bad[uid])} in transfer syntax {bad[uid][0]}, which the reader cannot decode"
+                if uid in bad else "")
         parts.append(f"{uid} ({meta['0008|0060'] or '?'}, {meta['0008|103e'] or 'no description'}, "
-                     f"{len(files)} file(s))")
+                     f"{count} file(s){note})")
     return "; ".join(parts)
 
 
@@ -180,7 +213,7 @@ def _fractional_rescale(headers: list[SliceHeader]) -> bool:
 
 
 def _header(folder: Path, file: str) -> SliceHeader:
-    keys = ("0008|0060", "0020|0032", "0020|0037", "0028|0010", "0028|0011", "0028|1053", "0028|1052")
+    keys = ("0008|0060", "0020|0032", "0020|0037", "0028|0010", "0028|0011", "0028|1053", "0028|1052", "0008|0008")
     tags = _tags(file, keys)
     modality = tags["0008|0060"].upper()
     if modality in NOT_IMAGES or not (tags["0020|0032"] and tags["0020|0037"] and tags["0028|0010"]):
@@ -195,7 +228,8 @@ def _header(folder: Path, file: str) -> SliceHeader:
         raise VolumeError(f"{folder}: {Path(file).name} has an unreadable position or orientation ({exc})") from exc
     if position.shape != (3,) or orientation.shape != (6,):
         raise VolumeError(f"{folder}: {Path(file).name} has a malformed image position or orientation")
-    return SliceHeader(file, modality, position, orientation, size, (tags["0028|1053"], tags["0028|1052"]))
+    localizer = "LOCALIZER" in tags["0008|0008"].upper().split("\\")
+    return SliceHeader(file, modality, position, orientation, size, (tags["0028|1053"], tags["0028|1052"]), localizer)
 
 
 def _check_grid(folder: Path, headers: list[SliceHeader]) -> None:
@@ -207,10 +241,12 @@ def _check_grid(folder: Path, headers: list[SliceHeader]) -> None:
         if not np.allclose(h.orientation, first.orientation, atol=1e-4):
             raise VolumeError(f"{folder}: mixed slice orientations ({Path(first.file).name}: {first.orientation}, "
                               f"{Path(h.file).name}: {h.orientation}); a series must be one stack of parallel "
-                              "slices: split it, or pick one series")
+                              "slices: move the slices of each orientation into a folder of their own (dcm2niix "
+                              "also writes one volume per orientation)")
         if h.size != first.size:
             raise VolumeError(f"{folder}: mixed slice sizes ({Path(first.file).name}: {first.size}, "
-                              f"{Path(h.file).name}: {h.size}); pick one series")
+                              f"{Path(h.file).name}: {h.size}); move the slices of each size into a folder of "
+                              "their own")
     normal = np.cross(first.orientation[:3], first.orientation[3:])
     positions = np.stack([h.position for h in headers])
     steps = np.diff(positions, axis=0)
@@ -265,3 +301,28 @@ def transfer_syntax(file: Path) -> str | None:
             return data[at + head : at + head + length].rstrip(b"\0 ").decode("ascii", "replace")
         at += head + length
     return None
+
+
+SERIES_UID_TAG = b"\x20\x00\x0e\x00"  # (0020,000E), little endian
+
+
+def series_uid_of(file: Path, head: int = 65536) -> str | None:
+    """The SeriesInstanceUID of a (little endian) DICOM file, read without a decoder; None when it cannot be
+    told: no such element in its first ``head`` bytes, or two different ones (one inside a sequence)."""
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read(head)
+    except OSError:
+        return None
+    found = set()
+    at = data.find(SERIES_UID_TAG, 132)
+    while at >= 0 and at + 8 <= len(data):
+        if data[at + 4 : at + 6] == b"UI":  # explicit VR: 2-byte length
+            length, start = struct.unpack_from("<H", data, at + 6)[0], at + 8
+        else:  # implicit VR: 4-byte length
+            length, start = struct.unpack_from("<I", data, at + 4)[0], at + 8
+        value = data[start : start + length].rstrip(b"\0 ")
+        if 0 < length <= 64 and value and all(c in b"0123456789." for c in value):
+            found.add(value.decode("ascii"))
+        at = data.find(SERIES_UID_TAG, at + 4)
+    return found.pop() if len(found) == 1 else None
