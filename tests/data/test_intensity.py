@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.intensity import IntensityMap
+from medsynth.data.intensity import IntensityMap, piecewise_linear
 from medsynth.data.phantom import make_case
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.inference.generate_cases import assemble_volume
@@ -21,6 +21,20 @@ def test_linear_window_maps_ends_and_clips() -> None:
     m = IntensityMap.window(-1000, 1000)
     np.testing.assert_allclose(m.to_unit(np.array([-2000, -1000, 0, 500, 1000, 3000])),
                                [-1, -1, 0, 0.5, 1, 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("curve", [IntensityMap.window(0, 1000), IntensityMap.ct((-1024, 1500), (-150, 250), 0.6)])
+def test_the_float32_curve_is_numpys_interpolation(curve: IntensityMap) -> None:
+    """Generation maps every voxel of every sample through the curve: in float32, as np.interp would."""
+    rng = np.random.default_rng(0)
+    unit = np.concatenate([rng.uniform(-1.2, 1.2, 10_000), curve.unit, [np.nan]]).astype(np.float32)
+    physical = np.concatenate([rng.uniform(curve.lo - 300, curve.hi + 300, 10_000), curve.physical])
+    for x, xp, fp in ((unit, curve.unit, curve.physical), (physical, curve.physical, curve.unit)):
+        got = piecewise_linear(x, xp, fp)
+        assert got.dtype == np.float32 and got.shape == x.shape
+        np.testing.assert_allclose(got, np.interp(x.astype(np.float32), xp, fp), rtol=0, atol=1e-4 * fp[-1])
+    ends = curve.to_physical(np.array([-5.0, -1.0, 1.0, 5.0]))
+    assert list(ends) == [curve.lo, curve.lo, curve.hi, curve.hi]  # exact: the background value is compared
 
 
 def test_soft_window_stretches_soft_tissue_and_round_trips_every_hu() -> None:

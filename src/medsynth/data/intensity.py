@@ -65,10 +65,10 @@ class IntensityMap:
         return cls((lo, a, b, hi), (-1.0, ua, ua + 2.0 * soft_share, 1.0))
 
     def to_unit(self, image: np.ndarray) -> np.ndarray:
-        return np.interp(np.asarray(image, np.float32), self.physical, self.unit).astype(np.float32)
+        return piecewise_linear(image, self.physical, self.unit)
 
     def to_physical(self, unit: np.ndarray) -> np.ndarray:
-        return np.interp(np.asarray(unit, np.float32), self.unit, self.physical).astype(np.float32)
+        return piecewise_linear(unit, self.unit, self.physical)
 
     def to_meta(self) -> dict:
         return {"lo": self.lo, "hi": self.hi, "knots": [list(self.physical), list(self.unit)]}
@@ -80,3 +80,21 @@ class IntensityMap:
             physical, unit = intensity["knots"]
             return cls(tuple(float(v) for v in physical), tuple(float(v) for v in unit))
         return cls.window(float(intensity["lo"]), float(intensity["hi"]))
+
+
+def piecewise_linear(x: np.ndarray, xp: Sequence[float], fp: Sequence[float]) -> np.ndarray:
+    """``np.interp(x, xp, fp)`` for strictly increasing ``xp`` and ``fp``, in float32 (NaN stays NaN).
+
+    np.interp works in float64: 1.6 s for one AutoPET-sized volume (55 M voxels), which generation pays
+    for every sample; summing the clipped segments in place takes 0.2 s. Within 1e-4 of it, exact at the
+    ends.
+    """
+    x = np.asarray(x, np.float32)
+    out = np.full(x.shape, fp[0], np.float32)
+    segment = np.empty_like(out)
+    for x0, x1, y0, y1 in zip(xp[:-1], xp[1:], fp[:-1], fp[1:]):
+        np.clip(x, np.float32(x0), np.float32(x1), out=segment)
+        segment -= np.float32(x0)
+        segment *= np.float32((y1 - y0) / (x1 - x0))
+        out += segment
+    return np.clip(out, np.float32(fp[0]), np.float32(fp[-1]), out=out)
