@@ -222,10 +222,12 @@ def run_all(args: argparse.Namespace) -> None:
         except Exception as exc:  # one failing row must not cost the others (a lent GPU is minutes)
             emit({"kind": "error", "error": f"{type(exc).__name__}: {exc}"[:600]})
     for mode, batch, precision in COMPILED:
-        if left() < 60:
+        if args.skip_compile:
+            emit({"kind": "skipped", "why": f"--skip-compile: compile {mode} {batch} {precision}"})
+        elif left() < 60:
             emit({"kind": "skipped", "why": f"budget: compile {mode} {batch} {precision}"})
-            continue
-        emit(compiled_row(args, mode, batch, precision, left() - 10))
+        else:
+            emit(compiled_row(args, mode, batch, precision, left() - 10))
     print_table([json.loads(ln) for ln in rows_file.read_text().splitlines()])
 
 
@@ -257,6 +259,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--eval-slices", type=int, default=512)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--skip-compile", action="store_true", help="no torch.compile rows (minutes each)")
     ap.add_argument("--table", action="store_true", help="print the table of <out>/rows.jsonl and stop")
     ap.add_argument("--one-compiled", help=argparse.SUPPRESS)  # mode:batch:precision, in a child process
     args = ap.parse_args()

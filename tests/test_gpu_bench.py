@@ -1,0 +1,35 @@
+"""bench/gpu_table.py is the one prepared script a session lent a GPU runs at once: it must work the first
+time there. On the CPU with the tiny preset, every part but torch.compile (skipped by its budget) runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_table_runs_every_part_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu"
+    cmd = [sys.executable, str(REPO / "bench" / "gpu_table.py"), "--out", str(out), "--device", "cpu",
+           "--preset", "tiny", "--size", "32", "--iters", "2", "--warmup", "1", "--eval-slices", "4",
+           "--skip-compile"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    kinds = [r["kind"] for r in rows]
+    assert "error" not in kinds, [r for r in rows if r["kind"] == "error"]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert len(train) == 16 + 3  # the grid, then three rows with cuDNN autotuning
+    assert all(r["finite"] and r["s_iter"] > 0 and math.isclose(r["images_s"], r["batch"] / r["s_iter"], rel_tol=0.01)
+               for r in train)
+    assert {(r["mode"], r["batch"], r["precision"], r["channels_last"]) for r in train[:16]} == {
+        (m, b, p, c) for m in ("paired", "unpaired") for b in (8, 16) for p in ("fp32", "bf16") for c in (True, False)}
+    assert [r["precision"] for r in rows if r["kind"] == "profile"] == ["fp32", "bf16"]
+    assert (out / "profile_fp32.txt").stat().st_size > 0 and (out / "profile_bf16.txt").stat().st_size > 0
+    assert [r["slices_s"] > 0 and r["finite"] for r in rows if r["kind"] in ("generate", "evaluate")] == [True] * 5
+    assert sum(r["kind"] == "skipped" and "compile" in r["why"] for r in rows) == 3  # said, not silent
+    assert "| paired | 16 | bf16 | on | off | on |" in done.stdout  # the table, last
