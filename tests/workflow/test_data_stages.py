@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dicom_series import write_series
+from tiny_workflow import planned_rules
 
 from medsynth.data.phantom import PHANTOM_LABELS, write_cohort
 from medsynth.io.nifti import load_volume, save_volume
@@ -167,6 +168,46 @@ def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
         parts.setdefault(r["patient_id"], set()).add(r["part"])
     assert len(parts) == 8 and all(len(p) == 1 for p in parts.values())
     assert {r["part"] for r in rows} == {"train", "val", "test"}
+
+
+@pytest.mark.slow
+def test_an_edited_cases_listing_reruns_the_download_and_the_split(tmp_path, snakemake):
+    """A curator fills in a patient id (the study joins a test patient), or a study is added to the folder:
+    the config is unchanged, but a split kept from the old listing would train on a test patient's study.
+    The order of rows and columns changes nothing."""
+    root = tmp_path / "data"
+    for case in ("PETCT_01_a", "PETCT_01_b", "PETCT_02_a", "PETCT_03_a"):
+        for name in ("ct", "seg"):
+            (root / case).mkdir(parents=True, exist_ok=True)
+            (root / case / f"{name}.nii.gz").write_bytes(b"only the names matter up to the split")
+    rows = ["case_id\tpatient_id\timage\tlabel"] + [
+        f"{c}\t{c}\t{c}/ct.nii.gz\t{c}/seg.nii.gz" for c in ("PETCT_01_a", "PETCT_01_b", "PETCT_02_a")]
+    table = root / "cases.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    configs = {"table": data_config(dataset(source="local", local={"cases_table": str(table)})),
+               "folder": data_config(dataset(source="local", local={"root": str(root)},
+                                             layout={"image": "{case}/ct.nii.gz", "label": "{case}/seg.nii.gz"}))}
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        result = snakemake(tmp_path / name, config, "results/split/mine/split.tsv")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def planned(name: str) -> set[str]:
+        result = snakemake(tmp_path / name, configs[name], "results/split/mine/split.tsv", "-n")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return planned_rules(result)
+
+    swapped = ["\t".join(line.split("\t")[::-1]) for line in [rows[0], *reversed(rows[1:])]]  # columns, rows
+    table.write_text("\n".join(swapped) + "\n")
+    assert planned("table") == set()
+    table.write_text("\n".join(rows[:2] + [rows[2].replace("PETCT_01_b\tPETCT_01_b", "PETCT_01_b\tPETCT_01")]
+                               + rows[3:]) + "\n")
+    assert planned("table") == {"download", "split"}
+    assert planned("folder") == set()
+    (root / "PETCT_04_a").mkdir()
+    for name in ("ct", "seg"):
+        (root / "PETCT_04_a" / f"{name}.nii.gz").write_bytes(b"a study added")
+    assert planned("folder") == {"download", "split"}
 
 
 def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_path, snakemake):

@@ -65,7 +65,13 @@ def slice_settings(dataset):
 
 
 def download_source(dataset):
-    return _keys.download_source(config, dataset)
+    """The config of a dataset's download and, for a local dataset, a digest of the cases it lists
+    (``listing_digest``): an edited cases table reruns the download and the split."""
+    from medsynth.data.patients import listing_digest
+
+    source = _keys.download_source(config, dataset)
+    listing = listing_digest(config["datasets"][dataset])
+    return source if listing is None else {**source, "listing": listing}
 
 
 def preprocess_settings(dataset):

@@ -10,6 +10,8 @@ Where they are not known yet, the export checks again when it runs (``export.lea
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -27,23 +29,48 @@ def known_cases(name: str, dataset: Mapping, workdir: Path = Path()) -> list[dic
 
     A table or folder the download would refuse counts as not known: the download names the problem.
     """
-    source, local = dataset.get("source"), dataset.get("local") or {}
-    layout = dataset.get("layout") or {}
+    source = dataset.get("source")
     try:
         if source == "phantom":
             n = (dataset.get("phantom") or {}).get("n_cases")
             return None if n is None else [{"case_id": c, "patient_id": c} for c in case_ids(int(n))]
-        if source == "local" and local.get("cases_table"):
-            return _ids(read_cases(Path(local["cases_table"]), labelled="labels" in dataset))
-        if source == "local" and local.get("root") and layout:
-            label_root = Path(layout["label_root"]) if layout.get("label_root") else None
-            return _ids(discover_cases(Path(local["root"]), layout, label_root))
+        if source == "local":
+            rows = local_rows(dataset)
+            return None if rows is None else _ids(rows)
         table = Path(workdir) / CASES_TSV.format(dataset=name)
         if source == "url" and table.is_file():
             return _ids(read_cases(table))
     except (OSError, ValueError, KeyError):
         return None
     return None
+
+
+def local_rows(dataset: Mapping) -> list[dict[str, str]] | None:
+    """The rows a local dataset's download will register: its cases table's, or the files its layout finds
+    under ``local.root``; None when it has neither. Raises as ``read_cases``/``discover_cases`` do."""
+    local, layout = dataset.get("local") or {}, dataset.get("layout") or {}
+    if local.get("cases_table"):
+        return read_cases(Path(local["cases_table"]), labelled="labels" in dataset)
+    if local.get("root") and layout:
+        label_root = Path(layout["label_root"]) if layout.get("label_root") else None
+        return discover_cases(Path(local["root"]), layout, label_root)
+    return None
+
+
+def listing_digest(dataset: Mapping) -> str | None:
+    """A digest of the cases a local dataset lists (``local_rows``), for the download's params: an edited
+    cases table (a patient id filled in, a case withdrawn) or a study added to the folder reruns the download
+    and the split after it, where the config alone would not, and a stale split would train on, or export,
+    a test patient's study. Comments, row order and file times change nothing. None for other sources; an
+    unreadable listing gets a digest of its error, which the download then reports."""
+    if dataset.get("source") != "local":
+        return None
+    try:
+        rows = local_rows(dataset)
+    except (OSError, ValueError, KeyError) as exc:
+        rows = f"{type(exc).__name__}: {exc}"
+    text = json.dumps(rows, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _ids(rows: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
