@@ -87,6 +87,28 @@ def test_duplicate_case_id_raises_naming_table_and_line(cohort_dir: Path) -> Non
     assert "line 4" in str(exc.value)  # header is line 1
 
 
+@pytest.mark.parametrize("patients,message", [
+    (["PETCT_06a", "petct_06A"], r"lines 2 and 3: patient ids 'PETCT_06a' and 'petct_06A' differ only in letter case"),
+    (["PETCT_06a", "PETCT  06a", "PETCT 06a"], r"lines 3 and 4: patient ids 'PETCT  06a' and 'PETCT 06a'"),
+    (["PETCT_06a", "PETCT_06a\u200b"], r"line 3: patient id 'PETCT_06a\\u200b' holds an invisible character"),
+])
+def test_one_patient_spelt_two_ways_is_refused(cohort_dir: Path, patients: list[str], message: str) -> None:
+    """Split by the id string, one patient spelt two ways would have studies in train and in test."""
+    rows = [[c, p, f"scans/{c}_img.nii.gz", f"scans/{c}_lab.nii.gz"] for c, p in zip("abc", patients)]
+    table = _write_table(cohort_dir / "cases.tsv", ["case_id", "patient_id", "image", "label"], rows)
+    with pytest.raises(ValueError, match=message):
+        read_cases(table)
+    same = [[c, patients[0], f"scans/{c}_img.nii.gz", f"scans/{c}_lab.nii.gz"] for c in "ab"]
+    read_cases(_write_table(cohort_dir / "same.tsv", ["case_id", "patient_id", "image", "label"], same))
+
+
+def test_case_ids_differing_only_in_case_are_refused(cohort_dir: Path) -> None:
+    """They would share their folders on a case-insensitive file system."""
+    rows = [[c, "scans/a_img.nii.gz", "scans/a_lab.nii.gz"] for c in ("case_a", "Case_A")]
+    with pytest.raises(ValueError, match="case ids 'case_a' and 'Case_A' differ only in letter case"):
+        read_cases(_write_table(cohort_dir / "cases.tsv", ["case_id", "image", "label"], rows))
+
+
 @pytest.mark.parametrize("column", ["image", "label"])
 def test_missing_file_fails_its_case_not_the_table(cohort_dir: Path, tmp_path: Path, column: str, caplog) -> None:
     row = {"case_id": "b", "image": "scans/b_img.nii.gz", "label": "scans/b_lab.nii.gz"}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -378,6 +378,14 @@ def test_an_experiment_fine_tunes_another_experiments_generator(finished, snakem
     # Its model card carries the source generator's data (their licences come with rule model_card).
     init = load_checkpoint(finished / target)["card"]["training"]["init_from"]
     assert init["experiment"] == "tiny" and [d["name"] for d in init["datasets"]] == ["phantom"]
+    # Spelt as an absolute path, a source of this config is the same source: the splits it trained by are the
+    # training's input (its patients are checked against this run's held-out ones before it starts).
+    absolute = json.loads(json.dumps(config))
+    absolute["experiments"]["tuned"]["train"]["init_from"] = str(finished / "results/select/tiny-unpaired/generator.pt")
+    plan = snakemake(finished, absolute, "-n", target)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    train_job = re.search(r"^rule train:\n(.*?)\n\n", plan.stdout, re.S | re.M).group(1)
+    assert "results/split/phantom_mr/split.tsv" in re.search(r"input: (.*)", train_job).group(1)
 
 
 def test_config_errors_name_the_key(tmp_path, snakemake):

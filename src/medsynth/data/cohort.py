@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -56,7 +57,33 @@ def _numbered_rows(path: Path, labelled: bool | None = None) -> list[tuple[int, 
                 f = Path(row[col]) if Path(row[col]).is_absolute() else path.parent / row[col]
                 row[col] = str(f.resolve())
         numbered.append((i, row))
+    _check_id_spellings(path, numbered)
     return numbered
+
+
+def _id_key(value: str) -> str:
+    """What two spellings of one id share: letter case and spaces folded, invisible characters dropped."""
+    visible = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cf", "Cc"))
+    return " ".join(visible.split()).casefold()
+
+
+def _check_id_spellings(path: Path, numbered: Sequence[tuple[int, Mapping[str, str]]]) -> None:
+    """Refuse ids that are one id spelt two ways. Patients are split by their id string: 'PETCT_06a' and
+    'petct_06A' (or one with a zero-width space copied along) would put one patient's studies in train and
+    test. Case ids differing only in letter case would also share their folders on a case-insensitive file
+    system (macOS, Windows shares)."""
+    for column, what in (("case_id", "case"), ("patient_id", "patient")):
+        first: dict[str, tuple[int, str]] = {}
+        for line, row in numbered:
+            value = row[column]
+            if any(unicodedata.category(ch) in ("Cf", "Cc") for ch in value):
+                raise ValueError(f"{path}, line {line}: {what} id {value!r} holds an invisible character; "
+                                 "retype it")
+            seen = first.setdefault(_id_key(value), (line, value))
+            if seen[1] != value:
+                raise ValueError(f"{path}, lines {seen[0]} and {line}: {what} ids {seen[1]!r} and {value!r} differ "
+                                 "only in letter case or spaces; if they are one "
+                                 f"{what}, spell them alike; if not, give them ids that differ in more")
 
 
 # The longest name built from a case id, export's "<dataset>.<id>_syn00_0000.nii.gz.part.nii.gz", adds ~60 bytes
