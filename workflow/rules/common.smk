@@ -269,9 +269,16 @@ def init_from_input(wildcards):
 
 
 def source_experiment(path):
-    """The experiment of this config whose results hold ``path`` (results/<stage>/<experiment>/...), or None."""
-    parts = os.path.normpath(path).split(os.sep)
-    return parts[2] if len(parts) > 3 and parts[0] == "results" and parts[2] in config["experiments"] else None
+    """The experiment of this config whose results hold ``path`` (results/<stage>/<experiment>/...), or None.
+    However spelt: an absolute path, or one through a link, into this working directory's results is the
+    same file, and its source's patients must be checked all the same."""
+    here = os.getcwd()
+    for spelling in (path, os.path.abspath(path), os.path.realpath(path)):
+        relative = os.path.relpath(spelling, here) if os.path.isabs(spelling) else spelling
+        parts = os.path.normpath(relative).split(os.sep)
+        if len(parts) > 3 and parts[0] == "results" and parts[2] in config["experiments"]:
+            return parts[2]
+    return None
 
 
 def case_slices(dataset, parts):
@@ -435,11 +442,16 @@ def generate_case_inputs(wildcards):
 
 
 def export_inputs(wildcards):
-    """generate's manifest and the split tables of the datasets the generator learnt from (the export
-    refuses a case of their test patients); with export.include_real the image dataset's real cases of
+    """generate's manifest, the split and cases tables of the datasets the generator learnt from (the export
+    refuses a case of their test patients, and a copy of a test case's label map) and of the generate_from
+    datasets; with export.include_real the image dataset's real cases of
     the exported parts (their image and label files), its cases table and split, unless it is image-only."""
+    generate_from = config["experiments"][wildcards.experiment].get("generate_from", [])
     inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv",
-              "split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)]}
+              "split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)],
+              # Their cases and the generate_from datasets': a test case's label map under another id is refused.
+              "case_tables": [checkpoints.download.get(dataset=d).output.cases
+                              for d in sorted({*card_datasets(wildcards), *generate_from})]}
     # An image-only dataset's real images have no label maps to ship them with (the export says so).
     if config["export"]["include_real"] and not image_only(image_dataset(wildcards)):
         dataset = image_dataset(wildcards)

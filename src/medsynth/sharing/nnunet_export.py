@@ -28,6 +28,7 @@ from medsynth.data.labels import LabelTable
 from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.io.tables import read_tsv
+from medsynth.sharing.copied_maps import copies_of_test_maps
 from medsynth.sharing.nnunet_naming import export_folders
 
 log = logging.getLogger(__name__)
@@ -220,9 +221,30 @@ def leaked_cases(cases: Sequence[ExportCase], split_tables: Mapping[str, Path]) 
             f"{split_tables[test[c.patient]]})" for c in sorted(cases, key=lambda c: c.identifier) if c.patient in test]
 
 
+def refuse_test_cases(experiment: str, cases: Sequence[ExportCase], split_tables: Mapping[str, Path],
+                      case_tables: Mapping[str, Path]) -> None:
+    """Raise, before anything is written, for a case of a test patient, or one made from a test case's
+    label map under another id."""
+    def shown(items: list[str]) -> str:
+        return "; ".join(items[:10]) + (f"; … ({len(items)} in all)" if len(items) > 10 else "")
+
+    leaks = leaked_cases(cases, split_tables)
+    if leaks:
+        raise ValueError(f"export of experiments.{experiment}: {len(leaks)} case(s) of test patients, which must "
+                         f"stay out of anything shared: {shown(leaks)}. Remove test from export.splits, or those patients' "
+                         "cases from the dataset they come from (a generate_from dataset, or with export.include_real "
+                         "the image dataset)")
+    copies = copies_of_test_maps(cases, case_tables, split_tables)
+    if copies:
+        raise ValueError(f"export of experiments.{experiment}: {len(copies)} case(s) made from a test case's label "
+                         f"map under another id: {shown(copies)}. Remove the copies from the dataset that lists them, or give "
+                         "them the test case's patient_id (then they are held out with it)")
+
+
 def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
                       out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
-                      modality: str, split_tables: Mapping[str, Path], audit: Path | None = None) -> Path:
+                      modality: str, split_tables: Mapping[str, Path], audit: Path | None = None,
+                      case_tables: Mapping[str, Path] | None = None) -> Path:
     """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
 
     ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
@@ -230,6 +252,8 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     ``split_tables``: dataset -> ``split.tsv`` of the datasets the experiment trains, validates and
     tests on; a case of one of their test patients is refused before anything is written (the config
     check sees only the datasets whose cases are known when the workflow loads).
+    ``case_tables``: dataset -> ``cases.tsv`` of those datasets and the generate_from ones: a case whose
+    source label map is a copy of a test case's, under whatever id, is refused too (``copied_maps``).
     ``audit``: the memorisation audit of the synthetic volumes (``audit.audit_shared``'s table):
     copied into the dataset, summarised in dataset.json, the volumes it flagged or could not audit left
     out unless ``export.refuse_flagged`` is false.
@@ -248,13 +272,7 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
-    leaks = leaked_cases(cases, split_tables)
-    if leaks:
-        shown = "; ".join(leaks[:10]) + (f"; … ({len(leaks)} in all)" if len(leaks) > 10 else "")
-        raise ValueError(f"export of experiments.{experiment}: {len(leaks)} case(s) of test patients, which must "
-                         f"stay out of anything shared: {shown}. Remove test from export.splits, or those patients' "
-                         "cases from the dataset they come from (a generate_from dataset, or with export.include_real "
-                         "the image dataset)")
+    refuse_test_cases(experiment, cases, split_tables, case_tables or {})
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
                   "medsynth_version": medsynth.__version__}
     if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset

@@ -1,0 +1,71 @@
+"""Copies of a test case's label map among what is shared, whatever id they came in under.
+
+The split keeps test patients out by their id. A label map can come back under another id: the
+TotalSegmentator output of a test study saved again in a folder that a ``generate_from`` dataset
+reads (found as ``{case}.nii.gz``, its patient is its file name), or one study listed twice in a
+cases table with two patient ids. Its synthetic twins, and the map itself beside them, would then
+ship a test patient's anatomy. The export compares the exported cases' source label files with the
+test cases' byte for byte: sizes first, a SHA-256 only where a size matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from medsynth.data.cohort import read_cases
+from medsynth.data.download import hash_file
+from medsynth.io.tables import read_tsv
+
+
+def test_label_files(case_tables: Mapping[str, Path], split_tables: Mapping[str, Path]) -> dict[str, str]:
+    """label file -> '<dataset> case <id>' of every test case of the split datasets whose cases table is given."""
+    out = {}
+    for dataset in sorted(split_tables):
+        if dataset not in case_tables:
+            continue
+        test = {r["case_id"] for r in read_tsv(split_tables[dataset]) if r["part"] == "test"}
+        for row in read_cases(case_tables[dataset]):
+            if row["case_id"] in test and row.get("label") and Path(row["label"]).is_file():
+                out[row["label"]] = f"{dataset} case {row['case_id']}"
+    return out
+
+
+def source_label(provenance: Mapping[str, str], label: Path, rows: Mapping[str, Mapping[str, Mapping[str, str]]]) \
+        -> str | None:
+    """The source label file of an exported case: a synthetic case's is its source case's in its dataset's
+    cases table (``rows``: dataset -> case id -> row); a real case's is its own ``label``."""
+    if not provenance.get("synthetic"):
+        return str(label)
+    row = rows.get(provenance.get("dataset", ""), {}).get(provenance.get("source_case", ""))
+    return row.get("label") if row else None
+
+
+def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
+                        split_tables: Mapping[str, Path]) -> list[str]:
+    """'<case> (<file>) is a copy of <test case> (<file>)' for every exported case (``ExportCase``) whose
+    source label map is byte for byte a test case's of one of the split datasets."""
+    tests = test_label_files(case_tables, split_tables)
+    if not tests:
+        return []
+    by_size: dict[int, list[str]] = {}
+    for path in tests:
+        by_size.setdefault(Path(path).stat().st_size, []).append(path)
+    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
+    digests: dict[str, str] = {}
+
+    def digest(path: str) -> str:
+        if path not in digests:
+            digests[path] = hash_file(Path(path), ["sha256"])["sha256"]
+        return digests[path]
+
+    out = []
+    for case in sorted(cases, key=lambda c: c.identifier):
+        src = source_label(case.provenance, case.label, rows)
+        if not src or not Path(src).is_file():
+            continue
+        same = [src] if src in tests else [t for t in by_size.get(Path(src).stat().st_size, [])
+                                           if digest(t) == digest(src)]
+        if same:
+            out.append(f"{case.identifier} ({src}) is a copy of {tests[same[0]]} ({same[0]})")
+    return out
