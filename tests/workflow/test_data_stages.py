@@ -210,6 +210,32 @@ def test_an_edited_cases_listing_reruns_the_download_and_the_split(tmp_path, sna
     assert planned("folder") == {"download", "split"}
 
 
+@pytest.mark.slow
+def test_a_download_that_writes_the_same_table_again_reruns_the_split_and_nothing_after(tmp_path, snakemake):
+    """The cases table moved (absolute paths now): the download reruns and writes the same cases. Snakemake
+    9.27 then dropped the split it had planned (its input's content unchanged) and started the jobs after it
+    with their inputs unresolved; the split reruns with the download, and nothing after it reruns."""
+    root = cohort(tmp_path / "data", 4)
+    rows = [f"phantom_00{i}\tphantom_00{i}/ct.nii.gz\tphantom_00{i}/label.nii.gz" for i in range(4)]
+    (root / "cases.tsv").write_text("case_id\timage\tlabel\n" + "\n".join(rows) + "\n")
+    work, target = tmp_path / "work", "results/slices/mine/oasis"
+    work.mkdir()
+    first = snakemake(work, data_config(dataset(source="local", local={"cases_table": str(root / "cases.tsv")})), target)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    split = (work / "results/split/mine/split.tsv").read_text()
+    moved = tmp_path / "tables" / "cases.tsv"
+    moved.parent.mkdir()
+    moved.write_text("case_id\timage\tlabel\n" + "".join(
+        f"phantom_00{i}\t{root}/phantom_00{i}/ct.nii.gz\t{root}/phantom_00{i}/label.nii.gz\n" for i in range(4)))
+    second = snakemake(work, data_config(dataset(source="local", local={"cases_table": str(moved)})), target)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0 and "Traceback" not in output, output[-3000:]
+    ran = {line.split()[-1].rstrip(":") for line in output.splitlines()
+           if line.startswith(("rule ", "localrule ", "checkpoint ", "localcheckpoint "))}
+    assert ran == {"download", "split"}
+    assert (work / "results/split/mine/split.tsv").read_text() == split
+
+
 def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_path, snakemake):
     table = tmp_path / "labels.yaml"
     table.write_text(yaml.safe_dump([*LABELS, {"name": "again", "values": [3]}]))

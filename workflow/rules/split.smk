@@ -8,6 +8,10 @@ checkpoint split:
         split="results/split/{dataset}/split.tsv",
     params:
         settings=canonical(config["split"]),
+        # The download's own: whenever those rerun it, the split reruns too. A download that wrote the same
+        # table left Snakemake 9.27 with the split planned, then dropped (its input's content unchanged),
+        # and the jobs after it started with their inputs unresolved (train: IsADirectoryError '.').
+        download=lambda w: download_source(w.dataset),
     log:
         "logs/split/{dataset}.log",
     conda:

@@ -83,8 +83,14 @@ def slice_settings(config: Mapping, dataset: str) -> dict:
 
 def download_source(config: Mapping, dataset: str) -> dict:
     """What the download of a dataset depends on; an image-only dataset's table holds no label maps
-    (the key is there only then, so the other datasets' downloads do not rerun for it)."""
-    source = only(config["datasets"][dataset], DOWNLOAD_KEYS)
+    (the key is there only then, so the other datasets' downloads do not rerun for it). A local dataset's
+    leaves out the keys of other sources (the schema fills in ``phantom`` for every dataset) and, with a
+    cases table, the layout: editing them reran its download, which wrote the same table."""
+    ds = config["datasets"][dataset]
+    source = only(ds, DOWNLOAD_KEYS)
+    if ds.get("source") == "local":
+        unused = ("phantom", "url", *(("layout",) if (ds.get("local") or {}).get("cases_table") else ()))
+        source = {k: v for k, v in source.items() if k not in unused}
     return {**source, "image_only": True} if image_only(config, dataset) else source
 
 
