@@ -247,6 +247,35 @@ def test_a_generate_from_case_with_images_is_written_on_the_generators_scale(pre
     assert (vols["generate_from"][~body] == -1024).all() and vols["generate_from"].max() <= 1500
 
 
+def test_a_generate_from_cases_label_map_goes_through_its_own_datasets_table(tmp_path):
+    """Same class names and order as the generator's (the config checks that), other values: its liver is
+    4 and its spleen 3. Its label map beside the synthetic volume holds liver where its liver is."""
+    from medsynth.inference.generate_cases import generate_cases
+
+    swap = {3: 4, 4: 3}
+    labels = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
+    theirs = [{"name": n, "values": [swap.get(v, v)]} for v, n in sorted(PHANTOM_LABELS.items())]
+    case = make_case(1, seed=3, shape=(64, 64, 10), spacing=(6.0, 6.0, 8.0))
+    stored = np.vectorize(lambda v: swap.get(int(v), int(v)))(case.label).astype(np.uint8)
+    save_volume(tmp_path / "src" / "ct.nii.gz", case.ct, case.affine)
+    save_volume(tmp_path / "src" / "label.nii.gz", stored, case.affine)
+    pre = tmp_path / "pre"
+    preprocess_case("c", tmp_path / "src" / "ct.nii.gz", tmp_path / "src" / "label.nii.gz", pre,
+                    LabelTable.from_config(theirs), PreprocessSettings(modality="CT", spacing_xy=None))
+    slice_case(load_volume(pre / "image.nii.gz", np.float32).array, load_volume(pre / "label.nii.gz", np.uint8).array,
+               load_volume(pre / "mask.nii.gz", np.uint8).array, SliceSettings(size=64)).save(tmp_path / "slices.npz")
+    ckpt = save_checkpoint(tmp_path / "g.pt", {
+        "ema": build_generator(SPEC, TABLE.num_classes).state_dict(), "model": SPEC.to_dict(),
+        "num_classes": TABLE.num_classes, "data": {"labels": labels, "modality": "CT", "mode": "paired",
+                                                   "preprocess": {"spacing_xy": None, "ct_window": [-1000, 1000]},
+                                                   "slice": {"size": 64}}})
+    rows = generate_cases(ckpt, [("maps.c", tmp_path / "slices.npz", pre, "generate_from", "maps", "c")],
+                          tmp_path / "out", _settings(1, 0), tables={"maps": theirs})
+    written = load_volume(rows[0]["label"]).array
+    np.testing.assert_array_equal(written, TABLE.apply(case.label, "phantom"))  # class ids by name: liver is liver
+    assert (written[case.label == 3] == TABLE.names.index("liver")).all()
+
+
 @pytest.mark.parametrize("spatial", [False, True])
 def test_volume_noise_is_one_draw_shared_by_every_slice(spatial):
     """Per-volume noise: slices with the same label map get the same image (one patient along z);

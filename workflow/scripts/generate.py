@@ -31,5 +31,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     # Cases are written beside the output first and kept there when the job is stopped (a time limit):
     # Snakemake deletes a job's outputs before running it again, and the retry takes up the closed cases.
     out = Path(sm.output.cases)
-    rows = generate_cases(Path(sm.input.generator), cases, out, settings, work_dir=out.with_name("cases.unfinished"))
+    # A generate_from dataset's label maps go through its own label table (the config's, as its preprocessing's;
+    # a change of it reruns that preprocessing and so this job).
+    tables = {c.dataset: sm.config["datasets"][c.dataset]["labels"] for c in cases if c.part == "generate_from"}
+    rows = generate_cases(Path(sm.input.generator), cases, out, settings, work_dir=out.with_name("cases.unfinished"),
+                          tables=tables)
     write_tsv(sm.output.manifest, rows, MANIFEST_COLUMNS)

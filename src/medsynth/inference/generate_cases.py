@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -267,8 +267,14 @@ def generated_cases(real_files: Sequence[str | Path], out_dir: Path) -> list[tup
 
 
 def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
-                   settings: GenerateSettings, work_dir: Path | None = None) -> list[dict]:
+                   settings: GenerateSettings, work_dir: Path | None = None,
+                   tables: Mapping[str, Sequence[Mapping]] | None = None) -> list[dict]:
     """``cases``: every case to generate for (``LabelCase`` or a tuple of its fields).
+
+    ``tables``: dataset -> label table (the config's list) of the generate_from datasets. Their label maps
+    hold their own values (the config checks only that the class names and order are the generator's):
+    the label map written beside the synthetic volumes goes through its own dataset's table, as its
+    preprocessing did, not the generator's (liver 5 there and kidney 5 here shipped its liver as kidney).
 
     ``work_dir`` (the workflow): the cases are written there first, each closed once complete, and the
     folder becomes ``out_dir`` at the end; a run stopped midway (a time limit) leaves its closed cases for
@@ -277,6 +283,7 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
     state = load_checkpoint(generator_path, map_location=settings.device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
+    own_tables = {d: LabelTable.from_config(t) for d, t in (tables or {}).items()}
     G, num_classes = generator_from_state(state, generator_path, settings.device)
     tile = int(data["slice"]["size"])
     store = resume.Resumable(out_dir, work_dir, generator_path, settings) if work_dir is not None \
@@ -300,7 +307,9 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
         case_rows = [{**row, "part": case.part, "dataset": case.dataset,
                       "source_case": case.source_case or case.case_id,
                       "patient_id": case.patient_id or case.source_case or case.case_id, **provenance(state)}
-                     for row in generate_case(G, num_classes, case, store.folder, table, settings, tile, scale)]
+                     for row in generate_case(G, num_classes, case, store.folder,
+                                              own_tables.get(case.dataset, table) if case.part == "generate_from"
+                                              else table, settings, tile, scale)]
         store.close(case.case_id, case_rows)
         rows += case_rows
     return store.publish([c.case_id for c in cases], rows)
