@@ -83,6 +83,11 @@ def test_written_dataset_passes_nnunets_integrity_check(tmp_path: Path, cases: l
     np.testing.assert_array_equal(img.array, np.rint(src).astype(np.int16))
     splits = json.loads((folder / "splits_final.json").read_text())
     assert len(splits) == 3 and all(set(f) == {"train", "val"} for f in splits)
+    # Three patients, export.folds 5: nnU-Net's folds 3 and 4 would split by case at random; said, with the fix.
+    assert meta["medsynth"]["splits_note"].startswith("3 source patients: splits_final.json holds 3 folds, not "
+                                                      "export.folds=5; train folds 0-2 only")
+    five = write_dataset(tmp_path / "raw" / "Dataset501_Five", cases, TABLE, "CT", {"experiment": "demo"}, n_folds=3)
+    assert "splits_note" not in json.loads((five / "dataset.json").read_text())["medsynth"]
     assert not (tmp_path / "raw" / "Dataset500_Demo.part").exists()
 
 

@@ -133,6 +133,16 @@ def check_tissue(case: ExportCase, image: np.ndarray, label: np.ndarray) -> None
                          "(snakemake -R generate)")
 
 
+def fewer_folds_note(written: int, asked: int) -> str | None:
+    """Fewer source patients than ``export.folds``: say so, or nnU-Net's fold ``written`` and above would
+    fall back to its own random split by case, validating on variants of training patients."""
+    if written >= asked:
+        return None
+    return (f"{written} source patients: splits_final.json holds {written} folds, not export.folds={asked}; "
+            f"train folds 0-{written - 1} only (nnU-Net's fold {written} and above would split by case at random, "
+            "validating on variants of training patients)")
+
+
 ONE_PATIENT = ("every case comes from one source patient: no cross-validation fold by patient exists, so no "
                "splits_final.json (nnU-Net's own random split would validate on variants of the training "
                "patient); train on all of it (nnUNetv2_train ... all) and validate elsewhere")
@@ -151,9 +161,10 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
     # patient exists; nnU-Net's own random split would validate on variants of the training patient.
     one_patient = len({c.patient for c in cases}) < 2
     folds = None if one_patient else patient_folds(cases, n_folds)
-    if one_patient:
-        provenance = {**provenance, "splits_note": ONE_PATIENT}
-        log.warning("%s: %s", folder.name, ONE_PATIENT)
+    note = ONE_PATIENT if one_patient else fewer_folds_note(len(folds), n_folds)
+    if note:
+        provenance = {**provenance, "splits_note": note}
+        log.warning("%s: %s", folder.name, note)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     labels = nnunet_labels(table)
