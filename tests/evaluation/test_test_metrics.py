@@ -20,11 +20,12 @@ from medsynth.evaluation.test_metrics import evaluate_cases, segmentation_summar
 from evaluation_cases import (LEVELS, SEG_NAMES, level_cases as _level_cases, perfect as _perfect,
                               phantom_slices as _phantom_slices, write_samples as _write_samples)
 
-def _assert_perfect(summary: list[dict], dice_tolerance: float = 1e-6) -> None:
+def _assert_perfect(summary: list[dict]) -> None:
     m = {r["metric"]: r["mean"] for r in summary}
     for name in ("ssim", "ssim_body"):
         assert m[name] == pytest.approx(1.0, abs=1e-6), name
-    assert m["body_dice"] == pytest.approx(1.0, abs=dice_tolerance)
+    body = next(r for r in summary if r["metric"] == "body_dice")  # the label map's body by construction: NA
+    assert math.isnan(body["mean"]) and body["note"].startswith("not computed on the test set")
     for name in ("rmse", "rmse_body", "intensity_w1"):
         assert m[name] == pytest.approx(0.0, abs=1e-6), name
     assert m["psnr"] > 100 and m["psnr_body"] > 100
@@ -34,9 +35,8 @@ def _assert_perfect(summary: list[dict], dice_tolerance: float = 1e-6) -> None:
 def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, modality: str, slice_volumes) -> None:
     real = _phantom_slices(tmp_path, modality, slice_volumes)
     summary, per_case = evaluate_cases(_write_samples(real, _perfect), True, real)
-    # MR: a labelled skin voxel may be as dark as air (seen: 1 pixel of 19,000, Dice 0.999994).
-    _assert_perfect(summary, 1e-6 if modality == "CT" else 1e-4)
-    assert len(per_case) == 4 and all(r["body_dice"] == pytest.approx(1.0, abs=1e-4) for r in per_case)
+    _assert_perfect(summary)
+    assert len(per_case) == 4 and all(r["ssim"] == pytest.approx(1.0, abs=1e-6) for r in per_case)
 
 
 def test_a_perfect_generator_scores_perfectly_on_the_real_ct(tmp_path: Path, real_ct, slice_volumes) -> None:
@@ -180,7 +180,7 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
     """Every test case's slicing kept no slice (slice.require_classes, a one-patient test split): each metric
     is NA and says why, none reads as a score, nothing raises."""
     from medsynth.evaluation.memorisation_audit import memorisation_summary
-    from medsynth.evaluation.test_metrics import NO_SLICES, TOO_FEW, _perceptual_summary
+    from medsynth.evaluation.test_metrics import MASKED_BODY, NO_SLICES, TOO_FEW, _perceptual_summary
     from medsynth.metrics.memorisation import Nearest, compare
 
     empty = CaseSlices(np.zeros((0, 16, 16), np.float32), *(np.zeros((0, 16, 16), np.uint8),) * 2,
@@ -189,7 +189,8 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
     summary, per_case = evaluate_cases([("c", empty, tmp_path / "c" / "samples.npz")], True, [empty])
     assert len(per_case) == 2 and {r["slices"] for r in per_case} == {0}
     for row in summary:
-        assert math.isnan(row["mean"]) and row["n"] == 0 and row["note"] == NO_SLICES, row
+        reason = MASKED_BODY if row["metric"] == "body_dice" else NO_SLICES  # NA on any test set
+        assert math.isnan(row["mean"]) and row["n"] == 0 and row["note"] == reason, row
     nan = float("nan")
     scores = {"fid": nan, "kid": nan, "kid_std": nan, "lpips": nan, "lpips_diversity": nan}
     rows = {r["metric"]: r["note"] for r in _perceptual_summary(scores, {"fake": 1, "lpips": 1, "lpips_diversity": 0},

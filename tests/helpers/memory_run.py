@@ -43,7 +43,7 @@ def evaluate(c: dict) -> None:
     inputs = EvaluateInputs(generated_cases(c["test"], Path(c["cases_dir"])), meta=c["meta"], reference=c["test"],
                             reference_meta=c["meta"], train_reference=c["train"], real_stats=Path(c["real_stats"]),
                             train_stats=Path(c["train_stats"]), segmenter=Path(c["segmenter"]))
-    evaluate_experiment(inputs, EvaluateSettings(paired=True, threshold=-0.95, metrics=_metrics(c), names=c["names"],
+    evaluate_experiment(inputs, EvaluateSettings(paired=True, metrics=_metrics(c), names=c["names"],
                                                  reference_names=c["names"], not_computed=""), CPU)
 
 

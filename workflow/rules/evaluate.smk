@@ -24,7 +24,6 @@ rule evaluate:
         memorisation="results/evaluate/{experiment}/memorisation.tsv",
     params:
         mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],
-        threshold=lambda w: config["experiments"][w.experiment]["train"]["mask_threshold"],
         metrics=only(config["metrics"], (*PERCEPTUAL_KEYS, "memorisation_threshold")),
         labels=lambda w: labels_of(experiment_dataset(w)),
         # The image dataset's class names (matched to the experiment's by name); None: image-only.

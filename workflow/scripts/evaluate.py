@@ -21,7 +21,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         real_stats=Path(sm.input.real_stats), train_stats=Path(sm.input.train_stats),
         segmenter=sm.input.get("segmenter"))  # an input only when the image dataset is labelled
     settings = EvaluateSettings(
-        paired=sm.params.mode == "paired", threshold=sm.params.threshold, metrics=metrics,
+        paired=sm.params.mode == "paired", metrics=metrics,
         names=LabelTable.from_config(sm.params.labels).names, reference_names=reference_names,
         not_computed=f"not computed: the image dataset {sm.params.image_dataset} has no label maps")
     tables = evaluate_experiment(inputs, settings, resolve_device("auto"))

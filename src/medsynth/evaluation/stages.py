@@ -47,7 +47,6 @@ class EvaluateSettings:
     """``metrics``: the metrics settings (with ``batch_size``); ``names``: the experiment's classes;
     ``reference_names`` None: an image-only image dataset, which ``not_computed`` says in the tables."""
     paired: bool
-    threshold: float
     metrics: Mapping
     names: Sequence[str]
     reference_names: Sequence[str] | None
@@ -63,7 +62,7 @@ def evaluate_experiment(inputs: EvaluateInputs, settings: EvaluateSettings,
     # The generated slices' Inception features, computed once: for FID/KID and for the audit in feature space.
     generated = generated_images(i.cases)
     features = memorisation_features(generated, Path(i.real_stats), Path(i.train_stats), s.metrics, device)
-    summary, per_case = evaluate_cases(i.cases, s.paired, i.reference, threshold=s.threshold,
+    summary, per_case = evaluate_cases(i.cases, s.paired, i.reference,
                                        real_stats=Path(i.real_stats), perceptual=s.metrics, device=device,
                                        fake_features=None if features is None else features[0])
     seg = segmentation_consistency(None if i.segmenter is None else Path(i.segmenter), i.cases, i.reference, s.names,

@@ -21,7 +21,7 @@ import torch
 from medsynth.data.slice_batches import Rebatch, slice_chunks
 from medsynth.data.labels import ORGAN_MEAN, class_lookup, organ_ids, organ_note
 from medsynth.data.slicing import CaseSlices
-from medsynth.metrics.image import IntensityHistogram, body_dice, diversity, paired_metrics, sample_diversity
+from medsynth.metrics.image import IntensityHistogram, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import PerceptualStream
 from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
 from medsynth.models.segmenter import UNetSegmenter, load_segmenter
@@ -32,18 +32,21 @@ NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
 NO_SLICES = "not computed: no generated test slice (the slicing kept none of the test label maps' slices)"
 TOO_FEW = "not computed: fewer than 2 generated test slices (a distribution needs two)"
 TOO_FEW_REAL = "not computed: {} real test slice(s) of the image dataset (a distribution needs two)"
-CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body",
-                "body_dice"]
+CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body"]
+# Generation sets every pixel outside the label map's body to air: the body a generated test image shows is
+# the label map's by construction (1.0 for any generator). Validation scores the generator's own output.
+MASKED_BODY = ("not computed on the test set: generation sets everything outside the label map's body to air, "
+               "so it would read 1.0 for any generator; validation's body_dice (train/<e>/metrics.tsv) scores the "
+               "generator's own output")
 
 
 def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
-                   threshold: float = -0.95, real_stats: Path | None = None, perceptual: dict | None = None,
+                   real_stats: Path | None = None, perceptual: dict | None = None,
                    device: torch.device | None = None,
                    fake_features: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
     """``cases``: (case id, real slices.npz, generated samples.npz). Returns (summary, per-case rows).
 
-    ``threshold`` is the experiment's ``train.mask_threshold`` (tissue for body
-    Dice). ``real_stats`` (Inception statistics of the image dataset's test
+    ``real_stats`` (Inception statistics of the image dataset's test
     split) and ``perceptual`` (the metrics settings) add FID, KID and LPIPS
     when the pretrained weights are there; ``fake_features`` are the generated slices' Inception
     features when the caller has them (``memorisation_features``), so they are not computed twice.
@@ -52,6 +55,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     """
     per_image: dict[str, list[np.ndarray]] = {}
     per_case = []
+    slices = 0  # generated test slices (every sample's)
     spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel variances across samples, body pixels
     generated = IntensityHistogram()  # intensity W1: every sample inside the body of its label maps
     scores = (PerceptualStream(real_stats, perceptual, device or torch.device("cpu"), fake_features)
@@ -70,7 +74,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
         for k, fake in enumerate(fakes):
             fake_t = torch.from_numpy(fake)[:, None]
             m = paired_metrics(fake_t, real_t, body=body) if paired else {}
-            m["body_dice"] = body_dice(fake_t, body, threshold)
+            slices += fake_t.shape[0]
             for name, values in m.items():
                 per_image.setdefault(name, []).append(values.numpy())
             per_case.append({"case_id": case_id, "sample": k, "slices": len(real.z),
@@ -86,7 +90,8 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     reference = IntensityHistogram()
     for images, masks in slice_chunks(reference_files):
         reference.add(images, masks)
-    n = sum(len(v) for v in per_image["body_dice"])
+    n = slices
+    summary.append({"metric": "body_dice", "mean": math.nan, "std": math.nan, "n": 0, "note": MASKED_BODY})
     summary.append(_w1_row(generated, reference, n))
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
@@ -117,7 +122,7 @@ def load_case(real_path: Path, gen_path: Path) -> tuple[CaseSlices, np.ndarray]:
 
 def _pixel_summary(per_image: dict[str, list[np.ndarray]]) -> list[dict]:
     summary = []
-    for name in ("ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body", "body_dice"):
+    for name in ("ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body"):
         if name not in per_image:
             summary.append({"metric": name, "mean": math.nan, "std": math.nan, "n": 0, "note": NOT_PAIRED})
             continue
