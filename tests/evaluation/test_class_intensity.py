@@ -160,6 +160,16 @@ def test_class_intensity_matches_the_image_datasets_classes_by_name(tmp_path: Pa
                                        "std": pytest.approx(math.nan, nan_ok=True)}
 
 
+def test_no_class_compared_is_na_not_zero_classes_outside() -> None:
+    """Every test slice dropped: no class has pixels on both sides, and "0 classes outside" would read as a
+    pass."""
+    rows = [{"class": n, "voxels_real": 0, "voxels_generated": 0, "outside_real_range": False, "note": NO_PIXELS}
+            for n in ("liver", "kidney")]
+    summary = intensity_summary(rows)
+    assert math.isnan(summary["mean"]) and summary["n"] == 0
+    assert summary["note"].startswith("not computed: no class has test pixels on both sides")
+
+
 def test_class_intensity_leaves_out_classes_only_the_image_dataset_labels(tmp_path: Path) -> None:
     def with_spleen(slices: CaseSlices) -> CaseSlices:  # a bright spleen in the body, id 4 in its table
         slices.images[:, 22:27, 20:26], slices.labels[:, 22:27, 20:26] = 0.9, 4

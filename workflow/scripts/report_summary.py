@@ -16,7 +16,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         figures[title] = Path(sm.input.utility[1])
         tables["Utility curve (organ-mean Dice on the real test split, 95 % bootstrap interval; per class in "
                "utility.tsv)"] = organ_rows(rows)
-        notes = {title: " ".join(findings(rows))}
+        notes = {"What the utility curve shows": " ".join(findings(rows))}  # its own heading: the figure has the title
     else:
         notes = {"Utility curve": sm.params.utility_skipped}
     write_summary(

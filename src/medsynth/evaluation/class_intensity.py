@@ -121,5 +121,8 @@ def intensity_summary(rows: Sequence[dict]) -> dict:
     parts = [", ".join(names)] + ([f"not compared: {', '.join(absent)} (not in the image dataset's label table)"]
                                   if absent else []) + (
         [f"not compared: {', '.join(empty)} (no test pixel of the class on one side)"] if empty else [])
+    if not compared:  # "0 classes outside" would read as a pass
+        return {"metric": "classes_outside_real_range", "mean": math.nan, "std": math.nan, "n": 0,
+                "note": "not computed: no class has test pixels on both sides; " + "; ".join(p for p in parts if p)}
     return {"metric": "classes_outside_real_range", "mean": len(names), "std": math.nan, "n": compared,
             "note": "; ".join(p for p in parts if p)}
