@@ -3,7 +3,8 @@
     python bench/gpu_table.py --out results/gpu [--budget 470] [--preset oasis-256 --size 256 --classes 19]
 
 Training (``train_step.build_step``, the training code's own step and device preparation): paired and
-unpaired, batch 8 and 16, fp32 and bf16, channels_last on and off; then cuDNN autotuning on a few rows,
+unpaired, batch 8 and 16 (``--batches``), fp32 and bf16, channels_last on and off; then cuDNN autotuning
+on a few rows,
 a profile of fp32 against bf16 (the kernels that take the time), generation (``synthesize.run_generator``,
 label maps from the host and images back, as ``generate`` runs it) and evaluation (Inception features and
 LPIPS through ``metrics.perceptual``, with random weights of the real architectures written here: the
@@ -77,16 +78,16 @@ def train_row(args: argparse.Namespace, mode: str, batch: int, precision: str, c
 
 
 def profile_rows(args: argparse.Namespace, out: Path) -> list[dict]:
-    """The CUDA kernels of three paired batch-16 steps in fp32 and in bf16 (channels_last), as tables in
-    ``<out>/profile_<precision>.txt``; the rows say what share of GPU time went to casts and copies."""
+    """The CUDA kernels of three paired steps at the largest batch in fp32 and in bf16 (channels_last), as
+    tables in ``<out>/profile_<precision>.txt``; the rows say what share of GPU time went to casts and copies."""
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = False
     rows = []
     for precision in ("fp32", "bf16"):
-        fn, nets = build_step(args.preset, args.classes, "paired", args.size, 16, precision == "bf16", True, False,
-                              device)
+        fn, nets = build_step(args.preset, args.classes, "paired", args.size, max(args.batches), precision == "bf16",
+                              True, False, device)
         timed(fn, 0, args.warmup, device)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as prof:
@@ -165,10 +166,14 @@ def evaluation_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-TRAIN_GRID = [(mode, batch, precision, cl) for mode in ("paired", "unpaired") for batch in (8, 16)
-              for precision in ("fp32", "bf16") for cl in (True, False)]
-AUTOTUNE = [("paired", 16, "fp32"), ("paired", 16, "bf16"), ("unpaired", 16, "bf16")]
-COMPILED = [("paired", 16, "bf16"), ("paired", 16, "fp32"), ("unpaired", 16, "bf16")]
+def train_grid(batches: list[int]) -> list[tuple[str, int, str, bool]]:
+    return [(mode, batch, precision, cl) for mode in ("paired", "unpaired") for batch in batches
+            for precision in ("fp32", "bf16") for cl in (True, False)]
+
+
+# At the largest batch: cuDNN autotuning, then torch.compile, most telling first.
+AUTOTUNE = [("paired", "fp32"), ("paired", "bf16"), ("unpaired", "bf16")]
+COMPILED = [("paired", "bf16"), ("paired", "fp32"), ("unpaired", "bf16")]
 
 
 def compiled_row(args: argparse.Namespace, mode: str, batch: int, precision: str, timeout: float) -> dict:
@@ -210,8 +215,9 @@ def run_all(args: argparse.Namespace) -> None:
           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
           "cudnn_tf32": torch.backends.cudnn.allow_tf32, "matmul_precision": torch.get_float32_matmul_precision(),
           "preset": args.preset, "size": args.size, "classes": args.classes})
-    stages = [*(lambda c=c: train_row(args, *c) for c in TRAIN_GRID),
-              *(lambda c=c: train_row(args, c[0], c[1], c[2], True, autotune=True) for c in AUTOTUNE),
+    big = max(args.batches)
+    stages = [*(lambda c=c: train_row(args, *c) for c in train_grid(args.batches)),
+              *(lambda c=c: train_row(args, c[0], big, c[1], True, autotune=True) for c in AUTOTUNE),
               lambda: profile_rows(args, out), lambda: generation_rows(args), lambda: evaluation_rows(args)]
     for stage in stages:
         if left() < 20:
@@ -221,7 +227,8 @@ def run_all(args: argparse.Namespace) -> None:
             emit(stage())
         except Exception as exc:  # one failing row must not cost the others (a lent GPU is minutes)
             emit({"kind": "error", "error": f"{type(exc).__name__}: {exc}"[:600]})
-    for mode, batch, precision in COMPILED:
+    for mode, precision in COMPILED:
+        batch = big
         if args.skip_compile:
             emit({"kind": "skipped", "why": f"--skip-compile: compile {mode} {batch} {precision}"})
         elif left() < 60:
@@ -254,6 +261,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=470.0, help="seconds; rows that would start later are skipped")
     ap.add_argument("--preset", default="oasis-256")
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batches", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--classes", type=int, default=19, help="config/labels/totalsegmentator_v2_grouped.yaml: 19")
     ap.add_argument("--iters", type=int, default=16, help="timed steps per row: 16 hold one lazy R1 step")
     ap.add_argument("--warmup", type=int, default=3)
