@@ -4,9 +4,8 @@
 
 Training (``train_step.build_step``, the training code's own step and device preparation): paired and
 unpaired, batch 8 and 16 (``--batches``), fp32 and bf16, channels_last on and off; then cuDNN autotuning
-on a few rows,
-a profile of fp32 against bf16 (the kernels that take the time), generation (``synthesize.run_generator``,
-label maps from the host and images back, as ``generate`` runs it) and evaluation (Inception features and
+on a few rows, a profile of fp32 against bf16 (the kernels that take the time), generation
+(``synthesize.run_generator``, label maps from the host and images back, as ``generate`` runs it) and evaluation (Inception features and
 LPIPS through ``metrics.perceptual``, with random weights of the real architectures written here: the
 speed does not depend on the weights), and last torch.compile, each compiled row in its own process under
 what is left of ``--budget`` seconds. Rows come in priority order; each is appended to
