@@ -3,14 +3,14 @@
     python bench/gpu_table.py --out results/gpu [--budget 470] [--preset oasis-256 --size 256 --classes 19]
 
 Training (``train_step.build_step``, the training code's own step and device preparation): paired and
-unpaired, batch 8 and 16 (``--batches``), fp32 and bf16, channels_last on and off; then cuDNN autotuning
-on a few rows, a profile of fp32 against bf16 (the kernels that take the time), generation
-(``synthesize.run_generator``, label maps from the host and images back, as ``generate`` runs it) and evaluation (Inception features and
-LPIPS through ``metrics.perceptual``, with random weights of the real architectures written here: the
-speed does not depend on the weights), and last torch.compile, each compiled row in its own process under
-what is left of ``--budget`` seconds. Rows come in priority order; each is appended to
-``<out>/rows.jsonl`` as it is measured, so a run cut short keeps what it measured. The table is printed at
-the end (``--table`` prints it again from the rows).
+unpaired, batch 8 and 16 (``--batches``), fp32 and bf16, channels_last on and off; then cuDNN autotuning on a
+few rows, a profile of fp32 against bf16 (the kernels that take the time), generation
+(``synthesize.run_generator``, label maps from the host and images back, as ``generate`` runs it) and
+evaluation (Inception features and LPIPS through ``metrics.perceptual``, with random weights of the real
+architectures written here: the speed does not depend on the weights), and last torch.compile, each compiled
+row in its own process under what is left of ``--budget`` seconds. Rows come in priority order; each is
+appended to ``<out>/rows.jsonl`` as it is measured, so a run cut short keeps what it measured. The table is
+printed at the end (``--table`` prints it again from the rows).
 """
 
 from __future__ import annotations
