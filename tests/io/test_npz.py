@@ -18,3 +18,6 @@ def test_slices_are_counted_from_the_headers_and_none_while_a_file_is_missing(tm
     files = [_case(tmp_path / "a" / "slices.npz", 3), _case(tmp_path / "b" / "slices.npz", 5)]
     assert slices_in(files) == 8 and slices_in([]) == 0
     assert slices_in([*files, tmp_path / "c" / "slices.npz"]) is None and slices_in([None]) is None
+    (tmp_path / "empty.npz").touch()  # a damaged or placeholder file: planning goes on with its default
+    (tmp_path / "other.npz").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: no images array
+    assert slices_in([*files, tmp_path / "empty.npz"]) is None and slices_in([tmp_path / "other.npz"]) is None

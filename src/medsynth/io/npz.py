@@ -20,10 +20,14 @@ def npz_shape(path: Path, key: str) -> tuple[int, ...]:
 
 def slices_in(files) -> int | None:
     """The number of slices (``images`` rows) of ``slices.npz`` files; None when one does not exist yet
-    (or is a placeholder: None, Snakemake's ``<TBD>``)."""
+    (or is a placeholder: None, Snakemake's ``<TBD>``) or cannot be read: planning then asks for its default,
+    and the job that reads the file names it (an unreadable file raised here stopped the whole plan)."""
     total = 0
     for path in files:
         if path is None or not Path(str(path)).is_file():
             return None
-        total += npz_shape(Path(path), "images")[0]
+        try:
+            total += npz_shape(Path(path), "images")[0]
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+            return None
     return total
