@@ -173,11 +173,11 @@ def test_an_undecodable_file_of_another_series_blocks_only_that_series(tmp_path,
     escaped = syntax.replace(".", r"\.")
     write_series(tmp_path / "ct", hu, SPACING, series_uid="1.2.3.1")
     other = write_series(tmp_path / "other", hu + 100, SPACING, series_uid="1.2.3.2")
-    for f in other:
+    for f in other[:1]:  # one is enough (GDCM takes ~0.5 s for each such file at every scan of the folder)
         set_transfer_syntax(f, syntax)  # HTJ2K, JPEG XL: newer than the reader
         shutil.move(f, tmp_path / "ct" / f"b_{f.name}")
     np.testing.assert_array_equal(load_series(tmp_path / "ct", "1.2.3.1").array, hu)
-    with pytest.raises(VolumeError, match=r"ct: 2 DICOM series, 1\.2\.3\.1 \(CT.*; 1\.2\.3\.2 \(.*5 file\(s\), 5 in "
+    with pytest.raises(VolumeError, match=r"ct: 2 DICOM series, 1\.2\.3\.1 \(CT.*; 1\.2\.3\.2 \(.*1 file\(s\), 1 in "
                                           rf"transfer syntax {escaped}, which the reader cannot decode\)"):
         load_series(tmp_path / "ct")
     with pytest.raises(VolumeError, match=rf"b_IM\d+\.dcm is encoded in transfer syntax {escaped}"):

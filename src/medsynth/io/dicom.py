@@ -88,8 +88,20 @@ def _keeping_locale(func):
 @_keeping_locale
 def series_in(folder: Path) -> dict[str, list[str]]:
     """SeriesInstanceUID -> that series' files, sorted by position along the slice normal."""
-    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in sorted(uids)}
+    return {uid: series_files(folder, uid) for uid in series_ids(folder)}
+
+
+@_keeping_locale
+def series_ids(folder: Path) -> list[str]:
+    """The SeriesInstanceUIDs of the folder's readable files, sorted."""
+    return sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
+@_keeping_locale
+def series_files(folder: Path, uid: str) -> list[str]:
+    """One series' files, sorted by position along the slice normal (each call scans the whole folder: ask
+    only for the series wanted)."""
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
 @_keeping_locale
@@ -142,7 +154,7 @@ def _undecodable(folder: Path) -> dict[str, tuple[str, str | None]]:
 
 
 def _pick_series(folder: Path, series_uid: str | None, undecodable: dict[str, tuple[str, str | None]]) -> list[str]:
-    series = series_in(folder)
+    series = series_ids(folder)
     others = {uid for _, uid in undecodable.values() if uid not in series}
     if series_uid is None and len(series) + len(others) == 1:
         series_uid = next(iter(series), None) or next(iter(others), None)
@@ -156,9 +168,11 @@ def _pick_series(folder: Path, series_uid: str | None, undecodable: dict[str, tu
         raise VolumeError(f"{folder}: no DICOM series found; is this the folder of a series' slice files?")
     if series_uid:
         if series_uid not in series:
-            raise VolumeError(f"{folder}: no series {series_uid!r}; it holds {_describe(series, undecodable)}")
-        return series[series_uid]
-    raise VolumeError(f"{folder}: {len(series) + len(others)} DICOM series, {_describe(series, undecodable)}; give "
+            held = _describe(series_in(folder), undecodable)
+            raise VolumeError(f"{folder}: no series {series_uid!r}; it holds {held}")
+        return series_files(folder, series_uid)
+    held = _describe(series_in(folder), undecodable)
+    raise VolumeError(f"{folder}: {len(series) + len(others)} DICOM series, {held}; give "
                       "the one to use as its SeriesInstanceUID in the cases table (column image_series, "
                       "label_series or mask_series)")
 
