@@ -142,23 +142,23 @@ def evaluation_rows(args: argparse.Namespace) -> list[dict]:
     from medsynth.metrics.perceptual import inception_features, load_inception, load_lpips, lpips_distances
 
     device = torch.device(args.device)
-    weights = write_random_weights(Path(tempfile.mkdtemp(prefix="gpu-table-weights-")))  # ~300 MB: not in <out>
+    with tempfile.TemporaryDirectory(prefix="gpu-table-weights-") as folder:  # ~300 MB: not in <out>, not kept
+        weights = write_random_weights(Path(folder))
+        inception, lpips = load_inception(weights, device), load_lpips(weights, device)
     n = args.eval_slices
     images = torch.rand(n, 1, args.size, args.size) * 2 - 1
     rows = []
-    model = load_inception(weights, device)
-    inception_features(model, images[:50], 50, device)
+    inception_features(inception, images[:50], 50, device)
     _sync(device)
     t0 = time.perf_counter()
-    feats = inception_features(model, images, 50, device)
+    feats = inception_features(inception, images, 50, device)
     seconds = time.perf_counter() - t0
     rows.append({"kind": "evaluate", "metric": "inception features (FID/KID)", "batch": 50, "slices": n,
                  "slices_s": round(n / seconds, 1), "finite": bool(math.isfinite(float(feats.sum())))})
-    model = load_lpips(weights, device)
-    lpips_distances(model, images[:32], images[:32].flip(0), 32, device)
+    lpips_distances(lpips, images[:32], images[:32].flip(0), 32, device)
     _sync(device)
     t0 = time.perf_counter()
-    d = lpips_distances(model, images, images.flip(0), 32, device)
+    d = lpips_distances(lpips, images, images.flip(0), 32, device)
     seconds = time.perf_counter() - t0
     rows.append({"kind": "evaluate", "metric": "LPIPS pairs", "batch": 32, "slices": n,
                  "slices_s": round(n / seconds, 1), "finite": bool(math.isfinite(float(d.sum())))})

@@ -12,8 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_gpu_table_runs_every_part_on_the_cpu(tmp_path):
+def test_the_gpu_table_runs_every_part_on_the_cpu(tmp_path, monkeypatch):
     out = tmp_path / "gpu"
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # its weights (~300 MB) are written there, then removed
+    (tmp_path / "tmp").mkdir()
     cmd = [sys.executable, str(REPO / "bench" / "gpu_table.py"), "--out", str(out), "--device", "cpu",
            "--preset", "tiny", "--size", "32", "--batches", "2", "4", "--iters", "2", "--warmup", "1",
            "--eval-slices", "4",
@@ -34,3 +36,4 @@ def test_the_gpu_table_runs_every_part_on_the_cpu(tmp_path):
     assert [r["slices_s"] > 0 and r["finite"] for r in rows if r["kind"] in ("generate", "evaluate")] == [True] * 5
     assert sum(r["kind"] == "skipped" and "compile" in r["why"] for r in rows) == 3  # said, not silent
     assert "| paired | 4 | bf16 | on | off | on |" in done.stdout  # the table, last
+    assert not list((tmp_path / "tmp").glob("gpu-table-weights-*"))  # its weights are not left behind
