@@ -90,13 +90,13 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     reference = IntensityHistogram()
     for images, masks in slice_chunks(reference_files):
         reference.add(images, masks)
-    n = slices
     summary.append({"metric": "body_dice", "mean": math.nan, "std": math.nan, "n": 0, "note": MASKED_BODY})
-    summary.append(_w1_row(generated, reference, n))
+    summary.append(_w1_row(generated, reference, slices))
     summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
                     "std": math.nan, "n": int(spread[1]),
                     "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
-                    "[-1, 1] units" if spread[1] else NO_SLICES if not n else "not computed: one sample per label map"})
+                    "[-1, 1] units" if spread[1] else NO_SLICES if not slices
+                    else "not computed: one sample per label map"})
     if scores is not None:
         summary += _perceptual_summary(scores.scores(), scores.counts, paired, scores.real)
     return summary, per_case

@@ -18,16 +18,18 @@ from medsynth.data.download import hash_file
 from medsynth.io.tables import read_tsv
 
 
-def test_label_files(case_tables: Mapping[str, Path], split_tables: Mapping[str, Path]) -> dict[str, str]:
-    """label file -> '<dataset> case <id>' of every test case of the split datasets whose cases table is given."""
+def test_label_files(rows: Mapping[str, Mapping[str, Mapping[str, str]]],
+                     split_tables: Mapping[str, Path]) -> dict[str, str]:
+    """label file -> '<dataset> case <id>' of every test case of the split datasets whose cases table rows
+    (``rows``: dataset -> case id -> row) are given."""
     out = {}
     for dataset in sorted(split_tables):
-        if dataset not in case_tables:
+        if dataset not in rows:
             continue
         test = {r["case_id"] for r in read_tsv(split_tables[dataset]) if r["part"] == "test"}
-        for row in read_cases(case_tables[dataset]):
-            if row["case_id"] in test and row.get("label") and Path(row["label"]).is_file():
-                out[row["label"]] = f"{dataset} case {row['case_id']}"
+        for case_id, row in rows[dataset].items():
+            if case_id in test and row.get("label") and Path(row["label"]).is_file():
+                out[row["label"]] = f"{dataset} case {case_id}"
     return out
 
 
@@ -45,13 +47,13 @@ def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
                         split_tables: Mapping[str, Path]) -> list[str]:
     """'<case> (<file>) is a copy of <test case> (<file>)' for every exported case (``ExportCase``) whose
     source label map is byte for byte a test case's of one of the split datasets."""
-    tests = test_label_files(case_tables, split_tables)
+    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}  # each table read once
+    tests = test_label_files(rows, split_tables)
     if not tests:
         return []
     by_size: dict[int, list[str]] = {}
     for path in tests:
         by_size.setdefault(Path(path).stat().st_size, []).append(path)
-    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
     digests: dict[str, str] = {}
 
     def digest(path: str) -> str:

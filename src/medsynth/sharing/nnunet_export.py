@@ -242,14 +242,14 @@ def refuse_test_cases(experiment: str, cases: Sequence[ExportCase], split_tables
     leaks = leaked_cases(cases, split_tables)
     if leaks:
         raise ValueError(f"export of experiments.{experiment}: {len(leaks)} case(s) of test patients, which must "
-                         f"stay out of anything shared: {shown(leaks)}. Remove test from export.splits, or those patients' "
-                         "cases from the dataset they come from (a generate_from dataset, or with export.include_real "
-                         "the image dataset)")
+                         f"stay out of anything shared: {shown(leaks)}. Remove test from export.splits, or those "
+                         "patients' cases from the dataset they come from (a generate_from dataset, or with "
+                         "export.include_real the image dataset)")
     copies = copies_of_test_maps(cases, case_tables, split_tables)
     if copies:
         raise ValueError(f"export of experiments.{experiment}: {len(copies)} case(s) made from a test case's label "
-                         f"map under another id: {shown(copies)}. Remove the copies from the dataset that lists them, or give "
-                         "them the test case's patient_id (then they are held out with it)")
+                         f"map under another id: {shown(copies)}. Remove the copies from the dataset that lists "
+                         "them, or give them the test case's patient_id (then they are held out with it)")
 
 
 def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
