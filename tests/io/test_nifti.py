@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsynth.io.nifti import Volume, VolumeError, check_same_grid, load_volume, save_volume, voxel_spacing
+from medsynth.io.nifti import (Volume, VolumeError, check_same_grid, default_workers, load_volume, save_volume,
+                               voxel_spacing)
 
 SHAPE = (7, 6, 5)
 
@@ -334,3 +335,18 @@ def test_check_same_grid_affine_mismatch_names_both_files(
     with pytest.raises(VolumeError, match="affines differ") as exc:
         check_same_grid(a, b)
     assert "/data/ct.nii.gz" in str(exc.value) and "/data/label.nii.gz" in str(exc.value)
+
+
+@pytest.mark.parametrize(("omp", "cpus", "expected"), [("1", 64, 1), ("2", 64, 2), ("16", 64, 4), (None, 3, 3),
+                                                      (None, 64, 4), ("", 2, 2), ("0", 2, 2)])
+def test_volume_threads_are_the_jobs_share_not_the_nodes(monkeypatch: pytest.MonkeyPatch, omp: str | None,
+                                                          cpus: int, expected: int) -> None:
+    """A SLURM job of 2 CPUs on a 64-core node: Snakemake's OMP_NUM_THREADS (the rule's threads) decides,
+    else the CPUs the process may run on (its cgroup), never the node's count; at most 4."""
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert default_workers() == expected

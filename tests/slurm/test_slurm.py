@@ -31,10 +31,13 @@ CONFIG = {
     "cluster": {"cases_per_job": 40},
     "slice": {"size": 32},
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    "experiments": {"tiny": {"dataset": "phantom", "gpus": 2, "train": {
+    # CPUs are the rules' threads: 1 for the training and the metrics as before on the test's 2 CPUs;
+    # 2 for generation, whose job is checked for them.
+    "experiments": {"tiny": {"dataset": "phantom", "gpus": 2, "threads": 1, "train": {
         "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6,
         "device": "cpu", "val_max_slices": 4}}},
-    "metrics": {"perceptual": "off", "segmenter_steps": 10},
+    "metrics": {"perceptual": "off", "segmenter_steps": 10, "segmenter_threads": 1, "threads": 1},
+    "generate": {"threads": 2},
     "report": {"dpi": 50, "grid_rows": 3},
 }
 
@@ -82,10 +85,16 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     assert len(train) >= 2 and all(j[1] == "gpu" for j in train), jobs  # stopped at the limit, then resumed
     detail = subprocess.run(["scontrol", "show", "job", train[0][0]], capture_output=True, text=True).stdout
     assert "gres:gpu:2" in detail or "gres/gpu=2" in detail, detail
-    assert "NumTasks=1 " in detail, detail  # one task with both GPUs: torchrun starts the workers
+    assert "NumTasks=1 " in detail and "NumCPUs=1 " in detail, detail  # one task with both GPUs: torchrun
+    # starts the workers; its CPUs are experiments.tiny.threads (no cpus_per_task in the profiles).
     assert "TimeLimit=00:01:00" in detail, detail
     states = [j[3] for j in train]
     assert "TIMEOUT" in states and states[-1] == "COMPLETED", states
+
+    # Generation asks for its threads' CPUs (generate.threads: 2), the count its torch runs with.
+    ids = [j.split("|")[0] for j in jobs if j.split("|")[2].startswith("rule_generate_")]
+    detail = subprocess.run(["scontrol", "show", "job", ids[-1]], capture_output=True, text=True).stdout
+    assert "NumCPUs=2 " in detail and "Partition=gpu " in detail, detail
 
     # Segmentation consistency's U-Net on one GPU: the experiment trains on GPUs.
     ids = [j.split("|")[0] for j in jobs if j.split("|")[2].startswith("rule_segmenter_")]

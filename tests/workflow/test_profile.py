@@ -98,7 +98,30 @@ def test_segmenters_run_on_a_gpu_when_the_experiments_train_on_gpus(tmp_path, gp
     config["experiments"]["tiny"]["gpus"] = gpus
     config["experiments"]["tiny"]["train"]["device"] = "auto"
     first = ("results/split/phantom/split.tsv",)
-    for rule in ("segmenter", "utility"):
+    for rule in ("segmenter", "utility", "real_stats"):  # real_stats: Inception features of the real slices
         res = _job_resources(tmp_path / rule, config, rule, first)
         assert res["gpu"] == str(min(gpus, 1)), rule
         assert res["slurm_partition"] == "CHANGE_ME_gpu", rule
+
+
+def test_every_job_asks_for_the_cpus_its_threads_use():
+    """The SLURM plugin asks for a job's threads as its CPUs (--cpus-per-task), and Snakemake runs the job's
+    torch/NumPy with as many (OMP_NUM_THREADS): a cpus_per_task in the profile would break the match (it
+    asked 8 CPUs for a 2-thread training, 2 for segmenter_threads 8). The heavy rules take their threads from
+    the config."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert "cpus_per_task" not in profile["default-resources"]
+    assert all("cpus_per_task" not in r for r in profile["set-resources"].values()), profile["set-resources"]
+    rules = {smk.stem: smk.read_text() for smk in (REPO / "workflow/rules").glob("*.smk")}
+    for stage, rule, key in [("generate", "generate", 'config["generate"]["threads"]'),
+                             ("evaluate", "evaluate", 'config["metrics"]["threads"]'),
+                             ("metrics", "real_stats", 'config["metrics"]["threads"]'),
+                             ("export", "audit_shared", 'config["metrics"]["threads"]'),
+                             ("metrics", "segmenter", 'config["metrics"]["segmenter_threads"]'),
+                             ("utility", "utility", 'config["metrics"]["segmenter_threads"]'),
+                             ("train", "train", 'config["experiments"][w.experiment]["threads"]')]:
+        body = re.search(rf"^rule {rule}:\n(.*?)(?=^\S|\Z)", rules[stage], re.S | re.M).group(1)
+        assert f"threads: {key}" in body or f"threads: lambda w: {key}" in body, rule
+    for name in ("autopet", "synthrad", "autopet_synthrad"):  # GPU trainings: CPUs to feed the GPU
+        config = yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
+        assert all(x["threads"] == 8 for x in config["experiments"].values() if x.get("gpus")), name

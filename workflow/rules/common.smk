@@ -193,8 +193,9 @@ def one_gpu(wildcards):
 
 
 def dataset_gpu(wildcards):
-    """One GPU for a dataset's segmenter when an experiment whose real images it holds trains on GPUs (the
-    U-Net's prediction: 0.11 s per 256-px slice on two CPU threads, a second per thousand on a GPU)."""
+    """One GPU for a dataset's segmenter and Inception statistics when an experiment whose real images it holds
+    trains on GPUs (the U-Net's prediction: 0.11 s per 256-px slice on two CPU threads, a second per thousand
+    on a GPU); none on a CPU-only run (a CPU-only cluster has no GPU to give)."""
     return int(any(x.get("gpus", 0) > 0 and image_dataset(SimpleNamespace(experiment=e)) == wildcards.dataset
                    for e, x in config["experiments"].items()))
 

@@ -33,6 +33,7 @@ rule evaluate:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "benchmarks/evaluate/{experiment}.tsv"
+    threads: config["metrics"]["threads"]
     resources:
         gpu=one_gpu,  # Inception and AlexNet features
         mem_mb=stage_mem_mb("evaluate", held_bytes(("train_reference", 2))),  # images, float16

@@ -17,6 +17,7 @@ rule audit_shared:
         "logs/export/{experiment}_audit.log",
     benchmark:
         "benchmarks/export/{experiment}_audit.tsv"
+    threads: config["metrics"]["threads"]
     resources:
         mem_mb=stage_mem_mb("audit_shared", held_bytes(("train_images", 2))),  # images, float16
         runtime=grows(60),

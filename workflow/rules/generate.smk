@@ -16,6 +16,7 @@ rule generate:
         "logs/generate/{experiment}.log",
     benchmark:
         "benchmarks/generate/{experiment}.tsv"
+    threads: config["generate"]["threads"]
     resources:
         gpu=one_gpu,
         mem_mb=grows(16000),

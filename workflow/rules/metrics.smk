@@ -31,8 +31,9 @@ rule real_stats:
         "logs/metrics/{dataset}_inception_{part}.log",
     benchmark:
         "benchmarks/metrics/{dataset}_inception_{part}.tsv"
+    threads: config["metrics"]["threads"]
     resources:
-        gpu=1 if config["metrics"]["perceptual"] != "off" else 0,
+        gpu=dataset_gpu if config["metrics"]["perceptual"] != "off" else 0,  # Inception features
         mem_mb=stage_mem_mb("real_stats"),  # streams the slices
         runtime=grows(60),
     conda:

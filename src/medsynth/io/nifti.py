@@ -87,8 +87,14 @@ def _as_dtype(data: np.ndarray, dtype: np.dtype | type | None, path: Path) -> np
 
 
 def default_workers() -> int:
-    """Threads for volume work that releases the GIL ((de)compression, copies, scipy.ndimage)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Threads for volume work that releases the GIL ((de)compression, copies, scipy.ndimage): the job's
+    share, not the node's. Snakemake sets OMP_NUM_THREADS to a job's threads (its SLURM CPUs); without
+    it, the CPUs this process may run on (a cgroup's, not os.cpu_count()'s whole node). At most 4."""
+    share = os.environ.get("OMP_NUM_THREADS", "")
+    if share.isdigit() and int(share) > 0:
+        return min(4, int(share))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cpus or 1))
 
 
 def c_order(data: np.ndarray, workers: int | None = None, tile: int = 32) -> np.ndarray:
