@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from train_step import build_step, timed  # bench/ is the script's folder: on sys.path
@@ -165,6 +166,32 @@ def evaluation_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def search_row(args: argparse.Namespace) -> dict:
+    """Slice pairs/s of the memorisation audit's nearest-slice search (float64 on the device), and whether the
+    device finds the CPU's slices: AutoPET's export audit is ~1.6e11 pairs, evaluate's ~2.5e10."""
+    from medsynth.metrics.memorisation import nearest_training, search_chunks
+
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    train = (torch.rand(args.search_train, args.size, args.size, generator=g) * 2 - 1).half()
+    queries = torch.rand(args.eval_slices, args.size, args.size, generator=g) * 2 - 1
+    masks = (torch.rand(queries.shape, generator=g) < 0.5).float()
+    chunks = search_chunks(device)
+    on = train.to(device)
+    nearest_training(queries[:8], masks[:8], on, *chunks, device=device)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    near = nearest_training(queries, masks, on, *chunks, device=device)
+    seconds = time.perf_counter() - t0
+    cpu = nearest_training(queries[:16], masks[:16], train)
+    pairs = len(queries) * len(train)
+    return {"kind": "search", "metric": "nearest training slice (float64)", "slices": len(queries),
+            "train": len(train), "pairs_s": round(pairs / seconds), "slices_s": round(len(queries) / seconds, 1),
+            "finite": bool(np.isfinite(near.distance).all()), "same_as_cpu": bool(
+                np.array_equal(cpu.index, near.index[:16]) and np.allclose(cpu.distance, near.distance[:16])),
+            "hours_autopet_export_audit": round(1.6e11 / (pairs / seconds) / 3600, 2)}
+
+
 def train_grid(batches: list[int]) -> list[tuple[str, int, str, bool]]:
     return [(mode, batch, precision, cl) for mode in ("paired", "unpaired") for batch in batches
             for precision in ("fp32", "bf16") for cl in (True, False)]
@@ -217,7 +244,8 @@ def run_all(args: argparse.Namespace) -> None:
     big = max(args.batches)
     stages = [*(lambda c=c: train_row(args, *c) for c in train_grid(args.batches)),
               *(lambda c=c: train_row(args, c[0], big, c[1], True, autotune=True) for c in AUTOTUNE),
-              lambda: profile_rows(args, out), lambda: generation_rows(args), lambda: evaluation_rows(args)]
+              lambda: profile_rows(args, out), lambda: generation_rows(args), lambda: evaluation_rows(args),
+              lambda: search_row(args)]
     for stage in stages:
         if left() < 20:
             emit({"kind": "skipped", "why": "budget"})
@@ -250,6 +278,9 @@ def print_table(rows: list[dict]) -> None:
         if r.get("kind") in ("generate", "evaluate"):
             what = r.get("metric") or f"generator, {r['precision']}"
             print(f"{r['kind']}: {what}, batch {r['batch']}: {r['slices_s']:.1f} slices/s")
+        elif r.get("kind") == "search":
+            print(f"memorisation search: {r['pairs_s']:.3g} slice pairs/s (same as the CPU: {r['same_as_cpu']}); "
+                  f"AutoPET's export audit ~{r['hours_autopet_export_audit']} h")
         elif r.get("kind") in ("device", "profile", "error", "skipped") or "error" in r:
             print(json.dumps(r))
 
@@ -265,6 +296,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=16, help="timed steps per row: 16 hold one lazy R1 step")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--eval-slices", type=int, default=512)
+    ap.add_argument("--search-train", type=int, default=8192, help="training slices of the search row")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--skip-compile", action="store_true", help="no torch.compile rows (minutes each)")
     ap.add_argument("--table", action="store_true", help="print the table of <out>/rows.jsonl and stop")

@@ -18,7 +18,7 @@ def test_the_gpu_table_runs_every_part_on_the_cpu(tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     cmd = [sys.executable, str(REPO / "bench" / "gpu_table.py"), "--out", str(out), "--device", "cpu",
            "--preset", "tiny", "--size", "32", "--batches", "2", "4", "--iters", "2", "--warmup", "1",
-           "--eval-slices", "4",
+           "--eval-slices", "4", "--search-train", "64",
            "--skip-compile"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -34,6 +34,8 @@ def test_the_gpu_table_runs_every_part_on_the_cpu(tmp_path, monkeypatch):
     assert [r["precision"] for r in rows if r["kind"] == "profile"] == ["fp32", "bf16"]
     assert (out / "profile_fp32.txt").stat().st_size > 0 and (out / "profile_bf16.txt").stat().st_size > 0
     assert [r["slices_s"] > 0 and r["finite"] for r in rows if r["kind"] in ("generate", "evaluate")] == [True] * 5
+    search = [r for r in rows if r["kind"] == "search"]
+    assert len(search) == 1 and search[0]["same_as_cpu"] and search[0]["finite"] and search[0]["pairs_s"] > 0, search
     assert sum(r["kind"] == "skipped" and "compile" in r["why"] for r in rows) == 3  # said, not silent
     assert "| paired | 4 | bf16 | on | off | on |" in done.stdout  # the table, last
     assert not list((tmp_path / "tmp").glob("gpu-table-weights-*"))  # its weights are not left behind

@@ -98,7 +98,8 @@ def test_segmenters_run_on_a_gpu_when_the_experiments_train_on_gpus(tmp_path, gp
     config["experiments"]["tiny"]["gpus"] = gpus
     config["experiments"]["tiny"]["train"]["device"] = "auto"
     first = ("results/split/phantom/split.tsv",)
-    for rule in ("segmenter", "utility", "real_stats"):  # real_stats: Inception features of the real slices
+    # real_stats: Inception features of the real slices; audit_shared: every shipped slice's nearest training slice
+    for rule in ("segmenter", "utility", "real_stats", "audit_shared"):
         res = _job_resources(tmp_path / rule, config, rule, first)
         assert res["gpu"] == str(min(gpus, 1)), rule
         assert res["slurm_partition"] == "CHANGE_ME_gpu", rule

@@ -19,8 +19,9 @@ rule audit_shared:
         "benchmarks/export/{experiment}_audit.tsv"
     threads: config["metrics"]["threads"]
     resources:
+        gpu=one_gpu,  # the nearest-slice search: ~1.6e11 slice pairs for AutoPET, weeks on CPU threads
         mem_mb=stage_mem_mb("audit_shared", held_bytes(("train_images", 2))),  # images, float16
-        runtime=grows(60),
+        runtime=grows(120),  # AutoPET on a data-centre GPU: ~0.5-1 h (float64 products; docs/benchmarks.md)
     conda:
         ENV
     script:

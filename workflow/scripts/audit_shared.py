@@ -7,6 +7,7 @@ from medsynth.evaluation.memorisation_audit import EXPORT_AUDIT_COLUMNS, SharedC
 from medsynth.inference.generate_cases import generated_cases, samples_file
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.io.logs import log_to
+from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -20,8 +21,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
               for r in read_tsv(sm.input.manifest) if r["part"] in sm.params.parts or r["part"] == "generate_from"]
     shared = sorted(set(shared))  # the manifest has a row per sample
     test = [(real, gen) for _, real, gen in generated_cases(sm.input.test, cases_dir)]
+    # The nearest-slice search on the job's GPU when it has one (float64 there too: the same slices found).
     rows, summary = audit_shared(shared, sm.input.train_images, sm.input.reference, test, sm.params.paired,
-                                 sm.params.threshold)
+                                 sm.params.threshold, resolve_device("auto"))
     write_tsv(sm.output[0], rows, EXPORT_AUDIT_COLUMNS)
     logging.getLogger("medsynth").info(
         "audited %d exported volumes: %d flagged, %d not audited (threshold %g, own-image unit %.4g, nearest unit "

@@ -19,7 +19,7 @@ from medsynth.io.nifti import load_volume
 from medsynth.io.npz import npz_shape
 from medsynth.io.tables import parse_float
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case
-from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training
+from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training, search_chunks
 from medsynth.metrics.perceptual import generated_features
 
 FEATURE_COLUMNS = ["feature_distance", "feature_ratio", "feature_nearest_case", "feature_nearest_z"]
@@ -83,11 +83,23 @@ def training_images(files: Sequence[str | Path]) -> TrainingImages:
     return TrainingImages(torch.from_numpy(images), case_ids, zs)
 
 
+def on_search_device(train: TrainingImages, device: torch.device | None) -> TrainingImages:
+    """The training slices where the search runs: on a GPU when they fit in half its free memory (float16,
+    26 GB for AutoPET's 200 k slices at 256 px), so each query chunk does not copy the whole set to it."""
+    if device is None or device.type != "cuda":
+        return train
+    free, _ = torch.cuda.mem_get_info(device)
+    if train.images.numel() * train.images.element_size() > free / 2:
+        return train
+    return train._replace(images=train.images.to(device))
+
+
 def nearest_of(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], train: torch.Tensor,
-               allowed: np.ndarray | None = None) -> Nearest:
+               allowed: np.ndarray | None = None, device: torch.device | None = None) -> Nearest:
     """``nearest_training`` of slices read in chunks (images, masks), in the query chunks one search over
     all of them makes: the same numbers, without holding them."""
-    run = Rebatch(lambda q, m: nearest_training(q, m, train, allowed=allowed), 256)
+    queries, train_chunk = search_chunks(device)
+    run = Rebatch(lambda q, m: nearest_training(q, m, train, queries, train_chunk, allowed, device), queries)
     for images, masks in chunks:
         run.push(images, masks)
     found = run.close()
@@ -97,18 +109,19 @@ def nearest_of(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], train: torch
 
 
 def memorisation_cases(generated: GeneratedSlices, train_files: Sequence[Path], reference_files: Sequence[Path],
-                       threshold: float, features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                       ) -> tuple[list[dict], dict, dict | None]:
+                       threshold: float, features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                       device: torch.device | None = None) -> tuple[list[dict], dict, dict | None]:
     """Per generated test slice its nearest training slice of the image dataset (rows of
     ``MEMORISATION_COLUMNS``, closest first) and the summaries in pixel and (given ``features``:
     Inception features of the generated, real test and training slices, in ``generated``'s and the
     slice files' order) feature space, each against the real test slices' own distances to the
     training set (``metrics.memorisation``). ``flagged``: a possible copy in either space.
 
-    The training set is held once, float16; generated and real test slices are read a case at a time."""
-    train = training_images(train_files)
-    reference = nearest_of(slice_chunks(reference_files), train.images)
-    pixel = compare(nearest_of(generated.chunks(), train.images), reference, threshold)
+    The training set is held once, float16 (on ``device``, the search's, when it fits); generated and real
+    test slices are read a case at a time."""
+    train = on_search_device(training_images(train_files), device)
+    reference = nearest_of(slice_chunks(reference_files), train.images, device=device)
+    pixel = compare(nearest_of(generated.chunks(), train.images, device=device), reference, threshold)
     feat = None
     if features is not None:
         if tuple(map(len, features)) != (len(generated.keys), len(reference.distance), len(train.z)):
@@ -239,7 +252,8 @@ def own_scale(test_cases: Sequence[tuple[Path, Path]]) -> float:
 
 
 def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], reference_files: Sequence[Path],
-                 test_cases: Sequence[tuple[Path, Path]], paired: bool, threshold: float) -> tuple[list[dict], dict]:
+                 test_cases: Sequence[tuple[Path, Path]], paired: bool, threshold: float,
+                 device: torch.device | None = None) -> tuple[list[dict], dict]:
     """Rows of ``EXPORT_AUDIT_COLUMNS`` per exported volume (case, sample) and the summary.
 
     Each generated slice against (a) the real image of its own label map (paired: the generator was trained
@@ -253,8 +267,8 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
     neither check could compare is not audited (``flagged`` NA), never "not flagged".
     The audit sees the crops of the slices training kept; a volume covers its whole body (every labelled
     slice, the whole labelled extent): ``audited_share`` says how much of it was audited."""
-    train = training_images(train_files)
-    reference = nearest_of(slice_chunks(reference_files), train.images).distance
+    train = on_search_device(training_images(train_files), device)
+    reference = nearest_of(slice_chunks(reference_files), train.images, device=device).distance
     scale = float(np.median(reference)) if reference.size else math.nan
     own = own_scale(test_cases) if paired else math.nan
     train_cases = np.array(train.case_ids)
@@ -270,7 +284,8 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
         for k, fake in enumerate(torch.from_numpy(fakes)):
             rows.append({"case_id": case.case_id, "sample": k, "patient_id": case.patient, "slices": len(real.z),
                          "audited_share": seen / whole if whole else None,
-                         **_audit_volume(fake, real, own_check, train, others, (scale, own), threshold, own_na)})
+                         **_audit_volume(fake, real, own_check, train, others, (scale, own), threshold, own_na,
+                                         device)})
     summary = {"volumes": len(rows), "flagged": sum(r["flagged"] is True for r in rows),
                "not_audited": sum(r["flagged"] is None for r in rows), "threshold": threshold,
                "nearest_scale": scale, "own_scale": own, "paired": paired,
@@ -292,7 +307,8 @@ def audited_voxels(crop_labels: np.ndarray, grid_label: Path | None) -> tuple[in
 
 
 def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.ndarray | None,
-                  scales: tuple[float, float], threshold: float, notes: Sequence[str] = ()) -> dict:
+                  scales: tuple[float, float], threshold: float, notes: Sequence[str] = (),
+                  device: torch.device | None = None) -> dict:
     """One exported volume's columns: its slices against their own real images and the nearest training
     slice (``others``: the candidates), flagged where either ratio is below ``threshold``; ``notes``: why a
     check the caller decided on is NA, put before this volume's own."""
@@ -307,7 +323,7 @@ def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.n
     elif not scale > 0:
         notes.append("nearest training slice: NA, no real test slice to scale the distance")
     else:
-        near = nearest_training(fake, masks, train.images, allowed=others)
+        near = nearest_training(fake, masks, train.images, *search_chunks(device), others, device)
         nearest_ratio = near.distance / scale
         j = int(np.argmin(nearest_ratio))
     own_ratio = rms_inside(fake, torch.from_numpy(real.images), masks) / own if own_check and n else np.full(n, np.nan)

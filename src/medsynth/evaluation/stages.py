@@ -74,7 +74,7 @@ def evaluate_experiment(inputs: EvaluateInputs, settings: EvaluateSettings,
     summary += through_plane_summary(i.cases, i.reference, metas, reference_metas)
     summary += three_plane_summary(i.cases, i.reference, metas, reference_metas, s.metrics, device)
     copies, pixel_audit, feature_audit = memorisation_cases(generated, i.train_reference, i.reference,
-                                                            s.metrics["memorisation_threshold"], features)
+                                                            s.metrics["memorisation_threshold"], features, device)
     summary += memorisation_summary(pixel_audit, feature_audit)
     return {"memorisation": copies, "segmentation": seg, "class_intensity": intensity, "metrics": summary,
             "per_case": per_case}

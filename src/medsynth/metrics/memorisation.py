@@ -29,12 +29,21 @@ class Nearest:
 
 
 # Training slices converted to float64 at a time: the set itself may be held as float16 (half of float32),
-# and a chunk costs TRAIN_CHUNK x H x W x 16 bytes (it and its square): 256 MiB at 256 px.
+# and a chunk costs TRAIN_CHUNK x H x W x 16 bytes (it and its square): 256 MiB at 256 px on the CPU. On a GPU
+# 2048 queries against 2048 slices a step (~4 GiB at 256 px): a pair costs 4 H W flops in float64 (~0.26 M at
+# 256 px), and AutoPET's export audit is ~1.6e11 pairs: weeks on CPU threads, well under an hour on a data-
+# centre GPU's float64 (docs/benchmarks.md).
 TRAIN_CHUNK = 256
 
 
+def search_chunks(device: torch.device | None) -> tuple[int, int]:
+    """(queries, training slices) per step of ``nearest_training`` on ``device``."""
+    return (2048, 2048) if device is not None and device.type == "cuda" else (256, TRAIN_CHUNK)
+
+
 def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Tensor, chunk: int = 256,
-                     train_chunk: int = TRAIN_CHUNK, allowed: np.ndarray | None = None) -> Nearest:
+                     train_chunk: int = TRAIN_CHUNK, allowed: np.ndarray | None = None,
+                     device: torch.device | None = None) -> Nearest:
     """For each query (N, H, W) the nearest training slice (M, H, W), scored inside the query's mask.
 
     sum_body (q - t)^2 = sum_body q^2 - 2 sum_body q t + sum_body t^2: three matrix
@@ -42,6 +51,8 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
     of its slices at a time become float64, and the running minimum keeps the first
     of equal distances, as one search over the whole set does. ``allowed`` (M,) bool:
     only those training slices are candidates (the others of the query's patient).
+    ``device``: where the products run (the training set may already be there), in float64 on any
+    device, so a GPU finds the same slices and distances as the CPU.
     """
     if train.shape[0] == 0:
         raise ValueError("memorisation audit: the training set has no slices")
@@ -50,23 +61,25 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
                          "query's own patient)")
     if queries.shape[0] == 0:
         return Nearest(np.zeros(0), np.zeros(0, np.int64))
+    device = device or torch.device("cpu")
     flat = train.reshape(train.shape[0], -1)
+    banned = None if allowed is None else torch.from_numpy(~np.asarray(allowed, bool)).to(device)
     dists, idx = [], []
     for at in range(0, queries.shape[0], chunk):
-        q = queries[at:at + chunk].reshape(-1, flat.shape[1]).double()
-        m = masks[at:at + chunk].reshape(-1, flat.shape[1]).double()
+        q = queries[at:at + chunk].reshape(-1, flat.shape[1]).to(device, torch.float64)
+        m = masks[at:at + chunk].reshape(-1, flat.shape[1]).to(device, torch.float64)
         n = m.sum(dim=1, keepdim=True).clamp(min=1)
         qq, mq = (m * q * q).sum(dim=1, keepdim=True), m * q
-        best = torch.full((q.shape[0],), torch.inf, dtype=torch.float64)
-        where = torch.zeros(q.shape[0], dtype=torch.int64)
+        best = torch.full((q.shape[0],), torch.inf, dtype=torch.float64, device=device)
+        where = torch.zeros(q.shape[0], dtype=torch.int64, device=device)
         for t0 in range(0, flat.shape[0], train_chunk):
-            t = flat[t0:t0 + train_chunk].double()
+            t = flat[t0:t0 + train_chunk].to(device, torch.float64)
             sq = ((qq - 2 * mq @ t.T + m @ (t * t).T) / n).clamp(min=0)
-            if allowed is not None:
-                sq[:, torch.from_numpy(~np.asarray(allowed[t0:t0 + train_chunk], bool))] = torch.inf
+            if banned is not None:
+                sq[:, banned[t0:t0 + train_chunk]] = torch.inf
             _running_min(sq, t0, best, where)
-        dists.append(best.sqrt())
-        idx.append(where)
+        dists.append(best.sqrt().cpu())
+        idx.append(where.cpu())
     return Nearest(torch.cat(dists).numpy(), torch.cat(idx).numpy())
 
 
