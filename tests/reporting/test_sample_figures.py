@@ -46,3 +46,13 @@ def test_no_case_with_slices_gives_pictures_that_say_so(tmp_path: Path) -> None:
     said = np.asarray(Image.open(message_figure(tmp_path / "said.png", NOTHING, dpi=40)))
     for path in out:
         assert np.array_equal(np.asarray(Image.open(path)), said), path
+
+
+def test_the_grid_reads_only_the_cases_it_shows(tmp_path: Path) -> None:
+    """A test set of 40 cases, a grid of 3 rows: 3 cases read. (It read all of them and kept each whole
+    through views of its arrays: ~31 GB on the login node for AutoPET's test split.)"""
+    cases = [_case(tmp_path, f"c{i:02d}", 6) for i in range(40)]
+    for _, _, gen in cases[3:]:  # a case beyond the grid's that were read would fail the figure
+        gen.write_bytes(b"not an npz")
+    out = sample_figures(cases, 2, {c[0]: [2.0, 2.0, 4.0] for c in cases}, _out(tmp_path), rows=3, dpi=40)
+    assert Image.open(out.grid).size[1] > 100

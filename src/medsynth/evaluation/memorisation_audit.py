@@ -198,15 +198,17 @@ def memorisation_pairs_panels(table: Path, cases_dir: Path, real_files: Sequence
     named = {r[f"{space}nearest_case"] for r in rows for space in ("", "feature_")}
     train = training_images([f for f in train_files if Path(f).parent.name in named])  # only the cases shown
     where = {(c, z): i for i, (c, z) in enumerate(zip(train.case_ids, train.z))}
-    samples = {}
+    shown = {}  # (case, sample, z) -> the generated slice: copies, a case read at a time (not its whole samples)
     for case_id, real_path, gen_path in generated_cases(real_files, cases_dir):
         if any(r["case_id"] == case_id for r in rows):
             real, fakes = load_case(real_path, gen_path)
-            samples[case_id] = (fakes, {int(z): i for i, z in enumerate(real.z)})
+            index = {int(z): i for i, z in enumerate(real.z)}
+            shown.update({(case_id, r["sample"], r["z"]): fakes[int(r["sample"])][index[int(r["z"])]].copy()
+                          for r in rows if r["case_id"] == case_id})
+            del real, fakes
     panels = []
     for r in rows:
-        fakes, index = samples[r["case_id"]]
-        generated = fakes[int(r["sample"])][index[int(r["z"])]]
+        generated = shown[(r["case_id"], r["sample"], r["z"])]
         # The nearest slice of the space that puts it closest: pixels, or Inception features.
         space = "" if _closest_ratio(r) == parse_float(r["ratio"]) else "feature_"
         nearest = train.images[where[(r[f"{space}nearest_case"], int(r[f"{space}nearest_z"]))]].float().numpy()
