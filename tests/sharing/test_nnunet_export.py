@@ -202,3 +202,27 @@ def test_the_export_refuses_a_case_of_a_test_patient_naming_case_patient_and_dat
     assert "experiments.u" in message and "p2_syn00" in message and "p2_syn01" in message
     assert "patient p2" in message and "test part of mr" in message and "case p0" not in message
     assert (folder / "labelsTr" / "p0_syn00.nii.gz").is_file()  # the previous export is left as it was
+
+
+def test_generated_files_stored_as_shipped_are_linked_after_the_checks(tmp_path: Path, cases: list[ExportCase]) -> None:
+    """Generate writes CT as int16 HU and label maps as uint8, what the dataset holds: they are checked, then
+    hard-linked (no second compression, no second copy on disk); float CT is written as int16; a real scan
+    is written (its labels go through its table)."""
+    image = load_volume(cases[0].image)
+    hu16 = save_volume(tmp_path / "hu16.nii.gz", np.rint(image.array).astype(np.int16), AFFINE)
+    linked = ExportCase("p0_syn00", hu16, cases[0].label, "p0", background=-1000.0)
+    folder = write_dataset(tmp_path / "Dataset500_Demo", [linked, *cases[1:]], TABLE, "CT", {})
+    inode = lambda p: p.stat().st_ino  # noqa: E731
+    assert inode(folder / "imagesTr/p0_syn00_0000.nii.gz") == inode(hu16)
+    assert inode(folder / "labelsTr/p0_syn00.nii.gz") == inode(cases[0].label)
+    assert inode(folder / "imagesTr/p0_syn01_0000.nii.gz") != inode(cases[1].image)  # float32: written as int16
+    assert load_volume(folder / "imagesTr/p0_syn01_0000.nii.gz").array.dtype == np.int16
+    assert inode(folder / "labelsTr/p0_real.nii.gz") != inode(cases[2].label)
+    # Checked before linking: air under the labels refuses the linked case as it did the written one.
+    label = load_volume(cases[0].label).array
+    bad = np.rint(image.array).astype(np.int16)
+    bad[label > 0] = -1000
+    broken = ExportCase("p0_syn00", save_volume(tmp_path / "air16.nii.gz", bad, AFFINE), cases[0].label, "p0",
+                        background=-1000.0)
+    with pytest.raises(ValueError, match="air16.nii.gz: .* hold the background"):
+        write_dataset(tmp_path / "Dataset501_Demo", [broken, *cases[1:]], TABLE, "CT", {})
