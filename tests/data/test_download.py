@@ -419,7 +419,7 @@ def test_good_zip_extracts_completely(tmp_path: Path, work: Path) -> None:
     out = extract(archive, work / "out")
     assert out == work / "out"
     assert tree_of(out) == TREE
-    assert sorted(p.name for p in work.iterdir()) == ["out"]  # staging folder gone
+    assert sorted(p.name for p in work.iterdir()) == ["out", "out.unpacked.json"]  # staging folder gone
 
 
 @pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz", "w"])
@@ -428,7 +428,7 @@ def test_good_tar_extracts_completely(tmp_path: Path, work: Path, mode: str) -> 
     archive = make_tar(tmp_path / "archives" / "good.tar.any", [*dirs, *TREE.items()], mode=mode)
     out = extract(archive, work / "nested" / "out")
     assert tree_of(out) == TREE
-    assert sorted(p.name for p in (work / "nested").iterdir()) == ["out"]
+    assert sorted(p.name for p in (work / "nested").iterdir()) == ["out", "out.unpacked.json"]
 
 
 def test_reextracting_leaves_only_the_new_archives_tree(tmp_path: Path, work: Path) -> None:
@@ -440,7 +440,44 @@ def test_reextracting_leaves_only_the_new_archives_tree(tmp_path: Path, work: Pa
     archive = make_tar(tmp_path / "archives" / "good.tgz", list(TREE.items()), mode="w:gz")
     extract(archive, target)
     assert tree_of(target) == TREE
-    assert sorted(p.name for p in work.iterdir()) == ["out"]
+    assert sorted(p.name for p in work.iterdir()) == ["out", "out.unpacked.json"]
+
+
+def test_the_same_archive_is_not_unpacked_again(tmp_path: Path, work: Path) -> None:
+    """A download run again (forced, or its script updated) would write every image again, and their new
+    times would rerun every case's preprocessing: the same archive file, its whole tree there, is left."""
+    archive = make_tar(tmp_path / "archives" / "good.tgz", list(TREE.items()), mode="w:gz")
+    target = extract(archive, work / "out")
+    image = target / "dataset/images/case_001.nii.gz"
+    os.utime(image, ns=(1, 1))
+    assert extract(archive, target) == target and image.stat().st_mtime_ns == 1
+    image.write_bytes(b"cut short")  # a file changed in the tree: unpacked again
+    extract(archive, target)
+    assert tree_of(target) == TREE and image.stat().st_mtime_ns != 1
+    os.utime(image, ns=(1, 1))
+    (target / "dataset/images/case_002.nii.gz").unlink()  # a file gone: unpacked again
+    extract(archive, target)
+    assert tree_of(target) == TREE and image.stat().st_mtime_ns != 1
+    os.utime(image, ns=(1, 1))
+    os.utime(archive, ns=(2, 2))  # another archive at the same path (a new release): unpacked again
+    extract(archive, target)
+    assert image.stat().st_mtime_ns != 1
+
+
+def test_a_zip_unpacked_before_the_stamp_existed_is_not_unpacked_again(tmp_path: Path, work: Path) -> None:
+    """A run from before the stamp: the zip's directory (names, sizes) against the tree decides."""
+    archive = make_zip(tmp_path / "archives" / "good.zip", [(zip_info(n, stat.S_IFREG | 0o644), d)
+                                                             for n, d in TREE.items()])
+    target = extract(archive, work / "out")
+    (work / "out.unpacked.json").unlink()
+    image = target / "dataset/images/case_001.nii.gz"
+    os.utime(image, ns=(1, 1))
+    extract(archive, target)
+    assert image.stat().st_mtime_ns == 1 and (work / "out.unpacked.json").is_file()
+    (work / "out.unpacked.json").unlink()
+    (target / "dataset/extra.txt").write_bytes(b"not in the zip")  # not the zip's tree: unpacked again
+    extract(archive, target)
+    assert tree_of(target) == TREE and image.stat().st_mtime_ns != 1
 
 
 def test_a_zip_written_with_backslashes_unpacks_into_its_folders(tmp_path: Path, work: Path) -> None:

@@ -485,3 +485,21 @@ def test_a_closed_case_of_another_key_is_removed_and_the_code_has_a_digest(tmp_p
     assert resume.finished_rows(case_dir, "key-of-new-code") is None and not case_dir.exists()
     digest = resume.code_digest()
     assert len(digest) == 64 and digest == resume.code_digest()
+
+
+def test_a_closed_case_is_kept_when_only_the_device_or_batch_size_changed(tmp_path):
+    """A generation stopped on one GPU and resumed on another with less memory (a smaller generate.batch_size)
+    keeps its closed cases (the volumes are the same); another seed or sample count does not."""
+    from dataclasses import replace
+
+    from medsynth.inference import resume
+    from medsynth.inference.generate_cases import GenerateSettings
+
+    generator, label = tmp_path / "generator.pt", tmp_path / "label.nii.gz"
+    generator.write_bytes(b"weights")
+    label.write_bytes(b"label")
+    base = GenerateSettings(samples=2, seed=0, batch=16, device=torch.device("cpu"))
+    key = resume.case_key(generator, base, ("a", "train"), [label])
+    assert resume.case_key(generator, replace(base, batch=4, device=torch.device("meta")), ("a", "train"), [label]) == key
+    for other in (replace(base, seed=1), replace(base, samples=3), replace(base, pngs=False)):
+        assert resume.case_key(generator, other, ("a", "train"), [label]) != key

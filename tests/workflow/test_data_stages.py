@@ -234,6 +234,39 @@ def test_a_download_that_writes_the_same_table_again_reruns_the_split_and_nothin
            if line.startswith(("rule ", "localrule ", "checkpoint ", "localcheckpoint "))}
     assert ran == {"download", "split"}
     assert (work / "results/split/mine/split.tsv").read_text() == split
+    # Forced (or its script changed by an update): the same, where the split had been dropped and the jobs
+    # after it started on unresolved inputs.
+    third = snakemake(work, data_config(dataset(source="local", local={"cases_table": str(moved)})), target,
+                      "--forcerun", "download")
+    output = third.stdout + third.stderr
+    assert third.returncode == 0 and "Traceback" not in output, output[-3000:]
+    ran = {line.split()[-1].rstrip(":") for line in output.splitlines()
+           if line.startswith(("rule ", "localrule ", "checkpoint ", "localcheckpoint "))}
+    assert ran == {"download", "split"}
+
+
+def test_a_deleted_cases_table_is_named_not_silently_ignored(tmp_path, snakemake):
+    """A scratch purge took resources/raw but not results: Snakemake 9.27 planned nothing after the missing
+    checkpoint table ("Nothing to be done", a changed setting ignored). Named, with the way out, which works."""
+    root = cohort(tmp_path / "data", 4)
+    rows = [f"phantom_00{i}\tphantom_00{i}/ct.nii.gz\tphantom_00{i}/label.nii.gz" for i in range(4)]
+    (root / "cases.tsv").write_text("case_id\timage\tlabel\n" + "\n".join(rows) + "\n")
+    config = data_config(dataset(source="local", local={"cases_table": str(root / "cases.tsv")}))
+    work, target = tmp_path / "work", "results/slices/mine/oasis"
+    work.mkdir()
+    assert snakemake(work, config, target).returncode == 0
+    (work / "resources/raw/mine/cases.tsv").unlink()
+    stopped = snakemake(work, config, target, "-n")
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0 and "Job stats" not in output
+    assert ("resources/raw/mine/cases.tsv is missing, but results/split/mine/split.tsv (made after it) is there"
+            in output and "with the target resources/raw/mine/cases.tsv" in output), output[-3000:]
+    assert snakemake(work, config, "resources/raw/mine/cases.tsv").returncode == 0
+    again = snakemake(work, config, target)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert {line.split()[-1].rstrip(":") for line in output.splitlines()
+            if line.startswith(("rule ", "localrule ", "checkpoint ", "localcheckpoint "))} == {"split"}
 
 
 def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_path, snakemake):

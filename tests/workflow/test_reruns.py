@@ -129,6 +129,7 @@ CHANGES = {
     "metrics.segmenter_steps": [{"metrics.segmenter_steps": 10}],
     "metrics.segmenter_batch": [{"metrics.segmenter_batch": 4}],
     "metrics.segmenter_threads": [{"metrics.segmenter_threads": 1}],
+    "metrics.threads": [{"metrics.threads": 2}],
     "metrics.segmenter_channels": [{"metrics.segmenter_channels": [8, 16, 32, 32]}],
     "select.metric": [{"select.metric": "ssim"}],
     "select.fallback": [{"select.fallback": "psnr"}],
@@ -139,6 +140,7 @@ CHANGES = {
     "generate.noise_sigma_mm": [{"generate.noise_sigma_mm": 3.0}],
     "generate.inplane": [{"generate.inplane": "canvas"}],
     "generate.batch_size": [{"generate.batch_size": 4}],
+    "generate.threads": [{"generate.threads": 2}],
     "generate.device": [{"generate.device": "cpu"}],
     "generate.pngs": [{"generate.pngs": "none"}],
     "utility.real_patients": [{"utility.real_patients": [1]}],
@@ -275,6 +277,7 @@ EXPECTED = {
     "metrics.segmenter_steps": [SEGMENTER],
     "metrics.segmenter_batch": [SEGMENTER],
     "metrics.segmenter_threads": [NOTHING],
+    "metrics.threads": [NOTHING],
     "metrics.segmenter_channels": [SEGMENTER],
     "select.metric": [after_select(TINY_E)],  # tiny-unpaired has its own select_metric
     "select.fallback": [after_select(*BOTH)],
@@ -287,6 +290,7 @@ EXPECTED = {
     "generate.noise": [after_generate(*BOTH)],
     "generate.noise_sigma_mm": [after_generate(*BOTH)],
     "generate.batch_size": [NOTHING],
+    "generate.threads": [NOTHING],
     "generate.device": [NOTHING],
     "generate.pngs": [NOTHING],
     # The curve, its figure, and the two pages that state it.

@@ -67,8 +67,8 @@ def slice_settings(dataset):
 @functools.cache
 def download_source(dataset):
     """The config of a dataset's download and, for a local dataset, a digest of the cases it lists
-    (``listing_digest``): an edited cases table reruns the download and the split. Once per process: the
-    download's and the split's params take it, and finding 1000 AutoPET studies by layout takes 0.08 s."""
+    (``listing_digest``): an edited cases table reruns the download (and so the split). Once per process:
+    Snakemake asks for a job's params more than once, and finding 1000 AutoPET studies by layout takes 0.08 s."""
     from medsynth.data.patients import listing_digest
 
     source = _keys.download_source(config, dataset)
@@ -87,6 +87,35 @@ def train_settings(wildcards):
 ENV = "../envs/medsynth.yaml"
 DATASETS = sorted(config["datasets"])
 EXPERIMENTS = sorted(config["experiments"])
+
+
+def missing_checkpoint_outputs():
+    """A checkpoint's table deleted (a scratch purge, a clean-up of resources/) while what was made from it
+    stays: Snakemake 9.27 then plans nothing after the checkpoint, and a changed setting is ignored without
+    a word. Named, with the command that makes the table again."""
+    # The command line's words: a table named as a target (or its rule forced) is being made again. Snakemake's
+    # own settings of the run are not there yet when the Snakefile is read.
+    asked = {os.path.normpath(a) for a in sys.argv[1:] if not a.startswith("-")}
+    forced = {"-F", "--forceall"} & set(sys.argv)
+    problems = []
+    for d in DATASETS:
+        cases, split = f"resources/raw/{d}/cases.tsv", f"results/split/{d}/split.tsv"
+        users = [e for e, x in config["experiments"].items() if d in (x["dataset"], x.get("images_from"))]
+        made = {cases: [split],  # (a results/preprocess/<d> folder may hold only a stray file: no evidence)
+                split: [f"results/segmenter/{d}", *(f"results/train/{e}" for e in users)]}
+        for (rule, table), after in zip((("download", cases), ("split", split)), made.values()):
+            there = [a for a in after if os.path.exists(a)]
+            if there and not os.path.exists(table) and not (forced or {rule, table} & asked):
+                problems.append(f"{table} is missing, but {there[0]} (made after it) is there: Snakemake would "
+                                f"plan nothing after it and ignore changed settings. Make it again first (your "
+                                f"snakemake command with the target {table}), then run as before.")
+                break
+    return problems
+
+
+_missing = missing_checkpoint_outputs()
+if _missing:
+    raise ValueError("\n".join(_missing))
 
 
 wildcard_constraints:

@@ -7,6 +7,8 @@
 checkpoint download:
     output:
         cases="resources/raw/{dataset}/cases.tsv",
+        # A new token on every run, read by the split: it reruns whenever the download ran (below).
+        ran="resources/raw/{dataset}/download_run.txt",
     params:
         source=lambda w: download_source(w.dataset),
     log:

@@ -4,14 +4,15 @@
 checkpoint split:
     input:
         cases=rules.download.output.cases,
+        # Whenever the download ran (a setting or its script changed, --forcerun), the split runs too. A
+        # download that wrote the same table left Snakemake 9.27 with the split planned, then dropped (its
+        # input's content unchanged), and the jobs after it started with their inputs unresolved (train:
+        # IsADirectoryError '.'). Writing the same split, nothing after it reruns.
+        download_ran=rules.download.output.ran,
     output:
         split="results/split/{dataset}/split.tsv",
     params:
         settings=canonical(config["split"]),
-        # The download's own: whenever those rerun it, the split reruns too. A download that wrote the same
-        # table left Snakemake 9.27 with the split planned, then dropped (its input's content unchanged),
-        # and the jobs after it started with their inputs unresolved (train: IsADirectoryError '.').
-        download=lambda w: download_source(w.dataset),
     log:
         "logs/split/{dataset}.log",
     conda:

@@ -1,5 +1,6 @@
 """Snakemake script: make a dataset available with a cases.tsv (phantom, local folder or archive URL)."""
 
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -39,3 +40,4 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                         sha256=url.get("sha256"), md5=url.get("md5"), size=url.get("size"))
         root = extract(archive, out.parent / "files")
         register_layout(root, layout, out, src["modality"], label_root)
+    Path(snakemake.output.ran).write_text(uuid.uuid4().hex + "\n")  # noqa: F821 (new: the split reruns)

@@ -8,6 +8,8 @@ failed extraction leaves no half-filled target behind.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shutil
@@ -15,6 +17,9 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path
+
+
+log = logging.getLogger(__name__)
 
 
 class UnsafeArchiveError(ValueError):
@@ -41,6 +46,12 @@ def extract(archive: Path, target: Path) -> Path:
     archive, target = Path(archive), Path(target)
     if not archive.is_file():
         raise FileNotFoundError(f"{archive}: archive does not exist; download it first (or check the path)")
+    if _unpacked_before(archive, target):
+        # The same archive file, every file it gave still there at its size: a rerun of the download (forced,
+        # or its script updated) would otherwise write AutoPET's images again, and their new times would
+        # rerun every case's preprocessing and all after it.
+        log.info("%s: already unpacked into %s (same archive, every file there); not unpacked again", archive, target)
+        return target
     # Tar first: a zip detector scans the file's tail and can be fooled by a tar whose last member is a zip.
     if tarfile.is_tarfile(archive):
         unpack = _check_and_unpack_tar
@@ -52,12 +63,57 @@ def extract(archive: Path, target: Path) -> Path:
     staging = target.parent / (target.name + ".extracting")
     if staging.exists():
         shutil.rmtree(staging)  # left by a crashed earlier run; it never holds anything we need
+    stamp = _stamp_path(target)
+    stamp.unlink(missing_ok=True)
     try:
         unpack(archive, staging)
         _replace_target(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _write_stamp(archive, target, {p.relative_to(target).as_posix(): p.stat().st_size
+                                   for p in sorted(target.rglob("*")) if p.is_file()})
     return target
+
+
+def _stamp_path(target: Path) -> Path:
+    """What an extraction unpacked, beside (not in) the tree: a layout's patterns never see it."""
+    return target.parent / (target.name + ".unpacked.json")
+
+
+def _unpacked_before(archive: Path, target: Path) -> bool:
+    """Whether ``target`` holds what this archive file (same path, size and time) unpacked, all of it."""
+    try:
+        stamp = json.loads(_stamp_path(target).read_text())
+    except (OSError, ValueError):
+        return _zip_tree_there(archive, target)
+    stat_ = archive.stat()
+    if (stamp.get("archive"), stamp.get("size"), stamp.get("mtime_ns")) != (str(archive.resolve()), stat_.st_size,
+                                                                           stat_.st_mtime_ns):
+        return False
+    files = stamp.get("files") or {}
+    return bool(files) and all((target / name).is_file() and (target / name).stat().st_size == size
+                               for name, size in files.items())
+
+
+def _zip_tree_there(archive: Path, target: Path) -> bool:
+    """Without a stamp (unpacked by an earlier version): whether ``target`` holds exactly a zip's files at their
+    sizes (its directory is read, not its data). Then the stamp is written. Unpacking a zip again would give
+    every file a new time, and every case's preprocessing would rerun; a tar keeps its members' times."""
+    if not target.is_dir() or not zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive):
+        return False
+    with zipfile.ZipFile(archive) as zf:
+        listed = {i.filename.replace("\\", "/"): i.file_size for i in zf.infolist() if not i.is_dir()}
+    there = {p.relative_to(target).as_posix(): p.stat().st_size for p in target.rglob("*") if p.is_file()}
+    if not listed or listed != there:
+        return False
+    _write_stamp(archive, target, there)
+    return True
+
+
+def _write_stamp(archive: Path, target: Path, files: dict[str, int]) -> None:
+    stat_ = archive.stat()
+    _stamp_path(target).write_text(json.dumps({"archive": str(archive.resolve()), "size": stat_.st_size,
+                                               "mtime_ns": stat_.st_mtime_ns, "files": files}) + "\n")
 
 
 def _refuse(archive: Path, member: str, why: str) -> UnsafeArchiveError:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RECORD = "done.json"
+HOW_FAST = ("device", "batch")  # GenerateSettings fields that change no file (batch: float rounding at most)
 
 
 @functools.cache
@@ -34,9 +35,10 @@ def code_digest() -> str:
 
 
 def case_key(generator: Path, settings: Any, case: Sequence, inputs: Sequence[Path]) -> str:
-    """What decides a case's files: the generator file, the settings but the device (how fast, not what),
-    the case's fields (id, inputs, part, patient), the sizes and times of its ``inputs`` files, and the code."""
-    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "device"}
+    """What decides a case's files: the generator file, the settings but the device and batch size (how fast,
+    not what: a retry on a GPU with less memory keeps the closed cases), the case's fields (id, inputs, part,
+    patient), the sizes and times of its ``inputs`` files, and the code."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in HOW_FAST}
     stats = []
     for f in [Path(generator), *map(Path, inputs)]:
         st = f.stat()  # a source label map given as a DICOM folder: its folder's time
