@@ -90,6 +90,10 @@ def patient_folds(cases: Sequence[ExportCase], n_folds: int) -> list[dict[str, l
 
 
 def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[str, int]) -> None:
+    gone = [f for f in (case.image, case.label) if not Path(f).exists()]
+    if case.background is not None and gone:  # Snakemake does not notice a file deleted inside an output folder
+        raise ValueError(f"{gone[0]}: missing from generate's output (deleted or moved after it ran); run "
+                         "generation again: your snakemake command with --forcerun generate")
     image = load_volume(case.image, None, case.series.get("image"))
     label = load_volume(case.label, np.integer, case.series.get("label"))
     if case.raw_label is not None:  # a real case: its label values through its table, onto its image's grid
