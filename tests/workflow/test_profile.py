@@ -18,8 +18,9 @@ from tiny_workflow import TINY, no_controller_env, planned_jobs
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _job_resources(workdir: Path, config: dict, rule: str, first: tuple[str, ...] = ()) -> dict[str, str]:
-    """The resources of ``rule``'s first job in a dry run through the profile; ``first``: targets made
+def _job_resources(workdir: Path, config: dict, rules: tuple[str, ...],
+                   first: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
+    """The resources of each rule's first job in one dry run through the profile; ``first``: targets made
     before it (locally), e.g. the split, after which the jobs that read a split enter the plan."""
     shutil.copytree(REPO / "config", workdir / "config")  # the label table path is relative to the run folder
     (workdir / "run.yaml").write_text(yaml.safe_dump(config))
@@ -29,17 +30,20 @@ def _job_resources(workdir: Path, config: dict, rule: str, first: tuple[str, ...
         result = subprocess.run([*base, *args], cwd=workdir, capture_output=True, text=True, timeout=300,
                                 env=no_controller_env())
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    block = re.search(rf"^rule {rule}:\n(.*?)\n\n", result.stdout, re.S | re.M)
-    assert block, result.stdout[-3000:]
-    line = re.search(r"resources: (.*)", block.group(1)).group(1)
-    return dict(item.split("=", 1) for item in line.split(", "))
+    found = {}
+    for rule in rules:
+        block = re.search(rf"^rule {rule}:\n(.*?)\n\n", result.stdout, re.S | re.M)
+        assert block, (rule, result.stdout[-3000:])
+        line = re.search(r"resources: (.*)", block.group(1)).group(1)
+        found[rule] = dict(item.split("=", 1) for item in line.split(", "))
+    return found
 
 
 @pytest.mark.parametrize("gpus", [1, 4])
 def test_training_job_asks_for_the_experiments_gpus_memory_and_time_limit_warning(tmp_path, gpus):
     config = yaml.safe_load((REPO / "config/autopet.yaml").read_text())
     config["experiments"]["autopet-paired"]["gpus"] = gpus
-    res = _job_resources(tmp_path, config, "train")
+    res = _job_resources(tmp_path, config, ("train",))["train"]
     assert res["gpu"] == str(gpus)  # the rule's own value: the profile does not override it
     ram_gb = config["experiments"]["autopet-paired"]["train"].get("ram_cache_gb", 32)
     assert int(res["mem_mb"]) == (1000 * ram_gb + 8000) * gpus  # each process holds its own slices
@@ -99,8 +103,8 @@ def test_segmenters_run_on_a_gpu_when_the_experiments_train_on_gpus(tmp_path, gp
     config["experiments"]["tiny"]["train"]["device"] = "auto"
     first = ("results/split/phantom/split.tsv",)
     # real_stats: Inception features of the real slices; audit_shared: every shipped slice's nearest training slice
-    for rule in ("segmenter", "utility", "real_stats", "audit_shared"):
-        res = _job_resources(tmp_path / rule, config, rule, first)
+    rules = ("segmenter", "utility", "real_stats", "audit_shared")
+    for rule, res in _job_resources(tmp_path, config, rules, first).items():
         assert res["gpu"] == str(min(gpus, 1)), rule
         assert res["slurm_partition"] == "CHANGE_ME_gpu", rule
 
