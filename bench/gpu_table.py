@@ -169,19 +169,18 @@ def evaluation_rows(args: argparse.Namespace) -> list[dict]:
 def search_row(args: argparse.Namespace) -> dict:
     """Slice pairs/s of the memorisation audit's nearest-slice search (float64 on the device), and whether the
     device finds the CPU's slices: AutoPET's export audit is ~1.6e11 pairs, evaluate's ~2.5e10."""
-    from medsynth.metrics.memorisation import nearest_training, search_chunks
+    from medsynth.metrics.memorisation import nearest_training
 
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     train = (torch.rand(args.search_train, args.size, args.size, generator=g) * 2 - 1).half()
     queries = torch.rand(args.eval_slices, args.size, args.size, generator=g) * 2 - 1
     masks = (torch.rand(queries.shape, generator=g) < 0.5).float()
-    chunks = search_chunks(device)
     on = train.to(device)
-    nearest_training(queries[:8], masks[:8], on, *chunks, device=device)  # warm-up
+    nearest_training(queries[:8], masks[:8], on, device=device)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    near = nearest_training(queries, masks, on, *chunks, device=device)
+    near = nearest_training(queries, masks, on, device=device)
     seconds = time.perf_counter() - t0
     cpu = nearest_training(queries[:16], masks[:16], train)
     pairs = len(queries) * len(train)

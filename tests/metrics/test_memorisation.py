@@ -99,13 +99,11 @@ def test_nearest_features_matches_a_brute_force_search_and_flags_copies() -> Non
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_table.py's search row checks it too)")
 def test_the_search_on_a_gpu_finds_the_cpus_slices_and_distances() -> None:
     """float64 on the GPU too: the flags of an audit must not depend on where it ran."""
-    from medsynth.metrics.memorisation import search_chunks
-
     train, queries = _slices(40, 0), _slices(9, 1)
     train[30] = train[3]  # a tie: the earlier slice wins on both
     masks = (torch.rand(9, 32, 32, generator=torch.Generator().manual_seed(2)) < 0.7).float()
     cpu = nearest_training(queries, masks, train.half(), train_chunk=7)
     cuda = torch.device("cuda")
-    gpu = nearest_training(queries, masks, train.half().to(cuda), *search_chunks(cuda), device=cuda)
+    gpu = nearest_training(queries, masks, train.half().to(cuda), device=cuda)  # its own chunk sizes
     np.testing.assert_array_equal(gpu.index, cpu.index)
     np.testing.assert_allclose(gpu.distance, cpu.distance, rtol=1e-10)

@@ -101,9 +101,10 @@ def missing_checkpoint_outputs():
     for d in DATASETS:
         cases, split = f"resources/raw/{d}/cases.tsv", f"results/split/{d}/split.tsv"
         users = [e for e, x in config["experiments"].items() if d in (x["dataset"], x.get("images_from"))]
-        made = {cases: [split],  # (a results/preprocess/<d> folder may hold only a stray file: no evidence)
-                split: [f"results/segmenter/{d}", *(f"results/train/{e}" for e in users)]}
-        for (rule, table), after in zip((("download", cases), ("split", split)), made.values()):
+        # (rule, its table, what is made after it; a results/preprocess/<d> folder may hold only a stray file)
+        tables = [("download", cases, [split]),
+                  ("split", split, [f"results/segmenter/{d}", *(f"results/train/{e}" for e in users)])]
+        for rule, table, after in tables:
             there = [a for a in after if os.path.exists(a)]
             if there and not os.path.exists(table) and not (forced or {rule, table} & asked):
                 problems.append(f"{table} is missing, but {there[0]} (made after it) is there: Snakemake would "

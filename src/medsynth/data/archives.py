@@ -70,8 +70,7 @@ def extract(archive: Path, target: Path) -> Path:
         _replace_target(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _write_stamp(archive, target, {p.relative_to(target).as_posix(): p.stat().st_size
-                                   for p in sorted(target.rglob("*")) if p.is_file()})
+    _write_stamp(archive, target, _tree_sizes(target))
     return target
 
 
@@ -103,11 +102,16 @@ def _zip_tree_there(archive: Path, target: Path) -> bool:
         return False
     with zipfile.ZipFile(archive) as zf:
         listed = {i.filename.replace("\\", "/"): i.file_size for i in zf.infolist() if not i.is_dir()}
-    there = {p.relative_to(target).as_posix(): p.stat().st_size for p in target.rglob("*") if p.is_file()}
+    there = _tree_sizes(target)
     if not listed or listed != there:
         return False
     _write_stamp(archive, target, there)
     return True
+
+
+def _tree_sizes(target: Path) -> dict[str, int]:
+    """Each file under ``target`` (relative, '/'-separated) and its size."""
+    return {p.relative_to(target).as_posix(): p.stat().st_size for p in sorted(target.rglob("*")) if p.is_file()}
 
 
 def _write_stamp(archive: Path, target: Path, files: dict[str, int]) -> None:

@@ -98,8 +98,8 @@ def nearest_of(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], train: torch
                allowed: np.ndarray | None = None, device: torch.device | None = None) -> Nearest:
     """``nearest_training`` of slices read in chunks (images, masks), in the query chunks one search over
     all of them makes: the same numbers, without holding them."""
-    queries, train_chunk = search_chunks(device)
-    run = Rebatch(lambda q, m: nearest_training(q, m, train, queries, train_chunk, allowed, device), queries)
+    queries, _ = search_chunks(device)  # a batch of queries: one chunk of nearest_training's
+    run = Rebatch(lambda q, m: nearest_training(q, m, train, allowed=allowed, device=device), queries)
     for images, masks in chunks:
         run.push(images, masks)
     found = run.close()
@@ -325,7 +325,7 @@ def _audit_volume(fake: torch.Tensor, real, own_check: bool, train, others: np.n
     elif not scale > 0:
         notes.append("nearest training slice: NA, no real test slice to scale the distance")
     else:
-        near = nearest_training(fake, masks, train.images, *search_chunks(device), others, device)
+        near = nearest_training(fake, masks, train.images, allowed=others, device=device)
         nearest_ratio = near.distance / scale
         j = int(np.argmin(nearest_ratio))
     own_ratio = rms_inside(fake, torch.from_numpy(real.images), masks) / own if own_check and n else np.full(n, np.nan)

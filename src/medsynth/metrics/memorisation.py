@@ -41,8 +41,8 @@ def search_chunks(device: torch.device | None) -> tuple[int, int]:
     return (2048, 2048) if device is not None and device.type == "cuda" else (256, TRAIN_CHUNK)
 
 
-def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Tensor, chunk: int = 256,
-                     train_chunk: int = TRAIN_CHUNK, allowed: np.ndarray | None = None,
+def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Tensor, chunk: int | None = None,
+                     train_chunk: int | None = None, allowed: np.ndarray | None = None,
                      device: torch.device | None = None) -> Nearest:
     """For each query (N, H, W) the nearest training slice (M, H, W), scored inside the query's mask.
 
@@ -52,7 +52,8 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
     of equal distances, as one search over the whole set does. ``allowed`` (M,) bool:
     only those training slices are candidates (the others of the query's patient).
     ``device``: where the products run (the training set may already be there), in float64 on any
-    device, so a GPU finds the same slices and distances as the CPU.
+    device, so a GPU finds the same slices and distances as the CPU; ``chunk`` and ``train_chunk`` default
+    to the device's ``search_chunks``.
     """
     if train.shape[0] == 0:
         raise ValueError("memorisation audit: the training set has no slices")
@@ -62,6 +63,8 @@ def nearest_training(queries: torch.Tensor, masks: torch.Tensor, train: torch.Te
     if queries.shape[0] == 0:
         return Nearest(np.zeros(0), np.zeros(0, np.int64))
     device = device or torch.device("cpu")
+    default_chunk, default_train_chunk = search_chunks(device)
+    chunk, train_chunk = chunk or default_chunk, train_chunk or default_train_chunk
     flat = train.reshape(train.shape[0], -1)
     banned = None if allowed is None else torch.from_numpy(~np.asarray(allowed, bool)).to(device)
     dists, idx = [], []
