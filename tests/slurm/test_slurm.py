@@ -111,13 +111,13 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     assert tables == {"results/slices/phantom/batches/000.tsv": [f"phantom_{i:03d}" for i in range(4)],
                       "results/slices/cohort/batches/000.tsv": [f"phantom_{i:03d}" for i in range(40)]}
     # Sized as the sequence its jobs run in: one job's memory (500 MB) and CPU (1), the time summed
-    # (per case 2 min preprocessing + 1 min slicing, 1 min for the table).
+    # (per case 1 min, its slicing's, and 1 min for the table; 3 min a case before, for seconds of work).
     limits = set()
     for job_id, *_ in batches:
         detail = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
         assert "MinMemoryNode=500M" in detail and "NumCPUs=1 " in detail and "NumTasks=1 " in detail, detail
         limits.add(re.search(r"TimeLimit=(\S+)", detail).group(1))
-    assert limits == {"00:13:00", "02:01:00"}, limits
+    assert limits == {"00:05:00", "00:41:00"}, limits
 
     # A training job was stopped at its time limit, wrote a checkpoint and exited; a retry resumed from it.
     assert marker.exists()

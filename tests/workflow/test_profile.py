@@ -80,10 +80,20 @@ def test_per_case_jobs_run_in_batches_of_cases_through_the_profile(tmp_path):
         jobs = re.findall(r"^    rule (\w+):\n(?:        .*\n)*?        resources: (.*)$", group, re.M)
         assert Counter(rule for rule, _ in jobs) == {"preprocess": 100, "slice": 100, "slice_batch": 1}
         assert all("group_slot=1" in res.split(", ") for _, res in jobs)
+        # The batch's time limit, its jobs' run times summed: a minute a case (its slicing's) and one for the
+        # table, not 3 a case (whole minutes for preprocessing and slicing) for ~12 s of work.
+        minutes = Counter()
+        for rule, res in jobs:
+            minutes[rule] += int(dict(item.split("=", 1) for item in res.split(", "))["runtime"])
+        assert minutes == {"preprocess": 0, "slice": 100, "slice_batch": 1}
     assert sorted(tmp_path.glob("results/slices/phantom/batches/*")) == []  # a dry run writes nothing
 
     local = run("-n", "--cores", "2")
     assert "Group job" not in local and "slice_batch" not in planned_jobs(subprocess.CompletedProcess([], 0, local))
+    # Each case's jobs on their own (the groups deleted from the profile, or locally): their own time limits.
+    for rule, minutes in (("preprocess", "2"), ("slice", "1")):
+        block = re.search(rf"^rule {rule}:\n(?:    .*\n)*?    resources: (.*)$", local, re.M)
+        assert dict(item.split("=", 1) for item in block.group(1).split(", "))["runtime"] == minutes, rule
 
 
 def test_partitions_and_accounts_live_only_in_the_profile():

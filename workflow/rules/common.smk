@@ -409,6 +409,16 @@ def batches_planned():
     return groups.get("preprocess") is not None and len({groups.get(r) for r in BATCHED_RULES}) == 1
 
 
+def case_minutes(alone, batched):
+    """A per-case rule's runtime in minutes (growing with each retry): ``alone`` as its own cluster job,
+    ``batched`` when a profile batches the cases. Snakemake sums a batch job's run times in whole
+    minutes: 2 and 1 asked 3 minutes a case (301 for 100 cases) for ~12 s of work on an AutoPET-sized
+    CT (docs/how-to/slurm-and-gpus.md). A batched case asks one minute in all, slice's, room for a CT
+    five times that size; its preprocessing asks none, as it comes with its slicing (a target of only
+    preprocessed files would be a job without a time limit: the partition's default)."""
+    return lambda wildcards, attempt: grows(batched if batches_planned() else alone)(wildcards, attempt)
+
+
 _BATCHES = {}
 
 

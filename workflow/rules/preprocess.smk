@@ -26,8 +26,8 @@ rule preprocess:
     resources:
         mem_mb=grows(8000),  # a 512 x 512 x 1000 CT needs a few GB; more on a retry
         # Minutes; a 400 x 400 x 326 CT (AutoPET) takes ~5 s. A cluster job of a batch of cases
-        # asks for the sum over its cases (docs/how-to/slurm-and-gpus.md).
-        runtime=grows(2),
+        # asks for the sum over its cases: slice's minute covers both (case_minutes).
+        runtime=case_minutes(2, batched=0),
     conda:
         ENV
     script:

@@ -15,7 +15,7 @@ rule slice:
     priority: 10  # as preprocess: before trainings take the cores one by one
     resources:
         mem_mb=grows(4000),
-        runtime=grows(1),  # minutes (~1 s for a 400 x 400 x 326 CT); as preprocess
+        runtime=case_minutes(1, batched=1),  # minutes (~1 s for a 400 x 400 x 326 CT); as preprocess
     conda:
         ENV
     script:

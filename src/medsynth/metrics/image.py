@@ -185,6 +185,8 @@ def sample_diversity(samples: torch.Tensor, body: torch.Tensor) -> tuple[float, 
     """
     if samples.shape[0] < 2:
         raise ValueError(f"diversity needs at least two samples per label map, got {samples.shape[0]}")
+    if samples[0].numel() == 0:  # a case without slices: torch's var would warn of zero degrees of freedom
+        return 0.0, 0.0
     var = samples.float().var(dim=0, unbiased=True)
     return float((var * body).sum()), float(body.sum())
 
