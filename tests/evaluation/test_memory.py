@@ -2,9 +2,8 @@
 
 Each stage runs in a fresh process (``tests/helpers/memory_run.py``) on a synthetic test set of the
 demo's size (2 cases of 32 slices at 64 px) and on one 16x larger; what the stage adds to the
-resident set after its imports may grow by at most ``GROWTH_MB``: the through-plane differences held
-before they spill (metrics.spilled.MEMORY_BUDGET, twice), a few numbers per slice, and the allocator's
-noise (30-80 MB measured). Without the per-case heap trim (io.heap) evaluate grew by 380 MB here.
+resident set after its imports may grow by at most ``GROWTH_MB``: a few numbers per slice and the
+allocator's noise (30-80 MB measured; the through-plane differences are a histogram of fixed size). Without the per-case heap trim (io.heap) evaluate grew by 380 MB here.
 """
 
 from __future__ import annotations

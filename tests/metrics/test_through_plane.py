@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from medsynth.data.phantom import make_case
-from medsynth.metrics.through_plane import NeighbourStats, resample_run, runs, scores, volume_stats
+from medsynth.metrics import through_plane
+from medsynth.metrics.through_plane import Differences, NeighbourStats, resample_run, runs, scores, volume_stats
 
 
 def _phantom_volumes(indices=(0, 1)) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -65,3 +66,50 @@ def test_a_run_is_resampled_linearly_to_the_target_spacing_with_the_body_of_both
     out, _ = resample_run(images, masks, 3.0, 3.0)
     np.testing.assert_array_equal(out, images)  # its own spacing: unchanged
     assert len(resample_run(images[:2], masks[:2], 3.0, 6.0)[0]) == 1  # 3 mm of run: no pair 6 mm apart
+
+
+def _exact_w1(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 of two samples by the area between their empirical CDFs, evaluated at every value (no binning)."""
+    grid = np.sort(np.concatenate([a, b]).astype(np.float64))
+    fa = np.searchsorted(np.sort(a), grid[:-1], side="right") / a.size
+    fb = np.searchsorted(np.sort(b), grid[:-1], side="right") / b.size
+    return float(np.sum(np.abs(fa - fb) * np.diff(grid)))
+
+
+@pytest.mark.parametrize("kind", ["spread", "ties", "zeros", "beyond"])
+def test_differences_give_w1_within_a_bin_width_and_the_exact_mean(kind: str) -> None:
+    """The pooled histogram answers as the values would, whatever the chunks they came in; the same values
+    score W1 0 exactly (a perfect generator)."""
+    g = np.random.default_rng(len(kind))
+    a = np.abs(g.normal(0.02, 0.03, 20000)).astype(np.float32)
+    b = np.abs(g.normal(0.03, 0.05, 15000)).astype(np.float32)
+    if kind == "ties":
+        a, b = np.round(a, 2), np.round(b, 2)
+    if kind == "zeros":  # flat regions: many differences exactly 0
+        a[::2] = 0
+    if kind == "beyond":  # beyond the histogram's range: counted in its last bin, the mean still exact
+        b[:10] = 2.5
+    da, db = Differences(), Differences()
+    for part in np.array_split(a, 7):
+        da.add(part)
+    db.add(b)
+    width = through_plane.DIFFERENCE_RANGE / through_plane.DIFFERENCE_BINS
+    exact = _exact_w1(np.minimum(a, 2), np.minimum(b, 2))
+    assert abs(da.w1(db) - exact) <= width and exact > 10 * width
+    assert da.mean() == pytest.approx(float(a.astype(np.float64).mean()), rel=1e-12)
+    assert db.mean() == pytest.approx(float(b.astype(np.float64).mean()), rel=1e-12)
+    same = Differences()
+    same.add(a)
+    assert da.w1(same) == 0.0 and len(da) == a.size
+
+
+def test_differences_hold_fixed_memory_and_nan_is_na() -> None:
+    """Every difference of a test set counts, in a histogram of fixed size (the values were 7-14 GB for AutoPET,
+    spilled to $TMPDIR); a NaN difference makes mean and W1 NA rather than their values without it."""
+    d = Differences()
+    for _ in range(3):
+        d.add(np.random.default_rng(0).random(100000, np.float32))
+    assert d.counts.nbytes == 8 * through_plane.DIFFERENCE_BINS and len(d) == 300000
+    other = Differences()
+    other.add(np.array([0.1, np.nan], np.float32))
+    assert math.isnan(other.mean()) and math.isnan(d.w1(other)) and math.isnan(Differences().w1(d))
