@@ -95,6 +95,10 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     ids = [j.split("|")[0] for j in jobs if j.split("|")[2].startswith("rule_generate_")]
     detail = subprocess.run(["scontrol", "show", "job", ids[-1]], capture_output=True, text=True).stdout
     assert "NumCPUs=2 " in detail and "Partition=gpu " in detail, detail
+    # Partitions follow the GPUs a job asks for (the profile's partitions file): the real statistics without
+    # Inception (perceptual off) ask for none and go to the CPU partition, beside the batches of cases.
+    stats = [j.split("|") for j in jobs if j.split("|")[2].startswith("rule_real_stats_")]
+    assert stats and all(j[1] == "cpu" for j in stats), jobs
 
     # Segmentation consistency's U-Net on one GPU: the experiment trains on GPUs.
     ids = [j.split("|")[0] for j in jobs if j.split("|")[2].startswith("rule_segmenter_")]

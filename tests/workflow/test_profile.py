@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -39,15 +41,33 @@ def _job_resources(workdir: Path, config: dict, rules: tuple[str, ...],
     return found
 
 
-@pytest.mark.parametrize("gpus", [1, 4])
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _partition(res: dict[str, str]) -> str | None:
+    """The partition the SLURM plugin picks for a job of these resources from the profile's partitions file
+    (its dynamic selection, as at submission: a dry run does not show it)."""
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    partitions = read_partition_file(REPO / "profiles/slurm" / profile["slurm-partition-config"])
+    values = {k: int(v) if v.isdigit() else v for k, v in res.items()}
+    job = SimpleNamespace(resources=_Resources(values), threads=1, name="job")
+    return get_best_partition(partitions, job, logging.getLogger(__name__))
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 4])
 def test_training_job_asks_for_the_experiments_gpus_memory_and_time_limit_warning(tmp_path, gpus):
     config = yaml.safe_load((REPO / "config/autopet.yaml").read_text())
     config["experiments"]["autopet-paired"]["gpus"] = gpus
     res = _job_resources(tmp_path, config, ("train",))["train"]
     assert res["gpu"] == str(gpus)  # the rule's own value: the profile does not override it
     ram_gb = config["experiments"]["autopet-paired"]["train"].get("ram_cache_gb", 32)
-    assert int(res["mem_mb"]) == (1000 * ram_gb + 8000) * gpus  # each process holds its own slices
-    assert res["slurm_partition"] == "CHANGE_ME_gpu" and res["slurm_account"] == "CHANGE_ME_account"
+    assert int(res["mem_mb"]) == (1000 * ram_gb + 8000) * max(gpus, 1)  # each process holds its own slices
+    assert "slurm_partition" not in res and res["slurm_account"] == "CHANGE_ME_account"
+    # A CPU-only training does not queue for GPU nodes; one with GPUs only where a node has as many.
+    assert _partition(res) == ("CHANGE_ME_gpu" if gpus else "CHANGE_ME_cpu")
     assert res["runtime"] == "1440" and res["slurm_extra"] == "--signal=USR1@300"
 
 
@@ -116,7 +136,7 @@ def test_segmenters_run_on_a_gpu_when_the_experiments_train_on_gpus(tmp_path, gp
     rules = ("segmenter", "utility", "real_stats", "audit_shared")
     for rule, res in _job_resources(tmp_path, config, rules, first).items():
         assert res["gpu"] == str(min(gpus, 1)), rule
-        assert res["slurm_partition"] == "CHANGE_ME_gpu", rule
+        assert _partition(res) == ("CHANGE_ME_gpu" if gpus else "CHANGE_ME_cpu"), rule
 
 
 def test_every_job_asks_for_the_cpus_its_threads_use():

@@ -415,7 +415,7 @@ def case_minutes(alone, batched):
     minutes: 2 and 1 asked 3 minutes a case (301 for 100 cases) for ~12 s of work on an AutoPET-sized
     CT (docs/how-to/slurm-and-gpus.md). A batched case asks one minute in all, slice's, room for a CT
     five times that size; its preprocessing asks none, as it comes with its slicing (a target of only
-    preprocessed files would be a job without a time limit: the partition's default)."""
+    preprocessed files would be a cluster job without a time limit of its own: the cluster's default)."""
     return lambda wildcards, attempt: grows(batched if batches_planned() else alone)(wildcards, attempt)
 
 
