@@ -3,6 +3,7 @@ QC picture. Stages below reporting draw with these; the report's figures build o
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 from typing import Sequence
 
@@ -16,9 +17,15 @@ from medsynth.io.images import display_view  # noqa: E402
 
 
 def label_colors(num_classes: int) -> np.ndarray:
-    """(C, 3) colours; background black, classes from a qualitative map."""
-    cmap = plt.get_cmap("tab20")
-    colors = np.array([cmap(i % 20)[:3] for i in range(num_classes)])
+    """(C, 3) colours, each class its own: background black, classes 1-20 tab20's (as always), then tab20b's
+    and tab20c's, then hues a golden angle apart. tab20 alone repeated from class 21 (TotalSegmentator's
+    pelvis table: liver in the body's colour)."""
+    tab20 = plt.get_cmap("tab20").colors
+    palette = [tab20[i % 20] for i in range(21)] + list(plt.get_cmap("tab20b").colors) + list(
+        plt.get_cmap("tab20c").colors)
+    palette += [colorsys.hsv_to_rgb((k * 0.381966) % 1.0, (0.9, 0.6, 0.75)[k % 3], (0.95, 0.8, 0.65)[k // 3 % 3])
+                for k in range(max(0, num_classes - len(palette)))]
+    colors = np.array(palette[:num_classes], dtype=np.float64).reshape(-1, 3)
     colors[0] = 0.0
     return colors
 
