@@ -37,6 +37,21 @@ def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, mod
     summary, per_case = evaluate_cases(_write_samples(real, _perfect), True, real)
     _assert_perfect(summary)
     assert len(per_case) == 4 and all(r["ssim"] == pytest.approx(1.0, abs=1e-6) for r in per_case)
+    assert all(r["note"] == "" for r in per_case)
+
+
+def test_unpaired_per_case_rows_are_na_with_the_reason(tmp_path: Path, slice_volumes, tmp_path_factory) -> None:
+    """Unpaired, a label map has no real image of its own: its per-case pixel scores are NA (not blank
+    cells) and the row says why."""
+    from medsynth.evaluation.test_metrics import CASE_COLUMNS, PAIRED_CASE_METRICS, UNPAIRED_CASE
+    from medsynth.io.tables import read_tsv, write_tsv
+
+    real = _phantom_slices(tmp_path, "CT", slice_volumes)
+    _, per_case = evaluate_cases(_write_samples(real, _perfect), False, real)
+    table = read_tsv(write_tsv(tmp_path / "per_case.tsv", per_case, CASE_COLUMNS))
+    assert len(table) == 4
+    for row in table:
+        assert all(row[m] == "NA" for m in PAIRED_CASE_METRICS) and row["note"] == UNPAIRED_CASE, row
 
 
 def test_a_perfect_generator_scores_perfectly_on_the_real_ct(tmp_path: Path, real_ct, slice_volumes) -> None:

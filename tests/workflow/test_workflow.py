@@ -234,6 +234,11 @@ def test_unpaired_experiment_runs_end_to_end(finished):
     assert all(r["mean_real"] == "NA" and r["outside_real_range"] != "True" for r in intensity)
     assert (w / "reports/tiny-unpaired/class_intensity.png").stat().st_size > 0
     assert (w / "reports/tiny-unpaired/summary.html").is_file() and (w / "results/share/tiny-unpaired").is_dir()
+    # The sample grid's third column is the CT the label map was drawn on, not a real MR: said so, as the figure does.
+    summary = (w / "reports/tiny-unpaired/summary.md").read_text()
+    assert "Test samples (label | samples | label source image)" in summary and "| samples | real)" not in summary
+    assert all(r["ssim"] == "NA" and "unpaired" in r["note"]
+               for r in read_tsv(w / "results/evaluate/tiny-unpaired/per_case.tsv"))
 
 
 @pytest.mark.slow

@@ -147,6 +147,7 @@ rule report_summary:
         html="reports/{experiment}/summary.html",
     params:
         utility_skipped=lambda w: utility_skipped(w.experiment),
+        mode=lambda w: config["experiments"][w.experiment]["train"]["mode"],  # what the real column is
     log:
         "logs/report/{experiment}_summary.log",
     localrule: True

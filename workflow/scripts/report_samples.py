@@ -7,7 +7,7 @@ from pathlib import Path
 from medsynth.data.labels import LabelTable
 from medsynth.inference.generate_cases import generated_cases
 from medsynth.io.logs import log_to
-from medsynth.reporting.sample_figures import SampleFigures, sample_figures
+from medsynth.reporting.sample_figures import SampleFigures, real_name, sample_figures
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -17,6 +17,4 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sample_figures(generated_cases(sm.input.real, Path(sm.input.cases)),
                    LabelTable.from_config(sm.params.labels).num_classes,  # with the body class
                    spacings, SampleFigures(Path(sm.output.grid), Path(sm.output.strip), Path(sm.output.side)),
-                   rows=s["grid_rows"], dpi=s["dpi"],
-                   # Unpaired: the label map's own image is another modality, shown for orientation only.
-                   real_name="real" if sm.params.mode == "paired" else "label source image")
+                   rows=s["grid_rows"], dpi=s["dpi"], real_name=real_name(sm.params.mode))

@@ -5,6 +5,7 @@ from pathlib import Path
 from medsynth.evaluation.utility_curve import findings, organ_rows
 from medsynth.io.logs import log_to
 from medsynth.io.tables import read_tsv
+from medsynth.reporting.sample_figures import real_name
 from medsynth.reporting.summary import write_summary
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
@@ -26,7 +27,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         {
             "Validation metrics during training": Path(sm.input.metric_curves),
             "Training losses": Path(sm.input.loss_curves),
-            "Test samples (label | samples | real)": Path(sm.input.samples),
+            f"Test samples (label | samples | {real_name(sm.params.mode)})": Path(sm.input.samples),
             "One test case across its slices": Path(sm.input.strip),
             "Side views: coronal and sagittal through the generated volumes": Path(sm.input.side),
             "Per-class intensity, real vs generated (test split)": Path(sm.input.intensity_plot),

@@ -278,7 +278,7 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
         own_check = paired and case.own and own > 0  # the generator trained on this label map's real image
-        own_na = [OWN_NA] if paired and case.own and not own > 0 and len(real.z) > 0 else []
+        own_na = [_own_na(paired, case.own)] if len(real.z) and not own_check else []
         others = train_cases != Path(case.slices).parent.name if own_check else None
         seen, whole = audited_voxels(real.labels, case.grid_label)
         if whole:
@@ -297,6 +297,13 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
 
 OWN_NA = ("own image: NA, no generated test slice to scale the distance (its own training slices are "
           "searched as nearest training slices instead)")
+OWN_UNPAIRED = "own image: NA, unpaired (the generator was never shown an image of this label map)"
+OWN_NOT_TRAINED = "own image: NA, the generator was not trained on an image of this label map"
+
+
+def _own_na(paired: bool, own_image: bool) -> str:
+    """Why a volume with slices has no own-image check (paired, with its own image: no scale for it)."""
+    return OWN_UNPAIRED if not paired else OWN_NOT_TRAINED if not own_image else OWN_NA
 
 
 def audited_voxels(crop_labels: np.ndarray, grid_label: Path | None) -> tuple[int, int]:

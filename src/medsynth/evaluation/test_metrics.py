@@ -32,7 +32,10 @@ NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
 NO_SLICES = "not computed: no generated test slice (the slicing kept none of the test label maps' slices)"
 TOO_FEW = "not computed: fewer than 2 generated test slices (a distribution needs two)"
 TOO_FEW_REAL = "not computed: {} real test slice(s) of the image dataset (a distribution needs two)"
-CASE_COLUMNS = ["case_id", "sample", "slices", "ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body"]
+PAIRED_CASE_METRICS = ["ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body"]
+CASE_COLUMNS = ["case_id", "sample", "slices", *PAIRED_CASE_METRICS, "note"]
+# Why a per-case row has no pixel scores: unpaired, a label map has no real image of its own.
+UNPAIRED_CASE = "NA: unpaired, no real image of this label map to compare with pixel by pixel"
 # Generation sets every pixel outside the label map's body to air: the body a generated test image shows is
 # the label map's by construction (1.0 for any generator). Validation scores the generator's own output.
 MASKED_BODY = ("not computed on the test set: generation sets everything outside the label map's body to air, "
@@ -78,7 +81,8 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             for name, values in m.items():
                 per_image.setdefault(name, []).append(values.numpy())
             per_case.append({"case_id": case_id, "sample": k, "slices": len(real.z),
-                             **{name: float(v.mean()) for name, v in m.items()}})
+                             **dict.fromkeys(PAIRED_CASE_METRICS), **{name: float(v.mean()) for name, v in m.items()},
+                             "note": "" if paired else UNPAIRED_CASE})
             # Every sample of a case is paired with that case's real slices (LPIPS), and
             # scored inside the body of the label maps it was generated from (W1).
             generated.add(fake_t, body)

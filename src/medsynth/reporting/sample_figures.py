@@ -18,6 +18,12 @@ from medsynth.reporting.side_views import case_views, side_views_figure
 NOTHING = "No test case has a slice (slice.require_classes kept none): nothing was generated to show."
 
 
+def real_name(mode: str) -> str:
+    """What the figures and the summary call the real image beside the samples: unpaired, the label map's own
+    image is another modality (the one the labels were drawn on), shown for orientation only."""
+    return "real" if mode == "paired" else "label source image"
+
+
 class SampleFigures(NamedTuple):
     grid: Path
     strip: Path
