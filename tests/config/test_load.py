@@ -129,3 +129,22 @@ def test_slicing_params_name_required_classes_by_their_ids_in_each_table():
               "datasets": {"ct": {"labels": LABELS}, "mr": {}}}
     assert slice_settings(config, "ct") == {"min_body_fraction": 0.05, "require_classes": [2, 3], "size": 64}
     assert "require_classes" not in slice_settings(config, "mr")  # image-only: every body slice
+
+
+def test_set_like_lists_in_another_order_give_the_same_config():
+    """Snakemake compares params by their repr: ``generate.splits: [test, train]`` for ``[train, test]`` reran
+    generation and all after it, a reordered ``slice.require_classes`` slicing and training."""
+    def config(reverse: bool) -> dict:
+        flip = (lambda x: list(reversed(x))) if reverse else list
+        return {"datasets": {"ct": {"labels": [{"name": "background", "values": [0]},
+                                               {"name": "liver", "values": flip([5, 1])}]}, "mr": {}},
+                "experiments": {"e": {"generate_from": flip(["b", "a"])}}, "metrics": {"perceptual": "off"},
+                "slice": {"require_classes": flip(["liver", "body"])}, "generate": {"splits": flip(["train", "test"])},
+                "export": {"splits": flip(["val", "train", "val"])}, "utility": {"real_patients": flip([1, "all", 2])}}
+
+    a, b = normalise(config(False)), normalise(config(True))
+    assert a == b and repr(a) == repr(b)
+    assert a["generate"]["splits"] == ["test", "train"] and a["export"]["splits"] == ["train", "val"]
+    assert a["utility"]["real_patients"] == [1, 2, "all"] and a["experiments"]["e"]["generate_from"] == ["a", "b"]
+    assert a["datasets"]["ct"]["labels"][1]["values"] == [1, 5]
+    assert slice_settings(a, "ct") == slice_settings(b, "ct")

@@ -331,6 +331,11 @@ def test_second_run_is_a_no_op(finished, snakemake):
     result = snakemake(finished, TINY, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr
+    # A set-like list in another order is the same config (it reran generation and all after it).
+    reordered = json.loads(json.dumps(TINY))
+    reordered["generate"]["splits"] = list(reversed(TINY["generate"]["splits"]))
+    result = snakemake(finished, reordered, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def slice_settings(config: Mapping, dataset: str) -> dict:
     if required and not image_only(config, dataset):
         names = [e["name"] for e in config["datasets"][dataset]["labels"]]
         names += [] if "body" in names else ["body"]
-        settings["require_classes"] = [names.index(n) for n in required if n in names]
+        settings["require_classes"] = sorted(names.index(n) for n in required if n in names)
     return settings
 
 

@@ -44,10 +44,31 @@ def inline_label_files(config: dict) -> dict[str, str]:
     return files
 
 
+# Lists whose order means nothing (sets of names, parts, k values): (section, key).
+SET_LISTS = (("slice", "require_classes"), ("generate", "splits"), ("export", "splits"), ("utility", "real_patients"))
+
+
+def as_set(values: list) -> list:
+    """A set-like list in one order: sorted, once each; numbers before words (utility's ``all``)."""
+    return sorted(set(values), key=lambda v: (isinstance(v, str), v))
+
+
 def normalise(config: dict) -> dict:
-    """Settle values YAML reads in two ways, in place: an unquoted ``off`` is false."""
+    """Settle values YAML reads in two ways, in place: an unquoted ``off`` is false; a set-like list
+    (``SET_LISTS``, an experiment's ``generate_from``, a label class's ``values``) in one order, as the rules'
+    params compare by their repr: ``generate.splits: [test, train]`` for ``[train, test]`` reran generation
+    and everything after it."""
     if config["metrics"]["perceptual"] is False:
         config["metrics"]["perceptual"] = "off"
+    for section, key in SET_LISTS:
+        if isinstance((config.get(section) or {}).get(key), list):
+            config[section][key] = as_set(config[section][key])
+    for exp in config["experiments"].values():
+        if exp.get("generate_from"):
+            exp["generate_from"] = as_set(exp["generate_from"])
+    for ds in config["datasets"].values():
+        for entry in ds.get("labels") or []:
+            entry["values"] = as_set(entry["values"])
     return config
 
 
