@@ -168,7 +168,7 @@ def grows(base, cap=4):
 
 # MB a heavy stage adds to its process at slice.size 256 (bench/scale.py's memory part: CPU, the demo's
 # batch settings, Inception and AlexNet for evaluate and real_stats; docs/benchmarks.md "A thousand patients"), and
-# the imports' MB. Flat in the number of test cases (tests/test_memory.py); a slice size s scales them by
+# the imports' MB. Flat in the number of test cases (tests/evaluation/test_memory.py); a slice size s scales them by
 # max(s/256, (s/256)^2), an upper bound of what was measured at 64, 128 and 256 px.
 STAGE_MB_AT_256 = {"evaluate": 1400, "audit_shared": 400, "utility": 2250, "segmenter": 1250, "real_stats": 850}
 IMPORTS_MB = 600
