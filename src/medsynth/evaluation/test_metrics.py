@@ -43,6 +43,12 @@ MASKED_BODY = ("not computed on the test set: generation sets everything outside
                "generator's own output")
 
 
+def _case_row(case_id: str, sample: int, slices: int, scores: dict[str, torch.Tensor], paired: bool) -> dict:
+    """A per_case.tsv row: the sample's mean pixel scores, or (unpaired: none) NA and why."""
+    return {"case_id": case_id, "sample": sample, "slices": slices, **dict.fromkeys(PAIRED_CASE_METRICS),
+            **{name: float(v.mean()) for name, v in scores.items()}, "note": "" if paired else UNPAIRED_CASE}
+
+
 def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, reference_files: Sequence[Path],
                    real_stats: Path | None = None, perceptual: dict | None = None,
                    device: torch.device | None = None,
@@ -80,9 +86,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             slices += fake_t.shape[0]
             for name, values in m.items():
                 per_image.setdefault(name, []).append(values.numpy())
-            per_case.append({"case_id": case_id, "sample": k, "slices": len(real.z),
-                             **dict.fromkeys(PAIRED_CASE_METRICS), **{name: float(v.mean()) for name, v in m.items()},
-                             "note": "" if paired else UNPAIRED_CASE})
+            per_case.append(_case_row(case_id, k, len(real.z), m, paired))
             # Every sample of a case is paired with that case's real slices (LPIPS), and
             # scored inside the body of the label maps it was generated from (W1).
             generated.add(fake_t, body)
