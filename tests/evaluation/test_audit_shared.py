@@ -72,7 +72,7 @@ def test_unpaired_has_no_own_image_and_compares_with_every_training_slice(cohort
     assert row["nearest_case"] == "p0" and row["nearest_ratio_min"] < 1e-3 and row["flagged"]
     # Paired, a label map whose image the generator was not trained on (a generate_from cohort's): NA, said why.
     (row,), _ = audit_shared(shared, train, [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
-    assert row["own_ratio_min"] is None and "not trained on an image of this label map" in row["note"]
+    assert row["own_ratio_min"] is None and "a generate_from label map: no image of it is known" in row["note"]
 
 
 def test_one_training_scan_keeps_the_own_image_check_and_says_why_the_other_is_na(cohort) -> None:

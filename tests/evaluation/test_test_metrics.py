@@ -38,6 +38,8 @@ def test_a_perfect_generator_scores_perfectly_on_the_phantom(tmp_path: Path, mod
     _assert_perfect(summary)
     assert len(per_case) == 4 and all(r["ssim"] == pytest.approx(1.0, abs=1e-6) for r in per_case)
     assert all(r["note"] == "" for r in per_case)
+    w1 = next(r for r in summary if r["metric"] == "intensity_w1")
+    assert math.isnan(w1["std"]) and "no std" in w1["note"]  # a NA std says why too
 
 
 def test_unpaired_per_case_rows_are_na_with_the_reason(tmp_path: Path, slice_volumes, tmp_path_factory) -> None:
@@ -376,3 +378,18 @@ def test_pixel_diversity_is_zero_for_copies_and_the_std_across_samples_inside_th
     one, _ = evaluate_cases(_write_samples(real, _perfect, samples=1), True, real)
     row = {r["metric"]: r for r in one}["pixel_diversity"]
     assert math.isnan(row["mean"]) and "one sample" in row["note"]
+
+
+def test_a_samples_file_deleted_after_generation_names_the_way_out(tmp_path: Path, slice_volumes) -> None:
+    """A samples.npz deleted inside generate's output folder (Snakemake reruns nothing for it): evaluation and
+    the memorisation audits say who wrote it and how to get it back, not a bare FileNotFoundError."""
+    from medsynth.evaluation.memorisation_audit import generated_images
+
+    real = _phantom_slices(tmp_path, "CT", slice_volumes)
+    cases = _write_samples(real, _perfect)
+    Path(cases[0][2]).unlink()
+    expected = r"samples.npz: missing from generate's output .* --forcerun generate"
+    with pytest.raises(FileNotFoundError, match=expected):
+        evaluate_cases(cases, True, real)
+    with pytest.raises(FileNotFoundError, match=expected):
+        generated_images(cases)

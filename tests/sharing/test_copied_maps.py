@@ -74,3 +74,32 @@ def test_maps_that_only_share_a_size_are_not_copies(cohort):
     assert same_size.stat().st_size == cohort["test"].stat().st_size
     assert copies_of_test_maps([_synthetic("maps", "PETCT_09a_s1", same_size)], cohort["tables"],
                                cohort["splits"]) == []
+
+
+def test_a_training_map_under_another_patient_shares_its_fold(cohort, tmp_path):
+    """A training map listed again under another id (a generate_from folder): its synthetic cases and the
+    original's land in one nnU-Net fold, or nnU-Net validates on the anatomy it trains on."""
+    from medsynth.sharing.copied_maps import shared_map_patients
+    from medsynth.sharing.nnunet_export import patient_folds
+
+    maps = tmp_path / "maps2"
+    maps.mkdir()
+    again = shutil.copyfile(cohort["train"], maps / "PETCT_77x_s1.nii.gz")
+    others = [_label(maps / f"PETCT_{i}0b_s1.nii.gz", 10 + i) for i in range(4)]
+    rows = [{"case_id": "PETCT_77x_s1", "label": str(again)}]
+    rows += [{"case_id": p.name.removesuffix(".nii.gz"), "label": str(p)} for p in others]
+    write_tsv(maps / "cases.tsv", rows, ["case_id", "label"])
+    tables = {"ct": cohort["tables"]["ct"], "maps2": maps / "cases.tsv"}
+    cases = [_synthetic("ct", "PETCT_01a_s1", cohort["train"]), _synthetic("maps2", "PETCT_77x_s1", again)]
+    cases += [_synthetic("maps2", r["case_id"], Path(r["label"])) for r in rows[1:]]
+    cases = [ExportCase(c.identifier, c.image, c.label, c.patient.rsplit("_", 1)[0], provenance=c.provenance)
+             for c in cases]
+    joined = shared_map_patients(cases, tables)
+    assert joined == {"PETCT_77x": "PETCT_01a"}  # the others' maps are their own
+    for k in (2, 3, 5):
+        folds = patient_folds(cases, k, joined)
+        home = [f for f in folds if "ct_PETCT_01a_s1_syn00" in f["val"]]
+        assert len(home) == 1 and "maps2_PETCT_77x_s1_syn00" in home[0]["val"], folds
+    # Without the join, round-robin put them in different folds (the defect).
+    assert any("ct_PETCT_01a_s1_syn00" in f["val"] and "maps2_PETCT_77x_s1_syn00" not in f["val"]
+               for f in patient_folds(cases, 5))

@@ -231,5 +231,5 @@ def test_generated_files_stored_as_shipped_are_linked_after_the_checks(tmp_path:
 def test_a_generated_file_deleted_after_generation_names_the_way_out(tmp_path: Path, cases: list[ExportCase]) -> None:
     """A file deleted inside generate's output folder: Snakemake reruns nothing, the export says what to do."""
     cases[0].image.unlink()
-    with pytest.raises(ValueError, match=r"p0_syn0_img.nii.gz: missing from generate's output .* --forcerun generate"):
+    with pytest.raises(FileNotFoundError, match=r"p0_syn0_img.nii.gz: missing from generate's output .* --forcerun generate"):
         write_dataset(tmp_path / "Dataset500_Demo", cases, TABLE, "CT", {})

@@ -19,6 +19,7 @@ from medsynth.io.nifti import load_volume
 from medsynth.io.npz import npz_shape
 from medsynth.io.tables import parse_float
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case
+from medsynth.inference.resume import require_generated
 from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training, search_chunks
 from medsynth.metrics.perceptual import generated_features
 
@@ -50,6 +51,7 @@ def generated_images(cases: Sequence[tuple[str, Path, Path]]) -> GeneratedSlices
     keys from the files' z and headers (the slices stay on disk)."""
     keys = []
     for case_id, real_path, gen_path in sorted(cases):
+        require_generated(gen_path)
         with np.load(real_path) as real, np.load(gen_path) as gen:
             z, gen_z = real["z"], gen["z"]
         if not np.array_equal(z, gen_z):
@@ -298,7 +300,8 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
 OWN_NA = ("own image: NA, no generated test slice to scale the distance (its own training slices are "
           "searched as nearest training slices instead)")
 OWN_UNPAIRED = "own image: NA, unpaired (the generator was never shown an image of this label map)"
-OWN_NOT_TRAINED = "own image: NA, the generator was not trained on an image of this label map"
+OWN_NOT_TRAINED = ("own image: NA, a generate_from label map: no image of it is known (a copy of a training map "
+                   "meets its image in the nearest-slice search)")
 
 
 def _own_na(paired: bool, own_image: bool) -> str:

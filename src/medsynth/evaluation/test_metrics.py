@@ -21,6 +21,7 @@ import torch
 from medsynth.data.slice_batches import Rebatch, slice_chunks
 from medsynth.data.labels import ORGAN_MEAN, class_lookup, organ_ids, organ_note
 from medsynth.data.slicing import CaseSlices
+from medsynth.inference.resume import require_generated
 from medsynth.metrics.image import IntensityHistogram, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.perceptual import PerceptualStream
 from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
@@ -110,16 +111,21 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     return summary, per_case
 
 
+W1_NOTE = ("W1 between the intensities inside the body, every generated test slice against the image dataset's "
+           "real test slices, [-1, 1] units; one distance for the whole set, so no std")
+
+
 def _w1_row(generated: IntensityHistogram, reference: IntensityHistogram, n: int) -> dict:
     """``intensity_w1``'s row over ``n`` generated slices; NA, saying why, without slices on either side."""
     note = NO_SLICES if not n else "not computed: no real test slice of the image dataset" \
-        if not reference.counts.sum() else ""
+        if not reference.counts.sum() else W1_NOTE
     return {"metric": "intensity_w1", "mean": generated.w1(reference) if n else math.nan, "std": math.nan, "n": n,
             "note": note}
 
 
 def load_case(real_path: Path, gen_path: Path) -> tuple[CaseSlices, np.ndarray]:
     real = CaseSlices.load(Path(real_path))
+    require_generated(gen_path)
     with np.load(gen_path) as f:
         fakes, z = f["samples"].astype(np.float32), f["z"]
     if not np.array_equal(z, real.z):

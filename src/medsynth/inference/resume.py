@@ -124,3 +124,12 @@ class Resumable(Straight):
 
     def publish(self, case_ids: Sequence[str], rows: list[dict]) -> list[dict]:
         return publish(self.folder, self.out_dir, case_ids, rows)
+
+
+def require_generated(*paths: str | Path) -> None:
+    """Stop with what to do when a file generate wrote is gone: Snakemake does not notice a file deleted
+    inside an output folder, and a bare FileNotFoundError says neither who wrote it nor how to get it back."""
+    gone = [Path(p) for p in paths if not Path(p).exists()]
+    if gone:
+        raise FileNotFoundError(f"{gone[0]}: missing from generate's output (deleted or moved after it ran); run "
+                                "generation again: your snakemake command with --forcerun generate")

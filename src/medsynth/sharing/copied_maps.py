@@ -54,13 +54,7 @@ def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
     by_size: dict[int, list[str]] = {}
     for path in tests:
         by_size.setdefault(Path(path).stat().st_size, []).append(path)
-    digests: dict[str, str] = {}
-
-    def digest(path: str) -> str:
-        if path not in digests:
-            digests[path] = hash_file(Path(path), ["sha256"])["sha256"]
-        return digests[path]
-
+    digest = _digests()
     out = []
     for case in sorted(cases, key=lambda c: c.identifier):
         src = source_label(case.provenance, case.label, rows)
@@ -71,3 +65,39 @@ def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
         if same:
             out.append(f"{case.identifier} ({src}) is a copy of {tests[same[0]]} ({same[0]})")
     return out
+
+
+def _digests():
+    """A file's SHA-256, each file read once."""
+    known: dict[str, str] = {}
+
+    def digest(path: str) -> str:
+        if path not in known:
+            known[path] = hash_file(Path(path), ["sha256"])["sha256"]
+        return known[path]
+    return digest
+
+
+def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dict[str, str]:
+    """patient -> the patient whose nnU-Net fold it joins, for the patients of exported cases (``ExportCase``)
+    made from byte-identical label maps (a training map listed again under another id, e.g. in a
+    ``generate_from`` folder): in two folds, nnU-Net would validate on the anatomy it trains on. A group
+    is named by its first patient; patients with maps of their own are not listed."""
+    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
+    by_size: dict[int, set[tuple[str, str]]] = {}
+    for case in cases:
+        src = source_label(case.provenance, case.label, rows)
+        if src and Path(src).is_file():
+            by_size.setdefault(Path(src).stat().st_size, set()).add((src, case.patient))
+    digest, joined = _digests(), {}
+    for files in by_size.values():
+        if len({patient for _, patient in files}) < 2:
+            continue  # sizes first: a SHA-256 only where two patients' files could be the same
+        by_digest: dict[str, set[str]] = {}
+        for src, patient in files:
+            by_digest.setdefault(digest(src), set()).add(patient)
+        for patients in by_digest.values():
+            group = set(patients).union(*(g for p in patients for g in [joined.get(p, {p})]))
+            for patient in group:
+                joined[patient] = group
+    return {p: min(group) for p, group in joined.items() if len(group) > 1 and min(group) != p}

@@ -27,8 +27,9 @@ from medsynth.data.cohort import read_cases, series_of
 from medsynth.data.labels import LabelTable
 from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
+from medsynth.inference.resume import require_generated
 from medsynth.io.tables import read_tsv
-from medsynth.sharing.copied_maps import copies_of_test_maps
+from medsynth.sharing.copied_maps import copies_of_test_maps, shared_map_patients
 from medsynth.sharing.nnunet_naming import export_folders
 
 log = logging.getLogger(__name__)
@@ -74,26 +75,27 @@ def channel_names(modality: str) -> dict[str, str]:
     return {"0": "CT" if modality == "CT" else modality}
 
 
-def patient_folds(cases: Sequence[ExportCase], n_folds: int) -> list[dict[str, list[str]]]:
-    """Folds over source patients (sorted, dealt round-robin): all cases of a patient in one fold."""
-    patients = sorted({c.patient for c in cases})
+def patient_folds(cases: Sequence[ExportCase], n_folds: int,
+                  joined: Mapping[str, str] | None = None) -> list[dict[str, list[str]]]:
+    """Folds over source patients (sorted, dealt round-robin): all cases of a patient in one fold, and of the
+    patients ``joined`` to another (``copied_maps.shared_map_patients``: one label map under two ids) in hers."""
+    group = {c.patient: (joined or {}).get(c.patient, c.patient) for c in cases}
+    patients = sorted(set(group.values()))
     if len(patients) < 2:
         raise ValueError(f"export: {len(patients)} source patient(s); cross-validation folds need at least 2")
     k = min(n_folds, len(patients))
     fold_of = {p: i % k for i, p in enumerate(patients)}
     folds = []
     for f in range(k):
-        val = sorted(c.identifier for c in cases if fold_of[c.patient] == f)
-        train = sorted(c.identifier for c in cases if fold_of[c.patient] != f)
+        val = sorted(c.identifier for c in cases if fold_of[group[c.patient]] == f)
+        train = sorted(c.identifier for c in cases if fold_of[group[c.patient]] != f)
         folds.append({"train": train, "val": val})
     return folds
 
 
 def _write_case(case: ExportCase, folder: Path, modality: str, labels: Mapping[str, int]) -> None:
-    gone = [f for f in (case.image, case.label) if not Path(f).exists()]
-    if case.background is not None and gone:  # Snakemake does not notice a file deleted inside an output folder
-        raise ValueError(f"{gone[0]}: missing from generate's output (deleted or moved after it ran); run "
-                         "generation again: your snakemake command with --forcerun generate")
+    if case.background is not None:  # a synthetic case: its files are generate's
+        require_generated(case.image, case.label)
     image = load_volume(case.image, None, case.series.get("image"))
     label = load_volume(case.label, np.integer, case.series.get("label"))
     if case.raw_label is not None:  # a real case: its label values through its table, onto its image's grid
@@ -183,8 +185,9 @@ ONE_PATIENT = ("every case comes from one source patient: no cross-validation fo
 
 
 def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, modality: str,
-                  provenance: Mapping[str, object], n_folds: int = 5) -> Path:
-    """Write the dataset into ``folder`` (replacing it); built beside it, then renamed into place."""
+                  provenance: Mapping[str, object], n_folds: int = 5, joined: Mapping[str, str] | None = None) -> Path:
+    """Write the dataset into ``folder`` (replacing it); built beside it, then renamed into place. ``joined``:
+    patients whose folds are another's (``patient_folds``)."""
     if not cases:
         raise ValueError(f"{folder}: no cases to export; check export.splits and generate.splits")
     ids = [c.identifier for c in cases]
@@ -193,8 +196,8 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
     folder = Path(folder)
     # One source patient (a 1/1/1 split, or the audit refusing every other patient's volumes): no fold by
     # patient exists; nnU-Net's own random split would validate on variants of the training patient.
-    one_patient = len({c.patient for c in cases}) < 2
-    folds = None if one_patient else patient_folds(cases, n_folds)
+    one_patient = len({(joined or {}).get(c.patient, c.patient) for c in cases}) < 2
+    folds = None if one_patient else patient_folds(cases, n_folds, joined)
     note = ONE_PATIENT if one_patient else fewer_folds_note(len(folds), n_folds)
     if note:
         provenance = {**provenance, "splits_note": note}
@@ -326,10 +329,14 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
         log.warning("%s: %s", experiment, provenance["include_real_note"])
     if audit_rows is not None:
         provenance["memorisation_audit"] = audit_summary
+    joined = shared_map_patients(cases, case_tables or {})
+    if joined:
+        provenance["same_label_map"] = joined
+        log.warning("%s: patients with byte-identical source label maps share a fold: %s", experiment, joined)
     if Path(out_root).exists():
         shutil.rmtree(out_root)  # the folder is the rule's output: nothing of an older export stays
     written = write_dataset(folder, cases, LabelTable.from_config(labels), modality, provenance,
-                            int(settings.get("folds", 5)))
+                            int(settings.get("folds", 5)), joined)
     if audit is not None:  # beside dataset.json: nnU-Net reads only what it knows
         shutil.copyfile(audit, written / AUDIT_FILE)
     log.info("%s: %d cases (%d synthetic) of %d patients", written, len(cases),
