@@ -46,11 +46,15 @@ def inline_label_files(config: dict) -> dict[str, str]:
 
 # Lists whose order means nothing (sets of names, parts, k values): (section, key).
 SET_LISTS = (("slice", "require_classes"), ("generate", "splits"), ("export", "splits"), ("utility", "real_patients"))
+# Split parts in the split's order, as the configs list them (sorted by name, [train, test] would become
+# [test, train]: a change of params that reruns a finished generation once).
+PART_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 def as_set(values: list) -> list:
-    """A set-like list in one order: sorted, once each; numbers before words (utility's ``all``)."""
-    return sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    """A set-like list in one order: once each, split parts in PART_ORDER, the rest sorted (numbers before
+    words: utility's ``all`` last)."""
+    return sorted(set(values), key=lambda v: (PART_ORDER.get(v, len(PART_ORDER)), isinstance(v, str), v))
 
 
 def normalise(config: dict) -> dict:
