@@ -97,7 +97,7 @@ def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dic
         for src, patient in files:
             by_digest.setdefault(digest(src), set()).add(patient)
         for patients in by_digest.values():
-            group = set(patients).union(*(g for p in patients for g in [joined.get(p, {p})]))
+            group = set().union(*(joined.get(p, {p}) for p in patients))  # and the groups they are in
             for patient in group:
                 joined[patient] = group
     return {p: min(group) for p, group in joined.items() if len(group) > 1 and min(group) != p}

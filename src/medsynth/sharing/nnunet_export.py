@@ -75,11 +75,16 @@ def channel_names(modality: str) -> dict[str, str]:
     return {"0": "CT" if modality == "CT" else modality}
 
 
+def fold_groups(cases: Sequence[ExportCase], joined: Mapping[str, str] | None) -> dict[str, str]:
+    """Each case's patient -> the patient whose fold it goes in: its own, or the one it is ``joined`` to."""
+    return {c.patient: (joined or {}).get(c.patient, c.patient) for c in cases}
+
+
 def patient_folds(cases: Sequence[ExportCase], n_folds: int,
                   joined: Mapping[str, str] | None = None) -> list[dict[str, list[str]]]:
     """Folds over source patients (sorted, dealt round-robin): all cases of a patient in one fold, and of the
     patients ``joined`` to another (``copied_maps.shared_map_patients``: one label map under two ids) in hers."""
-    group = {c.patient: (joined or {}).get(c.patient, c.patient) for c in cases}
+    group = fold_groups(cases, joined)
     patients = sorted(set(group.values()))
     if len(patients) < 2:
         raise ValueError(f"export: {len(patients)} source patient(s); cross-validation folds need at least 2")
@@ -196,7 +201,7 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
     folder = Path(folder)
     # One source patient (a 1/1/1 split, or the audit refusing every other patient's volumes): no fold by
     # patient exists; nnU-Net's own random split would validate on variants of the training patient.
-    one_patient = len({(joined or {}).get(c.patient, c.patient) for c in cases}) < 2
+    one_patient = len(set(fold_groups(cases, joined).values())) < 2
     folds = None if one_patient else patient_folds(cases, n_folds, joined)
     note = ONE_PATIENT if one_patient else fewer_folds_note(len(folds), n_folds)
     if note:
