@@ -203,3 +203,50 @@ def test_a_fine_tuning_whose_source_trained_on_a_patient_it_holds_out_is_refused
     # The same patients split the same way: nothing to refuse.
     check_training_patients(tmp_path / "big.tsv", None, "results/select/pre/generator.pt", [tmp_path / "big.tsv"])
     check_training_patients(tmp_path / "small.tsv")  # no source, paired: nothing to check
+
+
+def _study_table(tmp_path, patients: dict[str, str], same: tuple[str, str] | None = None,
+                 listed_twice: bool = False) -> list[dict[str, str]]:
+    """Rows of a read cases table whose cases have their own label files, except that ``same``'s second
+    case holds a copy of the first's (or, ``listed_twice``, names the first's file)."""
+    rows = []
+    for i, (case, patient) in enumerate(sorted(patients.items())):
+        label = tmp_path / f"{case}.nii.gz"
+        label.write_bytes(bytes([i]) * 64)  # one size for all: only the digest tells them apart
+        rows.append({"case_id": case, "patient_id": patient, "image": "", "label": str(label)})
+    if same:
+        first, second = (next(r for r in rows if r["case_id"] == c) for c in same)
+        if listed_twice:
+            second["label"] = first["label"]
+        else:
+            (tmp_path / f"{second['case_id']}.nii.gz").write_bytes((tmp_path / f"{first['case_id']}.nii.gz").read_bytes())
+    return rows
+
+
+def test_a_study_under_two_patient_ids_in_two_parts_is_refused_naming_both(tmp_path) -> None:
+    from medsynth.data.split import same_study_cases
+
+    patients = {f"c{i}": f"p{i}" for i in range(6)}
+    parts = {"c0": "train", "c1": "train", "c2": "val", "c3": "test", "c4": "train", "c5": "test"}
+    for twice in (False, True):
+        rows = _study_table(tmp_path, patients, same=("c1", "c3"), listed_twice=twice)
+        with pytest.raises(ValueError, match=r"cases\.tsv: cases c1 \(patient p1, train\), c3 \(patient p3, test\) "
+                                             r"are one study under two patient ids.*one patient_id"):
+            same_study_cases(rows, parts, "cases.tsv")
+    # val and test: selection would score a test study
+    with pytest.raises(ValueError, match="c2 .*c3 "):
+        same_study_cases(_study_table(tmp_path, patients, same=("c2", "c3")), parts, "cases.tsv")
+
+
+def test_a_copy_within_one_part_or_one_patient_is_a_warning_or_nothing(tmp_path) -> None:
+    from medsynth.data.split import same_study_cases
+
+    parts = {"c0": "train", "c1": "train", "c2": "test"}
+    rows = _study_table(tmp_path, {"c0": "p0", "c1": "p1", "c2": "p2"}, same=("c0", "c1"))
+    (warning,) = same_study_cases(rows, parts, "cases.tsv")
+    assert "c0 (patient p0, train), c1 (patient p1, train)" in warning and "both are in train" in warning
+    # one patient's two studies with the same file: the split keeps them together already
+    assert same_study_cases(_study_table(tmp_path, {"c0": "p0", "c1": "p0", "c2": "p2"}, same=("c0", "c1")),
+                            parts, "cases.tsv") == []
+    # files of one size but other bytes are other studies
+    assert same_study_cases(_study_table(tmp_path, {"c0": "p0", "c1": "p1", "c2": "p2"}), parts, "cases.tsv") == []

@@ -87,6 +87,25 @@ def label_only_cohort(root: Path) -> Path:
     return root
 
 
+def test_map_copy(phantom_cases: Path, root: Path) -> str:
+    """A copy of the phantom dataset's test label map in the label-only cohort under another patient
+    (``P7/s1``), as TotalSegmentator's output of a test study saved again where a generate_from dataset
+    reads: generation must leave it out. ``phantom_cases``: the phantom's downloaded ``cases.tsv`` (files
+    are compressed with their time: only a copy of the downloaded file has its bytes). Returns the test
+    case's id."""
+    import shutil
+
+    from medsynth.data.cohort import read_cases
+    from medsynth.data.split import split_table
+
+    rows = read_cases(phantom_cases)
+    split = TINY["split"]
+    (test,) = [r["case_id"] for r in split_table(rows, split["ratios"], split["seed"]) if r["part"] == "test"]
+    (root / "P7" / "s1").mkdir(parents=True)
+    shutil.copyfile(next(r["label"] for r in rows if r["case_id"] == test), root / "P7" / "s1" / "label.nii.gz")
+    return test
+
+
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     """Jobs per rule in the dry run's job table (without the total)."""
     table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""

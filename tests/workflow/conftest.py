@@ -30,11 +30,15 @@ def snakemake():
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory, snakemake, random_weights_dir):
     """The tiny workflow run to the end once per session (the slow tests look at it and dry-run on it)."""
-    from tiny_workflow import TINY, label_only_cohort
+    from tiny_workflow import TINY, label_only_cohort, test_map_copy
 
     work = tmp_path_factory.mktemp("workflow")
     TINY["metrics"]["weights_dir"] = str(random_weights_dir)
     TINY["datasets"]["labels_only"]["local"]["root"] = str(label_only_cohort(work / "label_maps"))
+    # The phantom downloaded first: labels_only gets a copy of its test case's label map (test_map_copy).
+    result = snakemake(work, TINY, "resources/raw/phantom/cases.tsv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    test_map_copy(work / "resources/raw/phantom/cases.tsv", work / "label_maps")
     result = snakemake(work, TINY)
     assert result.returncode == 0, result.stderr[-4000:]
     return work

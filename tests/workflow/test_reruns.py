@@ -218,7 +218,7 @@ EXPECTED = {
     "datasets.<name>.layout.label": [LABEL_ONLY_DOWNLOAD],
     "datasets.<name>.layout.label_root": [LABEL_ONLY_DOWNLOAD],
     "datasets.<name>.labels": [CT_CASES],
-    "datasets.<name>.preprocess.spacing_xy": [{"preprocess": 10, "slice": 10, **EVERY_DATASET}],
+    "datasets.<name>.preprocess.spacing_xy": [{"preprocess": 11, "slice": 11, **EVERY_DATASET}],
     # The intensity settings of one modality rerun nothing for a dataset of the other.
     "datasets.<name>.preprocess.ct_window": [CT_CASES, NOTHING],
     "datasets.<name>.preprocess.ct_soft_window": [CT_CASES, NOTHING],
@@ -227,8 +227,8 @@ EXPECTED = {
     "datasets.<name>.preprocess.body_threshold_hu": [CT_CASES, NOTHING],
     "datasets.<name>.preprocess.mr_body_fraction": [MR_CASES, NOTHING],
     "datasets.<name>.preprocess.opening_mm": [MR_CASES],
-    "slice.size": [{"slice": 10, **EVERY_DATASET}],
-    "slice.min_body_fraction": [{"slice": 10, **EVERY_DATASET}],
+    "slice.size": [{"slice": 11, **EVERY_DATASET}],
+    "slice.min_body_fraction": [{"slice": 11, **EVERY_DATASET}],
     "slice.pngs": [NOTHING],  # files for people: no slice reruns (and the folder views are not asked for)
     "split.seed": [{"split": 2, **EVERY_DATASET}],
     "split.ratios.train": [{"split": 2, **EVERY_DATASET}],
@@ -299,7 +299,7 @@ EXPECTED = {
     "generate.inplane": [after_generate(*BOTH)],
     "export.refuse_flagged": [{"export": 2, "model_card": 2, "all": 1}],
     # Only the labelled datasets' slices (phantom, labels_only); the image-only phantom_mr keeps its own.
-    "slice.require_classes": [{"slice": 6, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(*BOTH)}],
+    "slice.require_classes": [{"slice": 7, "oasis_view": 1, "real_stats": 3, "segmenter": 1, **trained(*BOTH)}],
     "export.splits": [NOTHING],
     "export.include_real": [{"export": 2, "all": 1}],
     "export.folds": [{"export": 2, "all": 1}],

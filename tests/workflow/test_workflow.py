@@ -175,6 +175,23 @@ def test_outputs_of_every_stage(finished):
 
 
 @pytest.mark.slow
+def test_a_test_maps_copy_in_a_generate_from_dataset_is_left_out_with_a_warning(finished):
+    """tiny_workflow.test_map_copy: the phantom test case's label map saved again as labels_only's P7/s1 (the
+    load-time check knows patients by id only). Generation leaves it out, so neither the export nor the
+    utility curve sees it, and the export (which would refuse it) ships the rest."""
+    w = finished
+    log = (w / "logs/generate/tiny.log").read_text()
+    left_out = next(line for line in log.splitlines() if "left out" in line)
+    assert "generate_from case labels_only.P7_s1 left out: its label map" in left_out
+    assert f"{w}/label_maps/P7/s1/label.nii.gz is a test case's (resources/raw/phantom/phantom_" in left_out
+    manifest = read_tsv(w / "results/generate/tiny/manifest.tsv")
+    assert manifest and not [r for r in manifest if "P7" in r["case_id"]]
+    assert (w / "results/preprocess/labels_only/P7_s1/label.nii.gz").is_file()  # preprocessed like any case
+    exported = json.loads((w / "results/export/tiny/nnUNet_raw/Dataset500_Tiny/dataset.json").read_text())
+    assert exported["medsynth"]["cases"] and not [c for c in exported["medsynth"]["cases"] if "P7" in c]
+
+
+@pytest.mark.slow
 def test_label_only_cases_get_synthetic_volumes_on_their_own_grid(finished):
     """Label maps shaped like a real cohort's (tiny_workflow.label_only_cohort: two studies of one patient,
     one stored LPS, wider than the crop, a top slice with a 3 x 3 patch of label): each gets volumes on its

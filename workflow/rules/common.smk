@@ -464,7 +464,8 @@ def slice_inputs(wildcards):
 def generate_case_inputs(wildcards):
     """The label cases to generate for: the generate.splits parts of the experiment's dataset and
     every case of its generate_from datasets (slices, preprocessing meta, source label maps), the
-    dataset's split table and the generate_from datasets' cases tables (patients)."""
+    dataset's split table and the generate_from datasets' cases tables (patients); with generate_from,
+    ``test_case_inputs``."""
     exp = config["experiments"][wildcards.experiment]
     own = experiment_dataset(wildcards)
     wanted = [(own, split_of(own, config["generate"]["splits"]))]
@@ -472,6 +473,8 @@ def generate_case_inputs(wildcards):
     inputs = {"slices": [], "meta": [], "grid_label": [], "source_label": [], "split": checkpoints.split.get(dataset=own).output.split,
               # Patients of the generate_from cases: their cases tables (such a dataset is never split).
               "case_tables": [checkpoints.download.get(dataset=d).output.cases for d in exp.get("generate_from", [])]}
+    if exp.get("generate_from"):
+        inputs.update(test_case_inputs(wildcards))
     for dataset, cases in wanted:
         inputs["slices"] += case_paths(dataset, cases, "results/slices/{dataset}/cases/{case}/slices.npz")
         inputs["meta"] += case_paths(dataset, cases, "results/preprocess/{dataset}/{case}/meta.json")
@@ -482,6 +485,15 @@ def generate_case_inputs(wildcards):
             case_check(dataset, c) if case_problem(dataset, c) else cases_of(dataset)[c]["label"] for c in cases
         ]
     return inputs
+
+
+def test_case_inputs(wildcards):
+    """The split tables of the datasets the generator learnt from and their test cases' label maps: generate
+    leaves out a generate_from case of a test patient, by its patient id or the bytes of its label map."""
+    labelled = [d for d in card_datasets(wildcards) if not image_only(d)]
+    return {"test_splits": [checkpoints.split.get(dataset=d).output.split for d in card_datasets(wildcards)],
+            "test_labels": [cases_of(d)[c]["label"] for d in labelled for c in split_of(d, ("test",))
+                            if not case_problem(d, c)]}
 
 
 def export_inputs(wildcards):

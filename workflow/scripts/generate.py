@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
+from medsynth.inference.held_out import leave_out_test_cases
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.io.logs import log_to
 from medsynth.models.devices import resolve_device
@@ -26,6 +27,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             patient = extra[(dataset, case)].get("patient_id") or case
             cases.append(LabelCase(f"{dataset}.{case}", Path(slices), Path(meta).parent, "generate_from", dataset,
                                    case, patient))
+    if sm.input.get("test_splits") is not None:
+        # A test patient's study in a generate_from dataset (by patient id, or its label map's bytes) is left out.
+        sources = {c.case_id: f for c, f in zip(cases, sm.input.source_label)}
+        tables = {Path(t).parent.name: Path(t) for t in sm.input.test_splits}  # results/split/<dataset>/split.tsv
+        cases = leave_out_test_cases(cases, sources, tables, list(sm.input.test_labels))
     settings = GenerateSettings(s["samples"], s["seed"], s["batch_size"], resolve_device(s["device"]), s["noise"],
                                 s["noise_sigma_mm"], s["inplane"], s["pngs"] == "all")
     # Cases are written beside the output first and kept there when the job is stopped (a time limit):

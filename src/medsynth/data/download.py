@@ -14,7 +14,6 @@ One promise shapes this module:
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -30,11 +29,12 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from medsynth.data.same_files import hash_file
+
 log = logging.getLogger(__name__)
 
 # Statuses that say "try again later" rather than "this request is wrong".
 RETRY_STATUSES = frozenset({408, 429})
-HASH_CHUNK = 1 << 20
 USER_AGENT = "medsynth-download/1"
 
 
@@ -142,16 +142,6 @@ def _expected_hashes(url: str, *, sha256: str | None, md5: str | None) -> dict[s
             )
         expected[algo] = value
     return expected
-
-
-def hash_file(path: Path, algos: list[str]) -> dict[str, str]:
-    """Digests of the whole file; hashing after the fact keeps resume and retries simple."""
-    hashers = {algo: hashlib.new(algo) for algo in algos}
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            for h in hashers.values():
-                h.update(chunk)
-    return {algo: h.hexdigest() for algo, h in hashers.items()}
 
 
 def _matches(path: Path, expected: dict[str, str], size: int | None) -> bool:

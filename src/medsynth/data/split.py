@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from medsynth.data.same_files import identical_groups
 from medsynth.io.tables import read_tsv
 
 PARTS = ("train", "val", "test")
@@ -80,6 +81,36 @@ def split_table(rows: Iterable[Mapping[str, str]], ratios: Mapping[str, float], 
     patients = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
     parts = split_cases([r["case_id"] for r in rows], ratios, seed, patients)
     return [{"case_id": c, "patient_id": patients[c], "part": parts[c]} for c in sorted(parts)]
+
+
+def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], table: str) -> list[str]:
+    """Cases of other patients whose image or label files have the same bytes (``same_files``; or one file
+    listed twice): one study under two patient ids, which the split cannot see. An error when they fall in
+    different parts (a held-out study would be trained on, or a test study selected by), else the warnings
+    to log."""
+    cases_of: dict[str, set[str]] = {}
+    for row in rows:
+        for column in ("image", "label"):
+            if row.get(column):
+                cases_of.setdefault(row[column], set()).add(row["case_id"])
+    patient = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
+    groups = identical_groups(cases_of)
+    grouped = {f for group in groups for f in group}
+    warnings = []
+    # And one file listed for two cases: the same bytes as well.
+    for group in groups + [[f] for f, cases in sorted(cases_of.items()) if len(cases) > 1 and f not in grouped]:
+        cases = sorted(set().union(*(cases_of[f] for f in group)))
+        if len({patient[c] for c in cases}) < 2:
+            continue  # one patient's studies share a part already
+        listed = ", ".join(f"{c} (patient {patient[c]}, {parts[c]})" for c in cases)
+        text = f"{table}: cases {listed} are one study under two patient ids (the same bytes: {', '.join(group)})"
+        if len({parts[c] for c in cases}) > 1:
+            raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is "
+                             "tested on. Give these cases one patient_id in the cases table (a patient's "
+                             "studies share a part), or remove the copy")
+        warnings.append(f"{text}; both are in {parts[cases[0]]}, which keeps the split sound, but give them "
+                        "one patient_id")
+    return warnings
 
 
 HELD_OUT = ("val", "test")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from medsynth.data.slice_batches import Rebatch
-from medsynth.data.download import hash_file
+from medsynth.data.same_files import hash_file
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medsynth.data.cohort import read_cases
-from medsynth.data.download import hash_file
+from medsynth.data.same_files import copies_of, identical_groups
 from medsynth.io.tables import read_tsv
 
 
@@ -51,31 +51,10 @@ def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
     tests = test_label_files(rows, split_tables)
     if not tests:
         return []
-    by_size: dict[int, list[str]] = {}
-    for path in tests:
-        by_size.setdefault(Path(path).stat().st_size, []).append(path)
-    digest = _digests()
-    out = []
-    for case in sorted(cases, key=lambda c: c.identifier):
-        src = source_label(case.provenance, case.label, rows)
-        if not src or not Path(src).is_file():
-            continue
-        same = [src] if src in tests else [t for t in by_size.get(Path(src).stat().st_size, [])
-                                           if digest(t) == digest(src)]
-        if same:
-            out.append(f"{case.identifier} ({src}) is a copy of {tests[same[0]]} ({same[0]})")
-    return out
-
-
-def _digests():
-    """A file's SHA-256, each file read once."""
-    known: dict[str, str] = {}
-
-    def digest(path: str) -> str:
-        if path not in known:
-            known[path] = hash_file(Path(path), ["sha256"])["sha256"]
-        return known[path]
-    return digest
+    sources = {case.identifier: source_label(case.provenance, case.label, rows) for case in cases}
+    twin = copies_of([s for s in sources.values() if s], tests)
+    return [f"{case} ({sources[case]}) is a copy of {tests[twin[sources[case]]]} ({twin[sources[case]]})"
+            for case in sorted(sources) if sources[case] in twin]
 
 
 def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dict[str, str]:
@@ -84,20 +63,15 @@ def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dic
     ``generate_from`` folder): in two folds, nnU-Net would validate on the anatomy it trains on. A group
     is named by its first patient; patients with maps of their own are not listed."""
     rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
-    by_size: dict[int, set[tuple[str, str]]] = {}
+    patients_of: dict[str, set[str]] = {}
     for case in cases:
         src = source_label(case.provenance, case.label, rows)
-        if src and Path(src).is_file():
-            by_size.setdefault(Path(src).stat().st_size, set()).add((src, case.patient))
-    digest, joined = _digests(), {}
-    for files in by_size.values():
-        if len({patient for _, patient in files}) < 2:
-            continue  # sizes first: a SHA-256 only where two patients' files could be the same
-        by_digest: dict[str, set[str]] = {}
-        for src, patient in files:
-            by_digest.setdefault(digest(src), set()).add(patient)
-        for patients in by_digest.values():
-            group = set().union(*(joined.get(p, {p}) for p in patients))  # and the groups they are in
-            for patient in group:
-                joined[patient] = group
+        if src:
+            patients_of.setdefault(src, set()).add(case.patient)
+    joined: dict[str, set[str]] = {}
+    for group in identical_groups(patients_of) + [[f] for f, p in patients_of.items() if len(p) > 1]:
+        patients = set().union(*(patients_of[f] for f in group))
+        merged = set().union(*(joined.get(p, {p}) for p in patients))  # and the groups they are in
+        for patient in merged:
+            joined[patient] = merged
     return {p: min(group) for p, group in joined.items() if len(group) > 1 and min(group) != p}

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from medsynth.data.download import hash_file
+from medsynth.data.same_files import hash_file
 from medsynth.data.labels import LabelTable
 from medsynth.models.classes import ClassMatch, match_classes, remap_state
 from medsynth.models.registry import PRESETS, ModelSpec

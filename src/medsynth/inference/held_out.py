@@ -1,0 +1,51 @@
+"""What generation leaves out of the ``generate_from`` cases: a test patient's study under another name.
+
+A ``generate_from`` dataset is never split, so nothing stops a test patient's study from being in it:
+listed with the test patient's id, or TotalSegmentator's output of a test study saved again in its folder
+(found as ``{case}.nii.gz``, its patient is its file name). Its synthetic images would ship a test
+patient's anatomy, and the utility curve would train on the anatomy it is scored on. The export refuses
+such a case, but only after generation; generation leaves it out instead, with a warning naming both
+files, so a month of training ends in a dataset, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from medsynth.data.patients import patients_in_test
+from medsynth.data.same_files import copies_of
+from medsynth.inference.generate_cases import LabelCase
+
+log = logging.getLogger(__name__)
+
+
+def test_case_reasons(cases: Sequence[LabelCase], sources: Mapping[str, str], split_tables: Mapping[str, Path],
+                      test_labels: Sequence[str]) -> dict[str, str]:
+    """case id -> why it is a test patient's, for the ``generate_from`` cases among ``cases`` whose patient is
+    in the test part of a dataset the generator learnt from (``split_tables``: dataset -> ``split.tsv``) or
+    whose source label map (``sources``: case id -> file) has the bytes of a test case's (``test_labels``)."""
+    extra = [c for c in cases if c.part == "generate_from"]
+    test = patients_in_test(split_tables)
+    copies = copies_of([sources[c.case_id] for c in extra], test_labels)
+    reasons = {}
+    for case in extra:
+        if case.patient_id in test:
+            reasons[case.case_id] = f"patient {case.patient_id} is in the test part of {test[case.patient_id]}"
+        elif sources[case.case_id] in copies:
+            reasons[case.case_id] = (f"its label map {sources[case.case_id]} is a test case's "
+                                     f"({copies[sources[case.case_id]]}) under another id")
+    return reasons
+
+
+def leave_out_test_cases(cases: Sequence[LabelCase], sources: Mapping[str, str], split_tables: Mapping[str, Path],
+                         test_labels: Sequence[str]) -> list[LabelCase]:
+    """``cases`` without the ``generate_from`` cases of test patients (``test_case_reasons``), each left out
+    with a warning."""
+    reasons = test_case_reasons(cases, sources, split_tables, test_labels)
+    for case_id, reason in sorted(reasons.items()):
+        log.warning("generate_from case %s left out: %s. Its synthetic images would ship a test patient's "
+                    "anatomy; remove it from its dataset (or give it the test case's patient_id) to silence "
+                    "this", case_id, reason)
+    return [c for c in cases if c.case_id not in reasons]

@@ -1,0 +1,48 @@
+"""generate_from cases of test patients left out of generation (medsynth.inference.held_out)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from medsynth.inference.generate_cases import LabelCase
+from medsynth.inference.held_out import leave_out_test_cases
+from medsynth.io.tables import write_tsv
+
+
+def _case(case_id: str, part: str, patient: str) -> LabelCase:
+    return LabelCase(case_id, Path(f"/nowhere/{case_id}/slices.npz"), Path(f"/nowhere/{case_id}"), part, "d",
+                     case_id, patient)
+
+
+def test_a_test_patients_study_under_another_name_is_left_out_with_a_warning(tmp_path, caplog) -> None:
+    split = tmp_path / "mine" / "split.tsv"
+    split.parent.mkdir()
+    write_tsv(split, [{"case_id": "t0", "patient_id": "P_test", "part": "test"},
+                      {"case_id": "r0", "patient_id": "P_train", "part": "train"}], ["case_id", "patient_id", "part"])
+    files = {}
+    for name, body in (("t0", b"test map"), ("r0", b"train map"), ("maps.copy", b"test map"),
+                       ("maps.same_id", b"own map 1"), ("maps.new", b"own map 2"), ("maps.trainlike", b"train map")):
+        files[name] = str(tmp_path / f"{name}.nii.gz")
+        Path(files[name]).write_bytes(body)
+    cases = [_case("t0", "test", "P_test"), _case("r0", "train", "P_train"),
+             _case("maps.copy", "generate_from", "copy"),  # the test map's bytes under another id
+             _case("maps.same_id", "generate_from", "P_test"),  # the test patient's id
+             _case("maps.new", "generate_from", "new"), _case("maps.trainlike", "generate_from", "other")]
+    with caplog.at_level(logging.WARNING):
+        kept = leave_out_test_cases(cases, files, {"mine": split}, [files["t0"]])
+    # The experiment's own test case is generated (evaluate scores it); a training map's copy is no test leak.
+    assert [c.case_id for c in kept] == ["t0", "r0", "maps.new", "maps.trainlike"]
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"maps.copy left out: its label map {files['maps.copy']} is a test case's ({files['t0']})" in warned
+    assert "maps.same_id left out: patient P_test is in the test part of mine" in warned
+    assert "maps.new" not in warned and "trainlike" not in warned
+
+
+def test_without_test_maps_or_generate_from_cases_nothing_is_left_out(tmp_path) -> None:
+    split = tmp_path / "split.tsv"
+    write_tsv(split, [{"case_id": "t0", "patient_id": "P", "part": "test"}], ["case_id", "patient_id", "part"])
+    (tmp_path / "a").write_bytes(b"x")
+    cases = [_case("t0", "test", "P"), _case("maps.a", "generate_from", "Q")]
+    assert leave_out_test_cases(cases, {"t0": str(tmp_path / "a"), "maps.a": str(tmp_path / "a")}, {"m": split},
+                                []) == cases
