@@ -152,7 +152,9 @@ def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
             for name in ("ct", "seg"):
                 f = root / f"PETCT_{p:02d}" / f"200{s}-01-01" / f"{name}.nii.gz"
                 f.parent.mkdir(parents=True, exist_ok=True)
-                f.write_bytes(b"only the names matter up to the split")
+                # Only the names matter up to the split, but each study its own bytes: the split refuses one
+                # file's bytes under two patients (data.split.same_study_cases).
+                f.write_bytes(f"study {p} {s} {name}".encode())
     ds = dataset(source="local", local={"root": str(root)},
                  layout={"image": "{patient}/{study}/ct.nii.gz", "label": "{patient}/{study}/seg.nii.gz"})
     work = tmp_path / "work"
@@ -179,7 +181,7 @@ def test_an_edited_cases_listing_reruns_the_download_and_the_split(tmp_path, sna
     for case in ("PETCT_01_a", "PETCT_01_b", "PETCT_02_a", "PETCT_03_a"):
         for name in ("ct", "seg"):
             (root / case).mkdir(parents=True, exist_ok=True)
-            (root / case / f"{name}.nii.gz").write_bytes(b"only the names matter up to the split")
+            (root / case / f"{name}.nii.gz").write_bytes(f"only the names matter up to the split: {case}".encode())
     rows = ["case_id\tpatient_id\timage\tlabel"] + [
         f"{c}\t{c}\t{c}/ct.nii.gz\t{c}/seg.nii.gz" for c in ("PETCT_01_a", "PETCT_01_b", "PETCT_02_a")]
     table = root / "cases.tsv"
