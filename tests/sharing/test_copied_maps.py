@@ -103,3 +103,18 @@ def test_a_training_map_under_another_patient_shares_its_fold(cohort, tmp_path):
     # Without the join, round-robin put them in different folds (the defect).
     assert any("ct_PETCT_01a_s1_syn00" in f["val"] and "maps2_PETCT_77x_s1_syn00" not in f["val"]
                for f in patient_folds(cases, 5))
+
+
+def test_the_export_states_which_generate_from_cases_generation_left_out(cohort):
+    """The same rule as generation's (inference.held_out): the test map's copy and a test patient's id."""
+    from medsynth.sharing.copied_maps import left_out_by_generation
+
+    rows = [{"case_id": "PETCT_06a_s1", "label": str(cohort["copy"])},
+            {"case_id": "PETCT_09a_s1", "label": str(cohort["copy"].with_name("PETCT_09a_s1.nii.gz"))},
+            {"case_id": "again", "patient_id": "PETCT_06a", "label": str(cohort["copy"].with_name("PETCT_09a_s1.nii.gz"))}]
+    write_tsv(cohort["tables"]["maps"], rows, ["case_id", "patient_id", "label"])
+    assert left_out_by_generation(cohort["tables"], cohort["splits"]) == {
+        "maps.PETCT_06a_s1": f"its label map {cohort['copy']} is a test case's ({cohort['test']}) under another id",
+        "maps.again": "patient PETCT_06a is in the test part of ct"}
+    # The split datasets' own cases are generation's to make or not: none is listed.
+    assert left_out_by_generation({"ct": cohort["tables"]["ct"]}, cohort["splits"]) == {}

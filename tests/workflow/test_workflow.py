@@ -189,6 +189,9 @@ def test_a_test_maps_copy_in_a_generate_from_dataset_is_left_out_with_a_warning(
     assert (w / "results/preprocess/labels_only/P7_s1/label.nii.gz").is_file()  # preprocessed like any case
     exported = json.loads((w / "results/export/tiny/nnUNet_raw/Dataset500_Tiny/dataset.json").read_text())
     assert exported["medsynth"]["cases"] and not [c for c in exported["medsynth"]["cases"] if "P7" in c]
+    (reason,) = exported["medsynth"]["left_out_by_generation"].values()  # and says so where it is shared
+    assert list(exported["medsynth"]["left_out_by_generation"]) == ["labels_only.P7_s1"]
+    assert "P7/s1/label.nii.gz is a test case's (" in reason and "phantom/phantom_" in reason
 
 
 @pytest.mark.slow

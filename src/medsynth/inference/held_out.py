@@ -12,38 +12,45 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 from medsynth.data.patients import patients_in_test
 from medsynth.data.same_files import copies_of
-from medsynth.inference.generate_cases import LabelCase
 
 log = logging.getLogger(__name__)
 
 
-def test_case_reasons(cases: Sequence[LabelCase], sources: Mapping[str, str], split_tables: Mapping[str, Path],
+class SourceMap(NamedTuple):
+    """A ``generate_from`` case as generation and the export know it."""
+
+    case_id: str  # <dataset>.<case>, its id among the experiment's generated cases
+    patient_id: str
+    label: str  # its source label map
+
+
+def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Path],
                       test_labels: Sequence[str]) -> dict[str, str]:
-    """case id -> why it is a test patient's, for the ``generate_from`` cases among ``cases`` whose patient is
-    in the test part of a dataset the generator learnt from (``split_tables``: dataset -> ``split.tsv``) or
-    whose source label map (``sources``: case id -> file) has the bytes of a test case's (``test_labels``)."""
-    extra = [c for c in cases if c.part == "generate_from"]
+    """case id -> why it is a test patient's, for the ``generate_from`` ``cases`` whose patient is in the test
+    part of a dataset the generator learnt from (``split_tables``: dataset -> ``split.tsv``) or whose source
+    label map has the bytes of a test case's (``test_labels``)."""
     test = patients_in_test(split_tables)
-    copies = copies_of([sources[c.case_id] for c in extra], test_labels)
+    copies = copies_of([c.label for c in cases], test_labels)
     reasons = {}
-    for case in extra:
+    for case in cases:
         if case.patient_id in test:
             reasons[case.case_id] = f"patient {case.patient_id} is in the test part of {test[case.patient_id]}"
-        elif sources[case.case_id] in copies:
-            reasons[case.case_id] = (f"its label map {sources[case.case_id]} is a test case's "
-                                     f"({copies[sources[case.case_id]]}) under another id")
+        elif case.label in copies:
+            reasons[case.case_id] = (f"its label map {case.label} is a test case's ({copies[case.label]}) under "
+                                     "another id")
     return reasons
 
 
-def leave_out_test_cases(cases: Sequence[LabelCase], sources: Mapping[str, str], split_tables: Mapping[str, Path],
-                         test_labels: Sequence[str]) -> list[LabelCase]:
-    """``cases`` without the ``generate_from`` cases of test patients (``test_case_reasons``), each left out
-    with a warning."""
-    reasons = test_case_reasons(cases, sources, split_tables, test_labels)
+def leave_out_test_cases(cases: Sequence, sources: Mapping[str, str], split_tables: Mapping[str, Path],
+                         test_labels: Sequence[str]) -> list:
+    """``cases`` (``generate_cases.LabelCase``) without the ``generate_from`` ones of test patients
+    (``test_case_reasons``; ``sources``: case id -> source label map), each left out with a warning."""
+    extra = [SourceMap(c.case_id, c.patient_id, sources[c.case_id]) for c in cases if c.part == "generate_from"]
+    reasons = test_case_reasons(extra, split_tables, test_labels)
     for case_id, reason in sorted(reasons.items()):
         log.warning("generate_from case %s left out: %s. Its synthetic images would ship a test patient's "
                     "anatomy; remove it from its dataset (or give it the test case's patient_id) to silence "

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from medsynth.data.cohort import read_cases
 from medsynth.data.same_files import copies_of, identical_groups
+from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
 
 
@@ -75,3 +76,13 @@ def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dic
         for patient in merged:
             joined[patient] = merged
     return {p: min(group) for p, group in joined.items() if len(group) > 1 and min(group) != p}
+
+
+def left_out_by_generation(case_tables: Mapping[str, Path], split_tables: Mapping[str, Path]) -> dict[str, str]:
+    """<dataset>.<case> -> why generation left it out (``inference.held_out``: a test patient's study), for
+    the cases of the ``generate_from`` datasets among ``case_tables`` (those without a ``split_tables``
+    entry): the export says so in dataset.json."""
+    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
+    extra = [SourceMap(f"{d}.{c}", r.get("patient_id") or c, r.get("label") or "")
+             for d in sorted(rows) if d not in split_tables for c, r in sorted(rows[d].items())]
+    return test_case_reasons(extra, split_tables, list(test_label_files(rows, split_tables))) if extra else {}

@@ -29,7 +29,7 @@ from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.inference.resume import require_generated
 from medsynth.io.tables import read_tsv
-from medsynth.sharing.copied_maps import copies_of_test_maps, shared_map_patients
+from medsynth.sharing.copied_maps import copies_of_test_maps, left_out_by_generation, shared_map_patients
 from medsynth.sharing.nnunet_naming import export_folders
 
 log = logging.getLogger(__name__)
@@ -334,6 +334,9 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
         log.warning("%s: %s", experiment, provenance["include_real_note"])
     if audit_rows is not None:
         provenance["memorisation_audit"] = audit_summary
+    left_out = left_out_by_generation(case_tables or {}, split_tables)
+    if left_out:  # generate's warnings, stated where the dataset is shared
+        provenance["left_out_by_generation"] = left_out
     joined = shared_map_patients(cases, case_tables or {})
     if joined:
         provenance["same_label_map"] = joined
