@@ -173,6 +173,33 @@ def test_split_keeps_the_studies_of_a_patient_together(tmp_path, snakemake):
 
 
 @pytest.mark.slow
+def test_one_study_under_two_patient_ids_in_two_parts_stops_the_split(tmp_path, snakemake):
+    """A study exported twice under two pseudonyms: the ids cannot tell, the bytes can. The split stops
+    before anything trains on it, naming the cases, patients, parts and files, and writes no split.tsv."""
+    from medsynth.data.split import split_cases
+
+    root, names = tmp_path / "data", [f"PETCT_0{i}_a" for i in range(4)]
+    for case in names:
+        (root / case).mkdir(parents=True)
+        for name in ("ct", "seg"):
+            (root / case / f"{name}.nii.gz").write_bytes(f"{case} {name}".encode())
+    config = data_config(dataset(source="local", local={"root": str(root)},
+                                 layout={"image": "{case}/ct.nii.gz", "label": "{case}/seg.nii.gz"}))
+    parts = split_cases(names, config["split"]["ratios"], config["split"]["seed"])
+    trained, tested = min(c for c in names if parts[c] == "train"), min(c for c in names if parts[c] == "test")
+    (root / tested / "seg.nii.gz").write_bytes((root / trained / "seg.nii.gz").read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, config, "results/split/mine/split.tsv")
+    log = (work / "logs/split/mine.log").read_text()
+    assert result.returncode != 0 and not (work / "results/split/mine/split.tsv").exists()
+    listed = ", ".join(f"{c} (patient {c}, {parts[c]})" for c in sorted((trained, tested)))
+    files = ", ".join(str(root / c / "seg.nii.gz") for c in sorted((trained, tested)))
+    assert f"cases {listed} are one study under two patient ids (the same bytes: {files})" in log, log
+    assert "Give these cases one patient_id" in log
+
+
+@pytest.mark.slow
 def test_an_edited_cases_listing_reruns_the_download_and_the_split(tmp_path, snakemake):
     """A curator fills in a patient id (the study joins a test patient), or a study is added to the folder:
     the config is unchanged, but a split kept from the old listing would train on a test patient's study.
