@@ -111,7 +111,8 @@ def test_the_export_states_which_generate_from_cases_generation_left_out(cohort)
 
     rows = [{"case_id": "PETCT_06a_s1", "label": str(cohort["copy"])},
             {"case_id": "PETCT_09a_s1", "label": str(cohort["copy"].with_name("PETCT_09a_s1.nii.gz"))},
-            {"case_id": "again", "patient_id": "PETCT_06a", "label": str(cohort["copy"].with_name("PETCT_09a_s1.nii.gz"))}]
+            {"case_id": "again", "patient_id": "PETCT_06a",
+             "label": str(cohort["copy"].with_name("PETCT_09a_s1.nii.gz"))}]
     write_tsv(cohort["tables"]["maps"], rows, ["case_id", "patient_id", "label"])
     assert left_out_by_generation(cohort["tables"], cohort["splits"]) == {
         "maps.PETCT_06a_s1": f"its label map {cohort['copy']} is a test case's ({cohort['test']}) under another id",

@@ -201,3 +201,12 @@ def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_pa
     assert "shipped, marked as they are" in render({**full, "shared_audit": shared_audit(
         tmp_path / "memorisation_audit.tsv", refuse=False)})
     assert "nothing" in render({**full, "shared_audit": shared_audit(None, refuse=True)})
+    # With generate_from datasets the card says which cases generation left out, or that it left out none.
+    # It counts them and names none: their ids and files are test patients'.
+    left = render({**full, "shared_audit": shared_audit(tmp_path / "memorisation_audit.tsv", True,
+                                                        {"maps.PETCT_06a": "patient PETCT_06a is in the test part"})})
+    assert "label maps left out of generation (a test patient's study): 1 (generate_from label maps" in left
+    assert "logs/generate/<experiment>.log names them" in left and "PETCT_06a" not in left
+    assert "(a test patient's study): none" in render({**full, "shared_audit": shared_audit(
+        tmp_path / "memorisation_audit.tsv", True, {})})
+    assert "left out of generation" not in text  # an experiment without generate_from

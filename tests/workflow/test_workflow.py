@@ -189,9 +189,15 @@ def test_a_test_maps_copy_in_a_generate_from_dataset_is_left_out_with_a_warning(
     assert (w / "results/preprocess/labels_only/P7_s1/label.nii.gz").is_file()  # preprocessed like any case
     exported = json.loads((w / "results/export/tiny/nnUNet_raw/Dataset500_Tiny/dataset.json").read_text())
     assert exported["medsynth"]["cases"] and not [c for c in exported["medsynth"]["cases"] if "P7" in c]
-    (reason,) = exported["medsynth"]["left_out_by_generation"].values()  # and says so where it is shared
-    assert list(exported["medsynth"]["left_out_by_generation"]) == ["labels_only.P7_s1"]
-    assert "P7/s1/label.nii.gz is a test case's (" in reason and "phantom/phantom_" in reason
+    # Where it is shared, counted and named nowhere: its id and files are a test patient's.
+    dataset_json = (w / "results/export/tiny/nnUNet_raw/Dataset500_Tiny/dataset.json").read_text()
+    assert exported["medsynth"]["left_out_by_generation"]["cases"] == 1
+    card = (w / "results/share/tiny/MODEL_CARD.md").read_text()
+    assert "label maps left out of generation (a test patient's study): 1 (generate_from label maps" in card
+    tested = [r["case_id"] for r in read_tsv(w / "results/split/phantom/split.tsv") if r["part"] == "test"]
+    for shared in (dataset_json, card):
+        assert tested and not [name for name in ["P7", *tested] if name in shared]
+    assert "left out of generation" not in (w / "results/share/tiny-unpaired/MODEL_CARD.md").read_text()
 
 
 @pytest.mark.slow

@@ -496,17 +496,22 @@ def test_case_inputs(wildcards):
                             if not case_problem(d, c)]}
 
 
+def test_check_tables(wildcards):
+    """The split tables of the datasets a generator learnt from, and the cases tables of those and of its
+    generate_from datasets: what the export checks (a test case's label map under another id is refused)
+    and what tells the model card which generate_from cases generation left out."""
+    generate_from = config["experiments"][wildcards.experiment].get("generate_from", [])
+    return {"split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)],
+            "case_tables": [checkpoints.download.get(dataset=d).output.cases
+                            for d in sorted({*card_datasets(wildcards), *generate_from})]}
+
+
 def export_inputs(wildcards):
     """generate's manifest, the split and cases tables of the datasets the generator learnt from (the export
     refuses a case of their test patients, and a copy of a test case's label map) and of the generate_from
     datasets; with export.include_real the image dataset's real cases of
     the exported parts (their image and label files), its cases table and split, unless it is image-only."""
-    generate_from = config["experiments"][wildcards.experiment].get("generate_from", [])
-    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv",
-              "split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)],
-              # Their cases and the generate_from datasets': a test case's label map under another id is refused.
-              "case_tables": [checkpoints.download.get(dataset=d).output.cases
-                              for d in sorted({*card_datasets(wildcards), *generate_from})]}
+    inputs = {"manifest": f"results/generate/{wildcards.experiment}/manifest.tsv", **test_check_tables(wildcards)}
     # An image-only dataset's real images have no label maps to ship them with (the export says so).
     if config["export"]["include_real"] and not image_only(image_dataset(wildcards)):
         dataset = image_dataset(wildcards)
@@ -542,10 +547,14 @@ def exports(experiment):
 
 
 def shared_audit_input(wildcards):
-    """The memorisation audit of the exported cases, for the model card; none when nothing is exported."""
+    """The memorisation audit of the exported cases, for the model card; none when nothing is exported; with
+    generate_from datasets, ``test_check_tables``."""
     if not exports(wildcards.experiment):
         return {}
-    return {"audit": f"results/export/{wildcards.experiment}/memorisation_audit.tsv"}
+    audit = {"audit": f"results/export/{wildcards.experiment}/memorisation_audit.tsv"}
+    # With generate_from: which of its cases generation left out (only then: no other card reruns).
+    return {**audit, **test_check_tables(wildcards)} if config["experiments"][wildcards.experiment].get(
+        "generate_from") else audit
 
 
 def export_parts():

@@ -78,10 +78,16 @@ def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dic
     return {p: min(group) for p, group in joined.items() if len(group) > 1 and min(group) != p}
 
 
+# What the shared files say of the cases generation left out: how many and why, not which (their ids and
+# files name test patients; the generation log, which stays with the run, names them).
+LEFT_OUT_WHY = ("generate_from label maps of test patients (by patient id, or a test case's label map under "
+                "another id) were not generated; logs/generate/<experiment>.log names them")
+
+
 def left_out_by_generation(case_tables: Mapping[str, Path], split_tables: Mapping[str, Path]) -> dict[str, str]:
     """<dataset>.<case> -> why generation left it out (``inference.held_out``: a test patient's study), for
     the cases of the ``generate_from`` datasets among ``case_tables`` (those without a ``split_tables``
-    entry): the export says so in dataset.json."""
+    entry): the export and the model card count them (``LEFT_OUT_WHY``)."""
     rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
     extra = [SourceMap(f"{d}.{c}", r.get("patient_id") or c, r.get("label") or "")
              for d in sorted(rows) if d not in split_tables for c, r in sorted(rows[d].items())]

@@ -20,6 +20,7 @@ import numpy as np
 
 from medsynth.data.labels import LabelTable
 from medsynth.io.tables import parse_float, read_tsv
+from medsynth.sharing.copied_maps import LEFT_OUT_WHY
 
 CARD_VERSION = 1
 INTENDED_USE = ("research: synthetic training images for segmentation models, data augmentation studies, and "
@@ -281,9 +282,11 @@ def _metrics_table(metrics: Mapping | str) -> list[str]:
     return rows
 
 
-def shared_audit(table: Path | None, refuse: bool) -> dict:
+def shared_audit(table: Path | None, refuse: bool, left_out: Mapping[str, str] | None = None) -> dict:
     """The memorisation audit of the exported synthetic volumes (``audit.audit_shared``'s table) as the card
-    states it; without an export nothing is shared."""
+    states it; without an export nothing is shared. ``left_out``: with generate_from datasets, the cases
+    generation left out and why (``copied_maps.left_out_by_generation``): the card counts them, naming none
+    (they are test patients')."""
     if table is None:
         return {"exported": "nothing (no export.splits part and no generate_from dataset)"}
     rows = read_tsv(table)
@@ -298,7 +301,12 @@ def shared_audit(table: Path | None, refuse: bool) -> dict:
             "volumes no check could compare (not audited)": ", ".join(unaudited) if unaudited else "none",
             "flagged or not audited volumes in the export": "left out (export.refuse_flagged)" if refuse else
             "shipped, marked as they are (export.refuse_flagged: false)",
+            **({} if left_out is None else {LEFT_OUT: f"{len(left_out)} ({LEFT_OUT_WHY})" if left_out else "none"}),
             "table": f"{Path(table).name} in the export folder"}
+
+
+# The card's line for the generate_from cases generation left out (inference/held_out.py), counted.
+LEFT_OUT = "label maps left out of generation (a test patient's study)"
 
 
 def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, str | None], card_md: Path,

@@ -29,7 +29,8 @@ from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.inference.resume import require_generated
 from medsynth.io.tables import read_tsv
-from medsynth.sharing.copied_maps import copies_of_test_maps, left_out_by_generation, shared_map_patients
+from medsynth.sharing.copied_maps import (LEFT_OUT_WHY, copies_of_test_maps, left_out_by_generation,
+                                         shared_map_patients)
 from medsynth.sharing.nnunet_naming import export_folders
 
 log = logging.getLogger(__name__)
@@ -335,8 +336,8 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     if audit_rows is not None:
         provenance["memorisation_audit"] = audit_summary
     left_out = left_out_by_generation(case_tables or {}, split_tables)
-    if left_out:  # generate's warnings, stated where the dataset is shared
-        provenance["left_out_by_generation"] = left_out
+    if left_out:  # generate's warnings, counted where the dataset is shared: their names are test patients'
+        provenance["left_out_by_generation"] = {"cases": len(left_out), "why": LEFT_OUT_WHY}
     joined = shared_map_patients(cases, case_tables or {})
     if joined:
         provenance["same_label_map"] = joined
