@@ -11,7 +11,7 @@ import pytest
 
 from medsynth.io.nifti import save_volume
 from medsynth.io.tables import write_tsv
-from medsynth.sharing.copied_maps import copies_of_test_maps
+from medsynth.sharing.copied_maps import case_rows, copies_of_test_maps
 from medsynth.sharing.nnunet_export import ExportCase
 
 AFFINE = np.diag([-0.8, -0.8, 3.0, 1.0])  # LPS storage, as TotalSegmentator writes a DICOM-derived CT
@@ -52,7 +52,7 @@ def _synthetic(dataset: str, case: str, label: Path) -> ExportCase:
 def test_a_test_map_saved_again_under_its_own_name_is_found(cohort):
     cases = [_synthetic("ct", "PETCT_01a_s1", cohort["train"]),
              _synthetic("maps", "PETCT_06a_s1", cohort["copy"]), _synthetic("maps", "PETCT_09a_s1", cohort["copy"])]
-    found = copies_of_test_maps(cases, cohort["tables"], cohort["splits"])
+    found = copies_of_test_maps(cases, case_rows(cohort["tables"]), cohort["splits"])
     assert found == [f"maps_PETCT_06a_s1_syn00 ({cohort['copy']}) is a copy of ct case PETCT_06a_s1 "
                      f"({cohort['test']})"]
     # Without the cases tables (an export outside the workflow) nothing can be compared.
@@ -62,7 +62,7 @@ def test_a_test_map_saved_again_under_its_own_name_is_found(cohort):
 def test_a_real_case_listing_a_test_file_under_another_patient_is_found(cohort):
     real = ExportCase("again_real", cohort["test"].with_name("ct.nii.gz"), cohort["test"], patient="PETCT_99z",
                       provenance={"synthetic": False, "case_id": "again"})
-    assert copies_of_test_maps([real], cohort["tables"], cohort["splits"]) == [
+    assert copies_of_test_maps([real], case_rows(cohort["tables"]), cohort["splits"]) == [
         f"again_real ({cohort['test']}) is a copy of ct case PETCT_06a_s1 ({cohort['test']})"]
 
 
@@ -72,7 +72,7 @@ def test_maps_that_only_share_a_size_are_not_copies(cohort):
     data[-1] ^= 0xFF  # the gzip trailer: same length, other bytes
     same_size.write_bytes(bytes(data))
     assert same_size.stat().st_size == cohort["test"].stat().st_size
-    assert copies_of_test_maps([_synthetic("maps", "PETCT_09a_s1", same_size)], cohort["tables"],
+    assert copies_of_test_maps([_synthetic("maps", "PETCT_09a_s1", same_size)], case_rows(cohort["tables"]),
                                cohort["splits"]) == []
 
 
@@ -94,7 +94,7 @@ def test_a_training_map_under_another_patient_shares_its_fold(cohort, tmp_path):
     cases += [_synthetic("maps2", r["case_id"], Path(r["label"])) for r in rows[1:]]
     cases = [ExportCase(c.identifier, c.image, c.label, c.patient.rsplit("_", 1)[0], provenance=c.provenance)
              for c in cases]
-    joined = shared_map_patients(cases, tables)
+    joined = shared_map_patients(cases, case_rows(tables))
     assert joined == {"PETCT_77x": "PETCT_01a"}  # the others' maps are their own
     for k in (2, 3, 5):
         folds = patient_folds(cases, k, joined)
@@ -114,8 +114,8 @@ def test_the_export_states_which_generate_from_cases_generation_left_out(cohort)
             {"case_id": "again", "patient_id": "PETCT_06a",
              "label": str(cohort["copy"].with_name("PETCT_09a_s1.nii.gz"))}]
     write_tsv(cohort["tables"]["maps"], rows, ["case_id", "patient_id", "label"])
-    assert left_out_by_generation(cohort["tables"], cohort["splits"]) == {
+    assert left_out_by_generation(case_rows(cohort["tables"]), cohort["splits"]) == {
         "maps.PETCT_06a_s1": f"its label map {cohort['copy']} is a test case's ({cohort['test']}) under another id",
         "maps.again": "patient PETCT_06a is in the test part of ct"}
     # The split datasets' own cases are generation's to make or not: none is listed.
-    assert left_out_by_generation({"ct": cohort["tables"]["ct"]}, cohort["splits"]) == {}
+    assert left_out_by_generation(case_rows({"ct": cohort["tables"]["ct"]}), cohort["splits"]) == {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 # Read in pieces: an image of a few hundred MB never sits in memory whole.
 HASH_CHUNK = 1 << 20
@@ -60,8 +60,19 @@ def copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> d
     """file -> the original whose bytes it has, for each of ``files`` that is one of ``originals`` or a copy
     of one (the first original of its bytes, by name)."""
     files, originals = {str(f) for f in files if f}, sorted({str(o) for o in originals if o})
-    found = {f: f for f in files if f in set(originals)}
+    known = set(originals)
+    found = {f: f for f in files if f in known}
     for group in identical_groups([*files, *originals]):
-        original = next((f for f in group if f in originals), None)
+        original = next((f for f in group if f in known), None)
         found.update({f: original for f in group if original and f in files and f not in found})
     return found
+
+
+def shared_files(owners: Mapping[str, set[str]]) -> list[tuple[list[str], set[str]]]:
+    """(files, their owners together) for each group of ``owners``' files (file -> the cases or patients
+    that list it) with the same bytes, and for each file listed by several owners on its own (its bytes
+    are its own twin)."""
+    groups = identical_groups(owners)
+    grouped = {f for group in groups for f in group}
+    groups += [[f] for f in sorted(owners) if len(owners[f]) > 1 and f not in grouped]
+    return [(group, set().union(*(owners[f] for f in group))) for group in groups]

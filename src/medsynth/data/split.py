@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from medsynth.data.same_files import identical_groups
+from medsynth.data.same_files import shared_files
 from medsynth.io.tables import read_tsv
 
 PARTS = ("train", "val", "test")
@@ -94,12 +94,9 @@ def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str]
             if row.get(column):
                 cases_of.setdefault(row[column], set()).add(row["case_id"])
     patient = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
-    groups = identical_groups(cases_of)
-    grouped = {f for group in groups for f in group}
     warnings = []
-    # And one file listed for two cases: the same bytes as well.
-    for group in groups + [[f] for f, cases in sorted(cases_of.items()) if len(cases) > 1 and f not in grouped]:
-        cases = sorted(set().union(*(cases_of[f] for f in group)))
+    for group, listed_by in shared_files(cases_of):
+        cases = sorted(listed_by)
         if len({patient[c] for c in cases}) < 2:
             continue  # one patient's studies share a part already
         listed = ", ".join(f"{c} (patient {patient[c]}, {parts[c]})" for c in cases)

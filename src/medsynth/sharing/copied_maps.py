@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medsynth.data.cohort import read_cases
-from medsynth.data.same_files import copies_of, identical_groups
+from medsynth.data.same_files import copies_of, shared_files
 from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
 
 
-def test_label_files(rows: Mapping[str, Mapping[str, Mapping[str, str]]],
-                     split_tables: Mapping[str, Path]) -> dict[str, str]:
+def test_label_files(rows: Rows, split_tables: Mapping[str, Path]) -> dict[str, str]:
     """label file -> '<dataset> case <id>' of every test case of the split datasets whose cases table rows
     (``rows``: dataset -> case id -> row) are given."""
     out = {}
@@ -34,8 +33,7 @@ def test_label_files(rows: Mapping[str, Mapping[str, Mapping[str, str]]],
     return out
 
 
-def source_label(provenance: Mapping[str, str], label: Path, rows: Mapping[str, Mapping[str, Mapping[str, str]]]) \
-        -> str | None:
+def source_label(provenance: Mapping[str, str], label: Path, rows: Rows) -> str | None:
     """The source label file of an exported case: a synthetic case's is its source case's in its dataset's
     cases table (``rows``: dataset -> case id -> row); a real case's is its own ``label``."""
     if not provenance.get("synthetic"):
@@ -44,11 +42,17 @@ def source_label(provenance: Mapping[str, str], label: Path, rows: Mapping[str, 
     return row.get("label") if row else None
 
 
-def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
-                        split_tables: Mapping[str, Path]) -> list[str]:
+Rows = Mapping[str, Mapping[str, Mapping[str, str]]]  # dataset -> case id -> its cases table row
+
+
+def case_rows(case_tables: Mapping[str, Path]) -> dict[str, dict[str, dict[str, str]]]:
+    """dataset -> case id -> row of each ``cases.tsv``: read once for all the checks below."""
+    return {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
+
+
+def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, Path]) -> list[str]:
     """'<case> (<file>) is a copy of <test case> (<file>)' for every exported case (``ExportCase``) whose
-    source label map is byte for byte a test case's of one of the split datasets."""
-    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}  # each table read once
+    source label map is byte for byte a test case's of one of the split datasets (``rows``: ``case_rows``)."""
     tests = test_label_files(rows, split_tables)
     if not tests:
         return []
@@ -58,20 +62,18 @@ def copies_of_test_maps(cases: Sequence, case_tables: Mapping[str, Path],
             for case in sorted(sources) if sources[case] in twin]
 
 
-def shared_map_patients(cases: Sequence, case_tables: Mapping[str, Path]) -> dict[str, str]:
+def shared_map_patients(cases: Sequence, rows: Rows) -> dict[str, str]:
     """patient -> the patient whose nnU-Net fold it joins, for the patients of exported cases (``ExportCase``)
     made from byte-identical label maps (a training map listed again under another id, e.g. in a
     ``generate_from`` folder): in two folds, nnU-Net would validate on the anatomy it trains on. A group
-    is named by its first patient; patients with maps of their own are not listed."""
-    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
+    is named by its first patient; patients with maps of their own are not listed (``rows``: ``case_rows``)."""
     patients_of: dict[str, set[str]] = {}
     for case in cases:
         src = source_label(case.provenance, case.label, rows)
         if src:
             patients_of.setdefault(src, set()).add(case.patient)
     joined: dict[str, set[str]] = {}
-    for group in identical_groups(patients_of) + [[f] for f, p in patients_of.items() if len(p) > 1]:
-        patients = set().union(*(patients_of[f] for f in group))
+    for _, patients in shared_files(patients_of):
         merged = set().union(*(joined.get(p, {p}) for p in patients))  # and the groups they are in
         for patient in merged:
             joined[patient] = merged
@@ -84,11 +86,10 @@ LEFT_OUT_WHY = ("generate_from label maps of test patients (by patient id, or a 
                 "another id) were not generated; logs/generate/<experiment>.log names them")
 
 
-def left_out_by_generation(case_tables: Mapping[str, Path], split_tables: Mapping[str, Path]) -> dict[str, str]:
+def left_out_by_generation(rows: Rows, split_tables: Mapping[str, Path]) -> dict[str, str]:
     """<dataset>.<case> -> why generation left it out (``inference.held_out``: a test patient's study), for
-    the cases of the ``generate_from`` datasets among ``case_tables`` (those without a ``split_tables``
-    entry): the export and the model card count them (``LEFT_OUT_WHY``)."""
-    rows = {d: {r["case_id"]: r for r in read_cases(t)} for d, t in case_tables.items()}
+    the cases of the ``generate_from`` datasets among ``rows`` (``case_rows``; those without a
+    ``split_tables`` entry): the export and the model card count them (``LEFT_OUT_WHY``)."""
     extra = [SourceMap(f"{d}.{c}", r.get("patient_id") or c, r.get("label") or "")
              for d in sorted(rows) if d not in split_tables for c, r in sorted(rows[d].items())]
     return test_case_reasons(extra, split_tables, list(test_label_files(rows, split_tables))) if extra else {}

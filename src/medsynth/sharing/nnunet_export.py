@@ -29,8 +29,8 @@ from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
 from medsynth.inference.resume import require_generated
 from medsynth.io.tables import read_tsv
-from medsynth.sharing.copied_maps import (LEFT_OUT_WHY, copies_of_test_maps, left_out_by_generation,
-                                         shared_map_patients)
+from medsynth.sharing.copied_maps import (LEFT_OUT_WHY, Rows, case_rows, copies_of_test_maps,
+                                         left_out_by_generation, shared_map_patients)
 from medsynth.sharing.nnunet_naming import export_folders
 
 log = logging.getLogger(__name__)
@@ -276,9 +276,9 @@ def leaked_cases(cases: Sequence[ExportCase], split_tables: Mapping[str, Path]) 
 
 
 def refuse_test_cases(experiment: str, cases: Sequence[ExportCase], split_tables: Mapping[str, Path],
-                      case_tables: Mapping[str, Path]) -> None:
+                      rows: Rows) -> None:
     """Raise, before anything is written, for a case of a test patient, or one made from a test case's
-    label map under another id."""
+    label map under another id (``rows``: ``copied_maps.case_rows`` of the cases tables)."""
     def shown(items: list[str]) -> str:
         return "; ".join(items[:10]) + (f"; … ({len(items)} in all)" if len(items) > 10 else "")
 
@@ -288,7 +288,7 @@ def refuse_test_cases(experiment: str, cases: Sequence[ExportCase], split_tables
                          f"stay out of anything shared: {shown(leaks)}. Remove test from export.splits, or those "
                          "patients' cases from the dataset they come from (a generate_from dataset, or with "
                          "export.include_real the image dataset)")
-    copies = copies_of_test_maps(cases, case_tables, split_tables)
+    copies = copies_of_test_maps(cases, rows, split_tables)
     if copies:
         raise ValueError(f"export of experiments.{experiment}: {len(copies)} case(s) made from a test case's label "
                          f"map under another id: {shown(copies)}. Remove the copies from the dataset that lists "
@@ -326,7 +326,8 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     if real is not None:
         real_parts = {r["case_id"]: r["part"] for r in read_tsv(real[1])}
         cases += real_cases(read_cases(real[0]), real_parts, parts, real[2])
-    refuse_test_cases(experiment, cases, split_tables, case_tables or {})
+    rows = case_rows(case_tables or {})  # each cases table read once for the three checks
+    refuse_test_cases(experiment, cases, split_tables, rows)
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
                   "medsynth_version": medsynth.__version__}
     if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset
@@ -335,10 +336,10 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
         log.warning("%s: %s", experiment, provenance["include_real_note"])
     if audit_rows is not None:
         provenance["memorisation_audit"] = audit_summary
-    left_out = left_out_by_generation(case_tables or {}, split_tables)
+    left_out = left_out_by_generation(rows, split_tables)
     if left_out:  # generate's warnings, counted where the dataset is shared: their names are test patients'
         provenance["left_out_by_generation"] = {"cases": len(left_out), "why": LEFT_OUT_WHY}
-    joined = shared_map_patients(cases, case_tables or {})
+    joined = shared_map_patients(cases, rows)
     if joined:
         provenance["same_label_map"] = joined
         log.warning("%s: patients with byte-identical source label maps share a fold: %s", experiment, joined)
