@@ -114,6 +114,14 @@ def test_per_case_jobs_run_in_batches_of_cases_through_the_profile(tmp_path):
     for rule, minutes in (("preprocess", "2"), ("slice", "1")):
         block = re.search(rf"^rule {rule}:\n(?:    .*\n)*?    resources: (.*)$", local, re.M)
         assert dict(item.split("=", 1) for item in block.group(1).split(", "))["runtime"] == minutes, rule
+    # And each fits beside a running training of the demo on its 2 cores (at 2 threads the MR cases waited
+    # for the first training to end: priority cannot make a 2-thread job fit one free core).
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    free = 2 - max(e["threads"] for e in demo["experiments"].values())
+    for rule in ("preprocess", "slice"):
+        block = re.search(rf"^rule {rule}:\n((?:    .*\n)*)", local, re.M).group(1)
+        threads = re.search(r"^    threads: (\d+)$", block, re.M)  # Snakemake leaves out threads: 1
+        assert (int(threads.group(1)) if threads else 1) <= free, (rule, block)
 
 
 def test_partitions_and_accounts_live_only_in_the_profile():

@@ -19,10 +19,11 @@ rule preprocess:
         "logs/preprocess/{dataset}/{case}.log",
     benchmark:
         "benchmarks/preprocess/{dataset}/{case}.tsv"
-    threads: 2
-    # Data jobs first: a 2-thread job cannot start beside a running 1-thread training on 2 cores, and
-    # the demo's second training waited 4 minutes for its last MR case that way (10 min 58 s in all).
-    priority: 10
+    # One thread: with two, a data job never fits beside a running 1-thread training on 2 cores, whatever
+    # its priority (the demo's MR cases waited 4.5 minutes for the first training, 13:58 in all). A second
+    # thread saves ~0.5 s of ~3 s on an AutoPET-sized CT for 60 % more CPU time (docs/architecture.md).
+    threads: 1
+    priority: 10  # data jobs first, before the trainings take the cores one by one
     resources:
         mem_mb=grows(8000),  # a 512 x 512 x 1000 CT needs a few GB; more on a retry
         # Minutes; a 400 x 400 x 326 CT (AutoPET) takes ~5 s. A cluster job of a batch of cases
