@@ -304,11 +304,23 @@ def test_a_body_wider_than_the_crop_is_said_with_its_share(caplog) -> None:
     mask[2:38, 4:20] = 1  # 36 px wide, cropped to 32: 4 columns of 16 px on 3 slices leave
     label[10:30, 8:16] = 1
     with caplog.at_level("WARNING", logger="medsynth"):
-        slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.0))
+        cut = slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.0))
     assert "192 of the kept slices' 1728 body voxels (11.1 %) lie outside the 32 x 32 crop" in caplog.text
+    assert cut.crop_cut == (192, 1728)  # what the model card adds up over the training cases
     caplog.clear()
     mask[:] = 0
     mask[6:34, 4:20] = 1
     with caplog.at_level("WARNING", logger="medsynth"):
-        slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.0))
-    assert "outside" not in caplog.text
+        whole = slice_case(image, label, mask, SliceSettings(size=32, min_body_fraction=0.0))
+    assert "outside" not in caplog.text and whole.crop_cut == (0, 28 * 16 * 3)
+
+
+def test_the_body_outside_the_crop_is_stored_with_the_slices(tmp_path: Path) -> None:
+    image, label, mask = _synthetic_case()
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE))
+    assert slices.crop_cut is not None and slices.crop_cut[1] == int(mask[:, :, slices.z].sum())
+    assert CaseSlices.load(slices.save(tmp_path / "slices.npz")).crop_cut == slices.crop_cut
+    # Slices written before the count: unknown, not none.
+    np.savez(tmp_path / "old.npz", images=slices.images, labels=slices.labels, masks=slices.masks, z=slices.z,
+             offsets=slices.offsets)
+    assert CaseSlices.load(tmp_path / "old.npz").crop_cut is None

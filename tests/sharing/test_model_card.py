@@ -44,7 +44,8 @@ def sources(tmp_path):
     slices, metas = [], []
     for n, (case, thickness) in enumerate((("p0_s0", 2.5), ("p1_s0", 3.0))):
         slices.append(tmp_path / f"{case}.npz")
-        np.savez(slices[-1], z=np.arange(3 + n), labels=np.zeros((3 + n, 4, 4), np.uint8))
+        # The second case's body is wider than the crop: 5 of its 50 body voxels outside.
+        np.savez(slices[-1], z=np.arange(3 + n), labels=np.zeros((3 + n, 4, 4), np.uint8), crop_cut=[5 * n, 40 + 10 * n])
         metas.append(tmp_path / f"{case}.json")
         metas[-1].write_text(json.dumps({"spacing": [2.0, 2.0, thickness]}))
     write_tsv(tmp_path / "jobs.tsv", [job("2026-01-01T10:00:00", "started", 0, "CPU x86_64, 2 threads"),
@@ -66,6 +67,7 @@ def test_card_counts_patients_slices_and_spacing_from_the_files(sources):
     (entry,) = data["datasets"]
     assert entry["patients"] == {"train": 2, "val": 1, "test": 1} and entry["cases"]["train"] == 3
     assert entry["train_slices"] == 3 + 4
+    assert entry["body_outside_crop"] == {"cases": 1, "of": 2, "share": round(5 / 90, 4)}
     assert data["spacing"] == {"in_plane_mm": [2.0, 2.0], "slice_mm": [2.5, 3.0]}
     assert data["intensity"] == {"ct_window": [-1000, 1000]}
     # The table as the generator sees it: a derived body class after the listed ones.
@@ -210,3 +212,22 @@ def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_pa
     assert "(a test patient's study): none" in render({**full, "shared_audit": shared_audit(
         tmp_path / "memorisation_audit.tsv", True, {})})
     assert "left out of generation" not in text  # an experiment without generate_from
+
+
+def test_the_card_says_how_much_body_the_crop_cut_or_why_it_cannot(sources):
+    """A body wider than slice.size x spacing_xy (a 384-mm crop, a 450-mm pelvis) trains on cut slices: the card
+    counts the cases and the voxels; slices of an older medsynth have no count, which the card says."""
+    root, slices, metas = sources
+    text = render({**selection_card(root, slices, metas), "selection": {"step": 6}})
+    assert ("- body outside the training crop (ct): 1 of 2 training cases (5.6 % of all training slices' body "
+            "voxels): training saw their body cut at the crop's edge; a larger slice.size or "
+            "datasets.ct.preprocess.spacing_xy takes it in") in text
+    with np.load(slices[1]) as npz:
+        np.savez(slices[1], z=npz["z"], labels=npz["labels"], crop_cut=[0, 50])
+    assert "- body outside the training crop (ct): none" in render({**selection_card(root, slices, metas),
+                                                                    "selection": {"step": 6}})
+    with np.load(slices[0]) as npz:
+        np.savez(slices[0], z=npz["z"], labels=npz["labels"])  # written before medsynth counted it
+    card = selection_card(root, slices, metas)
+    assert card["training_data"]["datasets"][0]["body_outside_crop"]["cases"].startswith("NA: the slices of 1 ")
+    assert "(ct): NA: the slices of 1 training case(s) were written before" in render({**card, "selection": {}})

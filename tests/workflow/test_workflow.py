@@ -332,6 +332,9 @@ def test_every_generator_has_its_model_card(finished):
         slices = sum(np.load(finished / f"results/slices/phantom/cases/{r['case_id']}/slices.npz")["z"].size
                      for r in split if r["part"] == "train")
         assert data["datasets"][0]["train_slices"] == slices > 0
+        # The phantoms' bodies fit the 32-px crop (12 mm spacing): counted, none cut.
+        assert data["datasets"][0]["body_outside_crop"] == {"cases": 0, "share": 0.0, "of": sum(
+            r["part"] == "train" for r in split)}
         assert data["spacing"] == {"in_plane_mm": [12.0, 12.0], "slice_mm": [8.0, 8.0]}
         assert [e["name"] for e in data["labels"]] == [e["name"] for e in LABELS]
         assert card["licence"][datasets[0]].startswith("not stated in the config (datasets.phantom.licence)")

@@ -42,6 +42,9 @@ class CaseSlices:
     masks: np.ndarray  # (n, size, size) uint8 body mask
     z: np.ndarray  # (n,) axial index in the preprocessed volume
     offsets: np.ndarray  # (n, 2) x0, y0: slice[i, j] = volume[x0 + i, y0 + j, z]
+    # The kept slices' body voxels outside the crop and in all (a body wider than the crop: training sees it
+    # cut); None where unknown (slices written before medsynth counted them).
+    crop_cut: tuple[int, int] | None = None
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,7 @@ class CaseSlices:
             masks=self.masks,
             z=self.z,
             offsets=self.offsets,
+            **({} if self.crop_cut is None else {"crop_cut": np.array(self.crop_cut, dtype=np.int64)}),
         )
         tmp.replace(path)
         return path
@@ -62,7 +66,8 @@ class CaseSlices:
     def load(cls, path: Path) -> "CaseSlices":
         release_freed()  # what the previous case freed goes back first: streaming stages stay flat (io.heap)
         with np.load(path) as f:
-            return cls(f["images"].astype(np.float32), f["labels"], f["masks"], f["z"], f["offsets"])
+            return cls(f["images"].astype(np.float32), f["labels"], f["masks"], f["z"], f["offsets"],
+                       crop_cut_of(f))
 
 
 def crop_offset(mask: np.ndarray, size: int) -> tuple[int, int]:
@@ -124,25 +129,33 @@ def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings:
     if settings.require:
         has_labels &= np.isin(cropped, settings.require).any(axis=(0, 1))
     keep = np.flatnonzero((body_fraction >= settings.min_body_fraction) & has_labels)
-    _warn_cut_body(mask, body_fraction, keep, size)
+    cut = _cut_body(mask, body_fraction, keep, size)
     return CaseSlices(
         images=axial_stack(image.astype(np.float32, copy=False), x0, y0, size, -1.0, keep),
         labels=axial_stack(label, x0, y0, size, 0, keep),
         masks=axial_stack(mask, x0, y0, size, 0, keep),
         z=keep.astype(np.int32),
         offsets=np.tile(np.array([[x0, y0]], dtype=np.int32), (len(keep), 1)),
+        crop_cut=cut,
     )
 
 
-def _warn_cut_body(mask: np.ndarray, body_fraction: np.ndarray, keep: np.ndarray, size: int) -> None:
-    """Say how much of the kept slices' body the crop leaves out (a body wider than size x spacing_xy):
-    training sees those slices cut at the crop's edge. Generation covers the whole body either way."""
+def crop_cut_of(npz) -> tuple[int, int] | None:
+    """``CaseSlices.crop_cut`` from an open ``slices.npz`` (None: written before medsynth counted it)."""
+    return tuple(int(v) for v in npz["crop_cut"]) if "crop_cut" in npz.files else None
+
+
+def _cut_body(mask: np.ndarray, body_fraction: np.ndarray, keep: np.ndarray, size: int) -> tuple[int, int]:
+    """The kept slices' body voxels outside the crop and in all (a body wider than size x spacing_xy), with
+    a warning when any: training sees those slices cut at the crop's edge. Generation covers the whole body
+    either way."""
     total = int(mask[:, :, keep].sum(dtype=np.int64))
     lost = total - int(round(float(body_fraction[keep].sum()) * size * size))
     if lost > 0:
         log.warning("%d of the kept slices' %d body voxels (%.1f %%) lie outside the %d x %d crop: training "
                     "sees the body cut there; a larger slice.size or datasets.<name>.preprocess.spacing_xy "
                     "takes it in", lost, total, 100.0 * lost / total, size, size)
+    return max(lost, 0), total
 
 
 def write_pngs(case_id: str, slices: CaseSlices, out_dir: Path, workers: int = 2) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data.labels import LabelTable
+from medsynth.data.slicing import crop_cut_of
 from medsynth.io.tables import parse_float, read_tsv
 from medsynth.sharing.copied_maps import LEFT_OUT_WHY
 
@@ -37,6 +38,11 @@ SOURCE_WITHOUT_CARD = ("none: {path} holds no model card (a run's latest.pt or a
                        "fine-tune from an exported generator.pt (results/share/<experiment>/generator.pt)")
 SOURCE_NOT_STATED = ("not stated in the source generator's card: ask the owner of the source generator's data "
                      "before sharing this model")
+# Not "rerun slice": new slices retrain the generator; the next run's slicing counts it.
+NA_CROP = ("NA: the slices of {n} training case(s) were written before medsynth counted the body outside the "
+           "crop")
+CROP_ADVICE = ("training saw their body cut at the crop's edge; a larger slice.size or "
+               "datasets.{name}.preprocess.spacing_xy takes it in")
 # Sections in their order on the card; the keys a complete card holds.
 SECTIONS = ("model", "training_data", "training", "selection", "test_metrics", "use", "licence")
 START_EVENTS, END_EVENTS = ("started", "resumed"), ("stopped", "finished")
@@ -49,16 +55,25 @@ def dataset_entry(name: str, role: str, dataset: Mapping, split_tsv: Path, train
     return {"name": name, "role": role, "source": dataset["source"], "modality": dataset["modality"],
             "patients": patients,
             "cases": {part: sum(r["part"] == part for r in rows) for part in ("train", "val", "test")},
-            "train_slices": count_slices(train_slices)}
+            **training_slices(train_slices)}
 
 
-def count_slices(slice_files: Sequence[Path]) -> int:
-    """Training slices in the cases' ``slices.npz`` (their small ``z`` arrays, not the images)."""
-    total = 0
+def training_slices(slice_files: Sequence[Path]) -> dict:
+    """The training cases' slices (their ``slices.npz``'s small ``z`` arrays, not the images) and how much
+    of their body the crop left out (``body_outside_crop``): cases cut, of cases, share of all the training
+    slices' body voxels; NA with the reason where a case's slices predate that count."""
+    slices, cut, outside, body, unknown = 0, 0, 0, 0, 0
     for path in slice_files:
         with np.load(path) as npz:
-            total += int(npz["z"].shape[0])
-    return total
+            slices += int(npz["z"].shape[0])
+            counts = crop_cut_of(npz)
+        if counts is None:
+            unknown += 1
+            continue
+        cut, outside, body = cut + (counts[0] > 0), outside + counts[0], body + counts[1]
+    crop = ({"cases": cut, "of": len(slice_files), "share": round(outside / body, 4) if body else 0.0} if not unknown
+            else {"cases": NA_CROP.format(n=unknown)})
+    return {"train_slices": slices, "body_outside_crop": crop}
 
 
 def spacing_of(meta_files: Sequence[Path]) -> dict:
@@ -190,6 +205,23 @@ def missing_fields(card: Mapping) -> list[str]:
     return [s for s in SECTIONS if card.get(s) in (None, "", PENDING, LICENCE_PENDING, {})]
 
 
+def _crop_lines(datasets: Sequence[Mapping]) -> list[str]:
+    """Per dataset, how many training cases' body the crop cut and how much of it (none: not a line)."""
+    lines = []
+    for d in datasets:
+        crop = d.get("body_outside_crop")  # a card of a run before medsynth counted it: no line
+        if crop is None:
+            continue
+        if isinstance(crop["cases"], str):
+            lines.append(f"- body outside the training crop ({d['name']}): {crop['cases']}")
+        elif crop["cases"]:
+            lines.append(f"- body outside the training crop ({d['name']}): {crop['cases']} of {crop['of']} training "
+                         f"cases ({100 * crop['share']:.1f} % of all training slices' body voxels): {CROP_ADVICE.format(name=d['name'])}")
+        else:
+            lines.append(f"- body outside the training crop ({d['name']}): none")
+    return lines
+
+
 def render(card: Mapping) -> str:
     """The card as Markdown: what MODEL_CARD.md holds and ``medsynth info --card`` prints."""
     model, data, train = card["model"], card["training_data"], card["training"]
@@ -207,7 +239,8 @@ def render(card: Mapping) -> str:
     spacing = data["spacing"]
     lines += ["", f"- spacing: {' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
                   f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
-              f"- intensity mapping: {_inline(data['intensity'])}", "", "Label table (class id: name ← label values):", "",
+              f"- intensity mapping: {_inline(data['intensity'])}", *_crop_lines(data["datasets"]), "",
+              "Label table (class id: name ← label values):", "",
               *[f"- {e['id']}: {e['name']} ← {_inline(e['values']) or 'derived (body mask)'}" for e in data["labels"]],
               "", "## Training", "",
               *_bullets({k: v for k, v in train.items() if k not in ("wall_time_s", "init_from")}), ""]
