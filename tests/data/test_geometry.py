@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsynth.data.geometry import canonical_grid, inplane_grid, resample_to_grid, to_canonical
+from medsynth.data.geometry import canonical_grid, footprint_on_grid, inplane_grid, resample_to_grid, to_canonical
 from medsynth.io.nifti import voxel_spacing
 
 
@@ -267,3 +267,36 @@ def test_an_oblique_grid_keeps_the_edge_value_within_half_a_voxel_and_cval_beyon
     assert 0 < inside.mean() < 1  # both kinds of point are there
     np.testing.assert_allclose(out[inside], 5, atol=1e-5)
     assert (out[~inside] == 0).all()
+
+
+@pytest.mark.parametrize("spacing_xy", [0.37, 1.0, 2.1, 4.0])
+def test_footprint_marks_each_true_voxels_nearest_grid_voxel(spacing_xy: float) -> None:
+    """Brute force: every True source voxel's nearest grid voxel (by world distance in-plane), nothing else;
+    a one-voxel line that nearest-neighbour resampling onto the coarser grid drops is kept."""
+    rng = np.random.default_rng(5)
+    mask = rng.random((23, 17, 3)) < 0.03
+    src = np.diag([0.8, 0.9, 2.5, 1.0])
+    src[:3, 3] = [-40.0, 12.0, 7.0]
+    shape, dst = inplane_grid(mask.shape, src, spacing_xy)
+    got = footprint_on_grid(mask, src, dst, shape)
+    nearest_ones = np.zeros(shape, bool)  # each True voxel's nearest grid voxels (two or four on a tie)
+    centres = np.stack(np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij"), -1) @ np.diag(
+        np.diag(dst)[:2]) + dst[:2, 3]
+    for x, y, z in zip(*np.nonzero(mask)):
+        distance = ((centres - (src[:2, :2] @ [x, y] + src[:2, 3])) ** 2).sum(-1)
+        ties = distance <= distance.min() + 1e-9
+        assert got[:, :, z][ties].any(), (x, y, z)
+        nearest_ones[:, :, z] |= ties
+    assert not (got & ~nearest_ones).any()
+    if spacing_xy > 1:  # coarser: it holds what nearest resampling keeps, and the line that resampling drops
+        assert not (resample_to_grid(mask.astype(np.uint8), src, dst, shape, order=0).astype(bool) & ~got).any()
+        line = np.zeros_like(mask)
+        line[:, 9, 1] = True
+        assert not resample_to_grid(line.astype(np.uint8), src, dst, shape, order=0).any()
+        assert footprint_on_grid(line, src, dst, shape)[:, :, 1].any(axis=1).all()
+
+
+def test_footprint_refuses_grids_that_differ_by_more_than_in_plane_scale() -> None:
+    src = np.diag([1.0, 1.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="in-plane by scale and shift only"):
+        footprint_on_grid(np.ones((4, 4, 2), bool), src, np.diag([1.0, 1.0, 1.0, 1.0]), (4, 4, 4))

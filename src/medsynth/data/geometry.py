@@ -157,3 +157,35 @@ def _resample_xy(array: np.ndarray, scale, shift, shape_xy: tuple[int, int], ord
             index[axis] = outside
             out[tuple(index)] = cval
     return np.ascontiguousarray(out.astype(out_dtype, copy=False))
+
+
+def footprint_on_grid(mask: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
+                      dst_shape: tuple[int, int, int]) -> np.ndarray:
+    """The grid voxels nearest to a True source voxel of ``mask`` (canonical, on ``src_affine``), for grids
+    that differ in-plane by scale and shift (``inplane_grid``). Nearest-neighbour resampling onto a coarser
+    grid samples one source voxel per grid voxel and drops a structure thinner than the grid's spacing
+    (a label between TotalSegmentator's organs at the body's edge); its footprint keeps it."""
+    vox = np.linalg.inv(dst_affine) @ src_affine  # source index -> grid index
+    if not (np.allclose(vox[:3, :3], np.diag(np.diag(vox[:3, :3])), atol=1e-6)
+            and np.isclose(vox[2, 2], 1.0) and np.isclose(vox[2, 3], 0.0) and mask.shape[2] == dst_shape[2]):
+        raise ValueError("footprint_on_grid takes grids that differ in-plane by scale and shift only")
+    out = mask.astype(bool, copy=False)
+    for axis in (0, 1):
+        index = np.clip(np.rint(vox[axis, axis] * np.arange(out.shape[axis]) + vox[axis, 3]).astype(np.int64),
+                        0, dst_shape[axis] - 1)
+        out = _any_per_index(out, index, dst_shape[axis], axis)
+    return out
+
+
+def _any_per_index(mask: np.ndarray, index: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """``out[j] = any(mask[i] for i with index[i] == j)`` along ``axis``."""
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    shape = list(mask.shape)
+    shape[axis] = size
+    out = np.zeros(shape, dtype=bool)
+    where = [slice(None)] * mask.ndim
+    where[axis] = ordered[starts]
+    out[tuple(where)] = np.logical_or.reduceat(np.take(mask, order, axis=axis), starts, axis=axis)
+    return out
