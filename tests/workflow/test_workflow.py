@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -461,12 +462,13 @@ def test_the_workflow_is_lint_clean():
         result.stdout[-3000:] + result.stderr[-3000:])
 
 
-def test_default_config_is_valid_and_plans_every_stage():
-    result = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300, env=no_controller_env())
+def test_default_config_is_valid_and_plans_every_stage(tmp_path):
+    """In a folder of its own: in the checkout, a demo run (finished or stopped midway) decides the plan."""
+    shutil.copytree(REPO / "config", tmp_path / "config")  # the label tables' paths are relative to the run
+    result = subprocess.run([*SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "-n", "--cores", "1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=no_controller_env())
     assert result.returncode == 0, result.stderr[-2000:]
-    assert {"download", "train", "select", "generate", "evaluate", "export"} <= planned_rules(result) or \
-        "Nothing to be done" in result.stdout + result.stderr
+    assert {"download", "train", "select", "generate", "evaluate", "export"} <= planned_rules(result)
 
 
 def _smk_constants() -> dict:
