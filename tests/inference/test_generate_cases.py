@@ -112,6 +112,7 @@ def test_a_label_map_finer_than_the_grid_gets_tissue_under_every_label_not_a_ble
     them, thin edges, a 2 x 2 patch; generated on a 1.5 mm grid with one intensity everywhere (an oracle).
     Back on the source grid every labelled voxel holds that intensity: blended with the air outside the
     grid's body, 3 % of such voxels had read below -500 HU while counting as tissue."""
+    from medsynth.data.body_mask import fill_holes_inplane
     from medsynth.data.label_only import preprocess_label_only
 
     label = np.zeros((96, 80, 4), np.uint8)
@@ -148,6 +149,11 @@ def test_a_label_map_finer_than_the_grid_gets_tissue_under_every_label_not_a_ble
     out = assemble_volume(np.where(body, 0.25, -1.0).astype(np.float32), body, meta, source_body(body, meta, lone > 0))
     np.testing.assert_array_equal(grid_label == 5, plain == 5)  # dropped by the grid's labels ...
     assert set(np.round(out[lone > 0], 3).tolist()) == {round(float(painted), 3)}  # ... but not by its body
+    # Which grows by that label's nearest grid voxel alone: every other outline is the labelled region's (all
+    # labelled voxels' nearest grid voxels had put a ring of 84 voxels of tissue around this body).
+    masks = [load_volume(tmp_path / case / "mask.nii.gz", np.uint8).array.astype(bool) for case in ("pre", "lone")]
+    np.testing.assert_array_equal(masks[0], fill_holes_inplane((plain > 0) & (plain != TABLE.body_class)))
+    assert not (masks[0] & ~masks[1]).any() and (masks[1] & ~masks[0]).sum() == 1
 
 
 def test_resampled_grid_goes_back_to_the_source_grid(tmp_path):

@@ -22,17 +22,26 @@ from medsynth.data.checks import check_has_labels, reorientation_affine
 from medsynth.data.geometry import canonical_grid, footprint_on_grid, inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.body_mask import fill_holes_inplane
-from medsynth.data.preprocess import PreprocessSettings, add_body_class, labels_on_grid
+from medsynth.data.preprocess import TISSUE_SHARE, PreprocessSettings, add_body_class, back_to_source, labels_on_grid
 from medsynth.io.nifti import load_volume, make_dir, save_volume, voxel_spacing
 
 
-def body_from_labels(labelled_c: np.ndarray, lab_r: np.ndarray, aff_c: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def body_from_labels(labelled: np.ndarray, source_affine: np.ndarray, lab_r: np.ndarray,
+                     affine: np.ndarray) -> np.ndarray:
     """The body of a label map without an image, on the grid (``affine``, ``lab_r``'s shape): its labelled
-    region there with the in-plane holes filled, and the grid voxel nearest to every labelled voxel of the
-    canonical source (``labelled_c`` on ``aff_c``). A label thinner than the grid's spacing, which nearest
-    resampling drops, stays under generated tissue: without it, 0.12 % of the labelled voxels of the real
-    TotalSegmentator map (3.6 mm grid) were written back at the background value."""
-    return fill_holes_inplane((lab_r > 0) | footprint_on_grid(labelled_c, aff_c, affine, lab_r.shape))
+    region there with the in-plane holes filled, and the grid voxel nearest to each labelled source voxel
+    (``labelled``, as stored, on ``source_affine``) that would have no body among its grid neighbours.
+    Such a label, thinner than the grid's spacing and dropped by nearest resampling, was written back at
+    the background value (0.12 % of the labelled voxels of the real TotalSegmentator map on a 3.6 mm grid);
+    every other outline stays as it was (all nearest voxels: a ring of tissue up to half a grid voxel wide
+    around every label-only body)."""
+    body = fill_holes_inplane(lab_r > 0)
+    grids = {"affine": affine, "source_affine": source_affine, "source_shape": labelled.shape}
+    dropped = labelled & (back_to_source(body.astype(np.float32), grids, order=1, cval=0.0) <= TISSUE_SHARE)
+    if dropped.any():
+        dropped_c, aff_c = to_canonical(dropped, source_affine)
+        body |= footprint_on_grid(dropped_c, aff_c, affine, body.shape)
+    return body
 
 
 def preprocess_label_only(case_id: str, label_path: Path, out_dir: Path, table: LabelTable,
@@ -46,8 +55,7 @@ def preprocess_label_only(case_id: str, label_path: Path, out_dir: Path, table: 
     shape, affine = inplane_grid(shape_c, aff_c, settings.spacing_xy)
     lab_r = labels_on_grid(label, label.affine, table, aff_c, affine, shape)
     check_has_labels(lab_r, label_path, table)
-    labelled_c, _ = to_canonical(table.apply(label.array, str(label_path)) > 0, label.affine)
-    mask = body_from_labels(labelled_c, lab_r, aff_c, affine)
+    mask = body_from_labels(table.apply(label.array, str(label_path)) > 0, label.affine, lab_r, affine)
     if mask_path is not None:
         given = load_volume(mask_path, np.int32, series.get("mask"))
         mask_c, _ = to_canonical(given.array > 0, reorientation_affine(label, given))

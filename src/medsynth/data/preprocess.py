@@ -276,6 +276,11 @@ def labels_on_grid(label: Volume, source_affine: np.ndarray, table: LabelTable, 
     return resample_to_grid(lab_c, aff_c, affine, shape, order=0)
 
 
+# A labelled source voxel holds generated tissue when the body's share among its grid neighbours (the body
+# resampled linearly onto the source grid) exceeds this; at none, it keeps the background value.
+TISSUE_SHARE = 1e-3
+
+
 def back_to_source(volume: np.ndarray, meta: dict, *, order: int, cval: float) -> np.ndarray:
     """Map a volume on the preprocessed grid back onto the source grid (shape and affine).
 

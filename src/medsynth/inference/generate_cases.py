@@ -19,7 +19,7 @@ from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.intensity import IntensityMap
 from medsynth.data.label_only import body_from_labels
-from medsynth.data.preprocess import add_body_class, back_to_source
+from medsynth.data.preprocess import TISSUE_SHARE, add_body_class, back_to_source
 from medsynth.data.slicing import CaseSlices, axial_stack
 from medsynth.inference import resume
 from medsynth.inference.canvas import Canvas, crop, generate_stack, paste, plan_canvas
@@ -118,12 +118,12 @@ def source_body(body: np.ndarray, meta: dict, labelled: np.ndarray | None = None
     """The grid's ``body`` on the source grid: inside where it covers half a voxel or more, and every voxel
     ``labelled`` (the source label map > 0) that has tissue among its grid neighbours. A label the grid
     dropped far from any tissue (smaller than a grid voxel) keeps the background value, which
-    ``tissue_at_background`` counts: a label-only body holds its nearest grid voxel
+    ``tissue_at_background`` counts: a label-only body holds such a label's nearest grid voxel
     (``label_only.body_from_labels``), an image's body mask is widened to hold the grid's labels."""
     share = back_to_source(body.astype(np.float32), meta, order=1, cval=0.0)
     inside = share >= 0.5
     if labelled is not None:
-        inside |= labelled & (share > 1e-3)
+        inside |= labelled & (share > TISSUE_SHARE)
     return SourceBody(share, inside)
 
 
@@ -348,8 +348,8 @@ def generate_from_label_files(generator_path: Path, label_files: Sequence[Path],
     back onto its own grid and affine, together with its class-id label map
     (``label_on_source_grid``). A label map has no body outline of its own
     unless its table has a body class: then the body is the labelled region
-    with its in-plane holes filled, holding every labelled source voxel's
-    nearest grid voxel (``label_only.body_from_labels``).
+    with its in-plane holes filled, and the nearest grid voxel of a labelled
+    source voxel the grid's labels dropped (``label_only.body_from_labels``).
     """
     state = load_checkpoint(generator_path, map_location=settings.device)
     data = exported_data(state, generator_path)
@@ -365,7 +365,7 @@ def generate_from_label_files(generator_path: Path, label_files: Sequence[Path],
         lab_c, aff_c = to_canonical(classes, vol.affine)
         shape, affine = inplane_grid(lab_c.shape, aff_c, spacing_xy)
         lab_r = resample_to_grid(lab_c, aff_c, affine, shape, order=0)
-        add_body_class(lab_r, body_from_labels(lab_c > 0, lab_r, aff_c, affine), table)
+        add_body_class(lab_r, body_from_labels(classes > 0, vol.affine, lab_r, affine), table)
         meta = {"shape": list(shape), "affine": affine.tolist(), "source_shape": list(vol.array.shape),
                 "source_affine": vol.affine.tolist(), "intensity": curve.to_meta(), "modality": data["modality"]}
         rows += write_samples(G, num_classes, case_id, lab_r, classes, meta, Path(out_dir) / case_id, settings,
