@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from medsynth.data.split import PARTS, SPLIT_COLUMNS, split_cases, split_table
+from medsynth.data.split import PARTS, SPLIT_COLUMNS, cases_as_patients, split_cases, split_table
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -250,3 +250,13 @@ def test_a_copy_within_one_part_or_one_patient_is_a_warning_or_nothing(tmp_path)
                             parts, "cases.tsv") == []
     # files of one size but other bytes are other studies
     assert same_study_cases(_study_table(tmp_path, {"c0": "p0", "c1": "p1", "c2": "p2"}), parts, "cases.tsv") == []
+
+
+def test_a_cases_table_without_patient_ids_is_said_to_split_by_case() -> None:
+    """Without patient ids each case is its own patient: studies of one patient may be split apart, so the
+    split log says so; one named patient (or a single case) is enough to say nothing."""
+    rows = [{"case_id": f"s{i}", "patient_id": f"s{i}"} for i in range(3)]
+    said = cases_as_patients(rows, "resources/raw/mine/cases.tsv")
+    assert said.startswith("resources/raw/mine/cases.tsv: no patient ids") and "each of the 3 cases" in said
+    assert cases_as_patients([*rows[:2], {"case_id": "s2", "patient_id": "p1"}], "t") is None
+    assert cases_as_patients(rows[:1], "t") is None

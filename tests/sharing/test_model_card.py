@@ -231,3 +231,17 @@ def test_the_card_says_how_much_body_the_crop_cut_or_why_it_cannot(sources):
     card = selection_card(root, slices, metas)
     assert card["training_data"]["datasets"][0]["body_outside_crop"]["cases"].startswith("NA: the slices of 1 ")
     assert "(ct): NA: the slices of 1 training case(s) were written before" in render({**card, "selection": {}})
+
+
+def test_the_card_says_when_its_patients_are_cases(sources):
+    """A cases table without patient ids splits (and counts) cases as patients: the card says so."""
+    root, slices, metas = sources
+    text = render({**selection_card(root, slices, metas), "selection": {}})
+    assert "- patients (ct)" not in text  # p0 has two studies: patient ids are given
+    write_tsv(root / "split.tsv", [{"case_id": c, "patient_id": c, "part": p} for c, p in
+                                   (("a", "train"), ("b", "train"), ("c", "val"), ("d", "test"))],
+              ["case_id", "patient_id", "part"])
+    card = selection_card(root, slices, metas)
+    assert card["training_data"]["datasets"][0]["patient_ids"] is False
+    assert "- patients (ct): no patient ids given: each case counted as its own patient" in render(
+        {**card, "selection": {}})

@@ -333,6 +333,9 @@ def test_every_generator_has_its_model_card(finished):
         slices = sum(np.load(finished / f"results/slices/phantom/cases/{r['case_id']}/slices.npz")["z"].size
                      for r in split if r["part"] == "train")
         assert data["datasets"][0]["train_slices"] == slices > 0
+        # The phantom's cases table names no patients: the split log and the card say its patients are cases.
+        assert data["datasets"][0]["patient_ids"] is False
+        assert "no patient ids" in (finished / "logs/split/phantom.log").read_text()
         # The phantoms' bodies fit the 32-px crop (12 mm spacing): counted, none cut.
         assert data["datasets"][0]["body_outside_crop"] == {"cases": 0, "share": 0.0, "of": sum(
             r["part"] == "train" for r in split)}

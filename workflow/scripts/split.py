@@ -3,7 +3,7 @@
 import logging
 
 from medsynth.data.cohort import read_cases
-from medsynth.data.split import PARTS, SPLIT_COLUMNS, same_study_cases, split_table
+from medsynth.data.split import PARTS, SPLIT_COLUMNS, cases_as_patients, same_study_cases, split_table
 from medsynth.io.tables import write_tsv
 from medsynth.io.logs import log_to
 
@@ -16,6 +16,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     for warning in same_study_cases(cases, {r["case_id"]: r["part"] for r in rows}, sm.input.cases):
         log.warning(warning)
     write_tsv(sm.output.split, rows, SPLIT_COLUMNS)
+    unnamed = cases_as_patients(cases, sm.input.cases)
+    if unnamed:
+        log.warning(unnamed)
     for part in PARTS:
         cases = [r["case_id"] for r in rows if r["part"] == part]
         patients = {r["patient_id"] for r in rows if r["part"] == part}

@@ -83,6 +83,17 @@ def split_table(rows: Iterable[Mapping[str, str]], ratios: Mapping[str, float], 
     return [{"case_id": c, "patient_id": patients[c], "part": parts[c]} for c in sorted(parts)]
 
 
+def cases_as_patients(rows: Sequence[Mapping[str, str]], table: str) -> str | None:
+    """What to say when no row of a cases table names a patient other than its case (no ``patient_id``
+    column, no ``{patient}`` placeholder): each case is then its own patient, so two studies of one patient
+    can land in train and test. None when patient ids are given, or for a single case."""
+    if len(rows) < 2 or any((r.get("patient_id") or r["case_id"]) != r["case_id"] for r in rows):
+        return None
+    return (f"{table}: no patient ids (every case's patient is the case itself): the split treats each of the "
+            f"{len(rows)} cases as its own patient. If a patient has several studies they can fall in "
+            "different parts; give patient ids (a patient_id column, or a {patient} placeholder in the layout)")
+
+
 def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], table: str) -> list[str]:
     """Cases of other patients whose image or label files have the same bytes (``same_files``; or one file
     listed twice): one study under two patient ids, which the split cannot see. An error when they fall in

@@ -38,6 +38,8 @@ SOURCE_WITHOUT_CARD = ("none: {path} holds no model card (a run's latest.pt or a
                        "fine-tune from an exported generator.pt (results/share/<experiment>/generator.pt)")
 SOURCE_NOT_STATED = ("not stated in the source generator's card: ask the owner of the source generator's data "
                      "before sharing this model")
+NO_PATIENT_IDS = ("no patient ids given: each case counted as its own patient, so two studies of one patient "
+                  "could be in different split parts")
 # Not "rerun slice": new slices retrain the generator; the next run's slicing counts it.
 NA_CROP = ("NA: the slices of {n} training case(s) were written before medsynth counted the body outside the "
            "crop")
@@ -54,6 +56,8 @@ def dataset_entry(name: str, role: str, dataset: Mapping, split_tsv: Path, train
     patients = {part: len({r["patient_id"] for r in rows if r["part"] == part}) for part in ("train", "val", "test")}
     return {"name": name, "role": role, "source": dataset["source"], "modality": dataset["modality"],
             "patients": patients,
+            # False: no patient ids in the cases table, each case its own patient (data.split.cases_as_patients).
+            "patient_ids": len(rows) < 2 or any(r["patient_id"] != r["case_id"] for r in rows),
             "cases": {part: sum(r["part"] == part for r in rows) for part in ("train", "val", "test")},
             **training_slices(train_slices)}
 
@@ -205,9 +209,10 @@ def missing_fields(card: Mapping) -> list[str]:
     return [s for s in SECTIONS if card.get(s) in (None, "", PENDING, LICENCE_PENDING, {})]
 
 
-def _crop_lines(datasets: Sequence[Mapping]) -> list[str]:
-    """Per dataset, how many training cases' body the crop cut and how much of it (none: not a line)."""
-    lines = []
+def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
+    """Per dataset, how many training cases' body the crop cut and how much of it (none: not a line), and
+    whether its patients are cases (no patient ids given)."""
+    lines = [f"- patients ({d['name']}): {NO_PATIENT_IDS}" for d in datasets if d.get("patient_ids") is False]
     for d in datasets:
         crop = d.get("body_outside_crop")  # a card of a run before medsynth counted it: no line
         if crop is None:
@@ -239,7 +244,7 @@ def render(card: Mapping) -> str:
     spacing = data["spacing"]
     lines += ["", f"- spacing: {' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
                   f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
-              f"- intensity mapping: {_inline(data['intensity'])}", *_crop_lines(data["datasets"]), "",
+              f"- intensity mapping: {_inline(data['intensity'])}", *_dataset_lines(data["datasets"]), "",
               "Label table (class id: name ← label values):", "",
               *[f"- {e['id']}: {e['name']} ← {_inline(e['values']) or 'derived (body mask)'}" for e in data["labels"]],
               "", "## Training", "",
