@@ -20,6 +20,7 @@ import numpy as np
 
 from medsynth.data.labels import LabelTable
 from medsynth.data.slicing import crop_cut_of
+from medsynth.data.split import cases_as_patients
 from medsynth.io.tables import parse_float, read_tsv
 from medsynth.sharing.copied_maps import LEFT_OUT_WHY
 
@@ -56,8 +57,7 @@ def dataset_entry(name: str, role: str, dataset: Mapping, split_tsv: Path, train
     patients = {part: len({r["patient_id"] for r in rows if r["part"] == part}) for part in ("train", "val", "test")}
     return {"name": name, "role": role, "source": dataset["source"], "modality": dataset["modality"],
             "patients": patients,
-            # False: no patient ids in the cases table, each case its own patient (data.split.cases_as_patients).
-            "patient_ids": len(rows) < 2 or any(r["patient_id"] != r["case_id"] for r in rows),
+            "patient_ids": cases_as_patients(rows, str(split_tsv)) is None,  # False: each case its own patient
             "cases": {part: sum(r["part"] == part for r in rows) for part in ("train", "val", "test")},
             **training_slices(train_slices)}
 
@@ -221,7 +221,8 @@ def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
             lines.append(f"- body outside the training crop ({d['name']}): {crop['cases']}")
         elif crop["cases"]:
             lines.append(f"- body outside the training crop ({d['name']}): {crop['cases']} of {crop['of']} training "
-                         f"cases ({100 * crop['share']:.1f} % of all training slices' body voxels): {CROP_ADVICE.format(name=d['name'])}")
+                         f"cases ({100 * crop['share']:.1f} % of all training slices' body voxels): "
+                         + CROP_ADVICE.format(name=d["name"]))
         else:
             lines.append(f"- body outside the training crop ({d['name']}): none")
     return lines
