@@ -46,3 +46,28 @@ def test_without_test_maps_or_generate_from_cases_nothing_is_left_out(tmp_path) 
     cases = [_case("t0", "test", "P"), _case("maps.a", "generate_from", "Q")]
     assert leave_out_test_cases(cases, {"t0": str(tmp_path / "a"), "maps.a": str(tmp_path / "a")}, {"m": split},
                                 []) == cases
+
+
+def test_a_test_map_saved_again_with_other_bytes_is_left_out(tmp_path, caplog) -> None:
+    """TotalSegmentator's output of a test study, saved again (.nii, not .nii.gz) in a generate_from folder:
+    other bytes, the same voxels on the same grid. A map of the same grid with other voxels is kept."""
+    import nibabel as nib
+    import numpy as np
+
+    split = tmp_path / "split.tsv"
+    write_tsv(split, [{"case_id": "t0", "patient_id": "P", "part": "test"}], ["case_id", "patient_id", "part"])
+    labels = np.zeros((8, 8, 3), np.uint8)
+    labels[2:5, 3:6] = 3
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    files = {"t0": str(tmp_path / "t0.nii.gz"), "maps.again": str(tmp_path / "again.nii"),
+             "maps.other": str(tmp_path / "other.nii.gz")}
+    nib.save(nib.Nifti1Image(labels, affine), files["t0"])
+    nib.save(nib.Nifti1Image(labels, affine), files["maps.again"])
+    nib.save(nib.Nifti1Image(np.roll(labels, 1, axis=0), affine), files["maps.other"])
+    cases = [_case("t0", "test", "P"), _case("maps.again", "generate_from", "A"),
+             _case("maps.other", "generate_from", "B")]
+    with caplog.at_level(logging.WARNING):
+        kept = leave_out_test_cases(cases, files, {"m": split}, [files["t0"]])
+    assert [c.case_id for c in kept] == ["t0", "maps.other"]
+    assert (f"maps.again left out: its label map {files['maps.again']} holds a test case's voxels on its grid "
+            f"({files['t0']}), saved again") in caplog.text

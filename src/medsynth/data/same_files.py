@@ -76,3 +76,32 @@ def shared_files(owners: Mapping[str, set[str]]) -> list[tuple[list[str], set[st
     grouped = {f for group in groups for f in group}
     groups += [[f] for f in sorted(owners) if len(owners[f]) > 1 and f not in grouped]
     return [(group, set().union(*(owners[f] for f in group))) for group in groups]
+
+
+def voxel_copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> dict[str, str]:
+    """file -> an original with the same voxel values on the same grid (shape and affine) but other bytes,
+    for NIfTI ``files`` that no byte comparison matched: a label map saved again (another compression level,
+    ``.nii`` for ``.nii.gz``, another header field or data type). Headers first, the voxels of two maps only
+    where their grids match, so unrelated studies (whose origins differ) cost one header read each."""
+    import nibabel as nib  # here: the config checks import this module at every Snakemake start
+    import numpy as np
+
+    def grid(path: str) -> tuple | None:
+        try:
+            image = nib.load(path)
+        except Exception:  # a DICOM folder or an unreadable file: read (and refused) by its own stage
+            return None
+        return tuple(image.shape), tuple(np.round(image.affine, 3).ravel())
+
+    by_grid: dict[tuple, list[str]] = {}
+    for original in sorted({str(o) for o in originals if o}):
+        if (key := grid(original)) is not None:
+            by_grid.setdefault(key, []).append(original)
+    found = {}
+    for path in sorted({str(f) for f in files if f}):
+        candidates = by_grid.get(grid(path)) or []
+        voxels = np.asanyarray(nib.load(path).dataobj) if candidates else None
+        twin = next((o for o in candidates if o != path and np.array_equal(voxels, nib.load(o).dataobj)), None)
+        if twin:
+            found[path] = twin
+    return found

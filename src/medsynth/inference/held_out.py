@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 from medsynth.data.patients import patients_in_test
-from medsynth.data.same_files import copies_of
+from medsynth.data.same_files import copies_of, voxel_copies_of
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
     label map has the bytes of a test case's (``test_labels``)."""
     test = patients_in_test(split_tables)
     copies = copies_of([c.label for c in cases], test_labels)
+    unmatched = [c.label for c in cases if c.patient_id not in test and c.label not in copies]
+    saved_again = voxel_copies_of(unmatched, test_labels)
     reasons = {}
     for case in cases:
         if case.patient_id in test:
@@ -42,6 +44,9 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
         elif case.label in copies:
             reasons[case.case_id] = (f"its label map {case.label} is a test case's ({copies[case.label]}) under "
                                      "another id")
+        elif case.label in saved_again:
+            reasons[case.case_id] = (f"its label map {case.label} holds a test case's voxels on its grid "
+                                     f"({saved_again[case.label]}), saved again under another id")
     return reasons
 
 
