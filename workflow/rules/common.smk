@@ -489,7 +489,8 @@ def generate_case_inputs(wildcards):
 
 def test_case_inputs(wildcards):
     """The split tables of the datasets the generator learnt from and their test cases' label maps: generate
-    leaves out a generate_from case of a test patient, by its patient id or the bytes of its label map."""
+    leaves out a generate_from case of a test patient, by its patient id, the bytes of its label map or its
+    voxels on a test map's grid."""
     labelled = [d for d in card_datasets(wildcards) if not image_only(d)]
     return {"test_splits": test_check_tables(wildcards)["split_tables"],
             "test_labels": [cases_of(d)[c]["label"] for d in labelled for c in split_of(d, ("test",))

@@ -86,22 +86,25 @@ def voxel_copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]
     import nibabel as nib  # here: the config checks import this module at every Snakemake start
     import numpy as np
 
-    def grid(path: str) -> tuple | None:
+    def opened(path: str):
         try:
-            image = nib.load(path)
+            return nib.load(path)  # the header only: the voxels are read where a grid matches
         except Exception:  # a DICOM folder or an unreadable file: read (and refused) by its own stage
             return None
+
+    def grid(image) -> tuple:
         return tuple(image.shape), tuple(np.round(image.affine, 3).ravel())
 
-    by_grid: dict[tuple, list[str]] = {}
+    by_grid: dict[tuple, list] = {}
     for original in sorted({str(o) for o in originals if o}):
-        if (key := grid(original)) is not None:
-            by_grid.setdefault(key, []).append(original)
+        if (image := opened(original)) is not None:
+            by_grid.setdefault(grid(image), []).append((original, image))
     found = {}
     for path in sorted({str(f) for f in files if f}):
-        candidates = by_grid.get(grid(path)) or []
-        voxels = np.asanyarray(nib.load(path).dataobj) if candidates else None
-        twin = next((o for o in candidates if o != path and np.array_equal(voxels, nib.load(o).dataobj)), None)
+        image = opened(path)
+        candidates = [(o, other) for o, other in by_grid.get(grid(image), []) if o != path] if image else []
+        voxels = np.asanyarray(image.dataobj) if candidates else None
+        twin = next((o for o, other in candidates if np.array_equal(voxels, other.dataobj)), None)
         if twin:
             found[path] = twin
     return found
