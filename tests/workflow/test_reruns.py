@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import copy
 import shutil
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
+from forked_snakemake import run_all
 from tiny_workflow import TINY, planned_jobs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -379,13 +377,9 @@ def reversed_keys(value):
     return {k: reversed_keys(value[k]) for k in reversed(list(value))} if isinstance(value, dict) else value
 
 
-def dry_run(work: Path, config_file: Path) -> dict[str, int] | str:
-    from tiny_workflow import no_controller_env
-
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work),
-           "--configfile", str(config_file), "--cores", "2", "-n"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=no_controller_env())
-    return planned_jobs(result) if result.returncode == 0 else f"dry run failed: {result.stderr[-2000:]}"
+def dry_run_arguments(work: Path, config_file: Path) -> list[str]:
+    return ["--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work), "--configfile",
+            str(config_file), "--cores", "2", "-n"]
 
 
 CASES = [(f"{key}#{i}", change, EXPECTED[key][i]) for key, changes in CHANGES.items()
@@ -394,8 +388,9 @@ CASES = [(f"{key}#{i}", change, EXPECTED[key][i]) for key, changes in CHANGES.it
 
 @pytest.fixture(scope="module")
 def plans(finished, tmp_path_factory):
-    """Every case's dry run, two at a time (a dry run is one process on one core), and the two edits
-    that change no value: the keys in reverse order, and comments and another indentation."""
+    """Every case's dry run, two at a time (a dry run is one process on one core; each forked after one
+    import of Snakemake: ``forked_snakemake``), and the two edits that change no value: the keys in reverse
+    order, and comments and another indentation."""
     folder = tmp_path_factory.mktemp("rerun-configs")
     files = {}
     for name, change, _ in CASES:
@@ -406,8 +401,9 @@ def plans(finished, tmp_path_factory):
     files["commented"] = folder / "commented.yaml"
     text = yaml.safe_dump(TINY, indent=4, default_flow_style=False)
     files["commented"].write_text("# a comment\n\n" + text.replace("\n", "  # and another\n", 3))
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(files, pool.map(lambda f: dry_run(finished, f), files.values())))
+    runs = run_all({name: dry_run_arguments(finished, f) for name, f in files.items()})
+    return {name: planned_jobs(r) if r.returncode == 0 else f"dry run failed: {r.stderr[-2000:]}"
+            for name, r in runs.items()}
 
 
 @pytest.mark.slow
