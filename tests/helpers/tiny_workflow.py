@@ -37,20 +37,23 @@ TINY = {
     },
     "slice": {"size": 32},
     "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    # One thread for every job, as the demo: on 2 cores the two experiments' chains run side by side
+    # (the schema's 2 to 4 threads ran the run's 60 jobs one at a time: 198 s).
     "experiments": {
-        "tiny": {"dataset": "phantom", "generate_from": ["labels_only"], "train": {
+        "tiny": {"dataset": "phantom", "generate_from": ["labels_only"], "threads": 1, "train": {
             "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6, "device": "cpu",
             "val_max_slices": 4, "mask_threshold": 0.0}},  # not the default: evaluation must use it
         "tiny-unpaired": {"dataset": "phantom", "images_from": "phantom_mr", "select_metric": "intensity_w1",
+                          "threads": 1,
                           "train": {"mode": "unpaired", "steps": 8, "batch_size": 2, "eval_every": 4,
                                     "sample_every": 8, "checkpoint_every": 4, "r1_every": 2, "device": "cpu",
                                     "val_max_slices": 4}},
     },
-    "generate": {"samples": 2, "splits": ["train", "test"]},
+    "generate": {"samples": 2, "splits": ["train", "test"], "threads": 1},
     "export": {"include_real": True},
     # Random weights the fixture writes: the FID/KID/LPIPS code runs for real, offline.
     "metrics": {"perceptual": "required", "check_hash": False, "kid_subsets": 5, "kid_subset_size": 20,
-                "segmenter_steps": 20},
+                "segmenter_steps": 20, "threads": 1, "segmenter_threads": 1},
     "report": {"dpi": 50, "grid_rows": 3},
 }
 

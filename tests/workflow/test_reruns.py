@@ -82,7 +82,7 @@ CHANGES = {
     "experiments.<name>.generate_from": [{f"{T}.generate_from": []}],
     "experiments.<name>.export_id": [{f"{T}.export_id": 777}],
     "experiments.<name>.export_name": [{f"{T}.export_name": "Renamed"}],
-    "experiments.<name>.threads": [{f"{T}.threads": 1}],
+    "experiments.<name>.threads": [{f"{T}.threads": 2}],
     "experiments.<name>.gpus": [{f"{T}.gpus": 1}],
     "experiments.<name>.train.mode": [{f"{T}.train.mode": "unpaired", f"{T}.images_from": "phantom_mr",
                                        f"{T}.select_metric": "intensity_w1"}],  # unpaired computes no ssim
@@ -126,7 +126,7 @@ CHANGES = {
     "metrics.batch_size": [{"metrics.batch_size": 8}],
     "metrics.segmenter_steps": [{"metrics.segmenter_steps": 10}],
     "metrics.segmenter_batch": [{"metrics.segmenter_batch": 4}],
-    "metrics.segmenter_threads": [{"metrics.segmenter_threads": 1}],
+    "metrics.segmenter_threads": [{"metrics.segmenter_threads": 2}],
     "metrics.threads": [{"metrics.threads": 2}],
     "metrics.segmenter_channels": [{"metrics.segmenter_channels": [8, 16, 32, 32]}],
     "select.metric": [{"select.metric": "ssim"}],
