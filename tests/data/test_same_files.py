@@ -74,3 +74,53 @@ def test_voxel_copies_are_the_same_values_on_the_same_grid_whatever_the_bytes(tm
     found = voxel_copies_of([f for n, f in files.items() if n != "test.nii.gz"] + [files["test.nii.gz"]],
                             [files["test.nii.gz"], files["broken.nii.gz"]])
     assert found == {files["again.nii"]: files["test.nii.gz"], files["as_int16.nii.gz"]: files["test.nii.gz"]}
+
+
+def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> str:
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return str(path)
+
+
+def test_voxel_groups_read_the_voxels_of_a_file_only_where_another_shares_its_grid(tmp_path, monkeypatch) -> None:
+    """A cohort resampled to one grid (every origin alike) reads each file once, not once per pair."""
+    from medsynth.data import same_files
+
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    maps = [np.random.default_rng(i).integers(0, 4, (8, 6, 3)).astype(np.uint8) for i in range(4)]
+    paths = [_save(tmp_path / f"m{i}.nii.gz", m, affine) for i, m in enumerate(maps)]
+    paths.append(_save(tmp_path / "m0_again.nii", maps[0].astype(np.float32), affine))  # saved again
+    moved = affine.copy()
+    moved[2, 3] = 40.0
+    alone = _save(tmp_path / "alone.nii.gz", maps[1], moved)  # m1's voxels on another grid: another study
+    read, voxel_digest = [], same_files.voxel_digest
+
+    def digest(path: str) -> str:
+        read.append(path)
+        return voxel_digest(path)
+    assert same_files.voxel_groups([*paths, alone, tmp_path / "missing.nii.gz"], digest) == [[paths[0], paths[4]]]
+    assert sorted(read) == sorted(paths)  # alone's grid is its own: its voxels are never read
+
+    read.clear()
+    monkeypatch.setattr(same_files, "voxel_digest", digest)
+    assert voxel_copies_of([paths[4], *paths[1:3]], [paths[0], paths[3], *paths[1:3]]) == {paths[4]: paths[0]}
+    assert sorted(read) == sorted(paths)  # each once, though five files share one grid
+
+
+def test_whole_values_are_one_digest_in_any_type_and_broken_voxels_are_in_no_group(tmp_path) -> None:
+    from medsynth.data.same_files import nifti_grid, voxel_digest, voxel_groups
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    labels = np.arange(24, dtype=np.uint8).reshape(4, 3, 2) % 5
+    digests = {voxel_digest(_save(tmp_path / f"{t}.nii.gz", labels.astype(t), affine))
+               for t in (np.uint8, np.int16, np.float32, np.float64)}
+    assert len(digests) == 1
+    ct = np.linspace(-1000.5, 400.0, 24).reshape(4, 3, 2)  # not whole: compared as float64
+    assert voxel_digest(_save(tmp_path / "a.nii", ct.astype(np.float64), affine)) != voxel_digest(
+        _save(tmp_path / "b.nii", ct.astype(np.float32), affine))  # float32 rounds them: other values
+    big = np.random.default_rng(0).integers(0, 200, (64, 64, 32)).astype(np.uint8)
+    whole = _save(tmp_path / "whole.nii.gz", big, affine)
+    cut = tmp_path / "cut.nii.gz"  # the header readable, the voxels cut off (an interrupted download)
+    cut.write_bytes(Path(whole).read_bytes()[: Path(whole).stat().st_size // 2])
+    again = _save(tmp_path / "again.nii", big, affine)
+    assert nifti_grid(str(cut)) == nifti_grid(whole)
+    assert voxel_groups([whole, cut, again]) == [sorted([whole, again])]

@@ -260,3 +260,30 @@ def test_a_cases_table_without_patient_ids_is_said_to_split_by_case() -> None:
     assert said.startswith("resources/raw/mine/cases.tsv: no patient ids") and "each of the 3 cases" in said
     assert cases_as_patients([*rows[:2], {"case_id": "s2", "patient_id": "p1"}], "t") is None
     assert cases_as_patients(rows[:1], "t") is None
+
+
+def test_a_study_saved_again_under_another_patient_is_refused_by_its_voxels(tmp_path) -> None:
+    """One study exported twice (.nii.gz and .nii, as int16): other bytes, the same label voxels on the same
+    grid. In train and test it is refused; other studies on that grid (a cohort resampled to one) are not."""
+    import nibabel as nib
+    import numpy as np
+
+    from medsynth.data.same_files import identical_groups
+    from medsynth.data.split import same_study_cases
+
+    affine = np.diag([-1.5, -1.5, 3.0, 1.0])
+    rows = []
+    for i, patient in enumerate(("p0", "p1", "p2")):
+        label = np.random.default_rng(i).integers(0, 4, (10, 8, 3)).astype(np.uint8)
+        path = tmp_path / f"c{i}.nii.gz"
+        nib.save(nib.Nifti1Image(label, affine), path)
+        rows.append({"case_id": f"c{i}", "patient_id": patient, "image": "", "label": str(path)})
+    again = tmp_path / "c3.nii"
+    nib.save(nib.Nifti1Image(np.asanyarray(nib.load(rows[1]["label"]).dataobj).astype(np.int16), affine), again)
+    rows.append({"case_id": "c3", "patient_id": "p3", "image": "", "label": str(again)})
+    assert identical_groups(r["label"] for r in rows) == []  # bytes cannot tell
+    parts = {"c0": "train", "c1": "train", "c2": "test", "c3": "test"}
+    with pytest.raises(ValueError, match=r"c1 \(patient p1, train\), c3 \(patient p3, test\) are one study under two "
+                                         r"patient ids \(the same bytes, or the same voxels on the same grid"):
+        same_study_cases(rows, parts, "cases.tsv")
+    assert same_study_cases(rows, {**parts, "c3": "train"}, "cases.tsv")[0].startswith("cases.tsv: cases c1")

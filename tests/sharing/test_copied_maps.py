@@ -119,3 +119,25 @@ def test_the_export_states_which_generate_from_cases_generation_left_out(cohort)
         "maps.again": "patient PETCT_06a is in the test part of ct"}
     # The split datasets' own cases are generation's to make or not: none is listed.
     assert left_out_by_generation(case_rows({"ct": cohort["tables"]["ct"]}), cohort["splits"]) == {}
+
+
+def test_a_test_map_saved_again_with_other_bytes_is_found_by_its_voxels(cohort):
+    """The test map saved again as .nii (other bytes, the same voxels on its grid): refused as a copy; and,
+    a training map saved so, its patients share a fold."""
+    import nibabel as nib
+
+    from medsynth.sharing.copied_maps import shared_map_patients
+
+    again, resaved = (cohort["copy"].with_name(f"{case}.nii") for case in ("PETCT_55q_s1", "PETCT_66r_s1"))
+    nib.save(nib.load(cohort["test"]), again)
+    nib.save(nib.load(cohort["train"]), resaved)
+    assert again.read_bytes() != cohort["test"].read_bytes()
+    write_tsv(cohort["tables"]["maps"], [{"case_id": p.name.removesuffix(".nii"), "label": str(p)}
+                                         for p in (again, resaved)], ["case_id", "label"])
+    cases = [_synthetic("maps", "PETCT_55q_s1", again), _synthetic("ct", "PETCT_01a_s1", cohort["train"])]
+    assert copies_of_test_maps(cases, case_rows(cohort["tables"]), cohort["splits"]) == [
+        f"maps_PETCT_55q_s1_syn00 ({again}) holds the voxels of ct case PETCT_06a_s1 ({cohort['test']}) on its "
+        "grid, saved again"]
+    cases = [ExportCase(c.identifier, c.image, c.label, c.patient.rsplit("_", 1)[0], provenance=c.provenance)
+             for c in (_synthetic("ct", "PETCT_01a_s1", cohort["train"]), _synthetic("maps", "PETCT_66r_s1", resaved))]
+    assert shared_map_patients(cases, case_rows(cohort["tables"])) == {"PETCT_66r": "PETCT_01a"}

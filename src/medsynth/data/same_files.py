@@ -1,9 +1,11 @@
-"""Files with the same bytes under other names: one study listed twice.
+"""Files with the same content under other names: one study listed twice.
 
 A cohort can list one study twice: exported again under a second patient id (a pseudonymisation run
 twice), or TotalSegmentator's output of a test study saved again in a folder a ``generate_from`` dataset
-reads. Ids cannot tell; bytes can. Sizes first (free), a SHA-256 only where two sizes match, each file
-read once: on a 1000-study cohort the sizes alone settle almost every file.
+reads. Ids cannot tell; content can. The same bytes: sizes first (free), a SHA-256 only where two sizes
+match. The same voxels on the same grid, for a map saved again with other bytes: grids from the headers
+first, the voxels only where two grids match. Each file is read once; on a 1000-study cohort the sizes and
+the grids settle almost every file.
 """
 
 from __future__ import annotations
@@ -40,13 +42,27 @@ def digests() -> Callable[[str], str]:
 def identical_groups(paths: Iterable[str | Path], digest: Callable[[str], str] | None = None) -> list[list[str]]:
     """Groups (each sorted, of two or more) of the regular files among ``paths`` with the same bytes; a
     folder (a DICOM series) or a missing file is in none. Sorted by their first file."""
-    by_size: dict[int, set[str]] = {}
+    return _groups(paths, lambda path: Path(path).stat().st_size, digest or digests())
+
+
+def voxel_groups(paths: Iterable[str | Path], digest: Callable[[str], str] | None = None) -> list[list[str]]:
+    """Groups (as ``identical_groups``) of the NIfTI files among ``paths`` with the same voxel values on the
+    same grid (shape and affine), whatever their bytes: a map saved again (another compression, ``.nii`` for
+    ``.nii.gz``, another data type or header field). Grids from the headers first, the voxels of a file only
+    where another shares its grid (unrelated studies' origins differ), each file read once."""
+    return _groups(paths, nifti_grid, digest or voxel_digests())
+
+
+def _groups(paths: Iterable[str | Path], first: Callable[[str], object],
+            digest: Callable[[str], str]) -> list[list[str]]:
+    """Files with the same ``digest`` among those of the same ``first`` key (a cheap one: None leaves a file
+    out), ``digest`` computed only where two keys match."""
+    by_key: dict[object, set[str]] = {}
     for path in {str(p) for p in paths if p}:
-        if Path(path).is_file():
-            by_size.setdefault(Path(path).stat().st_size, set()).add(path)
-    digest = digest or digests()
+        if Path(path).is_file() and (key := first(path)) is not None:
+            by_key.setdefault(key, set()).add(path)
     groups = []
-    for files in by_size.values():
+    for files in by_key.values():
         if len(files) < 2:
             continue
         by_digest: dict[str, list[str]] = {}
@@ -54,6 +70,51 @@ def identical_groups(paths: Iterable[str | Path], digest: Callable[[str], str] |
             by_digest.setdefault(digest(path), []).append(path)
         groups += [same for same in by_digest.values() if len(same) > 1]
     return sorted(groups)
+
+
+def nifti_grid(path: str) -> tuple | None:
+    """(shape, affine to 1e-3 mm) from a NIfTI's header; None for a file nibabel cannot read (a DICOM file,
+    a broken one: read, and refused, by its own stage)."""
+    import nibabel as nib  # here: the config checks import this module at every Snakemake start
+    import numpy as np
+
+    try:
+        image = nib.load(path)  # the header only
+    except Exception:
+        return None
+    return tuple(image.shape), tuple(np.round(image.affine, 3).ravel())
+
+
+def voxel_digest(path: str) -> str:
+    """SHA-256 of a NIfTI's voxel values, the same for the same values in any data type on disk: whole
+    values in the smallest integer type that holds their range, others as float64."""
+    import nibabel as nib
+    import numpy as np
+
+    try:
+        values = np.asanyarray(nib.load(path).dataobj)
+    except Exception:  # a header over broken voxels (a cut-off download): in no group; its own stage refuses it
+        return f"unreadable: {path}"
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        canonical = values.astype("<f8")
+    else:
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        kind = np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
+        canonical = values.astype(np.dtype(kind).newbyteorder("<"))
+    digest = hashlib.sha256(f"{canonical.shape}{canonical.dtype.str}".encode())
+    digest.update(np.ascontiguousarray(canonical).data)
+    return digest.hexdigest()
+
+
+def voxel_digests() -> Callable[[str], str]:
+    """A NIfTI's ``voxel_digest``, each file read once."""
+    known: dict[str, str] = {}
+
+    def digest(path: str) -> str:
+        if path not in known:
+            known[path] = voxel_digest(path)
+        return known[path]
+    return digest
 
 
 def copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> dict[str, str]:
@@ -68,43 +129,36 @@ def copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> d
     return found
 
 
-def shared_files(owners: Mapping[str, set[str]]) -> list[tuple[list[str], set[str]]]:
+def shared_files(owners: Mapping[str, set[str]], voxels: Iterable[str] = ()) -> list[tuple[list[str], set[str]]]:
     """(files, their owners together) for each group of ``owners``' files (file -> the cases or patients
-    that list it) with the same bytes, and for each file listed by several owners on its own (its bytes
-    are its own twin)."""
-    groups = identical_groups(owners)
+    that list it) with the same bytes, or (those among ``voxels``) the same voxels on the same grid
+    (``voxel_groups``), and for each file listed by several owners on its own (its bytes are its own twin)."""
+    groups = _merged(identical_groups(owners) + voxel_groups(set(voxels) & set(owners)))
     grouped = {f for group in groups for f in group}
     groups += [[f] for f in sorted(owners) if len(owners[f]) > 1 and f not in grouped]
     return [(group, set().union(*(owners[f] for f in group))) for group in groups]
 
 
+def _merged(groups: list[list[str]]) -> list[list[str]]:
+    """Groups joined where they share a file (a map in a group by bytes and in one by voxels)."""
+    merged: list[set[str]] = []
+    for group in map(set, groups):
+        for other in [m for m in merged if m & group]:
+            merged.remove(other)
+            group |= other
+        merged.append(group)
+    return sorted(sorted(g) for g in merged)
+
+
 def voxel_copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> dict[str, str]:
-    """file -> an original with the same voxel values on the same grid (shape and affine) but other bytes,
-    for NIfTI ``files`` that no byte comparison matched: a label map saved again (another compression level,
-    ``.nii`` for ``.nii.gz``, another header field or data type). Headers first, the voxels of two maps only
-    where their grids match, so unrelated studies (whose origins differ) cost one header read each."""
-    import nibabel as nib  # here: the config checks import this module at every Snakemake start
-    import numpy as np
-
-    def opened(path: str):
-        try:
-            return nib.load(path)  # the header only: the voxels are read where a grid matches
-        except Exception:  # a DICOM folder or an unreadable file: read (and refused) by its own stage
-            return None
-
-    def grid(image) -> tuple:
-        return tuple(image.shape), tuple(np.round(image.affine, 3).ravel())
-
-    by_grid: dict[tuple, list] = {}
-    for original in sorted({str(o) for o in originals if o}):
-        if (image := opened(original)) is not None:
-            by_grid.setdefault(grid(image), []).append((original, image))
+    """file -> an original (the first by name) with the same voxel values on the same grid but other bytes
+    (``voxel_groups``), for NIfTI ``files`` that no byte comparison matched: a map saved again. Each file is
+    read once, however many originals share its grid (a cohort resampled to one grid: all of them)."""
+    files, known = {str(f) for f in files if f}, {str(o) for o in originals if o}
     found = {}
-    for path in sorted({str(f) for f in files if f}):
-        image = opened(path)
-        candidates = [(o, other) for o, other in by_grid.get(grid(image), []) if o != path] if image else []
-        voxels = np.asanyarray(image.dataobj) if candidates else None
-        twin = next((o for o, other in candidates if np.array_equal(voxels, other.dataobj)), None)
-        if twin:
-            found[path] = twin
+    for group in voxel_groups(files | known):
+        for path in set(group) & files:
+            original = next((o for o in group if o in known and o != path), None)
+            if original:
+                found[path] = original
     return found

@@ -95,23 +95,27 @@ def cases_as_patients(rows: Sequence[Mapping[str, str]], table: str) -> str | No
 
 
 def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], table: str) -> list[str]:
-    """Cases of other patients whose image or label files have the same bytes (``same_files``; or one file
-    listed twice): one study under two patient ids, which the split cannot see. An error when they fall in
-    different parts (a held-out study would be trained on, or a test study selected by), else the warnings
+    """Cases of other patients whose image or label files have the same bytes, or whose label maps (images
+    where a case has none) the same voxels on the same grid (``same_files``: a study saved again; or one
+    file listed twice): one study under two patient ids, which the split cannot see. An error when they fall
+    in different parts (a held-out study would be trained on, or a test study selected by), else the warnings
     to log."""
     cases_of: dict[str, set[str]] = {}
     for row in rows:
         for column in ("image", "label"):
             if row.get(column):
                 cases_of.setdefault(row[column], set()).add(row["case_id"])
+    # By voxels: a case's label map where it has one (read in a fraction of its image's time).
+    voxels = [r.get("label") or r.get("image") for r in rows]
     patient = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
     warnings = []
-    for group, listed_by in shared_files(cases_of):
+    for group, listed_by in shared_files(cases_of, voxels):
         cases = sorted(listed_by)
         if len({patient[c] for c in cases}) < 2:
             continue  # one patient's studies share a part already
         listed = ", ".join(f"{c} (patient {patient[c]}, {parts[c]})" for c in cases)
-        text = f"{table}: cases {listed} are one study under two patient ids (the same bytes: {', '.join(group)})"
+        text = (f"{table}: cases {listed} are one study under two patient ids (the same bytes, or the same voxels "
+                f"on the same grid: {', '.join(group)})")
         if len({parts[c] for c in cases}) > 1:
             raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is "
                              "tested on. Give these cases one patient_id in the cases table (a patient's "

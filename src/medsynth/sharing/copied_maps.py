@@ -5,7 +5,8 @@ TotalSegmentator output of a test study saved again in a folder that a ``generat
 reads (found as ``{case}.nii.gz``, its patient is its file name), or one study listed twice in a
 cases table with two patient ids. Its synthetic twins, and the map itself beside them, would then
 ship a test patient's anatomy. The export compares the exported cases' source label files with the
-test cases' byte for byte: sizes first, a SHA-256 only where a size matches.
+test cases' byte for byte (sizes first, a SHA-256 only where a size matches), and the voxels of a map
+saved again with other bytes (``same_files.voxel_groups``: grids first).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medsynth.data.cohort import read_cases
-from medsynth.data.same_files import copies_of, shared_files
+from medsynth.data.same_files import copies_of, shared_files, voxel_copies_of
 from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
 
@@ -52,28 +53,39 @@ def case_rows(case_tables: Mapping[str, Path]) -> dict[str, dict[str, dict[str, 
 
 def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, Path]) -> list[str]:
     """'<case> (<file>) is a copy of <test case> (<file>)' for every exported case (``ExportCase``) whose
-    source label map is byte for byte a test case's of one of the split datasets (``rows``: ``case_rows``)."""
+    source label map is a test case's of one of the split datasets, byte for byte or voxel for voxel on its
+    grid (``rows``: ``case_rows``)."""
     tests = test_label_files(rows, split_tables)
     if not tests:
         return []
     sources = {case.identifier: source_label(case.provenance, case.label, rows) for case in cases}
-    twin = copies_of([s for s in sources.values() if s], tests)
-    return [f"{case} ({sources[case]}) is a copy of {tests[twin[sources[case]]]} ({twin[sources[case]]})"
-            for case in sorted(sources) if sources[case] in twin]
+    files = {s for s in sources.values() if s}
+    twin = copies_of(files, tests)
+    saved_again = voxel_copies_of(files - set(twin), tests)
+    found = []
+    for case in sorted(sources):
+        if sources[case] in twin:
+            found.append(f"{case} ({sources[case]}) is a copy of {tests[twin[sources[case]]]} ({twin[sources[case]]})")
+        elif sources[case] in saved_again:
+            original = saved_again[sources[case]]
+            found.append(f"{case} ({sources[case]}) holds the voxels of {tests[original]} ({original}) on its grid, "
+                         "saved again")
+    return found
 
 
 def shared_map_patients(cases: Sequence, rows: Rows) -> dict[str, str]:
     """patient -> the patient whose nnU-Net fold it joins, for the patients of exported cases (``ExportCase``)
-    made from byte-identical label maps (a training map listed again under another id, e.g. in a
-    ``generate_from`` folder): in two folds, nnU-Net would validate on the anatomy it trains on. A group
-    is named by its first patient; patients with maps of their own are not listed (``rows``: ``case_rows``)."""
+    made from identical label maps (the same bytes, or voxels on one grid: a training map listed again under
+    another id, e.g. in a ``generate_from`` folder): in two folds, nnU-Net would validate on the anatomy it
+    trains on. A group is named by its first patient; patients with maps of their own are not listed
+    (``rows``: ``case_rows``)."""
     patients_of: dict[str, set[str]] = {}
     for case in cases:
         src = source_label(case.provenance, case.label, rows)
         if src:
             patients_of.setdefault(src, set()).add(case.patient)
     joined: dict[str, set[str]] = {}
-    for _, patients in shared_files(patients_of):
+    for _, patients in shared_files(patients_of, voxels=patients_of):
         merged = set().union(*(joined.get(p, {p}) for p in patients))  # and the groups they are in
         for patient in merged:
             joined[patient] = merged
