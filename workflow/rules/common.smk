@@ -492,9 +492,14 @@ def test_case_inputs(wildcards):
     leaves out a generate_from case of a test patient, by its patient id, the bytes of its label map or its
     voxels on a test map's grid."""
     labelled = [d for d in card_datasets(wildcards) if not image_only(d)]
-    return {"test_splits": test_check_tables(wildcards)["split_tables"],
+    return {"test_splits": learnt_splits(wildcards),
             "test_labels": [cases_of(d)[c]["label"] for d in labelled for c in split_of(d, ("test",))
                             if not case_problem(d, c)]}
+
+
+def learnt_splits(wildcards):
+    """The split tables of the datasets an experiment's generator learnt from (trained, validated, tested on)."""
+    return [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)]
 
 
 def test_check_tables(wildcards):
@@ -502,7 +507,7 @@ def test_check_tables(wildcards):
     generate_from datasets: what the export checks (a test case's label map under another id is refused)
     and what tells the model card which generate_from cases generation left out."""
     generate_from = config["experiments"][wildcards.experiment].get("generate_from", [])
-    return {"split_tables": [f"results/split/{d}/split.tsv" for d in card_datasets(wildcards)],
+    return {"split_tables": learnt_splits(wildcards),
             "case_tables": [checkpoints.download.get(dataset=d).output.cases
                             for d in sorted({*card_datasets(wildcards), *generate_from})]}
 

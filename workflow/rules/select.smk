@@ -7,7 +7,7 @@ rule select:
         metrics=rules.train.output.metrics,
         checkpoints=rules.train.output.checkpoints,
         # The model card's training data: patients (split tables), slices, spacing (preprocessing meta).
-        splits=lambda w: [f"results/split/{d}/split.tsv" for d in card_datasets(w)],
+        splits=learnt_splits,
         slices=lambda w: case_slices(experiment_dataset(w), ("train",)),
         image_slices=lambda w: case_slices(image_dataset(w), ("train",)) if len(card_datasets(w)) > 1 else [],
         meta=lambda w: case_meta(image_dataset(w), ("train",)),
