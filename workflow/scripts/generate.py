@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from medsynth.data.cohort import patient_of
 from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
 from medsynth.inference.held_out import leave_out_test_cases
 from medsynth.io.tables import read_tsv, write_tsv
@@ -24,7 +25,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             cases.append(LabelCase(case, Path(slices), Path(meta).parent, row["part"], dataset, case,
                                    row["patient_id"]))
         else:  # a generate_from dataset's case ids may repeat the experiment's own: its folder is <dataset>.<case>
-            patient = extra[(dataset, case)].get("patient_id") or case
+            patient = patient_of(extra[(dataset, case)])
             cases.append(LabelCase(f"{dataset}.{case}", Path(slices), Path(meta).parent, "generate_from", dataset,
                                    case, patient))
     if sm.input.get("test_splits") is not None:

@@ -122,6 +122,12 @@ def _check_row(path: Path, line: int, row: Mapping[str, str], labelled: bool | N
         raise ValueError(f"{path}, line {line}: case {cid!r} has neither an image nor a label map")
 
 
+def patient_of(row: Mapping[str, str]) -> str:
+    """A cases table row's patient: its ``patient_id``, or the case itself (``read_cases`` fills the column so;
+    a row made by hand may lack it)."""
+    return row.get("patient_id") or row["case_id"]
+
+
 def missing_files(row: Mapping[str, str]) -> list[tuple[str, str]]:
     """(column, path) of a case's files (or DICOM folders) that do not exist; mask only when one is given."""
     return [(col, row[col]) for col in FILE_COLUMNS if row.get(col) and not Path(row[col]).exists()]

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from medsynth.data.cohort import discover_cases, read_cases
+from medsynth.data.cohort import discover_cases, patient_of, read_cases
 from medsynth.data.phantom.ids import case_ids
 from medsynth.data.split import split_table
 from medsynth.io.tables import read_tsv
@@ -74,7 +74,7 @@ def listing_digest(dataset: Mapping) -> str | None:
 
 
 def _ids(rows: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
-    return [{"case_id": r["case_id"], "patient_id": r.get("patient_id") or r["case_id"]} for r in rows]
+    return [{"case_id": r["case_id"], "patient_id": patient_of(r)} for r in rows]
 
 
 class KnownPatients:

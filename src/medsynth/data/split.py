@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from medsynth.data.cohort import patient_of
 from medsynth.data.same_files import shared_files
 from medsynth.io.tables import read_tsv
 
@@ -40,9 +41,9 @@ def split_cases(case_ids: Sequence[str], ratios: Mapping[str, float], seed: int,
     dup = sorted(c for c, n in counts.items() if n > 1)
     if dup:
         raise ValueError(f"duplicate case ids {dup}: every case id must be unique")
-    patient_of = {c: (patients or {}).get(c) or c for c in case_ids}
-    by_patient = split_patients(sorted(set(patient_of.values())), ratios, seed)
-    return {c: by_patient[patient_of[c]] for c in sorted(case_ids)}
+    patient = {c: (patients or {}).get(c) or c for c in case_ids}
+    by_patient = split_patients(sorted(set(patient.values())), ratios, seed)
+    return {c: by_patient[patient[c]] for c in sorted(case_ids)}
 
 
 def split_patients(patient_ids: Sequence[str], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
@@ -78,7 +79,7 @@ def _bounds(ratios: Mapping[str, float]) -> dict[str, tuple[float, float]]:
 def split_table(rows: Iterable[Mapping[str, str]], ratios: Mapping[str, float], seed: int) -> list[dict[str, str]]:
     """Rows of ``split.tsv`` (``SPLIT_COLUMNS``, sorted by case id) from the rows of a ``cases.tsv``."""
     rows = list(rows)
-    patients = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
+    patients = {r["case_id"]: patient_of(r) for r in rows}
     parts = split_cases([r["case_id"] for r in rows], ratios, seed, patients)
     return [{"case_id": c, "patient_id": patients[c], "part": parts[c]} for c in sorted(parts)]
 
@@ -87,7 +88,7 @@ def cases_as_patients(rows: Sequence[Mapping[str, str]], table: str) -> str | No
     """What to say when no row of a cases table names a patient other than its case (no ``patient_id``
     column, no ``{patient}`` placeholder): each case is then its own patient, so two studies of one patient
     can land in train and test. None when patient ids are given, or for a single case."""
-    if len(rows) < 2 or any((r.get("patient_id") or r["case_id"]) != r["case_id"] for r in rows):
+    if len(rows) < 2 or any(patient_of(r) != r["case_id"] for r in rows):
         return None
     return (f"{table}: no patient ids (every case's patient is the case itself): the split treats each of the "
             f"{len(rows)} cases as its own patient. If a patient has several studies they can fall in "
@@ -107,7 +108,7 @@ def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str]
                 cases_of.setdefault(row[column], set()).add(row["case_id"])
     # By voxels: a case's label map where it has one (read in a fraction of its image's time).
     voxels = [r.get("label") or r.get("image") for r in rows]
-    patient = {r["case_id"]: r.get("patient_id") or r["case_id"] for r in rows}
+    patient = {r["case_id"]: patient_of(r) for r in rows}
     warnings = []
     for group, listed_by in shared_files(cases_of, voxels):
         cases = sorted(listed_by)

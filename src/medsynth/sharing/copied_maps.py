@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from medsynth.data.cohort import read_cases
+from medsynth.data.cohort import patient_of, read_cases
 from medsynth.data.same_files import copies_of, shared_files, voxel_copies_of
 from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
@@ -102,6 +102,6 @@ def left_out_by_generation(rows: Rows, split_tables: Mapping[str, Path]) -> dict
     """<dataset>.<case> -> why generation left it out (``inference.held_out``: a test patient's study), for
     the cases of the ``generate_from`` datasets among ``rows`` (``case_rows``; those without a
     ``split_tables`` entry): the export and the model card count them (``LEFT_OUT_WHY``)."""
-    extra = [SourceMap(f"{d}.{c}", r.get("patient_id") or c, r.get("label") or "")
+    extra = [SourceMap(f"{d}.{c}", patient_of(r), r.get("label") or "")
              for d in sorted(rows) if d not in split_tables for c, r in sorted(rows[d].items())]
     return test_case_reasons(extra, split_tables, list(test_label_files(rows, split_tables))) if extra else {}

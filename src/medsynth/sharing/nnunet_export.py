@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import medsynth
-from medsynth.data.cohort import read_cases, series_of
+from medsynth.data.cohort import patient_of, read_cases, series_of
 from medsynth.data.labels import LabelTable
 from medsynth.data.patients import patients_in_test
 from medsynth.io.nifti import Volume, load_volume, save_volume
@@ -263,7 +263,7 @@ def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], want
     """The real cases of the given split parts, from a dataset's ``cases.tsv`` rows (absolute paths);
     ``table`` is that dataset's label table (class ids by the same names as the synthetic cases')."""
     return [ExportCase(identifier=f"{r['case_id']}_real", image=Path(r["image"]), label=Path(r["label"]),
-                       patient=r.get("patient_id") or r["case_id"], raw_label=table,
+                       patient=patient_of(r), raw_label=table,
                        provenance={"synthetic": False, "case_id": r["case_id"]}, series=series_of(r))
             for r in rows if parts.get(r["case_id"]) in wanted]
 
