@@ -95,14 +95,17 @@ def voxel_digest(path: str) -> str:
         values = np.asanyarray(nib.load(path).dataobj)
     except Exception:  # a header over broken voxels (a cut-off download): in no group; its own stage refuses it
         return f"unreadable: {path}"
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        canonical = values.astype("<f8")
+    # Slab by slab along the last axis: a scaled CT is float64 already (~630 MB at 512 x 512 x 300); whole-array
+    # temporaries would double and triple it.
+    slabs = [values[..., k] for k in range(values.shape[-1])] if values.ndim else [values]
+    if values.dtype.kind == "f" and not all(np.array_equal(s, np.round(s)) for s in slabs):
+        kind = np.dtype("<f8")
     else:
         low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
-        kind = np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
-        canonical = values.astype(np.dtype(kind).newbyteorder("<"))
-    digest = hashlib.sha256(f"{canonical.shape}{canonical.dtype.str}".encode())
-    digest.update(np.ascontiguousarray(canonical).data)
+        kind = np.dtype(np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))).newbyteorder("<")
+    digest = hashlib.sha256(f"{values.shape}{kind.str}".encode())
+    for slab in slabs:
+        digest.update(slab.astype(kind).tobytes())
     return digest.hexdigest()
 
 
