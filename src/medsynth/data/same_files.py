@@ -132,6 +132,14 @@ def copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> d
     return found
 
 
+def copies_and_resaves(files: Iterable[str | Path], originals: Iterable[str | Path]) -> tuple[dict, dict]:
+    """(``copies_of``, ``voxel_copies_of`` of the files no byte comparison matched): which of ``files`` copy
+    which ``originals``, by bytes, and which hold an original's voxels saved again with other bytes."""
+    files = {str(f) for f in files if f}
+    copies = copies_of(files, originals)
+    return copies, voxel_copies_of(files - set(copies), originals)
+
+
 def shared_files(owners: Mapping[str, set[str]], voxels: Iterable[str] = ()) -> list[tuple[list[str], set[str]]]:
     """(files, their owners together) for each group of ``owners``' files (file -> the cases or patients
     that list it) with the same bytes, or (those among ``voxels``) the same voxels on the same grid

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 from medsynth.data.patients import patients_in_test
-from medsynth.data.same_files import copies_of, voxel_copies_of
+from medsynth.data.same_files import copies_and_resaves
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
     part of a dataset the generator learnt from (``split_tables``: dataset -> ``split.tsv``) or whose source
     label map has the bytes of a test case's (``test_labels``)."""
     test = patients_in_test(split_tables)
-    copies = copies_of([c.label for c in cases], test_labels)
-    unmatched = [c.label for c in cases if c.patient_id not in test and c.label not in copies]
-    saved_again = voxel_copies_of(unmatched, test_labels)
+    copies, saved_again = copies_and_resaves([c.label for c in cases if c.patient_id not in test], test_labels)
     reasons = {}
     for case in cases:
         if case.patient_id in test:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medsynth.data.cohort import patient_of, read_cases
-from medsynth.data.same_files import copies_of, shared_files, voxel_copies_of
+from medsynth.data.same_files import copies_and_resaves, shared_files
 from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
 
@@ -59,9 +59,7 @@ def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, 
     if not tests:
         return []
     sources = {case.identifier: source_label(case.provenance, case.label, rows) for case in cases}
-    files = {s for s in sources.values() if s}
-    twin = copies_of(files, tests)
-    saved_again = voxel_copies_of(files - set(twin), tests)
+    twin, saved_again = copies_and_resaves(sources.values(), tests)
     found = []
     for case in sorted(sources):
         if sources[case] in twin:
