@@ -46,6 +46,11 @@ def test_copies_of_names_the_original_of_each_copy_and_only_of_the_files_asked_f
     assert found == {p["copy_a"]: p["test_a"], p["test_b"]: p["test_b"]}
 
 
+def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> str:
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return str(path)
+
+
 def test_voxel_copies_are_the_same_values_on_the_same_grid_whatever_the_bytes(tmp_path) -> None:
     """A label map saved again (.nii for .nii.gz, another data type) is a copy; another grid, or one voxel
     changed, is not; a file that is no NIfTI (a DICOM folder, a broken file) is skipped, not an error."""
@@ -53,32 +58,20 @@ def test_voxel_copies_are_the_same_values_on_the_same_grid_whatever_the_bytes(tm
     labels = rng.integers(0, 5, (12, 10, 4)).astype(np.uint8)
     affine = np.diag([-0.8, -0.8, 2.5, 1.0])
     affine[:3, 3] = [100.0, 80.0, -300.0]
-    files = {}
-
-    def save(name: str, array: np.ndarray, aff: np.ndarray = affine) -> None:
-        files[name] = str(tmp_path / name)
-        nib.save(nib.Nifti1Image(array, aff), files[name])
-
-    save("test.nii.gz", labels)
-    save("again.nii", labels)  # other bytes: uncompressed
-    save("as_int16.nii.gz", labels.astype(np.int16))
     shifted = affine.copy()
     shifted[0, 3] += 1.0
-    save("other_grid.nii.gz", labels, shifted)
     edited = labels.copy()
     edited[0, 0, 0] = 7
-    save("edited.nii.gz", edited)
+    files = {name: _save(tmp_path / name, array, aff) for name, array, aff in (
+        ("test.nii.gz", labels, affine), ("again.nii", labels, affine),  # other bytes: uncompressed
+        ("as_int16.nii.gz", labels.astype(np.int16), affine), ("other_grid.nii.gz", labels, shifted),
+        ("edited.nii.gz", edited, affine))}
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
     files["broken.nii.gz"] = str(tmp_path / "broken.nii.gz")
     assert Path(files["again.nii"]).read_bytes() != Path(files["test.nii.gz"]).read_bytes()
     found = voxel_copies_of([f for n, f in files.items() if n != "test.nii.gz"] + [files["test.nii.gz"]],
                             [files["test.nii.gz"], files["broken.nii.gz"]])
     assert found == {files["again.nii"]: files["test.nii.gz"], files["as_int16.nii.gz"]: files["test.nii.gz"]}
-
-
-def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> str:
-    nib.save(nib.Nifti1Image(array, affine), path)
-    return str(path)
 
 
 def test_voxel_groups_read_the_voxels_of_a_file_only_where_another_shares_its_grid(tmp_path, monkeypatch) -> None:
