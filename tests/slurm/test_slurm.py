@@ -69,7 +69,9 @@ def test_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
            "MEDSYNTH_TEST_STEP_SECONDS": "15", "MEDSYNTH_TEST_STOP_MARKER": str(marker)}
     # The test overlay is given as the workflow profile: its keys replace the main profile's
     # (status command, check interval, the test cluster's partitions and small resources).
-    cmd = ["timeout", "-s", "INT", "900", sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+    # Snakemake itself, but for the plugin's back-off between status checks (steady_status_checks.py).
+    cmd = ["timeout", "-s", "INT", "900", sys.executable, str(HERE / "steady_status_checks.py"),
+           "--snakefile", str(REPO / "workflow" / "Snakefile"),
            "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(HERE / "profile"),
            "--configfile", "config.yaml"]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1000)
