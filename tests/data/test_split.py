@@ -184,6 +184,24 @@ def test_an_unpaired_pair_of_tiny_cohorts_sharing_patients_is_refused_before_tra
     check_unpaired_splits(tmp_path / "big_ct.tsv", tmp_path / "big_mr.tsv")  # no error
 
 
+def test_an_unpaired_patient_held_out_as_val_in_one_dataset_and_test_in_the_other_is_refused(tmp_path) -> None:
+    """No train part involved, but P02's MR (val in the image dataset) would select the checkpoint that is
+    then tested on P02's label maps (test in the label dataset)."""
+    from medsynth.data.split import check_unpaired_splits, crossed_patients
+    from medsynth.io.tables import write_tsv
+
+    ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
+    labels = split_table([{"case_id": p} for p in ("P02", "P05", "P06", "P11")], ratios, 0)
+    images = split_table([{"case_id": p} for p in ("P01", "P02", "P03")], ratios, 0)
+    assert crossed_patients(labels, images) == [("P02", "test", "val")]
+    write_tsv(tmp_path / "labels.tsv", labels, SPLIT_COLUMNS)
+    write_tsv(tmp_path / "images.tsv", images, SPLIT_COLUMNS)
+    with pytest.raises(ValueError, match=r"P02 \(test in the label dataset, val in the image dataset\) are in "
+                                         r"different parts of the two datasets, so the generator would learn "
+                                         r"from, or be selected by"):
+        check_unpaired_splits(tmp_path / "labels.tsv", tmp_path / "images.tsv")
+
+
 def test_a_fine_tuning_whose_source_trained_on_a_patient_it_holds_out_is_refused(tmp_path) -> None:
     """Experiment pre trains on big (4 patients), ft fine-tunes from it on small (3, the same ids): the
     tiny cohorts' splits put phantom_000 in big's train part and small's test part."""

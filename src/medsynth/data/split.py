@@ -131,30 +131,29 @@ HELD_OUT = ("val", "test")
 
 def crossed_patients(label_rows: Iterable[Mapping[str, str]],
                      image_rows: Iterable[Mapping[str, str]]) -> list[tuple[str, str, str]]:
-    """(patient, part in the label dataset, part in the image dataset) of every patient an unpaired
-    experiment would train on in one dataset while the other holds it out (val or test), from the two
-    ``split.tsv``. Patients keep one part across datasets by their number, except where the small-cohort
-    rule moved one to fill an empty part (``split_patients``)."""
+    """(patient, part in the label dataset, part in the image dataset) of every patient the two ``split.tsv``
+    of an unpaired experiment put in different parts: trained on in one and held out in the other, or
+    selected by in one (val) and tested on in the other. Patients keep one part across datasets by their
+    number, except where the small-cohort rule moved one to fill an empty part (``split_patients``)."""
     label = {r["patient_id"]: r["part"] for r in label_rows}
     image = {r["patient_id"]: r["part"] for r in image_rows}
-    return sorted((p, label[p], image[p]) for p in set(label) & set(image)
-                  if label[p] != image[p] and "train" in (label[p], image[p]))
+    return sorted((p, label[p], image[p]) for p in set(label) & set(image) if label[p] != image[p])
 
 
 def crossed_message(crossed: Sequence[tuple[str, str, str]], label_table: str, image_table: str) -> str:
     """The error ``crossed_patients`` calls for: which patients, where, and what to do."""
     listed = ", ".join(f"{p} ({a} in the label dataset, {b} in the image dataset)" for p, a, b in crossed[:5])
     more = f" and {len(crossed) - 5} more" if len(crossed) > 5 else ""
-    return (f"{label_table} and {image_table}: patient(s) {listed}{more} would be trained on in one dataset and "
-            "held out in the other, so the generator would learn from a patient it is then validated or "
+    return (f"{label_table} and {image_table}: patient(s) {listed}{more} are in different parts of the two "
+            "datasets, so the generator would learn from, or be selected by, a patient it is then validated or "
             "tested on. With so few patients the split moved some to fill an empty part; give both datasets "
             "enough patients (or set split.ratios.val to 0), or, if the ids are different people, different "
             "patient ids")
 
 
 def check_unpaired_splits(label_table: Path, image_table: Path) -> None:
-    """Refuse, before an unpaired training starts, a patient trained on in one dataset and held out in the
-    other (``crossed_patients``)."""
+    """Refuse, before an unpaired training starts, a patient in different parts of the two datasets
+    (``crossed_patients``)."""
     crossed = crossed_patients(read_tsv(Path(label_table)), read_tsv(Path(image_table)))
     if crossed:
         raise ValueError(crossed_message(crossed, str(label_table), str(image_table)))
@@ -186,7 +185,7 @@ def check_fine_tune_splits(source: str, source_tables: Sequence[Path], own_table
 def check_training_patients(split: Path, image_split: str | Path | None = None, init_from: str | None = None,
                             source_splits: Sequence[str | Path] | str = ()) -> None:
     """A training's patient checks, before it starts: unpaired, the two datasets' splits agree on every
-    patient trained on (``check_unpaired_splits``); fine-tuning from an experiment of the same config
+    patient they share (``check_unpaired_splits``); fine-tuning from an experiment of the same config
     (``source_splits``: the splits it trained by), its source learnt from no patient this run holds out."""
     own = [Path(split), *([Path(image_split)] if image_split else [])]
     if image_split:
