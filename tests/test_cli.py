@@ -85,3 +85,31 @@ def test_each_workflow_stage_has_a_command_that_plans_only_up_to_it(tmp_path, mo
     assert not planned & {"report_summary", "export", "utility"} and "demo-unpaired" not in out
     assert main(["split", "--experiment", "demo"]) == 2  # a per-dataset stage takes no experiment
     assert "leave out --experiment" in capfd.readouterr().err
+
+
+def test_train_runs_the_workflows_patient_checks_before_training(tmp_path, monkeypatch, capsys):
+    """Unpaired, phantom_001 is test in the label dataset and train in the image dataset: `medsynth train`
+    refuses as the workflow's training does, before anything trains."""
+    import medsynth.train.run as run
+    from medsynth.data.split import SPLIT_COLUMNS
+    from medsynth.io.tables import write_tsv
+
+    parts = {"phantom": {"phantom_000": "train", "phantom_001": "test", "phantom_002": "val"},
+             "phantom_mr": {"phantom_000": "train", "phantom_001": "train", "phantom_002": "val"}}
+    for dataset, part in parts.items():
+        write_tsv(tmp_path / "split" / dataset / "split.tsv",
+                  [{"case_id": c, "patient_id": c, "part": q} for c, q in part.items()], SPLIT_COLUMNS)
+        for case in part:
+            (tmp_path / "slices" / dataset / "cases" / case).mkdir(parents=True)
+            (tmp_path / "slices" / dataset / "cases" / case / "slices.npz").touch()
+    started = []
+    monkeypatch.setattr(run, "run_experiment", lambda *args, **kwargs: started.append(args))
+    config = str(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    assert main(["train", "--config", config, "--experiment", "demo-unpaired", "--results", str(tmp_path)]) == 2
+    assert "phantom_001 (test in the label dataset, train in the image dataset)" in capsys.readouterr().err
+    assert started == []
+    parts["phantom_mr"]["phantom_001"] = "test"  # the same part in both: it trains
+    write_tsv(tmp_path / "split" / "phantom_mr" / "split.tsv",
+              [{"case_id": c, "patient_id": c, "part": q} for c, q in parts["phantom_mr"].items()], SPLIT_COLUMNS)
+    assert main(["train", "--config", config, "--experiment", "demo-unpaired", "--results", str(tmp_path)]) == 0
+    assert len(started) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else results / "train" / args.experiment
     images = exp.get("images_from", exp["dataset"])
     unpaired = settings.get("mode") == "unpaired"
+    _check_patients(config["experiments"], args.experiment, results)
     run_experiment(
         settings, labels, run_dir,
         split_files(results, exp["dataset"], ["train"]), split_files(results, exp["dataset"], ["val"]),
@@ -76,6 +78,23 @@ def _train(args: argparse.Namespace) -> int:
         real_stats=stats if (stats := results / "metrics" / images / "inception_val.npz").is_file() else None,
     )
     return 0
+
+
+def _check_patients(experiments: dict, name: str, results: Path) -> None:
+    """The workflow's patient checks before a training (``split.check_training_patients``), on the split
+    tables under ``results``: unpaired, one part per patient in both datasets; fine-tuning from an experiment
+    of the config, no patient its weights learnt from (up the init_from chain) held out here."""
+    from medsynth.config.lineage import chain_datasets
+    from medsynth.data.split import check_training_patients
+
+    def table(dataset: str) -> Path:
+        return results / "split" / dataset / "split.tsv"
+
+    exp = experiments[name]
+    unpaired = exp["train"].get("mode") == "unpaired"
+    check_training_patients(table(exp["dataset"]), table(exp["images_from"]) if unpaired else None,
+                            exp["train"].get("init_from"),
+                            [table(d) for d in chain_datasets(experiments, name, os.getcwd())])
 
 
 def _generate(args: argparse.Namespace) -> int:

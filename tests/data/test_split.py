@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -221,6 +222,25 @@ def test_a_fine_tuning_whose_source_trained_on_a_patient_it_holds_out_is_refused
     # The same patients split the same way: nothing to refuse.
     check_training_patients(tmp_path / "big.tsv", None, "results/select/pre/generator.pt", [tmp_path / "big.tsv"])
     check_training_patients(tmp_path / "small.tsv")  # no source, paired: nothing to check
+
+
+def test_a_fine_tuning_whose_sources_selected_by_a_patient_it_tests_on_is_refused(tmp_path) -> None:
+    """Up a chain (a -> b -> this run): P1 was val for a, whose best checkpoint it chose; this run tests on
+    P1. P2, val both there and here, and P3, trained on there and here, are no leak."""
+    from medsynth.data.split import check_training_patients, trained_then_held_out
+    from medsynth.io.tables import write_tsv
+
+    def table(name: str, parts: dict[str, str]) -> Path:
+        rows = [{"case_id": p, "patient_id": p, "part": part} for p, part in parts.items()]
+        return write_tsv(tmp_path / f"{name}.tsv", rows, SPLIT_COLUMNS)
+
+    a = table("a", {"P1": "val", "P2": "val", "P3": "train"})
+    b = table("b", {"P4": "train"})
+    own = table("own", {"P1": "test", "P2": "val", "P3": "train", "P4": "train"})
+    assert trained_then_held_out([a, b], [own]) == [("P1", "test", str(own))]
+    with pytest.raises(ValueError, match=r"\(or one it was fine-tuned from\) was trained on, or selected by, "
+                                         r"patient\(s\) P1 \(test in "):
+        check_training_patients(own, None, "results/select/b/generator.pt", [a, b])
 
 
 def _study_table(tmp_path, patients: dict[str, str], same: tuple[str, str] | None = None,

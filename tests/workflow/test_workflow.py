@@ -422,6 +422,15 @@ def test_an_experiment_fine_tunes_another_experiments_generator(finished, snakem
     assert plan.returncode == 0, plan.stderr[-2000:]
     train_job = re.search(r"^rule train:\n(.*?)\n\n", plan.stdout, re.S | re.M).group(1)
     assert "results/split/phantom_mr/split.tsv" in re.search(r"input: (.*)", train_job).group(1)
+    # Up a chain: tuned2 starts from tuned, which started from tiny-unpaired, so the MR dataset's split is
+    # checked for tuned2 too (the weights learnt from its training patients two steps back).
+    absolute["experiments"]["tuned2"] = {"dataset": "phantom", "train": {
+        **TINY["experiments"]["tiny"]["train"], "steps": 6, "init_from": target}}
+    plan = snakemake(finished, absolute, "-n", "results/select/tuned2/generator.pt")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    (train_job,) = [job for job in re.findall(r"^rule train:\n(.*?)\n\n", plan.stdout, re.S | re.M)
+                    if "experiment=tuned2" in job]
+    assert "results/split/phantom_mr/split.tsv" in re.search(r"input: (.*)", train_job).group(1)
 
 
 def test_config_errors_name_the_key(tmp_path, snakemake):

@@ -26,7 +26,7 @@ from medsynth.config.keys import (
     canonical,
     only,
 )
-from medsynth.config import keys as _keys
+from medsynth.config import keys as _keys, lineage
 from medsynth.data.cohort import CASE_ID
 from medsynth.config.load import config_problems, inline_label_files, normalise, validate_once
 from medsynth.inference.generator_contract import card_inputs, generator_data
@@ -287,31 +287,16 @@ def unpaired_image_inputs(wildcards):
 
 def init_from_input(wildcards):
     """Fine-tuning: the checkpoint the run starts from, an input so that a new file reruns training; from
-    an experiment of this config, also the splits it trained by (none of its training patients may be
-    one this run holds out)."""
+    an experiment of this config, also the splits of every dataset up its chain of init_from (none of the
+    patients those weights learnt from may be one this run holds out)."""
     source = config["experiments"][wildcards.experiment]["train"].get("init_from")
     if not source:
         return {}
-    found = source_experiment(source)
-    if found is None:
+    datasets = lineage.chain_datasets(config["experiments"], wildcards.experiment, os.getcwd())
+    if not datasets:
         return {"init_from": source}
-    exp = config["experiments"][found]
-    datasets = [exp["dataset"], *([exp["images_from"]] if exp["train"]["mode"] == "unpaired" else [])]
     return {"init_from": source,
             "source_splits": [checkpoints.split.get(dataset=d).output.split for d in datasets]}
-
-
-def source_experiment(path):
-    """The experiment of this config whose results hold ``path`` (results/<stage>/<experiment>/...), or None.
-    However spelt: an absolute path, or one through a link, into this working directory's results is the
-    same file, and its source's patients must be checked all the same."""
-    here = os.getcwd()
-    for spelling in (path, os.path.abspath(path), os.path.realpath(path)):
-        relative = os.path.relpath(spelling, here) if os.path.isabs(spelling) else spelling
-        parts = os.path.normpath(relative).split(os.sep)
-        if len(parts) > 3 and parts[0] == "results" and parts[2] in config["experiments"]:
-            return parts[2]
-    return None
 
 
 def case_slices(dataset, parts):

@@ -160,33 +160,39 @@ def check_unpaired_splits(label_table: Path, image_table: Path) -> None:
 
 
 def trained_then_held_out(source_tables: Sequence[Path], own_tables: Sequence[Path]) -> list[tuple[str, str, str]]:
-    """(patient, its part, the table) of every patient a fine-tuning's source generator trained on (the train
-    parts of ``source_tables``, that run's ``split.tsv``) which this run holds out (val or test in
-    ``own_tables``)."""
-    trained = {r["patient_id"] for t in source_tables for r in read_tsv(Path(t)) if r["part"] == "train"}
+    """(patient, its part, the table) of every patient a fine-tuning's source generators trained on (the train
+    parts of ``source_tables``, the ``split.tsv`` of their datasets) which this run holds out (val or test in
+    ``own_tables``), or were selected by (their val parts) which this run tests on."""
+    source = [r for t in source_tables for r in read_tsv(Path(t))]
+    trained = {r["patient_id"] for r in source if r["part"] == "train"}
+    selected = {r["patient_id"] for r in source if r["part"] == "val"}
     return sorted({(r["patient_id"], r["part"], str(t)) for t in own_tables for r in read_tsv(Path(t))
-                   if r["part"] in HELD_OUT and r["patient_id"] in trained})
+                   if (r["part"] in HELD_OUT and r["patient_id"] in trained)
+                   or (r["part"] == "test" and r["patient_id"] in selected)})
 
 
 def check_fine_tune_splits(source: str, source_tables: Sequence[Path], own_tables: Sequence[Path]) -> None:
-    """Refuse, before a fine-tuning starts, a source generator (``train.init_from``) trained on a patient this
-    run validates or tests on: its weights already hold that patient."""
+    """Refuse, before a fine-tuning starts, a source generator (``train.init_from``, or one up its chain)
+    trained on a patient this run validates or tests on, or selected by one it tests on: its weights already
+    hold that patient."""
     leaked = trained_then_held_out(source_tables, own_tables)
     if leaked:
         listed = ", ".join(f"{p} ({part} in {table})" for p, part, table in leaked[:5])
         more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
-        raise ValueError(f"train.init_from {source}: the generator it starts from was trained on patient(s) "
-                         f"{listed}{more}, which this experiment holds out, so its validation and test would "
-                         "score a patient the weights have seen. Start from a generator trained without them "
-                         "(the same patients split the same way: one split.seed and split.ratios for both "
-                         "datasets), or from one trained on other patients")
+        raise ValueError(f"train.init_from {source}: the generator it starts from (or one it was fine-tuned "
+                         f"from) was trained on, or selected by, patient(s) {listed}{more}, which this "
+                         "experiment holds out, so its validation and test would score a patient the weights "
+                         "have seen. Start from a generator trained without them (the same patients split the "
+                         "same way: one split.seed and split.ratios for both datasets), or from one trained on "
+                         "other patients")
 
 
 def check_training_patients(split: Path, image_split: str | Path | None = None, init_from: str | None = None,
                             source_splits: Sequence[str | Path] | str = ()) -> None:
     """A training's patient checks, before it starts: unpaired, the two datasets' splits agree on every
     patient they share (``check_unpaired_splits``); fine-tuning from an experiment of the same config
-    (``source_splits``: the splits it trained by), its source learnt from no patient this run holds out."""
+    (``source_splits``: the splits of every dataset up its chain of init_from, ``config.lineage``), its source
+    learnt from no patient this run holds out."""
     own = [Path(split), *([Path(image_split)] if image_split else [])]
     if image_split:
         check_unpaired_splits(own[0], own[1])
