@@ -52,8 +52,8 @@ def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> str:
 
 
 def test_voxel_copies_are_the_same_values_on_the_same_grid_whatever_the_bytes(tmp_path) -> None:
-    """A label map saved again (.nii for .nii.gz, another data type) is a copy; another grid, or one voxel
-    changed, is not; a file that is no NIfTI (a DICOM folder, a broken file) is skipped, not an error."""
+    """A label map saved again (.nii for .nii.gz, another data type, another axis order) is a copy; another
+    grid, or one voxel changed, is not; a file that is no NIfTI (a DICOM folder, a broken file) is skipped, not an error."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, (12, 10, 4)).astype(np.uint8)
     affine = np.diag([-0.8, -0.8, 2.5, 1.0])
@@ -66,12 +66,22 @@ def test_voxel_copies_are_the_same_values_on_the_same_grid_whatever_the_bytes(tm
         ("test.nii.gz", labels, affine), ("again.nii", labels, affine),  # other bytes: uncompressed
         ("as_int16.nii.gz", labels.astype(np.int16), affine), ("other_grid.nii.gz", labels, shifted),
         ("edited.nii.gz", edited, affine))}
+    # The map (stored LPS, as DICOM orders it) stored RAS, and with its axes in another order: the same study.
+    image = nib.Nifti1Image(labels, affine)
+    for name, codes in (("as_ras.nii.gz", "RAS"), ("as_ipl.nii.gz", "IPL")):
+        moved = image.as_reoriented(nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                                    nib.orientations.axcodes2ornt(codes)))
+        assert nib.aff2axcodes(moved.affine) == tuple(codes)
+        files[name] = _save(tmp_path / name, np.asanyarray(moved.dataobj), moved.affine)
+    # Flipped voxels under the same header: another picture on that grid, not a copy.
+    files["flipped.nii.gz"] = _save(tmp_path / "flipped.nii.gz", labels[::-1].copy(), affine)
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
     files["broken.nii.gz"] = str(tmp_path / "broken.nii.gz")
     assert Path(files["again.nii"]).read_bytes() != Path(files["test.nii.gz"]).read_bytes()
     found = voxel_copies_of([f for n, f in files.items() if n != "test.nii.gz"] + [files["test.nii.gz"]],
                             [files["test.nii.gz"], files["broken.nii.gz"]])
-    assert found == {files["again.nii"]: files["test.nii.gz"], files["as_int16.nii.gz"]: files["test.nii.gz"]}
+    assert found == {files[name]: files["test.nii.gz"] for name in ("again.nii", "as_int16.nii.gz", "as_ras.nii.gz",
+                                                                    "as_ipl.nii.gz")}
 
 
 def test_voxel_groups_read_the_voxels_of_a_file_only_where_another_shares_its_grid(tmp_path, monkeypatch) -> None:

@@ -3,8 +3,8 @@
 A cohort can list one study twice: exported again under a second patient id (a pseudonymisation run
 twice), or TotalSegmentator's output of a test study saved again in a folder a ``generate_from`` dataset
 reads. Ids cannot tell; content can. The same bytes: sizes first (free), a SHA-256 only where two sizes
-match. The same voxels on the same grid, for a map saved again with other bytes: grids from the headers
-first, the voxels only where two grids match. Each file is read once; on a 1000-study cohort the sizes and
+match. The same voxels on the same grid, for a map saved again with other bytes, data type or axis order:
+grids from the headers first (as RAS+), the voxels only where two grids match. Each file is read once; on a 1000-study cohort the sizes and
 the grids settle almost every file.
 """
 
@@ -73,8 +73,9 @@ def _groups(paths: Iterable[str | Path], first: Callable[[str], object],
 
 
 def nifti_grid(path: str) -> tuple | None:
-    """(shape, affine to 1e-3 mm) from a NIfTI's header; None for a file nibabel cannot read (a DICOM file,
-    a broken one: read, and refused, by its own stage)."""
+    """(shape, affine to 1e-3 mm) of a NIfTI's grid stored as RAS+ (``_canonical``: a study saved again in
+    DICOM's LPS order, or any other axis order, is the same grid), from its header; None for a file nibabel
+    cannot read (a DICOM file, a broken one: read, and refused, by its own stage)."""
     import nibabel as nib  # here: the config checks import this module at every Snakemake start
     import numpy as np
 
@@ -82,19 +83,41 @@ def nifti_grid(path: str) -> tuple | None:
         image = nib.load(path)  # the header only
     except Exception:
         return None
-    return tuple(image.shape), tuple(np.round(image.affine, 3).ravel())
+    _, shape, affine = _canonical(image.shape, image.affine)
+    return shape, tuple(np.round(affine, 3).ravel())
+
+
+def _canonical(shape: tuple, affine) -> tuple:
+    """(orientation, shape, affine) of the grid reordered to RAS+ as nibabel's closest canonical does (axes
+    swapped and flipped, no resampling); an affine with no axis to each direction stays as stored."""
+    import numpy as np
+    from nibabel.orientations import inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(affine)
+    if len(shape) < 3 or np.isnan(ornt).any():
+        return None, tuple(shape), affine
+    ras = list(shape)
+    for stored, (axis, _) in enumerate(ornt):
+        ras[int(axis)] = shape[stored]
+    return ornt, tuple(ras), affine @ inv_ornt_aff(ornt, shape[:3])
 
 
 def voxel_digest(path: str) -> str:
-    """SHA-256 of a NIfTI's voxel values, the same for the same values in any data type on disk: whole
-    values in the smallest integer type that holds their range, others as float64."""
+    """SHA-256 of a NIfTI's voxel values in RAS+ order (``_canonical``), the same for the same values in any
+    data type and axis order on disk: whole values in the smallest integer type that holds their range,
+    others as float64."""
     import nibabel as nib
     import numpy as np
+    from nibabel.orientations import apply_orientation
 
     try:
-        values = np.asanyarray(nib.load(path).dataobj)
+        image = nib.load(path)
+        values = np.asanyarray(image.dataobj)
     except Exception:  # a header over broken voxels (a cut-off download): in no group; its own stage refuses it
         return f"unreadable: {path}"
+    ornt, _, _ = _canonical(values.shape, image.affine)
+    if ornt is not None:
+        values = apply_orientation(values, ornt)  # a view: axes swapped and flipped, nothing copied
     # Slab by slab along the last axis: a scaled CT is float64 already (~630 MB at 512 x 512 x 300); whole-array
     # temporaries would double and triple it.
     slabs = [values[..., k] for k in range(values.shape[-1])] if values.ndim else [values]
