@@ -84,6 +84,8 @@ def _check_patients(experiments: dict, name: str, results: Path) -> None:
     """The workflow's patient checks before a training (``split.check_training_patients``), on the split
     tables under ``results``: unpaired, one part per patient in both datasets; fine-tuning from an experiment
     of the config, no patient its weights learnt from (up the init_from chain) held out here."""
+    import logging
+
     from medsynth.config.lineage import chain_datasets
     from medsynth.data.split import check_training_patients
 
@@ -91,10 +93,15 @@ def _check_patients(experiments: dict, name: str, results: Path) -> None:
         return results / "split" / dataset / "split.tsv"
 
     exp = experiments[name]
-    unpaired = exp["train"].get("mode") == "unpaired"
-    check_training_patients(table(exp["dataset"]), table(exp["images_from"]) if unpaired else None,
-                            exp["train"].get("init_from"),
-                            [table(d) for d in chain_datasets(experiments, name, os.getcwd())])
+    pair = [exp["dataset"], exp["images_from"]] if exp["train"].get("mode") == "unpaired" else [exp["dataset"]]
+    # The download's cases tables beside the results (resources/raw/<dataset>/cases.tsv), where they are.
+    cases = [results.parent / "resources" / "raw" / d / "cases.tsv" for d in pair]
+    warnings = check_training_patients(
+        table(pair[0]), table(pair[1]) if len(pair) == 2 else None, exp["train"].get("init_from"),
+        [table(d) for d in chain_datasets(experiments, name, os.getcwd())],
+        cases if len(pair) == 2 and all(c.is_file() for c in cases) else ())
+    for warning in warnings:
+        logging.getLogger("medsynth").warning(warning)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medsynth.data.split import PARTS, SPLIT_COLUMNS, cases_as_patients, split_cases, split_table
@@ -325,3 +326,79 @@ def test_a_study_saved_again_under_another_patient_is_refused_by_its_voxels(tmp_
                                          r"patient ids \(the same bytes, or the same voxels on the same grid"):
         same_study_cases(rows, parts, "cases.tsv")
     assert same_study_cases(rows, {**parts, "c3": "train"}, "cases.tsv")[0].startswith("cases.tsv: cases c1")
+
+
+def _unpaired_pair(tmp_path, image_copy: str, copy_part: str) -> tuple[Path, Path, Path, Path]:
+    """A labelled CT dataset (L1 test, L2 train) and an image-only one (I1 in ``copy_part``, I2 train) whose
+    I1 image is L1's saved again (``image_copy``: "bytes", or "lps" for its voxels stored in LPS order)."""
+    import nibabel as nib
+
+    from medsynth.io.tables import write_tsv
+
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    rng = np.random.default_rng(0)
+    files = {}
+    for name in ("L1", "L2", "I2"):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(rng.integers(-1000, 1000, (8, 6, 4)).astype(np.int16), affine), files[name])
+    files["L1_label"], files["L2_label"] = tmp_path / "L1_label.nii.gz", tmp_path / "L2_label.nii.gz"
+    for name in ("L1_label", "L2_label"):
+        nib.save(nib.Nifti1Image(rng.integers(0, 3, (8, 6, 4)).astype(np.uint8), affine), files[name])
+    files["I1"] = tmp_path / "I1.nii.gz"
+    if image_copy == "bytes":
+        files["I1"].write_bytes(files["L1"].read_bytes())
+    else:
+        original = nib.load(files["L1"])
+        nib.save(original.as_reoriented(nib.orientations.axcodes2ornt("LPS")), files["I1"])
+    columns = ["case_id", "patient_id", "image", "label"]
+    label_cases = write_tsv(tmp_path / "labels_cases.tsv", [
+        {"case_id": c, "patient_id": f"P{c}", "image": str(files[c]), "label": str(files[f"{c}_label"])}
+        for c in ("L1", "L2")], columns)
+    image_cases = write_tsv(tmp_path / "images_cases.tsv", [
+        {"case_id": c, "patient_id": f"Q{c}", "image": str(files[c]), "label": ""} for c in ("I1", "I2")], columns)
+    label_split = write_tsv(tmp_path / "labels_split.tsv", [
+        {"case_id": "L1", "patient_id": "PL1", "part": "test"}, {"case_id": "L2", "patient_id": "PL2", "part": "train"}],
+        SPLIT_COLUMNS)
+    image_split = write_tsv(tmp_path / "images_split.tsv", [
+        {"case_id": "I1", "patient_id": "QI1", "part": copy_part}, {"case_id": "I2", "patient_id": "QI2", "part": "train"}],
+        SPLIT_COLUMNS)
+    return label_split, image_split, label_cases, image_cases
+
+
+@pytest.mark.parametrize("image_copy", ["bytes", "lps"])
+def test_an_unpaired_study_in_both_datasets_under_other_ids_and_parts_is_refused(tmp_path, image_copy) -> None:
+    """The label dataset's test CT saved again as a training image of the image dataset: the generator would
+    learn the study it is tested on. Other ids, other patients: only the files tell."""
+    from medsynth.data.split import check_training_patients
+
+    tables = _unpaired_pair(tmp_path, image_copy, "train")
+    with pytest.raises(ValueError, match=r"L1 \(test in .*labels_cases.tsv\), I1 \(train in .*images_cases.tsv\) "
+                                         r"are one study in both datasets"):
+        check_training_patients(tables[0], tables[1], cases=tables[2:])
+    assert check_training_patients(tables[0], tables[1]) == []  # the splits alone cannot see it
+    (tmp_path / "ok").mkdir()
+    both_test = _unpaired_pair(tmp_path / "ok", image_copy, "test")
+    (warning,) = check_training_patients(both_test[0], both_test[1], cases=both_test[2:])
+    assert "both in test, which keeps the split sound" in warning
+
+
+def test_studies_in_both_read_voxels_only_where_a_grid_is_in_both_datasets(tmp_path, monkeypatch) -> None:
+    """A label dataset resampled to one grid is not read whole: no image of the other dataset shares it."""
+    import nibabel as nib
+
+    from medsynth.data import same_files
+    from medsynth.data.split import studies_in_both
+
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    rows = {"label": [], "image": []}
+    for role, n, shift in (("label", 3, 0.0), ("image", 2, 50.0)):
+        moved = affine.copy()
+        moved[2, 3] = shift
+        for i in range(n):
+            path = tmp_path / f"{role}{i}.nii.gz"
+            nib.save(nib.Nifti1Image(np.full((4, 4, 2), i, np.int16), moved), path)
+            rows[role].append({"case_id": f"{role}{i}", "image": str(path), "label": ""})
+    read = []
+    digest = same_files.voxel_digest
+    monkeypatch.setattr(same_files, "voxel_digest", lambda path: read.append(path) or digest(path))
+    assert studies_in_both(rows["label"], rows["image"]) == [] and read == []

@@ -280,8 +280,10 @@ def unpaired_image_inputs(wildcards):
     return {
         "images_train": case_slices(exp["images_from"], ("train",)),
         "images_val": case_slices(exp["images_from"], ("val",)),
-        # Checked against the label dataset's split: no patient trained on in one and held out in the other.
+        # Checked against the label dataset's split: no patient in different parts of the two; and, by the
+        # two cases tables, no study in both (under other ids) in different parts.
         "image_split": checkpoints.split.get(dataset=exp["images_from"]).output.split,
+        "cases": [checkpoints.download.get(dataset=d).output.cases for d in (exp["dataset"], exp["images_from"])],
     }
 
 

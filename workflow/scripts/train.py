@@ -1,5 +1,6 @@
 """Snakemake script: train (or resume) one experiment, in one process per GPU when it has several."""
 
+import logging
 from pathlib import Path
 
 from medsynth.data.split import check_training_patients
@@ -29,8 +30,10 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     )
     # Before anything trains: no patient learnt from here (or by the generator it starts from) is one it
     # is validated or tested on.
-    check_training_patients(Path(sm.input.split), sm.input.get("image_split"), sm.input.get("init_from"),
-                            sm.input.get("source_splits", []))
+    for warning in check_training_patients(Path(sm.input.split), sm.input.get("image_split"),
+                                           sm.input.get("init_from"), sm.input.get("source_splits", []),
+                                           sm.input.get("cases", [])):
+        logging.getLogger("medsynth").warning(warning)
     if processes == 1:
         run_experiment(**spec)
     else:

@@ -4,8 +4,8 @@ A cohort can list one study twice: exported again under a second patient id (a p
 twice), or TotalSegmentator's output of a test study saved again in a folder a ``generate_from`` dataset
 reads. Ids cannot tell; content can. The same bytes: sizes first (free), a SHA-256 only where two sizes
 match. The same voxels on the same grid, for a map saved again with other bytes, data type or axis order:
-grids from the headers first (as RAS+), the voxels only where two grids match. Each file is read once; on a 1000-study cohort the sizes and
-the grids settle almost every file.
+grids from the headers first (as RAS+), the voxels only where two grids match. Each file is read once; on
+a 1000-study cohort the sizes and the grids settle almost every file.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from medsynth.data.cohort import patient_of
-from medsynth.data.same_files import shared_files
+from medsynth.data.cohort import patient_of, read_cases
+from medsynth.data.same_files import nifti_grid, shared_files
 from medsynth.io.tables import read_tsv
 
 PARTS = ("train", "val", "test")
@@ -151,12 +151,53 @@ def crossed_message(crossed: Sequence[tuple[str, str, str]], label_table: str, i
             "patient ids")
 
 
-def check_unpaired_splits(label_table: Path, image_table: Path) -> None:
+def check_unpaired_splits(label_table: Path, image_table: Path, label_cases: Path | None = None,
+                          image_cases: Path | None = None) -> list[str]:
     """Refuse, before an unpaired training starts, a patient in different parts of the two datasets
-    (``crossed_patients``)."""
-    crossed = crossed_patients(read_tsv(Path(label_table)), read_tsv(Path(image_table)))
+    (``crossed_patients``); given their cases tables, a study in both under other ids and in different parts
+    (``studies_in_both``). The warnings to log: such a study in one part."""
+    label_split, image_split = read_tsv(Path(label_table)), read_tsv(Path(image_table))
+    crossed = crossed_patients(label_split, image_split)
     if crossed:
         raise ValueError(crossed_message(crossed, str(label_table), str(image_table)))
+    if label_cases is None or image_cases is None:
+        return []
+    parts = {**{("label", r["case_id"]): r["part"] for r in label_split},
+             **{("image", r["case_id"]): r["part"] for r in image_split}}
+    warnings = []
+    for files, cases in studies_in_both(read_cases(Path(label_cases)), read_cases(Path(image_cases))):
+        listed = ", ".join(f"{case} ({parts[(role, case)]} in {label_cases if role == 'label' else image_cases})"
+                           for role, case in cases)
+        text = f"{listed} are one study in both datasets (the same bytes, or voxels on one grid: {', '.join(files)})"
+        if len({parts[c] for c in cases}) > 1:
+            raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is tested "
+                             "on. Remove the copy from one dataset, or give both cases one patient_id")
+        warnings.append(f"{text}; both in {parts[cases[0]]}, which keeps the split sound")
+    return warnings
+
+
+def studies_in_both(label_rows: Sequence[Mapping[str, str]],
+                    image_rows: Sequence[Mapping[str, str]]) -> list[tuple[list[str], list[tuple[str, str]]]]:
+    """(files, ("label" or "image", case id) of each dataset listing them, the label dataset's first) for
+    every file in both datasets' cases tables (the same bytes), or image in both (the same voxels on the same
+    grid): one study under two ids, which the two splits cannot see. Voxels are read only where a grid is in
+    both datasets: a cohort resampled to one grid is not read whole."""
+    owners: dict[str, set[str]] = {}
+    grids: dict[object, dict[str, list[str]]] = {}
+    for role, rows in (("label", label_rows), ("image", image_rows)):
+        for row in rows:
+            for column in ("image", "label"):
+                if row.get(column):
+                    owners.setdefault(row[column], set()).add(f"{role}\t{row['case_id']}")
+            if row.get("image") and (grid := nifti_grid(row["image"])) is not None:
+                grids.setdefault(grid, {}).setdefault(role, []).append(row["image"])
+    voxels = [f for by_role in grids.values() if len(by_role) == 2 for files in by_role.values() for f in files]
+    found = []
+    for files, listed_by in shared_files(owners, voxels):
+        cases = sorted((tuple(owner.split("\t")) for owner in listed_by), key=lambda c: (c[0] != "label", c[1]))
+        if len({role for role, _ in cases}) == 2:
+            found.append((files, cases))
+    return found
 
 
 def trained_then_held_out(source_tables: Sequence[Path], own_tables: Sequence[Path]) -> list[tuple[str, str, str]]:
@@ -188,14 +229,16 @@ def check_fine_tune_splits(source: str, source_tables: Sequence[Path], own_table
 
 
 def check_training_patients(split: Path, image_split: str | Path | None = None, init_from: str | None = None,
-                            source_splits: Sequence[str | Path] | str = ()) -> None:
+                            source_splits: Sequence[str | Path] | str = (),
+                            cases: Sequence[str | Path] = ()) -> list[str]:
     """A training's patient checks, before it starts: unpaired, the two datasets' splits agree on every
-    patient they share (``check_unpaired_splits``); fine-tuning from an experiment of the same config
-    (``source_splits``: the splits of every dataset up its chain of init_from, ``config.lineage``), its source
-    learnt from no patient this run holds out."""
+    patient they share, and (given ``cases``, the two cases tables) on every study in both
+    (``check_unpaired_splits``); fine-tuning from an experiment of the same config (``source_splits``: the
+    splits of every dataset up its chain of init_from, ``config.lineage``), its source learnt from no patient
+    this run holds out. The warnings to log."""
     own = [Path(split), *([Path(image_split)] if image_split else [])]
-    if image_split:
-        check_unpaired_splits(own[0], own[1])
+    warnings = check_unpaired_splits(own[0], own[1], *map(Path, cases)) if image_split else []
     if source_splits:
         tables = [source_splits] if isinstance(source_splits, (str, Path)) else list(source_splits)
         check_fine_tune_splits(str(init_from), [Path(t) for t in tables], own)
+    return warnings
