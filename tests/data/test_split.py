@@ -402,3 +402,16 @@ def test_studies_in_both_read_voxels_only_where_a_grid_is_in_both_datasets(tmp_p
     digest = same_files.voxel_digest
     monkeypatch.setattr(same_files, "voxel_digest", lambda path: read.append(path) or digest(path))
     assert studies_in_both(rows["label"], rows["image"]) == [] and read == []
+
+
+def test_a_tiny_cohorts_move_is_logged_and_can_be_undone_by_adding_a_patient(caplog) -> None:
+    """Seed 1: every one of four patients falls in test by its number; P002 is moved to fill val, P003 train.
+    A fifth patient, P004, falls in train, so P003 fills val instead and P002 goes back to test: a tiny
+    cohort's split is not stable, so the log says where it moves a patient."""
+    ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
+    with caplog.at_level("WARNING", logger="medsynth"):
+        four = split_table([{"case_id": f"P{i:03d}"} for i in range(4)], ratios, 1)
+    assert "no patient of 4 falls in val by its number, so P002 moves there from test" in caplog.text
+    five = split_table([{"case_id": f"P{i:03d}"} for i in range(5)], ratios, 1)
+    assert [r["part"] for r in four] == ["test", "test", "val", "train"]
+    assert [r["part"] for r in five] == ["test", "test", "test", "val", "train"]

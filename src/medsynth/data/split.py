@@ -6,12 +6,15 @@ of a patient goes where the patient goes, so no patient is both trained on and
 tested. A patient's part therefore does not depend on which other patients
 exist: adding cases never moves an existing one. Only when a part would be
 empty (tiny cohorts) is the patient whose number lies nearest to that part's
-interval moved into it, so val and test are never silently empty.
+interval moved into it, so val and test are never silently empty; such a move
+is logged, and adding patients can undo it (the moved patient goes back to its
+own part once another patient fills the one it filled).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -19,6 +22,8 @@ from typing import Iterable, Mapping, Sequence
 from medsynth.data.cohort import patient_of, read_cases
 from medsynth.data.same_files import nifti_grid, shared_files
 from medsynth.io.tables import read_tsv
+
+log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
 SPLIT_COLUMNS = ["case_id", "patient_id", "part"]
@@ -61,6 +66,9 @@ def split_patients(patient_ids: Sequence[str], ratios: Mapping[str, float], seed
         sizes = Counter(parts.values())
         donors = [p for p in numbers if sizes[parts[p]] > 1]
         chosen = min(donors, key=lambda p: (abs(numbers[p] - centre), p))
+        log.warning("split: no patient of %d falls in %s by its number, so %s moves there from %s; adding "
+                    "patients can move it back (a tiny cohort's split is not stable)", len(numbers), q, chosen,
+                    parts[chosen])
         parts[chosen] = q
     return parts
 
