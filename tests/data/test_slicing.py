@@ -116,9 +116,9 @@ def _synthetic_case():
     mask[4:20, 4:20, 0] = 1  # z0: full body, labels -> keep
     label[8:12, 8:12, 0] = 3
     mask[6:18, 6:18, 1] = 1  # z1: large body, no labels -> drop
-    mask[10:12, 10:12, 2] = 1  # z2: 4 px body (1.6%) with labels -> drop
+    mask[10:12, 10:12, 2] = 1  # z2: 4 px body (1.6%) with labels, class 1 only here -> keep
     label[10, 10, 2] = 1
-    mask[8:21, 10, 3] = 1  # z3: 13 px, 12 of them inside the window: 12/256 = 4.7% -> drop
+    mask[8:21, 10, 3] = 1  # z3: 13 px, 12 of them inside the window: 12/256 = 4.7%, class 2 as z4 -> drop
     label[9, 10, 3] = 2
     mask[8:21, 10:12, 4] = 1  # z4: 26 px, 24 inside the window: 9.4% -> keep
     label[9, 10, 4] = 2
@@ -130,17 +130,34 @@ def _synthetic_case():
     return image, label, mask
 
 
-def test_slice_case_keeps_exactly_the_slices_of_the_documented_rule() -> None:
+def test_slice_case_keeps_exactly_the_slices_of_the_documented_rule(caplog) -> None:
     image, label, mask = _synthetic_case()
-    slices = slice_case(image, label, mask, SliceSettings(size=SIZE, min_body_fraction=0.05))
-    np.testing.assert_array_equal(slices.z, [0, 4, 6])
+    with caplog.at_level("WARNING", logger="medsynth"):
+        slices = slice_case(image, label, mask, SliceSettings(size=SIZE, min_body_fraction=0.05))
+    np.testing.assert_array_equal(slices.z, [0, 2, 4, 6])
+    assert "kept 1 slice(s) with less body than slice.min_body_fraction (z [2]): only they carry class id(s) [1]" \
+        in caplog.text
     # Check against the rule itself, computed here on the cropped window.
     x0, y0 = slices.offsets[0]
     assert (x0, y0) == (4, 4)
+    crop = (slice(x0, x0 + SIZE), slice(y0, y0 + SIZE))
+    bodied = [z for z in range(image.shape[2]) if mask[crop + (z,)].mean() >= 0.05 and label[crop + (z,)].any()]
+    seen = set(np.unique(label[crop + (bodied,)]).tolist()) | {0}
     for z in range(image.shape[2]):
-        m = mask[x0 : x0 + SIZE, y0 : y0 + SIZE, z]
-        l = label[x0 : x0 + SIZE, y0 : y0 + SIZE, z]
-        assert (z in slices.z) == (m.mean() >= 0.05 and (l > 0).any())
+        thin_but_only_here = label[crop + (z,)].any() and not set(np.unique(label[crop + (z,)]).tolist()) <= seen
+        assert (z in slices.z) == (z in bodied or thin_but_only_here)
+    # The count of each class in the kept slices, for the model card.
+    assert slices.class_voxels.shape == (256,)
+    np.testing.assert_array_equal(slices.class_voxels, np.bincount(slices.labels.ravel(), minlength=256))
+    assert slices.class_voxels[1] == 1 and slices.class_voxels[3] == 16
+
+
+def test_a_thin_slice_whose_classes_a_bodied_slice_carries_is_dropped() -> None:
+    """With class 1 on the full slice z0 too, z2 holds nothing training lacks: the body rule drops it."""
+    image, label, mask = _synthetic_case()
+    label[12, 12, 0] = 1
+    slices = slice_case(image, label, mask, SliceSettings(size=SIZE, min_body_fraction=0.05))
+    np.testing.assert_array_equal(slices.z, [0, 4, 6])
 
 
 def test_slice_case_threshold_is_inclusive() -> None:
@@ -213,7 +230,7 @@ def test_case_slices_save_load_round_trip(tmp_path: Path) -> None:
     # float16 storage: relative precision 2**-11 in [-1, 1].
     np.testing.assert_allclose(loaded.images, slices.images, atol=2**-11, rtol=0)
     assert np.abs(loaded.images - slices.images).max() > 0  # it really is float16 on disk
-    for name in ("labels", "masks", "z", "offsets"):
+    for name in ("labels", "masks", "z", "offsets", "class_voxels"):
         got, want = getattr(loaded, name), getattr(slices, name)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
@@ -223,7 +240,7 @@ def test_write_pngs_writes_display_oriented_images_and_labels(tmp_path: Path) ->
     image, label, mask = _synthetic_case()
     slices = slice_case(image, label, mask, SliceSettings(size=SIZE))
     names = write_pngs("case_a", slices, tmp_path)
-    assert names == ["case_a_z000.png", "case_a_z004.png", "case_a_z006.png"]
+    assert names == ["case_a_z000.png", "case_a_z002.png", "case_a_z004.png", "case_a_z006.png"]
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == names
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == names
     for k, name in enumerate(names):

@@ -233,6 +233,30 @@ def test_the_card_says_how_much_body_the_crop_cut_or_why_it_cannot(sources):
     assert "(ct): NA: the slices of 1 training case(s) were written before" in render({**card, "selection": {}})
 
 
+def test_the_card_names_the_classes_in_no_training_slice(sources):
+    """liver (class 1) is in no training slice: the generator paints it without having learnt it. The counts
+    are summed over the training cases; slices of an older medsynth have none, so the card says nothing."""
+    root, slices, metas = sources
+    counts = [np.bincount([0, 2, 2], minlength=3), np.array([5])]  # background and body; background only
+    for path, voxels in zip(slices, counts):
+        with np.load(path) as npz:
+            np.savez(path, **{k: npz[k] for k in npz.files}, class_voxels=voxels)
+    card = selection_card(root, slices, metas)
+    assert card["training_data"]["datasets"][0]["class_voxels"] == [6, 0, 2]
+    text = render({**card, "selection": {"step": 6}})
+    assert ("- classes in no training slice (ct): liver (1): the generator never saw them in training, so what "
+            "it paints under them") in text
+    with np.load(slices[0]) as npz:
+        np.savez(slices[0], **{k: npz[k] for k in npz.files if k != "class_voxels"}, class_voxels=np.array([1, 3, 2]))
+    assert "- classes in no training slice (ct): none" in render({**selection_card(root, slices, metas),
+                                                                  "selection": {"step": 6}})
+    with np.load(slices[1]) as npz:
+        np.savez(slices[1], z=npz["z"], labels=npz["labels"], crop_cut=npz["crop_cut"])  # before the count
+    card = selection_card(root, slices, metas)
+    assert card["training_data"]["datasets"][0]["class_voxels"] is None
+    assert "classes in no training slice" not in render({**card, "selection": {}})
+
+
 def test_the_card_says_when_its_patients_are_cases(sources):
     """A cases table without patient ids splits (and counts) cases as patients: the card says so."""
     root, slices, metas = sources

@@ -7,7 +7,11 @@ into the preprocessed volume; PNGs are written for people.
 Slice rule: an axial slice is kept when the body mask covers at least
 ``min_body_fraction`` of the cropped slice and at least one voxel carries a
 class other than background. Preprocessed label maps give the body class to
-every unlabelled voxel of the body, so there the body fraction decides.
+every unlabelled voxel of the body, so there the body fraction decides. A
+slice with less body is kept all the same when it carries a class no slice
+kept by that rule carries: a narrow neck (the thyroid) or the head's top
+fills little of a 50 cm crop, and without those slices training never sees
+the class that generation paints.
 With ``require`` (``slice.require_classes``) a slice must also carry one of
 those classes: e.g. whole-body label maps keep only the pelvis that an image
 dataset of pelvis scans covers.
@@ -19,6 +23,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -45,6 +50,9 @@ class CaseSlices:
     # The kept slices' body voxels outside the crop and in all (a body wider than the crop: training sees it
     # cut); None where unknown (slices written before medsynth counted them).
     crop_cut: tuple[int, int] | None = None
+    # Voxels of each class id (0-255) in the kept slices: which classes training sees, without reading the
+    # labels (the model card sums them over the training cases); None where unknown, as crop_cut.
+    class_voxels: np.ndarray | None = None
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +66,7 @@ class CaseSlices:
             z=self.z,
             offsets=self.offsets,
             **({} if self.crop_cut is None else {"crop_cut": np.array(self.crop_cut, dtype=np.int64)}),
+            **({} if self.class_voxels is None else {"class_voxels": self.class_voxels.astype(np.int64)}),
         )
         tmp.replace(path)
         return path
@@ -67,7 +76,7 @@ class CaseSlices:
         release_freed()  # what the previous case freed goes back first: streaming stages stay flat (io.heap)
         with np.load(path) as f:
             return cls(f["images"].astype(np.float32), f["labels"], f["masks"], f["z"], f["offsets"],
-                       crop_cut_of(f))
+                       crop_cut_of(f), class_voxels_of(f))
 
 
 def crop_offset(mask: np.ndarray, size: int) -> tuple[int, int]:
@@ -128,21 +137,62 @@ def slice_case(image: np.ndarray, label: np.ndarray, mask: np.ndarray, settings:
     has_labels = (cropped > 0).any(axis=(0, 1))
     if settings.require:
         has_labels &= np.isin(cropped, settings.require).any(axis=(0, 1))
-    keep = np.flatnonzero((body_fraction >= settings.min_body_fraction) & has_labels)
+    bodied = (body_fraction >= settings.min_body_fraction) & has_labels
+    keep = np.flatnonzero(bodied | _only_classes_here(cropped, bodied, has_labels))
     cut = _cut_body(mask, body_fraction, keep, size)
+    labels = axial_stack(label, x0, y0, size, 0, keep)
     return CaseSlices(
         images=axial_stack(image.astype(np.float32, copy=False), x0, y0, size, -1.0, keep),
-        labels=axial_stack(label, x0, y0, size, 0, keep),
+        labels=labels,
         masks=axial_stack(mask, x0, y0, size, 0, keep),
         z=keep.astype(np.int32),
         offsets=np.tile(np.array([[x0, y0]], dtype=np.int32), (len(keep), 1)),
         crop_cut=cut,
+        class_voxels=np.bincount(labels.reshape(-1), minlength=256),
     )
+
+
+def _only_classes_here(cropped: np.ndarray, bodied: np.ndarray, has_labels: np.ndarray) -> np.ndarray:
+    """Per axial slice: labelled, too little body, and carrying a class that no slice with enough body
+    (``bodied``) carries in this case; logged, since the body rule alone would drop them."""
+    seen = np.bincount(cropped[:, :, bodied].reshape(-1), minlength=256) > 0
+    seen[0] = True  # background is no class to keep a slice for
+    only = np.zeros_like(bodied)
+    for z in np.flatnonzero(has_labels & ~bodied):
+        only[z] = not seen[np.unique(cropped[:, :, z])].all()
+    if only.any():
+        classes = sorted({int(c) for z in np.flatnonzero(only) for c in np.unique(cropped[:, :, z]) if not seen[c]})
+        log.warning("kept %d slice(s) with less body than slice.min_body_fraction (z %s): only they carry class "
+                    "id(s) %s in this case", int(only.sum()), np.flatnonzero(only).tolist(), classes)
+    return only
 
 
 def crop_cut_of(npz) -> tuple[int, int] | None:
     """``CaseSlices.crop_cut`` from an open ``slices.npz`` (None: written before medsynth counted it)."""
     return tuple(int(v) for v in npz["crop_cut"]) if "crop_cut" in npz.files else None
+
+
+def class_voxels_of(npz) -> np.ndarray | None:
+    """``CaseSlices.class_voxels`` from an open ``slices.npz`` (None: written before medsynth counted them)."""
+    return npz["class_voxels"] if "class_voxels" in npz.files else None
+
+
+def unlearnt_classes(files: Sequence[str | Path], names: Sequence[str]) -> list[str] | None:
+    """"name (id)" of each class but background (id 0) in no slice of ``files`` (a training set's
+    ``slices.npz``, their counts only); None when a file predates the counts."""
+    total = np.zeros(256, dtype=np.int64)
+    for path in files:
+        with np.load(path) as npz:
+            counts = class_voxels_of(npz)
+        if counts is None:
+            return None
+        total[: len(counts)] += counts
+    return classes_without_voxels(total, names)
+
+
+def classes_without_voxels(counts: Sequence[int], names: Sequence[str]) -> list[str]:
+    """"name (id)" of each class but background (id 0) that ``counts`` (voxels per class id) gives none."""
+    return [f"{name} ({i})" for i, name in enumerate(names) if i and (i >= len(counts) or not counts[i])]
 
 
 def _cut_body(mask: np.ndarray, body_fraction: np.ndarray, keep: np.ndarray, size: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data.labels import LabelTable
-from medsynth.data.slicing import crop_cut_of
+from medsynth.data.slicing import class_voxels_of, classes_without_voxels, crop_cut_of
 from medsynth.data.split import cases_as_patients
 from medsynth.io.tables import parse_float, read_tsv
 from medsynth.sharing.copied_maps import LEFT_OUT_WHY
@@ -46,6 +46,8 @@ NA_CROP = ("NA: the slices of {n} training case(s) were written before medsynth 
            "crop")
 CROP_ADVICE = ("training saw their body cut at the crop's edge; a larger slice.size or "
                "datasets.{name}.preprocess.spacing_xy takes it in")
+UNLEARNT = ("the generator never saw them in training, so what it paints under them in a generated image is not "
+            "tissue it learnt: leave them out of what you train on, or add training cases that have them")
 # Sections in their order on the card; the keys a complete card holds.
 SECTIONS = ("model", "training_data", "training", "selection", "test_metrics", "use", "licence")
 START_EVENTS, END_EVENTS = ("started", "resumed"), ("stopped", "finished")
@@ -63,21 +65,25 @@ def dataset_entry(name: str, role: str, dataset: Mapping, split_tsv: Path, train
 
 
 def training_slices(slice_files: Sequence[Path]) -> dict:
-    """The training cases' slices (their ``slices.npz``'s small ``z`` arrays, not the images) and how much
+    """The training cases' slices (their ``slices.npz``'s small ``z`` arrays, not the images), how much
     of their body the crop left out (``body_outside_crop``): cases cut, of cases, share of all the training
-    slices' body voxels; NA with the reason where a case's slices predate that count."""
+    slices' body voxels; NA with the reason where a case's slices predate that count; and the voxels of each
+    class id in them (``class_voxels``, None where a case's slices predate that count)."""
     slices, cut, outside, body, unknown = 0, 0, 0, 0, 0
+    voxels: np.ndarray | None = np.zeros(256, dtype=np.int64)
     for path in slice_files:
         with np.load(path) as npz:
             slices += int(npz["z"].shape[0])
-            counts = crop_cut_of(npz)
+            counts, classes = crop_cut_of(npz), class_voxels_of(npz)
+        voxels = None if voxels is None or classes is None else voxels + np.pad(classes, (0, 256 - len(classes)))
         if counts is None:
             unknown += 1
             continue
         cut, outside, body = cut + (counts[0] > 0), outside + counts[0], body + counts[1]
     crop = ({"cases": cut, "of": len(slice_files), "share": round(outside / body, 4) if body else 0.0} if not unknown
             else {"cases": NA_CROP.format(n=unknown)})
-    return {"train_slices": slices, "body_outside_crop": crop}
+    return {"train_slices": slices, "body_outside_crop": crop,
+            "class_voxels": None if voxels is None else [int(v) for v in np.trim_zeros(voxels, "b")]}
 
 
 def spacing_of(meta_files: Sequence[Path]) -> dict:
@@ -209,6 +215,16 @@ def missing_fields(card: Mapping) -> list[str]:
     return [s for s in SECTIONS if card.get(s) in (None, "", PENDING, LICENCE_PENDING, {})]
 
 
+def _unlearnt_lines(datasets: Sequence[Mapping], labels: Sequence[Mapping]) -> list[str]:
+    """The table's classes in no training slice of the label-map dataset (the first); none for a card of a
+    run before medsynth counted them."""
+    if not datasets or datasets[0].get("class_voxels") is None:
+        return []
+    absent = classes_without_voxels(datasets[0]["class_voxels"], [e["name"] for e in labels])
+    return [f"- classes in no training slice ({datasets[0]['name']}): "
+            + (f"{', '.join(absent)}: {UNLEARNT}" if absent else "none")]
+
+
 def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
     """Per dataset, how many training cases' body the crop cut and how much of it (none: not a line), and
     whether its patients are cases (no patient ids given)."""
@@ -245,7 +261,8 @@ def render(card: Mapping) -> str:
     spacing = data["spacing"]
     lines += ["", f"- spacing: {' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
                   f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
-              f"- intensity mapping: {_inline(data['intensity'])}", *_dataset_lines(data["datasets"]), "",
+              f"- intensity mapping: {_inline(data['intensity'])}", *_dataset_lines(data["datasets"]),
+              *_unlearnt_lines(data["datasets"], data["labels"]), "",
               "Label table (class id: name ← label values):", "",
               *[f"- {e['id']}: {e['name']} ← {_inline(e['values']) or 'derived (body mask)'}" for e in data["labels"]],
               "", "## Training", "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -11,7 +12,10 @@ from medsynth.data.labels import LabelTable
 from medsynth.io.tables import read_tsv
 from medsynth.train import distributed as ddp
 from medsynth.data.slice_set import load_slices
+from medsynth.data.slicing import unlearnt_classes
 from medsynth.train.loop import TrainSettings, train
+
+log = logging.getLogger(__name__)
 
 
 def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]:
@@ -50,6 +54,10 @@ def run_experiment(
     def load(files, name, context=parsed.context_slices):
         return load_slices(files, parsed.ram_cache_gb, cache / name, context)
 
+    absent = unlearnt_classes(train_files, LabelTable.from_config(labels).names)
+    if absent:
+        log.warning("classes in no training slice: %s; the generator cannot learn them, and what it paints "
+                    "under them is not tissue it learnt (the model card lists them)", ", ".join(absent))
     return train(
         parsed,
         LabelTable.from_config(labels).num_classes,
