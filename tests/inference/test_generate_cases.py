@@ -12,8 +12,8 @@ from medsynth.data.labels import LabelTable
 from medsynth.data.phantom import PHANTOM_LABELS, make_case
 from medsynth.data.preprocess import PreprocessSettings, preprocess_case
 from medsynth.data.slicing import CaseSlices, SliceSettings, slice_case
-from medsynth.inference.generate_cases import (GenerateSettings, LabelCase, assemble_volume, generate_case,
-                                               load_generator, sample_seed, source_body)
+from medsynth.inference.generate_cases import (GenerateSettings, LabelCase, assemble_volume, background_value,
+                                               generate_case, load_generator, sample_seed, source_body)
 from medsynth.io.nifti import load_volume, save_volume
 from medsynth.models import build_generator
 from medsynth.models.registry import ModelSpec
@@ -64,6 +64,22 @@ def test_real_slices_reassemble_into_the_source_ct(prepared):
     expected = np.clip(case.ct, -999, 1000)[region]
     assert np.abs(volume[region] - expected).max() < 1e-3
     assert (volume[~region & (case.ct <= -1000)] == -1000).all()
+
+
+def test_a_written_mr_holds_no_signal_outside_the_body(tmp_path):
+    """The phantom's MR (air 0) through preprocessing and back as an oracle generator's volume: air is 0 again,
+    not the curve's low end (the body's 0.5th percentile, as bright as fat: the body outline vanished), and the
+    tissue keeps its intensities above that low end."""
+    case = make_case(0, seed=3, shape=(64, 64, 10), spacing=(6.0, 6.0, 8.0))
+    save_volume(tmp_path / "mr.nii.gz", case.mr, case.affine)
+    save_volume(tmp_path / "label.nii.gz", case.label, case.affine)
+    meta = preprocess_case("c", tmp_path / "mr.nii.gz", tmp_path / "label.nii.gz", tmp_path / "pre", TABLE,
+                           PreprocessSettings(modality="MR", spacing_xy=None))
+    curve = IntensityMap.from_meta(meta["intensity"])
+    assert curve.lo > 0 and background_value(curve, "MR") == 0.0 and background_value(curve, "CT") == curve.lo
+    volume = assemble_volume(*_grid(tmp_path / "pre"), meta)
+    body = load_volume(tmp_path / "pre" / "mask.nii.gz", np.uint8).array > 0  # the phantom's grid is the source's
+    assert (volume[~body] == 0).all() and (volume[body] > curve.lo).all()
 
 
 def test_generate_case_writes_volumes_on_the_source_grid(prepared):

@@ -350,3 +350,38 @@ def test_volume_threads_are_the_jobs_share_not_the_nodes(monkeypatch: pytest.Mon
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     assert default_workers() == expected
+
+
+@pytest.mark.parametrize("name", ["noorient.nii.gz", "noorient.nii"])
+def test_a_header_that_states_no_orientation_is_refused_naming_the_file(tmp_path: Path, name: str) -> None:
+    """sform_code and qform_code 0 (an ANALYZE-era conversion): nibabel would make an affine up, and the
+    outputs written with it would claim an orientation nobody knows."""
+    img = nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), None)  # no affine: both codes stay 0
+    img.header.set_zooms((0.8, 0.8, 2.0))
+    nib.save(img, tmp_path / name)
+    assert nib.load(tmp_path / name).header["sform_code"] == 0 == nib.load(tmp_path / name).header["qform_code"]
+    with pytest.raises(VolumeError, match=rf"{name}: its header states no orientation \(sform_code and "
+                                          r"qform_code 0\).*DICOM"):
+        load_volume(tmp_path / name)
+
+
+def test_a_header_whose_sform_and_qform_disagree_is_read_by_its_sform_with_a_warning(tmp_path: Path,
+                                                                                    flipped_affine, caplog) -> None:
+    """ITK-based tools may read such a file by its qform: 10 mm elsewhere here. A qform equal to the sform
+    but for float32 rounding is no disagreement."""
+    img = nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), flipped_affine)
+    moved = flipped_affine.copy()
+    moved[0, 3] += 10.0
+    img.header.set_sform(flipped_affine, code=1)
+    img.header.set_qform(moved, code=1)
+    nib.save(img, tmp_path / "two.nii.gz")
+    with caplog.at_level("WARNING"):
+        volume = load_volume(tmp_path / "two.nii.gz")
+    np.testing.assert_allclose(volume.affine, flipped_affine)
+    assert "two.nii.gz: its sform and qform differ (by up to 10 mm); medsynth uses the sform" in caplog.text
+    caplog.clear()
+    img.header.set_qform(flipped_affine, code=1)
+    nib.save(img, tmp_path / "one.nii.gz")
+    with caplog.at_level("WARNING"):
+        load_volume(tmp_path / "one.nii.gz")
+    assert "sform and qform differ" not in caplog.text

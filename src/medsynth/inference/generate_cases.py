@@ -107,6 +107,14 @@ TISSUE_MARGIN = {"CT": 1.0}
 MR_TISSUE_MARGIN = 1e-3  # of the window
 
 
+def background_value(curve: IntensityMap, modality: str) -> float:
+    """What a written volume holds where nothing was generated (outside the body). CT: the window's low end
+    (air, HU). MR: no signal, 0, as scanners and SynthRAD's masked MR write air, or the curve's low end where
+    that lies below 0 (normalised MR). The curve's low end for MR is the 0.5th percentile of body intensities:
+    as background it made air as bright as fat, and the body's outline vanished from the written MR."""
+    return curve.lo if modality == "CT" else min(curve.lo, 0.0)
+
+
 class SourceBody(NamedTuple):
     """Where a case's volumes hold tissue on the source grid (``source_body``): the same for every sample."""
 
@@ -131,8 +139,8 @@ def assemble_volume(volume: np.ndarray, body: np.ndarray, meta: dict, where: Sou
     """A generated volume on the preprocessed grid ([-1, 1]) -> physical intensities on the source grid.
 
     Inside the body (``where``: ``source_body``, by default of the grid's ``body`` alone) the generated
-    tissue, kept above the background value (the curve's low end, +``TISSUE_MARGIN``); outside it, and
-    beyond the preprocessed grid, the background value. A source voxel is the linear interpolation of its
+    tissue, kept above the curve's low end (+``TISSUE_MARGIN``); outside it, and beyond the preprocessed
+    grid, the background value (``background_value``). A source voxel is the linear interpolation of its
     grid neighbours in the body alone (the tissue resampled, divided by the body's share): resampled with
     the air around it, a label map finer than the grid, whose organs TotalSegmentator leaves gaps between,
     had 3 % of its labelled voxels blended below -500 HU.
@@ -143,7 +151,7 @@ def assemble_volume(volume: np.ndarray, body: np.ndarray, meta: dict, where: Sou
     physical = np.where(body, np.maximum(physical, floor), 0.0).astype(np.float32)
     where = source_body(body, meta) if where is None else where
     tissue = back_to_source(physical, meta, order=1, cval=0.0)
-    out = np.full(tissue.shape, curve.lo, dtype=np.float32)
+    out = np.full(tissue.shape, background_value(curve, meta["modality"]), dtype=np.float32)
     out[where.inside] = np.maximum(tissue[where.inside] / where.share[where.inside], floor)
     return out
 
@@ -186,7 +194,7 @@ def write_samples(G: torch.nn.Module, num_classes: int, case_id: str, grid_label
     if pngs:
         for lab, z in zip(crop(grid_label, canvas.x0, canvas.y0, canvas.width, canvas.height, canvas.z, 0), canvas.z):
             save_png(case_dir / "labels" / f"z{int(z):03d}.png", display_view(lab))
-    background = IntensityMap.from_meta(meta["intensity"]).lo
+    background = background_value(IntensityMap.from_meta(meta["intensity"]), meta["modality"])
     where = source_body(body, meta, label > 0)
     rows, crops = [], []
     for k in range(settings.samples):

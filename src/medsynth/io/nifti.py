@@ -7,6 +7,7 @@ affine explicitly so no caller can fall back to an identity matrix.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,10 @@ from medsynth.io.volume import Volume, VolumeError, voxel_spacing  # noqa: F401 
 GZIP_LEVEL = 1
 # How far a float label map's value may lie from an integer (float32 storage of a label written as float).
 LABEL_ROUNDING = 1e-3
+# How far a header's qform may lie from its sform (mm, or per unit of direction): float32 rounding of the
+# quaternion, not another placement.
+QFORM_TOLERANCE = 1e-2
+log = logging.getLogger(__name__)
 
 
 def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_uid: str | None = None) -> Volume:
@@ -53,7 +58,29 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_u
         what = ("a single slice: medsynth needs the whole scan" if data.ndim < 3 else
                 "several volumes (a time series or channels): split them into one file each")
         raise VolumeError(f"{path}: expected a 3D volume, found shape {data.shape}: {what}")
-    return Volume(c_order(_as_dtype(data, dtype, path)), np.asarray(img.affine, dtype=np.float64), path)
+    return Volume(c_order(_as_dtype(data, dtype, path)), _oriented_affine(img, path), path)
+
+
+def _oriented_affine(img: nib.spatialimages.SpatialImage, path: Path) -> np.ndarray:
+    """The image's affine, refusing a header that states no orientation and warning where its two disagree.
+
+    With sform_code and qform_code 0, nibabel makes an affine up from the voxel sizes (other readers make up
+    others): which side is the patient's right is unknown, and outputs written with that affine would claim
+    it. Where both are set and differ, nibabel takes the sform and ITK-based tools (ITK-SNAP, SimpleITK, so
+    nnU-Net) may take the qform: the same file overlays differently there."""
+    header = img.header
+    codes = {k: int(header[k]) for k in ("sform_code", "qform_code") if k in header}
+    if codes and not any(codes.values()):
+        raise VolumeError(f"{path}: its header states no orientation (sform_code and qform_code 0), so where the "
+                          "patient's right lies is unknown; convert the scan again from its DICOM series (or give "
+                          "medsynth the DICOM folder), or set the header's sform to the scanner's affine")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if codes.get("sform_code") and codes.get("qform_code"):
+        offset = float(np.abs(header.get_sform() - header.get_qform()).max())
+        if offset > QFORM_TOLERANCE:
+            log.warning("%s: its sform and qform differ (by up to %.3g mm); medsynth uses the sform, as nibabel does, "
+                        "and writes it as both; ITK-based tools may read this file by its qform", path, offset)
+    return affine
 
 
 def _as_dtype(data: np.ndarray, dtype: np.dtype | type | None, path: Path) -> np.ndarray:
