@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.cohort import CASE_COLUMNS, case_problems, read_cases, register_local
+from medsynth.data.cohort import (CASE_COLUMNS, case_problems, clashing_ids, generated_case_id, generated_id_clashes,
+                                  read_cases, register_local)
 from medsynth.data.views import oasis_view
 from medsynth.io.images import load_png, save_png
 
@@ -269,6 +270,23 @@ def test_register_local_refuses_a_row_of_another_modality_and_fills_empty(cohort
 
 
 # ------------------------------------------------------------------ oasis_view
+
+
+def test_a_generate_from_case_named_like_an_own_case_is_a_clash_naming_both() -> None:
+    """Own dataset totalseg's test case 'extra.s0001' and generate_from dataset extra's 's0001' would both be
+    written to cases/extra.s0001/ (the later replacing the earlier)."""
+    assert generated_case_id("totalseg", "s0001", "totalseg") == "s0001"  # own ids keep their paths
+    assert generated_case_id("extra", "s0001", "totalseg") == "extra.s0001"
+    cases = {"totalseg": ["a", "extra.s0001"], "extra": ["s0001", "s0002"]}
+    (clash,) = generated_id_clashes("e", "totalseg", cases)
+    assert clash.startswith("experiments.e: case 'extra.s0001' of datasets.totalseg and case 's0001' of "
+                            "datasets.extra")
+    assert "results/generate/e/cases/extra.s0001/" in clash and "rename one of them" in clash
+    # Letter case ignored (one folder on a case-insensitive file system); dots in dataset names too.
+    assert generated_id_clashes("e", "totalseg", {"totalseg": ["EXTRA.S0001"], "extra": ["s0001"]})
+    assert generated_id_clashes("e", "own", {"own": ["x"], "a.b": ["c"], "a": ["b.c"]})
+    assert generated_id_clashes("e", "totalseg", {"totalseg": ["a", "extra_s0001"], "extra": ["s0001"]}) == []
+    assert clashing_ids([("c", "d", "c"), ("c", "", "c")], "out") != []  # any repeated id, whatever says where
 
 
 def _png_dir(root: Path, case_id: str, zs: list[int]) -> Path:

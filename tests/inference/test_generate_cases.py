@@ -470,6 +470,23 @@ def test_a_generator_giving_nan_is_refused_naming_the_case(prepared):
     assert not list((tmp / "out").rglob("sample_0.nii.gz"))
 
 
+def test_two_cases_with_one_id_are_refused_before_anything_is_written(prepared):
+    """Own test case 'extra.s0001' and generate_from dataset extra's 's0001' (named <dataset>.<case>) would share
+    cases/extra.s0001/: the later replaced the earlier and the generate_from rows pointed at the test case's
+    volume, which the export shipped."""
+    from medsynth.inference.generate_cases import generate_cases
+
+    _, pre, _, _, tmp = prepared
+    ckpt = _exported_generator(tmp / "generator.pt", None)
+    cases = [("extra.s0001", tmp / "slices.npz", pre, "test", "totalseg", "extra.s0001"),
+             ("extra.s0001", tmp / "slices.npz", pre, "generate_from", "extra", "s0001")]
+    out = tmp / "out" / "cases"
+    with pytest.raises(ValueError, match=r"case 's0001' of datasets.extra and case 'extra.s0001' of "
+                                         r"datasets.totalseg would both be written to .*cases/extra.s0001/"):
+        generate_cases(ckpt, cases, out, _settings(1, 0), work_dir=out.with_name("cases.unfinished"))
+    assert not (tmp / "out").exists()
+
+
 def test_a_stopped_generation_keeps_its_finished_cases_for_the_next_run(prepared, monkeypatch):
     """A generation job stopped at its time limit: Snakemake deletes its outputs before the retry, so the
     cases are written in a work folder; the retry takes up the closed ones, generates only the rest, and

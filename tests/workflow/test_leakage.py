@@ -7,11 +7,13 @@ rule moves it there); three cases phantom_000, 001, 003 put phantom_000 in test.
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from medsynth.data.phantom import PHANTOM_LABELS, write_cohort
+from medsynth.data.phantom import PHANTOM_LABELS, make_case, write_cohort
+from medsynth.io.nifti import save_volume
 
 LABELS = [{"name": n, "values": [v]} for v, n in sorted(PHANTOM_LABELS.items())]
 
@@ -85,3 +87,32 @@ def test_the_same_datasets_without_the_leak_load(tmp_path, snakemake):
     (tmp_path / "work").mkdir()
     result = snakemake(tmp_path / "work", config, "-n", "results/split/mine/split.tsv")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+@pytest.mark.slow
+def test_a_downloaded_generate_from_case_named_like_an_own_case_stops_the_run_before_training(tmp_path, snakemake):
+    """A url dataset's cases are known only once downloaded (the config check cannot see them): own case
+    'maps.x' and generate_from dataset maps' 'x' would share generate's folder cases/maps.x/. Asked for training
+    alone, the run stops after the downloads, before any training job."""
+    mine = cohort(tmp_path / "mine")
+    (mine / "phantom_003").rename(mine / "maps.x")
+    other = make_case(0, seed=9, shape=(48, 48, 6), spacing=(8.0, 8.0, 8.0))
+    archive = tmp_path / "maps.zip"
+    save_volume(tmp_path / "maps" / "x.nii.gz", other.label, other.affine)
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(tmp_path / "maps" / "x.nii.gz", "Maps/x.nii.gz")
+    maps = {"source": "url", "modality": "CT", "url": {"href": archive.resolve().as_uri()},
+            "layout": {"label": "Maps/{case}.nii.gz"}, "labels": LABELS, "preprocess": {"spacing_xy": 12.0}}
+    config = {"datasets": {"mine": local(mine), "maps": maps}, "slice": {"size": 32},
+              "split": {"seed": 0, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
+              "experiments": {"e": experiment("mine", generate_from=["maps"])},
+              "metrics": {"perceptual": "off", "weights_dir": str(tmp_path / "weights")}}
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, config, "results/train/e/metrics.tsv")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert ("experiments.e: case 'maps.x' of datasets.mine and case 'x' of datasets.maps would both be written to "
+            "results/generate/e/cases/maps.x/") in output, output[-3000:]
+    assert (work / "resources/raw/maps/cases.tsv").is_file()  # found once downloaded ...
+    assert not (work / "results/train").exists() and not (work / "logs/train").exists()  # ... before training

@@ -27,7 +27,7 @@ from medsynth.config.keys import (
     only,
 )
 from medsynth.config import keys as _keys, lineage
-from medsynth.data.cohort import CASE_ID
+from medsynth.data.cohort import CASE_ID, generated_id_clashes
 from medsynth.config.load import config_problems, inline_label_files, normalise, validate_once
 from medsynth.inference.generator_contract import card_inputs, generator_data
 
@@ -448,6 +448,34 @@ def slice_inputs(wildcards):
     return {n: case_paths(wildcards.dataset, [wildcards.case], out[n])[0] for n in ("image", "label", "mask")}
 
 
+def generated_ids_checked(wildcards):
+    """Refuses two cases of an experiment's datasets that generation would write into one folder (a
+    generate_from case is <dataset>.<case>: data/cohort.py generated_id_clashes), once the download
+    checkpoints have listed every case. Generate asks it; train through ``unlisted_ids_checked``."""
+    exp = config["experiments"][wildcards.experiment]
+    if exp.get("generate_from"):
+        datasets = [exp["dataset"], *exp["generate_from"]]
+        clashes = generated_id_clashes(wildcards.experiment, exp["dataset"], {d: cases_of(d) for d in datasets})
+        if clashes:
+            raise ValueError("\n".join(clashes))
+
+
+# The datasets without a cases table when the Snakefile loads (a url dataset before its first download): the
+# config checks, which read the others' tables, could not see their cases.
+UNLISTED = {d for d in DATASETS if not os.path.exists(f"resources/raw/{d}/cases.tsv")}
+
+
+def unlisted_ids_checked(wildcards):
+    """No input: for train, ``generated_ids_checked`` when one of the experiment's datasets was UNLISTED (or
+    the config checks did not run: medsynth not installed here), so a clash stops the run after the downloads,
+    before training. Otherwise the config check has made it, and asking a checkpoint that reruns (a changed
+    local.root) would show training as planned in a dry run, though the real run does not train again."""
+    exp = config["experiments"][wildcards.experiment]
+    if not MEDSYNTH_INSTALLED or UNLISTED & {exp["dataset"], *exp.get("generate_from", [])}:
+        generated_ids_checked(wildcards)
+    return {}
+
+
 def generate_case_inputs(wildcards):
     """The label cases to generate for: the generate.splits parts of the experiment's dataset and
     every case of its generate_from datasets (slices, preprocessing meta, source label maps), the
@@ -455,6 +483,7 @@ def generate_case_inputs(wildcards):
     ``test_case_inputs``."""
     exp = config["experiments"][wildcards.experiment]
     own = experiment_dataset(wildcards)
+    generated_ids_checked(wildcards)
     wanted = [(own, split_of(own, config["generate"]["splits"]))]
     wanted += [(d, sorted(cases_of(d))) for d in exp.get("generate_from", [])]
     inputs = {"slices": [], "meta": [], "grid_label": [], "source_label": [], "split": checkpoints.split.get(dataset=own).output.split,

@@ -8,6 +8,7 @@ rule train:
     input:
         unpack(unpaired_image_inputs),
         unpack(init_from_input),
+        unpack(unlisted_ids_checked),
         split=lambda w: f"results/split/{experiment_dataset(w)}/split.tsv",
         train=lambda w: case_slices(experiment_dataset(w), ("train",)),
         val=lambda w: case_slices(experiment_dataset(w), ("val",)),

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medsynth.data.cohort import patient_of
+from medsynth.data.cohort import clashing_ids, generated_case_id, patient_of
 from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
 from medsynth.inference.held_out import leave_out_test_cases
 from medsynth.io.tables import read_tsv, write_tsv
@@ -26,8 +26,12 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                                    row["patient_id"]))
         else:  # a generate_from dataset's case ids may repeat the experiment's own: its folder is <dataset>.<case>
             patient = patient_of(extra[(dataset, case)])
-            cases.append(LabelCase(f"{dataset}.{case}", Path(slices), Path(meta).parent, "generate_from", dataset,
-                                   case, patient))
+            cases.append(LabelCase(generated_case_id(dataset, case, own), Path(slices), Path(meta).parent,
+                                   "generate_from", dataset, case, patient))
+    # common.smk refused these before training; here too, before the case id keys the source label maps below.
+    clashes = clashing_ids([(c.case_id, c.dataset, c.source_case) for c in cases], str(sm.output.cases))
+    if clashes:
+        raise ValueError("\n".join(clashes))
     if sm.input.get("test_splits") is not None:
         # A test patient's study in a generate_from dataset (by patient id, or its label map's bytes) is left out.
         sources = {c.case_id: f for c, f in zip(cases, sm.input.source_label)}

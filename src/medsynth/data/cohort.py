@@ -6,7 +6,7 @@ import logging
 import re
 import unicodedata
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from medsynth.io.tables import read_tsv, write_tsv
 
@@ -126,6 +126,39 @@ def patient_of(row: Mapping[str, str]) -> str:
     """A cases table row's patient: its ``patient_id``, or the case itself (``read_cases`` fills the column so;
     a row made by hand may lack it)."""
     return row.get("patient_id") or row["case_id"]
+
+
+def generated_case_id(dataset: str, case: str, own: str) -> str:
+    """A case's id among an experiment's generated cases, its folder ``results/generate/<e>/cases/<id>/``: a case
+    of the experiment's own dataset ``own`` keeps its id (its outputs keep their paths), a ``generate_from``
+    dataset's is ``<dataset>.<case>`` (its ids may repeat the own dataset's)."""
+    return case if dataset == own else f"{dataset}.{case}"
+
+
+def clashing_ids(cases: Sequence[tuple[str, str, str]], folder: str) -> list[str]:
+    """One message per case whose id (each ``cases`` item: id, dataset, its case id there) an earlier case
+    already has, letter case ignored (a case-insensitive file system gives them one folder): both would write
+    ``folder``/<id>/, the later replacing the earlier, and rows of one would point at the other's volumes."""
+    first: dict[str, tuple[str, str]] = {}
+    out = []
+    for cid, dataset, case in cases:
+        if _id_key(cid) not in first:
+            first[_id_key(cid)] = (dataset, case)
+            continue
+        seen = first[_id_key(cid)]
+        out.append(f"case {seen[1]!r} of datasets.{seen[0]} and case {case!r} of datasets.{dataset} would both "
+                   f"be written to {folder}/{cid}/ (a generate_from dataset's case is named <dataset>.<case>), "
+                   "the later replacing the earlier: rename one of them (its case_id in its cases table, or "
+                   "its file or folder where a layout finds it)")
+    return out
+
+
+def generated_id_clashes(experiment: str, own: str, cases: Mapping[str, Iterable[str]]) -> list[str]:
+    """``clashing_ids`` of an experiment's generated cases (``cases``: dataset -> case ids; ``own``: its
+    dataset): own case ``extra.s0001`` and ``generate_from`` dataset ``extra``'s ``s0001``, say."""
+    named = [(generated_case_id(d, c, own), d, c) for d in sorted(cases, key=lambda d: (d != own, d))
+             for c in sorted(cases[d])]
+    return [f"experiments.{experiment}: {m}" for m in clashing_ids(named, f"results/generate/{experiment}/cases")]
 
 
 def missing_files(row: Mapping[str, str]) -> list[tuple[str, str]]:

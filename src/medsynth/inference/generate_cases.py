@@ -15,6 +15,7 @@ from tqdm import tqdm
 import medsynth
 
 from medsynth.data.checks import same_grid_up_to_orientation, tissue_at_background
+from medsynth.data.cohort import clashing_ids
 from medsynth.data.geometry import inplane_grid, resample_to_grid, to_canonical
 from medsynth.data.labels import LabelTable
 from medsynth.data.intensity import IntensityMap
@@ -289,6 +290,11 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
     folder becomes ``out_dir`` at the end; a run stopped midway (a time limit) leaves its closed cases for
     the next run with the same generator, settings and inputs (``inference.resume``).
     """
+    cases = sorted(LabelCase(*c) for c in cases)
+    # Before anything is written: two cases with one id share a folder, and one's rows point at the other's volume.
+    clashes = clashing_ids([(c.case_id, c.dataset, c.source_case or c.case_id) for c in cases], str(out_dir))
+    if clashes:
+        raise ValueError("\n".join(clashes))
     state = load_checkpoint(generator_path, map_location=settings.device)
     data = exported_data(state, generator_path)
     table = LabelTable.from_config(data["labels"])
@@ -297,7 +303,6 @@ def generate_cases(generator_path: Path, cases: Sequence[tuple], out_dir: Path,
     tile = int(data["slice"]["size"])
     store = resume.Resumable(out_dir, work_dir, generator_path, settings) if work_dir is not None \
         else resume.Straight(out_dir)
-    cases = sorted(LabelCase(*c) for c in cases)
     rows = []
     for case in tqdm(cases, desc="generate", unit="case"):
         meta = json.loads((Path(case.preprocess_dir) / "meta.json").read_text())
