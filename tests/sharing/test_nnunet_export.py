@@ -1,5 +1,6 @@
 """nnU-Net v2 export: the folder layout, labels and folds, checked by nnU-Net's own integrity check."""
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -233,3 +234,22 @@ def test_a_generated_file_deleted_after_generation_names_the_way_out(tmp_path: P
     cases[0].image.unlink()
     with pytest.raises(FileNotFoundError, match=r"p0_syn0_img.nii.gz: missing from generate's output .* --forcerun generate"):
         write_dataset(tmp_path / "Dataset500_Demo", cases, TABLE, "CT", {})
+
+
+def test_case_ids_that_sanitise_to_one_name_are_exported_under_names_of_their_own(tmp_path: Path,
+                                                                                    cases: list[ExportCase]) -> None:
+    """'P.01' and 'P_01' (two patients) both became P_01_syn00: the export stopped after generation and the
+    audit. Now the id sanitising changed gets a digest of itself; the other, and every other id, keeps its name."""
+    labels = [{"name": "background", "values": [0]}, {"name": "liver", "values": [1]}, {"name": "kidney", "values": [2]}]
+    synthetic = [c for c in cases if c.provenance.get("synthetic") and c.identifier.endswith("_syn00")]
+    rows = [{"case_id": case_id, "dataset": "ct", "source_case": case_id, "patient_id": case_id, "part": "train",
+             "sample": 0, "seed": 0, "volume": str(c.image), "label": str(c.label), "background": -1000.0}
+            for case_id, c in zip(["P.01", "P_01", "extra.s0001"], synthetic)]
+    manifest = write_tsv(tmp_path / "manifest.tsv", rows, list(rows[0]))
+    folder = export_experiment("u", manifest, None, tmp_path / "nnUNet_raw", {"splits": ["train"]},
+                               {"export": {"first_id": 500}, "experiments": {"u": {}}}, labels, "CT", {})
+    digest = hashlib.sha256(b"P.01").hexdigest()[:8]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == [
+        f"P_01_{digest}_syn00.nii.gz", "P_01_syn00.nii.gz", "extra_s0001_syn00.nii.gz"]
+    meta = json.loads((folder / "dataset.json").read_text())["medsynth"]["cases"]
+    assert meta[f"P_01_{digest}_syn00"]["case_id"] == "P.01" and meta["P_01_syn00"]["case_id"] == "P_01"

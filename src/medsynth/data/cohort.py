@@ -87,7 +87,8 @@ def _check_id_spellings(path: Path, numbered: Sequence[tuple[int, Mapping[str, s
 
 
 # The longest name built from a case id, export's "<dataset>.<id>_syn00_0000.nii.gz.part.nii.gz", adds ~60 bytes
-# with a dataset name of 20: within 255 for ids up to 180 (two DICOM UIDs joined are ~130).
+# with a dataset name of 20, ~70 with the digest sharing/nnunet_naming.case_identifiers adds to an id whose plain
+# name another's takes: within 255 for ids up to 180 (two DICOM UIDs joined are ~130).
 MAX_CASE_ID_BYTES = 180
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from medsynth.inference.resume import require_generated
 from medsynth.io.tables import read_tsv
 from medsynth.sharing.copied_maps import (LEFT_OUT_WHY, Rows, case_rows, copies_of_test_maps,
                                          left_out_by_generation, shared_map_patients)
-from medsynth.sharing.nnunet_naming import export_folders
+from medsynth.sharing.nnunet_naming import case_identifiers, export_folders
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +232,15 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
 
 def synthetic_cases(manifest: Sequence[Mapping[str, str]], parts: Sequence[str]) -> list[ExportCase]:
     """The generated volumes of the given split parts and of the generate_from datasets (``generate``'s
-    manifest rows); the identifier is the case's folder name, dots made underscores (nnU-Net splits
-    file names at the channel suffix, so only the suffix's form matters, but plain names travel best)."""
+    manifest rows); the identifier is the case's folder name made plain, one per case
+    (``nnunet_naming.case_identifiers``, over every row: the names do not change with the parts exported)."""
+    stems = case_identifiers(row["case_id"] for row in manifest)
     out = []
     for row in manifest:
         if row["part"] not in parts and row["part"] != "generate_from":
             continue
-        ident = re.sub(r"[^A-Za-z0-9_\-]", "_", row["case_id"])
         out.append(ExportCase(
-            identifier=f"{ident}_syn{int(row['sample']):02d}", image=Path(row["volume"]), label=Path(row["label"]),
+            identifier=f"{stems[row['case_id']]}_syn{int(row['sample']):02d}", image=Path(row["volume"]), label=Path(row["label"]),
             background=_background(row),
             # One patient id is one patient across datasets: grouping too much costs nothing, too little leaks.
             patient=row["patient_id"],
