@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
+from medsynth.data.cohort import register_layout
 from medsynth.inference.generate_cases import LabelCase
-from medsynth.inference.held_out import leave_out_test_cases
+from medsynth.inference.held_out import generate_from_patients, leave_out_test_cases
+from medsynth.io.nifti import save_volume
 from medsynth.io.tables import write_tsv
 
 
@@ -71,3 +75,33 @@ def test_a_test_map_saved_again_with_other_bytes_is_left_out(tmp_path, caplog) -
     assert [c.case_id for c in kept] == ["t0", "maps.other"]
     assert (f"maps.again left out: its label map {files['maps.again']} holds a test case's voxels on its grid "
             f"({files['t0']}), saved again") in caplog.text
+
+
+def _label_map(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = np.array([[-1.5, 0, 0, 120.0], [0, -1.5, 0, 90.0], [0, 0, 3.0, -40.0], [0, 0, 0, 1]])
+    save_volume(path, np.full((4, 4, 2), value, np.uint8), affine)
+
+
+def test_a_generate_from_dataset_naming_no_patients_is_warned_about_in_the_generation_log(tmp_path, caplog) -> None:
+    """AutoPET's test patient PETCT_0af7ffe12a: a later study of it among TotalSegmentator maps found as
+    {case}.nii.gz is its own patient, matched by no id, bytes or voxels, and no split warns (never split)."""
+    maps = tmp_path / "maps"
+    _label_map(maps / "PETCT_0af7ffe12a_03-23-2007.nii.gz", 3)
+    _label_map(maps / "PETCT_1bc2_01-02-2010.nii.gz", 4)
+    table = register_layout(maps, {"label": "{case}.nii.gz"}, tmp_path / "raw" / "extra" / "cases.tsv", "CT")
+    with caplog.at_level(logging.WARNING):
+        patients = generate_from_patients([table])
+    assert patients[("extra", "PETCT_0af7ffe12a_03-23-2007")] == "PETCT_0af7ffe12a_03-23-2007"
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{table}: generate_from dataset extra names no patients (each of its 2 cases")
+    assert "another study of a test patient is generated and exported" in warning
+    assert "patient ids spelt as the split datasets'" in warning and "datasets.extra.layout" in warning
+    caplog.clear()  # with the patient ids (AutoPET's spelling): no warning
+    _label_map(tmp_path / "studies" / "PETCT_0af7ffe12a" / "03-23-2007.nii.gz", 3)
+    _label_map(tmp_path / "studies" / "PETCT_1bc2" / "01-02-2010.nii.gz", 4)
+    named = register_layout(tmp_path / "studies", {"label": "{patient}/{study}.nii.gz"},
+                            tmp_path / "raw" / "named" / "cases.tsv", "CT")
+    with caplog.at_level(logging.WARNING):
+        patients = generate_from_patients([named])
+    assert patients[("named", "PETCT_0af7ffe12a_03-23-2007")] == "PETCT_0af7ffe12a" and not caplog.records

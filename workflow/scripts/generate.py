@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from medsynth.data.cohort import clashing_ids, generated_case_id, patient_of
+from medsynth.data.cohort import clashing_ids, generated_case_id
 from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
-from medsynth.inference.held_out import leave_out_test_cases
+from medsynth.inference.held_out import generate_from_patients, leave_out_test_cases
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.io.logs import log_to
 from medsynth.models.devices import resolve_device
@@ -16,7 +16,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     s = {**sm.params.settings, **{k: sm.config["generate"][k] for k in ("batch_size", "device", "pngs")}}
     own = sm.params.dataset
     split = {r["case_id"]: r for r in read_tsv(sm.input.split)}
-    extra = {(Path(t).parent.name, r["case_id"]): r for t in sm.input.case_tables for r in read_tsv(t)}
+    # Warns (here: no split job reads a generate_from dataset) where a table names no patients.
+    extra = generate_from_patients(sm.input.case_tables)
     cases = []
     for slices, meta in zip(sm.input.slices, sm.input.meta):
         case, dataset = Path(slices).parent.name, Path(slices).parents[2].name  # results/slices/<d>/cases/<c>/
@@ -25,9 +26,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             cases.append(LabelCase(case, Path(slices), Path(meta).parent, row["part"], dataset, case,
                                    row["patient_id"]))
         else:  # a generate_from dataset's case ids may repeat the experiment's own: its folder is <dataset>.<case>
-            patient = patient_of(extra[(dataset, case)])
             cases.append(LabelCase(generated_case_id(dataset, case, own), Path(slices), Path(meta).parent,
-                                   "generate_from", dataset, case, patient))
+                                   "generate_from", dataset, case, extra[(dataset, case)]))
     # common.smk refused these before training; here too, before the case id keys the source label maps below.
     clashes = clashing_ids([(c.case_id, c.dataset, c.source_case) for c in cases], str(sm.output.cases))
     if clashes:

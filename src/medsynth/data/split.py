@@ -92,11 +92,16 @@ def split_table(rows: Iterable[Mapping[str, str]], ratios: Mapping[str, float], 
     return [{"case_id": c, "patient_id": patients[c], "part": parts[c]} for c in sorted(parts)]
 
 
+def names_no_patients(rows: Sequence[Mapping[str, str]]) -> bool:
+    """True when no row of a cases table names a patient other than its case (no ``patient_id`` column, no
+    ``{patient}`` placeholder); False when patient ids are given, or for a single case (nothing tells)."""
+    return len(rows) > 1 and all(patient_of(r) == r["case_id"] for r in rows)
+
+
 def cases_as_patients(rows: Sequence[Mapping[str, str]], table: str) -> str | None:
-    """What to say when no row of a cases table names a patient other than its case (no ``patient_id``
-    column, no ``{patient}`` placeholder): each case is then its own patient, so two studies of one patient
-    can land in train and test. None when patient ids are given, or for a single case."""
-    if len(rows) < 2 or any(patient_of(r) != r["case_id"] for r in rows):
+    """What to say when a cases table names no patients (``names_no_patients``): each case is then its own
+    patient, so two studies of one patient can land in train and test. None otherwise."""
+    if not names_no_patients(rows):
         return None
     return (f"{table}: no patient ids (every case's patient is the case itself): the split treats each of the "
             f"{len(rows)} cases as its own patient. If a patient has several studies they can fall in "

@@ -14,8 +14,11 @@ import logging
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
+from medsynth.data.cohort import patient_of
 from medsynth.data.patients import patients_in_test
 from medsynth.data.same_files import copies_and_resaves
+from medsynth.data.split import names_no_patients
+from medsynth.io.tables import read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +62,24 @@ def leave_out_test_cases(cases: Sequence, sources: Mapping[str, str], split_tabl
                     "anatomy; remove it from its dataset (or give it the test case's patient_id) to silence "
                     "this", case_id, reason)
     return [c for c in cases if c.case_id not in reasons]
+
+
+def generate_from_patients(tables: Sequence[Path]) -> dict[tuple[str, str], str]:
+    """(dataset, case) -> patient of the ``generate_from`` datasets' cases (``tables``: their
+    ``resources/raw/<dataset>/cases.tsv``), with a warning for a dataset that names no patients.
+
+    Such a dataset is never split, so no split warns (``split.cases_as_patients``), and every case is its own
+    patient: ``test_case_reasons`` then finds a test patient's study only by its label map's bytes or voxels,
+    and another study of that patient (a later scan, TotalSegmentator's map of it) is generated and exported."""
+    patients = {}
+    for table in tables:
+        dataset, rows = Path(table).parent.name, read_tsv(table)
+        if names_no_patients(rows):
+            log.warning("%s: generate_from dataset %s names no patients (each of its %d cases is its own patient): "
+                        "generation leaves out a test patient's study only by that patient's id or the same "
+                        "label map (bytes or voxels), so another study of a test patient is generated and "
+                        "exported. Give patient ids spelt as the split datasets' are (a patient_id column in its "
+                        "cases table, or a {patient} placeholder in datasets.%s.layout)", table, dataset, len(rows),
+                        dataset)
+        patients.update({(dataset, r["case_id"]): patient_of(r) for r in rows})
+    return patients
