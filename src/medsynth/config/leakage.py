@@ -12,6 +12,7 @@ from typing import Mapping
 from medsynth.data.cohort import generated_id_clashes
 from medsynth.data.patients import KnownPatients, listed
 
+
 def leakage_errors(config: Mapping, known: KnownPatients) -> list[str]:
     """Test patients in what an experiment exports, as far as the datasets' cases are known now
     (the export refuses the rest when it runs: ``export.leaked_cases``)."""
@@ -100,8 +101,9 @@ def generate_from_patient_errors(config: Mapping, known: KnownPatients) -> list[
                 if leaked:
                     errors.append(
                         f"config: experiments.{name}.generate_from names {other!r}, whose "
-                        f"{_patients_of(known, other, leaked)} are in the test part of datasets.{dataset} (experiments.{name}.{key}): their synthetic cases "
-                        f"would be exported as training cases; remove those patients' cases from datasets.{other}")
+                        f"{_patients_of(known, other, leaked)} are in the test part of datasets.{dataset} "
+                        f"(experiments.{name}.{key}): their synthetic cases would be exported as training cases; "
+                        f"remove those patients' cases from datasets.{other}")
     return errors
 
 

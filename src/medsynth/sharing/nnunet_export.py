@@ -240,7 +240,8 @@ def synthetic_cases(manifest: Sequence[Mapping[str, str]], parts: Sequence[str])
         if row["part"] not in parts and row["part"] != "generate_from":
             continue
         out.append(ExportCase(
-            identifier=f"{stems[row['case_id']]}_syn{int(row['sample']):02d}", image=Path(row["volume"]), label=Path(row["label"]),
+            identifier=f"{stems[row['case_id']]}_syn{int(row['sample']):02d}", image=Path(row["volume"]),
+            label=Path(row["label"]),
             background=_background(row),
             # One patient id is one patient across datasets: grouping too much costs nothing, too little leaks.
             patient=row["patient_id"],
