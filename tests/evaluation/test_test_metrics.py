@@ -193,6 +193,14 @@ def test_memorisation_without_weights_says_so_and_writes_na(tmp_path: Path) -> N
     assert m["memorisation_ratio"]["mean"] == pytest.approx(1.0, abs=0.02)
 
 
+def _empty_case(root: Path, samples: int = 2) -> tuple[str, Path, Path]:
+    """A test case whose slicing kept no slice, with its (empty) samples."""
+    empty = CaseSlices(np.zeros((0, 16, 16), np.float32), *(np.zeros((0, 16, 16), np.uint8),) * 2,
+                       np.zeros(0, np.int32), np.zeros((0, 2), np.int32)).save(root / "c" / "slices.npz")
+    np.savez(root / "c" / "samples.npz", samples=np.zeros((samples, 0, 16, 16), np.float16), z=np.zeros(0, np.int32))
+    return "c", empty, root / "c" / "samples.npz"
+
+
 def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Path) -> None:
     """Every test case's slicing kept no slice (slice.require_classes, a one-patient test split): each metric
     is NA and says why, none reads as a score, nothing raises."""
@@ -200,10 +208,8 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
     from medsynth.evaluation.test_metrics import MASKED_BODY, NO_SLICES, TOO_FEW, _perceptual_summary
     from medsynth.metrics.memorisation import Nearest, compare
 
-    empty = CaseSlices(np.zeros((0, 16, 16), np.float32), *(np.zeros((0, 16, 16), np.uint8),) * 2,
-                       np.zeros(0, np.int32), np.zeros((0, 2), np.int32)).save(tmp_path / "c" / "slices.npz")
-    np.savez(tmp_path / "c" / "samples.npz", samples=np.zeros((2, 0, 16, 16), np.float16), z=np.zeros(0, np.int32))
-    summary, per_case = evaluate_cases([("c", empty, tmp_path / "c" / "samples.npz")], True, [empty])
+    case = _empty_case(tmp_path)
+    summary, per_case = evaluate_cases([case], True, [case[1]])
     assert len(per_case) == 2 and {r["slices"] for r in per_case} == {0}
     for row in summary:
         reason = MASKED_BODY if row["metric"] == "body_dice" else NO_SLICES  # NA on any test set
@@ -217,6 +223,21 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
     rows = memorisation_summary(compare(none, Nearest(np.ones(3), np.zeros(3, np.int64)), 0.5).summary, None)
     assert all(math.isnan(r["mean"]) and "no generated test slice" in r["note"] for r in rows if "inception" not in
                r["metric"])
+
+
+def test_no_generated_slice_with_the_alexnet_weights_is_na_with_the_reason(tmp_path: Path,
+                                                                          random_weights_dir: Path) -> None:
+    """Paired, two samples, the AlexNet weights there: LPIPS and its diversity are NA saying no slice was
+    generated (empty LPIPS queues raised in np.concatenate)."""
+    from medsynth.evaluation.test_metrics import NO_SLICES
+
+    case = _empty_case(tmp_path)
+    np.savez(tmp_path / "stats.npz", available=False, reason="not computed: weights unavailable")
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "batch_size": 8}
+    summary, _ = evaluate_cases([case], True, [case[1]], real_stats=tmp_path / "stats.npz", perceptual=settings)
+    rows = {r["metric"]: r for r in summary}
+    for name in ("lpips", "lpips_diversity"):
+        assert math.isnan(rows[name]["mean"]) and rows[name]["note"] == NO_SLICES, rows[name]
 
 
 def test_fid_over_one_real_test_slice_says_so_not_that_weights_are_missing(tmp_path: Path,

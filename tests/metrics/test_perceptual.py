@@ -468,3 +468,17 @@ def test_load_inception_is_not_satisfied_by_the_other_file(alexnet_weights, offl
     with pytest.raises(P.WeightsUnavailable, match=P.INCEPTION_FILE):
         P.load_inception(folder, CPU)
     assert offline[0] == []
+
+
+def test_stream_of_empty_chunks_gives_nan_lpips_not_an_error(alexnet_weights, offline, tmp_path):
+    """Every test case's slicing kept no slice: pairs of 0 rows reach the LPIPS queues, which then hold no
+    batch (np.concatenate of none raised); LPIPS and diversity are NaN, as without the AlexNet weights."""
+    folder, _ = alexnet_weights
+    np.savez(tmp_path / "real.npz", available=False, reason="not computed: weights unavailable")
+    stream = P.PerceptualStream(tmp_path / "real.npz", {"weights_dir": str(folder), "perceptual": "required"}, CPU)
+    empty = torch.zeros(0, 1, 32, 32)
+    stream.push(empty, empty)
+    stream.push_pair(empty, empty)
+    scores = stream.scores()
+    assert np.isnan(scores["lpips"]) and np.isnan(scores["lpips_diversity"])
+    assert stream.counts == {"fake": 0, "lpips": 0, "lpips_diversity": 0}

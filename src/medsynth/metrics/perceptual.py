@@ -328,7 +328,8 @@ class PerceptualStream:
                 raise ValueError(f"{len(feats)} Inception feature vectors for {self.counts['fake']} generated images")
             out.update(feature_scores(feats, self.stats, self.settings))
         for name, run in self.lpips.items():
-            out[name] = float(np.concatenate(run.close()).mean())
+            parts = run.close()  # none when every pushed chunk was empty: NaN, as without the weights
+            out[name] = float(np.concatenate(parts).mean()) if parts else float("nan")
         return out
 
 
