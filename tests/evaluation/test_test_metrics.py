@@ -136,6 +136,29 @@ def test_lpips_pairs_every_sample_with_its_own_cases_real_slices(tmp_path: Path,
     assert float({r["metric"]: r for r in worse}["lpips"]["mean"]) > 1e-3
 
 
+def test_kid_of_a_perfect_generator_is_zero_not_below(tmp_path: Path, calibrated_weights_dir: Path) -> None:
+    """Each sample is paired with the real slice of its label map: a perfect generator (2 samples each) reads KID
+    ~0 against another patient's (as independent sets the matched pairs pulled it about 10 % of a swap below 0)."""
+    from medsynth.data.slice_batches import slice_chunks
+    from medsynth.metrics.perceptual import save_real_stats
+
+    real, other = _toy_cases(tmp_path / "real"), _toy_cases(tmp_path / "other", seed=5)
+    settings = {"weights_dir": str(calibrated_weights_dir), "perceptual": "required", "batch_size": 8,
+                "kid_subsets": 5, "kid_subset_size": 10}
+    stats = tmp_path / "inception_test.npz"
+    assert save_real_stats((c[:, None] for c, in slice_chunks(real, ("images",))), stats, settings,
+                           torch.device("cpu"))
+
+    def swap(r: CaseSlices, c: int, k: int) -> np.ndarray:
+        return CaseSlices.load(other[c]).images
+
+    kid = {}
+    for name, fake in (("perfect", _perfect), ("swap", swap)):
+        summary, _ = evaluate_cases(_write_samples(real, fake), True, real, real_stats=stats, perceptual=settings)
+        kid[name] = {r["metric"]: r for r in summary}["kid"]["mean"]
+    assert kid["swap"] > 0 and abs(kid["perfect"]) < 1e-6 * kid["swap"]
+
+
 def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_path: Path,
                                                                         random_weights_dir: Path) -> None:
     """The audit in feature space through the real loading code (with weights the test writes): a

@@ -113,6 +113,35 @@ def test_three_plane_fid_through_the_real_loading_code(tmp_path: Path, random_we
         assert "fewer planes" not in rows[f"kid_{plane}"]["note"]
 
 
+def test_three_plane_kid_pairs_each_samples_planes_with_its_real_volumes(tmp_path: Path, calibrated_weights_dir: Path,
+                                                                        monkeypatch) -> None:
+    """Features that tell planes apart, a perfect generator (2 samples): each generated plane is paired with
+    the real plane cut at the same place, so KID reads ~0; as independent sets the matched pairs pulled it
+    below 0."""
+    from medsynth.evaluation import volume_metrics
+    from medsynth.metrics.kid import kernel_inception_distance
+
+    calls = []
+
+    def recording(a, b, *args, **kwargs):
+        calls.append((a, b, kwargs["partner"]))
+        return kernel_inception_distance(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(volume_metrics, "kernel_inception_distance", recording)
+    settings = {"weights_dir": str(calibrated_weights_dir), "perceptual": "required", "batch_size": 16,
+                "kid_subsets": 5, "kid_subset_size": 50}
+    cases, files = _cases(tmp_path, lambda im: im, indices=(0,), shape=(16, 16, 8))
+    rows = {r["metric"]: r for r in three_plane_summary(cases, files, {"case0": META}, {"case0": META}, settings,
+                                                         torch.device("cpu"))}
+    assert len(calls) == len(planes.SIDE_PLANES)
+    for plane, (fg, fr, partner) in zip(planes.SIDE_PLANES, calls):
+        n = len(fr)
+        np.testing.assert_array_equal(partner, np.tile(np.arange(n), 2))  # both samples, plane by plane
+        np.testing.assert_allclose(fg, fr[partner], rtol=1e-4, atol=1e-5)
+        independent, _ = kernel_inception_distance(fg, fr, 5, 50)
+        assert independent < 0 and abs(rows[f"kid_{plane}"]["mean"]) < 1e-6 * abs(independent), plane
+
+
 def test_both_sides_planes_are_padded_alike_whatever_the_other_volumes_extent(tmp_path: Path,
                                                                            calibrated_weights_dir: Path) -> None:
     """The same volume on both sides, one side also holding a longer volume (unpaired: two datasets'
@@ -125,13 +154,13 @@ def test_both_sides_planes_are_padded_alike_whatever_the_other_volumes_extent(tm
     size = plane_sizes(one, both)
     assert size == plane_sizes(both) and size != plane_sizes(one)
     model = load_inception(calibrated_weights_dir, torch.device("cpu"))
-    alone, beside = (_plane_features(s, size, model, 16, torch.device("cpu")) for s in (one, both))
+    alone, beside = (_plane_features(s, size, model, 16, torch.device("cpu"))[0] for s in (one, both))
     for plane in planes.SIDE_PLANES:
         n = len(alone[plane])
         assert n > 0 and len(beside[plane]) > n
         np.testing.assert_allclose(alone[plane], beside[plane][:n], rtol=1e-4, atol=1e-4)
         # padded to its own side's square the same planes read other features
-        own = _plane_features(one, plane_sizes(one), model, 16, torch.device("cpu"))[plane]
+        own = _plane_features(one, plane_sizes(one), model, 16, torch.device("cpu"))[0][plane]
         assert not np.allclose(own, alone[plane], rtol=1e-2, atol=1e-2)
 
 

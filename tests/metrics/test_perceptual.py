@@ -1,4 +1,4 @@
-"""FID, KID and LPIPS: the maths against direct computations, the weight-folder rules, and the real
+"""FID and LPIPS (KID: test_kid.py): the maths against direct computations, the weight-folder rules, and the real
 loaders run on weight files written here (random weights of the right architecture), never downloaded."""
 
 from __future__ import annotations
@@ -189,66 +189,6 @@ def test_gaussian_stats_are_mean_and_sample_covariance():
     np.testing.assert_allclose(mu, feats.mean(0))
     centred = feats - feats.mean(0)
     np.testing.assert_allclose(sigma, centred.T @ centred / (len(feats) - 1))
-
-
-# --------------------------------------------------------------------------------------------- KID
-
-
-def _mmd2_unbiased(x, y):
-    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, by explicit loops."""
-    d = x.shape[1]
-    k = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
-    m, n = len(x), len(y)
-    kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    kyy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    kxy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
-    return kxx + kyy - 2 * kxy
-
-
-def test_kid_is_the_unbiased_polynomial_mmd():
-    rng = np.random.default_rng(6)
-    a, b = rng.normal(size=(12, 4)), rng.normal(0.3, 1.2, size=(12, 4))
-    # subset size >= both sets: every subset is the whole set (permuted), so each value is the full MMD^2.
-    mean, std = P.kernel_inception_distance(a, b, subsets=3, subset_size=50, seed=0)
-    assert mean == pytest.approx(_mmd2_unbiased(a, b), rel=1e-9)
-    assert std == pytest.approx(0.0, abs=1e-9)
-
-
-def test_kid_near_zero_for_one_distribution_and_can_be_negative():
-    means, stds = [], []
-    for seed in range(8):
-        rng = np.random.default_rng(100 + seed)
-        a, b = rng.normal(size=(500, 16)), rng.normal(size=(500, 16))
-        mean, std = P.kernel_inception_distance(a, b, subsets=20, subset_size=100, seed=seed)
-        assert np.isfinite(mean) and np.isfinite(std) and std > 0
-        assert abs(mean) < 2 * std  # within the spread of its own subsets
-        means.append(mean)
-        stds.append(std)
-    assert min(means) < 0  # unbiased: no positive floor
-    assert abs(np.mean(means)) < 0.02
-
-
-def test_kid_clearly_positive_for_shifted_distribution():
-    rng = np.random.default_rng(7)
-    a, b = rng.normal(size=(500, 16)), rng.normal(size=(500, 16)) + 0.5
-    mean, std = P.kernel_inception_distance(a, b, subsets=20, subset_size=100, seed=0)
-    assert np.isfinite(std) and std > 0
-    assert mean > 0.3 and mean > 5 * std
-
-
-def test_kid_is_reproducible_for_a_seed():
-    rng = np.random.default_rng(8)
-    a, b = rng.normal(size=(200, 8)), rng.normal(size=(150, 8))
-    first = P.kernel_inception_distance(a, b, subsets=5, subset_size=50, seed=3)
-    assert P.kernel_inception_distance(a, b, subsets=5, subset_size=50, seed=3) == first
-    assert P.kernel_inception_distance(a, b, subsets=5, subset_size=50, seed=4) != first
-
-
-@pytest.mark.parametrize("na, nb", [(1, 10), (10, 1), (0, 10)])
-def test_kid_with_fewer_than_two_samples_is_nan(na, nb):
-    rng = np.random.default_rng(9)
-    mean, std = P.kernel_inception_distance(rng.normal(size=(na, 4)), rng.normal(size=(nb, 4)))
-    assert np.isnan(mean) and np.isnan(std)
 
 
 @pytest.mark.parametrize("n", [0, 1])

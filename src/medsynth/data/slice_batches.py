@@ -65,11 +65,16 @@ class Rebatch:
             self.results.append(result)
 
 
+def case_order(files: Sequence[str | Path]) -> list[Path]:
+    """``slices.npz`` files in the order of their case ids (their folders' names): ``slice_chunks``' order."""
+    return [path for _, path in sorted((Path(f).parent.name, Path(f)) for f in files)]
+
+
 def slice_chunks(files: Sequence[str | Path], keys: Sequence[str] = ("images", "masks")
                  ) -> Iterator[tuple[torch.Tensor, ...]]:
     """The arrays ``keys`` of each ``slices.npz`` as stored (images float16), a case at a time, in the order of
     their case ids (``load_slices``' order, which the Inception statistics follow)."""
-    for _, path in sorted((Path(f).parent.name, Path(f)) for f in files):
+    for path in case_order(files):
         release_freed()  # the previous case's memory goes back first (io.heap)
         with np.load(path) as f:
             yield tuple(torch.from_numpy(f[k]) for k in keys)

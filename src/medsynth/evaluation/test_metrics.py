@@ -18,11 +18,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from medsynth.data.slice_batches import Rebatch, slice_chunks
+from medsynth.data.slice_batches import Rebatch, case_order, slice_chunks
 from medsynth.data.labels import ORGAN_MEAN, class_lookup, organ_ids, organ_note
 from medsynth.data.slicing import CaseSlices
 from medsynth.inference.resume import require_generated
 from medsynth.metrics.image import IntensityHistogram, diversity, paired_metrics, sample_diversity
+from medsynth.io.npz import npz_shape
+from medsynth.metrics.kid import partners
 from medsynth.metrics.perceptual import PerceptualStream
 from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
 from medsynth.models.segmenter import UNetSegmenter, load_segmenter
@@ -66,6 +68,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     per_image: dict[str, list[np.ndarray]] = {}
     per_case = []
     slices = 0  # generated test slices (every sample's)
+    blocks = []  # (the real slices each sample was generated from, its slices): KID's pairing
     spread = [0.0, 0.0]  # pixel diversity: sum of per-pixel variances across samples, body pixels
     generated = IntensityHistogram()  # intensity W1: every sample inside the body of its label maps
     scores = (PerceptualStream(real_stats, perceptual, device or torch.device("cpu"), fake_features)
@@ -88,6 +91,7 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
             for name, values in m.items():
                 per_image.setdefault(name, []).append(values.numpy())
             per_case.append(_case_row(case_id, k, len(real.z), m, paired))
+            blocks.append((source(real_path), fake_t.shape[0]))
             # Every sample of a case is paired with that case's real slices (LPIPS), and
             # scored inside the body of the label maps it was generated from (W1).
             generated.add(fake_t, body)
@@ -101,14 +105,36 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
         reference.add(images, masks)
     summary.append({"metric": "body_dice", "mean": math.nan, "std": math.nan, "n": 0, "note": MASKED_BODY})
     summary.append(_w1_row(generated, reference, slices))
-    summary.append({"metric": "pixel_diversity", "mean": diversity(*spread),
-                    "std": math.nan, "n": int(spread[1]),
-                    "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
-                    "[-1, 1] units" if spread[1] else NO_SLICES if not slices
-                    else "not computed: one sample per label map"})
+    summary.append(_diversity_row(spread, slices))
     if scores is not None:
-        summary += _perceptual_summary(scores.scores(), scores.counts, paired, scores.real)
+        partner = kid_partner(blocks, reference_files, scores.real)
+        summary += _perceptual_summary(scores.scores(partner), scores.counts, paired, scores.real)
     return summary, per_case
+
+
+def _diversity_row(spread: Sequence[float], slices: int) -> dict:
+    """``pixel_diversity``'s row from ``sample_diversity``'s summed (variances, body pixels) over ``slices``."""
+    return {"metric": "pixel_diversity", "mean": diversity(*spread), "std": math.nan, "n": int(spread[1]),
+            "note": "pixel std across the samples of one label map (unbiased, pooled), inside the body, "
+            "[-1, 1] units" if spread[1] else NO_SLICES if not slices else "not computed: one sample per label map"}
+
+
+def source(path: str | Path) -> Path:
+    """What names a test case's real slices wherever a list holds them (KID's pairing)."""
+    return Path(path).resolve()
+
+
+def kid_partner(blocks: Sequence[tuple[Path, int]], reference_files: Sequence[Path],
+                real: int | None) -> np.ndarray | None:
+    """KID's pairing (``kid.partners``) of the generated slices, in ``blocks`` (source, slices), with
+    the real test statistics' rows, which follow ``reference_files`` in case order (``real`` of them, None:
+    not computed). Paired only where each sample was generated from the label map of a reference file and
+    the statistics hold those files' slices; otherwise the two sets are independent."""
+    files = case_order(reference_files)
+    counts = [(source(p), npz_shape(p, "images")[0]) for p in files]
+    if real is None or sum(n for _, n in counts) != real:
+        return None
+    return partners(blocks, counts)
 
 
 W1_NOTE = ("W1 between the intensities inside the body, every generated test slice against the image dataset's "

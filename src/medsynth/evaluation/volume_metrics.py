@@ -20,10 +20,11 @@ from medsynth.data.slice_batches import Rebatch
 from medsynth.io.npz import npz_shape
 
 from medsynth.data.slicing import CaseSlices
-from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case, meta_of
+from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case, meta_of, source
 from medsynth.metrics import planes, through_plane
+from medsynth.metrics.kid import kernel_inception_distance, partners
 from medsynth.metrics.perceptual import (FEATURES, INCEPTION_FILE, available, frechet_distance, gaussian_stats,
-                                         inception_features, kernel_inception_distance, load_inception)
+                                         inception_features, load_inception)
 
 THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
 
@@ -65,8 +66,9 @@ def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_fil
     ]
 
 
-# A case's stack for the side planes: (images or None, body masks, z, in-plane spacing, slice spacing).
-Stack = tuple[np.ndarray | None, np.ndarray, np.ndarray, float, float]
+# A case's stack for the side planes: (images or None, body masks, z, in-plane spacing, slice spacing, the real
+# slices it is (real) or was generated from (generated), which pairs them for KID).
+Stack = tuple[np.ndarray | None, np.ndarray, np.ndarray, float, float, Path]
 
 
 def _generated_stacks(cases: Sequence[tuple[str, Path, Path]], metas: Mapping[str, dict],
@@ -82,7 +84,7 @@ def _generated_stacks(cases: Sequence[tuple[str, Path, Path]], metas: Mapping[st
                 masks, z = f["masks"], f["z"]
             fakes = [None] * npz_shape(Path(gen_path), "samples")[0]
         for fake in fakes:
-            yield fake, masks, z, *_spacing(metas[case_id])
+            yield fake, masks, z, *_spacing(metas[case_id]), source(real_path)
 
 
 def _real_stacks(files: Sequence[Path], metas: Mapping[str, dict], images: bool) -> Iterator[Stack]:
@@ -91,7 +93,7 @@ def _real_stacks(files: Sequence[Path], metas: Mapping[str, dict], images: bool)
         with np.load(path) as f:
             image = f["images"].astype(np.float32) if images else None
             masks, z = f["masks"], f["z"]
-        yield image, masks, z, *_spacing(metas[Path(path).parent.name])
+        yield image, masks, z, *_spacing(metas[Path(path).parent.name]), source(path)
 
 
 def plane_sizes(*stack_sets: Callable[[bool], Iterator[Stack]]) -> dict[str, int]:
@@ -100,24 +102,26 @@ def plane_sizes(*stack_sets: Callable[[bool], Iterator[Stack]]) -> dict[str, int
     largest, the same anatomy was seen at two scales wherever the sets' extents differ (unpaired: the
     label dataset's volumes against the image dataset's), and FID between identical planes read 35 000."""
     return {plane: max((planes.side_plane_size(m.shape[1:], z, sxy, sz, plane)
-                        for stacks in stack_sets for _, m, z, sxy, sz in stacks(False) if m.any()), default=1)
+                        for stacks in stack_sets for _, m, z, sxy, sz, _ in stacks(False) if m.any()), default=1)
             for plane in planes.SIDE_PLANES}
 
 
 def _plane_features(stacks: Callable[[bool], Iterator[Stack]], size: Mapping[str, int], model: torch.nn.Module,
-                    batch: int, device: torch.device) -> dict[str, np.ndarray]:
+                    batch: int, device: torch.device) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     """Per side plane the Inception features of every cut through the body of the ``stacks``, padded to
     ``size`` (``plane_sizes``), computed in the batches of the joined set of cuts (``inception_features``):
-    one case's cuts held at a time."""
+    one case's cuts held at a time; and per plane (source, cuts) of each stack, in the features' order."""
     runs = {plane: Rebatch(lambda x: inception_features(model, x, len(x), device), batch)
             for plane in planes.SIDE_PLANES}
-    for images, masks, z, sxy, sz in stacks(True):
+    blocks: dict[str, list] = {plane: [] for plane in planes.SIDE_PLANES}
+    for images, masks, z, sxy, sz, key in stacks(True):
         for plane in planes.SIDE_PLANES:
             cuts = planes.side_planes(images, masks, z, sxy, sz, plane)
+            blocks[plane].append((key, len(cuts)))
             if len(cuts):
                 runs[plane].push(torch.from_numpy(planes.padded(cuts, size[plane]))[:, None])
     features = {plane: run.close() for plane, run in runs.items()}
-    return {plane: np.concatenate(f) if f else np.zeros((0, 2048)) for plane, f in features.items()}
+    return {plane: np.concatenate(f) if f else np.zeros((0, 2048)) for plane, f in features.items()}, blocks
 
 
 def _spacing(meta: Mapping) -> tuple[float, float]:
@@ -137,12 +141,16 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
     batch = settings.get("batch_size", 32)
     generated, real = partial(_generated_stacks, cases, metas), partial(_real_stacks, reference_files, reference_metas)
     size = plane_sizes(generated, real)
-    gen, ref = (_plane_features(stacks, size, model, batch, device) for stacks in (generated, real))
+    (gen, gen_blocks), (ref, ref_blocks) = (_plane_features(stacks, size, model, batch, device)
+                                            for stacks in (generated, real))
     rows = []
     for plane in planes.SIDE_PLANES:
         fg, fr = gen[plane], ref[plane]
+        # A sample's planes are cut where its real volume's are: paired with them (a perfect generator read
+        # KID below 0 as independent sets).
         kid, kid_std = kernel_inception_distance(fg, fr, settings.get("kid_subsets", 100),
-                                                 settings.get("kid_subset_size", 1000))
+                                                 settings.get("kid_subset_size", 1000),
+                                                 partner=partners(gen_blocks[plane], ref_blocks[plane]))
         note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
                 "to the in-plane spacing")
         fid = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr))

@@ -20,6 +20,7 @@ import torch
 
 from medsynth.data.slice_batches import Rebatch
 from medsynth.data.same_files import hash_file
+from medsynth.metrics.kid import kernel_inception_distance
 
 log = logging.getLogger(__name__)
 
@@ -167,29 +168,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return max(0.0, float(value)) if np.isfinite(value) else float("nan")  # max(0.0, nan) would read 0
 
 
-def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
-    """Unbiased MMD^2 with the cubic polynomial kernel over random subsets: (mean, std).
-
-    Unlike FID it is unbiased for small sample sizes, so small test sets compare fairly.
-    """
-    rng = np.random.default_rng(seed)
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
-        return float("nan"), float("nan")
-    d = a.shape[1]
-    values = []
-    for _ in range(subsets):
-        x = a[rng.choice(len(a), m, replace=False)]
-        y = b[rng.choice(len(b), m, replace=False)]
-        kxx = (x @ x.T / d + 1) ** 3
-        kyy = (y @ y.T / d + 1) ** 3
-        kxy = (x @ y.T / d + 1) ** 3
-        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                      - 2 * kxy.mean())
-    return float(np.mean(values)), float(np.std(values))
-
-
 @torch.no_grad()
 def lpips_distances(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, batch: int = 32,
                     device: torch.device | None = None) -> np.ndarray:
@@ -258,13 +236,15 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
     return out
 
 
-def feature_scores(feats: np.ndarray, stats: dict, settings: dict) -> dict[str, float]:
+def feature_scores(feats: np.ndarray, stats: dict, settings: dict,
+                   partner: np.ndarray | None = None) -> dict[str, float]:
     """FID and KID (mean, std) of generated Inception features against real statistics (``save_real_stats``'
-    arrays), and whether KID's subsets held the whole smaller set every time (``kid_whole_set``)."""
+    arrays), and whether KID's subsets held the whole smaller set every time (``kid_whole_set``).
+    ``partner``: KID's pairing of the generated rows with the real ones (``kernel_inception_distance``)."""
     out = {"fid": frechet_distance(*gaussian_stats(feats), stats["mu"], stats["sigma"])}
     subset = settings.get("kid_subset_size", 1000)
     out["kid"], out["kid_std"] = kernel_inception_distance(
-        feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100), subset)
+        feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100), subset, partner=partner)
     # Subsets as large as the smaller set draw it whole every time: their spread says little.
     out["kid_whole_set"] = float(subset >= min(len(feats), len(stats["features"])))
     return out
@@ -316,8 +296,10 @@ class PerceptualStream:
         if self._lpips_model is not None:
             self.lpips.setdefault(name, Rebatch(_lpips_of(self._lpips_model, self.device), 32)).push(a, b)
 
-    def scores(self) -> dict[str, float]:
-        """``perceptual_scores``' dict; ``counts`` holds how many images and pairs each is over."""
+    def scores(self, partner: np.ndarray | None = None) -> dict[str, float]:
+        """``perceptual_scores``' dict; ``counts`` holds how many images and pairs each is over. ``partner``:
+        for each pushed image, the row of the real statistics whose label map it was generated from
+        (``kid.partners``; None: independent sets), for KID."""
         out = {k: float("nan") for k in ("fid", "kid", "kid_std", "lpips", "lpips_diversity")}
         if self.scored:
             feats = self.fake_features
@@ -326,7 +308,7 @@ class PerceptualStream:
                 feats = np.concatenate(parts) if parts else np.zeros((0, 2048))
             if len(feats) != self.counts["fake"]:
                 raise ValueError(f"{len(feats)} Inception feature vectors for {self.counts['fake']} generated images")
-            out.update(feature_scores(feats, self.stats, self.settings))
+            out.update(feature_scores(feats, self.stats, self.settings, partner))
         for name, run in self.lpips.items():
             parts = run.close()  # none when every pushed chunk was empty: NaN, as without the weights
             out[name] = float(np.concatenate(parts).mean()) if parts else float("nan")
