@@ -231,9 +231,17 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
     from medsynth.evaluation.test_metrics import MASKED_BODY, NO_SLICES, TOO_FEW, _perceptual_summary
     from medsynth.metrics.memorisation import Nearest, compare
 
+    from medsynth.evaluation.test_metrics import CASE_COLUMNS, EMPTY_CASE, PAIRED_CASE_METRICS
+    from medsynth.io.tables import read_tsv, write_tsv
+
     case = _empty_case(tmp_path)
-    summary, per_case = evaluate_cases([case], True, [case[1]])
-    assert len(per_case) == 2 and {r["slices"] for r in per_case} == {0}
+    for paired in (True, False):
+        _, per_case = evaluate_cases([case], paired, [case[1]])
+        table = read_tsv(write_tsv(tmp_path / "per_case.tsv", per_case, CASE_COLUMNS))
+        assert len(table) == 2 and {r["slices"] for r in table} == {"0"}
+        for row in table:  # each pixel score NA, the row saying why (it had NA and an empty note)
+            assert all(row[m] == "NA" for m in PAIRED_CASE_METRICS) and row["note"] == EMPTY_CASE, row
+    summary, _ = evaluate_cases([case], True, [case[1]])
     for row in summary:
         reason = MASKED_BODY if row["metric"] == "body_dice" else NO_SLICES  # NA on any test set
         assert math.isnan(row["mean"]) and row["n"] == 0 and row["note"] == reason, row

@@ -37,8 +37,11 @@ TOO_FEW = "not computed: fewer than 2 generated test slices (a distribution need
 TOO_FEW_REAL = "not computed: {} real test slice(s) of the image dataset (a distribution needs two)"
 PAIRED_CASE_METRICS = ["ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body"]
 CASE_COLUMNS = ["case_id", "sample", "slices", *PAIRED_CASE_METRICS, "note"]
-# Why a per-case row has no pixel scores: unpaired, a label map has no real image of its own.
+# Why a per-case row has no pixel scores: unpaired, a label map has no real image of its own; or nothing was
+# generated for the case.
 UNPAIRED_CASE = "NA: unpaired, no real image of this label map to compare with pixel by pixel"
+EMPTY_CASE = ("NA: no generated slice of this case (its slicing kept none: slice.min_body_fraction and "
+              "slice.require_classes decide which slices are kept)")
 # Generation sets every pixel outside the label map's body to air: the body a generated test image shows is
 # the label map's by construction (1.0 for any generator). Validation scores the generator's own output.
 MASKED_BODY = ("not computed on the test set: generation sets everything outside the label map's body to air, "
@@ -47,7 +50,10 @@ MASKED_BODY = ("not computed on the test set: generation sets everything outside
 
 
 def _case_row(case_id: str, sample: int, slices: int, scores: dict[str, torch.Tensor], paired: bool) -> dict:
-    """A per_case.tsv row: the sample's mean pixel scores, or (unpaired: none) NA and why."""
+    """A per_case.tsv row: the sample's mean pixel scores, or (unpaired, or no slice: none) NA and why."""
+    if not slices:
+        return {"case_id": case_id, "sample": sample, "slices": 0, **dict.fromkeys(PAIRED_CASE_METRICS),
+                "note": EMPTY_CASE}
     return {"case_id": case_id, "sample": sample, "slices": slices, **dict.fromkeys(PAIRED_CASE_METRICS),
             **{name: float(v.mean()) for name, v in scores.items()}, "note": "" if paired else UNPAIRED_CASE}
 
