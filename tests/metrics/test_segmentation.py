@@ -118,6 +118,22 @@ def test_perfect_and_false_positive_only_classes():
     assert per_class_scores(confusion(pred, target, num_classes=4))["dice"][3] == 0.0
 
 
+def test_a_class_the_labels_lack_is_not_scored_even_where_predicted():
+    """A perfect liver and one stray kidney pixel where the labels have no kidney: the organ mean is the
+    liver's 1.0 (the kidney scored 0 made it 0.5), the kidney row NaN saying why."""
+    names = ["background", "body", "liver", "kidney"]
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 1:7, 1:7] = 1
+    target[0, 2:5, 2:5] = 2
+    pred = target.clone()
+    pred[0, 6, 6] = 3
+    rows = {r["class"]: r for r in summarize(confusion(pred, target, 4), names)}
+    assert math.isnan(rows["kidney"]["dice"]) and math.isnan(rows["kidney"]["iou"])
+    assert rows["kidney"]["note"] == "not scored: no test label has it (the segmenter marks 1 pixel(s) of it)"
+    mean = rows["mean (organs)"]
+    assert mean["dice"] == mean["iou"] == 1.0 and mean["note"] == "organ mean over liver (background and body left out)"
+
+
 def test_scores_reject_bad_arguments():
     pred, target = hand_example()
     with pytest.raises(ValueError, match="target holds class ids 0..2"):

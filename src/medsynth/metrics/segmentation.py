@@ -295,18 +295,28 @@ def organ_mean(values: Sequence[float], names: Sequence[str]) -> tuple[float, li
     return mean, [names[i] for i in covered]
 
 
+ABSENT = "not scored: no test label has it (the segmenter marks {} pixel(s) of it)"
+
+
 def summarize(conf: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
-    """One row per class, then ``ORGAN_MEAN``: the mean over the organ classes present (``organ_mean``),
-    its ``note`` naming them."""
+    """One row per class, then ``ORGAN_MEAN``: the mean over the organ classes the labels hold
+    (``organ_mean``), its ``note`` naming them.
+
+    A class the labels lack has no score (NaN, noted), even where the segmenter marks a few pixels of it:
+    scored 0, those stray pixels would pull the organ mean down as a missed organ would (a perfect liver
+    and one stray kidney pixel read 0.5); evaluate's segmentation consistency and the utility curve do the
+    same."""
     if len(class_names) != conf.shape[0]:
         raise ValueError(f"class_names has {len(class_names)} names for a {conf.shape[0]}-class confusion matrix; "
                          "give one name per class, background first")
     scores = per_class_scores(conf)
-    voxels = conf.sum(dim=1).tolist()
-    rows = [{"class": str(name), "dice": d, "iou": i, "voxels": int(v), "note": ""}
-            for name, d, i, v in zip(class_names, scores["dice"], scores["iou"], voxels)]
-    dice, covered = organ_mean(scores["dice"], class_names)
-    iou, _ = organ_mean(scores["iou"], class_names)  # NaN exactly where Dice is: the same classes
+    voxels, predicted = conf.sum(dim=1).tolist(), conf.sum(dim=0).tolist()
+    nan = float("nan")
+    rows = [{"class": str(name), "dice": d if v else nan, "iou": i if v else nan, "voxels": int(v),
+             "note": ABSENT.format(int(p)) if not v and p else ""}
+            for name, d, i, v, p in zip(class_names, scores["dice"], scores["iou"], voxels, predicted)]
+    dice, covered = organ_mean([r["dice"] for r in rows], class_names)
+    iou, _ = organ_mean([r["iou"] for r in rows], class_names)  # NaN exactly where Dice is: the same classes
     rows.append({"class": ORGAN_MEAN, "dice": dice, "iou": iou, "voxels": int(sum(voxels[i] for i in
                  organ_ids(class_names))), "note": organ_note(covered)})
     return rows
