@@ -54,6 +54,25 @@ def test_through_plane_of_a_perfect_generator_is_perfect_and_of_shuffled_slices_
     assert m["through_plane_ratio"] > 2 and m["through_plane_ssim_ratio"] < 0.9
 
 
+def test_real_volumes_without_change_along_z_give_the_ratio_na_with_the_reason(tmp_path: Path) -> None:
+    """Real test volumes of one image repeated along z: the ratio is NA saying so (it raised), W1 and the SSIM
+    ratio are computed."""
+    from medsynth.evaluation.volume_metrics import NO_REAL_CHANGE
+
+    def flat(images: np.ndarray) -> np.ndarray:
+        return np.repeat(images[len(images) // 2][None], len(images), axis=0)
+
+    _, files = _cases(tmp_path / "real", flat, indices=(0,))
+    real = CaseSlices.load(files[0])
+    np.savez(files[0], images=flat(real.images).astype(np.float16), labels=real.labels, masks=np.repeat(
+        real.masks[len(real.z) // 2][None], len(real.z), axis=0), z=real.z, offsets=real.offsets)
+    cases, _ = _cases(tmp_path / "generated", lambda im: im, indices=(0,))
+    rows = {r["metric"]: r for r in through_plane_summary(cases, files, {"case0": META}, {"case0": META})}
+    ratio = rows["through_plane_ratio"]
+    assert math.isnan(ratio["mean"]) and ratio["n"] == 0 and ratio["note"].startswith(NO_REAL_CHANGE.split("{")[0])
+    assert rows["through_plane_w1"]["mean"] > 0 and np.isfinite(rows["through_plane_ssim_ratio"]["mean"])
+
+
 def _smooth_volume(root: Path, name: str, spacing_z: float, extent_mm: float = 84.0) -> Path:
     """One smooth anatomy sampled every ``spacing_z`` mm: a body whose outline and texture change along z."""
     z_mm = np.arange(0.0, extent_mm + 1e-6, spacing_z)

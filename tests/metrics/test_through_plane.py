@@ -43,6 +43,21 @@ def test_shuffled_slices_and_unrelated_noise_score_badly() -> None:
     assert 0.8 < other["ratio"] < 1.25 and other["w1"] < 0.005
 
 
+def test_real_neighbours_that_never_differ_give_a_nan_ratio_not_an_error() -> None:
+    """A real test volume of one image repeated along z: its mean difference is 0, so the ratio has no scale
+    (it raised ZeroDivisionError); W1 and the SSIM ratio are still computed."""
+    masks = np.zeros((4, 32, 32), bool)
+    masks[:, 4:28, 4:28] = True
+    real = np.where(masks, 0.1, -1.0).astype(np.float32)
+    generated = real + np.random.default_rng(0).normal(0, 0.05, real.shape).astype(np.float32)
+    g, r = NeighbourStats(), NeighbourStats()
+    g.add(generated, masks, np.arange(4))
+    r.add(real, masks, np.arange(4))
+    s = scores(g, r)
+    assert s["mean_real"] == 0.0 and s["mean_generated"] > 0 and math.isnan(s["ratio"])
+    assert s["w1"] > 0 and np.isfinite(s["ssim_ratio"]) and s["pairs"] == 3
+
+
 def test_only_slices_of_one_run_of_consecutive_z_are_compared() -> None:
     assert [r.tolist() for r in runs(np.array([3, 4, 5, 8, 9]))] == [[0, 1, 2], [3, 4]]
     with pytest.raises(ValueError, match="increasing z order"):

@@ -27,6 +27,9 @@ from medsynth.metrics.perceptual import (FEATURES, INCEPTION_FILE, available, fr
                                          inception_features, load_inception)
 
 THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
+NO_REAL_CHANGE = ("not computed: the real test volumes' neighbouring slices never differ inside the body (mean "
+                  "|difference| 0), nothing to divide by; generated: {:.3g}. Check the image dataset's test volumes: "
+                  "one image repeated along z?")
 
 
 def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files: Sequence[Path],
@@ -47,14 +50,14 @@ def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_fil
         ref = CaseSlices.load(Path(path))
         real.add(ref.images, ref.masks, ref.z, spacing=spacing[Path(path)], target=target)
     s = through_plane.scores(generated, real)
-    if math.isnan(s["ratio"]):
+    if not (len(generated.differences) and len(real.differences)):  # a side without neighbouring slices
         return [{"metric": m, "mean": math.nan, "std": math.nan, "n": 0,
                  "note": f"not computed: no two slices {target:g} mm apart in a generated or real test volume"}
                 for m in ("through_plane_ratio", "through_plane_w1", "through_plane_ssim_ratio")]
     apart = (f"neighbouring slices {target:g} mm apart (the largest slice spacing of the generated and real volumes; "
              "the others resampled along z, linearly, within runs of consecutive slices)")
     smoothing = f"slices smoothed in-plane (sigma {through_plane.SMOOTH_SIGMA:g} px), inside both slices' body"
-    return [
+    rows = [
         {"metric": "through_plane_ratio", "mean": s["ratio"], "std": math.nan, "n": s["pairs"],
          "note": f"mean |difference| between {apart}, generated / real ({s['mean_generated']:.3g} / "
                  f"{s['mean_real']:.3g}, [-1, 1] units), {smoothing}; 1 = as smooth along z as real volumes"},
@@ -64,6 +67,12 @@ def through_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_fil
          "note": f"SSIM between {apart} inside the body, generated / real "
                  f"({s['ssim_generated']:.3g} / {s['ssim_real']:.3g})"},
     ]
+    if not s["mean_real"]:
+        rows[0].update(n=0, note=NO_REAL_CHANGE.format(s["mean_generated"]))
+    if not s["ssim_real"]:
+        rows[2].update(n=0, note=f"not computed: the real test volumes' neighbouring slices have SSIM 0 inside the "
+                                 f"body, nothing to divide by (generated: {s['ssim_generated']:.3g})")
+    return rows
 
 
 # A case's stack for the side planes: (images or None, body masks, z, in-plane spacing, slice spacing, the real

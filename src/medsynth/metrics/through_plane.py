@@ -147,7 +147,8 @@ class NeighbourStats:
 
 
 def scores(generated: NeighbourStats, real: NeighbourStats) -> dict[str, float]:
-    """``ratio``, ``w1``, ``ssim_ratio`` and the underlying means; NaN where a side has no adjacent slices.
+    """``ratio``, ``w1``, ``ssim_ratio`` and the underlying means; NaN where a side has no adjacent slices,
+    and a ratio NaN where the real mean it divides by is 0.
     ``w1``: between the two distributions of differences (``Differences.w1``: every difference of a test set
     counts)."""
     gd, rd = generated.differences, real.differences
@@ -159,9 +160,10 @@ def scores(generated: NeighbourStats, real: NeighbourStats) -> dict[str, float]:
         return out
     out.update(mean_generated=gd.mean(), mean_real=rd.mean(),
                ssim_generated=float(gs.mean()), ssim_real=float(rs.mean()))
-    out["ratio"] = out["mean_generated"] / out["mean_real"]
+    # Real neighbours that never differ inside the body (one slice repeated along z) leave no scale: NaN.
+    out["ratio"] = out["mean_generated"] / out["mean_real"] if out["mean_real"] else float("nan")
     out["w1"] = gd.w1(rd)
-    out["ssim_ratio"] = out["ssim_generated"] / out["ssim_real"]
+    out["ssim_ratio"] = out["ssim_generated"] / out["ssim_real"] if out["ssim_real"] else float("nan")
     return out
 
 
