@@ -119,6 +119,21 @@ def test_without_generated_test_slices_the_own_scan_is_searched_and_the_note_say
     assert row["nearest_case"] == "p0" and row["nearest_ratio_min"] < 1e-3 and row["flagged"]
 
 
+def test_a_perfect_generator_on_the_test_maps_leaves_the_own_check_no_unit_and_says_so(cohort, tmp_path) -> None:
+    """Generated test slices equal to their real images: the unit is 0, and the note says so (it said no test
+    slice was generated). A copy of its own scan is still flagged by the nearest-slice search."""
+    from medsynth.evaluation.memorisation_audit import OWN_EXACT, SharedCase
+
+    real, files, train, _, samples = cohort
+    test = [(files[p], _samples(tmp_path / "perfect" / p, real[p][None])) for p in ("p4", "p5")]
+    rows, summary = audit_shared([SharedCase("p0", "p0", files["p0"], samples["p0"], own=True)], train,
+                                 [files["p4"], files["p5"]], test, paired=True, threshold=0.5)
+    (row,) = rows
+    assert summary["own_scale"] == 0 and row["own_ratio_min"] is None
+    assert row["note"].startswith(OWN_EXACT) and "no generated test slice" not in row["note"]
+    assert row["nearest_case"] == "p0" and row["flagged"]
+
+
 def test_a_volume_without_generated_slices_is_audited_as_such(cohort, tmp_path: Path) -> None:
     """slice.require_classes kept none of a label map's slices: generate wrote no sample slice for it."""
     from medsynth.evaluation.memorisation_audit import SharedCase

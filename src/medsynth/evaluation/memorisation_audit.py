@@ -280,7 +280,7 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
     for case in tqdm(sorted(cases), desc="audit", unit="case"):
         real, fakes = load_case(case.slices, case.samples)
         own_check = paired and case.own and own > 0  # the generator trained on this label map's real image
-        own_na = [_own_na(paired, case.own)] if len(real.z) and not own_check else []
+        own_na = [_own_na(paired, case.own, own)] if len(real.z) and not own_check else []
         others = train_cases != Path(case.slices).parent.name if own_check else None
         seen, whole = audited_voxels(real.labels, case.grid_label)
         if whole:
@@ -299,14 +299,19 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
 
 OWN_NA = ("own image: NA, no generated test slice to scale the distance (its own training slices are "
           "searched as nearest training slices instead)")
+OWN_EXACT = ("own image: NA, the generated test slices equal the real images of their own label maps (median "
+             "distance 0), so the distance has no unit (its own training slices are searched as nearest training "
+             "slices instead); a generator that reproduces unseen patients' scans exactly suggests the test images "
+             "reached its training: check the split")
 OWN_UNPAIRED = "own image: NA, unpaired (the generator was never shown an image of this label map)"
 OWN_NOT_TRAINED = ("own image: NA, a generate_from label map: no image of it is known (a copy of a training map "
                    "meets its image in the nearest-slice search)")
 
 
-def _own_na(paired: bool, own_image: bool) -> str:
-    """Why a volume with slices has no own-image check (paired, with its own image: no scale for it)."""
-    return OWN_UNPAIRED if not paired else OWN_NOT_TRAINED if not own_image else OWN_NA
+def _own_na(paired: bool, own_image: bool, scale: float) -> str:
+    """Why a volume with slices has no own-image check (paired, with its own image: ``scale``, the unit,
+    is NaN or 0)."""
+    return OWN_UNPAIRED if not paired else OWN_NOT_TRAINED if not own_image else OWN_EXACT if scale == 0 else OWN_NA
 
 
 def audited_voxels(crop_labels: np.ndarray, grid_label: Path | None) -> tuple[int, int]:
