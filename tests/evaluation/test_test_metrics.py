@@ -276,7 +276,7 @@ def test_fid_over_one_real_test_slice_says_so_not_that_weights_are_missing(tmp_p
     """One real test slice (a one-patient test split): FID and KID are NA naming the real slices; without
     the weights they say so."""
     from medsynth.evaluation.test_metrics import NO_WEIGHTS, TOO_FEW_REAL, _perceptual_summary
-    from medsynth.metrics.perceptual import PerceptualStream, save_real_stats
+    from medsynth.metrics.perceptual import PerceptualStream, few_for_fid, save_real_stats
 
     settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "batch_size": 8,
                 "kid_subsets": 5, "kid_subset_size": 10}
@@ -291,7 +291,12 @@ def test_fid_over_one_real_test_slice_says_so_not_that_weights_are_missing(tmp_p
     stream = PerceptualStream(tmp_path / "two.npz", settings, cpu)
     stream.push(images[2:], None)
     rows = {r["metric"]: r for r in _perceptual_summary(stream.scores(), stream.counts, False, stream.real)}
-    assert not math.isnan(rows["fid"]["mean"]) and rows["fid"]["note"] == ""
+    # Computed, and, over fewer slices than Inception's features, saying it reads high (as the side planes do).
+    assert not math.isnan(rows["fid"]["mean"]) and rows["fid"]["note"] == few_for_fid(3, 2, "slices")
+    assert rows["fid"]["note"].startswith("fewer slices than Inception's 2048 features: FID reads high")
+    assert rows["kid"]["note"] != rows["fid"]["note"]
+    many = _perceptual_summary(stream.scores(), {**stream.counts, "fake": 2048}, False, 2048)
+    assert many[0]["metric"] == "fid" and many[0]["note"] == ""
     missing = {**settings, "weights_dir": str(tmp_path / "none"), "perceptual": "auto"}
     assert not save_real_stats(images[:2], tmp_path / "none.npz", missing, cpu)
     stream = PerceptualStream(tmp_path / "none.npz", missing, cpu)

@@ -25,7 +25,7 @@ from medsynth.inference.resume import require_generated
 from medsynth.metrics.image import IntensityHistogram, diversity, paired_metrics, sample_diversity
 from medsynth.io.npz import npz_shape
 from medsynth.metrics.kid import partners
-from medsynth.metrics.perceptual import PerceptualStream
+from medsynth.metrics.perceptual import PerceptualStream, few_for_fid
 from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
 from medsynth.models.segmenter import UNetSegmenter, load_segmenter
 
@@ -200,6 +200,8 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
         if name == "kid" and not note and scores.get("kid_whole_set"):
             note = ("std understates the uncertainty: the test set is no larger than "
                     "metrics.kid_subset_size, so every subset holds all of it")
+        if name == "fid" and not note and real is not None:  # as the coronal and sagittal rows
+            note = few_for_fid(n, real, "slices")
         rows.append({"metric": name, "mean": value, "std": std, "n": 0 if math.isnan(value) else n, "note": note})
     return rows
 

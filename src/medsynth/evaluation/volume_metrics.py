@@ -23,7 +23,7 @@ from medsynth.data.slicing import CaseSlices
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case, meta_of, source
 from medsynth.metrics import planes, through_plane
 from medsynth.metrics.kid import kernel_inception_distance, partners
-from medsynth.metrics.perceptual import (FEATURES, INCEPTION_FILE, available, frechet_distance, gaussian_stats,
+from medsynth.metrics.perceptual import (INCEPTION_FILE, available, few_for_fid, frechet_distance, gaussian_stats,
                                          inception_features, load_inception)
 
 THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
@@ -163,9 +163,7 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
         note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
                 "to the in-plane spacing")
         fid = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr))
-        # Fewer planes than features leave the covariances singular: FID is then biased upward.
-        fid_note = note if min(len(fg), len(fr)) >= FEATURES else (
-            f"{note}; fewer planes than Inception's {FEATURES} features: FID reads high, compare KID (unbiased)")
+        fid_note = "; ".join(filter(None, (note, few_for_fid(len(fg), len(fr), "planes"))))
         if min(len(fg), len(fr)) < 2:  # FID and KID are NaN: a distribution needs two planes
             note = fid_note = (f"not computed: {len(fg)} generated vs {len(fr)} real {plane} planes (a distribution "
                                "needs two)")

@@ -147,6 +147,14 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def few_for_fid(generated: int, real: int, what: str) -> str:
+    """The warning FID's row carries when a side holds fewer images (``what``: slices, planes) than
+    Inception's features: the covariances are then singular and FID is biased upward; "" otherwise."""
+    if min(generated, real) >= FEATURES:
+        return ""
+    return f"fewer {what} than Inception's {FEATURES} features: FID reads high, compare KID (unbiased)"
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
 
