@@ -384,6 +384,20 @@ def test_a_class_one_sides_test_labels_lack_is_not_scored_on_that_side() -> None
     assert (rows[-1]["dice_generated"], rows[-1]["dice_real"]) == (0.9, 0.8)
 
 
+def test_without_a_generated_slice_the_segmentation_rows_say_so(tmp_path: Path, make_level_segmenter) -> None:
+    """No test slice generated: the organ mean and seg_dice_* / seg_ratio are NA saying that, not "no organ
+    class to average"."""
+    from medsynth.evaluation.test_metrics import NO_SLICES, segmentation_consistency
+
+    images = _level_cases(tmp_path / "images", SEG_NAMES)
+    segmenter = make_level_segmenter([LEVELS[n] for n in SEG_NAMES], SEG_NAMES, tmp_path / "segmenter.pt")
+    rows = segmentation_consistency(segmenter, [_empty_case(tmp_path)], images, SEG_NAMES, SEG_NAMES)
+    assert rows[-1]["note"] == NO_SLICES and math.isnan(rows[-1]["dice_generated"])
+    summary = segmentation_summary(rows)
+    assert [r["metric"] for r in summary] == ["seg_dice_generated", "seg_dice_real", "seg_ratio"]
+    assert all(math.isnan(r["mean"]) and r["n"] == 0 and r["note"] == NO_SLICES for r in summary), summary
+
+
 def test_a_segmenter_right_on_the_body_and_wrong_on_the_organs_scores_low(tmp_path: Path,
                                                                          make_level_segmenter) -> None:
     """Every organ called body: the body's Dice stays high, the organ mean is 0."""

@@ -297,7 +297,8 @@ def _rows_by_name(gen: dict[str, list[float]], real: dict[str, list[float]], cla
     covered = _scored_organs(rows, class_names)
     mean = {k: float(np.mean([rows[i][k] for i in covered])) if covered else math.nan for k in SEG_COLUMNS[1:5]}
     unknown = [r["class"] for r in rows if r["note"] == UNKNOWN_CLASS]
-    note = organ_note([class_names[i] for i in covered])
+    # Without a generated slice no class is on both sides: "no organ class to average" would hide why.
+    note = organ_note([class_names[i] for i in covered]) if voxels.sum() else NO_SLICES
     note += f"; not scored: {', '.join(unknown)} (unknown to the segmenter)" if unknown else ""
     organs = organ_ids(class_names)
     return [*rows, {"class": ORGAN_MEAN, **mean, "voxels": int(voxels[organs].sum()), "note": note}]
