@@ -113,3 +113,29 @@ def test_train_runs_the_workflows_patient_checks_before_training(tmp_path, monke
               [{"case_id": c, "patient_id": c, "part": q} for c, q in parts["phantom_mr"].items()], SPLIT_COLUMNS)
     assert main(["train", "--config", config, "--experiment", "demo-unpaired", "--results", str(tmp_path)]) == 0
     assert len(started) == 1
+
+
+def test_train_checks_a_fine_tunings_source_whatever_the_working_folder(tmp_path, monkeypatch, capsys):
+    """ft fine-tunes demo-unpaired's generator (config-relative path), run with --results elsewhere: the MR
+    dataset it learnt from trained on phantom_001, which ft tests on."""
+    import yaml
+
+    from medsynth.data.split import SPLIT_COLUMNS
+    from medsynth.io.tables import write_tsv
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config["experiments"]["ft"] = {"dataset": "phantom", "train": {
+        **config["experiments"]["demo"]["train"], "init_from": "results/select/demo-unpaired/generator.pt"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    results = tmp_path / "run" / "results"
+    parts = {"phantom": {"phantom_000": "train", "phantom_001": "test", "phantom_002": "val"},
+             "phantom_mr": {"phantom_000": "train", "phantom_001": "train", "phantom_002": "val"}}
+    for dataset, part in parts.items():
+        write_tsv(results / "split" / dataset / "split.tsv",
+                  [{"case_id": c, "patient_id": c, "part": q} for c, q in part.items()], SPLIT_COLUMNS)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "--config", str(tmp_path / "config.yaml"), "--experiment", "ft",
+                 "--results", str(results)]) == 2
+    assert "phantom_001 (test in" in capsys.readouterr().err

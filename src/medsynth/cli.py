@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -98,7 +97,8 @@ def _check_patients(experiments: dict, name: str, results: Path) -> None:
     cases = [results.parent / "resources" / "raw" / d / "cases.tsv" for d in pair]
     warnings = check_training_patients(
         table(pair[0]), table(pair[1]) if len(pair) == 2 else None, exp["train"].get("init_from"),
-        [table(d) for d in chain_datasets(experiments, name, os.getcwd())],
+        # init_from paths in the config are the workflow's, relative to the folder holding results/.
+        [table(d) for d in chain_datasets(experiments, name, str(results.resolve().parent))],
         cases if len(pair) == 2 and all(c.is_file() for c in cases) else ())
     for warning in warnings:
         logging.getLogger("medsynth").warning(warning)

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medsynth.data.cohort import read_cases
 from medsynth.data.split import PARTS, SPLIT_COLUMNS, cases_as_patients, split_cases, split_table
+from medsynth.io.tables import read_tsv
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -404,14 +406,35 @@ def test_studies_in_both_read_voxels_only_where_a_grid_is_in_both_datasets(tmp_p
     assert studies_in_both(rows["label"], rows["image"]) == [] and read == []
 
 
-def test_a_tiny_cohorts_move_is_logged_and_can_be_undone_by_adding_a_patient(caplog) -> None:
+def test_a_tiny_cohorts_move_is_said_and_can_be_undone_by_adding_a_patient() -> None:
     """Seed 1: every one of four patients falls in test by its number; P002 is moved to fill val, P003 train.
     A fifth patient, P004, falls in train, so P003 fills val instead and P002 goes back to test: a tiny
-    cohort's split is not stable, so the log says where it moves a patient."""
+    cohort's split is not stable, so the split's log says where it moves a patient."""
+    from medsynth.data.split import small_cohort_moves
+
     ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
-    with caplog.at_level("WARNING", logger="medsynth"):
-        four = split_table([{"case_id": f"P{i:03d}"} for i in range(4)], ratios, 1)
-    assert "no patient of 4 falls in val by its number, so P002 moves there from test" in caplog.text
+    four = split_table([{"case_id": f"P{i:03d}"} for i in range(4)], ratios, 1)
     five = split_table([{"case_id": f"P{i:03d}"} for i in range(5)], ratios, 1)
     assert [r["part"] for r in four] == ["test", "test", "val", "train"]
     assert [r["part"] for r in five] == ["test", "test", "test", "val", "train"]
+    assert [m.split(";")[0] for m in small_cohort_moves(four, ratios, 1)] == [
+        "split: no patient of 4 falls in val by its number, so P002 moves there from test",
+        "split: no patient of 4 falls in train by its number, so P003 moves there from test"]
+    assert small_cohort_moves(split_table([{"case_id": f"p{i:03d}"} for i in range(200)], ratios, 1), ratios, 1) == []
+
+
+def test_one_dataset_on_both_sides_or_one_patient_in_both_is_no_study_in_both(tmp_path) -> None:
+    """images_from: the label dataset shares every file with itself (it warned once per file); and a file
+    listed by one patient in both datasets is that patient's, whose part crossed_patients keeps."""
+    from medsynth.data.split import check_unpaired_splits
+    from medsynth.io.tables import write_tsv
+
+    label_split, _, label_cases, _ = _unpaired_pair(tmp_path, "bytes", "train")
+    assert check_unpaired_splits(label_split, label_split, label_cases, label_cases) == []
+    rows = read_cases(label_cases)
+    same_patient = write_tsv(tmp_path / "same_patient.tsv", [{**r, "case_id": f"x{r['case_id']}"} for r in rows],
+                             ["case_id", "patient_id", "image", "label"])
+    split = write_tsv(tmp_path / "same_patient_split.tsv", [
+        {"case_id": f"x{r['case_id']}", "patient_id": r["patient_id"], "part": p["part"]}
+        for r, p in zip(rows, read_tsv(label_split))], SPLIT_COLUMNS)
+    assert check_unpaired_splits(label_split, split, label_cases, same_patient) == []

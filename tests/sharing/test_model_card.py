@@ -235,7 +235,7 @@ def test_the_card_says_how_much_body_the_crop_cut_or_why_it_cannot(sources):
 
 def test_the_card_names_the_classes_in_no_training_slice(sources):
     """liver (class 1) is in no training slice: the generator paints it without having learnt it. The counts
-    are summed over the training cases; slices of an older medsynth have none, so the card says nothing."""
+    are summed over the training cases; slices of an older medsynth have none: NA, and how to re-slice."""
     root, slices, metas = sources
     counts = [np.bincount([0, 2, 2], minlength=3), np.array([5])]  # background and body; background only
     for path, voxels in zip(slices, counts):
@@ -254,6 +254,9 @@ def test_the_card_names_the_classes_in_no_training_slice(sources):
         np.savez(slices[1], z=npz["z"], labels=npz["labels"], crop_cut=npz["crop_cut"])  # before the count
     card = selection_card(root, slices, metas)
     assert card["training_data"]["datasets"][0]["class_voxels"] is None
+    assert ("- classes in no training slice (ct): NA: its training slices predate the count"
+            in render({**card, "selection": {}}))
+    del card["training_data"]["datasets"][0]["class_voxels"]  # a card from before the count: no line
     assert "classes in no training slice" not in render({**card, "selection": {}})
 
 

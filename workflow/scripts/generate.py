@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medsynth.data.cohort import clashing_ids, generated_case_id
+from medsynth.data.cohort import generated_case_id
 from medsynth.inference.generate_cases import MANIFEST_COLUMNS, GenerateSettings, LabelCase, generate_cases
 from medsynth.inference.held_out import generate_from_patients, leave_out_test_cases
 from medsynth.io.tables import read_tsv, write_tsv
@@ -28,10 +28,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         else:  # a generate_from dataset's case ids may repeat the experiment's own: its folder is <dataset>.<case>
             cases.append(LabelCase(generated_case_id(dataset, case, own), Path(slices), Path(meta).parent,
                                    "generate_from", dataset, case, extra[(dataset, case)]))
-    # common.smk refused these before training; here too, before the case id keys the source label maps below.
-    clashes = clashing_ids([(c.case_id, c.dataset, c.source_case) for c in cases], str(sm.output.cases))
-    if clashes:
-        raise ValueError("\n".join(clashes))
     if sm.input.get("test_splits") is not None:
         # A test patient's study in a generate_from dataset (by patient id, or its label map's bytes) is left out.
         sources = {c.case_id: f for c, f in zip(cases, sm.input.source_label)}

@@ -22,7 +22,8 @@ def leakage_errors(config: Mapping, known: KnownPatients) -> list[str]:
 
 
 def generated_id_errors(config: Mapping, known: KnownPatients) -> list[str]:
-    """Two cases of an experiment's datasets that generation would write into one folder (``data.cohort.
+    """Two cases of an experiment's datasets that generation would write into one folder, every own case
+    counted (not only the generate.splits parts: a later run may add one) (``data.cohort.
     generated_id_clashes``): a generate_from row would then point at, and the export ship, the other case's
     volume, a test case's among them. The datasets not known yet are checked by common.smk once downloaded."""
     errors = []

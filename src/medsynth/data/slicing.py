@@ -177,9 +177,8 @@ def class_voxels_of(npz) -> np.ndarray | None:
     return npz["class_voxels"] if "class_voxels" in npz.files else None
 
 
-def unlearnt_classes(files: Sequence[str | Path], names: Sequence[str]) -> list[str] | None:
-    """"name (id)" of each class but background (id 0) in no slice of ``files`` (a training set's
-    ``slices.npz``, their counts only); None when a file predates the counts."""
+def summed_class_voxels(files: Sequence[str | Path]) -> np.ndarray | None:
+    """``class_voxels`` summed over ``files`` (``slices.npz``, their counts only); None when one predates them."""
     total = np.zeros(256, dtype=np.int64)
     for path in files:
         with np.load(path) as npz:
@@ -187,7 +186,14 @@ def unlearnt_classes(files: Sequence[str | Path], names: Sequence[str]) -> list[
         if counts is None:
             return None
         total[: len(counts)] += counts
-    return classes_without_voxels(total, names)
+    return total
+
+
+def unlearnt_classes(files: Sequence[str | Path], names: Sequence[str]) -> list[str] | None:
+    """"name (id)" of each class but background (id 0) in no slice of ``files`` (a training set's
+    ``slices.npz``); None when a file predates the counts."""
+    total = summed_class_voxels(files)
+    return None if total is None else classes_without_voxels(total, names)
 
 
 def classes_without_voxels(counts: Sequence[int], names: Sequence[str]) -> list[str]:

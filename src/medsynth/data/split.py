@@ -7,14 +7,13 @@ tested. A patient's part therefore does not depend on which other patients
 exist: adding cases never moves an existing one. Only when a part would be
 empty (tiny cohorts) is the patient whose number lies nearest to that part's
 interval moved into it, so val and test are never silently empty; such a move
-is logged, and adding patients can undo it (the moved patient goes back to its
+is logged by the split (``small_cohort_moves``), and adding patients can undo it (the moved patient goes back to its
 own part once another patient fills the one it filled).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -22,8 +21,6 @@ from typing import Iterable, Mapping, Sequence
 from medsynth.data.cohort import patient_of, read_cases
 from medsynth.data.same_files import nifti_grid, shared_files
 from medsynth.io.tables import read_tsv
-
-log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
 SPLIT_COLUMNS = ["case_id", "patient_id", "part"]
@@ -53,9 +50,8 @@ def split_cases(case_ids: Sequence[str], ratios: Mapping[str, float], seed: int,
 
 def split_patients(patient_ids: Sequence[str], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
     """Map patient id -> part; the rule of the module docstring."""
+    numbers, parts = _parts_by_number(patient_ids, ratios, seed)
     bounds = _bounds(ratios)
-    numbers = {p: case_number(p, seed) for p in sorted(patient_ids)}
-    parts = {p: next((q for q in PARTS if bounds[q][0] <= u < bounds[q][1]), PARTS[-1]) for p, u in numbers.items()}
     needed = [q for q in PARTS if ratios[q] > 0]
     if len(numbers) < len(needed):
         raise ValueError(f"{len(numbers)} patients cannot fill the parts {needed}: add cases or set a ratio to 0")
@@ -66,11 +62,27 @@ def split_patients(patient_ids: Sequence[str], ratios: Mapping[str, float], seed
         sizes = Counter(parts.values())
         donors = [p for p in numbers if sizes[parts[p]] > 1]
         chosen = min(donors, key=lambda p: (abs(numbers[p] - centre), p))
-        log.warning("split: no patient of %d falls in %s by its number, so %s moves there from %s; adding "
-                    "patients can move it back (a tiny cohort's split is not stable)", len(numbers), q, chosen,
-                    parts[chosen])
         parts[chosen] = q
     return parts
+
+
+def _parts_by_number(patient_ids: Sequence[str], ratios: Mapping[str, float],
+                     seed: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Each patient's number and the part its number falls in (before the small-cohort rule)."""
+    bounds = _bounds(ratios)
+    numbers = {p: case_number(p, seed) for p in sorted(patient_ids)}
+    parts = {p: next((q for q in PARTS if bounds[q][0] <= u < bounds[q][1]), PARTS[-1]) for p, u in numbers.items()}
+    return numbers, parts
+
+
+def small_cohort_moves(rows: Sequence[Mapping[str, str]], ratios: Mapping[str, float], seed: int) -> list[str]:
+    """What to log for each patient of a ``split.tsv``'s rows that the small-cohort rule moved from the part
+    its number gives: adding patients can move it back, so such a split is not stable."""
+    final = {r["patient_id"]: r["part"] for r in rows}
+    _, by_number = _parts_by_number(sorted(final), ratios, seed)
+    return [f"split: no patient of {len(final)} falls in {final[p]} by its number, so {p} moves there from "
+            f"{by_number[p]}; adding patients can move it back (a tiny cohort's split is not stable)"
+            for p in sorted(final) if final[p] != by_number[p]]
 
 
 def _bounds(ratios: Mapping[str, float]) -> dict[str, tuple[float, float]]:
@@ -173,12 +185,18 @@ def check_unpaired_splits(label_table: Path, image_table: Path, label_cases: Pat
     crossed = crossed_patients(label_split, image_split)
     if crossed:
         raise ValueError(crossed_message(crossed, str(label_table), str(image_table)))
-    if label_cases is None or image_cases is None:
+    # One dataset on both sides (images_from: the label dataset) shares every file with itself: its own
+    # split's check covers it.
+    if label_cases is None or image_cases is None or Path(label_cases).resolve() == Path(image_cases).resolve():
         return []
     parts = {**{("label", r["case_id"]): r["part"] for r in label_split},
              **{("image", r["case_id"]): r["part"] for r in image_split}}
+    patient = {**{("label", r["case_id"]): r["patient_id"] for r in label_split},
+               **{("image", r["case_id"]): r["patient_id"] for r in image_split}}
     warnings = []
     for files, cases in studies_in_both(read_cases(Path(label_cases)), read_cases(Path(image_cases))):
+        if len({patient[c] for c in cases}) < 2:
+            continue  # one patient's studies: crossed_patients keeps them in one part
         listed = ", ".join(f"{case} ({parts[(role, case)]} in {label_cases if role == 'label' else image_cases})"
                            for role, case in cases)
         text = f"{listed} are one study in both datasets (the same bytes, or voxels on one grid: {', '.join(files)})"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data.labels import LabelTable
-from medsynth.data.slicing import class_voxels_of, classes_without_voxels, crop_cut_of
+from medsynth.data.slicing import classes_without_voxels, crop_cut_of, summed_class_voxels
 from medsynth.data.split import cases_as_patients
 from medsynth.io.tables import parse_float, read_tsv
 from medsynth.sharing.copied_maps import LEFT_OUT_WHY
@@ -44,6 +44,8 @@ NO_PATIENT_IDS = ("no patient ids given: each case counted as its own patient, s
 # Not "rerun slice": new slices retrain the generator; the next run's slicing counts it.
 NA_CROP = ("NA: the slices of {n} training case(s) were written before medsynth counted the body outside the "
            "crop")
+NA_CLASSES = ("NA: its training slices predate the count (and the rule keeping thin slices of a class of their "
+              "own): `snakemake -R slice` re-slices them, and retrains")
 CROP_ADVICE = ("training saw their body cut at the crop's edge; a larger slice.size or "
                "datasets.{name}.preprocess.spacing_xy takes it in")
 UNLEARNT = ("the generator never saw them in training, so what it paints under them in a generated image is not "
@@ -65,17 +67,15 @@ def dataset_entry(name: str, role: str, dataset: Mapping, split_tsv: Path, train
 
 
 def training_slices(slice_files: Sequence[Path]) -> dict:
-    """The training cases' slices (their ``slices.npz``'s small ``z`` arrays, not the images), how much
-    of their body the crop left out (``body_outside_crop``): cases cut, of cases, share of all the training
-    slices' body voxels; NA with the reason where a case's slices predate that count; and the voxels of each
-    class id in them (``class_voxels``, None where a case's slices predate that count)."""
+    """The training cases' slices (their ``slices.npz``'s ``z``, not the images), how much of their body the
+    crop left out (``body_outside_crop``: cases cut, of cases, share of all their body voxels; NA with the
+    reason for slices from before that count) and each class's voxels (``class_voxels``; None likewise)."""
     slices, cut, outside, body, unknown = 0, 0, 0, 0, 0
-    voxels: np.ndarray | None = np.zeros(256, dtype=np.int64)
+    voxels = summed_class_voxels(slice_files)
     for path in slice_files:
         with np.load(path) as npz:
             slices += int(npz["z"].shape[0])
-            counts, classes = crop_cut_of(npz), class_voxels_of(npz)
-        voxels = None if voxels is None or classes is None else voxels + np.pad(classes, (0, 256 - len(classes)))
+            counts = crop_cut_of(npz)
         if counts is None:
             unknown += 1
             continue
@@ -216,13 +216,13 @@ def missing_fields(card: Mapping) -> list[str]:
 
 
 def _unlearnt_lines(datasets: Sequence[Mapping], labels: Sequence[Mapping]) -> list[str]:
-    """The table's classes in no training slice of the label-map dataset (the first); none for a card of a
-    run before medsynth counted them."""
-    if not datasets or datasets[0].get("class_voxels") is None:
+    """The table's classes in no training slice of the label-map dataset (the first); NA where its slices
+    were written before medsynth counted them (no line on a card from before the count)."""
+    if not datasets or "class_voxels" not in datasets[0]:
         return []
-    absent = classes_without_voxels(datasets[0]["class_voxels"], [e["name"] for e in labels])
-    return [f"- classes in no training slice ({datasets[0]['name']}): "
-            + (f"{', '.join(absent)}: {UNLEARNT}" if absent else "none")]
+    counts, head = datasets[0]["class_voxels"], f"- classes in no training slice ({datasets[0]['name']}): "
+    absent = [] if counts is None else classes_without_voxels(counts, [e["name"] for e in labels])
+    return [head + (NA_CLASSES if counts is None else f"{', '.join(absent)}: {UNLEARNT}" if absent else "none")]
 
 
 def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
