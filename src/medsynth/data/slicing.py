@@ -157,13 +157,14 @@ def _only_classes_here(cropped: np.ndarray, bodied: np.ndarray, has_labels: np.n
     (``bodied``) carries in this case; logged, since the body rule alone would drop them."""
     seen = np.bincount(cropped[:, :, bodied].reshape(-1), minlength=256) > 0
     seen[0] = True  # background is no class to keep a slice for
-    only = np.zeros_like(bodied)
+    only, classes = np.zeros_like(bodied), set()
     for z in np.flatnonzero(has_labels & ~bodied):
-        only[z] = not seen[np.unique(cropped[:, :, z])].all()
+        unseen = [int(c) for c in np.unique(cropped[:, :, z]) if not seen[c]]
+        only[z] = bool(unseen)
+        classes.update(unseen)
     if only.any():
-        classes = sorted({int(c) for z in np.flatnonzero(only) for c in np.unique(cropped[:, :, z]) if not seen[c]})
         log.warning("kept %d slice(s) with less body than slice.min_body_fraction (z %s): only they carry class "
-                    "id(s) %s in this case", int(only.sum()), np.flatnonzero(only).tolist(), classes)
+                    "id(s) %s in this case", int(only.sum()), np.flatnonzero(only).tolist(), sorted(classes))
     return only
 
 

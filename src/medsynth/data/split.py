@@ -7,8 +7,9 @@ tested. A patient's part therefore does not depend on which other patients
 exist: adding cases never moves an existing one. Only when a part would be
 empty (tiny cohorts) is the patient whose number lies nearest to that part's
 interval moved into it, so val and test are never silently empty; such a move
-is logged by the split (``small_cohort_moves``), and adding patients can undo it (the moved patient goes back to its
-own part once another patient fills the one it filled).
+is logged by the split (``small_cohort_moves``), and adding patients can undo
+it (the moved patient goes back to its own part once another patient fills the
+one it filled).
 """
 
 from __future__ import annotations
@@ -189,21 +190,18 @@ def check_unpaired_splits(label_table: Path, image_table: Path, label_cases: Pat
     # split's check covers it.
     if label_cases is None or image_cases is None or Path(label_cases).resolve() == Path(image_cases).resolve():
         return []
-    parts = {**{("label", r["case_id"]): r["part"] for r in label_split},
-             **{("image", r["case_id"]): r["part"] for r in image_split}}
-    patient = {**{("label", r["case_id"]): r["patient_id"] for r in label_split},
-               **{("image", r["case_id"]): r["patient_id"] for r in image_split}}
+    split = {(role, r["case_id"]): r for role, rows in (("label", label_split), ("image", image_split)) for r in rows}
     warnings = []
     for files, cases in studies_in_both(read_cases(Path(label_cases)), read_cases(Path(image_cases))):
-        if len({patient[c] for c in cases}) < 2:
+        if len({split[c]["patient_id"] for c in cases}) < 2:
             continue  # one patient's studies: crossed_patients keeps them in one part
-        listed = ", ".join(f"{case} ({parts[(role, case)]} in {label_cases if role == 'label' else image_cases})"
-                           for role, case in cases)
+        listed = ", ".join(f"{case} ({split[(role, case)]['part']} in "
+                           f"{label_cases if role == 'label' else image_cases})" for role, case in cases)
         text = f"{listed} are one study in both datasets (the same bytes, or voxels on one grid: {', '.join(files)})"
-        if len({parts[c] for c in cases}) > 1:
+        if len({split[c]["part"] for c in cases}) > 1:
             raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is tested "
                              "on. Remove the copy from one dataset, or give both cases one patient_id")
-        warnings.append(f"{text}; both in {parts[cases[0]]}, which keeps the split sound")
+        warnings.append(f"{text}; both in {split[cases[0]]['part']}, which keeps the split sound")
     return warnings
 
 
