@@ -136,9 +136,10 @@ def test_lpips_pairs_every_sample_with_its_own_cases_real_slices(tmp_path: Path,
     assert float({r["metric"]: r for r in worse}["lpips"]["mean"]) > 1e-3
 
 
-def test_kid_of_a_perfect_generator_is_zero_not_below(tmp_path: Path, calibrated_weights_dir: Path) -> None:
+def test_kid_and_fid_of_a_perfect_generator_are_zero(tmp_path: Path, calibrated_weights_dir: Path) -> None:
     """Each sample is paired with the real slice of its label map: a perfect generator (2 samples each) reads KID
-    ~0 against another patient's (as independent sets the matched pairs pulled it about 10 % of a swap below 0)."""
+    ~0 against another patient's (as independent sets the matched pairs pulled it about 10 % of a swap below 0).
+    FID is scored a sample of each label map at a time: both samples at once read it above 0."""
     from medsynth.data.slice_batches import slice_chunks
     from medsynth.metrics.perceptual import save_real_stats
 
@@ -152,11 +153,15 @@ def test_kid_of_a_perfect_generator_is_zero_not_below(tmp_path: Path, calibrated
     def swap(r: CaseSlices, c: int, k: int) -> np.ndarray:
         return CaseSlices.load(other[c]).images
 
-    kid = {}
+    kid, fid = {}, {}
     for name, fake in (("perfect", _perfect), ("swap", swap)):
         summary, _ = evaluate_cases(_write_samples(real, fake), True, real, real_stats=stats, perceptual=settings)
-        kid[name] = {r["metric"]: r for r in summary}["kid"]["mean"]
+        rows = {r["metric"]: r for r in summary}
+        kid[name], fid[name] = rows["kid"]["mean"], rows["fid"]
     assert kid["swap"] > 0 and abs(kid["perfect"]) < 1e-6 * kid["swap"]
+    assert fid["swap"]["mean"] > 0 and fid["perfect"]["mean"] < 1e-6 * fid["swap"]["mean"]
+    assert fid["perfect"]["std"] < 1e-6 * fid["swap"]["mean"] and fid["perfect"]["n"] == 2 * 5
+    assert fid["perfect"]["note"].startswith("mean of 2 FIDs, one per sample of each label map (5 slices")
 
 
 def test_memorisation_in_inception_space_flags_copies_of_training_slices(tmp_path: Path,
@@ -276,7 +281,8 @@ def test_fid_over_one_real_test_slice_says_so_not_that_weights_are_missing(tmp_p
     """One real test slice (a one-patient test split): FID and KID are NA naming the real slices; without
     the weights they say so."""
     from medsynth.evaluation.test_metrics import NO_WEIGHTS, TOO_FEW_REAL, _perceptual_summary
-    from medsynth.metrics.perceptual import PerceptualStream, few_for_fid, save_real_stats
+    from medsynth.metrics.fid import few_for_fid
+    from medsynth.metrics.perceptual import PerceptualStream, save_real_stats
 
     settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "batch_size": 8,
                 "kid_subsets": 5, "kid_subset_size": 10}
@@ -295,7 +301,7 @@ def test_fid_over_one_real_test_slice_says_so_not_that_weights_are_missing(tmp_p
     assert not math.isnan(rows["fid"]["mean"]) and rows["fid"]["note"] == few_for_fid(3, 2, "slices")
     assert rows["fid"]["note"].startswith("fewer slices than Inception's 2048 features: FID reads high")
     assert rows["kid"]["note"] != rows["fid"]["note"]
-    many = _perceptual_summary(stream.scores(), {**stream.counts, "fake": 2048}, False, 2048)
+    many = _perceptual_summary({**stream.scores(), "fid_rows": 2048}, {**stream.counts, "fake": 2048}, False, 2048)
     assert many[0]["metric"] == "fid" and many[0]["note"] == ""
     missing = {**settings, "weights_dir": str(tmp_path / "none"), "perceptual": "auto"}
     assert not save_real_stats(images[:2], tmp_path / "none.npz", missing, cpu)

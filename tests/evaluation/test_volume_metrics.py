@@ -136,8 +136,9 @@ def test_three_plane_kid_pairs_each_samples_planes_with_its_real_volumes(tmp_pat
                                                                         monkeypatch) -> None:
     """Features that tell planes apart, a perfect generator (2 samples): each generated plane is paired with
     the real plane cut at the same place, so KID reads ~0; as independent sets the matched pairs pulled it
-    below 0."""
+    below 0. FID, a sample at a time, reads 0 too."""
     from medsynth.evaluation import volume_metrics
+    from medsynth.metrics.fid import frechet_distance, gaussian_stats
     from medsynth.metrics.kid import kernel_inception_distance
 
     calls = []
@@ -159,6 +160,10 @@ def test_three_plane_kid_pairs_each_samples_planes_with_its_real_volumes(tmp_pat
         np.testing.assert_allclose(fg, fr[partner], rtol=1e-4, atol=1e-5)
         independent, _ = kernel_inception_distance(fg, fr, 5, 50)
         assert independent < 0 and abs(rows[f"kid_{plane}"]["mean"]) < 1e-6 * abs(independent), plane
+        # FID a sample at a time reads 0; both samples' planes at once read the duplicates' narrower covariance.
+        at_once = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr))
+        assert at_once > 0 and rows[f"fid_{plane}"]["mean"] < 1e-6 * at_once, plane
+        assert rows[f"fid_{plane}"]["note"].count("mean of 2 FIDs, one per sample of each label map") == 1
 
 
 def test_both_sides_planes_are_padded_alike_whatever_the_other_volumes_extent(tmp_path: Path,

@@ -1,4 +1,4 @@
-"""FID and LPIPS (KID: test_kid.py): the maths against direct computations, the weight-folder rules, and the real
+"""FID and LPIPS (FID's maths: test_fid.py; KID: test_kid.py): the weight-folder rules, and the real
 loaders run on weight files written here (random weights of the right architecture), never downloaded."""
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy
 import torch
 import torchvision
-from scipy import linalg
 
-from medsynth.metrics import perceptual as P
+from medsynth.metrics import fid as F, perceptual as P
 
 CPU = torch.device("cpu")
 LOGGER = "medsynth.metrics.perceptual"
@@ -93,113 +91,6 @@ def grey_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     freq = 1 + 4 * torch.rand(n, 1, 1, generator=g)
     img = torch.sin(freq * xx + phase) * torch.cos(freq * yy) + 0.2 * torch.randn(n, size, size, generator=g)
     return img.clamp(-1, 1)[:, None]
-
-
-def spd(rng: np.random.Generator, d: int) -> np.ndarray:
-    a = rng.normal(size=(d, d))
-    return a @ a.T / d + 0.1 * np.eye(d)
-
-
-# --------------------------------------------------------------------------------------------- FID maths
-
-
-def _fid_sqrtm(mu1, s1, mu2, s2):
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real))
-
-
-def _fid_symmetric(mu1, s1, mu2, s2):
-    """Same quantity via the symmetric form tr((S1^1/2 S2 S1^1/2)^1/2), with eigh only."""
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(w)) @ v.T
-    inner = np.linalg.eigvalsh(r1 @ s2 @ r1)
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
-
-
-def test_frechet_distance_matches_direct_computation():
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
-        s1, s2 = spd(rng, 8), spd(rng, 8)
-        ours = P.frechet_distance(mu1, s1, mu2, s2)
-        assert isinstance(ours, float)
-        assert ours == pytest.approx(_fid_sqrtm(mu1, s1, mu2, s2), rel=1e-6)
-        assert ours == pytest.approx(_fid_symmetric(mu1, s1, mu2, s2), rel=1e-6)
-        assert ours > 0
-
-
-def test_frechet_distance_of_fewer_images_than_features_matches_the_matrix_square_root():
-    """Covariances of 40 and 30 feature vectors in 256 dimensions are singular, as every FID of a small test
-    set is: the eigenvalue route and scipy's sqrtm of the product agree."""
-    rng = np.random.default_rng(6)
-    a, b = rng.normal(size=(40, 256)), 1.2 * rng.normal(size=(30, 256)) + 0.1
-    stats = (*P.gaussian_stats(a), *P.gaussian_stats(b))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy may warn that the product is singular
-        assert P.frechet_distance(*stats) == pytest.approx(_fid_sqrtm(*stats), rel=1e-6)
-    same = P.frechet_distance(*stats[:2], *stats[:2])  # fake = real: 0 up to round-off, never below
-    assert 0.0 <= same <= 1e-7 * np.trace(stats[1])
-
-
-def test_frechet_distance_zero_for_identical_stats_and_symmetric():
-    rng = np.random.default_rng(1)
-    mu, s = rng.normal(size=8), spd(rng, 8)
-    assert abs(P.frechet_distance(mu, s, mu, s)) < 1e-6
-    mu2, s2 = rng.normal(size=8), spd(rng, 8)
-    assert P.frechet_distance(mu, s, mu2, s2) == pytest.approx(P.frechet_distance(mu2, s2, mu, s), rel=1e-9)
-
-
-def test_frechet_distance_grows_as_means_move_apart():
-    rng = np.random.default_rng(2)
-    mu, s1, s2 = rng.normal(size=8), spd(rng, 8), spd(rng, 8)
-    v = rng.normal(size=8)
-    steps = [0.0, 0.5, 1.0, 2.0, 4.0]
-    values = [P.frechet_distance(mu, s1, mu + t * v, s2) for t in steps]
-    assert all(a < b for a, b in zip(values, values[1:]))
-    # The covariance part does not depend on the means: the growth is exactly t^2 ||v||^2.
-    for t, value in zip(steps, values):
-        assert value - values[0] == pytest.approx(t * t * (v @ v), rel=1e-6, abs=1e-9)
-
-
-def test_frechet_distance_of_singular_covariances_is_finite():
-    """Degenerate statistics (e.g. a constant feature set) still give the mean term, not NaN."""
-    rng = np.random.default_rng(3)
-    mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
-    zero = np.zeros((8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy may warn that the matrix is singular
-        value = P.frechet_distance(mu1, zero, mu2, zero)
-    assert value == pytest.approx((mu1 - mu2) @ (mu1 - mu2), rel=1e-6)
-
-
-@pytest.mark.skipif(tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 16),
-                    reason="scipy < 1.16 has not deprecated sqrtm's disp argument")
-def test_frechet_distance_uses_no_deprecated_scipy_arguments():
-    rng = np.random.default_rng(4)
-    mu, s = rng.normal(size=4), spd(rng, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        P.frechet_distance(mu, s, mu, s)
-
-
-def test_gaussian_stats_are_mean_and_sample_covariance():
-    feats = np.random.default_rng(5).normal(size=(30, 6))
-    mu, sigma = P.gaussian_stats(feats)
-    np.testing.assert_allclose(mu, feats.mean(0))
-    centred = feats - feats.mean(0)
-    np.testing.assert_allclose(sigma, centred.T @ centred / (len(feats) - 1))
-
-
-@pytest.mark.parametrize("n", [0, 1])
-def test_frechet_distance_of_fewer_than_two_images_is_nan_not_an_error(n):
-    """One generated image has no covariance (np.cov gives NaN, eigh raised); a NaN must never read as 0."""
-    rng = np.random.default_rng(2)
-    real = P.gaussian_stats(rng.normal(size=(30, 6)))
-    assert np.isnan(P.frechet_distance(*P.gaussian_stats(rng.normal(loc=100.0, size=(n, 6))), *real))
-    with_nan = rng.normal(size=(30, 6))
-    with_nan[0, 0] = np.nan
-    assert np.isnan(P.frechet_distance(*P.gaussian_stats(with_nan), *real))
 
 
 # --------------------------------------------------------------------------------------------- weight folder
@@ -335,11 +226,11 @@ def test_inception_features_shape_range_and_grey_input(inception_weights, offlin
     assert P.inception_features(model, x[:0]).shape == (0, 2048)
     # FID of a set with itself, on the first 128 feature dimensions: scipy's sqrtm of a singular
     # 2048 x 2048 product alone takes 10-80 s on two CPU cores.
-    mu, sigma = P.gaussian_stats(grey[:, :128])
+    mu, sigma = F.gaussian_stats(grey[:, :128])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 3 samples: singular covariance
-        fid = P.frechet_distance(mu, sigma, mu, sigma)
-        other = P.frechet_distance(mu, sigma, *P.gaussian_stats(grey[:, 128:256]))
+        fid = F.frechet_distance(mu, sigma, mu, sigma)
+        other = F.frechet_distance(mu, sigma, *F.gaussian_stats(grey[:, 128:256]))
     assert np.trace(sigma) > 0
     assert abs(fid) < 1e-4 * np.trace(sigma)
     assert other > 1e3 * abs(fid)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medsynth.io.tables import parse_float, read_tsv
-from medsynth.metrics import perceptual as P
+from medsynth.metrics import fid as F
 from medsynth.metrics.perceptual import save_real_stats
 from medsynth.models.registry import ModelSpec
 from medsynth.io.checkpoint import load_checkpoint
@@ -46,8 +46,8 @@ def digest(state):
 def quick_fid(monkeypatch):
     """FID on the first 64 Inception features: scipy's sqrtm of a singular 2048 x 2048 product
     takes 10-80 s on two CPU cores, and these tests are about which values get computed."""
-    full = P.frechet_distance
-    monkeypatch.setattr(P, "frechet_distance", lambda m1, s1, m2, s2: full(m1[:64], s1[:64, :64], m2[:64],
+    full = F.frechet_distance
+    monkeypatch.setattr(F, "frechet_distance", lambda m1, s1, m2, s2: full(m1[:64], s1[:64, :64], m2[:64],
                                                                           s2[:64, :64]))
 
 

@@ -25,7 +25,8 @@ from medsynth.inference.resume import require_generated
 from medsynth.metrics.image import IntensityHistogram, diversity, paired_metrics, sample_diversity
 from medsynth.io.npz import npz_shape
 from medsynth.metrics.kid import partners
-from medsynth.metrics.perceptual import PerceptualStream, few_for_fid
+from medsynth.metrics.fid import fid_note, sample_draws
+from medsynth.metrics.perceptual import PerceptualStream
 from medsynth.metrics.segmentation import PREDICT_BATCH, confusion, per_class_scores, predict
 from medsynth.models.segmenter import UNetSegmenter, load_segmenter
 
@@ -114,7 +115,8 @@ def evaluate_cases(cases: Sequence[tuple[str, Path, Path]], paired: bool, refere
     summary.append(_diversity_row(spread, slices))
     if scores is not None:
         partner = kid_partner(blocks, reference_files, scores.real)
-        summary += _perceptual_summary(scores.scores(partner), scores.counts, paired, scores.real)
+        summary += _perceptual_summary(scores.scores(partner, sample_draws(blocks)), scores.counts, paired,
+                                       scores.real)
     return summary, per_case
 
 
@@ -185,7 +187,8 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
     """Rows of ``PerceptualStream``'s scores; ``counts``: how many generated images and pairs they are over;
     ``real``: how many real test slices the Inception statistics are of (None: not computed)."""
     rows = []
-    for name, std, n in (("fid", math.nan, counts["fake"]), ("kid", scores["kid_std"], counts["fake"]),
+    for name, std, n in (("fid", scores.get("fid_std", math.nan), counts["fake"]),
+                         ("kid", scores["kid_std"], counts["fake"]),
                          ("lpips", math.nan, counts["lpips"]),
                          ("lpips_diversity", math.nan, counts["lpips_diversity"])):
         value = scores[name]
@@ -201,7 +204,7 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
             note = ("std understates the uncertainty: the test set is no larger than "
                     "metrics.kid_subset_size, so every subset holds all of it")
         if name == "fid" and not note and real is not None:  # as the coronal and sagittal rows
-            note = few_for_fid(n, real, "slices")
+            note = fid_note(scores, real, "slices")
         rows.append({"metric": name, "mean": value, "std": std, "n": 0 if math.isnan(value) else n, "note": note})
     return rows
 

@@ -23,8 +23,8 @@ from medsynth.data.slicing import CaseSlices
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case, meta_of, source
 from medsynth.metrics import planes, through_plane
 from medsynth.metrics.kid import kernel_inception_distance, partners
-from medsynth.metrics.perceptual import (INCEPTION_FILE, available, few_for_fid, frechet_distance, gaussian_stats,
-                                         inception_features, load_inception)
+from medsynth.metrics.fid import fid_note, fid_over_draws, gaussian_stats, sample_draws
+from medsynth.metrics.perceptual import INCEPTION_FILE, available, inception_features, load_inception
 
 THREE_PLANE = [f"{m}_{p}" for p in planes.SIDE_PLANES for m in ("fid", "kid")]
 NO_REAL_CHANGE = ("not computed: the real test volumes' neighbouring slices never differ inside the body (mean "
@@ -162,11 +162,12 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
                                                  partner=partners(gen_blocks[plane], ref_blocks[plane]))
         note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
                 "to the in-plane spacing")
-        fid = frechet_distance(*gaussian_stats(fg), *gaussian_stats(fr))
-        fid_note = "; ".join(filter(None, (note, few_for_fid(len(fg), len(fr), "planes"))))
+        fid = fid_over_draws(fg, sample_draws(gen_blocks[plane]), *gaussian_stats(fr))
+        fid_text = "; ".join(filter(None, (note, fid_note(fid, len(fr), "planes"))))
         if min(len(fg), len(fr)) < 2:  # FID and KID are NaN: a distribution needs two planes
-            note = fid_note = (f"not computed: {len(fg)} generated vs {len(fr)} real {plane} planes (a distribution "
+            note = fid_text = (f"not computed: {len(fg)} generated vs {len(fr)} real {plane} planes (a distribution "
                                "needs two)")
-        rows += [{"metric": f"fid_{plane}", "mean": fid, "std": math.nan, "n": len(fg), "note": fid_note},
+        rows += [{"metric": f"fid_{plane}", "mean": fid["fid"], "std": fid["fid_std"], "n": len(fg),
+                  "note": fid_text},
                  {"metric": f"kid_{plane}", "mean": kid, "std": kid_std, "n": len(fg), "note": note}]
     return rows

@@ -20,11 +20,11 @@ import torch
 
 from medsynth.data.slice_batches import Rebatch
 from medsynth.data.same_files import hash_file
+from medsynth.metrics.fid import FEATURES, fid_over_draws, gaussian_stats
 from medsynth.metrics.kid import kernel_inception_distance
 
 log = logging.getLogger(__name__)
 
-FEATURES = 2048  # Inception's pool3 features: FID's covariances are FEATURES x FEATURES
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 WEIGHT_URLS = {
@@ -102,7 +102,7 @@ def load_inception(weights_dir: Path, device: torch.device) -> torch.nn.Module:
 
     available(weights_dir, (INCEPTION_FILE,), "required")
     with _hub_dir(weights_dir):
-        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[FEATURES]], resize_input=True, normalize_input=True)
     return model.to(device).eval()
 
 
@@ -136,44 +136,7 @@ def inception_features(model: torch.nn.Module, images: torch.Tensor | Iterable[t
     for chunk in [images] if isinstance(images, torch.Tensor) else images:
         run.push(chunk)
     feats = run.close()
-    return np.concatenate(feats) if feats else np.zeros((0, 2048))
-
-
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance; NaN for fewer than two feature vectors (``frechet_distance`` then gives NaN)."""
-    d = features.shape[1]
-    if len(features) < 2:
-        return np.full(d, np.nan), np.full((d, d), np.nan)
-    return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def few_for_fid(generated: int, real: int, what: str) -> str:
-    """The warning FID's row carries when a side holds fewer images (``what``: slices, planes) than
-    Inception's features: the covariances are then singular and FID is biased upward; "" otherwise."""
-    if min(generated, real) >= FEATURES:
-        return ""
-    return f"fewer {what} than Inception's {FEATURES} features: FID reads high, compare KID (unbiased)"
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
-
-    Tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of
-    S1 S2, which are those of the symmetric S1^(1/2) S2 S1^(1/2): two
-    symmetric eigendecompositions instead of a general matrix square root
-    (3.6 s instead of 18 s on one core at 2048 dimensions, the same value to
-    1e-7), and singular covariances (fewer images than features) need no
-    ridge: round-off below 0 is clipped, never complex, and so is a distance
-    below 0 (identical statistics read -1e-7 of their trace).
-    """
-    if not all(np.isfinite(x).all() for x in (mu1, sigma1, mu2, sigma2)):
-        return float("nan")  # fewer than two images (no covariance), or non-finite features: NA, not an error
-    diff = mu1 - mu2
-    w, v = np.linalg.eigh(sigma1)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    inner = np.linalg.eigvalsh(root @ sigma2 @ root)
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
-    return max(0.0, float(value)) if np.isfinite(value) else float("nan")  # max(0.0, nan) would read 0
+    return np.concatenate(feats) if feats else np.zeros((0, FEATURES))
 
 
 @torch.no_grad()
@@ -244,12 +207,14 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
     return out
 
 
-def feature_scores(feats: np.ndarray, stats: dict, settings: dict,
-                   partner: np.ndarray | None = None) -> dict[str, float]:
+def feature_scores(feats: np.ndarray, stats: dict, settings: dict, partner: np.ndarray | None = None,
+                   draws: np.ndarray | None = None) -> dict[str, float]:
     """FID and KID (mean, std) of generated Inception features against real statistics (``save_real_stats``'
     arrays), and whether KID's subsets held the whole smaller set every time (``kid_whole_set``).
-    ``partner``: KID's pairing of the generated rows with the real ones (``kernel_inception_distance``)."""
-    out = {"fid": frechet_distance(*gaussian_stats(feats), stats["mu"], stats["sigma"])}
+    ``partner``: KID's pairing of the generated rows with the real ones (``kernel_inception_distance``);
+    ``draws``: which sample of its label map each row is (``fid.sample_draws``; None: one each), FID's
+    sets (``fid_over_draws``' keys)."""
+    out = fid_over_draws(feats, draws, stats["mu"], stats["sigma"])
     subset = settings.get("kid_subset_size", 1000)
     out["kid"], out["kid_std"] = kernel_inception_distance(
         feats, stats["features"].astype(np.float64), settings.get("kid_subsets", 100), subset, partner=partner)
@@ -304,19 +269,20 @@ class PerceptualStream:
         if self._lpips_model is not None:
             self.lpips.setdefault(name, Rebatch(_lpips_of(self._lpips_model, self.device), 32)).push(a, b)
 
-    def scores(self, partner: np.ndarray | None = None) -> dict[str, float]:
+    def scores(self, partner: np.ndarray | None = None, draws: np.ndarray | None = None) -> dict[str, float]:
         """``perceptual_scores``' dict; ``counts`` holds how many images and pairs each is over. ``partner``:
         for each pushed image, the row of the real statistics whose label map it was generated from
-        (``kid.partners``; None: independent sets), for KID."""
+        (``kid.partners``; None: independent sets), for KID; ``draws``: its sample number, for FID
+        (``feature_scores``)."""
         out = {k: float("nan") for k in ("fid", "kid", "kid_std", "lpips", "lpips_diversity")}
         if self.scored:
             feats = self.fake_features
             if feats is None:
                 parts = self.inception.close()
-                feats = np.concatenate(parts) if parts else np.zeros((0, 2048))
+                feats = np.concatenate(parts) if parts else np.zeros((0, FEATURES))
             if len(feats) != self.counts["fake"]:
                 raise ValueError(f"{len(feats)} Inception feature vectors for {self.counts['fake']} generated images")
-            out.update(feature_scores(feats, self.stats, self.settings, partner))
+            out.update(feature_scores(feats, self.stats, self.settings, partner, draws))
         for name, run in self.lpips.items():
             parts = run.close()  # none when every pushed chunk was empty: NaN, as without the weights
             out[name] = float(np.concatenate(parts).mean()) if parts else float("nan")
