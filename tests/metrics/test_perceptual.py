@@ -313,3 +313,26 @@ def test_stream_of_empty_chunks_gives_nan_lpips_not_an_error(alexnet_weights, of
     scores = stream.scores()
     assert np.isnan(scores["lpips"]) and np.isnan(scores["lpips_diversity"])
     assert stream.counts == {"fake": 0, "lpips": 0, "lpips_diversity": 0}
+
+
+# --------------------------------------------------------------------------------------------- paired validation
+
+
+def test_validations_kid_pairs_each_fake_with_the_real_image_of_its_label_map(tmp_path, calibrated_weights_dir, caplog):
+    """Paired validation scores every few val slices (rows of the whole val set) against statistics of the whole
+    set: with those rows as partners a perfect generator reads KID ~0; as independent sets the matched pairs
+    pulled it below 0. Rows the statistics do not hold are not trusted: independent sets and a warning."""
+    settings = {"weights_dir": str(calibrated_weights_dir), "perceptual": "required", "batch_size": 8,
+                "kid_subsets": 5, "kid_subset_size": 10}
+    real = grey_images(8, size=32, seed=3)
+    stats = tmp_path / "inception_val.npz"
+    assert P.save_real_stats(real, stats, settings, CPU)
+    rows = np.array([0, 2, 5, 7])
+    feats = P.inception_features(P.load_inception(calibrated_weights_dir, CPU), real[rows])
+    perfect, independent = (P.perceptual_scores(real[rows], stats, settings, CPU, fake_features=feats,
+                                                partner=partner)["kid"] for partner in (rows, None))
+    other = P.perceptual_scores(0.3 * real[rows] + 0.5, stats, settings, CPU, partner=rows)["kid"]  # washed out
+    assert other > 0 and independent < -1e-3 * other and abs(perfect) < 1e-6 * other
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        stale = P.perceptual_scores(real[rows], stats, settings, CPU, fake_features=feats, partner=rows + 4)["kid"]
+    assert stale == pytest.approx(independent) and "hold 8 images, not those of the 4 generated" in caplog.text

@@ -88,6 +88,32 @@ def test_real_statistics_that_become_available_recompute_fid_for_every_step(tmp_
     assert read_tsv(run_dir / "metrics.tsv") == rows
 
 
+def test_paired_validation_pairs_each_fake_with_its_row_of_the_real_statistics(tmp_path, make_toy_slices, monkeypatch):
+    """The real statistics are of the whole val set; validation generates from ``val_max_slices`` of its
+    slices: KID gets their rows as the partners of the fakes (a perfect generator then reads 0,
+    ``test_perceptual``), in the order the fakes were generated."""
+    import numpy as np
+
+    from medsynth.data.slice_set import evenly_spaced_rows
+    from medsynth.train import validation
+
+    val = make_toy_slices(n=10)
+    calls = []
+
+    def recording(fake, real_stats, settings, device, partner=None, **kwargs):
+        calls.append((len(fake), partner))
+        return {"fid": 1.0, "kid": 0.5}
+
+    monkeypatch.setattr(validation, "perceptual_scores", recording)
+    stats = tmp_path / "inception_val.npz"
+    np.savez(stats, available=True)
+    train(SETTINGS, 3, val, val, tmp_path / "run", spec=SPEC, perceptual=perceptual(tmp_path / "w"), real_stats=stats)
+    expected = evenly_spaced_rows(10, SETTINGS.val_max_slices).numpy()
+    assert len(calls) == 2 and expected.tolist() == [0, 3, 6, 9]
+    for n, partner in calls:
+        assert n == 4 and np.array_equal(partner, expected)
+
+
 def test_a_new_metrics_version_recomputes_when_resuming_and_training_continues(tmp_path, toy_set, monkeypatch,
                                                                                caplog):
     from medsynth.train import validation

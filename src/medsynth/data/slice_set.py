@@ -126,11 +126,16 @@ class SliceSet:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def evenly_spaced_rows(n: int, limit: int) -> torch.Tensor:
+    """The rows ``evenly_spaced`` keeps of a set of ``n`` slices."""
+    return torch.arange(n) if n <= limit else torch.linspace(0, n - 1, limit).round().long()
+
+
 def evenly_spaced(data: SliceSet, limit: int) -> SliceSet:
     """At most ``limit`` slices spread evenly over the set, first and last included (the set itself when smaller)."""
     if len(data) <= limit:
         return data
-    return data.subset(torch.linspace(0, len(data) - 1, limit).round().long())
+    return data.subset(evenly_spaced_rows(len(data), limit))
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -3,7 +3,9 @@
 # Raise by one whenever a validation metric's definition changes (what it measures, its
 # region, its reference): a run whose history was computed under another version
 # recomputes it from its EMA snapshots (medsynth.train.validation) instead of mixing the two.
-METRICS_VERSION = 2  # 2: body Dice on the filled tissue outline, W1 inside the label body on both sides
+# 2: body Dice on the filled tissue outline, W1 inside the label body on both sides; 3: paired validation's KID
+# pairs each fake with the real image of its label map (a perfect generator read below 0)
+METRICS_VERSION = 3
 
 # Which way is better, for selection and for marking the best step in plots.
 # ssim/psnr/rmse need a pixel-aligned reference (paired mode); body_dice and

@@ -175,11 +175,12 @@ def save_real_stats(images: torch.Tensor | Iterable[torch.Tensor], path: Path, s
 def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, device: torch.device,
                       paired_real: torch.Tensor | None = None,
                       sample_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                      fake_features: np.ndarray | None = None) -> dict[str, float]:
+                      fake_features: np.ndarray | None = None, partner: np.ndarray | None = None) -> dict[str, float]:
     """FID, KID (mean, std), LPIPS to the paired real image (``paired_real[i]`` is the real image of
     ``fake[i]``'s label map), and diversity: the mean LPIPS over ``sample_pairs`` (two samples of the
     same label map, every pair). ``fake_features``: ``fake``'s Inception features when the caller
-    has them already (``generated_features``).
+    has them already (``generated_features``). ``partner[i]``: the row of the real statistics that is the
+    real image of ``fake[i]``'s label map (paired validation), so KID takes them as pairs (``kid.py``).
 
     NaN for whatever cannot be computed (weights missing, no paired reference,
     a single sample), so callers write "NA" rather than a made-up number.
@@ -193,7 +194,7 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
             load_inception(folder, device), fake, settings.get("batch_size", 32), device)
         if len(feats) != len(fake):
             raise ValueError(f"{len(feats)} Inception feature vectors for {len(fake)} generated images")
-        out.update(feature_scores(feats, stats, settings))
+        out.update(feature_scores(feats, stats, settings, _checked_partner(partner, len(feats), stats)))
     needs_lpips = paired_real is not None or sample_pairs is not None
     if needs_lpips and available(folder, (ALEXNET_FILE,), settings["perceptual"]):
         model = load_lpips(folder, device)
@@ -205,6 +206,18 @@ def perceptual_scores(fake: torch.Tensor, real_stats: Path, settings: dict, devi
         if sample_pairs is not None:
             out["lpips_diversity"] = float(lpips_distances(model, *sample_pairs, device=device).mean())
     return out
+
+
+def _checked_partner(partner: np.ndarray | None, n: int, stats: dict) -> np.ndarray | None:
+    """``partner`` when it gives ``n`` generated rows a row of the real statistics, else None: independent."""
+    if partner is None:
+        return None
+    if len(partner) != n or (n and int(np.max(partner)) >= int(stats["n"])):
+        # A statistics file of other slices: scored as independent sets rather than mis-paired.
+        log.warning("the real statistics hold %d images, not those of the %d generated ones: KID takes them as "
+                    "independent sets", int(stats["n"]), n)
+        return None
+    return np.asarray(partner)
 
 
 def feature_scores(feats: np.ndarray, stats: dict, settings: dict, partner: np.ndarray | None = None,

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from medsynth.data.labels import LabelTable
@@ -13,7 +14,7 @@ from medsynth.models import get_preset
 from medsynth.models.losses import class_targets
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
-from medsynth.data.slice_set import SliceSet, evenly_spaced
+from medsynth.data.slice_set import SliceSet, evenly_spaced, evenly_spaced_rows
 from medsynth.models.devices import resolve_device, uses_channels_last
 from medsynth.train.init_from import file_digest
 from medsynth.train.settings import TrainSettings, fingerprint
@@ -37,6 +38,7 @@ class RunContext:
     train_data: SliceSet  # the label maps (and, paired, the images) batches are drawn from
     real_train: SliceSet  # the "real" images: train_data paired, dataset B's slices unpaired
     val: SliceSet  # the validation label maps (at most val_max_slices)
+    val_rows: np.ndarray  # the rows of the whole validation set ``val`` holds (the real statistics' rows)
     reference: SliceSet  # real images the intensity distribution is compared with
     fixed: SliceSet  # the slices of every sample grid
     fingerprint: str  # a checkpoint with another one is not resumed
@@ -94,7 +96,7 @@ class RunContext:
     def validate(self, generator: torch.nn.Module) -> dict[str, float]:
         s = self.settings
         return evaluate(generator, self.val, self.reference, self.num_classes, s.mode, s.seed, s.batch_size * 4,
-                        self.device, s.mask_threshold, self.perceptual, self.real_stats)
+                        self.device, s.mask_threshold, self.perceptual, self.real_stats, self.val_rows)
 
 
 def check_inputs(settings: TrainSettings, spec: ModelSpec, num_classes: int, train_data: SliceSet,
@@ -136,7 +138,7 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
     return RunContext(
         settings=settings, spec=spec, num_classes=num_classes, run_dir=Path(run_dir), device=device, rank=rank,
         world_size=world_size, train_data=train_data, real_train=images_train if unpaired else train_data,
-        val=val, reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
+        val=val, val_rows=evenly_spaced_rows(len(val_data), settings.val_max_slices).numpy(), reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
         fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprint(settings, spec, num_classes, data_id),
         validation=validation_identity(real_stats, perceptual, settings.mask_threshold), config=config or {},
         class_names=_class_names(config, num_classes), init_digest=init_digest,

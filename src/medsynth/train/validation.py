@@ -43,13 +43,15 @@ Validate = Callable[[nn.Module], dict[str, float]]
 
 def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num_classes: int, mode: str,
              seed: int, batch: int, device: torch.device, threshold: float,
-             perceptual: dict | None = None, real_stats: Path | None = None) -> dict[str, float]:
+             perceptual: dict | None = None, real_stats: Path | None = None,
+             val_rows: np.ndarray | None = None) -> dict[str, float]:
     """Validation metrics of the EMA generator on the val label maps.
 
     SSIM/PSNR/RMSE need a pixel-aligned real image (paired mode); body Dice and
     the intensity W1 distance need none (``reference`` = real images to compare
     intensity distributions with: the same slices in paired mode, dataset B's
-    validation slices in unpaired mode).
+    validation slices in unpaired mode). ``val_rows``: the rows of the whole validation set ``val`` holds
+    (``evenly_spaced_rows``), the real statistics' rows (of that set, in its order) of its slices.
     """
     fake = synthesize(generator, val.labels.long(), num_classes, seed, batch, device, context=val.context.long())
     out = {k: math.nan for k in DIRECTIONS}
@@ -58,7 +60,9 @@ def evaluate(generator: torch.nn.Module, val: SliceSet, reference: SliceSet, num
     out["body_dice"] = float(body_dice(fake, val.masks.float(), threshold).mean())
     out["intensity_w1"] = intensity_w1(fake, val.masks.float(), reference.images.float(), reference.masks.float())
     if perceptual is not None and real_stats is not None:
-        scores = perceptual_scores(fake, real_stats, perceptual, device)
+        # Paired, the statistics are of the val slices themselves: KID pairs each fake with its real image.
+        partner = val_rows if mode == "paired" else None
+        scores = perceptual_scores(fake, real_stats, perceptual, device, partner=partner)
         out["fid"], out["kid"] = scores["fid"], scores["kid"]
     return out
 
