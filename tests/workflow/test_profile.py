@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,7 +71,51 @@ def test_training_job_asks_for_the_experiments_gpus_memory_and_time_limit_warnin
     assert "slurm_partition" not in res and res["slurm_account"] == "CHANGE_ME_account"
     # A CPU-only training does not queue for GPU nodes; one with GPUs only where a node has as many.
     assert _partition(res) == ("CHANGE_ME_gpu" if gpus else "CHANGE_ME_cpu")
-    assert res["runtime"] == "1440" and res["slurm_extra"] == "--signal=USR1@300"
+    assert res["runtime"] == "1440" and res["slurm_extra"] == "--signal=TERM@300"
+
+
+# A training as the rule's script runs it: the stop flag, then the step, validation and latest.pt (2 s).
+_STOPPING_TRAINING = """
+import sys, time
+from pathlib import Path
+from medsynth.train.signals import INTERRUPTED_EXIT, StopFlag
+with StopFlag() as stop:
+    Path("started").touch()
+    while stop.signal is None:
+        time.sleep(0.05)
+    time.sleep(2)
+    Path("latest.pt").write_text(str(stop.signal))
+sys.exit(INTERRUPTED_EXIT)
+"""
+
+
+def test_the_time_limit_warning_leaves_the_training_its_checkpoint(tmp_path):
+    """On SLURM a job runs as `srun ... snakemake --target-jobs ... --mode remote` (the job step), and the
+    warning the profile asks for (--signal without B:) reaches every process of the step; once the step's
+    task, that Snakemake, has ended, slurmstepd kills what is left. SIGUSR1 killed that Snakemake at once
+    (no handler), and with it the training before its checkpoint: the signal must let it wait for the job."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    name = re.search(r"--signal=([A-Z0-9]+)@300", profile["set-resources"]["train"]["slurm_extra"]).group(1)
+    (tmp_path / "Snakefile").write_text('rule train:\n    output: "done"\n    log: "train.log"\n    script: "train.py"\n')
+    (tmp_path / "train.py").write_text(_STOPPING_TRAINING)
+    step = [sys.executable, "-m", "snakemake", "--snakefile", "Snakefile", "--target-jobs", "train:", "--allowed-rules",
+            "train", "--cores", "1", "--force", "--nolock", "--mode", "remote"]
+    proc = subprocess.Popen(step, cwd=tmp_path, start_new_session=True, env=no_controller_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):
+            if (tmp_path / "started").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "started").exists(), "the job never started"
+        os.killpg(proc.pid, signal.Signals[f"SIG{name}"])  # slurmstepd: every process of the step
+        proc.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # slurmstepd again: the step's task ended, the rest dies
+        except ProcessLookupError:
+            pass
+    assert (tmp_path / "latest.pt").exists(), f"SIG{name} ended the step before the training's checkpoint"
 
 
 def test_per_case_jobs_run_in_batches_of_cases_through_the_profile(tmp_path):
