@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -58,7 +59,7 @@ def run_experiment(
     if absent:
         log.warning("classes in no training slice: %s; the generator cannot learn them, and what it paints "
                     "under them is not tissue it learnt (the model card lists them)", ", ".join(absent))
-    return train(
+    result = train(
         parsed,
         LabelTable.from_config(labels).num_classes,
         load(train_files, "train"),
@@ -70,6 +71,10 @@ def run_experiment(
         perceptual=dict(perceptual) if perceptual else None,
         real_stats=Path(real_stats) if real_stats else None,
     )
+    # The slices spilled beyond ram_cache_gb (tens of GB a process at AutoPET's size): a finished run no longer
+    # reads them, and a later job writes them again (so does a stopped run's retry, which finds them here).
+    shutil.rmtree(cache, ignore_errors=True)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
