@@ -74,6 +74,38 @@ def test_training_job_asks_for_the_experiments_gpus_memory_and_time_limit_warnin
     assert res["runtime"] == "1440" and res["slurm_extra"] == "--signal=TERM@300"
 
 
+def test_training_job_memory_follows_its_slices(tmp_path):
+    """Each training process holds its train and val slices (images float16, labels, masks and the two
+    neighbouring label maps of context_slices 1: 6 bytes a pixel) up to ram_cache_gb a set, and 8 GB for the
+    networks: a cohort of a few MB asked for ram_cache_gb + 8 GB (40 GB a GPU) whatever its size."""
+    from medsynth.io.npz import slices_in
+
+    config = copy.deepcopy(TINY)
+    del config["datasets"]["labels_only"], config["experiments"]["tiny"]["generate_from"]
+    del config["experiments"]["tiny-unpaired"], config["datasets"]["phantom_mr"]
+    config["experiments"]["tiny"]["gpus"] = 2
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "run.yaml"]
+
+    def run(*args: str) -> str:
+        result = subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                env=no_controller_env())
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def train_mem_mb() -> int:
+        block = re.search(r"^rule train:\n(.*?)\n\n", run("-n", "--workflow-profile", str(REPO / "profiles/slurm")), re.S | re.M)
+        return int(re.search(r"mem_mb=(\d+)", block.group(1)).group(1))
+
+    run("--cores", "2", "results/split/phantom/split.tsv")
+    assert train_mem_mb() == (32000 + 8000) * 2  # a dry run before the slices: the budget
+    rows = [r.split("\t") for r in (tmp_path / "results/split/phantom/split.tsv").read_text().splitlines()[1:]]
+    files = [f"results/slices/phantom/cases/{r[0]}/slices.npz" for r in rows if r[-1] in ("train", "val")]
+    run("--cores", "2", *files)
+    n = slices_in([tmp_path / f for f in files])
+    assert n and train_mem_mb() == int((n * 32 * 32 * 6 / 1e6 + 8000) * 2)
+
+
 # A training as the rule's script runs it: the stop flag, then the step, validation and latest.pt (2 s).
 _STOPPING_TRAINING = """
 import sys, time

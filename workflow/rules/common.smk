@@ -204,11 +204,21 @@ def held_bytes(*parts):
     return count
 
 
-def train_mem_mb(wildcards):
-    """Per training process (one per GPU): its own copy of the slices held in memory
-    (train.ram_cache_gb) plus model, optimiser and batches."""
+def train_mem_mb(wildcards, input):
+    """Per training process (one per GPU): its own copy of each slice set it loads (train and val, unpaired also
+    the image dataset's) held in memory up to train.ram_cache_gb a set (beyond, memory-mapped from the run
+    folder: medsynth.data.slice_set), plus model, optimiser and batches (8 GB). Images float16, labels and masks
+    uint8, and the label maps of 2 x context_slices neighbours for the label sets: (4 + 2k) bytes a pixel. While
+    a set's files do not exist yet (a dry run) the budget itself, once."""
+    from medsynth.io.npz import slices_in  # at job time: the package, without torch
+
     settings = config["experiments"][wildcards.experiment].get("train") or {}
-    return int((1000 * settings.get("ram_cache_gb", 32) + 8000) * max(1, experiment_gpus(wildcards)))
+    budget, pixels = 1000 * settings.get("ram_cache_gb", 32), config["slice"]["size"] ** 2  # MB; pixels a slice
+    sets = [("train", 4 + 2 * settings.get("context_slices", 1)), ("val", 4 + 2 * settings.get("context_slices", 1)),
+            ("images_train", 4), ("images_val", 4)]
+    counts = [(slices_in(getattr(input, name, None) or []), b) for name, b in sets]
+    held = budget if None in [n for n, _ in counts] else sum(min(n * pixels * b / 1e6, budget) for n, b in counts)
+    return int((held + 8000) * max(1, experiment_gpus(wildcards)))
 
 
 def experiment_gpus(wildcards):
