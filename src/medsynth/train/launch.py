@@ -4,8 +4,9 @@ The Snakemake rule (and anyone else) describes the training once, as the
 keyword arguments of ``run.run_experiment`` in a JSON file; ``launch`` starts
 ``torchrun --standalone --nproc_per_node=N -m medsynth.train.run <spec>``.
 
-Signals: SLURM's warning before the time limit (SIGUSR1) and the stop at the
-limit (SIGTERM) reach every process of the job step: slurmstepd signals its
+Signals: SLURM's warning before the time limit (SIGTERM with profiles/slurm;
+SIGUSR1 where a job script asks for it) and the stop at the limit (SIGTERM)
+reach every process of the job step: slurmstepd signals its
 whole process tree (cgroup or linuxproc tracking), a terminal its process
 group. torchrun is told to handle SIGUSR1 too (by default it would die of it
 and orphan its workers): it passes the signal on to every worker and waits up
