@@ -52,7 +52,8 @@ from medsynth.io.nifti import load_volume
 from medsynth.io.tables import read_tsv
 from medsynth.metrics.image import body_dice, intensity_w1, diversity, paired_metrics, sample_diversity
 from medsynth.metrics.intensity import class_intensity_table
-from medsynth.metrics.segmentation import SegmenterRecipe, confusion, predict, summarize, train_segmenter
+from medsynth.metrics.segmentation import (SegmenterRecipe, confusion, organ_mean, predict, summarize,
+                                          train_segmenter)
 from medsynth.models.losses import class_targets
 from medsynth.sharing.selection import select_checkpoint
 from medsynth.models.presets import get_preset
@@ -149,11 +150,16 @@ def segmenter_dice(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
 
 def segmenter_scores(model: torch.nn.Module, test_real: SliceSet, fake: torch.Tensor, fake_labels: torch.Tensor,
                      table: LabelTable) -> tuple[float, float, list[dict]]:
-    """Organ-mean Dice on generated and on real test slices, and both per class."""
-    gen = segmenter_dice(model, fake, fake_labels, table.names)
-    real = segmenter_dice(model, test_real.images, test_real.labels, table.names)
-    return gen[-1]["dice"], real[-1]["dice"], [{"class": g["class"], "dice_gen": g["dice"], "dice_real": r["dice"]}
-                                                for g, r in zip(gen[:-1], real[:-1])]
+    """Organ-mean Dice on generated and on real test slices, over the organs scored on both (as evaluate's
+    seg_ratio: unpaired, the label maps' organs and the image dataset's need not be the same), and both per
+    class."""
+    gen = segmenter_dice(model, fake, fake_labels, table.names)[:-1]
+    real = segmenter_dice(model, test_real.images, test_real.labels, table.names)[:-1]
+    both = [(g["dice"], r["dice"]) if not (math.isnan(g["dice"]) or math.isnan(r["dice"])) else (math.nan, math.nan)
+            for g, r in zip(gen, real)]
+    (gen_mean, _), (real_mean, _) = (organ_mean([b[k] for b in both], table.names) for k in (0, 1))
+    return gen_mean, real_mean, [{"class": g["class"], "dice_gen": g["dice"], "dice_real": r["dice"]}
+                                 for g, r in zip(gen, real)]
 
 
 def run_setting(name: str, config: dict, args: argparse.Namespace, work: Path) -> dict:
