@@ -56,3 +56,17 @@ def test_the_square_size_is_known_before_the_images(spacing_xy: float, spacing_z
     for plane in ("coronal", "sagittal"):
         cuts = side_planes(images, masks, np.array(z), spacing_xy, spacing_z, plane)
         assert side_plane_size((10, 7), np.array(z), spacing_xy, spacing_z, plane) == cuts.shape[-1]
+
+
+@pytest.mark.parametrize("spacing_z, z", [(3.0, [4]), (1.0, [4, 5])])
+def test_a_stack_thinner_than_half_an_inplane_voxel_keeps_its_tissue_in_its_planes(spacing_z: float,
+                                                                                   z: list[int]) -> None:
+    """One 3 mm slice (or two 1 mm slices) on a 6 mm grid: resampled to the in-plane spacing it had rounded to
+    no row, so its planes were air on both sides and any generator scored FID 0 against them."""
+    masks = np.ones((len(z), 10, 7), np.uint8)
+    images = np.full((len(z), 10, 7), 0.5, np.float32)
+    for plane in ("coronal", "sagittal"):
+        cuts = side_planes(images, masks, np.array(z), 6.0, spacing_z, plane)
+        assert len(cuts) and (cuts > -1).any(axis=(1, 2)).all(), plane  # every plane shows the slab's tissue
+        np.testing.assert_allclose(cuts.max(axis=(1, 2)), 0.5, atol=1e-6)
+        assert side_plane_size((10, 7), np.array(z), 6.0, spacing_z, plane) == cuts.shape[-1]

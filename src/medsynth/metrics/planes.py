@@ -22,8 +22,12 @@ SIDE_PLANES = ("coronal", "sagittal")
 
 
 def isotropic(volume: np.ndarray, spacing_xy: float, spacing_z: float) -> np.ndarray:
-    """(H, W, Z) volume resampled along z to the in-plane spacing (linear)."""
+    """(H, W, Z) volume resampled along z to the in-plane spacing (linear); at least one row deep."""
     factor = spacing_z / spacing_xy
+    if volume.shape[2]:
+        # A stack thinner than half an in-plane voxel (one 3 mm slice on a 6 mm grid) rounded to no row: its
+        # planes were pure air on both sides, and a generator drawing anything scored FID 0 on them.
+        factor = max(factor, 1.0 / volume.shape[2])
     if abs(factor - 1) < 1e-6:
         return volume
     return ndimage.zoom(volume, (1, 1, factor), order=1, mode="nearest", grid_mode=True)
