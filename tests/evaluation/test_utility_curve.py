@@ -280,3 +280,31 @@ def test_a_class_no_test_slice_shows_is_scored_for_no_arm() -> None:
         organ = _organ(rows, arm, k)
         assert organ["dice"] == pytest.approx(16 / 18) and organ["note"].endswith("organ mean over liver "
                                                                                "(background and body left out)")
+
+
+def test_one_test_slice_and_one_draw_give_no_interval_not_the_point_as_one() -> None:
+    """A test split of one slice: every bootstrap resample is that slice, so the '95 % interval' was the point
+    itself ('+0.068 to +0.068' in the card: a certain gain from one slice). NA, noted; the sentences say so."""
+    from medsynth.evaluation.utility import bootstrap_units
+    from medsynth.evaluation.utility_curve import HeldOut, Training, curve_rows
+
+    good, half = torch.zeros(1, 3, 3, dtype=torch.int64), torch.zeros(1, 3, 3, dtype=torch.int64)
+    good[:, 0, 0] = half[:, 0, 0] = 50
+    good[:, 2, 2] = 10
+    half[:, 2, 2], half[:, 2, 0] = 5, 5
+    _, units, note = bootstrap_units(["c0"], {"c0": "p0"})
+    assert units == 1 and "NA for a point with one draw" in note
+    plan = [Training(REAL, 1, 1, ("p1",), None, 8, 0, 1.0), Training(BOTH, 1, 1, ("p1",), None, 8, 8, 0.5),
+            Training(SYNTHETIC, 0, 1, (), None, 0, 8, 0.0)]
+    rows, _ = curve_rows(plan, {(REAL, 1, 1): half, (BOTH, 1, 1): good, (SYNTHETIC, 0, 1): good}, NAMES,
+                         HeldOut(1, 1, note), 200, 0)
+    for arm, k in ((REAL, 1), (BOTH, 1), (SYNTHETIC, 0)):
+        organ = _organ(rows, arm, k)
+        assert not math.isnan(organ["dice"]) and math.isnan(organ["ci_low"]) and math.isnan(organ["ci_high"])
+    both = _organ(rows, BOTH, 1)
+    assert both["delta"] == pytest.approx(1 / 3) and math.isnan(both["delta_ci_low"]) and math.isnan(both["delta_ci_high"])
+    text = " ".join(findings(rows))
+    assert "nan" not in text and "95 % interval" not in text and "no interval" in text
+    # Several test slices keep their (noted, too narrow) interval.
+    rows, _ = curve_rows(plan[:1], {(REAL, 1, 1): half.repeat(3, 1, 1)}, NAMES, HeldOut(1, 1, note), 200, 0)
+    assert not math.isnan(_organ(rows, REAL, 1)["ci_low"])

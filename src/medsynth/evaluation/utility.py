@@ -46,6 +46,10 @@ def bootstrap_units(case_ids: Sequence[str], patients: Mapping[str, str]) -> tup
         return np.array([order[patients[c]] for c in case_ids], np.int64), len(order), note
     note = (f"95 % bootstrap interval over {len(case_ids)} test slices: only {len(order)} test patient(s), and "
             "slices of one patient are correlated, so the interval is too narrow")
+    if len(case_ids) < 2:
+        # Every resample of one slice is that slice: the "interval" of a point with one draw was the point itself.
+        note = (f"{len(case_ids)} test slice: resampling it gives it back every time, so an interval spans only the "
+                "draws of patients (NA for a point with one draw)")
     return np.arange(len(case_ids), dtype=np.int64), len(case_ids), note
 
 

@@ -174,10 +174,10 @@ class HeldOut:
 
 
 def _point_rows(arm: str, k: int, runs: Sequence[Training], scored: Mapping[tuple, Scored],
-                names: Sequence[str], test: HeldOut, organ_text: str, seed: int) -> list[dict]:
+                names: Sequence[str], test: HeldOut, organ_text: str, seed: int, units: int = 2) -> list[dict]:
     """The rows of one point of the curve: each class and the organ mean, averaged over its draws (the
     intervals resampling the draws too: ``draw_picks``); (b) with its paired difference to (a) of the same
-    draws."""
+    draws. ``units``: the test units the bootstrap resamples (below 2 with one draw: NA intervals)."""
     done = [t for t in runs if t.key in scored]
     base = {**dict.fromkeys(COLUMNS), "arm": arm, "real_patients": k, "draws": len(done),
             "real_share": runs[0].real_share,
@@ -191,12 +191,16 @@ def _point_rows(arm: str, k: int, runs: Sequence[Training], scored: Mapping[tupl
     picks = draw_picks(len(done), len(scored[done[0].key].draws), seed, k)
     mean = _mean([scored[t.key] for t in done], picks)
     lo, hi = interval(mean.draws)
+    # One test slice and one draw: every resample is the point itself, which is no interval.
+    degenerate = units < 2 and len(done) < 2
+    if degenerate:
+        lo = hi = np.full_like(mean.point, math.nan)
     per_draw = np.array([scored[t.key].point for t in done])  # the spread the intervals (over patients) leave out
     delta = per_delta = None
     if arm == BOTH:
         pairs = [(scored[t.key], scored[(REAL, t.k, t.draw)]) for t in done]
         delta = _mean([Scored(b.point - a.point, b.draws - a.draws) for b, a in pairs], picks)
-        delta_lo, delta_hi = interval(delta.draws)
+        delta_lo, delta_hi = (lo, hi) if degenerate else interval(delta.draws)
         per_delta = np.array([b.point - a.point for b, a in pairs])
     resampled = f"the interval resamples its {len(done)} draws of patients too" if len(done) > 1 else ""
     note = "; ".join(n for n in (test.note, resampled, skipped) if n)
@@ -223,12 +227,13 @@ def curve_rows(plan: Sequence[Training], confusions: Mapping[tuple, torch.Tensor
     training: its patients and organ-mean Dice) of the trained ``plan``'s test ``confusions``."""
     organs = organ_ids(names)
     scored = {key: Scored(*bootstrap_draws(conf, n_boot, seed, organs)) for key, conf in confusions.items()}
+    units = min((len(conf) for conf in confusions.values()), default=0)
     present = [names[i] for i in organs if any(not math.isnan(s.point[i]) for s in scored.values())]
     rows = []
     for arm in ARMS:
         for k in sorted({t.k for t in plan if t.arm == arm}):
             runs = [t for t in plan if (t.arm, t.k) == (arm, k)]
-            rows += _point_rows(arm, k, runs, scored, names, test, organ_note(present), seed)
+            rows += _point_rows(arm, k, runs, scored, names, test, organ_note(present), seed, units)
     draws = [{"arm": t.arm, "real_patients": t.k, "draw": t.draw, "patients": " ".join(t.patients),
               "real_slices": t.real_slices, "synthetic_slices": t.synthetic_slices, "real_share": t.real_share,
               "organ_dice": float(scored[t.key].point[-1]) if t.key in scored else None, "note": t.note}
@@ -261,6 +266,14 @@ def organ_rows(rows: Sequence[Mapping]) -> list[dict]:
     return [{c: r.get(c) for c in SUMMARY_COLUMNS} for r in rows if r["class"] == ORGAN_MEAN]
 
 
+def _interval(row: Mapping, prefix: str, spec: str) -> str:
+    """A row's 95 % interval (``<prefix>_low``, ``<prefix>_high``) in words; NA with a pointer to the reason."""
+    lo, hi = parse_float(row.get(f"{prefix}_low")), parse_float(row.get(f"{prefix}_high"))
+    if math.isnan(lo) or math.isnan(hi):
+        return "no interval: see the note in utility.tsv"
+    return f"95 % interval {lo:{spec}} to {hi:{spec}}"
+
+
 def findings(rows: Sequence[Mapping]) -> list[str]:
     """The curve in sentences (the model card's and the summary's): per k where (b) ran, what adding the
     synthetic images changed; and synthetic images alone against every real patient."""
@@ -272,8 +285,8 @@ def findings(rows: Sequence[Mapping]) -> list[str]:
         a, draws = organ[(REAL, k)], int(r["draws"])
         out.append(f"With {k} real training patient{'s' if k > 1 else ''}, adding synthetic images of other patients' "
                    f"label maps ({r['synthetic_slices']} slices, {1 - parse_float(r['real_share']):.0%} of each batch) changed "
-                   f"the organ-mean Dice by {parse_float(r['delta']):+.3f} (95 % interval {parse_float(r['delta_ci_low']):+.3f} to "
-                   f"{parse_float(r['delta_ci_high']):+.3f}): {parse_float(a['dice']):.3f} to {parse_float(r['dice']):.3f}, "
+                   f"the organ-mean Dice by {parse_float(r['delta']):+.3f} ({_interval(r, 'delta_ci', '+.3f')}): "
+                   f"{parse_float(a['dice']):.3f} to {parse_float(r['dice']):.3f}, "
                    f"{draws} draw{'s' if draws > 1 else ''} of patients"
                    + (f" (each draw: {parse_float(r['draw_delta_min']):+.3f} to {parse_float(r['draw_delta_max']):+.3f})."
                       if draws > 1 else "."))
@@ -282,9 +295,8 @@ def findings(rows: Sequence[Mapping]) -> list[str]:
     if real_ks and synthetic and not math.isnan(parse_float(synthetic.get("dice"))):
         a = organ[(REAL, max(real_ks))]
         out.append(f"Synthetic images alone ({synthetic['synthetic_slices']} slices): organ-mean Dice "
-                   f"{parse_float(synthetic['dice']):.3f} (95 % interval {parse_float(synthetic['ci_low']):.3f} to "
-                   f"{parse_float(synthetic['ci_high']):.3f}), against {parse_float(a['dice']):.3f} with all {max(real_ks)} real "
-                   "training patients.")
+                   f"{parse_float(synthetic['dice']):.3f} ({_interval(synthetic, 'ci', '.3f')}), against "
+                   f"{parse_float(a['dice']):.3f} with all {max(real_ks)} real training patients.")
     if not out:
         return ["No point of the curve could be scored (see utility.tsv's notes)."]
     # What the intervals resample: test patients, or (few of them) slices, which makes them too narrow; and
