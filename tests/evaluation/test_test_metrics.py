@@ -370,6 +370,26 @@ def test_a_class_the_image_dataset_does_not_label_is_na_not_an_error(tmp_path: P
     assert m["seg_ratio"]["mean"] == 1.0 and m["seg_ratio"]["n"] == 1
 
 
+def test_a_class_the_segmenter_never_saw_is_na_on_both_sides(tmp_path: Path, make_level_segmenter) -> None:
+    """No real training slice had the kidney (a rare class of a real cohort): the segmenter cannot find it on any
+    image, and scored 0 on both sides it pulled both organ means down (and seg_dice_real, the upper bound)."""
+    from medsynth.evaluation.test_metrics import UNSEEN_CLASS, segmentation_consistency
+    from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
+
+    real, images = _level_cases(tmp_path / "labels", SEG_NAMES), _level_cases(tmp_path / "images", SEG_NAMES)
+    path = make_level_segmenter([LEVELS[n] for n in SEG_NAMES], SEG_NAMES, tmp_path / "segmenter.pt")
+    payload = load_checkpoint(path)
+    save_checkpoint(path, {**payload, "class_seen": [n != "kidney" for n in SEG_NAMES]})
+    rows = segmentation_consistency(path, _write_samples(real, _perfect), images, SEG_NAMES, SEG_NAMES)
+    by = {r["class"]: r for r in rows}
+    assert math.isnan(by["kidney"]["dice_generated"]) and math.isnan(by["kidney"]["dice_real"])
+    assert by["kidney"]["note"] == UNSEEN_CLASS and by["kidney"]["voxels"] == 2 * 5 * 36
+    mean = by["mean (organs)"]
+    assert mean["dice_generated"] == mean["dice_real"] == 1.0 and "over liver" in mean["note"]
+    assert "not scored: kidney (in no real training slice)" in mean["note"]
+    assert {r["metric"]: r for r in segmentation_summary(rows)}["seg_ratio"]["n"] == 1
+
+
 def test_a_class_one_sides_test_labels_lack_is_not_scored_on_that_side() -> None:
     """Unpaired: the CT test label maps have no spleen, the MR test slices do. The segmenter calls a few
     pixels of the generated images spleen: scored 0, that class would enter the generated organ mean only

@@ -349,6 +349,29 @@ def test_save_load_round_trip(trained, toy_data, tmp_path):
     assert torch.equal(predict(loaded, test.images), predict(trained, test.images))
     with torch.no_grad():
         assert torch.equal(loaded(test.images[:4].float()), trained(test.images[:4].float()))
+    assert trained.class_seen == loaded.class_seen == [True, True, True]
+
+
+def test_the_segmenter_remembers_the_classes_no_training_slice_had(toy_data, tmp_path):
+    """A class absent from the real training slices (a rare TotalSegmentator class) is one the segmenter cannot
+    find: it says so, and so does its file; one drawn with weight 0 was never seen either. Files written
+    before the record read None (unknown)."""
+    train, _ = toy_data
+    labels = train.labels.clone()
+    labels[labels == 2] = 1  # no slice has class 2
+    model = train_segmenter(train.images, labels, 3, SegmenterRecipe(steps=1, seed=0), CPU)
+    assert model.class_seen == [True, True, False]
+    save_segmenter(model, tmp_path / "seg.pt", 3, DEFAULT_CHANNELS, NAMES)
+    assert load_segmenter(tmp_path / "seg.pt", CPU)[0].class_seen == [True, True, False]
+    labels[:4] = train.labels[:4]  # class 2 in the first four slices only, which are never drawn
+    weights = torch.ones(len(labels))
+    weights[:4] = 0
+    assert train_segmenter(train.images, labels, 3, SegmenterRecipe(steps=1, seed=0), CPU,
+                           sample_weights=weights).class_seen == [True, True, False]
+    payload = torch.load(tmp_path / "seg.pt", weights_only=False)
+    payload.pop("class_seen")
+    old = save_checkpoint(tmp_path / "old.pt", payload)
+    assert load_segmenter(old, CPU)[0].class_seen is None
 
 
 def test_load_rejects_other_checkpoints_and_segmenters_without_class_names(tmp_path):

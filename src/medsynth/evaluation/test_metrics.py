@@ -212,6 +212,9 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
 SEG_COLUMNS = ["class", "dice_generated", "iou_generated", "dice_real", "iou_real", "voxels", "note"]
 NO_LABELS = "not computed: the image dataset has no label maps"  # the caller names the dataset
 UNKNOWN_CLASS = "not scored: the segmenter (trained on the image dataset's labels) does not know this class"
+# A class no real training slice has: the segmenter never learnt it and reads 0 on both sides, which would pull
+# both organ means down as if the images lacked it.
+UNSEEN_CLASS = "not scored: no real training slice has it, so the segmenter never learnt it (0 on any image)"
 
 
 def segmentation_consistency(segmenter_path: Path | None, cases: Sequence[tuple[str, Path, Path]],
@@ -250,7 +253,7 @@ def segmentation_consistency(segmenter_path: Path | None, cases: Sequence[tuple[
     run.close()
     real_shown = (conf_real.sum(dim=1) > 0).numpy()  # per segmenter class: a real test slice has it
     return _rows_by_name(per_class_scores(conf_gen), per_class_scores(conf_real), class_names, lookup,
-                         voxels, real_shown)
+                         voxels, real_shown, model.class_seen)
 
 
 def _generated_confusion(model: UNetSegmenter, cases: Sequence[tuple[str, Path, Path]], lookup: np.ndarray,
@@ -273,19 +276,21 @@ def _generated_confusion(model: UNetSegmenter, cases: Sequence[tuple[str, Path, 
 
 
 def _rows_by_name(gen: dict[str, list[float]], real: dict[str, list[float]], class_names: Sequence[str],
-                  lookup: np.ndarray, voxels: np.ndarray, real_shown: np.ndarray) -> list[dict]:
+                  lookup: np.ndarray, voxels: np.ndarray, real_shown: np.ndarray,
+                  seen: Sequence[bool] | None = None) -> list[dict]:
     """``SEG_COLUMNS`` rows of the experiment's classes from scores in the segmenter's classes, then the
     organ mean over the organs scored on both sides: one set of classes, so their ratio compares like
     with like (a class absent from one side's test set would otherwise weigh on one mean only). A side
     whose test labels lack a class does not score it (``voxels``: the generated side's label pixels per
     class; ``real_shown``: per segmenter class, whether a real test slice has it): a few stray pixels
-    predicted would score 0 there and enter that side's mean only."""
+    predicted would score 0 there and enter that side's mean only. ``seen``: per segmenter class, whether
+    its training slices had it (None: not recorded); one it never saw is not scored on either side."""
     rows = []
     for c, name in enumerate(class_names):
         j = int(lookup[c])
-        if j < 0:
+        if j < 0 or (seen is not None and not seen[j]):
             rows.append({"class": name, **dict.fromkeys(SEG_COLUMNS[1:5], math.nan), "voxels": int(voxels[c]),
-                         "note": UNKNOWN_CLASS})
+                         "note": UNKNOWN_CLASS if j < 0 else UNSEEN_CLASS})
             continue
         values = {"dice_generated": gen["dice"][j], "iou_generated": gen["iou"][j], "dice_real": real["dice"][j],
                   "iou_real": real["iou"][j]}
@@ -303,6 +308,8 @@ def _rows_by_name(gen: dict[str, list[float]], real: dict[str, list[float]], cla
     # Without a generated slice no class is on both sides: "no organ class to average" would hide why.
     note = organ_note([class_names[i] for i in covered]) if voxels.sum() else NO_SLICES
     note += f"; not scored: {', '.join(unknown)} (unknown to the segmenter)" if unknown else ""
+    unseen = [r["class"] for r in rows if r["note"] == UNSEEN_CLASS]
+    note += f"; not scored: {', '.join(unseen)} (in no real training slice)" if unseen else ""
     organs = organ_ids(class_names)
     return [*rows, {"class": ORGAN_MEAN, **mean, "voxels": int(voxels[organs].sum()), "note": note}]
 

@@ -114,18 +114,11 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1 - ((2 * inter + eps) / (total + eps))[present].mean()
 
 
-def class_weights(labels: torch.Tensor, num_classes: int, power: float, chunk: int = 256,
-                  sample_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy weights ``frequency ** -power`` from the training labels (N, H, W), mean 1 over pixels.
-
-    Unweighted cross-entropy (power 0) can settle on calling an organ of a few
-    pixels its surroundings; full inverse frequency (1) scored no better than
-    0.5 on the demo phantom. A class absent from the labels gets weight 1 (it
-    is never a target, so its weight is never used). ``sample_weights`` (N,):
-    the frequencies as training draws the slices (slice i counted by its
-    weight; a slice of weight 0 is never seen). Counted in chunks, so a large
-    uint8 set is never copied whole to int64.
-    """
+def class_counts(labels: torch.Tensor, num_classes: int, chunk: int = 256,
+                 sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixels per class of the labels (N, H, W), float64; ``sample_weights`` (N,): slice i counted by its
+    weight, as training draws the slices (a slice of weight 0 is never seen). Counted in chunks, so a large
+    uint8 set is never copied whole to int64."""
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for i in range(0, labels.shape[0], chunk):
         part = labels[i : i + chunk].reshape(min(chunk, labels.shape[0] - i), -1).long().cpu()
@@ -138,6 +131,21 @@ def class_weights(labels: torch.Tensor, num_classes: int, power: float, chunk: i
         per_slice = torch.bincount((part + num_classes * torch.arange(len(part))[:, None]).reshape(-1),
                                    minlength=len(part) * num_classes).reshape(len(part), num_classes)
         counts += (w[:, None] * per_slice.double()).sum(0)
+    return counts
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, power: float, chunk: int = 256,
+                  sample_weights: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy weights ``frequency ** -power`` from the training labels (N, H, W), mean 1 over pixels.
+
+    Unweighted cross-entropy (power 0) can settle on calling an organ of a few
+    pixels its surroundings; full inverse frequency (1) scored no better than
+    0.5 on the demo phantom. A class absent from the labels gets weight 1 (it
+    is never a target, so its weight is never used). ``sample_weights``: as
+    ``class_counts``; ``counts``: ``class_counts``' result when the caller has it.
+    """
+    if counts is None:
+        counts = class_counts(labels, num_classes, chunk, sample_weights)
     freq = counts / counts.sum().clamp(min=1e-300)
     w = torch.where(counts > 0, freq.clamp(min=1e-12) ** -float(power), torch.ones_like(freq))
     w = w / (w * freq).sum().clamp(min=1e-12)  # pixel-weighted mean 1: the loss keeps its scale
@@ -168,7 +176,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     The initial weights come from the recipe's seed, without touching torch's global RNG, so the same call
     gives the same weights (on the same device and thread count). ``sample_weights`` (N,): draw slice i with
     probability proportional to its weight instead of uniformly (e.g. a fixed share of real slices in a
-    real + synthetic set).
+    real + synthetic set). The model's ``class_seen`` says, per class, whether a slice it could draw has it.
     """
     _check_pairs(images, labels, num_classes)
     device = _default_device(device)
@@ -188,7 +196,8 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     if sample_weights is not None and (sample_weights.shape != (images.shape[0],) or not (sample_weights >= 0).all()
                                        or not sample_weights.sum() > 0):
         raise ValueError(f"sample_weights must be {images.shape[0]} non-negative numbers, not all 0")
-    weight = (class_weights(labels, num_classes, r.class_weight_power, sample_weights=sample_weights).to(device)
+    counts = class_counts(labels, num_classes, sample_weights=sample_weights)
+    weight = (class_weights(labels, num_classes, r.class_weight_power, counts=counts).to(device)
               if r.class_weight_power else None)
     g = torch.Generator().manual_seed(r.seed)
     opt = torch.optim.Adam(model.parameters(), lr=r.lr)
@@ -209,6 +218,8 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    # Which classes it ever saw (save_segmenter keeps it): one it never saw it cannot find, on any image.
+    model.class_seen = (counts > 0).tolist()
     return model.eval()
 
 

@@ -53,6 +53,8 @@ class UNetSegmenter(nn.Module):
         self.num_classes = int(num_classes)
         self.image_channels = int(image_channels)
         self.channels = channels
+        # Per class, whether a training slice had it (``train_segmenter``); None: not recorded (older files).
+        self.class_seen: list[bool] | None = None
 
         self.down = nn.ModuleList()
         prev = image_channels
@@ -109,7 +111,8 @@ def save_segmenter(model: UNetSegmenter, path: Path, num_classes: int, channels:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_checkpoint(path, {"kind": KIND, "state": state, "num_classes": int(num_classes),
                                   "channels": channels, "class_names": class_names,
-                                  "image_channels": int(getattr(model, "image_channels", 1))})
+                                  "image_channels": int(getattr(model, "image_channels", 1)),
+                                  "class_seen": getattr(model, "class_seen", None)})
 
 
 def load_segmenter(path: Path, device: torch.device | None = None) -> tuple[UNetSegmenter, tuple[str, ...]]:
@@ -125,4 +128,5 @@ def load_segmenter(path: Path, device: torch.device | None = None) -> tuple[UNet
     model = UNetSegmenter(int(payload["num_classes"]), image_channels=int(payload.get("image_channels", 1)),
                           channels=payload["channels"])
     model.load_state_dict(payload["state"])
+    model.class_seen = payload.get("class_seen")
     return model.to(device if device is not None else "cpu").eval(), tuple(payload["class_names"])
