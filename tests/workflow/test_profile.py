@@ -48,6 +48,19 @@ class _Resources(dict):
     __getattr__ = dict.__getitem__
 
 
+def _snakemake_in(workdir: Path, config: dict):
+    """A function running Snakemake on ``config`` in ``workdir`` (no SLURM controller) and returning its stdout."""
+    (workdir / "run.yaml").write_text(yaml.safe_dump(config))
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "run.yaml"]
+
+    def run(*args: str) -> str:
+        result = subprocess.run([*base, *args], cwd=workdir, capture_output=True, text=True, timeout=300,
+                                env=no_controller_env())
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+    return run
+
+
 def _partition(res: dict[str, str]) -> str | None:
     """The partition the SLURM plugin picks for a job of these resources from the profile's partitions file
     (its dynamic selection, as at submission: a dry run does not show it)."""
@@ -84,14 +97,7 @@ def test_training_job_memory_follows_its_slices(tmp_path):
     del config["datasets"]["labels_only"], config["experiments"]["tiny"]["generate_from"]
     del config["experiments"]["tiny-unpaired"], config["datasets"]["phantom_mr"]
     config["experiments"]["tiny"]["gpus"] = 2
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "run.yaml"]
-
-    def run(*args: str) -> str:
-        result = subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                                env=no_controller_env())
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return result.stdout
+    run = _snakemake_in(tmp_path, config)
 
     def train_mem_mb() -> int:
         block = re.search(r"^rule train:\n(.*?)\n\n", run("-n", "--workflow-profile", str(REPO / "profiles/slurm")), re.S | re.M)
@@ -159,14 +165,7 @@ def test_per_case_jobs_run_in_batches_of_cases_through_the_profile(tmp_path):
         "source": "phantom", "modality": "CT", "labels": labels, "preprocess": {"spacing_xy": 12.0},
         "phantom": {"n_cases": 300, "seed": 1, "shape": [32, 32, 8], "spacing": [6.0, 6.0, 8.0]}}},
         "slice": {"size": 16}, "split": {"seed": 0, "ratios": {"train": 0.8, "val": 0.1, "test": 0.1}}}
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "run.yaml"]
-
-    def run(*args: str) -> str:
-        result = subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                                env=no_controller_env())
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return result.stdout
+    run = _snakemake_in(tmp_path, config)
 
     # The per-case jobs enter the DAG once the split is known: download and split here, with no cluster.
     run("--cores", "2", "results/split/phantom/split.tsv")
