@@ -9,7 +9,8 @@ from medsynth.io.tables import read_tsv
 from medsynth.models.registry import ModelSpec
 from medsynth.train import step as step_module
 from medsynth.io.checkpoint import load_checkpoint
-from medsynth.train.loop import INTERRUPTED_EXIT, NonFiniteLoss, TrainSettings, train
+from medsynth.train import iteration as iteration_module
+from medsynth.train.loop import INTERRUPTED_EXIT, NonFiniteLoss, NonFiniteWeights, TrainSettings, train
 
 SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
 
@@ -76,6 +77,36 @@ def test_non_finite_loss_stops_naming_step_and_keeps_last_checkpoint(tmp_path, t
     with pytest.raises(NonFiniteLoss, match=r"step 4: loss_d_fake=nan"):
         run(tmp_path, toy_set, steps=6)
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 3
+
+
+def test_non_finite_weights_after_a_finite_loss_write_no_checkpoint_or_snapshot(tmp_path, toy_set, monkeypatch):
+    """A non-finite gradient makes Adam's update NaN while the step's loss was finite: at a checkpoint step the
+    NaN networks replaced latest.pt (the good one became latest.prev.pt, every resume failed again at the
+    next step) and the EMA snapshot held NaN weights."""
+    run(tmp_path, toy_set, steps=3)
+    real, calls = iteration_module.paired_step, {"n": 0}
+
+    def poisoned(nets, *args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # step 6, a validation and checkpoint step
+            adam_step = nets.opt_g.step
+
+            def nan_update(*a, **k):
+                out = adam_step(*a, **k)
+                with torch.no_grad():
+                    next(nets.G.parameters()).fill_(float("nan"))
+                return out
+
+            monkeypatch.setattr(nets.opt_g, "step", nan_update)
+        return real(nets, *args, **kw)
+
+    monkeypatch.setattr(iteration_module, "paired_step", poisoned)
+    with pytest.raises(NonFiniteWeights, match=r"step 6: non-finite weights in G, the EMA generator .*latest\.pt"):
+        run(tmp_path, toy_set, steps=6)
+    latest = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert latest["step"] == 3 and all(torch.isfinite(v).all() for v in latest["G"].values())
+    assert not (tmp_path / "checkpoints" / "ema_step_000006.pt").exists()
+    assert [int(r["step"]) for r in read_tsv(tmp_path / "live" / "metrics.tsv")] == [3]
 
 
 def test_sigusr1_writes_a_checkpoint_and_exits_for_requeue(tmp_path, toy_set, monkeypatch):

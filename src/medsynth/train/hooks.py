@@ -12,6 +12,7 @@ from medsynth.inference.synthesize import synthesize
 from medsynth.io.tables import write_tsv
 from medsynth.train import distributed as ddp
 from medsynth.train.context import RunContext
+from medsynth.train.iteration import check_weights
 from medsynth.train.records import METRIC_COLUMNS, record_job_event
 from medsynth.train.resume import LatestCheckpoint
 from medsynth.train.signals import INTERRUPTED_EXIT, StopFlag
@@ -86,6 +87,9 @@ def after_step(ctx: RunContext, state: RunState, latest: LatestCheckpoint, losse
     """The hooks due after ``state.step``; rank 0 alone writes. Exits (INTERRUPTED_EXIT) on a stop signal."""
     s = ctx.settings
     hooks = due(state.step, s.steps, s.sample_every, s.eval_every, s.checkpoint_every)
+    writes = hooks.refresh or hooks.checkpoint
+    if writes:  # on every rank (the replicas are identical), before anything of this step is written
+        check_weights(state.nets, state.step, latest.path)
     if hooks.refresh:
         state.nets.ema.refresh()  # on every rank, so the replicas' EMA stays identical
     if ctx.main and hooks.sample:
@@ -94,6 +98,8 @@ def after_step(ctx: RunContext, state: RunState, latest: LatestCheckpoint, losse
         validate_and_snapshot(ctx, state)
     # Every rank must agree to stop at the same step: a signal may reach only some processes.
     stopping = ddp.any_rank(stop.signal is not None, ctx.device)
+    if stopping and not writes:
+        check_weights(state.nets, state.step, latest.path)
     if ctx.main and (hooks.checkpoint or stopping):
         save_latest(ctx, state, latest, losses_fh)
     if stopping:

@@ -10,11 +10,15 @@ import torch
 
 from medsynth.train.context import RunContext
 from medsynth.train.state import RunState
-from medsynth.train.step import paired_step, unpaired_step
+from medsynth.train.step import Nets, paired_step, unpaired_step
 
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class NonFiniteWeights(NonFiniteLoss):
+    """A network holds NaN or inf after a step whose losses were finite (a non-finite gradient)."""
 
 
 def draw_batch(ctx: RunContext, state: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,6 +54,22 @@ def check_finite(row: dict, step: int, last_good: Path) -> None:
         raise NonFiniteLoss(
             f"step {step}: {', '.join(f'{k}={row[k]}' for k in bad)}; training stopped. "
             f"The last good checkpoint is {last_good} (lower the learning rates or check the data)."
+        )
+
+
+def check_weights(nets: Nets, step: int, last_good: Path) -> None:
+    """Refuse to sample, validate or save networks holding NaN or inf: written, they would replace the
+    last good ``latest.pt`` (every resume failing again) and leave a broken EMA snapshot."""
+    modules = {"G": nets.G, "D": nets.D, "the EMA generator": nets.ema.model, "Du": nets.Du}
+    tensors = {name: [t for t in m.state_dict().values() if t.is_floating_point()]
+               for name, m in modules.items() if m is not None}
+    finite = torch.stack([torch.stack([torch.isfinite(t).all() for t in ts]).all() for ts in tensors.values()])
+    bad = [name for name, ok in zip(tensors, finite.tolist()) if not ok]
+    if bad:
+        raise NonFiniteWeights(
+            f"step {step}: non-finite weights in {', '.join(bad)} (the step's losses were finite); training "
+            f"stopped before writing a snapshot or checkpoint of them. The last good checkpoint is {last_good} "
+            "(lower the learning rates or check the data)."
         )
 
 

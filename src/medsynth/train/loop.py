@@ -32,7 +32,7 @@ from medsynth.models.devices import describe_hardware
 from medsynth.train.devices import prepare_nets
 from medsynth.train.hooks import after_step
 from medsynth.train.init_from import initialise
-from medsynth.train.iteration import NonFiniteLoss, iterate
+from medsynth.train.iteration import NonFiniteLoss, NonFiniteWeights, iterate
 from medsynth.train.records import (JOB_COLUMNS, METRIC_COLUMNS, finalize, loss_line, open_losses, record_job_event,
                                     start_live_tables)
 from medsynth.train.resume import LatestCheckpoint, resume
@@ -42,7 +42,8 @@ from medsynth.train.state import RunState, new_state, state_digest
 from medsynth.train.validation import evaluate
 
 # The loop's public names, wherever they are defined (workflow scripts, bench and tests import them from here).
-__all__ = ["INTERRUPTED_EXIT", "JOB_COLUMNS", "METRIC_COLUMNS", "MODES", "NonFiniteLoss", "TrainSettings",
+__all__ = ["INTERRUPTED_EXIT", "JOB_COLUMNS", "METRIC_COLUMNS", "MODES", "NonFiniteLoss", "NonFiniteWeights",
+           "TrainSettings",
            "evaluate", "finalize", "fingerprint", "record_job_event", "state_digest", "train"]
 
 
