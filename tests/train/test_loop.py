@@ -70,6 +70,17 @@ def test_changed_settings_start_afresh_and_keep_the_old_run(tmp_path, toy_set):
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["settings"]["lr_g"] == 5e-4
 
 
+def test_a_run_started_afresh_keeps_the_old_runs_jobs_apart(tmp_path, toy_set):
+    """jobs.tsv stayed behind when the old run moved to stale-*: the new run's model card counted the discarded
+    run's jobs and wall time (2 jobs for a run of one)."""
+    run(tmp_path, toy_set, steps=3)
+    run(tmp_path, toy_set, steps=3, lr_g=5e-4)
+    events = [(r["event"], int(r["step"])) for r in read_tsv(tmp_path / "jobs.tsv")]
+    assert events == [("started", 0), ("finished", 3)]
+    (stale,) = tmp_path.glob("stale-*")
+    assert [(r["event"], int(r["step"])) for r in read_tsv(stale / "jobs.tsv")] == [("started", 0), ("finished", 3)]
+
+
 def test_non_finite_loss_stops_naming_step_and_keeps_last_checkpoint(tmp_path, toy_set, monkeypatch):
     run(tmp_path, toy_set, steps=3)
     real = step_module.seg_ce_fake

@@ -76,7 +76,8 @@ def move_stale(run_dir: Path, checkpoint: Path) -> Path:
     stale = Path(run_dir) / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
     log.warning("%s was trained with other settings or data; moved to %s, starting afresh", checkpoint, stale)
     stale.mkdir(parents=True)
-    for sub in ("checkpoints", "live", "samples"):
+    # jobs.tsv too: the model card's wall time and job count are the new run's, not the discarded one's.
+    for sub in ("checkpoints", "live", "samples", "jobs.tsv"):
         if (Path(run_dir) / sub).exists():
             shutil.move(str(Path(run_dir) / sub), str(stale / sub))
     return stale
