@@ -145,3 +145,20 @@ def test_a_new_mask_threshold_recomputes_body_dice_without_retraining(tmp_path, 
     assert training_state(run_dir) == trained  # same run, resumed, not moved to stale-*
     assert not list(run_dir.glob("stale-*"))
     assert all(float(b["body_dice"]) < float(a["body_dice"]) for a, b in zip(first, rows))
+
+
+def test_the_documented_disk_use_of_the_snapshots_is_oasis_256s():
+    """Every validation keeps an EMA snapshot, none deleted: the docs state what that costs, and the number
+    must be the preset's (a month of training at eval_every 1000 keeps 200 of them)."""
+    from pathlib import Path
+
+    from medsynth.models import get_preset
+    from medsynth.models.registry import build_generator
+
+    G = build_generator(get_preset("oasis-256"), 10)
+    mb = round(sum(v.numel() * v.element_size() for v in G.state_dict().values()) / 1e6)
+    repo = Path(__file__).resolve().parents[2]
+    for doc in ("docs/architecture.md", "docs/how-to/slurm-and-gpus.md", "config/autopet.yaml"):
+        text = " ".join((repo / doc).read_text(encoding="utf-8").split())
+        assert f"{mb} MB" in text and "kept" in text, doc
+    assert f"{round(40 * mb / 1000)} GB" in " ".join((repo / "docs/architecture.md").read_text().split())
