@@ -253,3 +253,16 @@ def test_case_ids_that_sanitise_to_one_name_are_exported_under_names_of_their_ow
         f"P_01_{digest}_syn00.nii.gz", "P_01_syn00.nii.gz", "extra_s0001_syn00.nii.gz"]
     meta = json.loads((folder / "dataset.json").read_text())["medsynth"]["cases"]
     assert meta[f"P_01_{digest}_syn00"]["case_id"] == "P.01" and meta["P_01_syn00"]["case_id"] == "P_01"
+
+
+def test_a_label_only_case_of_the_image_dataset_ships_only_its_synthetic_volumes(tmp_path: Path) -> None:
+    """export.include_real with a cases table mixing CT cases and a label-only one (empty image): the real
+    export took the label-only row with image '' (Snakemake stopped the whole run after the split: 'Empty file
+    path encountered'); it has no real image to ship."""
+    from medsynth.sharing.nnunet_export import real_cases
+
+    img, lab = _case(tmp_path, "ct", 1, raw=True)
+    rows = [{"case_id": "a", "image": str(img), "label": str(lab), "patient_id": "pa"},
+            {"case_id": "b", "image": "", "label": str(lab), "patient_id": "pb"}]
+    cases = real_cases(rows, {"a": "train", "b": "train"}, ["train"], TABLE)
+    assert [c.identifier for c in cases] == ["a_real"]

@@ -548,7 +548,8 @@ def export_inputs(wildcards):
     if config["export"]["include_real"] and not image_only(image_dataset(wildcards)):
         dataset = image_dataset(wildcards)
         rows = cases_of(dataset)
-        cases = split_of(dataset, export_parts())
+        # A label-only case (no image) has no real image to ship: nnunet_export.real_cases leaves it out too.
+        cases = [c for c in split_of(dataset, export_parts()) if rows[c].get("image")]
         inputs["real_cases"] = checkpoints.download.get(dataset=dataset).output.cases
         inputs["real_split"] = checkpoints.split.get(dataset=dataset).output.split
         inputs["real_files"] = [rows[c][k] for c in cases for k in ("image", "label")]

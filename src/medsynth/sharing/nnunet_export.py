@@ -261,11 +261,12 @@ def _background(row: Mapping[str, str]) -> float:
 def real_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], wanted: Sequence[str],
                table: LabelTable) -> list[ExportCase]:
     """The real cases of the given split parts, from a dataset's ``cases.tsv`` rows (absolute paths);
-    ``table`` is that dataset's label table (class ids by the same names as the synthetic cases')."""
+    ``table`` is that dataset's label table (class ids by the same names as the synthetic cases'). A
+    label-only case (empty image) has no real image: only its synthetic volumes are shipped."""
     return [ExportCase(identifier=f"{r['case_id']}_real", image=Path(r["image"]), label=Path(r["label"]),
                        patient=patient_of(r), raw_label=table,
                        provenance={"synthetic": False, "case_id": r["case_id"]}, series=series_of(r))
-            for r in rows if parts.get(r["case_id"]) in wanted]
+            for r in rows if parts.get(r["case_id"]) in wanted and r.get("image")]
 
 
 def leaked_cases(cases: Sequence[ExportCase], split_tables: Mapping[str, Path]) -> list[str]:
