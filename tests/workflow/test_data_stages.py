@@ -299,6 +299,28 @@ def test_a_deleted_cases_table_is_named_not_silently_ignored(tmp_path, snakemake
             if line.startswith(("rule ", "localrule ", "checkpoint ", "localcheckpoint "))} == {"split"}
 
 
+def test_a_generate_from_dataset_without_its_table_after_generation_is_named(tmp_path, snakemake):
+    """A generate_from dataset added to an experiment that has generated (or its table purged): Snakemake 9.27
+    planned nothing for the targeted export ("Nothing to be done"), which kept shipping the old cases without
+    the new dataset's. Named, with the way out."""
+    root = cohort(tmp_path / "data", 2)
+    config = data_config(dataset(source="phantom", phantom={"n_cases": 4, "seed": 1, "shape": [48, 48, 8],
+                                                             "spacing": [8.0, 8.0, 8.0]}))
+    config["datasets"]["lab"] = dataset(source="local", local={"root": str(root)},
+                                        layout={"label": "{case}/label.nii.gz"})
+    config["experiments"] = {"e": {"dataset": "mine", "generate_from": ["lab"], "train": {"model": "tiny"}}}
+    work = tmp_path / "work"
+    (work / "results/generate/e").mkdir(parents=True)
+    (work / "results/generate/e/manifest.tsv").write_text("case_id\n")  # generated before lab was added
+    stopped = snakemake(work, config, "results/export/e/nnUNet_raw", "-n")
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0 and "Job stats" not in output
+    assert ("resources/raw/lab/cases.tsv is missing, but results/generate/e/manifest.tsv (made after it) is there"
+            in output and "with the target resources/raw/lab/cases.tsv" in output), output[-3000:]
+    asked = snakemake(work, config, "resources/raw/lab/cases.tsv", "-n")
+    assert asked.returncode == 0, (asked.stdout + asked.stderr)[-3000:]
+
+
 def test_label_tables_and_slice_size_are_checked_when_the_config_is_loaded(tmp_path, snakemake):
     table = tmp_path / "labels.yaml"
     table.write_text(yaml.safe_dump([*LABELS, {"name": "again", "values": [3]}]))

@@ -101,8 +101,11 @@ def missing_checkpoint_outputs():
     for d in DATASETS:
         cases, split = f"resources/raw/{d}/cases.tsv", f"results/split/{d}/split.tsv"
         users = [e for e, x in config["experiments"].items() if d in (x["dataset"], x.get("images_from"))]
+        # A generate_from dataset is never split: generation is made after its table. Added to an experiment
+        # that has generated (or its table purged), the same: the targeted export said "Nothing to be done".
+        generators = [e for e, x in config["experiments"].items() if d in x.get("generate_from", [])]
         # (rule, its table, what is made after it; a results/preprocess/<d> folder may hold only a stray file)
-        tables = [("download", cases, [split]),
+        tables = [("download", cases, [split, *(f"results/generate/{e}/manifest.tsv" for e in generators)]),
                   ("split", split, [f"results/segmenter/{d}", *(f"results/train/{e}" for e in users)])]
         for rule, table, after in tables:
             there = [a for a in after if os.path.exists(a)]
