@@ -89,7 +89,28 @@ def test_written_dataset_passes_nnunets_integrity_check(tmp_path: Path, cases: l
                                                       "export.folds=5; train folds 0-2 only")
     five = write_dataset(tmp_path / "raw" / "Dataset501_Five", cases, TABLE, "CT", {"experiment": "demo"}, n_folds=3)
     assert "splits_note" not in json.loads((five / "dataset.json").read_text())["medsynth"]
-    assert not (tmp_path / "raw" / "Dataset500_Demo.part").exists()
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset500_Demo", "Dataset501_Five"]
+
+
+def test_a_killed_export_leaves_no_folder_nnunet_would_take_for_the_dataset(tmp_path: Path, cases: list[ExportCase],
+                                                                          monkeypatch) -> None:
+    """nnU-Net finds dataset 500 as the folder of nnUNet_raw named Dataset500*: the folder an export builds
+    in must not be one (a killed job leaves it), and it holds dataset.json only once everything else is there."""
+    import medsynth.sharing.nnunet_export as export
+
+    dumps = json.dumps
+
+    def killed(obj, *args, **kwargs):
+        if isinstance(obj, list):  # the job is killed while writing splits_final.json
+            raise KeyboardInterrupt
+        return dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(export.json, "dumps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "raw" / "Dataset500_Demo", cases, TABLE, "CT", {"experiment": "demo"})
+    left = list((tmp_path / "raw").iterdir())
+    assert left and not [p for p in left if p.name.startswith("Dataset500")]
+    assert not [p for p in left if (p / "dataset.json").exists()]
 
 
 def test_one_source_patient_is_exported_without_folds_and_says_why(tmp_path: Path, cases: list[ExportCase]) -> None:

@@ -207,7 +207,9 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
     if note:
         provenance = {**provenance, "splits_note": note}
         log.warning("%s: %s", folder.name, note)
-    tmp = folder.with_name(folder.name + ".part")
+    # Hidden and not named Dataset<id>_: nnU-Net finds a dataset by that prefix, and a half-written folder left by
+    # a killed job would be a second match (or, alone, be taken for the dataset).
+    tmp = folder.with_name(f".{folder.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)
     labels = nnunet_labels(table)
     for case in tqdm(sorted(cases, key=lambda c: c.identifier), desc="export", unit="case"):
@@ -222,9 +224,9 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
         "medsynth": {**provenance, "cases": {c.identifier: {"patient": c.patient, **c.provenance}
                                              for c in sorted(cases, key=lambda c: c.identifier)}},
     }
-    (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    if folds is not None:
+    if folds is not None:  # before dataset.json, the last file: without it nnU-Net would split at random
         (tmp / "splits_final.json").write_text(json.dumps(folds, indent=1) + "\n")
+    (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return folder
