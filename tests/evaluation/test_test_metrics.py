@@ -255,6 +255,12 @@ def test_a_test_set_without_generated_slices_is_na_with_the_reason(tmp_path: Pat
     rows = {r["metric"]: r["note"] for r in _perceptual_summary(scores, {"fake": 1, "lpips": 1, "lpips_diversity": 0},
                                                                  True)}
     assert rows["fid"] == rows["kid"] == TOO_FEW
+    # One test slice, three samples of it: three generated slices, but FID's sets (a sample of each label map at
+    # a time) hold one each: NA saying so, not "weights unavailable".
+    one = {**scores, "kid": 0.1, "kid_std": 0.0, "fid_rows": 1, "fid_draws": 3}
+    rows = {r["metric"]: r["note"] for r in _perceptual_summary(one, {"fake": 3, "lpips": 3, "lpips_diversity": 3},
+                                                                 True, 5)}
+    assert rows["fid"] == TOO_FEW
     none = Nearest(np.zeros(0), np.zeros(0, np.int64))
     rows = memorisation_summary(compare(none, Nearest(np.ones(3), np.zeros(3, np.int64)), 0.5).summary, None)
     assert all(math.isnan(r["mean"]) and "no generated test slice" in r["note"] for r in rows if "inception" not in

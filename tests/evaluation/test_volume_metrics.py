@@ -194,3 +194,30 @@ def test_three_plane_without_weights_says_so(tmp_path: Path) -> None:
                                torch.device("cpu"))
     assert [r["metric"] for r in rows] == THREE_PLANE
     assert all(math.isnan(r["mean"]) and "weights" in r["note"] for r in rows)
+
+
+def test_side_plane_fid_of_one_plane_per_sample_says_so(tmp_path: Path, random_weights_dir: Path) -> None:
+    """A test volume whose body one coronal and one sagittal plane cross, two samples: two generated planes,
+    but FID scores a sample of each label map at a time, one plane each, and KID pairs both with one real
+    plane: each NA saying why (KID was a bare NaN)."""
+    settings = {"weights_dir": str(random_weights_dir), "perceptual": "required", "batch_size": 16,
+                "kid_subsets": 5, "kid_subset_size": 50}
+    cases, files = [], []
+    for i, width in enumerate((1, 4)):  # the generated case: a one-voxel column; the other real volume: wider
+        labels = np.zeros((4, 16, 16), np.uint8)
+        labels[:, 6:6 + width, 6:6 + width] = 1
+        images = np.where(labels > 0, 0.3, -1.0).astype(np.float32)
+        real = CaseSlices(images, labels, labels.copy(), np.arange(4, dtype=np.int32),
+                          np.zeros((4, 2), np.int32)).save(tmp_path / f"case{i}" / "slices.npz")
+        np.savez(real.with_name("samples.npz"), samples=np.stack([images] * 2).astype(np.float16), z=np.arange(4))
+        files.append(real)
+    cases.append(("case0", files[0], files[0].with_name("samples.npz")))
+    metas = {"case0": META, "case1": META}
+    rows = {r["metric"]: r for r in three_plane_summary(cases, files, metas, metas, settings, torch.device("cpu"))}
+    for plane in planes.SIDE_PLANES:
+        fid = rows[f"fid_{plane}"]
+        assert fid["n"] == 2 and math.isnan(fid["mean"])
+        assert fid["note"] == f"not computed: 1 {plane} plane(s) of one sample of the label maps (a distribution needs two)"
+        kid = rows[f"kid_{plane}"]  # paired with the one real plane cut at their place: NA saying so too
+        assert math.isnan(kid["mean"]) and kid["note"].startswith(f"not computed: the 2 generated {plane} planes "
+                                                                  "pair with fewer than 2 real ones")

@@ -34,7 +34,8 @@ COLUMNS = ["metric", "mean", "std", "n", "note"]
 NOT_PAIRED = "not computed: no pixel-aligned reference (unpaired mode)"
 NO_WEIGHTS = "not computed: weights unavailable (see metrics.perceptual)"
 NO_SLICES = "not computed: no generated test slice (the slicing kept none of the test label maps' slices)"
-TOO_FEW = "not computed: fewer than 2 generated test slices (a distribution needs two)"
+TOO_FEW = ("not computed: fewer than 2 generated test slices of one sample of the label maps (a distribution "
+           "needs two; FID takes one sample of each label map at a time)")
 TOO_FEW_REAL = "not computed: {} real test slice(s) of the image dataset (a distribution needs two)"
 PAIRED_CASE_METRICS = ["ssim", "psnr", "rmse", "ssim_body", "psnr_body", "rmse_body"]
 CASE_COLUMNS = ["case_id", "sample", "slices", *PAIRED_CASE_METRICS, "note"]
@@ -196,7 +197,7 @@ def _perceptual_summary(scores: dict[str, float], counts: dict[str, int], paired
         if math.isnan(value):
             note = NOT_PAIRED if name == "lpips" and not paired else (
                 NO_SLICES if not counts["fake"] else
-                TOO_FEW if name in ("fid", "kid") and counts["fake"] < 2 else
+                TOO_FEW if name in ("fid", "kid") and min(counts["fake"], scores.get(f"{name}_rows", 2)) < 2 else
                 TOO_FEW_REAL.format(real) if name in ("fid", "kid") and real is not None and real < 2 else
                 "not computed: one sample per label map" if name == "lpips_diversity" and not n
                 else NO_WEIGHTS)

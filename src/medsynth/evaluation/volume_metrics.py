@@ -152,22 +152,32 @@ def three_plane_summary(cases: Sequence[tuple[str, Path, Path]], reference_files
     size = plane_sizes(generated, real)
     (gen, gen_blocks), (ref, ref_blocks) = (_plane_features(stacks, size, model, batch, device)
                                             for stacks in (generated, real))
-    rows = []
-    for plane in planes.SIDE_PLANES:
-        fg, fr = gen[plane], ref[plane]
-        # A sample's planes are cut where its real volume's are: paired with them (a perfect generator read
-        # KID below 0 as independent sets).
-        kid, kid_std = kernel_inception_distance(fg, fr, settings.get("kid_subsets", 100),
-                                                 settings.get("kid_subset_size", 1000),
-                                                 partner=partners(gen_blocks[plane], ref_blocks[plane]))
-        note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
-                "to the in-plane spacing")
-        fid = fid_over_draws(fg, sample_draws(gen_blocks[plane]), *gaussian_stats(fr))
-        fid_text = "; ".join(filter(None, (note, fid_note(fid, len(fr), "planes"))))
-        if min(len(fg), len(fr)) < 2:  # FID and KID are NaN: a distribution needs two planes
-            note = fid_text = (f"not computed: {len(fg)} generated vs {len(fr)} real {plane} planes (a distribution "
-                               "needs two)")
-        rows += [{"metric": f"fid_{plane}", "mean": fid["fid"], "std": fid["fid_std"], "n": len(fg),
-                  "note": fid_text},
-                 {"metric": f"kid_{plane}", "mean": kid, "std": kid_std, "n": len(fg), "note": note}]
-    return rows
+    return [row for plane in planes.SIDE_PLANES
+            for row in _plane_rows(plane, gen[plane], ref[plane], gen_blocks[plane], ref_blocks[plane], settings)]
+
+
+def _plane_rows(plane: str, fg: np.ndarray, fr: np.ndarray, gen_blocks: Sequence, ref_blocks: Sequence,
+                settings: dict) -> list[dict]:
+    """The FID and KID rows of one side plane from the generated (``fg``) and real (``fr``) planes' features
+    and their (source, planes) blocks; NA saying why where a distribution would have fewer than two."""
+    # A sample's planes are cut where its real volume's are: paired with them (a perfect generator read
+    # KID below 0 as independent sets).
+    kid, kid_std = kernel_inception_distance(fg, fr, settings.get("kid_subsets", 100),
+                                             settings.get("kid_subset_size", 1000),
+                                             partner=partners(gen_blocks, ref_blocks))
+    note = (f"{len(fg)} generated vs {len(fr)} real {plane} planes through the body, resampled along z "
+            "to the in-plane spacing")
+    fid = fid_over_draws(fg, sample_draws(gen_blocks), *gaussian_stats(fr))
+    fid_text = "; ".join(filter(None, (note, fid_note(fid, len(fr), "planes"))))
+    if min(len(fg), len(fr)) < 2:  # FID and KID are NaN: a distribution needs two planes
+        note = fid_text = (f"not computed: {len(fg)} generated vs {len(fr)} real {plane} planes (a distribution "
+                           "needs two)")
+    else:
+        if fid["fid_rows"] < 2:  # a sample of each label map at a time (fid_over_draws)
+            fid_text = (f"not computed: {fid['fid_rows']} {plane} plane(s) of one sample of the label maps (a "
+                        "distribution needs two)")
+        if math.isnan(kid):  # paired: every generated plane was cut where one real plane is
+            note = (f"not computed: the {len(fg)} generated {plane} planes pair with fewer than 2 real ones "
+                    "(KID compares each with the real plane cut at its place; a distribution needs two)")
+    return [{"metric": f"fid_{plane}", "mean": fid["fid"], "std": fid["fid_std"], "n": len(fg), "note": fid_text},
+            {"metric": f"kid_{plane}", "mean": kid, "std": kid_std, "n": len(fg), "note": note}]
