@@ -244,3 +244,15 @@ def test_the_closest_pairs_panels_show_each_generated_slice_beside_its_nearest_t
         row["ratio"], row["flagged"] = None, False
     table = write_tsv(tmp_path / "memorisation_na.tsv", rows, MEMORISATION_COLUMNS)
     assert memorisation_pairs_panels(table, Path(c["cases_dir"]), c["test"], c["train"], count=4) == []
+
+
+def test_test_slices_that_are_training_slices_stop_the_audit_of_what_is_shared(cohort) -> None:
+    """A test study also in training under another id (here p4's slices are the training set's p0's): the audit's
+    unit, the test slices' median distance to training, is 0. evaluate's audit refuses it; the audit of what is
+    shared shipped every volume unflagged by the nearest-slice check, noting 'no real test slice'."""
+    from medsynth.evaluation.memorisation_audit import SharedCase
+
+    real, files, train, test, samples = cohort
+    shared = [SharedCase(p, p, files[p], samples[p], own=True) for p in samples]
+    with pytest.raises(ValueError, match="distance 0 to the training set.*list each study once"):
+        audit_shared(shared, train, [files["p0"], files["p1"]], test, paired=True, threshold=0.5)

@@ -20,7 +20,8 @@ from medsynth.io.npz import npz_shape
 from medsynth.io.tables import parse_float
 from medsynth.evaluation.test_metrics import NO_WEIGHTS, load_case
 from medsynth.inference.resume import require_generated
-from medsynth.metrics.memorisation import Nearest, audit_features, compare, nearest_training, search_chunks
+from medsynth.metrics.memorisation import (Nearest, audit_features, compare, held_out_scale, nearest_training,
+                                          search_chunks)
 from medsynth.metrics.perceptual import generated_features
 
 FEATURE_COLUMNS = ["feature_distance", "feature_ratio", "feature_nearest_case", "feature_nearest_z"]
@@ -273,7 +274,7 @@ def audit_shared(cases: Sequence[SharedCase], train_files: Sequence[Path], refer
     slice, the whole labelled extent): ``audited_share`` says how much of it was audited."""
     train = on_search_device(training_images(train_files), device)
     reference = nearest_of(slice_chunks(reference_files), train.images, device=device).distance
-    scale = float(np.median(reference)) if reference.size else math.nan
+    scale = held_out_scale(reference)  # refused as evaluate's audit is when the test slices are training slices
     own = own_scale(test_cases) if paired else math.nan
     train_cases = np.array(train.case_ids)
     rows, audited, body = [], 0, 0

@@ -142,6 +142,20 @@ def audit_features(generated: np.ndarray, real: np.ndarray, train: np.ndarray,
     return compare(nearest_features(generated, train), nearest_features(real, train), threshold, floor)
 
 
+def held_out_scale(distances: np.ndarray, floor: float = 1e-6) -> float:
+    """The audit's unit: the real held-out slices' median nearest-training distance (NaN without one). At or
+    below ``floor`` most held-out slices are training slices: a test study is in training under another id
+    (a copy, a crop), which no audit can measure against, so it is refused."""
+    if not distances.size:
+        return float("nan")
+    scale = float(np.median(distances))
+    if not scale > floor:  # the expanded square leaves rounding noise where slices are identical
+        raise ValueError("memorisation audit: real held-out slices have distance 0 to the training set; are test "
+                         "slices among the training slices? A test study listed again under another case or patient "
+                         "id (a copy, a crop) is in training: list each study once (cases.tsv) and rerun the split")
+    return scale
+
+
 def compare(gen: Nearest, ref: Nearest, threshold: float, floor: float = 1e-6) -> Audit:
     """Generated slices' nearest-training distances against the real held-out slices' median;
     a median at or below ``floor`` means the held-out slices are training slices. Without generated or real
@@ -153,10 +167,7 @@ def compare(gen: Nearest, ref: Nearest, threshold: float, floor: float = 1e-6) -
                    "ratio_median": nan, "ratio_min": nan, "threshold": threshold, "flagged": 0,
                    "slices": int(gen.distance.size), "real_ratio_min": nan, "note": f"not computed: no {missing}"}
         return Audit(summary, gen, np.full(gen.distance.size, nan), np.zeros(gen.distance.size, bool))
-    scale = float(np.median(ref.distance))
-    if not scale > floor:  # the expanded square leaves rounding noise where slices are identical
-        raise ValueError("memorisation audit: real held-out slices have distance 0 to the training set; "
-                         "are test slices among the training slices?")
+    scale = held_out_scale(ref.distance, floor)
     ratio = gen.distance / scale
     flagged = ratio < threshold
     summary = {
