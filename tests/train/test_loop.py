@@ -25,7 +25,7 @@ def run(tmp, data, **kw):
     return train(settings(**kw), 3, data, data, tmp, spec=SPEC)
 
 
-def test_outputs_and_tables(tmp_path, toy_set):
+def test_outputs_and_tables(tmp_path, toy_set, caplog):
     summary = run(tmp_path, toy_set)
     assert summary["steps"] == 6
     losses = read_tsv(tmp_path / "losses.tsv")
@@ -40,6 +40,11 @@ def test_outputs_and_tables(tmp_path, toy_set):
         assert key in ckpt
     assert ckpt["step"] == 6 and len(ckpt["history"]) == 2
     assert (tmp_path / "samples" / "step_000006.png").stat().st_size > 0
+    # train.steps lowered below the finished run's step: nothing trains, and the log says what is published.
+    with caplog.at_level("WARNING", logger="medsynth.train.loop"):
+        assert run(tmp_path, toy_set, steps=3)["steps"] == 6
+    assert "train.steps is 3 but the run in" in caplog.text and "up to step 6 are published" in caplog.text
+    assert [int(r["step"]) for r in read_tsv(tmp_path / "metrics.tsv")] == [3, 6]
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, toy_set):

@@ -20,6 +20,7 @@ schedule), ``signals``, ``records`` (the run folder's tables).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tqdm import tqdm
@@ -40,6 +41,8 @@ from medsynth.train.settings import MODES, TrainSettings, fingerprint
 from medsynth.train.signals import INTERRUPTED_EXIT, StopFlag
 from medsynth.train.state import RunState, new_state, state_digest
 from medsynth.train.validation import evaluate
+
+log = logging.getLogger(__name__)
 
 # The loop's public names, wherever they are defined (workflow scripts, bench and tests import them from here).
 __all__ = ["INTERRUPTED_EXIT", "JOB_COLUMNS", "METRIC_COLUMNS", "MODES", "NonFiniteLoss", "NonFiniteWeights",
@@ -78,6 +81,11 @@ def train(
         initialise(state.nets, settings, Path(settings.init_from), ctx.spec, ctx.slice_size, ctx.class_names,
                    ctx.config.get("labels"))
     prepare_nets(state.nets, ctx.device, settings.channels_last, settings.compile, ctx.world_size)
+    if ctx.main and state.step > settings.steps:
+        # Kept as it is (selection may pick any validated step): say so rather than publish it unremarked.
+        log.warning("train.steps is %d but the run in %s is at step %d: nothing to train; its history and snapshots "
+                    "up to step %d are published and selected from", settings.steps, ctx.run_dir, state.step,
+                    state.step)
     if ctx.main:
         start_live_tables(ctx.live_dir, state.step, state.history, ctx.loss_columns)
         record_job_event(ctx.run_dir, "resumed" if state.step else "started", state.step, ctx.world_size,
