@@ -162,3 +162,24 @@ def test_the_documented_disk_use_of_the_snapshots_is_oasis_256s():
         text = " ".join((repo / doc).read_text(encoding="utf-8").split())
         assert f"{mb} MB" in text and "kept" in text, doc
     assert f"{round(40 * mb / 1000)} GB" in " ".join((repo / "docs/architecture.md").read_text().split())
+
+
+def test_the_best_step_breaks_ties_as_selection_does(tmp_path):
+    """Equal validation scores: the later step, which selection picks too (more training, the same score), so
+    ``medsynth info``'s best names the generator selection ships; NaN is never best."""
+    from medsynth.io.tables import write_tsv
+    from medsynth.sharing.selection import select_checkpoint
+    from medsynth.train.validation import best_of
+
+    nan = float("nan")
+    history = [{"step": 3, "ssim": 0.8, "fid": nan}, {"step": 6, "ssim": 0.8, "fid": 12.0},
+               {"step": 9, "ssim": 0.7, "fid": nan}]
+    best = best_of(history)
+    assert best["ssim"] == {"value": 0.8, "step": 6} and best["fid"] == {"value": 12.0, "step": 6}
+    assert "rmse" not in best
+    rows = [{"step": h["step"], "ssim": h["ssim"]} for h in history]
+    write_tsv(tmp_path / "metrics.tsv", rows, ["step", "ssim"])
+    write_tsv(tmp_path / "checkpoints.tsv", [{"step": h["step"], "checkpoint": f"ckpt/{h['step']}.pt"} for h in history],
+              ["step", "checkpoint"])
+    with pytest.raises(Exception, match="6.pt"):  # it goes for step 6's snapshot (absent here)
+        select_checkpoint(tmp_path, "ssim", tmp_path / "selected.json", tmp_path / "generator.pt")

@@ -114,12 +114,13 @@ def save_snapshot(ckpt_dir: Path, step: int, ema_state: dict, model: dict, num_c
 
 
 def best_of(history: list[dict]) -> dict:
-    """Best value and its step per metric; ties keep the earlier step, as during training."""
+    """Best value and its step per metric; ties go to the later step, as selection breaks them (more training,
+    the same validation score), so ``medsynth info`` names the step selection would pick."""
     best: dict = {}
     for row in history:
         for name in DIRECTIONS:
-            value = row.get(name, math.nan)
-            if is_better(name, value, best.get(name, {}).get("value")):
+            value, held = row.get(name, math.nan), best.get(name, {}).get("value")
+            if is_better(name, value, held) or value == held:
                 best[name] = {"value": value, "step": row["step"]}
     return best
 
