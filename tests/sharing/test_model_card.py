@@ -198,7 +198,7 @@ def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_pa
     for needle in ("## Memorisation audit of the shared synthetic cases", "volumes audited: 4",
                    "flagged volumes: p0_s0 sample 1", "not audited): p2_s0 sample 0",
                    "flagged or not audited volumes in the export: left out",
-                   "labelled voxels of a volume audited: median 62 %, smallest 40 %"):
+                   "labelled voxels of a volume audited: median 51 %, smallest 40 %"):
         assert needle in text, needle
     assert "shipped, marked as they are" in render({**full, "shared_audit": shared_audit(
         tmp_path / "memorisation_audit.tsv", refuse=False)})
@@ -272,3 +272,14 @@ def test_the_card_says_when_its_patients_are_cases(sources):
     assert card["training_data"]["datasets"][0]["patient_ids"] is False
     assert "- patients (ct): no patient ids given: each case counted as its own patient" in render(
         {**card, "selection": {}})
+
+
+def test_the_audited_share_median_of_an_even_count_is_the_mean_of_the_middle_two(tmp_path):
+    """Two volumes audited over 50 % and 100 % of their voxels: the median is 75 %, not the upper one."""
+    from medsynth.evaluation.memorisation_audit import EXPORT_AUDIT_COLUMNS
+    from medsynth.sharing.model_card import shared_audit
+
+    rows = [{"case_id": c, "sample": 0, "flagged": False, "audited_share": s} for c, s in (("a", 0.5), ("b", 1.0))]
+    write_tsv(tmp_path / "audit.tsv", rows, EXPORT_AUDIT_COLUMNS)
+    covered = shared_audit(tmp_path / "audit.tsv", refuse=True)["labelled voxels of a volume audited"]
+    assert covered.startswith("median 75 %, smallest 50 %"), covered

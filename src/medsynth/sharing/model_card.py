@@ -349,7 +349,7 @@ def shared_audit(table: Path | None, refuse: bool, left_out: Mapping[str, str] |
     flagged = [f"{r['case_id']} sample {r['sample']}" for r in rows if r["flagged"] == "True"]
     unaudited = [f"{r['case_id']} sample {r['sample']}" for r in rows if r["flagged"] not in ("True", "False")]
     shares = sorted(v for v in (parse_float(r.get("audited_share", "")) for r in rows) if not math.isnan(v))
-    covered = (f"median {100 * shares[len(shares) // 2]:.0f} %, smallest {100 * shares[0]:.0f} % (the crops of the "
+    covered = (f"median {100 * float(np.median(shares)):.0f} %, smallest {100 * shares[0]:.0f} % (the crops of the "
                "slices training kept; the rest of each volume is not audited)") if shares else "NA"
     return {"volumes audited": len(rows) - len(unaudited), "labelled voxels of a volume audited": covered,
             "flagged as possible copies": len(flagged),
