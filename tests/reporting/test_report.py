@@ -66,3 +66,10 @@ def test_the_summary_shows_the_table_with_flagged_rows_highlighted(tmp_path: Pat
     html = page.read_text()
     highlighted = [row for row in html.split("<tr") if "background:#f8d0d0" in row]
     assert len(highlighted) == 1 and "<td>liver</td>" in highlighted[0]
+
+
+def test_the_summary_prints_a_nan_cell_as_na() -> None:
+    """A cell "nan" (a table another tool wrote) is missing like "NA": never printed as a number."""
+    from medsynth.reporting.summary import _fmt
+
+    assert _fmt("nan") == _fmt("NA") == "NA" and _fmt("0.123456") == "0.1235" and _fmt("7") == "7"

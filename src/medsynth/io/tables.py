@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 
 def read_tsv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
@@ -41,6 +43,8 @@ def format_value(value: object) -> str:
         return "NA"
     if isinstance(value, float):
         return "NA" if math.isnan(value) else repr(value)
+    if isinstance(value, np.floating) and np.isnan(value):  # float32/16 are no floats: str() wrote "nan"
+        return "NA"
     return str(value)
 
 

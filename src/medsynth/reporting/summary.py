@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -52,6 +53,8 @@ def _fmt(value: str) -> str:
         f = float(value)
     except ValueError:
         return value
+    if math.isnan(f):  # a table cell "nan" (written by other tools) reads as every missing value does
+        return "NA"
     return value if f.is_integer() and "." not in value else f"{f:.4g}"
 
 
