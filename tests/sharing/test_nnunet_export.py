@@ -274,6 +274,16 @@ def test_case_ids_that_sanitise_to_one_name_are_exported_under_names_of_their_ow
         f"P_01_{digest}_syn00.nii.gz", "P_01_syn00.nii.gz", "extra_s0001_syn00.nii.gz"]
     meta = json.loads((folder / "dataset.json").read_text())["medsynth"]["cases"]
     assert meta[f"P_01_{digest}_syn00"]["case_id"] == "P.01" and meta["P_01_syn00"]["case_id"] == "P_01"
+    assert "licence" not in json.loads((folder / "dataset.json").read_text())  # none given: none claimed
+
+    # Whoever gets the export alone learns the terms of the data behind it (nnU-Net's own "licence" field).
+    folder = export_experiment("u", manifest, None, tmp_path / "nnUNet_raw", {"splits": ["train"]},
+                               {"export": {"first_id": 500}, "experiments": {"u": {}}}, labels, "CT", {},
+                               licences={"ct": "CC BY 4.0", "extra": None})
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["licence"] == ("ct: CC BY 4.0; extra: not stated in the config (datasets.extra.licence): ask the "
+                               "data's owner before sharing")
+    assert meta["medsynth"]["licences"]["ct"] == "CC BY 4.0"
 
 
 def test_a_label_only_case_of_the_image_dataset_ships_only_its_synthetic_volumes(tmp_path: Path) -> None:

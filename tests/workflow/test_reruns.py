@@ -207,7 +207,7 @@ NOTHING: dict[str, int] = {}
 EXPECTED = {
     "datasets.<name>.source": [MR_DOWNLOAD],
     "datasets.<name>.modality": [MR_DOWNLOAD],
-    "datasets.<name>.licence": [{"model_card": 2, "all": 1}],  # the card's text, not the generator
+    "datasets.<name>.licence": [{"model_card": 2, "export": 2, "all": 1}],  # the card's text and dataset.json's, not the generator
     "datasets.<name>.phantom.n_cases": [{**MR_DOWNLOAD, "export": 2}],  # and include_real for both exports
     "datasets.<name>.phantom.seed": [MR_DOWNLOAD],
     "datasets.<name>.phantom.shape": [MR_DOWNLOAD],

@@ -285,6 +285,13 @@ def source_licences(wildcards):
     return canonical(licences)
 
 
+def export_licences(wildcards):
+    """The licences of every dataset behind an experiment's export: the generator's (and its sources'), the
+    generate_from label maps', as the config states them (None: not stated)."""
+    datasets = [*card_datasets(wildcards), *config["experiments"][wildcards.experiment].get("generate_from", [])]
+    return canonical({**source_licences(wildcards), **{d: config["datasets"][d].get("licence") for d in datasets}})
+
+
 def unpaired_image_inputs(wildcards):
     """Unpaired mode: dataset B's train/val slices, the real side of the adversarial game."""
     exp = config["experiments"][wildcards.experiment]

@@ -42,6 +42,7 @@ rule export:
         labels=lambda w: labels_of(experiment_dataset(w)),
         real_labels=lambda w: labels_of(image_dataset(w)),
         modality=lambda w: config["datasets"][image_dataset(w)]["modality"],
+        licences=export_licences,  # into dataset.json: whoever gets the export alone knows the data's terms
     log:
         "logs/export/{experiment}.log",
     localrule: True

@@ -15,4 +15,4 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     tables = {Path(p).parent.name: Path(p) for p in sm.input.case_tables}  # resources/raw/<dataset>/cases.tsv
     export_experiment(sm.wildcards.experiment, Path(sm.input.manifest), real,
                       Path(sm.output[0]), s, sm.params.naming, sm.params.labels, sm.params.modality, splits,
-                      audit=Path(sm.input.audit), case_tables=tables)
+                      audit=Path(sm.input.audit), case_tables=tables, licences=sm.params.licences)

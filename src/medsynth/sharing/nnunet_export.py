@@ -30,6 +30,7 @@ from medsynth.inference.resume import require_generated
 from medsynth.io.tables import read_tsv
 from medsynth.sharing.copied_maps import (LEFT_OUT_WHY, Rows, case_rows, copies_of_test_maps,
                                          left_out_by_generation, shared_map_patients)
+from medsynth.sharing.licences import licence_lines, licence_summary
 from medsynth.sharing.nnunet_naming import case_identifiers, export_folders
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ def write_dataset(folder: Path, cases: Sequence[ExportCase], table: LabelTable, 
         "file_ending": FILE_ENDING,
         "name": folder.name.split("_", 1)[1],
         "description": "synthetic images from label maps (medsynth); research use, not for diagnosis",
+        **({"licence": licence_summary(provenance["licences"])} if "licences" in provenance else {}),
         "medsynth": {**provenance, "cases": {c.identifier: {"patient": c.patient, **c.provenance}
                                              for c in sorted(cases, key=lambda c: c.identifier)}},
     }
@@ -301,7 +303,8 @@ def refuse_test_cases(experiment: str, cases: Sequence[ExportCase], split_tables
 def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, LabelTable] | None,
                       out_root: Path, settings: Mapping, naming: Mapping, labels: Sequence[Mapping],
                       modality: str, split_tables: Mapping[str, Path], audit: Path | None = None,
-                      case_tables: Mapping[str, Path] | None = None) -> Path:
+                      case_tables: Mapping[str, Path] | None = None,
+                      licences: Mapping[str, str | None] | None = None) -> Path:
     """The workflow's export: ``out_root/Dataset<NNN>_<Name>`` from generate's manifest.
 
     ``real``: (cases.tsv, split.tsv, label table) of the image dataset, whose real
@@ -313,7 +316,8 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     source label map is a copy of a test case's, under whatever id, is refused too (``copied_maps``).
     ``audit``: the memorisation audit of the synthetic volumes (``audit.audit_shared``'s table):
     copied into the dataset, summarised in dataset.json, the volumes it flagged or could not audit left
-    out unless ``export.refuse_flagged`` is false.
+    out unless ``export.refuse_flagged`` is false. ``licences``: dataset -> licence of every dataset behind
+    the volumes (the generator's, its sources', the generate_from ones), into dataset.json.
     """
     folder = Path(out_root) / export_folders(naming)[experiment]
     parts = list(settings["splits"])
@@ -332,7 +336,8 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     rows = case_rows(case_tables or {})  # each cases table read once for the three checks
     refuse_test_cases(experiment, cases, split_tables, rows)
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
-                  "medsynth_version": medsynth.__version__}
+                  "medsynth_version": medsynth.__version__, **({} if licences is None else
+                                                                {"licences": licence_lines(licences)})}
     if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset
         provenance["include_real_note"] = ("export.include_real is set, but the image dataset has no label maps "
                                            "(image-only): only synthetic cases are shipped")
