@@ -380,8 +380,8 @@ def test_a_plot_setting_reruns_only_report_rules(finished, snakemake):
     assert planned_rules(result) == {"report_curves", "report_samples", "report_intensity", "report_memorisation",
                                      "report_utility", "report_summary", "all"}
     changed = json.loads(json.dumps(TINY))
-    changed["datasets"]["phantom"]["licence"] = "CC BY 4.0"  # the card's text, not the generator
-    assert planned_rules(snakemake(finished, changed, "-n")) == {"model_card", "all"}
+    changed["datasets"]["phantom"]["licence"] = "CC BY 4.0"  # the card's and dataset.json's text, not the generator
+    assert planned_rules(snakemake(finished, changed, "-n")) == {"model_card", "export", "all"}
     changed = json.loads(json.dumps(TINY))
     changed["generate"]["samples"] = 3
     assert planned_rules(snakemake(finished, changed, "-n")) == {

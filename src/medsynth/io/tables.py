@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
-
 
 def read_tsv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
@@ -43,7 +41,7 @@ def format_value(value: object) -> str:
         return "NA"
     if isinstance(value, float):
         return "NA" if math.isnan(value) else repr(value)
-    if isinstance(value, np.floating) and np.isnan(value):  # float32/16 are no floats: str() wrote "nan"
+    if getattr(value, "ndim", None) == 0 and value != value:  # numpy's float32/16 NaN (no float): str() wrote "nan"
         return "NA"
     return str(value)
 
