@@ -7,9 +7,10 @@ from typing import Mapping
 NOT_STATED = "not stated in the config (datasets.{name}.licence): ask the data's owner before sharing"
 
 
-def licence_lines(licences: Mapping[str, str | None]) -> dict[str, str]:
-    """Dataset -> its licence, or what to do where the config states none; sorted by dataset."""
-    return {d: (text or NOT_STATED.format(name=d)) for d, text in sorted(licences.items())}
+def licence_lines(licences: Mapping[str, str | None], missing: str = NOT_STATED) -> dict[str, str]:
+    """Dataset -> its licence, or ``missing`` (formatted with the dataset's ``name``: what to do) where the
+    config states none; in ``licences``' order."""
+    return {d: (text or missing.format(name=d)) for d, text in licences.items()}
 
 
 def licence_summary(licences: Mapping[str, str | None]) -> str:

@@ -23,6 +23,7 @@ from medsynth.data.slicing import classes_without_voxels, crop_cut_of, summed_cl
 from medsynth.data.split import cases_as_patients
 from medsynth.io.tables import parse_float, read_tsv
 from medsynth.sharing.copied_maps import LEFT_OUT_WHY
+from medsynth.sharing.licences import licence_lines
 
 CARD_VERSION = 1
 INTENDED_USE = ("research: synthetic training images for segmentation models, data augmentation studies, and "
@@ -382,7 +383,7 @@ def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, 
                          "stage again (snakemake --forcerun select)")
     names = [d["name"] for d in state["card"]["training_data"]["datasets"]]
     card = {**state["card"], "test_metrics": test_metrics(test_metrics_tsv),
-            "licence": {n: licences.get(n) or NOT_STATED.format(name=n) for n in names}}
+            "licence": licence_lines({n: licences.get(n) for n in names}, NOT_STATED)}
     if audit is not None:
         card["shared_audit"] = dict(audit)
     if utility:

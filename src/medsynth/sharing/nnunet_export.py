@@ -337,7 +337,7 @@ def export_experiment(experiment: str, manifest: Path, real: tuple[Path, Path, L
     refuse_test_cases(experiment, cases, split_tables, rows)
     provenance = {"experiment": experiment, "parts": parts, "include_real": real is not None,
                   "medsynth_version": medsynth.__version__, **({} if licences is None else
-                                                                {"licences": licence_lines(licences)})}
+                                                                {"licences": licence_lines(dict(sorted(licences.items())))})}
     if settings.get("include_real") and real is None:  # the workflow gives none for an image-only dataset
         provenance["include_real_note"] = ("export.include_real is set, but the image dataset has no label maps "
                                            "(image-only): only synthetic cases are shipped")
