@@ -38,7 +38,7 @@ def _info(args: argparse.Namespace) -> int:
         if not state.get("card"):
             raise ValueError(f"{args.checkpoint}: holds no model card (cards come with generators that "
                              "select exported, results/select/<experiment>/generator.pt)")
-        from medsynth.sharing.model_card import render
+        from medsynth.sharing.card_text import render
 
         print(render(state["card"]))
         return 0

@@ -8,8 +8,9 @@ import torch
 
 from medsynth.cli import main
 from medsynth.io.tables import write_tsv
+from medsynth.sharing.card_text import render
 from medsynth.sharing.model_card import (NOT_STATED, PENDING, SECTIONS, card_before_selection, dataset_entry, job_times,
-                                 missing_fields, render, write_cards)
+                                         missing_fields, write_cards)
 from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.train.records import JOB_COLUMNS
 
@@ -212,6 +213,23 @@ def test_the_card_shows_the_memorisation_audit_of_what_is_shared(sources, tmp_pa
     assert "(a test patient's study): none" in render({**full, "shared_audit": shared_audit(
         tmp_path / "memorisation_audit.tsv", True, {})})
     assert "left out of generation" not in text  # an experiment without generate_from
+    assert "against the real image of its own label map and the nearest training slice of another patient" in text
+    # Unpaired, the own-image check is NA for every volume: the card must not claim it was made.
+    unpaired = render({**full, "model": {**full["model"], "mode": "unpaired"}})
+    assert "real image of its own label map and" not in unpaired
+    assert ("against the nearest training slice of the image dataset" in unpaired
+            and "Unpaired, no volume is compared with a real image of its own label map" in unpaired)
+
+
+def test_a_metric_whose_count_is_na_is_carried_to_the_card(sources, tmp_path):
+    card = {**selection_card(*sources), "selection": {"metric": "ssim", "value": 0.5, "step": 6}}
+    save_checkpoint(tmp_path / "generator.pt", {"step": 6, "ema": {"w": torch.ones(2)}, "card": card})
+    write_tsv(tmp_path / "test_metrics.tsv", [{"metric": "kid", "mean": "NA", "std": "NA", "n": "NA",
+                                               "note": "too few slices"}], ["metric", "mean", "std", "n", "note"])
+    full = write_cards(tmp_path / "generator.pt", tmp_path / "test_metrics.tsv", {"ct": "CC BY 4.0"},
+                       tmp_path / "MODEL_CARD.md", tmp_path / "share")
+    assert full["test_metrics"]["kid"]["n"] == "NA"
+    assert "| kid | NA |  | NA | too few slices |" in (tmp_path / "MODEL_CARD.md").read_text()
 
 
 def test_the_card_says_how_much_body_the_crop_cut_or_why_it_cannot(sources):

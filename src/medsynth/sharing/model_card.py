@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data.labels import LabelTable
-from medsynth.data.slicing import classes_without_voxels, crop_cut_of, summed_class_voxels
+from medsynth.data.slicing import crop_cut_of, summed_class_voxels
 from medsynth.data.split import cases_as_patients
 from medsynth.io.tables import parse_float, read_tsv
+from medsynth.sharing.card_text import LICENCE_PENDING, render
 from medsynth.sharing.copied_maps import LEFT_OUT_WHY
 from medsynth.sharing.licences import licence_lines
 
@@ -32,25 +33,15 @@ NOT_FOR = ("diagnosis, treatment planning or any clinical decision; images of an
            "protocols unlike the training data; claims about a patient (the images are made up from label maps)")
 NOT_STATED = "not stated in the config (datasets.{name}.licence): ask the data's owner before sharing this model"
 PENDING = "not yet evaluated (the model_card rule adds them after the evaluate stage)"
-# The licence is the model_card rule's too: a corrected licence text rewrites the card, not the generator.
-LICENCE_PENDING = "added by the model_card rule (results/share/<experiment>/)"
 # A fine-tuned generator's source: what it learnt came from the source's data too, under their licences.
 SOURCE_WITHOUT_CARD = ("none: {path} holds no model card (a run's latest.pt or an EMA snapshot): the data it was "
                        "trained on and their licences are not known here; state them before sharing this model, or "
                        "fine-tune from an exported generator.pt (results/share/<experiment>/generator.pt)")
 SOURCE_NOT_STATED = ("not stated in the source generator's card: ask the owner of the source generator's data "
                      "before sharing this model")
-NO_PATIENT_IDS = ("no patient ids given: each case counted as its own patient, so two studies of one patient "
-                  "could be in different split parts")
 # Not "rerun slice": new slices retrain the generator; the next run's slicing counts it.
 NA_CROP = ("NA: the slices of {n} training case(s) were written before medsynth counted the body outside the "
            "crop")
-NA_CLASSES = ("NA: its training slices predate the count (and the rule keeping thin slices of a class of their "
-              "own): `snakemake -R slice` re-slices them, and retrains")
-CROP_ADVICE = ("training saw their body cut at the crop's edge; a larger slice.size or "
-               "datasets.{name}.preprocess.spacing_xy takes it in")
-UNLEARNT = ("the generator never saw them in training, so what it paints under them in a generated image is not "
-            "tissue it learnt: leave them out of what you train on, or add training cases that have them")
 # Sections in their order on the card; the keys a complete card holds.
 SECTIONS = ("model", "training_data", "training", "selection", "test_metrics", "use", "licence")
 START_EVENTS, END_EVENTS = ("started", "resumed"), ("stopped", "finished")
@@ -204,7 +195,8 @@ def test_metrics(test_metrics_tsv: Path) -> dict:
     """``test_metrics.tsv`` as {metric: {mean, std, n}}; metrics that could not be computed keep their note."""
     out = {}
     for row in read_tsv(test_metrics_tsv):
-        entry = {"mean": parse_float(row["mean"]), "std": parse_float(row["std"]), "n": int(float(row["n"] or 0))}
+        n = parse_float(row["n"])  # NA: a metric no slice could be scored for
+        entry = {"mean": parse_float(row["mean"]), "std": parse_float(row["std"]), "n": "NA" if math.isnan(n) else int(n)}
         if row.get("note"):
             entry["note"] = row["note"]
         out[row["metric"]] = entry
@@ -214,129 +206,6 @@ def test_metrics(test_metrics_tsv: Path) -> dict:
 def missing_fields(card: Mapping) -> list[str]:
     """The sections a complete card lacks (empty when none)."""
     return [s for s in SECTIONS if card.get(s) in (None, "", PENDING, LICENCE_PENDING, {})]
-
-
-def _unlearnt_lines(datasets: Sequence[Mapping], labels: Sequence[Mapping]) -> list[str]:
-    """The table's classes in no training slice of the label-map dataset (the first); NA where its slices
-    were written before medsynth counted them (no line on a card from before the count)."""
-    if not datasets or "class_voxels" not in datasets[0]:
-        return []
-    counts, head = datasets[0]["class_voxels"], f"- classes in no training slice ({datasets[0]['name']}): "
-    absent = [] if counts is None else classes_without_voxels(counts, [e["name"] for e in labels])
-    return [head + (NA_CLASSES if counts is None else f"{', '.join(absent)}: {UNLEARNT}" if absent else "none")]
-
-
-def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
-    """Per dataset, how many training cases' body the crop cut and how much of it (none: not a line), and
-    whether its patients are cases (no patient ids given)."""
-    lines = [f"- patients ({d['name']}): {NO_PATIENT_IDS}" for d in datasets if d.get("patient_ids") is False]
-    for d in datasets:
-        crop = d.get("body_outside_crop")  # a card of a run before medsynth counted it: no line
-        if crop is None:
-            continue
-        if isinstance(crop["cases"], str):
-            lines.append(f"- body outside the training crop ({d['name']}): {crop['cases']}")
-        elif crop["cases"]:
-            lines.append(f"- body outside the training crop ({d['name']}): {crop['cases']} of {crop['of']} training "
-                         f"cases ({100 * crop['share']:.1f} % of all training slices' body voxels): "
-                         + CROP_ADVICE.format(name=d["name"]))
-        else:
-            lines.append(f"- body outside the training crop ({d['name']}): none")
-    return lines
-
-
-def render(card: Mapping) -> str:
-    """The card as Markdown: what MODEL_CARD.md holds and ``medsynth info --card`` prints."""
-    model, data, train = card["model"], card["training_data"], card["training"]
-    licences = card["licence"] or {d["name"]: LICENCE_PENDING for d in data["datasets"]}
-    lines = [f"# Model card: medsynth generator `{card['experiment']}`", "",
-             f"medsynth {card['medsynth_version']}, card version {card['card_version']}.", "",
-             "## Intended use", "", f"**For:** {card['use']['intended']}.", "", f"**Not for:** {card['use']['not_for']}.",
-             "", "## Model", "", *_bullets(model), "", "## Training data", "",
-             "| dataset | role | source | modality | patients (train / val / test) | training slices | licence |",
-             "|---|---|---|---|---|---|---|"]
-    for d in data["datasets"]:
-        p = d["patients"]
-        lines.append(f"| {d['name']} | {d['role']} | {d['source']} | {d['modality']} | "
-                     f"{p['train']} / {p['val']} / {p['test']} | {d['train_slices']} | {licences.get(d['name'])} |")
-    spacing = data["spacing"]
-    lines += ["", f"- spacing: {' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
-                  f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
-              f"- intensity mapping: {_inline(data['intensity'])}", *_dataset_lines(data["datasets"]),
-              *_unlearnt_lines(data["datasets"], data["labels"]), "",
-              "Label table (class id: name ← label values):", "",
-              *[f"- {e['id']}: {e['name']} ← {_inline(e['values']) or 'derived (body mask)'}" for e in data["labels"]],
-              "", "## Training", "",
-              *_bullets({k: v for k, v in train.items() if k not in ("wall_time_s", "init_from")}), ""]
-    lines += _source_lines(train.get("init_from"))
-    lines += ["## Selection (validation split)", "", *_bullets(card["selection"] or {"selection": "none"}), "",
-              "## Test metrics (test split: never seen by training or selection)", ""]
-    lines += _metrics_table(card["test_metrics"]) + [""]
-    if card.get("shared_audit"):
-        lines += ["## Memorisation audit of the shared synthetic cases", "",
-                  "Each exported synthetic volume against the real image of its own label map (paired) and the "
-                  "nearest training slice of another patient, in units of what unseen patients reach "
-                  "(docs/reference/metrics.md, memorisation).", "", *_bullets(card["shared_audit"]), ""]
-    if card.get("utility"):
-        lines += ["## Does the synthetic data help? (utility curve, real test split)", "",
-                  "The project's segmenter trained on k real training patients, with and without synthetic images "
-                  "of label maps they do not cover (docs/how-to/utility-benchmark.md); 95 % bootstrap intervals.", "",
-                  *[f"- {line}" for line in card["utility"]], ""]
-    lines += ["## Licence of the training data", "",
-                                                     *[f"- {n}: {t}" for n, t in licences.items()],
-                                                     *_source_licence_lines(train.get("init_from")), ""]
-    return "\n".join(lines)
-
-
-def _source_lines(init_from: Mapping | None) -> list[str]:
-    """The source of a fine-tuned generator and, in turn, its own source: file, digest, data, licences."""
-    lines = []
-    while init_from:
-        lines += ["## Initialised from" if not lines else "Its source was initialised from:", "",
-                  f"- file: {init_from.get('path')} (SHA-256 {init_from.get('digest')}…)"]
-        if "datasets" not in init_from:
-            lines += [f"- model card: {init_from.get('card', 'not recorded (a card of an older medsynth)')}", ""]
-            break
-        lines += [f"- generator `{init_from.get('experiment')}` (medsynth {init_from.get('medsynth_version')}), "
-                  "trained on:", "", "| dataset | role | source | modality | licence |", "|---|---|---|---|---|",
-                  *[f"| {d['name']} | {d['role']} | {d['source']} | {d['modality']} | "
-                    f"{d.get('licence') or LICENCE_PENDING} |" for d in init_from["datasets"]], ""]
-        init_from = init_from.get("init_from")
-    return lines
-
-
-def _source_licence_lines(init_from: Mapping | None) -> list[str]:
-    lines = []
-    while init_from and "datasets" in init_from:
-        lines += [f"- {d['name']} (initialised from generator `{init_from.get('experiment')}`): "
-                  f"{d.get('licence') or LICENCE_PENDING}" for d in init_from["datasets"]]
-        init_from = init_from.get("init_from")
-    return lines
-
-
-def _bullets(fields: Mapping) -> list[str]:
-    return [f"- {k.replace('_', ' ')}: {_inline(v)}" for k, v in fields.items()]
-
-
-def _inline(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, Mapping):
-        return "; ".join(f"{k} {_inline(v)}" for k, v in value.items()) if value else "none"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_inline(v) for v in value)
-    return "none" if value is None else str(value)
-
-
-def _metrics_table(metrics: Mapping | str) -> list[str]:
-    if isinstance(metrics, str):
-        return [metrics]
-    rows = ["| metric | mean | std | n | note |", "|---|---|---|---|---|"]
-    for name, m in metrics.items():
-        mean = "NA" if math.isnan(m["mean"]) else f"{m['mean']:.4g}"
-        std = "" if math.isnan(m["std"]) else f"{m['std']:.4g}"
-        rows.append(f"| {name} | {mean} | {std} | {m['n']} | {m.get('note', '')} |")
-    return rows
 
 
 def shared_audit(table: Path | None, refuse: bool, left_out: Mapping[str, str] | None = None) -> dict:
