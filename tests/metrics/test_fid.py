@@ -167,3 +167,19 @@ def test_fid_note_says_how_it_was_averaged_and_whether_it_reads_high():
     assert F.fid_note({"fid_draws": 1, "fid_rows": 30}, 3000, "slices") == F.few_for_fid(30, 3000, "slices")
     note = F.fid_note({"fid_draws": 2, "fid_rows": 2100}, 2500, "planes")
     assert note.startswith("mean of 2 FIDs, one per sample of each label map (2100 planes") and "reads high" not in note
+
+
+def test_the_real_sides_root_is_computed_once_for_every_draw_and_changes_nothing(monkeypatch):
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(40, 6))
+    fake = rng.normal(0.2, 1.1, size=(60, 6))
+    draws = np.repeat(np.arange(3), 20)
+    mu, sigma = F.gaussian_stats(real)
+    expected = [_fid_sqrtm(*F.gaussian_stats(fake[draws == d]), mu, sigma) for d in range(3)]
+    original, roots = F.psd_root, []
+    monkeypatch.setattr(F, "psd_root", lambda s: roots.append(s) or original(s))
+    scores = F.fid_over_draws(fake, draws, mu, sigma)
+    assert len(roots) == 1 and roots[0] is sigma  # one root, the real side's: not one per draw
+    assert scores["fid"] == pytest.approx(np.mean(expected), rel=1e-6)
+    given = F.frechet_distance(*F.gaussian_stats(fake), mu, sigma, original(sigma))
+    assert given == pytest.approx(F.frechet_distance(*F.gaussian_stats(fake), mu, sigma), rel=1e-9)

@@ -47,8 +47,8 @@ def quick_fid(monkeypatch):
     """FID on the first 64 Inception features: scipy's sqrtm of a singular 2048 x 2048 product
     takes 10-80 s on two CPU cores, and these tests are about which values get computed."""
     full = F.frechet_distance
-    monkeypatch.setattr(F, "frechet_distance", lambda m1, s1, m2, s2: full(m1[:64], s1[:64, :64], m2[:64],
-                                                                          s2[:64, :64]))
+    monkeypatch.setattr(F, "frechet_distance", lambda m1, s1, m2, s2, root2=None: full(m1[:64], s1[:64, :64], m2[:64],
+                                                                                       s2[:64, :64]))
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 4 images: singular covariances
