@@ -438,3 +438,30 @@ def test_one_dataset_on_both_sides_or_one_patient_in_both_is_no_study_in_both(tm
         {"case_id": f"x{r['case_id']}", "patient_id": r["patient_id"], "part": p["part"]}
         for r, p in zip(rows, read_tsv(label_split))], SPLIT_COLUMNS)
     assert check_unpaired_splits(label_split, split, label_cases, same_patient) == []
+
+
+def test_a_dicom_series_exported_again_under_another_patient_is_refused_by_its_series_uid(tmp_path) -> None:
+    """One CT series exported twice to other folders, under other file names: bytes of no file match across
+    the folders' listing, but the SeriesInstanceUID is the series' own. Another series is another study."""
+    from medsynth.data.split import same_study_cases, studies_in_both
+    from tests.helpers.dicom_series import write_series
+
+    hu = np.random.default_rng(0).integers(-1000, 1000, (6, 5, 3)).astype(np.float32)
+    write_series(tmp_path / "c0", hu, series_uid="1.2.3.10")
+    write_series(tmp_path / "c1", hu + 1, series_uid="1.2.3.11")
+    for i, f in enumerate(sorted((tmp_path / "c1").iterdir())):  # the export again: c2, other names
+        (tmp_path / "c2").mkdir(exist_ok=True)
+        (tmp_path / "c2" / f"slice_{i:03d}").write_bytes(f.read_bytes())
+    rows = [{"case_id": f"c{i}", "patient_id": f"p{i}", "image": str(tmp_path / f"c{i}"), "label": ""}
+            for i in range(3)]
+    parts = {"c0": "train", "c1": "train", "c2": "test"}
+    with pytest.raises(ValueError, match=r"c1 \(patient p1, train\), c2 \(patient p2, test\) are one study under two "
+                                         r"patient ids \(.*one DICOM series"):
+        same_study_cases(rows, parts, "cases.tsv")
+    assert same_study_cases(rows[:2], parts, "cases.tsv") == []  # two series, two studies
+    # A series the cases table names is the one compared (a folder holding several).
+    named = [{**rows[0], "image_series": "1.2.3.11"}, rows[2]]
+    assert len(same_study_cases(named, {"c0": "train", "c2": "train"}, "cases.tsv")) == 1
+    # Unpaired: the label dataset's test series exported again as the image dataset's.
+    (found,) = studies_in_both([{**rows[1], "label": ""}], [{**rows[2], "case_id": "i2"}])
+    assert found[1] == [("label", "c1"), ("image", "i2")]

@@ -163,11 +163,36 @@ def copies_and_resaves(files: Iterable[str | Path], originals: Iterable[str | Pa
     return copies, voxel_copies_of(files - set(copies), originals)
 
 
-def shared_files(owners: Mapping[str, set[str]], voxels: Iterable[str] = ()) -> list[tuple[list[str], set[str]]]:
+def series_key(folder: str, named: str | None = None) -> str | None:
+    """The SeriesInstanceUID a DICOM folder is read for: the one its cases table names, else that of its
+    first file (by name) that holds one; None for a folder without a readable DICOM file."""
+    if named:
+        return named
+    from medsynth.io.dicom import series_uid_of  # here: SimpleITK; the config checks import this module
+
+    return next((uid for f in sorted(Path(folder).iterdir()) if f.is_file() and (uid := series_uid_of(f))), None)
+
+
+def series_groups(folders: Mapping[str, str | None]) -> list[list[str]]:
+    """Groups (as ``identical_groups``) of DICOM series folders (folder -> the series its cases table names,
+    or None) that hold one series by its SeriesInstanceUID (``series_key``: one file's header per folder).
+    A study exported again to another folder has other paths and often other file names, which bytes
+    cannot match, but keeps its UID, DICOM's own identity of a series (a tool that rewrites UIDs hides it)."""
+    by_uid: dict[str, list[str]] = {}
+    for folder, named in folders.items():
+        if Path(folder).is_dir() and (uid := series_key(folder, named)):
+            by_uid.setdefault(uid, []).append(folder)
+    return sorted(sorted(group) for group in by_uid.values() if len(group) > 1)
+
+
+def shared_files(owners: Mapping[str, set[str]], voxels: Iterable[str] = (),
+                 series: Mapping[str, str | None] | None = None) -> list[tuple[list[str], set[str]]]:
     """(files, their owners together) for each group of ``owners``' files (file -> the cases or patients
     that list it) with the same bytes, or (those among ``voxels``) the same voxels on the same grid
-    (``voxel_groups``), and for each file listed by several owners on its own (its bytes are its own twin)."""
-    groups = _merged(identical_groups(owners) + voxel_groups(set(voxels) & set(owners)))
+    (``voxel_groups``), or (the DICOM folders among ``series``, as ``series_groups``) one DICOM series, and
+    for each file listed by several owners on its own (its bytes are its own twin)."""
+    folders = {f: named for f, named in (series or {}).items() if f in owners}
+    groups = _merged(identical_groups(owners) + voxel_groups(set(voxels) & set(owners)) + series_groups(folders))
     grouped = {f for group in groups for f in group}
     groups += [[f] for f in sorted(owners) if len(owners[f]) > 1 and f not in grouped]
     return [(group, set().union(*(owners[f] for f in group))) for group in groups]

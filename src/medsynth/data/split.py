@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from medsynth.data.cohort import patient_of, read_cases
+from medsynth.data.cohort import patient_of, read_cases, series_of
 from medsynth.data.same_files import nifti_grid, shared_files
 from medsynth.io.tables import read_tsv
 
@@ -123,8 +123,8 @@ def cases_as_patients(rows: Sequence[Mapping[str, str]], table: str) -> str | No
 
 def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], table: str) -> list[str]:
     """Cases of other patients whose image or label files have the same bytes, or whose label maps (images
-    where a case has none) the same voxels on the same grid (``same_files``: a study saved again; or one
-    file listed twice): one study under two patient ids, which the split cannot see. An error when they fall
+    where a case has none) the same voxels on the same grid, or whose DICOM folders one series (``same_files``:
+    a study saved or exported again; or one file listed twice): one study under two patient ids, which the split cannot see. An error when they fall
     in different parts (a held-out study would be trained on, or a test study selected by), else the warnings
     to log."""
     cases_of: dict[str, set[str]] = {}
@@ -136,13 +136,13 @@ def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str]
     voxels = [r.get("label") or r.get("image") for r in rows]
     patient = {r["case_id"]: patient_of(r) for r in rows}
     warnings = []
-    for group, listed_by in shared_files(cases_of, voxels):
+    for group, listed_by in shared_files(cases_of, voxels, dicom_folders(rows)):
         cases = sorted(listed_by)
         if len({patient[c] for c in cases}) < 2:
             continue  # one patient's studies share a part already
         listed = ", ".join(f"{c} (patient {patient[c]}, {parts[c]})" for c in cases)
         text = (f"{table}: cases {listed} are one study under two patient ids (the same bytes, or the same voxels "
-                f"on the same grid: {', '.join(group)})")
+                f"on the same grid, or one DICOM series: {', '.join(group)})")
         if len({parts[c] for c in cases}) > 1:
             raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is "
                              "tested on. Give these cases one patient_id in the cases table (a patient's "
@@ -150,6 +150,18 @@ def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str]
         warnings.append(f"{text}; both are in {parts[cases[0]]}, which keeps the split sound, but give them "
                         "one patient_id")
     return warnings
+
+
+def dicom_folders(rows: Iterable[Mapping[str, str]]) -> dict[str, str | None]:
+    """Each DICOM series folder the rows name (image or label) -> the series their ``<column>_series`` picks,
+    or None (``same_files.series_groups`` reads its first file's)."""
+    folders = {}
+    for row in rows:
+        named = series_of(row)
+        for column in ("image", "label"):
+            if row.get(column) and Path(row[column]).is_dir():
+                folders[row[column]] = named.get(column) or folders.get(row[column])
+    return folders
 
 
 HELD_OUT = ("val", "test")
@@ -197,7 +209,8 @@ def check_unpaired_splits(label_table: Path, image_table: Path, label_cases: Pat
             continue  # one patient's studies: crossed_patients keeps them in one part
         listed = ", ".join(f"{case} ({split[(role, case)]['part']} in "
                            f"{label_cases if role == 'label' else image_cases})" for role, case in cases)
-        text = f"{listed} are one study in both datasets (the same bytes, or voxels on one grid: {', '.join(files)})"
+        text = (f"{listed} are one study in both datasets (the same bytes, or voxels on one grid, or one DICOM "
+                f"series: {', '.join(files)})")
         if len({split[c]["part"] for c in cases}) > 1:
             raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is tested "
                              "on. Remove the copy from one dataset, or give both cases one patient_id")
@@ -209,7 +222,7 @@ def studies_in_both(label_rows: Sequence[Mapping[str, str]],
                     image_rows: Sequence[Mapping[str, str]]) -> list[tuple[list[str], list[tuple[str, str]]]]:
     """(files, ("label" or "image", case id) of each dataset listing them, the label dataset's first) for
     every file in both datasets' cases tables (the same bytes), or image in both (the same voxels on the same
-    grid): one study under two ids, which the two splits cannot see. Voxels are read only where a grid is in
+    grid, or one DICOM series): one study under two ids, which the two splits cannot see. Voxels are read only where a grid is in
     both datasets: a cohort resampled to one grid is not read whole."""
     owners: dict[str, set[str]] = {}
     grids: dict[object, dict[str, list[str]]] = {}
@@ -222,7 +235,7 @@ def studies_in_both(label_rows: Sequence[Mapping[str, str]],
                 grids.setdefault(grid, {}).setdefault(role, []).append(row["image"])
     voxels = [f for by_role in grids.values() if len(by_role) == 2 for files in by_role.values() for f in files]
     found = []
-    for files, listed_by in shared_files(owners, voxels):
+    for files, listed_by in shared_files(owners, voxels, dicom_folders([*label_rows, *image_rows])):
         cases = sorted((tuple(owner.split("\t")) for owner in listed_by), key=lambda c: (c[0] != "label", c[1]))
         if len({role for role, _ in cases}) == 2:
             found.append((files, cases))
