@@ -81,3 +81,14 @@ def test_mode_seeking_batches_hold_each_label_map_twice(toy_run):
     assert torch.equal(labels[:2], labels[2:]) and torch.equal(body[:2], body[2:])
     row = iterate(ctx, state, ctx.ckpt_dir / "latest.pt")
     assert row["loss_g_diversity"] < 0  # two noises of one label map already give different images
+
+
+def test_the_log_says_why_a_class_statistics_target_is_missing():
+    from medsynth.train.context import class_target_gaps
+
+    nan = float("nan")
+    targets = torch.tensor([[0.1, 0.5, nan, 0.7], [0.02, nan, nan, 0.1]])
+    absent, thin = class_target_gaps(targets, ("background", "aorta", "spleen", "liver"))
+    assert "show no pixel of spleen;" in absent and "aorta" not in absent
+    assert thin.startswith("class-statistics targets: aorta never cover 16 pixels") and "only their mean" in thin
+    assert class_target_gaps(targets[:, [0, 3]], ("background", "liver")) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from medsynth.data.labels import LabelTable
 from medsynth.models import get_preset
-from medsynth.models.losses import class_targets
+from medsynth.models.losses import MIN_TEXTURE_PIXELS, class_targets
 from medsynth.models.registry import ModelSpec, check_size
 from medsynth.train import distributed as ddp
 from medsynth.data.slice_set import SliceSet, evenly_spaced, evenly_spaced_rows
@@ -138,12 +139,13 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
     return RunContext(
         settings=settings, spec=spec, num_classes=num_classes, run_dir=Path(run_dir), device=device, rank=rank,
         world_size=world_size, train_data=train_data, real_train=images_train if unpaired else train_data,
-        val=val, val_rows=evenly_spaced_rows(len(val_data), settings.val_max_slices).numpy(), reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
+        val=val, val_rows=evenly_spaced_rows(len(val_data), settings.val_max_slices).numpy(),
+        reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
         fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprint(settings, spec, num_classes, data_id),
         validation=validation_identity(real_stats, perceptual, settings.mask_threshold), config=config or {},
-        class_names=_class_names(config, num_classes), init_digest=init_digest,
+        class_names=(names := _class_names(config, num_classes)), init_digest=init_digest,
         perceptual=perceptual, real_stats=real_stats,
-        class_targets=_dataset_b_targets(settings, images_train, num_classes, device),
+        class_targets=_dataset_b_targets(settings, images_train, names or tuple(map(str, range(num_classes))), device),
     )
 
 
@@ -166,12 +168,30 @@ def _init_digest(init_from: str) -> str:
     return file_digest(init_from)
 
 
-def _dataset_b_targets(settings: TrainSettings, images_train: SliceSet | None, num_classes: int,
+def _dataset_b_targets(settings: TrainSettings, images_train: SliceSet | None, names: tuple[str, ...],
                        device: torch.device) -> torch.Tensor | None:
-    """Unpaired with ``lambda_class_stats``: dataset B's mean and within-slice std per class, computed once."""
+    """Unpaired with ``lambda_class_stats``: dataset B's mean and within-slice std per class (``names``: the
+    table's classes), computed once."""
     if settings.mode != "unpaired" or settings.lambda_class_stats <= 0:
         return None
-    targets = class_targets(images_train.images, images_train.labels, num_classes)
+    targets = class_targets(images_train.images, images_train.labels, len(names))
     log.info("class-statistics targets from dataset B: means %s, stds %s",
              *([round(v, 3) for v in row] for row in targets.tolist()))
+    for gap in class_target_gaps(targets, names):
+        log.info(gap)
     return targets.to(device)
+
+
+def class_target_gaps(targets: torch.Tensor, names: tuple[str, ...]) -> list[str]:
+    """Why a class-statistics target is NaN (the loss skips it): dataset B never shows the class, or never
+    shows enough of it in one slice for its texture (std) to say anything."""
+    absent = [n for n, m in zip(names, targets[0].tolist()) if not math.isfinite(m)]
+    thin = [n for n, m, s in zip(names, *targets.tolist()) if math.isfinite(m) and not math.isfinite(s)]
+    lines = []
+    if absent:
+        lines.append(f"class-statistics targets: dataset B's training slices show no pixel of {', '.join(absent)}; "
+                     "the loss has no target for them")
+    if thin:
+        lines.append(f"class-statistics targets: {', '.join(thin)} never cover {MIN_TEXTURE_PIXELS} pixels of one of "
+                     "dataset B's training slices, so their std (texture) target is NA and only their mean is matched")
+    return lines
