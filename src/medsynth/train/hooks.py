@@ -12,6 +12,7 @@ from medsynth.inference.synthesize import synthesize
 from medsynth.io.tables import write_tsv
 from medsynth.train import distributed as ddp
 from medsynth.train.context import RunContext
+from medsynth.train.failures import clear_passed
 from medsynth.train.iteration import check_weights
 from medsynth.train.records import METRIC_COLUMNS, record_job_event
 from medsynth.train.resume import LatestCheckpoint
@@ -68,9 +69,11 @@ def validate_and_snapshot(ctx: RunContext, state: RunState) -> dict[str, float]:
 
 
 def save_latest(ctx: RunContext, state: RunState, latest: LatestCheckpoint, losses_fh: TextIO) -> Path:
-    """``latest.pt``, with the loss rows up to it on disk first."""
+    """``latest.pt``, with the loss rows up to it on disk first; past a recorded non-finite loss, the record goes."""
     losses_fh.flush()
-    return latest.save(checkpoint_payload(ctx, state))
+    path = latest.save(checkpoint_payload(ctx, state))
+    clear_passed(ctx.ckpt_dir, state.step)
+    return path
 
 
 def exit_for_requeue(ctx: RunContext, state: RunState, stop: StopFlag) -> NoReturn:

@@ -5,6 +5,7 @@ Layout of a run folder (``run_dir``)::
     checkpoints/latest.pt           full state, rewritten every checkpoint_every steps
     checkpoints/latest.prev.pt      the one before it, resumed from when latest.pt cannot be read
     checkpoints/ema_step_XXXXXX.pt  EMA generator at each validation step (what selection picks from)
+    checkpoints/nonfinite.json      the last non-finite loss and how often it recurred from one checkpoint
     live/losses.tsv, live/metrics.tsv  appended while training
     samples/step_XXXXXX.png         label | generated (EMA) | real on fixed validation slices
     losses.tsv, metrics.tsv, checkpoints.tsv   written once training has finished
@@ -15,7 +16,8 @@ declared outputs of a failed job, and the checkpoints must survive that.
 The pieces: ``settings`` (TrainSettings, the run's fingerprint), ``context``
 (what stays fixed), ``state`` (what changes, and the checkpoint of it),
 ``resume``, ``iteration`` (one step), ``hooks`` (what runs after a step, on its
-schedule), ``signals``, ``records`` (the run folder's tables).
+schedule), ``signals``, ``records`` (the run folder's tables), ``failures``
+(a non-finite loss that recurs from one checkpoint is refused, not replayed again).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medsynth.train.context import RunContext, build_context
 from medsynth.data.slice_set import SliceSet
 from medsynth.models.devices import describe_hardware
 from medsynth.train.devices import prepare_nets
+from medsynth.train.failures import RepeatedNonFinite, note_failure, refuse_repeated
 from medsynth.train.hooks import after_step
 from medsynth.train.init_from import initialise
 from medsynth.train.iteration import NonFiniteLoss, NonFiniteWeights, iterate
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 
 # The loop's public names, wherever they are defined (workflow scripts, bench and tests import them from here).
 __all__ = ["INTERRUPTED_EXIT", "JOB_COLUMNS", "METRIC_COLUMNS", "MODES", "NonFiniteLoss", "NonFiniteWeights",
-           "TrainSettings",
+           "RepeatedNonFinite", "TrainSettings",
            "evaluate", "finalize", "fingerprint", "record_job_event", "state_digest", "train"]
 
 
@@ -62,6 +65,7 @@ def train(
     images_val: SliceSet | None = None,
     perceptual: dict | None = None,
     real_stats: Path | None = None,
+    inputs_id: str = "",
 ) -> dict:
     """Train (or resume) an OASIS GAN; returns a summary of the finished run.
 
@@ -72,9 +76,13 @@ def train(
     ``train_data``/``val_data`` give the label maps (and, in paired mode, the
     images). In unpaired mode ``images_train``/``images_val`` hold dataset B's
     slices: their images are the "real" side, their labels are never used.
+
+    ``inputs_id`` (``run.inputs_digest``) goes into the record of a non-finite loss, so that a later job can
+    refuse to replay it before reading its data (``failures``).
     """
     ctx = build_context(settings, num_classes, train_data, val_data, run_dir, spec, config, images_train,
                         images_val, perceptual, real_stats)
+    refuse_repeated(ctx.ckpt_dir, fingerprint=ctx.fingerprint)  # before the networks are built
     state = new_state(settings, ctx.spec, num_classes, ctx.device, ctx.rank)
     latest = LatestCheckpoint(ctx.ckpt_dir)
     if not resume(ctx, state, latest) and settings.init_from:
@@ -90,7 +98,12 @@ def train(
         start_live_tables(ctx.live_dir, state.step, state.history, ctx.loss_columns)
         record_job_event(ctx.run_dir, "resumed" if state.step else "started", state.step, ctx.world_size,
                          describe_hardware(ctx.device, ctx.world_size))
-    run_steps(ctx, state, latest)
+    try:
+        run_steps(ctx, state, latest)
+    except NonFiniteLoss as exc:
+        if ctx.main:
+            note_failure(ctx.ckpt_dir, ctx.fingerprint, inputs_id, latest.step, state.step, str(exc))
+        raise
     ddp.barrier()
     if ctx.main:
         record_job_event(ctx.run_dir, "finished", state.step, ctx.world_size)

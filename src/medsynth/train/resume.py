@@ -39,6 +39,7 @@ class LatestCheckpoint:
         self.previous = Path(ckpt_dir) / PREVIOUS
         # A latest.pt found unreadable must not be kept as the previous one, over a good file.
         self._keep_on_save = True
+        self.step: int | None = None  # of the checkpoint last loaded or saved: where a restart would resume
 
     def exists(self) -> bool:
         return self.path.exists() or self.previous.exists()
@@ -48,7 +49,9 @@ class LatestCheckpoint:
         if not self.exists():
             return None
         try:
-            return load_checkpoint(self.path, map_location="cpu")
+            state = load_checkpoint(self.path, map_location="cpu")
+            self.step = state["step"]
+            return state
         except (FileNotFoundError, ValueError) as exc:
             problem = exc
         try:
@@ -62,12 +65,14 @@ class LatestCheckpoint:
                     "again, and %s is replaced at the next checkpoint", problem, self.previous, state["step"],
                     self.path.name)
         self._keep_on_save = False
+        self.step = state["step"]
         return state
 
     def save(self, payload: dict) -> Path:
         keep = self.previous if self._keep_on_save else None
         path = save_checkpoint(self.path, payload, keep_previous=keep)
         self._keep_on_save = True
+        self.step = payload["step"]
         return path
 
 
@@ -100,7 +105,9 @@ def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> bool:
             if fresh is not None:
                 state.history, state.best = fresh["history"], fresh["best"]
                 latest.save(fresh)  # a finished run writes no checkpoint of its own
-        elif ctx.main:
-            move_stale(ctx.run_dir, latest.path)
+        else:
+            latest.step = None  # not resumed: training starts at step 0
+            if ctx.main:
+                move_stale(ctx.run_dir, latest.path)
     ddp.barrier()
     return resumed

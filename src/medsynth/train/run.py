@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -14,6 +16,7 @@ from medsynth.io.tables import read_tsv
 from medsynth.train import distributed as ddp
 from medsynth.data.slice_set import load_slices
 from medsynth.data.slicing import unlearnt_classes
+from medsynth.train.failures import refuse_repeated
 from medsynth.train.loop import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,21 @@ def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]
     return files
 
 
+def inputs_digest(settings: Mapping, labels: Sequence[Mapping], files: Sequence[str | Path]) -> str:
+    """What the run's fingerprint is derived from, known before the data are read: the settings, the label
+    table, and each input file's path, size and modification time (train.init_from's among them)."""
+
+    def stat(f):
+        st = Path(f).stat()
+        return [str(f), st.st_size, st.st_mtime_ns]
+
+    init_from = settings.get("init_from") or ""
+    blob = json.dumps({"settings": dict(settings), "labels": [dict(e) for e in labels],
+                       "files": [stat(f) for f in [*files, *([init_from] if init_from else [])]]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def run_experiment(
     settings: Mapping,
     labels: Sequence[Mapping],
@@ -44,6 +62,9 @@ def run_experiment(
     real_stats: Path | None = None,
 ) -> dict:
     parsed = TrainSettings.from_dict(dict(settings))
+    inputs = inputs_digest(settings, labels, [*train_files, *val_files, *image_train_files, *image_val_files])
+    # A failure recorded twice from this very checkpoint is refused before the slices (tens of GB) are read.
+    refuse_repeated(Path(run_dir) / "checkpoints", inputs=inputs)
     if threads:
         torch.set_num_threads(threads)  # the CPU share the scheduler gave this job
     unpaired = parsed.mode == "unpaired"
@@ -70,6 +91,7 @@ def run_experiment(
         images_val=load(image_val_files, "images_val", 0) if unpaired else None,
         perceptual=dict(perceptual) if perceptual else None,
         real_stats=Path(real_stats) if real_stats else None,
+        inputs_id=inputs,
     )
     # The slices spilled beyond ram_cache_gb (tens of GB a process at AutoPET's size): a finished run no longer
     # reads them, and a later job writes them again (so does a stopped run's retry, which finds them here).
@@ -83,7 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     The spec holds ``run_experiment``'s keyword arguments and, under ``log``,
     the file every worker appends its log to.
     """
-    import json
     import sys
 
     from medsynth.io.logs import log_to
