@@ -78,8 +78,11 @@ def note_failure(ckpt_dir: Path, fingerprint: str, inputs: str, checkpoint_step:
               "count": int(old.get("count", 0)) + 1 if same else 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(Path(ckpt_dir) / RECORD, record)
     if record["count"] <= REPLAYS:
-        log.error("non-finite loss recorded in %s: a retry replays it once from the same checkpoint (it may be "
+        log.error("non-finite loss recorded in %s: a retry replays it from the same checkpoint (it may be "
                   "transient), and is refused should it recur there", Path(ckpt_dir) / RECORD)
+    else:
+        log.error("the same non-finite loss %d times from the same checkpoint (%s): the next start is refused",
+                  record["count"], Path(ckpt_dir) / RECORD)
     return record
 
 
