@@ -11,27 +11,16 @@ key takes a closed case as it is, and at the end the work folder becomes the out
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from medsynth.io.stamps import code_digest, digest_of, file_stamps
+
 RECORD = "done.json"
 HOW_FAST = ("device", "batch")  # GenerateSettings fields that change no file (batch: float rounding at most)
-
-
-@functools.cache
-def code_digest() -> str:
-    """medsynth's code (every module: the generator's architecture in ``models`` as much as the volume
-    writing in ``data`` and ``io``): a case closed by a run of other code (a crash, then a fix) is made again."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def case_key(generator: Path, settings: Any, case: Sequence, inputs: Sequence[Path]) -> str:
@@ -39,13 +28,8 @@ def case_key(generator: Path, settings: Any, case: Sequence, inputs: Sequence[Pa
     not what: a retry on a GPU with less memory keeps the closed cases), the case's fields (id, inputs, part,
     patient), the sizes and times of its ``inputs`` files, and the code."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in HOW_FAST}
-    stats = []
-    for f in [Path(generator), *map(Path, inputs)]:
-        st = f.stat()  # a source label map given as a DICOM folder: its folder's time
-        stats.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-    text = json.dumps({"settings": fields, "case": [str(v) for v in case], "files": stats, "code": code_digest()},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest_of({"settings": fields, "case": [str(v) for v in case], "files": file_stamps([generator, *inputs]),
+                      "code": code_digest()})
 
 
 def finished_rows(case_dir: Path, key: str) -> list[dict] | None:
