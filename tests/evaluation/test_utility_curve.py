@@ -166,16 +166,24 @@ def test_copies_of_every_real_slice_train_the_model_real_slices_train() -> None:
         assert (a["dice"], a["ci_low"], a["ci_high"]) == (c["dice"], c["ci_low"], c["ci_high"]), cls
 
 
-def test_the_segmenter_rules_model_stands_in_only_for_every_real_patient() -> None:
-    from medsynth.evaluation.utility_curve import train_all
+def test_the_segmenter_rules_model_stands_in_only_for_every_real_patient(monkeypatch) -> None:
+    from medsynth.evaluation import utility_curve as uc
 
     pool, _, _ = _cohort("copies")
     sentinel = torch.nn.Identity()
+    scored = {}
+
+    def score(models, test, unit, units, num_classes):
+        scored.update(models)
+        return {key: torch.zeros(units, num_classes, num_classes, dtype=torch.int64) for key in models}
+
+    monkeypatch.setattr(uc, "score_confusions", score)
     seg = replace(SEG, steps=1)
     for ks, used in (([1, 2], False), ([1, 6], True)):
+        scored.clear()
         plan = plan_trainings(pool, ks, 1, 0, 0.5)
-        models = train_all(plan, pool, len(NAMES), seg, None, reuse=sentinel)
-        assert [key for key, m in models.items() if m is sentinel] == ([(REAL, 6, 1)] if used else []), ks
+        uc.score_all(plan, pool, None, np.zeros(0, np.int64), 1, len(NAMES), seg, None, reuse=sentinel)
+        assert [key for key, m in scored.items() if m is sentinel] == ([(REAL, 6, 1)] if used else []), ks
 
 
 def test_the_stage_reads_its_files_and_reuses_the_segmenter_only_in_the_experiments_classes(tmp_path) -> None:

@@ -6,10 +6,9 @@ from pathlib import Path
 import torch
 
 from medsynth.data.labels import LabelTable, table_names
-from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment
-from medsynth.evaluation.utility_curve import COLUMNS, DRAW_COLUMNS
+from medsynth.evaluation.stages import UtilityInputs, UtilitySettings, utility_experiment, write_utility
+from medsynth.evaluation.utility_resume import WORK_DIR
 from medsynth.io.logs import log_to
-from medsynth.io.tables import write_tsv
 from medsynth.metrics.segmentation import SegmenterRecipe
 from medsynth.models.devices import resolve_device
 
@@ -26,6 +25,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         names=LabelTable.from_config(sm.params.labels).names, image_names=table_names(sm.params.image_labels),
         source=f"the image dataset {sm.params.image_dataset}", segmenter=SegmenterRecipe.from_settings(sm.params.segmenter),
         utility=sm.params.utility)
-    rows, draws = utility_experiment(inputs, settings, resolve_device("auto"))
-    write_tsv(sm.output.draws, draws, DRAW_COLUMNS)
-    write_tsv(sm.output.table, rows, COLUMNS)
+    # Each finished training is kept beside the tables until both are written: Snakemake deletes a job's
+    # outputs before running it again, and a retry after the time limit takes up the kept trainings.
+    work_dir = Path(sm.output.table).with_name(WORK_DIR)
+    rows, draws = utility_experiment(inputs, settings, resolve_device("auto"), work_dir)
+    write_utility(Path(sm.output.table), Path(sm.output.draws), rows, draws, work_dir)

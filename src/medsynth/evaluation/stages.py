@@ -4,7 +4,8 @@ what they measure is what a rule's ``mem_mb`` must hold."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,9 +17,11 @@ from medsynth.evaluation.class_intensity import INTENSITY_COLUMNS, class_intensi
 from medsynth.evaluation.test_metrics import (CASE_COLUMNS, COLUMNS, SEG_COLUMNS, evaluate_cases, read_metas,
                                               segmentation_consistency, segmentation_summary)
 from medsynth.evaluation.utility import patients_of
-from medsynth.evaluation.utility_curve import utility_curve
+from medsynth.evaluation.utility_curve import COLUMNS as UTILITY_COLUMNS, DRAW_COLUMNS, utility_curve
 from medsynth.evaluation.utility_data import TestCases, load_training_pool, synthetic_cases
+from medsynth.evaluation.utility_resume import Resumable, Straight
 from medsynth.evaluation.volume_metrics import three_plane_summary, through_plane_summary
+from medsynth.io.tables import write_tsv
 from medsynth.metrics.segmentation import SegmenterRecipe
 from medsynth.models.segmenter import load_segmenter
 
@@ -106,11 +109,13 @@ class UtilitySettings:
     utility: Mapping
 
 
-def utility_experiment(inputs: UtilityInputs, settings: UtilitySettings,
-                       device: torch.device) -> tuple[list[dict], list[dict]]:
+def utility_experiment(inputs: UtilityInputs, settings: UtilitySettings, device: torch.device,
+                       work_dir: Path | None = None) -> tuple[list[dict], list[dict]]:
     """The utility curve's tables (``utility_curve.COLUMNS`` and ``DRAW_COLUMNS`` rows): the real training
     slices and every synthetic one in one float16 set, the test slices read a case at a time, all in the
-    experiment's classes."""
+    experiment's classes. ``work_dir`` (the workflow): each finished training is kept there, and a run
+    stopped midway leaves them for the next with the same inputs, settings and code (``utility_resume``);
+    ``write_utility`` removes it."""
     i, s = inputs, settings
     patients = patients_of(Path(i.split))
     synthetic = synthetic_cases(Path(i.manifest), i.label_train, Path(i.cases_dir))
@@ -119,5 +124,18 @@ def utility_experiment(inputs: UtilityInputs, settings: UtilitySettings,
     # (a) with every patient is the segmenter rule's model when it knows the experiment's classes in their
     # order; otherwise it is trained on the relabelled slices, like every other point.
     reuse = model if tuple(model_names) == tuple(s.names) else None
+    store = Straight() if work_dir is None else Resumable(
+        work_dir, [*i.real_train, *i.label_train, i.manifest, *(c.samples for c in synthetic), *i.test, i.split],
+        {"recipe": asdict(s.segmenter), "utility": s.utility, "names": list(s.names),
+         "image_names": list(s.image_names)}, reused=None if reuse is None else Path(i.real_model))
     return utility_curve(pool, TestCases(i.test, s.image_names, s.names, s.source), patients, s.names, s.segmenter,
-                         s.utility, device, reuse)
+                         s.utility, device, reuse, store)
+
+
+def write_utility(table: Path, draws_table: Path, rows: list[dict], draws: list[dict], work_dir: Path | None) -> None:
+    """Write the curve's tables, then remove the kept trainings: only once both tables are on disk are
+    they of no more use (a job killed between the two keeps them for its retry)."""
+    write_tsv(draws_table, draws, DRAW_COLUMNS)
+    write_tsv(table, rows, UTILITY_COLUMNS)
+    if work_dir is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)

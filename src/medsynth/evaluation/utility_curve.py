@@ -21,6 +21,7 @@ rule's model when it knows the experiment's classes (same data, same budget).
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from medsynth.data.labels import ORGAN_MEAN, organ_ids, organ_note
 from medsynth.evaluation.utility import bootstrap_draws, bootstrap_units, interval, score_confusions
 from medsynth.evaluation.utility_data import TestCases, TrainingPool
+from medsynth.evaluation.utility_resume import Straight, weights_digest
 from medsynth.data.slice_set import SliceSet
 from medsynth.io.tables import parse_float
 from medsynth.metrics.segmentation import SegmenterRecipe, train_segmenter
@@ -45,6 +47,7 @@ COLUMNS = ["arm", "real_patients", "class", "dice", "ci_low", "ci_high", "delta"
 DRAW_COLUMNS = ["arm", "real_patients", "draw", "patients", "real_slices", "synthetic_slices", "real_share",
                 "organ_dice", "note"]
 ALL = "all"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,20 +118,46 @@ def plan_trainings(pool: TrainingPool, ks: Sequence[int], draws: int, seed: int,
     return plan
 
 
-def train_all(plan: Sequence[Training], pool: TrainingPool, num_classes: int, recipe: SegmenterRecipe,
-              device: torch.device | None, reuse: torch.nn.Module | None = None) -> dict[tuple, torch.nn.Module]:
-    """The segmenters of ``plan`` (those with weights), by key, each trained by ``recipe``. ``reuse``: the
-    model of (a) with every real training patient, trained by this recipe already (the segmenter rule's),
-    used for that point."""
+def training_identity(t: Training, reused: bool) -> dict:
+    """What makes a training's confusions, as a resume key holds it (``utility_resume``): its place in the
+    curve, its patients and the slices it draws (its weights over the pool, bit for bit); ``reused``: the
+    segmenter rule's model stands in for it."""
+    return {"arm": t.arm, "k": t.k, "draw": t.draw, "patients": list(t.patients), "real_share": t.real_share,
+            "weights": weights_digest(t.weights), "reused": reused}
+
+
+def score_all(plan: Sequence[Training], pool: TrainingPool, test: SliceSet | TestCases, unit: np.ndarray, units: int,
+              num_classes: int, recipe: SegmenterRecipe, device: torch.device | None,
+              reuse: torch.nn.Module | None = None, store: Straight | None = None) -> dict[tuple, torch.Tensor]:
+    """The (units, C, C) test confusions (``score_confusions``) of every training of ``plan`` with weights, by
+    key, each trained by ``recipe``. ``reuse``: the model of (a) with every real training patient, trained by
+    this recipe already (the segmenter rule's), used for that point. Each training is scored as soon as it
+    is trained and handed to ``store``, which keeps it for a rerun of a stopped job; one ``store`` has
+    kept already is taken as it is (confusions are integer counts: the same whether scored alone or
+    beside other models)."""
+    store = store or Straight()
     everyone = len(set(pool.patients[:pool.real]))
-    data = pool.data
-    models = {}
-    for t in tqdm([t for t in plan if t.weights is not None], desc="utility", unit="segmenter"):
-        if reuse is not None and t.arm == REAL and t.k == everyone:
-            models[t.key] = reuse
-            continue
-        models[t.key] = train_segmenter(data.images, data.labels, num_classes, recipe, device, t.weights)
-    return models
+    runs = [(t, training_identity(t, reuse is not None and t.arm == REAL and t.k == everyone))
+            for t in plan if t.weights is not None]
+    kept = {t.key: store.finished(entry_name(t), what) for t, what in runs}
+    done = sum(c is not None for c in kept.values())
+    if done:
+        log.info("resuming: %d of %d trainings already done", done, len(runs))
+    with tqdm(total=len(runs), initial=done, desc="utility", unit="segmenter") as bar:
+        for t, what in runs:
+            if kept[t.key] is not None:
+                continue
+            model = reuse if what["reused"] else train_segmenter(pool.data.images, pool.data.labels, num_classes,
+                                                                  recipe, device, t.weights)
+            kept[t.key] = score_confusions({t.key: model}, test, unit, units, num_classes)[t.key]
+            store.close(entry_name(t), what, kept[t.key])
+            bar.update()
+    return kept
+
+
+def entry_name(t: Training) -> str:
+    """A training's file in the work folder: its arm, k and draw."""
+    return f"{t.arm}-k{t.k}-draw{t.draw}"
 
 
 @dataclass(frozen=True)
@@ -243,16 +272,16 @@ def curve_rows(plan: Sequence[Training], confusions: Mapping[tuple, torch.Tensor
 
 def utility_curve(pool: TrainingPool, test: SliceSet | TestCases, test_patients: Mapping[str, str],
                   names: Sequence[str], recipe: SegmenterRecipe, settings: Mapping, device: torch.device | None = None,
-                  reuse: torch.nn.Module | None = None) -> tuple[list[dict], list[dict]]:
+                  reuse: torch.nn.Module | None = None, store: Straight | None = None) -> tuple[list[dict], list[dict]]:
     """The curve's two tables (``curve_rows``) for the training ``pool`` and the real ``test`` split
     (``test_patients``: its case id -> patient, the bootstrap's unit); ``settings``: the utility section
-    (``real_patients``, ``draws``, ``bootstrap``, ``seed``, ``real_share``); ``reuse`` as in ``train_all``."""
+    (``real_patients``, ``draws``, ``bootstrap``, ``seed``, ``real_share``); ``reuse`` and ``store`` (the
+    trainings a stopped run kept: ``utility_resume``) as in ``score_all``."""
     n = len(set(pool.patients[:pool.real]))
     ks = curve_ks(settings["real_patients"], n)
     plan = plan_trainings(pool, ks, settings["draws"], settings["seed"], settings["real_share"])
-    models = train_all(plan, pool, len(names), recipe, device, reuse)
     unit, units, note = bootstrap_units(test.case_ids, test_patients)
-    confusions = score_confusions(models, test, unit, units, len(names))
+    confusions = score_all(plan, pool, test, unit, units, len(names), recipe, device, reuse, store)
     counts = HeldOut(len(set(test.case_ids)), len({test_patients[c] for c in test.case_ids}), note)
     return curve_rows(plan, confusions, names, counts, settings["bootstrap"], settings["seed"])
 
