@@ -12,9 +12,9 @@ def fp(data="slices", classes=3, spec=SPEC, **kw):
     return fingerprint(TrainSettings(**kw), spec, classes, data)
 
 
-def test_steps_cadences_device_and_mask_threshold_keep_the_fingerprint():
+def test_steps_cadences_device_mask_threshold_and_val_max_slices_keep_the_fingerprint():
     assert fp(steps=10, eval_every=1, sample_every=2, checkpoint_every=3, device="cuda", ram_cache_gb=1.0,
-              compile=True, mask_threshold=0.0) == fp()
+              compile=True, mask_threshold=0.0, val_max_slices=7) == fp()
 
 
 @pytest.mark.parametrize("change", [dict(lr_g=5e-4), dict(seed=1), dict(lambda_diversity=1.0), dict(lambda_class_stats=1.0), dict(mode="unpaired"), dict(data="other"),

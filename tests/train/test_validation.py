@@ -12,7 +12,7 @@ from medsynth.io.tables import parse_float, read_tsv
 from medsynth.metrics import fid as F
 from medsynth.metrics.perceptual import save_real_stats
 from medsynth.models.registry import ModelSpec
-from medsynth.io.checkpoint import load_checkpoint
+from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.train.loop import TrainSettings, train
 
 SPEC = ModelSpec(g_channels=(16, 16, 8), d_channels=(8, 16), z_dim=4, spade_hidden=8)
@@ -145,6 +145,43 @@ def test_a_new_mask_threshold_recomputes_body_dice_without_retraining(tmp_path, 
     assert training_state(run_dir) == trained  # same run, resumed, not moved to stale-*
     assert not list(run_dir.glob("stale-*"))
     assert all(float(b["body_dice"]) < float(a["body_dice"]) for a, b in zip(first, rows))
+
+
+def test_a_new_val_max_slices_recomputes_the_history_without_retraining(tmp_path, toy_set, caplog):
+    """train.val_max_slices picks which slices validation generates from: what validation measures, not what
+    the run learns. A month-long run must not restart from step 0 for it."""
+    run_dir = tmp_path / "run"
+    train(SETTINGS, 3, toy_set, toy_set, run_dir, spec=SPEC)
+    trained, first = training_state(run_dir), read_tsv(run_dir / "metrics.tsv")
+    fewer = dataclasses.replace(SETTINGS, val_max_slices=2)
+    with caplog.at_level(logging.INFO, logger="medsynth.train"):
+        train(fewer, 3, toy_set, toy_set, run_dir, spec=SPEC)
+    assert "recomputing the validation metrics of 2 step(s)" in caplog.text and "the slices validated" in caplog.text
+    assert training_state(run_dir) == trained and not list(run_dir.glob("stale-*"))
+    rows = read_tsv(run_dir / "metrics.tsv")
+    assert [r["step"] for r in rows] == [r["step"] for r in first] and rows != first  # 2 slices, not 4
+
+
+def test_a_run_checkpointed_before_the_validation_slices_left_the_fingerprint_resumes_as_it_was(tmp_path, toy_set,
+                                                                                               caplog):
+    """An upgrade restarts no training and validates no snapshot again: a checkpoint with the fingerprint of
+    before (validation slices in it, no val_slices in its validation identity) is this run."""
+    from medsynth.train.context import build_context
+
+    run_dir = tmp_path / "run"
+    train(dataclasses.replace(SETTINGS, steps=3), 3, toy_set, toy_set, run_dir, spec=SPEC)
+    ctx = build_context(SETTINGS, 3, toy_set, toy_set, run_dir, SPEC)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    old = load_checkpoint(latest)
+    assert old["fingerprint"] == ctx.fingerprint != ctx.legacy_fingerprint
+    validation = {k: v for k, v in old["validation"].items() if k != "val_slices"}
+    save_checkpoint(latest, {**old, "fingerprint": ctx.legacy_fingerprint, "validation": validation})
+    with caplog.at_level(logging.INFO, logger="medsynth.train"):
+        train(SETTINGS, 3, toy_set, toy_set, run_dir, spec=SPEC)
+    assert "resuming" in caplog.text and "recomputing" not in caplog.text and not list(run_dir.glob("stale-*"))
+    now = load_checkpoint(latest)
+    assert now["step"] == 6 and now["fingerprint"] == ctx.fingerprint
+    assert now["validation"]["val_slices"] == ctx.validation["val_slices"]
 
 
 def test_the_documented_disk_use_of_the_snapshots_is_oasis_256s():

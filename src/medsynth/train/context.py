@@ -18,7 +18,7 @@ from medsynth.train import distributed as ddp
 from medsynth.data.slice_set import SliceSet, evenly_spaced, evenly_spaced_rows
 from medsynth.models.devices import resolve_device, uses_channels_last
 from medsynth.train.init_from import file_digest
-from medsynth.train.settings import TrainSettings, fingerprint
+from medsynth.train.settings import LEGACY_NOT_IDENTITY, TrainSettings, fingerprint
 from medsynth.train.step import LOSS_NAMES, LossWeights
 from medsynth.train.validation import evaluate, validation_identity
 
@@ -50,6 +50,8 @@ class RunContext:
     perceptual: dict | None = None
     real_stats: Path | None = None
     class_targets: torch.Tensor | None = None  # unpaired: dataset B's (mean, std) per class, (2, C) on the device
+    # The fingerprint as medsynth computed it before the validation slices left it: resumed too.
+    legacy_fingerprint: str = ""
 
     @property
     def main(self) -> bool:
@@ -134,19 +136,33 @@ def build_context(settings: TrainSettings, num_classes: int, train_data: SliceSe
     unpaired = settings.mode == "unpaired"
     val = evenly_spaced(val_data, settings.val_max_slices)
     init_digest = _init_digest(settings.init_from)
-    data_id = (train_data.fingerprint() + val.fingerprint() + (images_train.fingerprint() if unpaired else "")
-               + (f"init:{init_digest}" if init_digest else ""))
+    fingerprints = run_fingerprints(settings, spec, num_classes, train_data, val, images_train if unpaired else None,
+                                    init_digest)
+    reference = evenly_spaced(images_val, settings.val_max_slices) if unpaired else val
     return RunContext(
         settings=settings, spec=spec, num_classes=num_classes, run_dir=Path(run_dir), device=device, rank=rank,
         world_size=world_size, train_data=train_data, real_train=images_train if unpaired else train_data,
         val=val, val_rows=evenly_spaced_rows(len(val_data), settings.val_max_slices).numpy(),
-        reference=evenly_spaced(images_val, settings.val_max_slices) if unpaired else val,
-        fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprint(settings, spec, num_classes, data_id),
-        validation=validation_identity(real_stats, perceptual, settings.mask_threshold), config=config or {},
+        reference=reference, fixed=evenly_spaced(val, SAMPLE_SLICES), fingerprint=fingerprints[0],
+        legacy_fingerprint=fingerprints[1],
+        validation=validation_identity(real_stats, perceptual, settings.mask_threshold,
+                                       val.fingerprint() + (reference.fingerprint() if unpaired else "")),
+        config=config or {},
         class_names=(names := _class_names(config, num_classes)), init_digest=init_digest,
         perceptual=perceptual, real_stats=real_stats,
         class_targets=_dataset_b_targets(settings, images_train, names or tuple(map(str, range(num_classes))), device),
     )
+
+
+def run_fingerprints(settings: TrainSettings, spec: ModelSpec, num_classes: int, train_data: SliceSet,
+                     val: SliceSet, images_train: SliceSet | None, init_digest: str) -> tuple[str, str]:
+    """(the run's fingerprint, the one medsynth gave it before the validation slices left it): what it
+    learns from, not which slices validation generates from (the validation identity holds those)."""
+    init = f"init:{init_digest}" if init_digest else ""
+    images = images_train.fingerprint() if images_train is not None else ""
+    return (fingerprint(settings, spec, num_classes, train_data.fingerprint() + images + init),
+            fingerprint(settings, spec, num_classes, train_data.fingerprint() + val.fingerprint() + images + init,
+                        LEGACY_NOT_IDENTITY))
 
 
 def _class_names(config: dict | None, num_classes: int) -> tuple[str, ...]:

@@ -95,7 +95,8 @@ def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> bool:
     resumed = False
     ddp.barrier()  # every rank has read the files before rank 0 may move or rewrite them
     if saved is not None:
-        if saved.get("fingerprint") == ctx.fingerprint:
+        if saved.get("fingerprint") in (ctx.fingerprint, ctx.legacy_fingerprint):
+            saved = from_legacy(saved, ctx)
             state.restore(saved, ctx.world_size, ctx.device)
             resumed = True
             log.info("resuming %s from step %d", ctx.run_dir, state.step)
@@ -111,3 +112,12 @@ def resume(ctx: RunContext, state: RunState, latest: LatestCheckpoint) -> bool:
                 move_stale(ctx.run_dir, latest.path)
     ddp.barrier()
     return resumed
+
+
+def from_legacy(saved: dict, ctx: RunContext) -> dict:
+    """A checkpoint of a run started before the validation slices left the fingerprint: its fingerprint held
+    them and matched, so it was validated on today's slices; its validation identity says so, rather than
+    have every snapshot validated again (the next checkpoint carries the fingerprint of today)."""
+    if saved.get("fingerprint") == ctx.fingerprint or not isinstance(saved.get("validation"), dict):
+        return saved
+    return {**saved, "validation": {**saved["validation"], "val_slices": ctx.validation["val_slices"]}}

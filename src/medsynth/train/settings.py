@@ -12,9 +12,13 @@ from medsynth.train.keys import HOW_KEYS, MODE_ONLY, MODES  # noqa: F401 (MODES:
 from medsynth.train.step import LossWeights
 
 # Settings that change how a run is carried out or observed, not what it learns: changing them resumes.
-# mask_threshold only decides what body Dice counts as tissue: part of the validation identity instead.
-# init_from enters the identity by its file's digest, not its path (context.build_context).
-NOT_IDENTITY = ("steps", *HOW_KEYS, "mask_threshold", "init_from")
+# mask_threshold only decides what body Dice counts as tissue, val_max_slices which slices validation
+# generates from: both part of the validation identity instead (a change recomputes the history from the
+# snapshots). init_from enters the identity by its file's digest, not its path (context.build_context).
+NOT_IDENTITY = ("steps", *HOW_KEYS, "mask_threshold", "init_from", "val_max_slices")
+# The identity of runs started before val_max_slices and the validation slices left it: such a run still
+# resumes (context.build_context's legacy_fingerprint), so an upgrade restarts no training.
+LEGACY_NOT_IDENTITY = ("steps", *HOW_KEYS, "mask_threshold", "init_from")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class TrainSettings:
                            seg=self.lambda_seg, adv=self.lambda_adv, r1_gamma=self.r1_gamma, r1_every=self.r1_every)
 
 
-def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str) -> str:
+def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data: str,
+                not_identity: tuple[str, ...] = NOT_IDENTITY) -> str:
     """Identity of a run: changes to it start training afresh; changing only ``steps`` extends it.
 
     Another mode's loss weights count at their defaults: the run never uses them, and the workflow
@@ -84,7 +89,7 @@ def fingerprint(settings: TrainSettings, spec: ModelSpec, num_classes: int, data
     their defaults keeps the fingerprint it had before this rule.
     """
     ident = dataclasses.asdict(settings)
-    for key in NOT_IDENTITY:
+    for key in not_identity:
         ident.pop(key)
     defaults = TrainSettings()
     for mode, keys in MODE_ONLY.items():

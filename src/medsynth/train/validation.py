@@ -78,10 +78,12 @@ def stats_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def validation_identity(real_stats: Path | None, perceptual: Mapping | None, mask_threshold: float = -0.95) -> dict:
-    """What the validation metrics' values depend on besides the generator and the validation slices."""
+def validation_identity(real_stats: Path | None, perceptual: Mapping | None, mask_threshold: float = -0.95,
+                        val_slices: str = "") -> dict:
+    """What the validation metrics' values depend on besides the generator: ``val_slices`` names the slices
+    validated (``SliceSet.fingerprint`` of the label maps, and unpaired of the reference images)."""
     ident: dict = {"metrics_version": METRICS_VERSION, "mask_threshold": mask_threshold, "real_stats": None,
-                   "perceptual": None, "inception_weights": None}
+                   "perceptual": None, "inception_weights": None, "val_slices": val_slices}
     if perceptual is not None and real_stats is not None:  # as in evaluate: FID/KID only with both
         ident["real_stats"] = stats_digest(Path(real_stats))
         ident["perceptual"] = {k: perceptual.get(k) for k in VALUE_SETTINGS}
@@ -94,7 +96,8 @@ def describe_change(old: Mapping | None, new: Mapping) -> str:
         return "the history was written by a version that did not record what it depends on"
     names = {"metrics_version": "the metrics' version", "mask_threshold": "train.mask_threshold",
              "real_stats": "the real images' Inception statistics",
-             "perceptual": "the perceptual settings", "inception_weights": "the presence of the Inception weights"}
+             "perceptual": "the perceptual settings", "inception_weights": "the presence of the Inception weights",
+             "val_slices": "the slices validated (train.val_max_slices, or the val split)"}
     changed = [f"{names.get(k, k)} ({old.get(k)} -> {new.get(k)})" for k in new if old.get(k) != new.get(k)]
     return "changed: " + "; ".join(changed)
 
