@@ -109,7 +109,7 @@ def refuse_repeated(ckpt_dir: Path, fingerprint: str | None = None, inputs: str 
         f"{path}: training stopped {record['count']} times at step {record.get('failed_step')} with a non-finite "
         f"loss or weights, each time resuming from {start}; resuming is exact, so a retry would stop there again. "
         f"Last: {record.get('message')} Lower the learning rates (train.lr_g, train.lr_d) or check the data; "
-        f"to replay it once more as it is, delete {path}."
+        f"to try it again as it is, delete {path} (counted afresh: a start and one replay before the next refusal)."
     )
 
 
