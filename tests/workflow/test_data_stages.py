@@ -195,8 +195,8 @@ def test_one_study_under_two_patient_ids_in_two_parts_stops_the_split(tmp_path, 
     assert result.returncode != 0 and not (work / "results/split/mine/split.tsv").exists()
     listed = ", ".join(f"{c} (patient {c}, {parts[c]})" for c in sorted((trained, tested)))
     files = ", ".join(str(root / c / "seg.nii.gz") for c in sorted((trained, tested)))
-    assert f"cases {listed} are one study under two patient ids (the same bytes, or the same voxels on the same grid: " \
-           f"{files})" in log, log
+    assert f"cases {listed} are one study under two patient ids (the same bytes, or the same voxels on the same grid, " \
+           f"or one DICOM series: {files})" in log, log
     assert "Give these cases one patient_id" in log
 
 
