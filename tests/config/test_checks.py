@@ -195,3 +195,16 @@ def test_an_unpaired_experiment_cannot_be_selected_by_pixel_aligned_metrics() ->
     config["experiments"]["exp"]["train"]["mode"] = "paired"  # paired validation computes ssim
     config["experiments"]["exp"].pop("images_from")
     assert config_errors(config) == []
+
+
+def test_gpus_for_a_cpu_training_are_refused_naming_both_keys() -> None:
+    """A shared cluster's GPUs held idle: the job asks for them (gpus) and trains on the CPU (device)."""
+    config = _config()
+    config["experiments"]["exp"].update(gpus=2, train={"model": "tiny", "device": "cpu"})
+    (error,) = config_errors(config)
+    assert error.startswith("config: experiments.exp.gpus is 2, but experiments.exp.train.device is cpu")
+    assert "experiments.exp.gpus: 0" in error and "train.device: auto" in error
+    for fine in ({"gpus": 0}, {"gpus": 2, "train": {"model": "tiny", "device": "auto"}},
+                 {"gpus": 1, "train": {"model": "tiny", "device": "cuda"}}):
+        config["experiments"]["exp"] = {"dataset": "ct", "train": {"model": "tiny", "device": "cpu"}, **fine}
+        assert config_errors(config) == [], fine

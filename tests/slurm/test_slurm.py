@@ -35,7 +35,7 @@ CONFIG = {
     # 2 for generation, whose job is checked for them.
     "experiments": {"tiny": {"dataset": "phantom", "gpus": 2, "threads": 1, "train": {
         "steps": 12, "batch_size": 2, "eval_every": 6, "sample_every": 6, "checkpoint_every": 6,
-        "device": "cpu", "val_max_slices": 4}}},
+        "device": "auto", "val_max_slices": 4}}},  # auto: the CPU here (gpus: 2 with cpu is refused)
     "metrics": {"perceptual": "off", "segmenter_steps": 10, "segmenter_threads": 1, "threads": 1},
     "generate": {"threads": 2},
     "report": {"dpi": 50, "grid_rows": 3},

@@ -28,6 +28,7 @@ def config_errors(config: Mapping, label_files: Mapping[str, str] | None = None,
     size_errors = slice_size_errors(config) or segmenter_size_errors(config)
     return [*label_table_errors(config["datasets"], label_files or {}), *image_only_errors(config), *size_errors,
             *require_classes_errors(config), *unpaired_spacing_errors(config), *unpaired_select_errors(config),
+            *unused_gpu_errors(config),
             *class_stats_errors(config),
             *export_errors(config), *generate_from_errors(config), *init_from_errors(config),
             *leakage_errors(config, KnownPatients(config, workdir))]
@@ -47,6 +48,19 @@ def unpaired_spacing_errors(config: Mapping) -> list[str]:
             errors.append(f"config: experiments.{name} is unpaired with datasets.{pair[0]}.preprocess.spacing_xy "
                           f"{spacing[0]} but datasets.{pair[1]}.preprocess.spacing_xy {spacing[1]}: set both to "
                           "one spacing, so organs have one size in the label maps and the images")
+    return errors
+
+
+def unused_gpu_errors(config: Mapping) -> list[str]:
+    """``gpus`` is what the training job asks the cluster for (and the segmenters and Inception jobs of its
+    image dataset, one each); ``train.device: cpu`` trains on none of them: GPUs held idle for days."""
+    errors = []
+    for name, exp in sorted((config.get("experiments") or {}).items()):
+        gpus = int(exp.get("gpus") or 0)
+        if gpus > 0 and (exp.get("train") or {}).get("device") == "cpu":
+            errors.append(f"config: experiments.{name}.gpus is {gpus}, but experiments.{name}.train.device is cpu: "
+                          f"its jobs would hold {gpus} GPU(s) of the cluster they never use; set "
+                          f"experiments.{name}.gpus: 0 to train on CPUs, or train.device: auto to train on the GPUs")
     return errors
 
 
