@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -12,6 +11,7 @@ from typing import Mapping, Sequence
 import torch
 
 from medsynth.data.labels import LabelTable
+from medsynth.io.stamps import digest_of, file_stamps
 from medsynth.io.tables import read_tsv
 from medsynth.train import distributed as ddp
 from medsynth.data.slice_set import load_slices
@@ -37,16 +37,9 @@ def split_files(results: Path, dataset: str, parts: Sequence[str]) -> list[Path]
 def inputs_digest(settings: Mapping, labels: Sequence[Mapping], files: Sequence[str | Path]) -> str:
     """What the run's fingerprint is derived from, known before the data are read: the settings, the label
     table, and each input file's path, size and modification time (train.init_from's among them)."""
-
-    def stat(f):
-        st = Path(f).stat()
-        return [str(f), st.st_size, st.st_mtime_ns]
-
     init_from = settings.get("init_from") or ""
-    blob = json.dumps({"settings": dict(settings), "labels": [dict(e) for e in labels],
-                       "files": [stat(f) for f in [*files, *([init_from] if init_from else [])]]},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest_of({"settings": dict(settings), "labels": [dict(e) for e in labels],
+                      "files": file_stamps([*files, *([init_from] if init_from else [])])})[:16]
 
 
 def run_experiment(
