@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -223,6 +224,24 @@ def test_segmenters_run_on_a_gpu_when_the_experiments_train_on_gpus(tmp_path, gp
     for rule, res in _job_resources(tmp_path, config, rules, first).items():
         assert res["gpu"] == str(min(gpus, 1)), rule
         assert _partition(res) == ("CHANGE_ME_gpu" if gpus else "CHANGE_ME_cpu"), rule
+
+
+def test_inception_statistics_ask_for_no_gpu_once_the_weights_are_known_missing(tmp_path):
+    """real_stats computes nothing without the Inception weights (perceptual auto, a failed download): it
+    must not hold a GPU for that. Its segmenter still asks for one."""
+    from medsynth.metrics import INCEPTION_FILE
+
+    config = copy.deepcopy(TINY)
+    del config["datasets"]["labels_only"], config["experiments"]["tiny"]["generate_from"]
+    config["experiments"]["tiny"].update(gpus=1)
+    config["experiments"]["tiny"]["train"]["device"] = "auto"
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "status.json").write_text(json.dumps({INCEPTION_FILE: "unavailable: no network"}))
+    config["metrics"].update(perceptual="auto", weights_dir=str(weights))
+    found = _job_resources(tmp_path, config, ("real_stats", "segmenter"), ("results/split/phantom/split.tsv",))
+    assert found["real_stats"]["gpu"] == "0" and _partition(found["real_stats"]) == "CHANGE_ME_cpu"
+    assert found["segmenter"]["gpu"] == "1"
 
 
 def test_every_job_asks_for_the_cpus_its_threads_use():

@@ -33,7 +33,7 @@ rule real_stats:
         "benchmarks/metrics/{dataset}_inception_{part}.tsv"
     threads: config["metrics"]["threads"]
     resources:
-        gpu=dataset_gpu if config["metrics"]["perceptual"] != "off" else 0,  # Inception features
+        gpu=inception_gpu,  # Inception features; none without the weights
         mem_mb=stage_mem_mb("real_stats"),  # streams the slices
         runtime=grows(60),
     conda:

@@ -21,3 +21,6 @@ def is_better(metric: str, value: float, than: float | None) -> bool:
     if than is None:
         return True
     return value > than if DIRECTIONS[metric] == "max" else value < than
+
+# The FID Inception weights' file (perceptual.WEIGHT_URLS): here, torch-free, for the workflow's resources too.
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"

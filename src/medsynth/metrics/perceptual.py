@@ -20,12 +20,12 @@ import torch
 
 from medsynth.data.slice_batches import Rebatch
 from medsynth.data.same_files import hash_file
+from medsynth.metrics import INCEPTION_FILE
 from medsynth.metrics.fid import FEATURES, fid_over_draws, gaussian_stats
 from medsynth.metrics.kid import kernel_inception_distance
 
 log = logging.getLogger(__name__)
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 WEIGHT_URLS = {
     INCEPTION_FILE: "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + INCEPTION_FILE,
