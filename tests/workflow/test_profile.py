@@ -98,6 +98,7 @@ def test_training_job_memory_follows_its_slices(tmp_path):
     del config["datasets"]["labels_only"], config["experiments"]["tiny"]["generate_from"]
     del config["experiments"]["tiny-unpaired"], config["datasets"]["phantom_mr"]
     config["experiments"]["tiny"]["gpus"] = 2
+    config["experiments"]["tiny"]["train"]["device"] = "auto"  # gpus with device cpu is refused
     run = _snakemake_in(tmp_path, config)
 
     def train_mem_mb() -> int:

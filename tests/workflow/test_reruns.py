@@ -83,7 +83,7 @@ CHANGES = {
     "experiments.<name>.export_id": [{f"{T}.export_id": 777}],
     "experiments.<name>.export_name": [{f"{T}.export_name": "Renamed"}],
     "experiments.<name>.threads": [{f"{T}.threads": 2}],
-    "experiments.<name>.gpus": [{f"{T}.gpus": 1}],
+    "experiments.<name>.gpus": [{f"{T}.gpus": 1, f"{T}.train.device": "auto"}],  # with cpu: refused, GPUs unused
     "experiments.<name>.train.mode": [{f"{T}.train.mode": "unpaired", f"{T}.images_from": "phantom_mr",
                                        f"{T}.select_metric": "intensity_w1"}],  # unpaired computes no ssim
     "experiments.<name>.train.lambda_mask": [{f"{T}.train.lambda_mask": 2.0}],
