@@ -4,10 +4,10 @@ The utility job trains up to 31 segmenters (``config/autopet.yaml``), each score
 split: about 11 hours. Snakemake deletes a job's declared outputs before it runs it again, so a job
 stopped at its time limit (or by a node failure) would start again from the first segmenter and might
 never finish. The workflow therefore keeps each finished training in a work folder beside the outputs
-(``results/utility/<e>/utility.unfinished/``, no output of the rule, so Snakemake leaves it alone): one
-file per training (arm, k, draw) holding its test confusions and a key over what made them; the next run
-takes a training whose key is the one it would make instead of training and scoring it again, and the
-folder is removed once both tables are written (``stages.write_utility``).
+(``results/utility/<e>/utility.unfinished/``, no output of the rule, so Snakemake leaves it alone;
+``io/kept.py``): one file per training (arm, k, draw) holding its test confusions and a key over what made
+them; the next run takes a training whose key is the one it would make instead of training and scoring it
+again, and the folder is removed once both tables are written (``stages.write_utility``).
 
 What is kept is the per-unit confusions (``utility.score_confusions``), not the segmenter: the tables
 are computed from them alone, so a resumed curve is bit-identical to an uninterrupted one; they are
@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.io.kept import MISSING, Kept
 from medsynth.io.stamps import code_digest, digest_of, file_stamps
 
 WORK_DIR = "utility.unfinished"  # beside the rule's tables
@@ -63,7 +63,7 @@ class Resumable(Straight):
 
     def __init__(self, folder: Path, inputs: Iterable[str | Path], settings: Mapping[str, Any],
                  reused: Path | None = None):
-        self.folder = Path(folder)
+        self.kept = Kept(folder)
         kept = {k: v for k, v in settings.items() if k != "utility"}
         kept["utility"] = {k: v for k, v in settings.get("utility", {}).items() if k not in NOT_IN_KEY}
         self.common = digest_of({"files": file_stamps(inputs), "settings": kept, "code": code_digest()})
@@ -73,24 +73,14 @@ class Resumable(Straight):
         return digest_of({"what": what, "common": self.common, "model": self.reused if what.get("reused") else None})
 
     def path(self, name: str) -> Path:
-        return self.folder / f"{name}.pt"
+        return self.kept.path(name)
 
     def finished(self, name: str, what: Mapping[str, Any]) -> torch.Tensor | None:
         """The confusions kept for ``name`` under this run's key; None when there are none (the file is then
         removed: another run's, of other inputs, settings or code, or unreadable)."""
-        path = self.path(name)
-        if not path.exists():
-            return None
-        try:
-            payload = load_checkpoint(path)
-            if payload.get("key") == self.key(what):
-                return payload["confusions"]
-        except (ValueError, KeyError):
-            pass
-        path.unlink(missing_ok=True)
-        return None
+        confusions = self.kept.get(name, self.key(what))
+        return None if confusions is MISSING else confusions
 
     def close(self, name: str, what: Mapping[str, Any], confusions: torch.Tensor) -> None:
-        """Keep a training once scored: written to a temporary name and renamed, so a job killed while it
-        writes leaves no half file that a retry would read."""
-        save_checkpoint(self.path(name), {"key": self.key(what), "confusions": confusions.cpu()})
+        """Keep a training once scored (atomically: ``io/kept.py``)."""
+        self.kept.put(name, self.key(what), confusions)
