@@ -4,9 +4,9 @@ from pathlib import Path
 
 from medsynth.data.labels import LabelTable, table_names
 from medsynth.inference.generate_cases import generated_cases
-from medsynth.io.tables import write_tsv
 from medsynth.io.logs import log_to
-from medsynth.evaluation.stages import EVALUATE_TABLES, EvaluateInputs, EvaluateSettings, evaluate_experiment
+from medsynth.evaluation.stages import (EVALUATE_WORK_DIR, EvaluateInputs, EvaluateSettings, evaluate_experiment,
+                                       write_evaluate)
 from medsynth.models.devices import resolve_device
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
@@ -24,6 +24,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         paired=sm.params.mode == "paired", metrics=metrics,
         names=LabelTable.from_config(sm.params.labels).names, reference_names=reference_names,
         not_computed=f"not computed: the image dataset {sm.params.image_dataset} has no label maps")
-    tables = evaluate_experiment(inputs, settings, resolve_device("auto"))
-    for name, columns in EVALUATE_TABLES.items():
-        write_tsv(sm.output[name], tables[name], columns)
+    # Each finished part is kept beside the tables until all are written: Snakemake deletes a job's outputs
+    # before running it again, and a retry after the time limit takes up the kept parts.
+    work_dir = Path(sm.output.metrics).with_name(EVALUATE_WORK_DIR)
+    tables = evaluate_experiment(inputs, settings, resolve_device("auto"), work_dir)
+    write_evaluate(sm.output, tables, work_dir)

@@ -3,7 +3,7 @@
 A long job stopped midway (a time limit; Snakemake deletes its outputs before the retry) keeps what it
 finished beside its outputs, each piece with such a key; the retry takes a piece only when its key is
 the one it would make (``inference.resume``: generated cases; ``evaluation.utility_resume``: the utility
-curve's trainings).
+curve's trainings; ``evaluation.stages``: evaluate's parts; the latter two through ``io.kept``).
 """
 
 from __future__ import annotations
