@@ -90,5 +90,7 @@ def test_the_log_says_why_a_class_statistics_target_is_missing():
     targets = torch.tensor([[0.1, 0.5, nan, 0.7], [0.02, nan, nan, 0.1]])
     absent, thin = class_target_gaps(targets, ("background", "aorta", "spleen", "liver"))
     assert "show no pixel of spleen;" in absent and "aorta" not in absent
-    assert thin.startswith("class-statistics targets: aorta never cover 16 pixels") and "only their mean" in thin
+    assert thin.startswith("class-statistics targets: aorta never covers 16 pixels") and "only its mean" in thin
+    (both,) = class_target_gaps(torch.tensor([[0.5, 0.6], [nan, nan]]), ("aorta", "kidney"))
+    assert "aorta, kidney never cover 16 pixels" in both and "only their mean" in both
     assert class_target_gaps(targets[:, [0, 3]], ("background", "liver")) == []

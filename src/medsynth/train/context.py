@@ -208,6 +208,7 @@ def class_target_gaps(targets: torch.Tensor, names: tuple[str, ...]) -> list[str
         lines.append(f"class-statistics targets: dataset B's training slices show no pixel of {', '.join(absent)}; "
                      "the loss has no target for them")
     if thin:
-        lines.append(f"class-statistics targets: {', '.join(thin)} never cover {MIN_TEXTURE_PIXELS} pixels of one of "
-                     "dataset B's training slices, so their std (texture) target is NA and only their mean is matched")
+        verb, their = ("covers", "its") if len(thin) == 1 else ("cover", "their")
+        lines.append(f"class-statistics targets: {', '.join(thin)} never {verb} {MIN_TEXTURE_PIXELS} pixels of one of "
+                     f"dataset B's training slices, so {their} std (texture) target is NA and only {their} mean is matched")
     return lines
