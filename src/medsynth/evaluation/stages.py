@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -213,5 +212,4 @@ def write_utility(table: Path, draws_table: Path, rows: list[dict], draws: list[
     they of no more use (a job killed between the two keeps them for its retry)."""
     write_tsv(draws_table, draws, DRAW_COLUMNS)
     write_tsv(table, rows, UTILITY_COLUMNS)
-    if work_dir is not None:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    Kept(work_dir).remove()
