@@ -160,9 +160,9 @@ def run_fingerprints(settings: TrainSettings, spec: ModelSpec, num_classes: int,
     learns from, not which slices validation generates from (the validation identity holds those)."""
     init = f"init:{init_digest}" if init_digest else ""
     images = images_train.fingerprint() if images_train is not None else ""
-    return (fingerprint(settings, spec, num_classes, train_data.fingerprint() + images + init),
-            fingerprint(settings, spec, num_classes, train_data.fingerprint() + val.fingerprint() + images + init,
-                        LEGACY_NOT_IDENTITY))
+    learnt = train_data.fingerprint()  # a hash over every training slice's case and z: once
+    return (fingerprint(settings, spec, num_classes, learnt + images + init),
+            fingerprint(settings, spec, num_classes, learnt + val.fingerprint() + images + init, LEGACY_NOT_IDENTITY))
 
 
 def _class_names(config: dict | None, num_classes: int) -> tuple[str, ...]:
