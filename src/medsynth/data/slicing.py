@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medsynth.io.atomic import replacing
 from medsynth.io.heap import release_freed
 from medsynth.io.images import display_view, save_png, unit_to_uint8
 
@@ -55,20 +56,19 @@ class CaseSlices:
     class_voxels: np.ndarray | None = None
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part.npz")
-        # float16 halves the store; [-1, 1] images lose nothing visible at 8-bit display depth.
-        np.savez(
-            tmp,
-            images=self.images.astype(np.float16),
-            labels=self.labels,
-            masks=self.masks,
-            z=self.z,
-            offsets=self.offsets,
-            **({} if self.crop_cut is None else {"crop_cut": np.array(self.crop_cut, dtype=np.int64)}),
-            **({} if self.class_voxels is None else {"class_voxels": self.class_voxels.astype(np.int64)}),
-        )
-        tmp.replace(path)
+        # np.savez adds .npz to a name without it; float16 halves the store, and [-1, 1] images lose nothing
+        # visible at 8-bit display depth.
+        with replacing(path, path.name + ".part.npz") as tmp:
+            np.savez(
+                tmp,
+                images=self.images.astype(np.float16),
+                labels=self.labels,
+                masks=self.masks,
+                z=self.z,
+                offsets=self.offsets,
+                **({} if self.crop_cut is None else {"crop_cut": np.array(self.crop_cut, dtype=np.int64)}),
+                **({} if self.class_voxels is None else {"class_voxels": self.class_voxels.astype(np.int64)}),
+            )
         return path
 
     @classmethod

@@ -8,10 +8,11 @@ metric history, resolved settings and package version. Loading uses
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from medsynth.io.atomic import atomic_open
 
 FORMAT = 1
 
@@ -22,19 +23,11 @@ def save_checkpoint(path: str | Path, payload: dict, keep_previous: str | Path |
     With ``keep_previous``, the file being replaced is first renamed to that name, so one
     older checkpoint survives should the new one ever become unreadable.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("wb") as fh:
+    # keep_previous: a crash between the renames leaves the previous one under that name, which resuming
+    # looks for.
+    with atomic_open(path, "wb", keep_previous=keep_previous) as fh:
         torch.save({"format": FORMAT, **payload}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if keep_previous is not None and path.exists():
-        # Only after the new file is safely on disk; a crash between the renames leaves the
-        # previous one under its new name, which resuming looks for.
-        path.replace(keep_previous)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from medsynth.io.atomic import replacing  # noqa: E402
 from medsynth.io.images import display_view  # noqa: E402
 
 
@@ -46,11 +47,11 @@ def show_panel(ax, panel: np.ndarray) -> None:
 
 def save_figure(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
-    fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with replacing(path, path.stem + ".part" + path.suffix) as tmp:  # matplotlib's format from the ending
+            fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -10,6 +10,8 @@ import numpy as np
 from isal import isal_zlib
 from PIL import Image
 
+from medsynth.io.atomic import replacing
+
 
 def display_view(slice_xy: np.ndarray) -> np.ndarray:
     """RAS [x, y] slice -> screen rows/cols in radiological convention.
@@ -46,12 +48,9 @@ def unit_to_uint8(image: np.ndarray) -> np.ndarray:
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
     """Write a grey 8-bit PNG (written to a temporary name, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(encode_png(array))
-    tmp.replace(path)
-    return path
+    with replacing(path) as tmp:
+        tmp.write_bytes(encode_png(array))
+    return Path(path)
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from medsynth.io.atomic import atomic_open
 
 
 def write_json(path: str | Path, value: object) -> Path:
-    """Temporary name, fsync, rename: a job killed mid-write leaves the previous record, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w") as fh:
+    """Atomically (``atomic_open``): a job killed mid-write leaves the previous record, never half of one."""
+    with atomic_open(path) as fh:
         fh.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def read_json(path: str | Path) -> object:

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from isal import igzip, isal_zlib
 
+from medsynth.io.atomic import replacing
 from medsynth.io.volume import Volume, VolumeError, voxel_spacing  # noqa: F401 (their home for readers)
 
 # Intel ISA-L's gzip: the same .nii.gz bytes any reader understands, but inflating
@@ -158,17 +159,12 @@ def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path
     img.header.set_xyzt_units("mm")
     # The name, then ``.part`` and the format's ending again (nibabel reads the format from it); not every
     # suffix: a case id with dots (DICOM UIDs) doubled the name past the file system's 255 bytes.
-    tmp = path.with_name(path.name + ".part" + nifti_ending(path))
-    try:
+    with replacing(path, path.name + ".part" + nifti_ending(path)) as tmp:
         if path.name.endswith(".nii.gz"):
             with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
                 img.to_file_map(_single_file_map(stream))
         else:
             nib.save(img, str(tmp))
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no half-written file left beside the outputs
-        raise
     return path
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
+
+from medsynth.io.atomic import atomic_open
 
 
 def read_tsv(path: str | Path) -> list[dict[str, str]]:
@@ -21,18 +22,12 @@ def read_tsv(path: str | Path) -> list[dict[str, str]]:
 
 def write_tsv(path: str | Path, rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> Path:
     """Write rows atomically: a crash never leaves half a table for the next stage."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), delimiter="\t", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({c: format_value(row.get(c, "")) for c in columns})
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def format_value(value: object) -> str:

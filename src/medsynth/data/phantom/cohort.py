@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.io.atomic import replacing
 from medsynth.io.nifti import save_volume
 from medsynth.data.phantom.anatomy import paint_tissues
 from medsynth.data.phantom.ids import case_id
@@ -109,7 +110,6 @@ def write_cohort(
         cid = case.case_id
         rows.append(f"{cid}\t{cid}/ct.nii.gz\t{cid}/label.nii.gz\tCT\t{cid}/mr.nii.gz\n")
     table = out_dir / "cases.tsv"
-    tmp = table.with_name(table.name + ".part")
-    tmp.write_text("case_id\timage\tlabel\tmodality\tmr\n" + "".join(sorted(rows)))
-    tmp.replace(table)
+    with replacing(table) as tmp:
+        tmp.write_text("case_id\timage\tlabel\tmodality\tmr\n" + "".join(sorted(rows)))
     return table
