@@ -10,7 +10,7 @@ from medsynth.cli import main
 from medsynth.io.tables import write_tsv
 from medsynth.sharing.card_text import render
 from medsynth.sharing.model_card import (NOT_STATED, PENDING, SECTIONS, card_before_selection, dataset_entry, job_times,
-                                         missing_fields, write_cards)
+                                         missing_fields, spacing_by_dataset, write_cards)
 from medsynth.io.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.train.records import JOB_COLUMNS
 
@@ -169,6 +169,36 @@ def test_cards_with_test_metrics_are_written_beside_the_generator_and_shared(sou
                            tmp_path / "MODEL_CARD.md", tmp_path / "share")
     assert unstated["licence"]["ct"] == NOT_STATED.format(name="ct") and "datasets.ct.licence" in NOT_STATED.format(
         name="ct")
+
+
+def test_an_unpaired_card_states_the_grid_of_the_label_maps_and_of_the_images(sources, tmp_path):
+    """Selection's card has the image dataset's spacing only; an unpaired generator draws on the label maps'
+    grid, whose slices may be thinner or thicker: the model_card rule states both."""
+    root, slices, _ = sources
+    entries = [dataset_entry("ct", "label maps", {"source": "local", "modality": "CT"}, root / "split.tsv", slices),
+               dataset_entry("mr", "images (unpaired: other patients)", {"source": "local", "modality": "MR"},
+                             root / "split.tsv", slices)]
+    metas = []
+    for dataset, case, spacing in (("ct", "a", [1.5, 1.5, 2.0]), ("ct", "b", [1.5, 1.5, 5.0]), ("mr", "c", [1.5, 1.5, 4.0])):
+        metas.append(tmp_path / "preprocess" / dataset / case / "meta.json")
+        metas[-1].parent.mkdir(parents=True)
+        metas[-1].write_text(json.dumps({"spacing": spacing}))
+    card = card_before_selection("exp", entries, LABELS, "MR", {"mr_percentiles": [0.5, 99.5]}, metas[2:],
+                                 {"model": "tiny", "mode": "unpaired", "steps": 6}, 32, root / "jobs.tsv", "9.9")
+    save_checkpoint(tmp_path / "generator.pt", {"step": 6, "card": {**card, "selection": {"step": 6}}})
+    write_tsv(tmp_path / "test_metrics.tsv", [{"metric": "fid", "mean": 1.0, "std": 0.0, "n": 3}],
+              ["metric", "mean", "std", "n"])
+    assert "- spacing: 1.5 x 1.5 mm in-plane, slices 4.0 mm" in render({**card, "licence": None})  # selection's
+    spacing = spacing_by_dataset(metas)
+    assert spacing == {"ct": {"in_plane_mm": [1.5, 1.5], "slice_mm": [2.0, 5.0]},
+                       "mr": {"in_plane_mm": [1.5, 1.5], "slice_mm": [4.0, 4.0]}}
+    full = write_cards(tmp_path / "generator.pt", tmp_path / "test_metrics.tsv", {}, tmp_path / "MODEL_CARD.md",
+                       tmp_path / "share", spacing=spacing)
+    assert [d["spacing"] for d in full["training_data"]["datasets"]] == [spacing["ct"], spacing["mr"]]
+    text = (tmp_path / "share/MODEL_CARD.md").read_text()
+    assert "- spacing (ct, label maps): 1.5 x 1.5 mm in-plane, slices 2.0 to 5.0 mm" in text
+    assert "- spacing (mr, images (unpaired: other patients)): 1.5 x 1.5 mm in-plane, slices 4.0 mm" in text
+    assert "- spacing: " not in text
 
 
 def test_a_generator_without_a_card_is_refused_naming_the_file(tmp_path, capsys):

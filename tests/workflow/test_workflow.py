@@ -340,6 +340,9 @@ def test_every_generator_has_its_model_card(finished):
         assert data["datasets"][0]["body_outside_crop"] == {"cases": 0, "share": 0.0, "of": sum(
             r["part"] == "train" for r in split)}
         assert data["spacing"] == {"in_plane_mm": [12.0, 12.0], "slice_mm": [8.0, 8.0]}
+        # Each dataset's grid, by the model_card rule (selection's card has the image dataset's only).
+        assert [d.get("spacing") for d in data["datasets"]] == [data["spacing"]] * len(datasets)
+        assert "spacing" not in selected["training_data"]["datasets"][0]
         assert [e["name"] for e in data["labels"]] == [e["name"] for e in LABELS]
         assert card["licence"][datasets[0]].startswith("not stated in the config (datasets.phantom.licence)")
         train = card["training"]
@@ -357,6 +360,8 @@ def test_every_generator_has_its_model_card(finished):
                        "volumes audited:"):
             assert needle.lower() in text.lower(), needle
     assert "intensity mapping: ct_window -1000, 1000" in (finished / "results/select/tiny/MODEL_CARD.md").read_text()
+    assert "- spacing (phantom, label maps): 12.0 x 12.0 mm in-plane, slices 8.0 mm" in (
+        finished / "results/share/tiny-unpaired/MODEL_CARD.md").read_text()
 
 
 @pytest.mark.slow

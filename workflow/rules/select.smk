@@ -42,6 +42,9 @@ rule model_card:
         unpack(utility_card_input),  # the utility curve, stated in sentences
         generator=rules.select.output.generator,
         metrics="results/evaluate/{experiment}/test_metrics.tsv",
+        # Each dataset's training grid (selection's card has the image dataset's; unpaired, the label maps'
+        # differs): results/preprocess/<dataset>/<case>/meta.json, grouped by dataset.
+        meta=lambda w: [m for d in card_datasets(w) for m in case_meta(d, ("train",))],
     output:
         card="results/select/{experiment}/MODEL_CARD.md",
         shared=directory("results/share/{experiment}"),

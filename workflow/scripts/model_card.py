@@ -6,7 +6,7 @@ from medsynth.evaluation.utility_curve import findings
 from medsynth.io.logs import log_to
 from medsynth.io.tables import read_tsv
 from medsynth.sharing.copied_maps import case_rows, left_out_by_generation
-from medsynth.sharing.model_card import shared_audit, write_cards
+from medsynth.sharing.model_card import shared_audit, spacing_by_dataset, write_cards
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -19,4 +19,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     # The utility curve in sentences, or why it was not run.
     utility = findings(read_tsv(sm.input.utility)) if "utility" in sm.input.keys() else [sm.params.utility_skipped]
     write_cards(Path(sm.input.generator), Path(sm.input.metrics), dict(sm.params.licences), Path(sm.output.card),
-                Path(sm.output.shared), dict(sm.params.source_licences), audit, utility)
+                Path(sm.output.shared), dict(sm.params.source_licences), audit, utility,
+                spacing_by_dataset(sm.input.meta))

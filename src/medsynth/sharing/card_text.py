@@ -32,6 +32,19 @@ def _unlearnt_lines(datasets: Sequence[Mapping], labels: Sequence[Mapping]) -> l
     return [head + (NA_CLASSES if counts is None else f"{', '.join(absent)}: {UNLEARNT}" if absent else "none")]
 
 
+def _spacing_lines(data: Mapping) -> list[str]:
+    """The training grid: each dataset's where the card has them (the model_card rule's), else the image
+    dataset's (selection's card)."""
+    def grid(spacing: Mapping) -> str:
+        return (f"{' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
+                f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm")
+
+    datasets = data["datasets"]
+    if len(datasets) < 2 or not all("spacing" in d for d in datasets):
+        return [f"- spacing: {grid(data['spacing'])}"]  # paired: the one dataset's, as selection found it
+    return [f"- spacing ({d['name']}, {d['role']}): {grid(d['spacing'])}" for d in datasets]
+
+
 def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
     """Per dataset, how many training cases' body the crop cut and how much of it (none: not a line), and
     whether its patients are cases (no patient ids given)."""
@@ -65,9 +78,7 @@ def render(card: Mapping) -> str:
         p = d["patients"]
         lines.append(f"| {d['name']} | {d['role']} | {d['source']} | {d['modality']} | "
                      f"{p['train']} / {p['val']} / {p['test']} | {d['train_slices']} | {licences.get(d['name'])} |")
-    spacing = data["spacing"]
-    lines += ["", f"- spacing: {' x '.join(map(str, spacing.get('in_plane_mm', [])))} mm in-plane, slices "
-                  f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm",
+    lines += ["", *_spacing_lines(data),
               f"- intensity mapping: {_inline(data['intensity'])}", *_dataset_lines(data["datasets"]),
               *_unlearnt_lines(data["datasets"], data["labels"]), "",
               "Label table (class id: name ← label values):", "",

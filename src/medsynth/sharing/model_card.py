@@ -87,6 +87,14 @@ def spacing_of(meta_files: Sequence[Path]) -> dict:
             "slice_mm": [round(float(spacings[:, 2].min()), 3), round(float(spacings[:, 2].max()), 3)]}
 
 
+def spacing_by_dataset(meta_files: Sequence[Path]) -> dict[str, dict]:
+    """``spacing_of`` per dataset, from preprocessing metas laid out as ``<dataset>/<case>/meta.json``."""
+    groups: dict[str, list[Path]] = {}
+    for path in map(Path, meta_files):
+        groups.setdefault(path.parent.parent.name, []).append(path)
+    return {name: spacing_of(files) for name, files in groups.items()}
+
+
 def intensity_settings(modality: str, preprocess: Mapping) -> dict:
     """How intensities were mapped to the networks' [-1, 1]: the CT window (HU) or MR percentiles."""
     keys = ("ct_window", "ct_soft_window", "ct_soft_share") if modality == "CT" else ("mr_percentiles",)
@@ -237,13 +245,16 @@ LEFT_OUT = "label maps left out of generation (a test patient's study)"
 
 def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, str | None], card_md: Path,
                 share_dir: Path, source_licences: Mapping[str, str | None] | None = None,
-                audit: Mapping | None = None, utility: Sequence[str] | None = None) -> dict:
+                audit: Mapping | None = None, utility: Sequence[str] | None = None,
+                spacing: Mapping[str, dict] | None = None) -> dict:
     """The complete card (with the test metrics and ``licences``, each dataset's as the config states
     it): ``card_md`` beside the generator, and in ``share_dir`` the generator holding that card and the
     same MODEL_CARD.md, the two files to give a colleague. ``source_licences``: a fine-tuned generator's
     source datasets' licences where its card holds none (another experiment's selection-stage card);
     ``audit``: ``shared_audit`` of the exported synthetic cases; ``utility``: the utility curve in sentences
-    (``utility_curve.findings``), or why it was not run."""
+    (``utility_curve.findings``), or why it was not run; ``spacing``: each dataset's training grid
+    (``spacing_by_dataset``; selection's card has the image dataset's only, which for an unpaired generator is
+    not the grid of the label maps it draws on)."""
     from medsynth.io.checkpoint import load_checkpoint, save_checkpoint  # only this step needs torch
 
     state = load_checkpoint(Path(generator))
@@ -253,6 +264,9 @@ def write_cards(generator: Path, test_metrics_tsv: Path, licences: Mapping[str, 
     names = [d["name"] for d in state["card"]["training_data"]["datasets"]]
     card = {**state["card"], "test_metrics": test_metrics(test_metrics_tsv),
             "licence": licence_lines({n: licences.get(n) for n in names}, NOT_STATED)}
+    if spacing:
+        card["training_data"] = {**card["training_data"], "datasets": [
+            {**d, "spacing": spacing[d["name"]]} if d["name"] in spacing else d for d in card["training_data"]["datasets"]]}
     if audit is not None:
         card["shared_audit"] = dict(audit)
     if utility:
