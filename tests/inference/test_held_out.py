@@ -105,3 +105,23 @@ def test_a_generate_from_dataset_naming_no_patients_is_warned_about_in_the_gener
     with caplog.at_level(logging.WARNING):
         patients = generate_from_patients([named])
     assert patients[("named", "PETCT_0af7ffe12a_03-23-2007")] == "PETCT_0af7ffe12a" and not caplog.records
+
+
+def test_a_test_map_cropped_and_saved_again_is_left_out(tmp_path, caplog) -> None:
+    """A test study's TotalSegmentator map re-exported with 10 of its slices and the air around the body cut
+    away, in DICOM's order, in a generate_from folder: no bytes, voxels or grid in common, its slices alike.
+    Another patient's map of the same grid is generated."""
+    from tests.helpers.cropped import body_box_copy, phantom_maps
+
+    split = tmp_path / "split.tsv"
+    write_tsv(split, [{"case_id": "t0", "patient_id": "P", "part": "test"}], ["case_id", "patient_id", "part"])
+    (test, label, affine), (other, *_) = phantom_maps(tmp_path, 2)
+    crop = save_volume(tmp_path / "maps" / "crop.nii.gz", *body_box_copy(label, affine, slice(8, 18)))
+    files = {"t0": str(test), "maps.crop": str(crop), "maps.other": str(other)}
+    cases = [_case("t0", "test", "P"), _case("maps.crop", "generate_from", "A"),
+             _case("maps.other", "generate_from", "B")]
+    with caplog.at_level(logging.WARNING):
+        kept = leave_out_test_cases(cases, files, {"m": split}, [files["t0"]])
+    assert [c.case_id for c in kept] == ["t0", "maps.other"]
+    assert (f"maps.crop left out: its label map {crop} shares 10 axial slices with a test case's ({test}), voxel "
+            "count for voxel count of every label: cropped from it under another id") in caplog.text

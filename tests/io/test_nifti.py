@@ -385,3 +385,12 @@ def test_a_header_whose_sform_and_qform_disagree_is_read_by_its_sform_with_a_war
     with caplog.at_level("WARNING"):
         load_volume(tmp_path / "one.nii.gz")
     assert "sform and qform differ" not in caplog.text
+
+
+def test_a_volume_in_its_stored_order_holds_the_same_voxels_without_the_transposing_copy(tmp_path):
+    labels = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
+    path = save_volume(tmp_path / "l.nii.gz", labels, np.diag([-1.0, -1.0, 2.0, 1.0]))
+    as_used, stored = load_volume(path, np.integer), load_volume(path, np.integer, stored_order=True)
+    assert as_used.array.flags.c_contiguous and stored.array.flags.f_contiguous and not stored.array.flags.c_contiguous
+    np.testing.assert_array_equal(stored.array, labels)
+    np.testing.assert_array_equal(as_used.affine, stored.affine)

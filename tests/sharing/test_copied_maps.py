@@ -141,3 +141,22 @@ def test_a_test_map_saved_again_with_other_bytes_is_found_by_its_voxels(cohort):
     cases = [ExportCase(c.identifier, c.image, c.label, c.patient.rsplit("_", 1)[0], provenance=c.provenance)
              for c in (_synthetic("ct", "PETCT_01a_s1", cohort["train"]), _synthetic("maps", "PETCT_66r_s1", resaved))]
     assert shared_map_patients(cases, case_rows(cohort["tables"])) == {"PETCT_66r": "PETCT_01a"}
+
+
+def test_a_test_map_cropped_in_a_generate_from_folder_is_found_by_its_slices(tmp_path):
+    """The export's check, after generation's (``held_out``): a generate_from map cropped from a test map.
+    Maps of the split datasets are not read again (the split refused their crops)."""
+    from tests.helpers.cropped import body_box_copy, phantom_maps
+
+    (test, label, affine), (train, *_) = phantom_maps(tmp_path / "ct", 2)
+    crop = save_volume(tmp_path / "maps" / "crop.nii.gz", *body_box_copy(label, affine, slice(4, 20)))
+    tables = {"ct": tmp_path / "ct" / "cases.tsv", "maps": tmp_path / "maps" / "cases.tsv"}
+    write_tsv(tables["ct"], [{"case_id": "t", "patient_id": "T", "label": str(test)},
+                             {"case_id": "r", "patient_id": "R", "label": str(train)}], ["case_id", "patient_id", "label"])
+    write_tsv(tables["maps"], [{"case_id": "crop", "label": str(crop)}], ["case_id", "label"])
+    splits = {"ct": tmp_path / "ct" / "split.tsv"}
+    write_tsv(splits["ct"], [{"case_id": "t", "patient_id": "T", "part": "test"},
+                             {"case_id": "r", "patient_id": "R", "part": "train"}], ["case_id", "patient_id", "part"])
+    cases = [_synthetic("ct", "r", train), _synthetic("maps", "crop", crop)]
+    assert copies_of_test_maps(cases, case_rows(tables), splits) == [
+        f"maps_crop_syn00 ({crop}) shares 16 axial slices with ct case t ({test}): cropped from it"]

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 from medsynth.data.cohort import patient_of, read_cases, series_of
 from medsynth.data.same_files import nifti_grid, shared_files
+from medsynth.data.shared_slices import overlapping_maps
 from medsynth.io.tables import read_tsv
 
 PARTS = ("train", "val", "test")
@@ -122,27 +123,16 @@ def cases_as_patients(rows: Sequence[Mapping[str, str]], table: str) -> str | No
 
 
 def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str], table: str) -> list[str]:
-    """Cases of other patients whose image or label files have the same bytes, or whose label maps (images
-    where a case has none) the same voxels on the same grid, or whose DICOM folders one series (``same_files``:
-    a study saved or exported again; or one file listed twice): one study under two patient ids, which the split cannot see. An error when they fall
-    in different parts (a held-out study would be trained on, or a test study selected by), else the warnings
-    to log."""
-    cases_of: dict[str, set[str]] = {}
-    for row in rows:
-        for column in ("image", "label"):
-            if row.get(column):
-                cases_of.setdefault(row[column], set()).add(row["case_id"])
-    # By voxels: a case's label map where it has one (read in a fraction of its image's time).
-    voxels = [r.get("label") or r.get("image") for r in rows]
+    """Cases of other patients that hold one study (``study_groups``), which the split cannot see. An error
+    when they fall in different parts (a held-out study would be trained on, or a test study selected by),
+    else the warnings to log."""
     patient = {r["case_id"]: patient_of(r) for r in rows}
     warnings = []
-    for group, listed_by in shared_files(cases_of, voxels, dicom_folders(rows)):
-        cases = sorted(listed_by)
+    for cases, why in study_groups(rows):
         if len({patient[c] for c in cases}) < 2:
             continue  # one patient's studies share a part already
         listed = ", ".join(f"{c} (patient {patient[c]}, {parts[c]})" for c in cases)
-        text = (f"{table}: cases {listed} are one study under two patient ids (the same bytes, or the same voxels "
-                f"on the same grid, or one DICOM series: {', '.join(group)})")
+        text = f"{table}: cases {listed} are one study under two patient ids ({why})"
         if len({parts[c] for c in cases}) > 1:
             raise ValueError(f"{text}, so the generator would train on (or be selected by) a study it is "
                              "tested on. Give these cases one patient_id in the cases table (a patient's "
@@ -150,6 +140,31 @@ def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str]
         warnings.append(f"{text}; both are in {parts[cases[0]]}, which keeps the split sound, but give them "
                         "one patient_id")
     return warnings
+
+
+def study_groups(rows: Sequence[Mapping[str, str]]) -> list[tuple[list[str], str]]:
+    """(cases, why) for each set of cases whose image or label files have the same bytes, or whose label
+    maps (images where a case has none) the same voxels on the same grid, or whose DICOM folders one
+    series (``same_files``: a study saved or exported again; or one file listed twice); then each pair
+    not among those whose label maps share a run of axial slices (``shared_slices``: one cropped from the
+    other)."""
+    cases_of: dict[str, set[str]] = {}
+    for row in rows:
+        for column in ("image", "label"):
+            if row.get(column):
+                cases_of.setdefault(row[column], set()).add(row["case_id"])
+    # By voxels: a case's label map where it has one (read in a fraction of its image's time).
+    voxels = [r.get("label") or r.get("image") for r in rows]
+    groups = [(sorted(listed_by), "the same bytes, or the same voxels on the same grid, or one DICOM series: "
+               + ", ".join(group)) for group, listed_by in shared_files(cases_of, voxels, dicom_folders(rows))]
+    together = [set(cases) for cases, _ in groups]
+    for a, b, n in overlapping_maps(r["label"] for r in rows if r.get("label")):
+        for case_a in sorted(cases_of[a]):
+            for case_b in sorted(cases_of[b] - {case_a}):
+                if not any({case_a, case_b} <= g for g in together):
+                    groups.append((sorted([case_a, case_b]), f"{n} axial slices of their label maps count the "
+                                   f"same voxels of every label, one map cropped from the other: {a}, {b}"))
+    return groups
 
 
 def dicom_folders(rows: Iterable[Mapping[str, str]]) -> dict[str, str | None]:

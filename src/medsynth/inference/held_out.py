@@ -17,6 +17,7 @@ from typing import Mapping, NamedTuple, Sequence
 from medsynth.data.cohort import patient_of
 from medsynth.data.patients import patients_in_test
 from medsynth.data.same_files import copies_and_resaves
+from medsynth.data.shared_slices import cropped_copies_of
 from medsynth.data.split import names_no_patients
 from medsynth.io.tables import read_tsv
 
@@ -35,9 +36,12 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
                       test_labels: Sequence[str]) -> dict[str, str]:
     """case id -> why it is a test patient's, for the ``generate_from`` ``cases`` whose patient is in the test
     part of a dataset the generator learnt from (``split_tables``: dataset -> ``split.tsv``) or whose source
-    label map has the bytes of a test case's (``test_labels``)."""
+    label map has the bytes of a test case's (``test_labels``), its voxels on its grid, or a run of its
+    slices (``shared_slices``: cropped from it)."""
     test = patients_in_test(split_tables)
-    copies, saved_again = copies_and_resaves([c.label for c in cases if c.patient_id not in test], test_labels)
+    unknown = [c.label for c in cases if c.patient_id not in test]
+    copies, saved_again = copies_and_resaves(unknown, test_labels)
+    cropped = cropped_copies_of(set(unknown) - set(copies) - set(saved_again), test_labels)
     reasons = {}
     for case in cases:
         if case.patient_id in test:
@@ -48,6 +52,11 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
         elif case.label in saved_again:
             reasons[case.case_id] = (f"its label map {case.label} holds a test case's voxels on its grid "
                                      f"({saved_again[case.label]}), saved again under another id")
+        elif case.label in cropped:
+            original, n = cropped[case.label]
+            reasons[case.case_id] = (f"its label map {case.label} shares {n} axial slices with a test case's "
+                                     f"({original}), voxel count for voxel count of every label: cropped from it "
+                                     "under another id")
     return reasons
 
 

@@ -32,9 +32,13 @@ QFORM_TOLERANCE = 1e-2
 log = logging.getLogger(__name__)
 
 
-def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_uid: str | None = None) -> Volume:
+def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_uid: str | None = None,
+                stored_order: bool = False) -> Volume:
     """Load a 3D NIfTI volume, or the DICOM series in a folder (``medsynth.io.dicom``; ``series_uid``
     picks one where the folder holds several), refusing anything we could silently misread.
+
+    The array is C-ordered, as the stages index it, unless ``stored_order``: a NIfTI's then stays in the
+    file's Fortran order (no transposing copy; its axial slices are contiguous).
 
     ``dtype`` selects the in-memory type: labels use an integer type so values
     are never interpolated, images use float32 (never float64: 2x the memory
@@ -59,7 +63,8 @@ def load_volume(path: str | Path, dtype: np.dtype | type | None = None, series_u
         what = ("a single slice: medsynth needs the whole scan" if data.ndim < 3 else
                 "several volumes (a time series or channels): split them into one file each")
         raise VolumeError(f"{path}: expected a 3D volume, found shape {data.shape}: {what}")
-    return Volume(c_order(_as_dtype(data, dtype, path)), _oriented_affine(img, path), path)
+    data = _as_dtype(data, dtype, path)
+    return Volume(data if stored_order else c_order(data), _oriented_affine(img, path), path)
 
 
 def _oriented_affine(img: nib.spatialimages.SpatialImage, path: Path) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 from medsynth.data.cohort import patient_of, read_cases
 from medsynth.data.same_files import copies_and_resaves, shared_files
+from medsynth.data.shared_slices import cropped_copies_of
 from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
 
@@ -53,13 +54,16 @@ def case_rows(case_tables: Mapping[str, Path]) -> dict[str, dict[str, dict[str, 
 
 def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, Path]) -> list[str]:
     """'<case> (<file>) is a copy of <test case> (<file>)' for every exported case (``ExportCase``) whose
-    source label map is a test case's of one of the split datasets, byte for byte or voxel for voxel on its
-    grid (``rows``: ``case_rows``)."""
+    source label map is a test case's of one of the split datasets, byte for byte, voxel for voxel on its
+    grid, or cropped from it (``shared_slices``) (``rows``: ``case_rows``)."""
     tests = test_label_files(rows, split_tables)
     if not tests:
         return []
     sources = {case.identifier: source_label(case.provenance, case.label, rows) for case in cases}
     twin, saved_again = copies_and_resaves(sources.values(), tests)
+    # Crops among the maps of datasets that are not split (generate_from): the split refused those of its own.
+    split = {r.get("label") for d in split_tables for r in rows.get(d, {}).values()}
+    cropped = cropped_copies_of(set(sources.values()) - set(twin) - set(saved_again) - split, tests)
     found = []
     for case in sorted(sources):
         if sources[case] in twin:
@@ -68,6 +72,10 @@ def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, 
             original = saved_again[sources[case]]
             found.append(f"{case} ({sources[case]}) holds the voxels of {tests[original]} ({original}) on its grid, "
                          "saved again")
+        elif sources[case] in cropped:
+            original, n = cropped[sources[case]]
+            found.append(f"{case} ({sources[case]}) shares {n} axial slices with {tests[original]} ({original}): "
+                         "cropped from it")
     return found
 
 

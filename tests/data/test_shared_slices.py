@@ -1,0 +1,58 @@
+"""A study cropped and saved again under another patient id: found by slices that count the same voxels of
+every label; other studies, and copies too short to tell, are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsynth.data.shared_slices import MIN_VOXELS, RUN, overlapping_maps, slice_prints
+from medsynth.data.split import same_study_cases
+from medsynth.io.nifti import save_volume
+from tests.helpers.cropped import body_box_copy, cropped_copy, phantom_maps
+
+
+@pytest.fixture
+def studies(tmp_path):
+    """Three phantom patients' label maps and a copy of the first, cropped to its middle 12 slices and to the
+    body's box, stored in LPS order."""
+    maps = phantom_maps(tmp_path, 3)
+    paths, labels = [p for p, *_ in maps], [(label, affine) for _, label, affine in maps]
+    paths.append(save_volume(tmp_path / "copy.nii.gz", *body_box_copy(*labels[0], slice(6, 18))))
+    return paths, labels
+
+
+def test_a_cropped_copy_in_lps_order_is_found_and_other_patients_are_not(studies):
+    paths, _ = studies
+    first, *others, copy = map(str, paths)
+    spacing, prints = slice_prints(copy)
+    assert spacing == (5.0, 5.0) and len(prints) == 12 and all(p is not None for p in prints)
+    assert prints == slice_prints(first)[1][6:18]  # the same slices, inferior to superior
+    assert overlapping_maps(paths) == [(first, copy, 12)]
+    assert overlapping_maps([first, *others]) == []
+
+
+def test_fewer_slices_alike_than_a_run_or_a_map_cut_through_its_labels_are_not_taken_for_a_copy(studies, tmp_path):
+    paths, labels = studies
+    label, affine = labels[0]
+    short, moved = cropped_copy(label, affine, slice(0, 64), slice(0, 64), slice(6, 6 + RUN - 1))
+    cut, cut_affine = cropped_copy(label, affine, slice(0, 32), slice(0, 64), slice(6, 18))  # half the body
+    assert overlapping_maps([paths[0], save_volume(tmp_path / "short.nii.gz", short, moved)]) == []
+    assert overlapping_maps([paths[0], save_volume(tmp_path / "cut.nii.gz", cut, cut_affine)]) == []
+    # A slice with fewer labelled voxels than MIN_VOXELS has no print (the tip of a map says too little).
+    tip = np.zeros((64, 64, 6), np.uint8)
+    tip[:5, :5, :] = 3
+    assert slice_prints(save_volume(tmp_path / "tip.nii.gz", tip, affine))[1] == [None] * 6 and 25 < MIN_VOXELS
+
+
+def test_the_split_refuses_a_cropped_copy_of_a_test_study_and_warns_within_one_part(studies):
+    paths, _ = studies
+    rows = [{"case_id": f"s{i}", "patient_id": f"p{i}", "image": "", "label": str(p)} for i, p in enumerate(paths)]
+    parts = {"s0": "test", "s1": "train", "s2": "val", "s3": "train"}
+    with pytest.raises(ValueError, match=r"cases s0 \(patient p0, test\), s3 \(patient p3, train\) are one study under "
+                                         r"two patient ids \(12 axial slices of their label maps count the same voxels"):
+        same_study_cases(rows, parts, "cases.tsv")
+    (warning,) = same_study_cases(rows, {**parts, "s3": "test"}, "cases.tsv")
+    assert "cropped from the other" in warning and "both are in test" in warning
+    # One patient's own two studies: the split keeps them together already.
+    assert same_study_cases([*rows[:3], {**rows[3], "patient_id": "p0"}], parts, "cases.tsv") == []
