@@ -196,8 +196,8 @@ def test_an_unpaired_card_states_the_grid_of_the_label_maps_and_of_the_images(so
                        tmp_path / "share", spacing=spacing)
     assert [d["spacing"] for d in full["training_data"]["datasets"]] == [spacing["ct"], spacing["mr"]]
     text = (tmp_path / "share/MODEL_CARD.md").read_text()
-    assert "- spacing (ct, label maps): 1.5 x 1.5 mm in-plane, slices 2.0 to 5.0 mm" in text
-    assert "- spacing (mr, images (unpaired: other patients)): 1.5 x 1.5 mm in-plane, slices 4.0 mm" in text
+    assert "- spacing (ct): 1.5 x 1.5 mm in-plane, slices 2.0 to 5.0 mm" in text
+    assert "- spacing (mr): 1.5 x 1.5 mm in-plane, slices 4.0 mm" in text
     assert "- spacing: " not in text
 
 

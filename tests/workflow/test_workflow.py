@@ -360,7 +360,7 @@ def test_every_generator_has_its_model_card(finished):
                        "volumes audited:"):
             assert needle.lower() in text.lower(), needle
     assert "intensity mapping: ct_window -1000, 1000" in (finished / "results/select/tiny/MODEL_CARD.md").read_text()
-    assert "- spacing (phantom, label maps): 12.0 x 12.0 mm in-plane, slices 8.0 mm" in (
+    assert "- spacing (phantom): 12.0 x 12.0 mm in-plane, slices 8.0 mm" in (
         finished / "results/share/tiny-unpaired/MODEL_CARD.md").read_text()
 
 

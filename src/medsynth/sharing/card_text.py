@@ -42,7 +42,7 @@ def _spacing_lines(data: Mapping) -> list[str]:
     datasets = data["datasets"]
     if len(datasets) < 2 or not all("spacing" in d for d in datasets):
         return [f"- spacing: {grid(data['spacing'])}"]  # paired: the one dataset's, as selection found it
-    return [f"- spacing ({d['name']}, {d['role']}): {grid(d['spacing'])}" for d in datasets]
+    return [f"- spacing ({d['name']}): {grid(d['spacing'])}" for d in datasets]  # roles: the table above
 
 
 def _dataset_lines(datasets: Sequence[Mapping]) -> list[str]:
