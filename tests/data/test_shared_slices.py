@@ -56,3 +56,17 @@ def test_the_split_refuses_a_cropped_copy_of_a_test_study_and_warns_within_one_p
     assert "cropped from the other" in warning and "both are in test" in warning
     # One patient's own two studies: the split keeps them together already.
     assert same_study_cases([*rows[:3], {**rows[3], "patient_id": "p0"}], parts, "cases.tsv") == []
+
+
+def test_a_structure_alike_on_every_slice_of_two_patients_is_no_copy(tmp_path):
+    """Two patients' maps with a scanner table labelled beyond their bodies (the same profile on every
+    slice, on one scanner): every table slice prints alike at any offset, yet one print is no study."""
+    (_, a, affine), (_, b, _) = phantom_maps(tmp_path, 2)
+    paths = []
+    for name, label in (("a", a), ("b", b)):
+        tall = np.zeros((64, 64, 24 + 10), np.uint8)
+        tall[:, :, 10:] = label
+        tall[:, 58:62, :] = 9  # the table, under the body on every slice
+        paths.append(save_volume(tmp_path / f"{name}_table.nii.gz", tall, affine))
+    assert len(set(slice_prints(paths[0])[1][:10])) == 1  # the ten table-only slices: one print
+    assert overlapping_maps(paths) == []

@@ -5,7 +5,8 @@ series. A study exported again with fewer slices (a re-export of the abdomen onl
 around the body has another grid and other voxels, yet each of its axial slices counts the same voxels
 of every label as the original's slice it came from. Two studies of different patients never do over a
 run of slices: a slice's counts of a dozen organs are its anatomy's fingerprint, and requiring
-``RUN`` slices at one offset along the body axis rules out a chance match even where a map has one label.
+``RUN`` distinct prints at one offset along the body axis rules out a chance match even where a map has one
+label, and a match on a structure that looks the same on every slice.
 
 A map resampled to another spacing, or cropped through its labels, counts otherwise and is not found here
 (the memorisation audits compare what a generator made with the test split's slices).
@@ -14,7 +15,6 @@ A map resampled to another spacing, or cropped through its labels, counts otherw
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -54,9 +54,9 @@ def slice_prints(path: str | Path) -> tuple[tuple, list[bytes | None]] | None:
 
 
 def overlapping_maps(paths: Iterable[str | Path]) -> list[tuple[str, str, int]]:
-    """(map, map, slices alike) for each pair of the NIfTI label maps in ``paths`` that share at least
-    ``RUN`` printed slices at one offset along the body axis (and the in-plane spacing), sorted. Each map
-    is read once, one at a time."""
+    """(map, map, slices alike) for each pair of the label maps in ``paths`` that share at least ``RUN``
+    distinct slice prints at one offset along the body axis (and the in-plane spacing), sorted. Each map is
+    read once, one at a time."""
     from tqdm import tqdm  # here, as numpy: the config checks import this module
 
     where: dict[tuple, list[tuple[str, int]]] = {}
@@ -69,15 +69,17 @@ def overlapping_maps(paths: Iterable[str | Path]) -> list[tuple[str, str, int]]:
         for z, digest in enumerate(prints):
             if digest is not None:
                 where.setdefault((spacing, digest), []).append((path, z))
-    runs: Counter = Counter()
-    for places in where.values():
+    # Distinct prints, not slices: a structure the same on every slice (a scanner's table labelled in two
+    # patients' maps, slices repeated by a resampling) matches at every offset with one print.
+    runs: dict[tuple[str, str, int], set[bytes]] = {}
+    for (_, digest), places in where.items():
         for i, (a, za) in enumerate(places):
             for b, zb in places[i + 1:]:
                 if a != b:
-                    runs[(a, b, zb - za)] += 1
+                    runs.setdefault((a, b, zb - za), set()).add(digest)
     best: dict[tuple[str, str], int] = {}
-    for (a, b, _), n in runs.items():
-        best[(a, b)] = max(best.get((a, b), 0), n)
+    for (a, b, _), digests in runs.items():
+        best[(a, b)] = max(best.get((a, b), 0), len(digests))
     return sorted((a, b, n) for (a, b), n in best.items() if n >= RUN)
 
 
