@@ -70,3 +70,23 @@ def test_a_structure_alike_on_every_slice_of_two_patients_is_no_copy(tmp_path):
         paths.append(save_volume(tmp_path / f"{name}_table.nii.gz", tall, affine))
     assert len(set(slice_prints(paths[0])[1][:10])) == 1  # the ten table-only slices: one print
     assert overlapping_maps(paths) == []
+
+
+def test_the_real_totalsegmentator_map_cropped_and_stored_lps_is_found(tmp_path):
+    """The real abdominal map (RAS storage, 3 mm): its middle 20 slices cut to the box of its labels and
+    stored in DICOM's order are found; the phantoms' maps on another spacing are not matched to it."""
+    from pathlib import Path
+
+    from medsynth.io.nifti import load_volume
+
+    real = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg-example" / "label.nii.gz"
+    if not real.is_file():
+        pytest.skip(f"real label map not available at {real}")
+    volume = load_volume(real, np.integer)
+    xs, ys, _ = np.nonzero(volume.array)
+    crop, moved = cropped_copy(volume.array, volume.affine, slice(xs.min(), xs.max() + 1),
+                               slice(ys.min(), ys.max() + 1), slice(5, 25))
+    copy = save_volume(tmp_path / "copy.nii.gz", crop, moved)
+    phantoms = [p for p, *_ in phantom_maps(tmp_path, 2)]
+    ((a, b, n),) = overlapping_maps([real, copy, *phantoms])
+    assert {a, b} == {str(real), str(copy)} and n == 20
