@@ -90,3 +90,18 @@ def test_the_real_totalsegmentator_map_cropped_and_stored_lps_is_found(tmp_path)
     phantoms = [p for p, *_ in phantom_maps(tmp_path, 2)]
     ((a, b, n),) = overlapping_maps([real, copy, *phantoms])
     assert {a, b} == {str(real), str(copy)} and n == 20
+
+
+def test_maps_no_check_can_read_are_left_to_their_own_stage(tmp_path, studies):
+    """A cut-off download, a folder of files that are no DICOM, a float map, a missing file: no print, no
+    crash (generation runs this check after a month of training)."""
+    paths, _ = studies
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(paths[0].read_bytes()[:200])
+    folder = tmp_path / "not_dicom"
+    folder.mkdir()
+    (folder / "a.txt").write_text("x")
+    floats = save_volume(tmp_path / "floats.nii.gz", np.full((8, 8, 8), 0.5, np.float32), np.eye(4))
+    assert [slice_prints(p) for p in (broken, folder, floats, tmp_path / "absent.nii.gz")] == [None] * 4
+    assert overlapping_maps([*paths, broken, folder, floats, tmp_path / "absent.nii.gz"]) == [
+        (str(paths[0]), str(paths[3]), 12)]

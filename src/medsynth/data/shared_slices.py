@@ -41,8 +41,8 @@ def slice_prints(path: str | Path) -> tuple[tuple, list[bytes | None]] | None:
     try:
         # As stored: a NIfTI's axial slices are then contiguous (x fastest), read without a transposing copy.
         volume = load_volume(path, np.integer, stored_order=True)
-    except ValueError:  # VolumeError: unreadable, not 3D, not whole numbers
-        return None
+    except Exception:  # noqa: BLE001 -- unreadable, not 3D, not whole numbers, a DICOM folder SimpleITK refuses:
+        return None  # a check never stops a stage over a map; the map's own stage names what is wrong with it
     ornt = io_orientation(volume.affine)
     if np.isnan(ornt).any() or (volume.array.size and volume.array.min() < 0):
         return None
