@@ -105,3 +105,45 @@ def test_maps_no_check_can_read_are_left_to_their_own_stage(tmp_path, studies):
     assert [slice_prints(p) for p in (broken, folder, floats, tmp_path / "absent.nii.gz")] == [None] * 4
     assert overlapping_maps([*paths, broken, folder, floats, tmp_path / "absent.nii.gz"]) == [
         (str(paths[0]), str(paths[3]), 12)]
+
+
+def _disks(areas: list[int]) -> np.ndarray:
+    """A single-organ map (one label): per slice a blob of exactly the given area."""
+    volume = np.zeros((40, 40, len(areas)), np.uint8)
+    for z, area in enumerate(areas):
+        volume[:, :, z].reshape(-1)[:area] = 1  # the count is all a single-label print holds
+    return volume
+
+
+def test_two_patients_single_organ_maps_sharing_a_few_areas_by_chance_are_no_copy(tmp_path):
+    """A spleen dataset: one label, so a print is one area. Two patients' maps whose areas agree on 5 of 30
+    overlapping slices (chance, among hundreds of patients) are no study; a crop of one of them is."""
+    rng = np.random.default_rng(0)
+    first = list(rng.integers(200, 1400, 30))
+    second = list(rng.integers(200, 1400, 30))
+    for z in (3, 9, 14, 20, 27):
+        second[z] = first[z]
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    a, b = (save_volume(tmp_path / f"{n}.nii.gz", _disks(v), affine) for n, v in (("a", first), ("b", second)))
+    crop = save_volume(tmp_path / "crop.nii.gz", _disks(first[5:25]), affine)
+    assert overlapping_maps([a, b, crop]) == [(str(a), str(crop), 20)]
+
+
+def test_label_values_beyond_a_counting_array_are_printed_by_sorting(tmp_path):
+    """Label values up to 2e9 (the schema sets no bound): no array of 2e9 counts, the copy still found."""
+    label = np.zeros((30, 30, 8), np.int32)
+    label[5:25, 5:25, :] = 2_000_000_000
+    for z in range(8):
+        label[5:10 + z, 5:9, z] = 7
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    paths = [save_volume(tmp_path / f"{n}.nii.gz", label, affine) for n in ("a", "b")]
+    assert overlapping_maps(paths) == [(str(paths[0]), str(paths[1]), 8)]
+
+
+def test_a_print_found_in_many_maps_is_no_fingerprint():
+    from medsynth.data.shared_slices import COMMON, _candidates
+
+    table, own = b"table" * 3, [bytes([i, z]) * 6 for i in range(COMMON + 1) for z in range(3)]
+    prints = {f"m{i}": ((1.0, 1.0), [table, table, *own[3 * i:3 * i + 3]]) for i in range(COMMON + 1)}
+    assert _candidates(prints) == {}
+    assert _candidates(dict(list(prints.items())[:2])) == {("m0", "m1", 0): 1, ("m0", "m1", 1): 1, ("m0", "m1", -1): 1}

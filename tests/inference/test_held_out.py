@@ -124,4 +124,4 @@ def test_a_test_map_cropped_and_saved_again_is_left_out(tmp_path, caplog) -> Non
         kept = leave_out_test_cases(cases, files, {"m": split}, [files["t0"]])
     assert [c.case_id for c in kept] == ["t0", "maps.other"]
     assert (f"maps.crop left out: its label map {crop} shares 10 axial slices with a test case's ({test}), voxel "
-            "count for voxel count of every label: cropped from it under another id") in caplog.text
+            "count for voxel count of every label: one cropped from the other, under another id") in caplog.text

@@ -159,4 +159,4 @@ def test_a_test_map_cropped_in_a_generate_from_folder_is_found_by_its_slices(tmp
                              {"case_id": "r", "patient_id": "R", "part": "train"}], ["case_id", "patient_id", "part"])
     cases = [_synthetic("ct", "r", train), _synthetic("maps", "crop", crop)]
     assert copies_of_test_maps(cases, case_rows(tables), splits) == [
-        f"maps_crop_syn00 ({crop}) shares 16 axial slices with ct case t ({test}): cropped from it"]
+        f"maps_crop_syn00 ({crop}) shares 16 axial slices with ct case t ({test}): one cropped from the other"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -26,13 +27,34 @@ log = logging.getLogger(__name__)
 MIN_VOXELS = 100
 # Slices alike at one offset along the body axis: a cropped copy shares all of its own.
 RUN = 5
+# The share of the slices printed in either map over their overlap that must be alike: all for a crop.
+COVERAGE = 0.8
+# A print found in more maps is no fingerprint (a structure alike in many, such as a labelled table).
+COMMON = 8
+# Above this label value a slice's counts are found by sorting (TotalSegmentator's ids are far below).
+LARGEST_COUNTED = 1 << 16
 
 
 def slice_prints(path: str | Path) -> tuple[tuple, list[bytes | None]] | None:
     """(in-plane spacing, per axial slice inferior to superior its print) of a label map (NIfTI, or a
     DICOM folder): a digest of its voxel count of each label value, None for a slice with fewer than
     ``MIN_VOXELS`` labelled voxels. None for a map that cannot be read, has no axis along the body or
-    negative values (its own stage refuses or reports those)."""
+    negative values (its own stage refuses or reports those). Once per file and process (its path, size
+    and time): the export asks for the test maps' twice."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _PRINTS:
+        _PRINTS[key] = _read_prints(path)
+    return _PRINTS[key]
+
+
+_PRINTS: dict[tuple, tuple[tuple, list[bytes | None]] | None] = {}
+
+
+def _read_prints(path: str | Path) -> tuple[tuple, list[bytes | None]] | None:
     import numpy as np  # here: the config checks import the split module at every Snakemake start
     from nibabel.orientations import io_orientation
 
@@ -43,52 +65,81 @@ def slice_prints(path: str | Path) -> tuple[tuple, list[bytes | None]] | None:
         volume = load_volume(path, np.integer, stored_order=True)
     except Exception:  # noqa: BLE001 -- unreadable, not 3D, not whole numbers, a DICOM folder SimpleITK refuses:
         return None  # a check never stops a stage over a map; the map's own stage names what is wrong with it
-    ornt = io_orientation(volume.affine)
-    if np.isnan(ornt).any() or (volume.array.size and volume.array.min() < 0):
+    ornt, array = io_orientation(volume.affine), volume.array
+    if np.isnan(ornt).any() or not array.size or array.min() < 0:
         return None
     axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])  # the stored axis along inferior-superior
-    spacing = tuple(sorted(round(float(s), 2) for i, s in enumerate(voxel_spacing(volume.affine)) if i != axis))
+    spacing = tuple(sorted(float(s) for i, s in enumerate(voxel_spacing(volume.affine)) if i != axis))
+    large = int(array.max()) > LARGEST_COUNTED  # bincount would hold a count for every value up to it
     prints = []
-    for plane in np.moveaxis(volume.array, axis, 0)[:: int(ornt[axis, 1])]:
-        counts = np.bincount(plane.ravel(order="K"))
-        counts[0] = 0  # background: how much air a crop left is no part of the print
-        prints.append(None if counts.sum() < MIN_VOXELS else
-                      hashlib.blake2b(np.trim_zeros(counts, "b").astype("<i8").tobytes(), digest_size=12).digest())
+    for plane in np.moveaxis(array, axis, 0)[:: int(ornt[axis, 1])]:
+        if large:
+            values, counts = np.unique(plane[plane > 0], return_counts=True)
+            counted = np.concatenate([values, counts]).astype("<i8")
+        else:
+            counted = np.bincount(plane.ravel(order="K"))
+            counted[0] = 0  # background: how much air a crop left is no part of the print
+            counted = np.trim_zeros(counted, "b").astype("<i8")
+        labelled = int(counts.sum()) if large else int(counted.sum())
+        prints.append(None if labelled < MIN_VOXELS else hashlib.blake2b(counted.tobytes(), digest_size=12).digest())
     return spacing, prints
 
 
 def overlapping_maps(paths: Iterable[str | Path]) -> list[tuple[str, str, int]]:
-    """(map, map, slices alike) for each pair of the label maps in ``paths`` that share at least ``RUN``
-    distinct slice prints at one offset along the body axis (and the in-plane spacing), sorted. Each map is
-    read once, one at a time."""
+    """(map, map, slices alike) for each pair of the label maps in ``paths`` (sorted by name) that share at
+    least ``RUN`` distinct slice prints at one offset along the body axis, where those are at least
+    ``COVERAGE`` of the slices printed in either over their overlap, on one in-plane spacing; sorted. Each
+    map is read once, one at a time."""
     from tqdm import tqdm  # here, as numpy: the config checks import this module
 
-    where: dict[tuple, list[tuple[str, int]]] = {}
-    # Every map is read: ~0.3 s for one of AutoPET's size, minutes for its 1014 in the split job.
     files, start = sorted({str(p) for p in paths if p and Path(p).exists()}), time.perf_counter()
-    for path in tqdm(files, desc="slices alike", unit="map"):
-        read = slice_prints(path)
-        if read is None:
-            continue
-        spacing, prints = read
-        for z, digest in enumerate(prints):
-            if digest is not None:
-                where.setdefault((spacing, digest), []).append((path, z))
-    # Distinct prints, not slices: a structure the same on every slice (a scanner's table labelled in two
-    # patients' maps, slices repeated by a resampling) matches at every offset with one print.
-    runs: dict[tuple[str, str, int], set[bytes]] = {}
-    for (_, digest), places in where.items():
-        for i, (a, za) in enumerate(places):
-            for b, zb in places[i + 1:]:
-                if a != b:
-                    runs.setdefault((a, b, zb - za), set()).add(digest)
+    # Every map is read: ~0.3 s for one of AutoPET's size, minutes for its 1014 in the split job.
+    prints = {p: read for p in tqdm(files, desc="slices alike", unit="map") if (read := slice_prints(p))}
+    found = []
+    for (a, b, offset), n in _candidates(prints).items():
+        if n >= RUN and _close(prints[a][0], prints[b][0]):
+            alike = _alike(prints[a][1], prints[b][1], offset)
+            if alike is not None:
+                found.append((a, b, alike))
     best: dict[tuple[str, str], int] = {}
-    for (a, b, _), digests in runs.items():
-        best[(a, b)] = max(best.get((a, b), 0), len(digests))
-    found = sorted((a, b, n) for (a, b), n in best.items() if n >= RUN)
+    for a, b, n in found:
+        best[(a, b)] = max(best.get((a, b), 0), n)
     log.info("slices alike: %d label maps read in %.0f s, %d pairs share %d or more slices", len(files),
-             time.perf_counter() - start, len(found), RUN)
-    return found
+             time.perf_counter() - start, len(best), RUN)
+    return sorted((a, b, n) for (a, b), n in best.items())
+
+
+def _candidates(prints: dict[str, tuple[tuple, list]]) -> Counter:
+    """(map, later map, offset) -> the distinct prints they share there. Distinct: a structure the same on
+    every slice (a scanner's table labelled in two maps, slices repeated by a resampling) matches at every
+    offset with one print. A print in more than ``COMMON`` maps is left out: no fingerprint, and its pairs
+    would grow with the square of their number."""
+    where: dict[bytes, list[tuple[str, int]]] = {}
+    for path, (_, digests) in prints.items():
+        for z, digest in enumerate(digests):
+            if digest is not None:
+                where.setdefault(digest, []).append((path, z))
+    shared: Counter = Counter()
+    for places in where.values():
+        if len({p for p, _ in places}) > COMMON:
+            continue
+        shared.update({(a, b, zb - za) for i, (a, za) in enumerate(places) for b, zb in places[i + 1:] if a != b})
+    return shared
+
+
+def _close(first: tuple, second: tuple) -> bool:
+    """One in-plane spacing, to float32's rounding of a header (a DICOM-derived affine against a NIfTI's)."""
+    return len(first) == len(second) and all(abs(x - y) <= 1e-3 * max(x, y, 1.0) for x, y in zip(first, second))
+
+
+def _alike(first: list, second: list, offset: int) -> int | None:
+    """The slices alike where ``second``'s slice z + ``offset`` lies on ``first``'s z, if they are at least
+    ``COVERAGE`` of the slices printed in either there: a crop's every slice is its original's, while two
+    patients' single-organ maps may share a few areas by chance among dozens that differ."""
+    pairs = [(first[z], second[z + offset]) for z in range(max(0, -offset), min(len(first), len(second) - offset))]
+    printed = [(x, y) for x, y in pairs if x is not None or y is not None]
+    alike = sum(x == y for x, y in printed)
+    return alike if printed and alike >= RUN and alike >= COVERAGE * len(printed) else None
 
 
 def cropped_copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> dict[str, tuple[str, int]]:

@@ -37,7 +37,7 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
     """case id -> why it is a test patient's, for the ``generate_from`` ``cases`` whose patient is in the test
     part of a dataset the generator learnt from (``split_tables``: dataset -> ``split.tsv``) or whose source
     label map has the bytes of a test case's (``test_labels``), its voxels on its grid, or a run of its
-    slices (``shared_slices``: cropped from it)."""
+    slices (``shared_slices``: one cropped from the other)."""
     test = patients_in_test(split_tables)
     unknown = [c.label for c in cases if c.patient_id not in test]
     copies, saved_again = copies_and_resaves(unknown, test_labels)
@@ -55,8 +55,8 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
         elif case.label in cropped:
             original, n = cropped[case.label]
             reasons[case.case_id] = (f"its label map {case.label} shares {n} axial slices with a test case's "
-                                     f"({original}), voxel count for voxel count of every label: cropped from it "
-                                     "under another id")
+                                     f"({original}), voxel count for voxel count of every label: one cropped "
+                                     "from the other, under another id")
     return reasons
 
 
@@ -78,15 +78,15 @@ def generate_from_patients(tables: Sequence[Path]) -> dict[tuple[str, str], str]
     ``resources/raw/<dataset>/cases.tsv``), with a warning for a dataset that names no patients.
 
     Such a dataset is never split, so no split warns (``split.cases_as_patients``), and every case is its own
-    patient: ``test_case_reasons`` then finds a test patient's study only by its label map's bytes or voxels,
-    and another study of that patient (a later scan, TotalSegmentator's map of it) is generated and exported."""
+    patient: ``test_case_reasons`` then finds a test patient's study only by its label map's bytes, voxels or
+    slices, and another study of that patient (a later scan, TotalSegmentator's map of it) is generated and exported."""
     patients = {}
     for table in tables:
         dataset, rows = Path(table).parent.name, read_tsv(table)
         if names_no_patients(rows):
             log.warning("%s: generate_from dataset %s names no patients (each of its %d cases is its own patient): "
                         "generation leaves out a test patient's study only by that patient's id or the same "
-                        "label map (bytes or voxels), so another study of a test patient is generated and "
+                        "label map (bytes, voxels, or slices of a crop), so another study of a test patient is generated and "
                         "exported. Give patient ids spelt as the split datasets' are (a patient_id column in its "
                         "cases table, or a {patient} placeholder in datasets.%s.layout)", table, dataset, len(rows),
                         dataset)

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from medsynth.io.atomic import replacing
+from medsynth.io.atomic import atomic_open
 from medsynth.io.stamps import code_digest, digest_of, file_stamps
 
 RECORD = "done.json"
@@ -49,8 +49,8 @@ def finished_rows(case_dir: Path, key: str) -> list[dict] | None:
 
 def close_case(case_dir: Path, key: str, rows: list[dict]) -> None:
     """Mark a case complete: its record is written last, atomically."""
-    with replacing(case_dir / RECORD) as tmp:
-        tmp.write_text(json.dumps({"key": key, "rows": rows}))
+    with atomic_open(case_dir / RECORD) as fh:
+        fh.write(json.dumps({"key": key, "rows": rows}))
 
 
 def publish(work_dir: Path, out_dir: Path, case_ids: Sequence[str], rows: list[dict]) -> list[dict]:

@@ -5,8 +5,9 @@ TotalSegmentator output of a test study saved again in a folder that a ``generat
 reads (found as ``{case}.nii.gz``, its patient is its file name), or one study listed twice in a
 cases table with two patient ids. Its synthetic twins, and the map itself beside them, would then
 ship a test patient's anatomy. The export compares the exported cases' source label files with the
-test cases' byte for byte (sizes first, a SHA-256 only where a size matches), and the voxels of a map
-saved again with other bytes (``same_files.voxel_groups``: grids first).
+test cases' byte for byte (sizes first, a SHA-256 only where a size matches), the voxels of a map
+saved again with other bytes (``same_files.voxel_groups``: grids first), and, for the ``generate_from``
+maps, the slices of one cropped from the other (``shared_slices``: every such map and test map read once).
 """
 
 from __future__ import annotations
@@ -55,13 +56,15 @@ def case_rows(case_tables: Mapping[str, Path]) -> dict[str, dict[str, dict[str, 
 def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, Path]) -> list[str]:
     """'<case> (<file>) is a copy of <test case> (<file>)' for every exported case (``ExportCase``) whose
     source label map is a test case's of one of the split datasets, byte for byte, voxel for voxel on its
-    grid, or cropped from it (``shared_slices``) (``rows``: ``case_rows``)."""
+    grid, or one cropped from the other (``shared_slices``) (``rows``: ``case_rows``)."""
     tests = test_label_files(rows, split_tables)
     if not tests:
         return []
     sources = {case.identifier: source_label(case.provenance, case.label, rows) for case in cases}
     twin, saved_again = copies_and_resaves(sources.values(), tests)
-    # Crops among the maps of datasets that are not split (generate_from): the split refused those of its own.
+    # Crops among the maps of the datasets that are not split (generate_from): each split refused crops
+    # within its own dataset; across two split datasets only patient ids are compared (their checks
+    # before training), not slices, which would read every training map here.
     split = {r.get("label") for d in split_tables for r in rows.get(d, {}).values()}
     cropped = cropped_copies_of(set(sources.values()) - set(twin) - set(saved_again) - split, tests)
     found = []
@@ -75,7 +78,7 @@ def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, 
         elif sources[case] in cropped:
             original, n = cropped[sources[case]]
             found.append(f"{case} ({sources[case]}) shares {n} axial slices with {tests[original]} ({original}): "
-                         "cropped from it")
+                         "one cropped from the other")
     return found
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from medsynth.io.atomic import replacing
 from medsynth.io.tables import read_tsv, write_tsv
 from medsynth.metrics import DIRECTIONS
 
@@ -64,8 +65,8 @@ def start_live_tables(live_dir: Path, step: int, history: list[dict], loss_colum
 def finalize(run_dir: Path, history: list[dict]) -> dict:
     """Publish the declared outputs once training is complete."""
     live = run_dir / "live"
-    shutil.copyfile(live / "losses.tsv", run_dir / "losses.tsv.part")
-    (run_dir / "losses.tsv.part").replace(run_dir / "losses.tsv")
+    with replacing(run_dir / "losses.tsv") as tmp:
+        shutil.copyfile(live / "losses.tsv", tmp)
     write_tsv(run_dir / "metrics.tsv", history, METRIC_COLUMNS)
     rows = [{"step": h["step"], "checkpoint": f"checkpoints/ema_step_{h['step']:06d}.pt"} for h in history]
     write_tsv(run_dir / "checkpoints.tsv", rows, ["step", "checkpoint"])
