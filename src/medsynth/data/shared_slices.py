@@ -1,12 +1,13 @@
-"""Label maps that share slices: one study cropped, or cut into two, under two patient ids.
+"""Label maps that share slices: one study cropped and saved again under another patient id.
 
 ``same_files`` finds a study saved again whole: the same bytes, the same voxels on the same grid, one DICOM
 series. A study exported again with fewer slices (a re-export of the abdomen only) or with air cropped
 around the body has another grid and other voxels, yet each of its axial slices counts the same voxels
 of every label as the original's slice it came from. Two studies of different patients never do over a
-run of slices: a slice's counts of a dozen organs are its anatomy's fingerprint, and requiring
-``RUN`` distinct prints at one offset along the body axis rules out a chance match even where a map has one
-label, and a match on a structure that looks the same on every slice.
+run of slices: a slice's counts of a dozen organs are its anatomy's fingerprint. Requiring ``RUN``
+distinct prints alike at one offset along the body axis, and ``COVERAGE`` of the slices printed over the
+two maps' overlap, rules out a chance match where a map has one label (an area alike here and there), and
+a match on a structure that looks the same on every slice.
 
 A map resampled to another spacing, or cropped through its labels, counts otherwise and is not found here
 (the memorisation audits compare what a generator made with the test split's slices).
