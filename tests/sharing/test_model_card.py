@@ -188,7 +188,8 @@ def test_an_unpaired_card_states_the_grid_of_the_label_maps_and_of_the_images(so
     save_checkpoint(tmp_path / "generator.pt", {"step": 6, "card": {**card, "selection": {"step": 6}}})
     write_tsv(tmp_path / "test_metrics.tsv", [{"metric": "fid", "mean": 1.0, "std": 0.0, "n": 3}],
               ["metric", "mean", "std", "n"])
-    assert "- spacing: 1.5 x 1.5 mm in-plane, slices 4.0 mm" in render({**card, "licence": None})  # selection's
+    # Selection's card: the image dataset's grid, named as such (not the label maps').
+    assert "- spacing (mr): 1.5 x 1.5 mm in-plane, slices 4.0 mm\n- intensity" in render({**card, "licence": None})
     spacing = spacing_by_dataset(metas)
     assert spacing == {"ct": {"in_plane_mm": [1.5, 1.5], "slice_mm": [2.0, 5.0]},
                        "mr": {"in_plane_mm": [1.5, 1.5], "slice_mm": [4.0, 4.0]}}

@@ -40,8 +40,10 @@ def _spacing_lines(data: Mapping) -> list[str]:
                 f"{' to '.join(map(str, sorted(set(spacing.get('slice_mm', [])))))} mm")
 
     datasets = data["datasets"]
-    if len(datasets) < 2 or not all("spacing" in d for d in datasets):
+    if len(datasets) < 2:
         return [f"- spacing: {grid(data['spacing'])}"]  # paired: the one dataset's, as selection found it
+    if not all("spacing" in d for d in datasets):  # selection's unpaired card: the images' (listed last) only
+        return [f"- spacing ({datasets[-1]['name']}): {grid(data['spacing'])}"]
     return [f"- spacing ({d['name']}): {grid(d['spacing'])}" for d in datasets]  # roles: the table above
 
 
