@@ -147,3 +147,15 @@ def test_a_print_found_in_many_maps_is_no_fingerprint():
     prints = {f"m{i}": ((1.0, 1.0), [table, table, *own[3 * i:3 * i + 3]]) for i in range(COMMON + 1)}
     assert _candidates(prints) == {}
     assert _candidates(dict(list(prints.items())[:2])) == {("m0", "m1", 0): 1, ("m0", "m1", 1): 1, ("m0", "m1", -1): 1}
+
+
+def test_a_slice_prints_alike_whichever_way_its_labels_are_counted(tmp_path, monkeypatch):
+    """Counting by sorting (label values past LARGEST_COUNTED somewhere in a map) and by a count per value give
+    one print: a crop that lost the map's largest value still matches its original."""
+    import medsynth.data.shared_slices as shared
+
+    (path, label, affine), = phantom_maps(tmp_path, 1)
+    counted = slice_prints(path)[1]
+    monkeypatch.setattr(shared, "LARGEST_COUNTED", -1)
+    sorted_ = shared._read_prints(path)[1]
+    assert counted == sorted_ and sum(p is not None for p in counted) > 10

@@ -74,15 +74,16 @@ def _read_prints(path: str | Path) -> tuple[tuple, list[bytes | None]] | None:
     large = int(array.max()) > LARGEST_COUNTED  # bincount would hold a count for every value up to it
     prints = []
     for plane in np.moveaxis(array, axis, 0)[:: int(ornt[axis, 1])]:
+        # (label values, their counts), background left out (how much air a crop left is no part of the
+        # print); the same bytes by either way of counting, so a crop that lost the largest value matches.
         if large:
             values, counts = np.unique(plane[plane > 0], return_counts=True)
-            counted = np.concatenate([values, counts]).astype("<i8")
         else:
             counted = np.bincount(plane.ravel(order="K"))
-            counted[0] = 0  # background: how much air a crop left is no part of the print
-            counted = np.trim_zeros(counted, "b").astype("<i8")
-        labelled = int(counts.sum()) if large else int(counted.sum())
-        prints.append(None if labelled < MIN_VOXELS else hashlib.blake2b(counted.tobytes(), digest_size=12).digest())
+            values = np.flatnonzero(counted[1:]) + 1
+            counts = counted[values]
+        prints.append(None if int(counts.sum()) < MIN_VOXELS else hashlib.blake2b(
+            np.concatenate([values, counts]).astype("<i8").tobytes(), digest_size=12).digest())
     return spacing, prints
 
 
