@@ -97,15 +97,12 @@ def overlapping_maps(paths: Iterable[str | Path]) -> list[tuple[str, str, int]]:
     files, start = sorted({str(p) for p in paths if p and Path(p).exists()}), time.perf_counter()
     # Every map is read: ~0.3 s for one of AutoPET's size, minutes for its 1014 in the split job.
     prints = {p: read for p in tqdm(files, desc="slices alike", unit="map") if (read := slice_prints(p))}
-    found = []
+    best: dict[tuple[str, str], int] = {}  # a pair's most slices alike over its offsets
     for (a, b, offset), n in _candidates(prints).items():
         if n >= RUN and _close(prints[a][0], prints[b][0]):
             alike = _alike(prints[a][1], prints[b][1], offset)
             if alike is not None:
-                found.append((a, b, alike))
-    best: dict[tuple[str, str], int] = {}
-    for a, b, n in found:
-        best[(a, b)] = max(best.get((a, b), 0), n)
+                best[(a, b)] = max(best.get((a, b), 0), alike)
     log.info("slices alike: %d label maps read in %.0f s, %d pairs share %d or more slices", len(files),
              time.perf_counter() - start, len(best), RUN)
     return sorted((a, b, n) for (a, b), n in best.items())
