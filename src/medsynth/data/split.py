@@ -145,9 +145,9 @@ def same_study_cases(rows: Sequence[Mapping[str, str]], parts: Mapping[str, str]
 def study_groups(rows: Sequence[Mapping[str, str]]) -> list[tuple[list[str], str]]:
     """(cases, why) for each set of cases whose image or label files have the same bytes, or whose label
     maps (images where a case has none) the same voxels on the same grid, or whose DICOM folders one
-    series (``same_files``: a study saved or exported again; or one file listed twice); then each pair
-    not among those whose label maps share a run of axial slices (``shared_slices``: one cropped from the
-    other)."""
+    series (``same_files``: a study saved or exported again; or one file listed twice); then each pair of
+    cases whose label maps share a run of axial slices (``shared_slices``: one cropped from the other),
+    unless one of those sets holds both already."""
     cases_of: dict[str, set[str]] = {}
     for row in rows:
         for column in ("image", "label"):
