@@ -52,14 +52,22 @@ def test_without_test_maps_or_generate_from_cases_nothing_is_left_out(tmp_path) 
                                 []) == cases
 
 
+def _kept_beside_one_test_map(tmp_path: Path, files: dict[str, str], caplog) -> list[str]:
+    """The cases generation keeps of ``files``: test case t0 (patient P) and generate_from maps of other
+    patients (each its own), their warnings in ``caplog``."""
+    split = tmp_path / "split.tsv"
+    write_tsv(split, [{"case_id": "t0", "patient_id": "P", "part": "test"}], ["case_id", "patient_id", "part"])
+    cases = [_case(c, "test", "P") if c == "t0" else _case(c, "generate_from", f"Q{i}") for i, c in enumerate(files)]
+    with caplog.at_level(logging.WARNING):
+        return [c.case_id for c in leave_out_test_cases(cases, files, {"m": split}, [files["t0"]])]
+
+
 def test_a_test_map_saved_again_with_other_bytes_is_left_out(tmp_path, caplog) -> None:
     """TotalSegmentator's output of a test study, saved again (.nii, not .nii.gz) in a generate_from folder:
     other bytes, the same voxels on the same grid. A map of the same grid with other voxels is kept."""
     import nibabel as nib
     import numpy as np
 
-    split = tmp_path / "split.tsv"
-    write_tsv(split, [{"case_id": "t0", "patient_id": "P", "part": "test"}], ["case_id", "patient_id", "part"])
     labels = np.zeros((8, 8, 3), np.uint8)
     labels[2:5, 3:6] = 3
     affine = np.diag([-0.8, -0.8, 2.5, 1.0])
@@ -68,11 +76,7 @@ def test_a_test_map_saved_again_with_other_bytes_is_left_out(tmp_path, caplog) -
     nib.save(nib.Nifti1Image(labels, affine), files["t0"])
     nib.save(nib.Nifti1Image(labels, affine), files["maps.again"])
     nib.save(nib.Nifti1Image(np.roll(labels, 1, axis=0), affine), files["maps.other"])
-    cases = [_case("t0", "test", "P"), _case("maps.again", "generate_from", "A"),
-             _case("maps.other", "generate_from", "B")]
-    with caplog.at_level(logging.WARNING):
-        kept = leave_out_test_cases(cases, files, {"m": split}, [files["t0"]])
-    assert [c.case_id for c in kept] == ["t0", "maps.other"]
+    assert _kept_beside_one_test_map(tmp_path, files, caplog) == ["t0", "maps.other"]
     assert (f"maps.again left out: its label map {files['maps.again']} holds a test case's voxels on its grid "
             f"({files['t0']}), saved again") in caplog.text
 
@@ -113,15 +117,9 @@ def test_a_test_map_cropped_and_saved_again_is_left_out(tmp_path, caplog) -> Non
     Another patient's map of the same grid is generated."""
     from tests.helpers.cropped import body_box_copy, phantom_maps
 
-    split = tmp_path / "split.tsv"
-    write_tsv(split, [{"case_id": "t0", "patient_id": "P", "part": "test"}], ["case_id", "patient_id", "part"])
     (test, label, affine), (other, *_) = phantom_maps(tmp_path, 2)
     crop = save_volume(tmp_path / "maps" / "crop.nii.gz", *body_box_copy(label, affine, slice(8, 18)))
     files = {"t0": str(test), "maps.crop": str(crop), "maps.other": str(other)}
-    cases = [_case("t0", "test", "P"), _case("maps.crop", "generate_from", "A"),
-             _case("maps.other", "generate_from", "B")]
-    with caplog.at_level(logging.WARNING):
-        kept = leave_out_test_cases(cases, files, {"m": split}, [files["t0"]])
-    assert [c.case_id for c in kept] == ["t0", "maps.other"]
+    assert _kept_beside_one_test_map(tmp_path, files, caplog) == ["t0", "maps.other"]
     assert (f"maps.crop left out: its label map {crop} shares 10 axial slices with a test case's ({test}), voxel "
             "count for voxel count of every label: one cropped from the other, under another id") in caplog.text
