@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from medsynth.data.same_files import copies_and_resaves
+
 log = logging.getLogger(__name__)
 
 # A slice with fewer labelled voxels (the top or the bottom of a map) says too little to match on.
@@ -139,6 +141,17 @@ def _alike(first: list, second: list, offset: int) -> int | None:
     printed = [(x, y) for x, y in pairs if x is not None or y is not None]
     alike = sum(x == y for x, y in printed)
     return alike if printed and alike >= RUN and alike >= COVERAGE * len(printed) else None
+
+
+def copies_resaves_and_crops(files: Iterable[str | Path], originals: Iterable[str | Path],
+                             not_for_crops: Iterable[str] = ()) -> tuple[dict, dict, dict]:
+    """Which of the label maps ``files`` come from which ``originals``, in three ways, each map in the first
+    that finds it: ``same_files.copies_and_resaves`` (the same bytes; the same voxels saved again) and then,
+    for the rest but ``not_for_crops``, ``cropped_copies_of``: generation's and the export's test-map checks."""
+    files, originals = {str(f) for f in files if f}, [str(o) for o in originals if o]
+    copies, saved_again = copies_and_resaves(files, originals)
+    return copies, saved_again, cropped_copies_of(files - set(copies) - set(saved_again) - set(not_for_crops),
+                                                  originals)
 
 
 def cropped_copies_of(files: Iterable[str | Path], originals: Iterable[str | Path]) -> dict[str, tuple[str, int]]:

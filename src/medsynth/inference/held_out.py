@@ -16,8 +16,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 from medsynth.data.cohort import patient_of
 from medsynth.data.patients import patients_in_test
-from medsynth.data.same_files import copies_and_resaves
-from medsynth.data.shared_slices import cropped_copies_of
+from medsynth.data.shared_slices import copies_resaves_and_crops
 from medsynth.data.split import names_no_patients
 from medsynth.io.tables import read_tsv
 
@@ -39,9 +38,8 @@ def test_case_reasons(cases: Sequence[SourceMap], split_tables: Mapping[str, Pat
     label map has the bytes of a test case's (``test_labels``), its voxels on its grid, or a run of its
     slices (``shared_slices``: one cropped from the other)."""
     test = patients_in_test(split_tables)
-    unknown = [c.label for c in cases if c.patient_id not in test]
-    copies, saved_again = copies_and_resaves(unknown, test_labels)
-    cropped = cropped_copies_of(set(unknown) - set(copies) - set(saved_again), test_labels)
+    copies, saved_again, cropped = copies_resaves_and_crops([c.label for c in cases if c.patient_id not in test],
+                                                            test_labels)
     reasons = {}
     for case in cases:
         if case.patient_id in test:

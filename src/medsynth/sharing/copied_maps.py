@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medsynth.data.cohort import patient_of, read_cases
-from medsynth.data.same_files import copies_and_resaves, shared_files
-from medsynth.data.shared_slices import cropped_copies_of
+from medsynth.data.same_files import shared_files
+from medsynth.data.shared_slices import copies_resaves_and_crops
 from medsynth.inference.held_out import SourceMap, test_case_reasons
 from medsynth.io.tables import read_tsv
 
@@ -61,12 +61,11 @@ def copies_of_test_maps(cases: Sequence, rows: Rows, split_tables: Mapping[str, 
     if not tests:
         return []
     sources = {case.identifier: source_label(case.provenance, case.label, rows) for case in cases}
-    twin, saved_again = copies_and_resaves(sources.values(), tests)
     # Crops among the maps of the datasets that are not split (generate_from): each split refused crops
     # within its own dataset; across two split datasets only patient ids are compared (their checks
     # before training), not slices, which would read every training map here.
-    split = {r.get("label") for d in split_tables for r in rows.get(d, {}).values()}
-    cropped = cropped_copies_of(set(sources.values()) - set(twin) - set(saved_again) - split, tests)
+    split = {r["label"] for d in split_tables for r in rows.get(d, {}).values() if r.get("label")}
+    twin, saved_again, cropped = copies_resaves_and_crops(sources.values(), tests, not_for_crops=split)
     found = []
     for case in sorted(sources):
         if sources[case] in twin:
